@@ -1,0 +1,119 @@
+//! The application: `App::build` opens and migrates the store and wires the
+//! domain, never binds; `App::serve` runs the HTTP server and the background
+//! tasks on a listener it is given until shutdown, then drains. Tests and
+//! `main` use the same path (tests bind port 0).
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::error::Error;
+use crate::relay::Relay;
+use crate::store::{now_ms, Store, StoreError};
+use crate::{http, tasks};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub relay: Arc<Relay>,
+    pub auth: Arc<Auth>,
+    pub config: Arc<Config>,
+    /// Resolves when the server is shutting down: long polls return early.
+    pub shutdown: Shutdown,
+}
+
+/// The receiving side of the shutdown signal; cheap to clone.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Triggers shutdown of everything holding the matching [`Shutdown`].
+#[derive(Clone)]
+pub struct ShutdownTrigger(Arc<watch::Sender<bool>>);
+
+impl ShutdownTrigger {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger(Arc::new(tx)), Shutdown(rx))
+    }
+
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(#[from] Error),
+}
+
+pub struct App {
+    state: AppState,
+    trigger: ShutdownTrigger,
+    generated_admin_token: Option<String>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let store = Store::open(&config.storage.path, config.storage.synchronous).await?;
+        let (auth, generated_admin_token) = Auth::new(
+            store.clone(),
+            config.server.admin_token.as_ref().map(|s| s.expose()),
+            Duration::from_secs(config.auth.cache_ttl_secs),
+        )
+        .await?;
+        let relay = Relay::new(store, &config, now_ms()).await?;
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        Ok(App {
+            state: AppState {
+                relay: Arc::new(relay),
+                auth: Arc::new(auth),
+                config: Arc::new(config),
+                shutdown,
+            },
+            trigger,
+            generated_admin_token,
+        })
+    }
+
+    /// The admin token this start generated (first start, none configured).
+    pub fn generated_admin_token(&self) -> Option<&str> {
+        self.generated_admin_token.as_deref()
+    }
+
+    /// A handle that stops `serve`.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Serves until the trigger fires: then stops accepting, finishes
+    /// in-flight requests (long polls return at once), stops the background
+    /// tasks and closes the database.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let state = self.state;
+        let interval = Duration::from_secs(state.config.tasks.maintenance_interval_secs);
+        let maintenance = tokio::spawn(tasks::maintenance(
+            state.relay.clone(),
+            interval,
+            state.shutdown.clone(),
+        ));
+        let router = http::router(state.clone());
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(state.shutdown.clone().wait())
+            .await;
+        let _ = maintenance.await;
+        state.relay.store.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}

@@ -1,0 +1,328 @@
+//! Credentials: token format, argon2id hashing, the verified-token cache and
+//! the extractors that say what access a handler needs.
+//!
+//! Tokens are 256 random bits, shown once, stored only as argon2id PHC
+//! strings. A client or app token is `<id>.<64 hex>`: the id names the row, so
+//! finding the hash is one primary-key read, never a scan. The admin token is
+//! either the one configured (`--admin-token` / `ADMIN_TOKEN`) or one the
+//! first start generated (`adm_<64 hex>`, its hash in the `settings` table).
+//!
+//! argon2 is slow on purpose, so it runs on the blocking pool, and a token that
+//! verified is remembered for `[auth] cache_ttl_secs`: a poll loop costs one
+//! verification per TTL, not one per request. Revoking or rotating through the
+//! API forgets the entry at once; through the CLI (another process) the change
+//! reaches a running server when the entry ages out.
+
+use crate::app::AppState;
+use crate::error::Error;
+use crate::ids::{AppId, ClientId};
+use crate::store::{self, settings, Store};
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Who a request acts for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    /// An agent instance.
+    Client(ClientId),
+    /// The user-facing side.
+    App(AppId),
+}
+
+impl Principal {
+    /// The key idempotency records and the cache are scoped by.
+    pub fn key(&self) -> &str {
+        match self {
+            Principal::Admin => "admin",
+            Principal::Client(id) => id.as_str(),
+            Principal::App(id) => id.as_str(),
+        }
+    }
+}
+
+/// 32 random bytes as 64 lowercase hex digits.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new token for `id` and its argon2id hash.
+pub async fn issue_token(id: &str) -> Result<(String, String), Error> {
+    let token = format!("{id}.{}", random_hex());
+    let hash = hash_token(token.clone()).await?;
+    Ok((token, hash))
+}
+
+/// A new admin token and its argon2id hash.
+pub async fn issue_admin_token() -> Result<(String, String), Error> {
+    let token = format!("adm_{}", random_hex());
+    let hash = hash_token(token.clone()).await?;
+    Ok((token, hash))
+}
+
+async fn hash_token(token: String) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(token.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::Internal(format!("argon2 hash: {e}")))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("hashing task: {e}")))?
+}
+
+async fn verify_token(token: String, hash: String) -> Result<bool, Error> {
+    tokio::task::spawn_blocking(move || {
+        let parsed =
+            PasswordHash::new(&hash).map_err(|e| Error::Internal(format!("stored hash: {e}")))?;
+        Ok(Argon2::default()
+            .verify_password(token.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("verification task: {e}")))?
+}
+
+/// Equal contents, in time that depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+struct Verified {
+    token: Box<str>,
+    principal: Principal,
+    at: Instant,
+}
+
+pub struct Auth {
+    store: Store,
+    /// Hash of the configured admin token; None: use the generated one in the db.
+    configured_admin: Option<String>,
+    /// Verified tokens by principal key. Bounded by the number of principals.
+    cache: Mutex<HashMap<String, Verified>>,
+    ttl: Duration,
+}
+
+impl Auth {
+    /// Sets up admin authentication. With no configured admin token and none
+    /// stored yet, generates one and returns it: the caller shows it once.
+    pub async fn new(
+        store: Store,
+        configured_admin: Option<&str>,
+        ttl: Duration,
+    ) -> Result<(Auth, Option<String>), Error> {
+        let mut generated = None;
+        let configured_admin = match configured_admin {
+            Some(token) => Some(hash_token(token.to_owned()).await?),
+            None => {
+                if settings::get(store.reader(), settings::ADMIN_TOKEN_HASH)
+                    .await?
+                    .is_none()
+                {
+                    let (token, hash) = issue_admin_token().await?;
+                    store
+                        .write(move |tx| {
+                            Box::pin(async move {
+                                settings::set(tx, settings::ADMIN_TOKEN_HASH, &hash).await
+                            })
+                        })
+                        .await?;
+                    generated = Some(token);
+                }
+                None
+            }
+        };
+        let auth = Auth {
+            store,
+            configured_admin,
+            cache: Mutex::new(HashMap::new()),
+            ttl,
+        };
+        Ok((auth, generated))
+    }
+
+    /// The principal `token` belongs to, or `Unauthorized`.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+        const WRONG: Error = Error::Unauthorized("invalid token");
+        let (principal, key) = match token.split_once('.') {
+            Some((id, _)) if id.starts_with(ClientId::PREFIX) => {
+                let id = ClientId::parse(id).ok_or(WRONG)?;
+                let key = id.as_str().to_owned();
+                (Principal::Client(id), key)
+            }
+            Some((id, _)) if id.starts_with(AppId::PREFIX) => {
+                let id = AppId::parse(id).ok_or(WRONG)?;
+                let key = id.as_str().to_owned();
+                (Principal::App(id), key)
+            }
+            _ => (Principal::Admin, "admin".to_owned()),
+        };
+
+        if let Some(hit) = self.cached(&key, token) {
+            return Ok(hit);
+        }
+        let hash = match &principal {
+            Principal::Client(id) => store::clients::credential(self.store.reader(), id).await?,
+            Principal::App(id) => store::apps::credential(self.store.reader(), id).await?,
+            Principal::Admin => match &self.configured_admin {
+                Some(hash) => Some(hash.clone()),
+                None => settings::get(self.store.reader(), settings::ADMIN_TOKEN_HASH).await?,
+            },
+        };
+        let Some(hash) = hash else { return Err(WRONG) };
+        if !verify_token(token.to_owned(), hash).await? {
+            return Err(WRONG);
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(
+            key,
+            Verified {
+                token: token.into(),
+                principal: principal.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(principal)
+    }
+
+    fn cached(&self, key: &str, token: &str) -> Option<Principal> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.get(key)?;
+        if entry.at.elapsed() > self.ttl {
+            cache.remove(key);
+            return None;
+        }
+        constant_time_eq(entry.token.as_bytes(), token.as_bytes()).then(|| entry.principal.clone())
+    }
+
+    /// Forgets a principal's verified token (after revoke or rotate).
+    pub fn forget(&self, key: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<Option<&str>, Error> {
+    let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Error::Unauthorized("malformed Authorization header"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(Error::Unauthorized(
+            "expected `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
+    let token = bearer(parts)?.ok_or(Error::Unauthorized("missing bearer token"))?;
+    state.auth.authenticate(token).await
+}
+
+/// Requires the admin token.
+pub struct AdminAuth;
+
+/// Requires a client (agent instance) token.
+pub struct ClientAuth(pub ClientId);
+
+/// Requires an app token; with `[inbound] public = true`, no token at all
+/// means the built-in public app.
+pub struct AppAuth(pub AppId);
+
+/// Any valid token.
+pub struct AnyAuth(pub Principal);
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        match principal(parts, state).await? {
+            Principal::Admin => Ok(AdminAuth),
+            _ => Err(Error::Forbidden("this endpoint needs the admin token")),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ClientAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        match principal(parts, state).await? {
+            Principal::Client(id) => Ok(ClientAuth(id)),
+            _ => Err(Error::Forbidden("this endpoint needs a client token")),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AppAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        if bearer(parts)?.is_none() && state.config.inbound.public {
+            return Ok(AppAuth(AppId::public()));
+        }
+        match principal(parts, state).await? {
+            Principal::App(id) => Ok(AppAuth(id)),
+            _ => Err(Error::Forbidden("this endpoint needs an app token")),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AnyAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        Ok(AnyAuth(principal(parts, state).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_issued_token_verifies_and_another_does_not() {
+        let (token, hash) = issue_token("cli_0123456789abcdef0123456789abcdef")
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(!hash.contains(&token));
+        assert!(verify_token(token.clone(), hash.clone()).await.unwrap());
+        let (other, _) = issue_token("cli_0123456789abcdef0123456789abcdef")
+            .await
+            .unwrap();
+        assert!(!verify_token(other, hash).await.unwrap());
+    }
+
+    #[test]
+    fn tokens_carry_their_id_and_256_bits() {
+        let hex = random_hex();
+        assert_eq!(hex.len(), 64);
+        assert_ne!(hex, random_hex());
+    }
+
+    #[test]
+    fn constant_time_eq_compares_contents() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

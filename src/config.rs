@@ -1,0 +1,319 @@
+//! Configuration: typed sections read from a TOML file, then overridden by
+//! command-line flags and their environment variables (see `main.rs`).
+//! Every key has a default, so no file is needed; `config.example.toml`
+//! documents each one. Unknown keys and out-of-range values are errors that
+//! name the key.
+
+use crate::store::Synchronous;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub storage: Storage,
+    pub delivery: Delivery,
+    pub clients: Clients,
+    pub conversations: Conversations,
+    pub inbound: Inbound,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub tasks: Tasks,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub bind: String,
+    pub port: u16,
+    /// Not read from the file: `--admin-token` / `ADMIN_TOKEN` only.
+    #[serde(skip)]
+    pub admin_token: Option<Secret>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            bind: "127.0.0.1".to_owned(),
+            port: 9876,
+            admin_token: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            path: PathBuf::from("clawrelay.db"),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Delivery {
+    pub lease_secs: u64,
+    pub max_attempts: u32,
+    pub long_poll_max_secs: u64,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            lease_secs: 300,
+            max_attempts: 5,
+            long_poll_max_secs: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Clients {
+    pub stale_after_secs: u64,
+    pub disconnected_after_secs: u64,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            stale_after_secs: 30,
+            disconnected_after_secs: 300,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Conversations {
+    pub ttl_secs: u64,
+}
+
+impl Default for Conversations {
+    fn default() -> Self {
+        Conversations { ttl_secs: 86_400 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Inbound {
+    pub public: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_text_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_text_bytes: 65_536,
+            max_body_bytes: 1_048_576,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { cache_ttl_secs: 10 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tasks {
+    pub maintenance_interval_secs: u64,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks {
+            maintenance_interval_secs: 5,
+        }
+    }
+}
+
+/// A secret string whose `Debug` prints nothing.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` (all keys optional) or, with no path, the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned()
+                + &e.span()
+                    .map(|s| format!(" (at line {})", line_of(&text, s.start)))
+                    .unwrap_or_default(),
+        })
+    }
+
+    /// Checks ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.server.bind.parse::<std::net::IpAddr>().is_err() {
+            return bad(format!(
+                "server.bind: `{}` is not an IP address",
+                self.server.bind
+            ));
+        }
+        if self.delivery.lease_secs == 0 {
+            return bad("delivery.lease_secs must be at least 1".into());
+        }
+        if self.delivery.max_attempts == 0 {
+            return bad("delivery.max_attempts must be at least 1".into());
+        }
+        if self.clients.stale_after_secs == 0 {
+            return bad("clients.stale_after_secs must be at least 1".into());
+        }
+        if self.clients.disconnected_after_secs < self.clients.stale_after_secs {
+            return bad(
+                "clients.disconnected_after_secs must not be less than clients.stale_after_secs"
+                    .into(),
+            );
+        }
+        if self.conversations.ttl_secs == 0 {
+            return bad("conversations.ttl_secs must be at least 1".into());
+        }
+        if self.limits.max_text_bytes == 0 {
+            return bad("limits.max_text_bytes must be at least 1".into());
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return bad("limits.max_body_bytes must be at least 1024".into());
+        }
+        if self.tasks.maintenance_interval_secs == 0 {
+            return bad("tasks.maintenance_interval_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.delivery.lease_secs)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str::<Config>(text).map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = Config::default();
+        assert_eq!((c.server.bind.as_str(), c.server.port), ("127.0.0.1", 9876));
+        assert_eq!(c.storage.path, PathBuf::from("clawrelay.db"));
+        assert_eq!(c.storage.synchronous, Synchronous::Full);
+        assert_eq!(c.delivery.lease_secs, 300);
+        assert_eq!(c.delivery.max_attempts, 5);
+        assert_eq!(c.delivery.long_poll_max_secs, 60);
+        assert_eq!(c.clients.stale_after_secs, 30);
+        assert_eq!(c.clients.disconnected_after_secs, 300);
+        assert_eq!(c.conversations.ttl_secs, 86_400);
+        assert!(!c.inbound.public);
+        assert_eq!(c.limits.max_text_bytes, 65_536);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let example = include_str!("../config.example.toml");
+        let c = parse(example).expect("config.example.toml parses");
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse("[delivery]\nlease_sec = 3\n").unwrap_err();
+        assert!(e.contains("lease_sec"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        assert!(parse("[server]\nport = \"x\"\n").is_err());
+        assert!(parse("[storage]\nsynchronous = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        let mut c = Config::default();
+        c.delivery.max_attempts = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("delivery.max_attempts"));
+        let mut c = Config::default();
+        c.clients.disconnected_after_secs = 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("disconnected_after_secs"));
+    }
+}

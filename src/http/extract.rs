@@ -1,0 +1,95 @@
+//! Request extractors whose rejections are our JSON errors.
+
+use crate::error::Error;
+use crate::ids::IdempotencyKey;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+/// A JSON body. Read whatever the Content-Type says (curl's `-d` sends a form
+/// type), bounded by `[limits] max_body_bytes`: unreadable JSON is a 400, a
+/// missing or mistyped field a 422, an oversized body a 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::TooLarge {
+                    code: "body_too_large",
+                    message: "the request body is over the limit ([limits] max_body_bytes)".into(),
+                }
+            } else {
+                Error::bad_request("unreadable_body", rejection.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            if e.classify() == serde_json::error::Category::Data {
+                Error::invalid("invalid_field", e.to_string())
+            } else {
+                Error::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+            }
+        })
+    }
+}
+
+/// A query string; a malformed one is a 400 that names the problem.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|rejection| Error::bad_request("invalid_query", rejection.body_text()))
+    }
+}
+
+/// The `Idempotency-Key` header, if sent.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Error> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(IdempotencyKey::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            Error::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+/// A cursor from a query string: a non-negative integer.
+pub fn cursor(value: Option<&str>) -> Result<Option<i64>, Error> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| Error::bad_request("invalid_cursor", format!("`{v}` is not a cursor"))),
+    }
+}
+
+/// A page size: 1..=max, `default` when absent.
+pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<i64, Error> {
+    let n = value.unwrap_or(default);
+    if !(1..=max).contains(&n) {
+        return Err(Error::invalid(
+            "invalid_limit",
+            format!("`limit` must be 1 to {max}"),
+        ));
+    }
+    Ok(n)
+}

@@ -1,0 +1,50 @@
+//! The HTTP API: one router per resource, assembled here with the layers
+//! every request goes through (request id, tracing span, body limit).
+//! Handlers parse, authorize (by their extractors), call one domain function
+//! and shape the response.
+
+mod admin;
+mod agent;
+mod conversations;
+pub mod extract;
+mod health;
+mod inbound;
+
+use crate::app::AppState;
+use crate::error::Error;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.limits.max_body_bytes;
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(health::router())
+        .merge(admin::router())
+        .merge(conversations::router())
+        .merge(agent::router())
+        .merge(inbound::router())
+        .fallback(|| async { Error::not_found("no_route", "no such endpoint") })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}

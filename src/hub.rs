@@ -1,0 +1,267 @@
+//! In-memory liveness and wake-ups. Nothing here is durable, nothing here is
+//! needed for correctness after a restart: the store decides what is
+//! delivered; the hub only decides *when* waiting pollers look again and which
+//! clients count as connected.
+//!
+//! Locking: one `std::sync::Mutex` guards the maps; it is held only for map
+//! updates and never across an `.await`. Waiters hold an `Arc<Notify>` taken
+//! out of the map, so notifying never races with a waiter registering: a
+//! `Notified` future created before the claim sees every later notification.
+
+use crate::ids::{AppId, ClientId};
+use crate::model::ClientState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct Presence {
+    /// Last poll seen by this process (ms), or loaded from the db at start.
+    last_seen: Option<i64>,
+    /// Value of `last_seen` last written to the database.
+    persisted: Option<i64>,
+    /// Long polls (and later sockets) of this client open right now.
+    attached: usize,
+    wake: Arc<Notify>,
+}
+
+struct Inner {
+    clients: HashMap<ClientId, Presence>,
+    apps: HashMap<AppId, Arc<Notify>>,
+}
+
+/// Timing rules of client liveness (`[clients]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    pub stale_after_ms: i64,
+    pub disconnected_after_ms: i64,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    liveness: Liveness,
+    /// When this process started: no client counts as disconnected before it
+    /// has had `disconnected_after` to come back after a relay restart.
+    started_at: i64,
+}
+
+impl Hub {
+    pub fn new(liveness: Liveness, started_at: i64) -> Hub {
+        Hub {
+            inner: Mutex::new(Inner {
+                clients: HashMap::new(),
+                apps: HashMap::new(),
+            }),
+            liveness,
+            started_at,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves only counters behind; keep going.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the last poll times the database remembers (at start).
+    pub fn remember(&self, seen: impl IntoIterator<Item = (ClientId, Option<i64>)>) {
+        let mut inner = self.lock();
+        for (id, at) in seen {
+            let p = inner.clients.entry(id).or_default();
+            p.last_seen = p.last_seen.max(at);
+            p.persisted = p.last_seen;
+        }
+    }
+
+    /// Records a poll by `client`.
+    pub fn touch(&self, client: &ClientId, now: i64) {
+        let mut inner = self.lock();
+        let p = inner.clients.entry(client.clone()).or_default();
+        p.last_seen = p.last_seen.max(Some(now));
+    }
+
+    /// Marks `client` as attached (waiting in a long poll) until the guard drops.
+    pub fn attach(self: &Arc<Self>, client: &ClientId) -> Attached {
+        self.lock()
+            .clients
+            .entry(client.clone())
+            .or_default()
+            .attached += 1;
+        Attached {
+            hub: Arc::clone(self),
+            client: client.clone(),
+        }
+    }
+
+    /// The wake-up a poller of `client` waits on.
+    pub fn client_wake(&self, client: &ClientId) -> Arc<Notify> {
+        Arc::clone(&self.lock().clients.entry(client.clone()).or_default().wake)
+    }
+
+    pub fn wake_client(&self, client: &ClientId) {
+        if let Some(p) = self.lock().clients.get(client) {
+            p.wake.notify_waiters();
+        }
+    }
+
+    /// Wakes every poller: for unassigned work, which the first poller adopts.
+    pub fn wake_all_clients(&self) {
+        for p in self.lock().clients.values() {
+            p.wake.notify_waiters();
+        }
+    }
+
+    pub fn app_wake(&self, app: &AppId) -> Arc<Notify> {
+        Arc::clone(self.lock().apps.entry(app.clone()).or_default())
+    }
+
+    pub fn wake_app(&self, app: &AppId) {
+        if let Some(n) = self.lock().apps.get(app) {
+            n.notify_waiters();
+        }
+    }
+
+    fn state_of(&self, p: &Presence, now: i64) -> ClientState {
+        if p.attached > 0 {
+            return ClientState::Connected;
+        }
+        let Some(seen) = p.last_seen else {
+            return ClientState::Registered;
+        };
+        let age = now - seen;
+        if age <= self.liveness.stale_after_ms {
+            ClientState::Connected
+        } else if age <= self.liveness.disconnected_after_ms {
+            ClientState::Stale
+        } else {
+            ClientState::Disconnected
+        }
+    }
+
+    /// The client's liveness (revocation is the store's to know).
+    pub fn state(&self, client: &ClientId, now: i64) -> ClientState {
+        match self.lock().clients.get(client) {
+            Some(p) => self.state_of(p, now),
+            None => ClientState::Registered,
+        }
+    }
+
+    /// Clients that count as connected now: candidates for new conversations.
+    pub fn live_clients(&self, now: i64) -> Vec<ClientId> {
+        self.lock()
+            .clients
+            .iter()
+            .filter(|(_, p)| self.state_of(p, now) == ClientState::Connected)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Whether `client` has been gone so long that its conversations should move.
+    pub fn is_gone(&self, client: &ClientId, now: i64) -> bool {
+        if now - self.started_at <= self.liveness.disconnected_after_ms {
+            return false;
+        }
+        match self.lock().clients.get(client) {
+            Some(p) => self.state_of(p, now) == ClientState::Disconnected,
+            None => true,
+        }
+    }
+
+    /// Poll times not yet written to the database; marks them written.
+    pub fn unpersisted_last_seen(&self) -> Vec<(ClientId, i64)> {
+        let mut out = Vec::new();
+        for (id, p) in self.lock().clients.iter_mut() {
+            if let Some(seen) = p.last_seen {
+                if p.persisted < Some(seen) {
+                    p.persisted = Some(seen);
+                    out.push((id.clone(), seen));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn forget_client(&self, client: &ClientId) {
+        if let Some(p) = self.lock().clients.remove(client) {
+            p.wake.notify_waiters();
+        }
+    }
+}
+
+/// A long poll in progress; the client counts as connected while it lives.
+pub struct Attached {
+    hub: Arc<Hub>,
+    client: ClientId,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let now = crate::store::now_ms();
+        let mut inner = self.hub.lock();
+        if let Some(p) = inner.clients.get_mut(&self.client) {
+            p.attached = p.attached.saturating_sub(1);
+            // Waiting until now was presence too.
+            p.last_seen = p.last_seen.max(Some(now));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Arc<Hub> {
+        Arc::new(Hub::new(
+            Liveness {
+                stale_after_ms: 30_000,
+                disconnected_after_ms: 300_000,
+            },
+            0,
+        ))
+    }
+
+    #[test]
+    fn client_state_follows_the_last_poll() {
+        let hub = hub();
+        let c = ClientId::generate();
+        assert_eq!(hub.state(&c, 1_000_000), ClientState::Registered);
+        hub.touch(&c, 1_000_000);
+        assert_eq!(hub.state(&c, 1_020_000), ClientState::Connected);
+        assert_eq!(hub.state(&c, 1_040_000), ClientState::Stale);
+        assert_eq!(hub.state(&c, 1_400_000), ClientState::Disconnected);
+        assert!(hub.is_gone(&c, 1_400_000));
+    }
+
+    #[test]
+    fn an_attached_client_is_connected_however_old_its_last_poll() {
+        let hub = hub();
+        let c = ClientId::generate();
+        hub.touch(&c, 1_000_000);
+        let guard = hub.attach(&c);
+        assert_eq!(hub.live_clients(1_400_000), vec![c.clone()]);
+        drop(guard);
+    }
+
+    #[test]
+    fn nobody_is_gone_right_after_a_restart() {
+        let hub = Arc::new(Hub::new(
+            Liveness {
+                stale_after_ms: 30_000,
+                disconnected_after_ms: 300_000,
+            },
+            1_000_000,
+        ));
+        let c = ClientId::generate();
+        hub.remember([(c.clone(), Some(0))]);
+        assert!(!hub.is_gone(&c, 1_100_000));
+        assert!(hub.is_gone(&c, 1_400_000));
+    }
+
+    #[test]
+    fn unpersisted_poll_times_are_reported_once() {
+        let hub = hub();
+        let c = ClientId::generate();
+        hub.touch(&c, 5);
+        assert_eq!(hub.unpersisted_last_seen(), vec![(c.clone(), 5)]);
+        assert!(hub.unpersisted_last_seen().is_empty());
+    }
+}

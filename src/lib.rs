@@ -1,0 +1,25 @@
+//! clawrelay: a durable message relay between apps (the user-facing side) and
+//! AI agent instances, on one SQLite file.
+//!
+//! A tour, from the outside in:
+//! - [`app`] builds the application and serves it on a listener;
+//! - [`http`] holds the thin handlers, [`auth`] the credentials and the
+//!   extractors that guard them;
+//! - [`relay`] is the domain (inbound, send, poll, ack, admin), [`hub`] its
+//!   in-memory wake-ups and liveness;
+//! - [`store`] holds every SQL statement, behind one group-committing writer;
+//! - [`config`], [`error`], [`ids`], [`model`], [`tasks`], [`telemetry`] are
+//!   what their names say.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod model;
+pub mod relay;
+pub mod store;
+pub mod tasks;
+pub mod telemetry;

@@ -1,0 +1,274 @@
+//! The `clawrelay` command: parse the command line, load the configuration,
+//! then either serve or run one admin command against the database file.
+
+use clap::{Parser, Subcommand};
+use clawrelay::app::{App, ShutdownTrigger};
+use clawrelay::config::{Config, Secret};
+use clawrelay::ids::{AppId, ClientId};
+use clawrelay::relay::Relay;
+use clawrelay::store::{now_ms, Store};
+use clawrelay::telemetry;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "clawrelay",
+    version,
+    about = "A durable message relay between apps and AI agents"
+)]
+struct Cli {
+    /// A TOML configuration file (see config.example.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The SQLite database file (overrides [storage] path).
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve {
+        /// Address to listen on (overrides [server] bind).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Port to listen on (overrides [server] port).
+        #[arg(long, env = "PORT")]
+        port: Option<u16>,
+        /// The admin token. Without it the first start generates one and prints it once.
+        #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Serve unauthenticated /inbound and /outbox (sets [inbound] public = true).
+        #[arg(long)]
+        public_inbound: bool,
+    },
+    /// Manage clients (agent instances).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage apps (the user-facing side).
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Manage the generated admin token.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Create a client and print its token (shown only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List clients.
+    List,
+    /// Revoke a client; its open conversations move to other clients.
+    Revoke { id: String },
+    /// Replace a client's token and print the new one.
+    Rotate { id: String },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Create an app and print its token (shown only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List apps.
+    List,
+    /// Revoke an app's token.
+    Revoke { id: String },
+    /// Replace an app's token and print the new one.
+    Rotate { id: String },
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Generate a new admin token, store its hash, print it once.
+    Reset,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("clawrelay: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(db) = cli.db {
+        config.storage.path = db;
+    }
+    match cli.command {
+        Command::Serve {
+            bind,
+            port,
+            admin_token,
+            public_inbound,
+        } => {
+            if let Some(bind) = bind {
+                config.server.bind = bind;
+            }
+            if let Some(port) = port {
+                config.server.port = port;
+            }
+            if public_inbound {
+                config.inbound.public = true;
+            }
+            config.server.admin_token = admin_token.filter(|t| !t.is_empty()).map(Secret::new);
+            config.validate().map_err(|e| e.to_string())?;
+            telemetry::init(&cli.log_level)?;
+            serve(config).await
+        }
+        Command::Client(cmd) => {
+            config.validate().map_err(|e| e.to_string())?;
+            let relay = open(&config).await?;
+            let out = client_command(&relay, cmd).await;
+            relay.store.close().await;
+            out
+        }
+        Command::App(cmd) => {
+            config.validate().map_err(|e| e.to_string())?;
+            let relay = open(&config).await?;
+            let out = app_command(&relay, cmd).await;
+            relay.store.close().await;
+            out
+        }
+        Command::AdminToken(AdminTokenCommand::Reset) => {
+            config.validate().map_err(|e| e.to_string())?;
+            let relay = open(&config).await?;
+            let out = relay.reset_admin_token().await.map_err(|e| e.to_string());
+            relay.store.close().await;
+            println!("admin token: {}", out?);
+            println!("(a configured --admin-token / ADMIN_TOKEN still takes precedence)");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let addr = format!("{}:{}", config.server.bind, config.server.port);
+    let db = config.storage.path.display().to_string();
+    let app = App::build(config)
+        .await
+        .map_err(|e| format!("cannot open database {db}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    if let Some(token) = app.generated_admin_token() {
+        // Shown once: only its hash is stored.
+        println!("clawrelay generated an admin token (shown only now, store it safely):\n\n    {token}\n");
+    }
+    tracing::info!(%addr, %db, "clawrelay listening");
+    tokio::spawn(stop_on_signal(app.shutdown_trigger()));
+    app.serve(listener)
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+async fn stop_on_signal(trigger: ShutdownTrigger) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    trigger.trigger();
+}
+
+async fn open(config: &Config) -> Result<Relay, String> {
+    let db = config.storage.path.display().to_string();
+    let store = Store::open(&config.storage.path, config.storage.synchronous)
+        .await
+        .map_err(|e| format!("cannot open database {db}: {e}"))?;
+    Relay::new(store, config, now_ms())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("clawrelay: {e}"),
+    }
+}
+
+async fn client_command(relay: &Relay, cmd: ClientCommand) -> Result<(), String> {
+    let id = |s: &str| ClientId::parse(s).ok_or_else(|| format!("`{s}` is not a client id"));
+    match cmd {
+        ClientCommand::Create { name } => print_json(
+            &relay
+                .create_client(&name)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        ClientCommand::List => print_json(&relay.list_clients().await.map_err(|e| e.to_string())?),
+        ClientCommand::Revoke { id: raw } => {
+            relay
+                .revoke_client(&id(&raw)?)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("revoked {raw}");
+        }
+        ClientCommand::Rotate { id: raw } => print_json(
+            &relay
+                .rotate_client_token(&id(&raw)?)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    }
+    Ok(())
+}
+
+async fn app_command(relay: &Relay, cmd: AppCommand) -> Result<(), String> {
+    let id = |s: &str| AppId::parse(s).ok_or_else(|| format!("`{s}` is not an app id"));
+    match cmd {
+        AppCommand::Create { name } => {
+            print_json(&relay.create_app(&name).await.map_err(|e| e.to_string())?)
+        }
+        AppCommand::List => print_json(&relay.list_apps().await.map_err(|e| e.to_string())?),
+        AppCommand::Revoke { id: raw } => {
+            relay
+                .revoke_app(&id(&raw)?)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("revoked {raw}");
+        }
+        AppCommand::Rotate { id: raw } => print_json(
+            &relay
+                .rotate_app_token(&id(&raw)?)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    }
+    Ok(())
+}

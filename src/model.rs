@@ -1,0 +1,163 @@
+//! The relay's records as the API shows them: camelCase JSON, timestamps in
+//! Unix milliseconds, field names compatible with the seed relay's API.
+
+use crate::ids::{AppId, ClientId, ConversationId, MessageId};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From an app user to the agent side.
+    Inbound,
+    /// From an agent to an app user.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Direction {
+        if s == "outbound" {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    /// The client the conversation was assigned to when the message was stored.
+    pub client_id: Option<ClientId>,
+    pub app_id: AppId,
+    pub direction: Direction,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub timestamp: i64,
+    /// In `/poll` answers: which delivery attempt this is (1 the first time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationState {
+    Active,
+    Expired,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub app_id: AppId,
+    pub user_id: String,
+    pub client_id: Option<ClientId>,
+    pub state: ConversationState,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expired_at: Option<i64>,
+    pub message_count: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationWithMessages {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub messages: Vec<Message>,
+}
+
+/// A client's liveness, from its last poll (seed §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientState {
+    /// Created, never polled.
+    Registered,
+    /// Polled within `stale_after_secs`, or waiting in a long poll now.
+    Connected,
+    /// Silent longer than `stale_after_secs`.
+    Stale,
+    /// Silent longer than `disconnected_after_secs`: its conversations move away.
+    Disconnected,
+    Revoked,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientInfo {
+    pub client_id: ClientId,
+    pub name: String,
+    pub state: ClientState,
+    /// Deliveries assigned to this client and not yet acked or dead.
+    pub pending: i64,
+    pub last_seen_at: Option<i64>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppInfo {
+    pub app_id: AppId,
+    pub name: String,
+    /// The built-in app of the unauthenticated public `/inbound`.
+    pub public: bool,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A newly issued credential: the only time a token is shown.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedClient {
+    pub client_id: ClientId,
+    pub token: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedApp {
+    pub app_id: AppId,
+    pub token: String,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Due for delivery now.
+    Pending,
+    /// Handed to the client, waiting for its ack until the lease ends.
+    Leased,
+    /// Waiting behind an earlier message of the same conversation.
+    Queued,
+    Acked,
+    /// Not acked after `max_attempts` leases; kept for admins to requeue.
+    Dead,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub message_id: MessageId,
+    pub conversation_id: ConversationId,
+    pub client_id: Option<ClientId>,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    /// When a pending or leased delivery is (again) due.
+    pub visible_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub message: Message,
+}

@@ -1,0 +1,291 @@
+//! Administration: credentials of clients and apps, and the listings an
+//! operator reads (conversations, deliveries). Used by the HTTP admin API and
+//! by the CLI, which runs the same code on the database file.
+
+use super::delivery::move_all_from;
+use super::{Relay, Wake};
+use crate::auth::{issue_admin_token, issue_token};
+use crate::error::Error;
+use crate::ids::{AppId, ClientId, ConversationId, MessageId};
+use crate::model::{
+    AppInfo, ClientInfo, ClientState, Conversation, ConversationState, Delivery, DeliveryState,
+    IssuedApp, IssuedClient,
+};
+use crate::store::{apps, clients, conversations, deliveries, messages, now_ms, settings};
+
+/// A name for a client or an app: 1 to 128 printable characters.
+fn check_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_name",
+            "`name` must be 1 to 128 bytes of printable text",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Conversation listing filter (`GET /conversations`).
+pub struct ConversationFilter {
+    pub app: Option<AppId>,
+    pub user: Option<String>,
+    pub client: Option<ClientId>,
+    pub state: Option<ConversationState>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// Delivery listing filter (`GET /deliveries`).
+pub struct DeliveryFilter {
+    pub state: Option<DeliveryState>,
+    pub client: Option<ClientId>,
+    pub conversation: Option<ConversationId>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A page of a listing; `next` is the cursor of the following page, if any.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+fn page<T>(rows: Vec<(i64, T)>, limit: i64) -> Page<T> {
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|(seq, _)| *seq))
+        .flatten();
+    Page {
+        items: rows.into_iter().map(|(_, t)| t).collect(),
+        next,
+    }
+}
+
+impl Relay {
+    pub async fn create_client(&self, name: &str) -> Result<IssuedClient, Error> {
+        let name = check_name(name)?;
+        let id = ClientId::generate();
+        let (token, hash) = issue_token(id.as_str()).await?;
+        let (id2, name2) = (id.clone(), name.clone());
+        self.store
+            .write(move |tx| {
+                Box::pin(async move { clients::insert(tx, &id2, &name2, &hash, now_ms()).await })
+            })
+            .await?;
+        Ok(IssuedClient {
+            client_id: id,
+            token,
+            name,
+        })
+    }
+
+    pub async fn list_clients(&self) -> Result<Vec<ClientInfo>, Error> {
+        let now = now_ms();
+        let rows = clients::list(self.store.reader()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ClientInfo {
+                state: if r.revoked_at.is_some() {
+                    ClientState::Revoked
+                } else {
+                    self.hub.state(&r.id, now)
+                },
+                client_id: r.id,
+                name: r.name,
+                pending: r.pending,
+                last_seen_at: r.last_seen_at,
+                created_at: r.created_at,
+                revoked_at: r.revoked_at,
+            })
+            .collect())
+    }
+
+    /// Revokes a client; its open conversations move to live clients (or wait
+    /// unassigned) in the same transaction.
+    pub async fn revoke_client(&self, id: &ClientId) -> Result<(), Error> {
+        let now = now_ms();
+        let live = self.hub.live_clients(now);
+        let id2 = id.clone();
+        let receivers = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    if !clients::revoke(tx, &id2, now).await? {
+                        return Err(Error::not_found(
+                            "client_not_found",
+                            format!("no active client {id2}"),
+                        ));
+                    }
+                    Ok(move_all_from(tx, &id2, &live, now).await?)
+                })
+            })
+            .await?;
+        self.hub.forget_client(id);
+        if receivers.is_empty() {
+            self.wake(Wake::AnyClient);
+        }
+        for c in receivers {
+            self.wake(Wake::Client(c));
+        }
+        Ok(())
+    }
+
+    /// Replaces a client's token; the old one stops working.
+    pub async fn rotate_client_token(&self, id: &ClientId) -> Result<IssuedClient, Error> {
+        let (token, hash) = issue_token(id.as_str()).await?;
+        let id2 = id.clone();
+        let name = self
+            .store
+            .write(move |tx| Box::pin(async move { clients::set_token(tx, &id2, &hash).await }))
+            .await?
+            .ok_or_else(|| {
+                Error::not_found("client_not_found", format!("no active client {id}"))
+            })?;
+        Ok(IssuedClient {
+            client_id: id.clone(),
+            token,
+            name,
+        })
+    }
+
+    pub async fn create_app(&self, name: &str) -> Result<IssuedApp, Error> {
+        let name = check_name(name)?;
+        let id = AppId::generate();
+        let (token, hash) = issue_token(id.as_str()).await?;
+        let (id2, name2) = (id.clone(), name.clone());
+        self.store
+            .write(move |tx| {
+                Box::pin(async move { apps::insert(tx, &id2, &name2, &hash, now_ms()).await })
+            })
+            .await?;
+        Ok(IssuedApp {
+            app_id: id,
+            token,
+            name,
+        })
+    }
+
+    pub async fn list_apps(&self) -> Result<Vec<AppInfo>, Error> {
+        let rows = apps::list(self.store.reader()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AppInfo {
+                app_id: r.id,
+                name: r.name,
+                public: r.public,
+                created_at: r.created_at,
+                revoked_at: r.revoked_at,
+            })
+            .collect())
+    }
+
+    /// Revokes an app's token. Its conversations and history stay.
+    pub async fn revoke_app(&self, id: &AppId) -> Result<(), Error> {
+        let id2 = id.clone();
+        let done = self
+            .store
+            .write(move |tx| Box::pin(async move { apps::revoke(tx, &id2, now_ms()).await }))
+            .await?;
+        if !done {
+            return Err(Error::not_found(
+                "app_not_found",
+                format!("no active app {id}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn rotate_app_token(&self, id: &AppId) -> Result<IssuedApp, Error> {
+        let (token, hash) = issue_token(id.as_str()).await?;
+        let id2 = id.clone();
+        let name = self
+            .store
+            .write(move |tx| Box::pin(async move { apps::set_token(tx, &id2, &hash).await }))
+            .await?
+            .ok_or_else(|| Error::not_found("app_not_found", format!("no active app {id}")))?;
+        Ok(IssuedApp {
+            app_id: id.clone(),
+            token,
+            name,
+        })
+    }
+
+    /// Replaces the generated admin token (when none is configured); returns the new one.
+    pub async fn reset_admin_token(&self) -> Result<String, Error> {
+        let (token, hash) = issue_admin_token().await?;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move { settings::set(tx, settings::ADMIN_TOKEN_HASH, &hash).await })
+            })
+            .await?;
+        Ok(token)
+    }
+
+    pub async fn list_conversations(
+        &self,
+        f: ConversationFilter,
+    ) -> Result<Page<Conversation>, Error> {
+        let rows = conversations::list(
+            self.store.reader(),
+            conversations::Filter {
+                app: f.app.as_ref(),
+                user: f.user.as_deref(),
+                client: f.client.as_ref(),
+                state: f.state,
+                before: f.before,
+                limit: f.limit,
+            },
+            self.rules.idle_cutoff(now_ms()),
+        )
+        .await?;
+        Ok(page(rows, f.limit))
+    }
+
+    pub async fn list_deliveries(&self, f: DeliveryFilter) -> Result<Page<Delivery>, Error> {
+        let rows = deliveries::list(
+            self.store.reader(),
+            deliveries::Filter {
+                state: f.state,
+                client: f.client.as_ref(),
+                conversation: f.conversation.as_ref(),
+                before: f.before,
+                limit: f.limit,
+            },
+            now_ms(),
+        )
+        .await?;
+        Ok(page(rows, f.limit))
+    }
+
+    /// Puts a dead delivery back in its conversation's queue with a fresh
+    /// attempt count.
+    pub async fn requeue(&self, id: &MessageId) -> Result<(), Error> {
+        let id2 = id.clone();
+        let wake = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    let seq = messages::seq_of(&mut *tx, &id2).await?.ok_or_else(|| {
+                        Error::not_found("message_not_found", format!("no message {id2}"))
+                    })?;
+                    let (conversation, ready) = deliveries::requeue(tx, seq, now)
+                        .await?
+                        .ok_or_else(|| Error::Conflict {
+                            code: "delivery_not_dead",
+                            message: format!("the delivery of {id2} is not dead"),
+                        })?;
+                    let owner = conversations::owners(&mut *tx, &conversation)
+                        .await?
+                        .and_then(|o| o.client_id);
+                    Ok::<_, Error>(match (ready, owner) {
+                        (false, _) => Wake::Nobody,
+                        (true, Some(c)) => Wake::Client(c),
+                        (true, None) => Wake::AnyClient,
+                    })
+                })
+            })
+            .await?;
+        self.wake(wake);
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! The delivery queue's semantics.
+//!
+//! - Assignment (seed §4.3–4.4): a new conversation goes to the connected
+//!   client with the fewest open deliveries (random tie-break) and stays there.
+//!   When its client is revoked or gone (disconnected), the conversation and
+//!   its open deliveries move to a live client; with none live, new work waits
+//!   unassigned and the first client to poll adopts it.
+//! - Claim: `poll` leases up to `max` due deliveries, oldest first, one per
+//!   conversation at a time; a lease that ends unacked makes the row due again
+//!   (at-least-once); after `max_attempts` leases it is dead.
+//! - Ack: explicit (`/ack`) or implicit (`/send` to the conversation); either
+//!   promotes the conversation's next queued message.
+
+use super::{Relay, Wake};
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
+use crate::model::Message;
+use crate::store::{clients, conversations, deliveries, messages, now_ms, StoreResult};
+use sqlx::SqliteConnection;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The conversation an inbound message of `user` belongs to, and its client.
+/// Expires an idle conversation and opens a new one; keeps an active one with
+/// its client unless that client is revoked or gone.
+pub(super) async fn conversation_for(
+    tx: &mut SqliteConnection,
+    hub: &Hub,
+    app: &AppId,
+    user: &UserId,
+    live: &[ClientId],
+    ttl_ms: i64,
+    now: i64,
+) -> StoreResult<(ConversationId, Option<ClientId>)> {
+    if let Some(active) = conversations::find_active(tx, app, user).await? {
+        if active.updated_at > now - ttl_ms {
+            let client = keep_or_move(tx, hub, &active.id, active.client_id, live, now).await?;
+            return Ok((active.id, client));
+        }
+        conversations::expire(tx, &active.id, active.updated_at + ttl_ms).await?;
+    }
+    let client = clients::least_loaded(tx, live).await?;
+    let id = conversations::create(tx, app, user, client.as_ref(), now).await?;
+    Ok((id, client))
+}
+
+/// Keeps a conversation with `current` if that client is active and not gone;
+/// otherwise moves it to the least-loaded live client. A gone (but not
+/// revoked) client keeps it when there is nowhere to move it.
+async fn keep_or_move(
+    tx: &mut SqliteConnection,
+    hub: &Hub,
+    conversation: &ConversationId,
+    current: Option<ClientId>,
+    live: &[ClientId],
+    now: i64,
+) -> StoreResult<Option<ClientId>> {
+    let active = match &current {
+        Some(c) => clients::is_active(&mut *tx, c).await?,
+        None => false,
+    };
+    if active && current.as_ref().is_some_and(|c| !hub.is_gone(c, now)) {
+        return Ok(current);
+    }
+    let target = clients::least_loaded(tx, live).await?;
+    if target.is_none() && active {
+        return Ok(current);
+    }
+    if target != current {
+        move_conversation(tx, conversation, target.as_ref(), now).await?;
+    }
+    Ok(target)
+}
+
+/// Moves a conversation and its open deliveries to `to` (None: unassigned).
+pub(super) async fn move_conversation(
+    tx: &mut SqliteConnection,
+    conversation: &ConversationId,
+    to: Option<&ClientId>,
+    now: i64,
+) -> StoreResult<()> {
+    conversations::set_client(tx, conversation, to).await?;
+    deliveries::move_conversation(tx, conversation, to, now).await
+}
+
+/// Moves every conversation with open deliveries held by `from` to live
+/// clients (balanced one conversation at a time), or unassigns them when no
+/// client is live. Returns the clients that received work.
+pub(super) async fn move_all_from(
+    tx: &mut SqliteConnection,
+    from: &ClientId,
+    live: &[ClientId],
+    now: i64,
+) -> StoreResult<Vec<ClientId>> {
+    let live: Vec<ClientId> = live.iter().filter(|c| *c != from).cloned().collect();
+    let mut receivers = Vec::new();
+    for conversation in deliveries::open_conversations_of(&mut *tx, from).await? {
+        let target = clients::least_loaded(tx, &live).await?;
+        move_conversation(tx, &conversation, target.as_ref(), now).await?;
+        if let Some(t) = target {
+            if !receivers.contains(&t) {
+                receivers.push(t);
+            }
+        }
+    }
+    Ok(receivers)
+}
+
+/// Result of one claim transaction.
+struct Claim {
+    messages: Vec<Message>,
+    /// When the earliest of this client's leases ends, if any.
+    next_due: Option<i64>,
+}
+
+/// What `/ack` did with each id.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AckOutcome {
+    /// Ids whose delivery this call acked.
+    pub acked: Vec<MessageId>,
+    /// Ids that are not a delivery this client holds (unknown, someone
+    /// else's, never claimed, or already acked).
+    pub not_acked: Vec<MessageId>,
+}
+
+impl Relay {
+    /// `GET /poll`: claims up to `max` due deliveries. With `wait`, waits (up
+    /// to `long_poll_max`) until something is due or `stop` resolves.
+    pub async fn poll(
+        &self,
+        client: ClientId,
+        max: i64,
+        wait: Option<Duration>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Vec<Message>, Error> {
+        self.hub.touch(&client, now_ms());
+        let _attached = wait.map(|_| self.hub.attach(&client));
+        let deadline = Instant::now() + wait.unwrap_or_default().min(self.rules.long_poll_max);
+        tokio::pin!(stop);
+        loop {
+            let wake = self.hub.client_wake(&client);
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            // Registered before the claim: a wake-up during the claim is not lost.
+            notified.as_mut().enable();
+
+            let claim = self.claim(client.clone(), max).await?;
+            if !claim.messages.is_empty() || Instant::now() >= deadline {
+                return Ok(claim.messages);
+            }
+            let until = match claim.next_due {
+                Some(at) => deadline
+                    .min(Instant::now() + Duration::from_millis((at - now_ms()).max(0) as u64)),
+                None => deadline,
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until) => {}
+                _ = &mut stop => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn claim(&self, client: ClientId, max: i64) -> Result<Claim, Error> {
+        let rules = self.rules;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    if conversations::adopt_unassigned(tx, &client).await? > 0 {
+                        deliveries::adopt_unassigned(tx, &client, now).await?;
+                    }
+                    let mut claimed = Vec::new();
+                    loop {
+                        let room = max - claimed.len() as i64;
+                        let due = deliveries::due(tx, &client, now, room).await?;
+                        if due.is_empty() {
+                            break;
+                        }
+                        let mut promoted = false;
+                        for d in due {
+                            if d.attempts >= rules.max_attempts {
+                                deliveries::mark_dead(tx, d.seq, now).await?;
+                                promoted |= deliveries::promote_next(tx, &d.conversation_id, now)
+                                    .await?
+                                    .is_some();
+                            } else {
+                                deliveries::lease(tx, d.seq, now + rules.lease_ms, now).await?;
+                                claimed.push(d.seq);
+                            }
+                        }
+                        // Only a dead letter can make more rows due in this claim.
+                        if !promoted || claimed.len() as i64 >= max {
+                            break;
+                        }
+                    }
+                    let messages = deliveries::claimed_messages(tx, &claimed).await?;
+                    let next_due = deliveries::next_visible_at(&mut *tx, &client, now).await?;
+                    Ok::<_, Error>(Claim { messages, next_due })
+                })
+            })
+            .await
+    }
+
+    /// `POST /ack`: acks the client's claimed deliveries of these messages.
+    pub async fn ack(&self, client: ClientId, ids: Vec<MessageId>) -> Result<AckOutcome, Error> {
+        let (outcome, promoted) = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    let mut outcome = AckOutcome {
+                        acked: Vec::new(),
+                        not_acked: Vec::new(),
+                    };
+                    let mut promoted = false;
+                    for id in ids {
+                        let conversation = match messages::seq_of(&mut *tx, &id).await? {
+                            Some(seq) => deliveries::ack(tx, &client, seq, now).await?,
+                            None => None,
+                        };
+                        match conversation {
+                            Some(c) => {
+                                promoted |= deliveries::promote_next(tx, &c, now).await?.is_some();
+                                outcome.acked.push(id);
+                            }
+                            None => outcome.not_acked.push(id),
+                        }
+                    }
+                    Ok::<_, Error>((outcome, promoted.then_some(client)))
+                })
+            })
+            .await?;
+        if let Some(client) = promoted {
+            self.wake(Wake::Client(client));
+        }
+        Ok(outcome)
+    }
+}

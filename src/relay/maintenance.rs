@@ -1,0 +1,80 @@
+//! The periodic maintenance tick: persists poll times, marks idle
+//! conversations expired, and moves work away from clients that are gone.
+
+use super::delivery::move_all_from;
+use super::{Relay, Wake};
+use crate::error::Error;
+use crate::store::{clients, conversations, now_ms};
+
+/// Conversations marked expired per transaction: keeps each write short.
+const EXPIRE_BATCH: i64 = 500;
+/// Batches per tick, so one tick never runs long; the rest waits for the next.
+const EXPIRE_BATCHES_PER_TICK: usize = 20;
+
+#[derive(Debug, Default)]
+pub struct TickReport {
+    pub expired: u64,
+    pub moved_from: usize,
+}
+
+impl Relay {
+    pub async fn maintain(&self) -> Result<TickReport, Error> {
+        let mut report = TickReport::default();
+
+        let seen = self.hub.unpersisted_last_seen();
+        if !seen.is_empty() {
+            self.store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        for (id, at) in &seen {
+                            clients::set_last_seen(tx, id, *at).await?;
+                        }
+                        Ok::<_, Error>(())
+                    })
+                })
+                .await?;
+        }
+
+        let rules = self.rules;
+        for _ in 0..EXPIRE_BATCHES_PER_TICK {
+            let n = self
+                .store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        let cutoff = rules.idle_cutoff(now_ms());
+                        conversations::expire_idle(tx, cutoff, rules.ttl_ms, EXPIRE_BATCH).await
+                    })
+                })
+                .await?;
+            report.expired += n;
+            if (n as i64) < EXPIRE_BATCH {
+                break;
+            }
+        }
+
+        let now = now_ms();
+        let live = self.hub.live_clients(now);
+        if !live.is_empty() {
+            let gone: Vec<_> = clients::list(self.store.reader())
+                .await?
+                .into_iter()
+                .filter(|c| c.revoked_at.is_none() && c.pending > 0 && self.hub.is_gone(&c.id, now))
+                .map(|c| c.id)
+                .collect();
+            for from in gone {
+                let live = live.clone();
+                let receivers = self
+                    .store
+                    .write(move |tx| {
+                        Box::pin(async move { move_all_from(tx, &from, &live, now).await })
+                    })
+                    .await?;
+                report.moved_from += 1;
+                for c in receivers {
+                    self.wake(Wake::Client(c));
+                }
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,245 @@
+//! Messages in both directions: `/inbound` (app → agent), `/send` (agent →
+//! app), the app's outbox, and reading a conversation.
+
+use super::delivery::conversation_for;
+use super::{Relay, Wake};
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, UserId};
+use crate::model::{ConversationWithMessages, Direction, Message};
+use crate::store::messages::NewMessage;
+use crate::store::{conversations, deliveries, idempotency, messages, now_ms};
+use sqlx::SqliteConnection;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The message an idempotency key already stored, if any. A key reused for a
+/// different request is a conflict, not a replay.
+async fn replay(
+    tx: &mut SqliteConnection,
+    principal: &str,
+    key: Option<&IdempotencyKey>,
+    same_request: impl Fn(&Message) -> bool,
+) -> Result<Option<Message>, Error> {
+    let Some(key) = key else { return Ok(None) };
+    let Some(id) = idempotency::lookup(tx, principal, key).await? else {
+        return Ok(None);
+    };
+    let message = messages::get(&mut *tx, &id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("idempotency key names missing message {id}")))?;
+    if !same_request(&message) {
+        return Err(Error::Conflict {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was already used for a different request".into(),
+        });
+    }
+    Ok(Some(message))
+}
+
+/// A page of an app's outbox.
+pub struct OutboxPage {
+    pub messages: Vec<Message>,
+    /// Pass as `after` to continue.
+    pub cursor: i64,
+}
+
+impl Relay {
+    /// `POST /inbound`: stores a user's message and queues its delivery, in one
+    /// transaction.
+    pub async fn inbound(
+        &self,
+        app: AppId,
+        from: UserId,
+        text: String,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Message, Error> {
+        self.check_text(&text)?;
+        let now = now_ms();
+        let live = self.hub.live_clients(now);
+        let hub = self.hub.clone();
+        let ttl_ms = self.rules.ttl_ms;
+        let (message, wake) = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let same = |m: &Message| m.from == from.as_str() && m.text == text;
+                    if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same).await? {
+                        return Ok((m, Wake::Nobody));
+                    }
+                    let (conversation, client) =
+                        conversation_for(tx, &hub, &app, &from, &live, ttl_ms, now).await?;
+                    let (seq, message) = messages::insert(
+                        tx,
+                        NewMessage {
+                            conversation_id: &conversation,
+                            app_id: &app,
+                            client_id: client.as_ref(),
+                            direction: Direction::Inbound,
+                            from: from.as_str(),
+                            to: client.as_ref().map(ClientId::as_str).unwrap_or(""),
+                            text: &text,
+                            now,
+                        },
+                    )
+                    .await?;
+                    let ready =
+                        deliveries::enqueue(tx, seq, &conversation, client.as_ref(), now).await?;
+                    conversations::touch(tx, &conversation, now).await?;
+                    if let Some(key) = &key {
+                        idempotency::record(tx, app.as_str(), key, &message.id, now).await?;
+                    }
+                    let wake = match (ready, client) {
+                        (false, _) => Wake::Nobody,
+                        (true, Some(c)) => Wake::Client(c),
+                        (true, None) => Wake::AnyClient,
+                    };
+                    Ok::<_, Error>((message, wake))
+                })
+            })
+            .await?;
+        self.wake(wake);
+        Ok(message)
+    }
+
+    /// `POST /send`: stores an agent's reply in a conversation it holds and
+    /// acks what it had claimed of that conversation.
+    pub async fn send(
+        &self,
+        client: ClientId,
+        conversation: ConversationId,
+        to: String,
+        text: String,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Message, Error> {
+        self.check_text(&text)?;
+        let rules = self.rules;
+        let (message, promoted) = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    let same = |m: &Message| {
+                        m.conversation_id == conversation && m.to == to && m.text == text
+                    };
+                    if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same).await? {
+                        return Ok((m, None));
+                    }
+                    let owners = conversations::owners(&mut *tx, &conversation)
+                        .await?
+                        .filter(|o| o.client_id.as_ref() == Some(&client))
+                        .ok_or_else(|| {
+                            Error::not_found(
+                                "conversation_not_found",
+                                format!("no conversation {conversation} assigned to this client"),
+                            )
+                        })?;
+                    if owners.user_id.as_str() != to {
+                        return Err(Error::invalid(
+                            "wrong_recipient",
+                            format!(
+                                "`to` must be the conversation's user, `{}`",
+                                owners.user_id.as_str()
+                            ),
+                        ));
+                    }
+                    conversations::expire_if_idle(
+                        tx,
+                        &conversation,
+                        rules.idle_cutoff(now),
+                        rules.ttl_ms,
+                    )
+                    .await?;
+                    let (_, message) = messages::insert(
+                        tx,
+                        NewMessage {
+                            conversation_id: &conversation,
+                            app_id: &owners.app_id,
+                            client_id: Some(&client),
+                            direction: Direction::Outbound,
+                            from: client.as_str(),
+                            to: &to,
+                            text: &text,
+                            now,
+                        },
+                    )
+                    .await?;
+                    deliveries::ack_conversation(tx, &client, &conversation, now).await?;
+                    let promoted = deliveries::promote_next(tx, &conversation, now).await?;
+                    conversations::touch(tx, &conversation, now).await?;
+                    if let Some(key) = &key {
+                        idempotency::record(tx, client.as_str(), key, &message.id, now).await?;
+                    }
+                    Ok::<_, Error>((message, promoted.flatten()))
+                })
+            })
+            .await?;
+        self.hub.wake_app(&message.app_id);
+        if let Some(c) = promoted {
+            self.wake(Wake::Client(c));
+        }
+        Ok(message)
+    }
+
+    /// `GET /outbox`: the app's outbound messages after `after`, oldest first.
+    /// With `wait`, waits (up to `long_poll_max`) for the first one.
+    pub async fn outbox(
+        &self,
+        app: AppId,
+        after: i64,
+        limit: i64,
+        wait: Option<Duration>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<OutboxPage, Error> {
+        let deadline = Instant::now() + wait.unwrap_or_default().min(self.rules.long_poll_max);
+        tokio::pin!(stop);
+        loop {
+            let wake = self.hub.app_wake(&app);
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let rows = messages::outbox(self.store.reader(), &app, after, limit).await?;
+            if !rows.is_empty() || Instant::now() >= deadline {
+                let cursor = rows.last().map(|(seq, _)| *seq).unwrap_or(after);
+                return Ok(OutboxPage {
+                    messages: rows.into_iter().map(|(_, m)| m).collect(),
+                    cursor,
+                });
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = &mut stop => return Ok(OutboxPage { messages: Vec::new(), cursor: after }),
+            }
+        }
+    }
+
+    /// `GET /conversations/:id`: for an admin any conversation, for a client
+    /// or an app only its own (anything else is "not found").
+    pub async fn conversation(
+        &self,
+        viewer: &Principal,
+        id: &ConversationId,
+    ) -> Result<ConversationWithMessages, Error> {
+        let not_found =
+            || Error::not_found("conversation_not_found", format!("no conversation {id}"));
+        let reader = self.store.reader();
+        let conversation = conversations::get(reader, id, self.rules.idle_cutoff(now_ms()))
+            .await?
+            .ok_or_else(not_found)?;
+        let visible = match viewer {
+            Principal::Admin => true,
+            Principal::Client(c) => conversation.client_id.as_ref() == Some(c),
+            Principal::App(a) => &conversation.app_id == a,
+        };
+        if !visible {
+            return Err(not_found());
+        }
+        let messages = messages::of_conversation(reader, id).await?;
+        Ok(ConversationWithMessages {
+            conversation,
+            messages,
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! The relay's domain: what happens when an app posts, an agent polls,
+//! replies and acks, and an admin manages credentials. Each operation that
+//! changes data is one [`Store::write`] (one transaction); wake-ups are sent
+//! only after it committed.
+//!
+//! - [`messages`]: inbound, send, outbox, reading conversations;
+//! - [`delivery`]: the queue: assignment, claim (poll), ack, dead letters;
+//! - [`admin`]: clients, apps, conversation and delivery listings;
+//! - [`maintenance`]: the periodic tick (expiry, reassignment, poll times).
+
+pub mod admin;
+pub mod delivery;
+pub mod maintenance;
+pub mod messages;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::hub::{Hub, Liveness};
+use crate::ids::ClientId;
+use crate::store::{self, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The timing and size rules the domain applies, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    pub lease_ms: i64,
+    pub max_attempts: i64,
+    pub long_poll_max: Duration,
+    pub ttl_ms: i64,
+    pub max_text_bytes: usize,
+}
+
+impl Rules {
+    pub fn from_config(c: &Config) -> Rules {
+        Rules {
+            lease_ms: (c.delivery.lease_secs * 1000) as i64,
+            max_attempts: c.delivery.max_attempts as i64,
+            long_poll_max: Duration::from_secs(c.delivery.long_poll_max_secs),
+            ttl_ms: (c.conversations.ttl_secs * 1000) as i64,
+            max_text_bytes: c.limits.max_text_bytes,
+        }
+    }
+
+    /// Conversations idle since this time (or before) are expired.
+    pub fn idle_cutoff(&self, now: i64) -> i64 {
+        now - self.ttl_ms
+    }
+}
+
+pub struct Relay {
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub rules: Rules,
+}
+
+/// Who to wake once a write has committed.
+#[derive(Debug, Default)]
+enum Wake {
+    #[default]
+    Nobody,
+    Client(ClientId),
+    /// Unassigned work: whichever client polls first adopts it.
+    AnyClient,
+}
+
+impl Relay {
+    /// The domain over an open store; `started_at` is when this process started.
+    pub async fn new(store: Store, config: &Config, started_at: i64) -> Result<Relay, Error> {
+        let hub = Arc::new(Hub::new(
+            Liveness {
+                stale_after_ms: (config.clients.stale_after_secs * 1000) as i64,
+                disconnected_after_ms: (config.clients.disconnected_after_secs * 1000) as i64,
+            },
+            started_at,
+        ));
+        let known = store::clients::list(store.reader()).await?;
+        hub.remember(known.into_iter().map(|c| (c.id, c.last_seen_at)));
+        Ok(Relay {
+            store,
+            hub,
+            rules: Rules::from_config(config),
+        })
+    }
+
+    fn wake(&self, wake: Wake) {
+        match wake {
+            Wake::Nobody => {}
+            Wake::Client(c) => self.hub.wake_client(&c),
+            Wake::AnyClient => self.hub.wake_all_clients(),
+        }
+    }
+
+    /// Message text: not empty, not over `[limits] max_text_bytes`.
+    fn check_text(&self, text: &str) -> Result<(), Error> {
+        if text.trim().is_empty() {
+            return Err(Error::invalid("empty_text", "`text` must not be empty"));
+        }
+        if text.len() > self.rules.max_text_bytes {
+            return Err(Error::TooLarge {
+                code: "text_too_large",
+                message: format!(
+                    "`text` is {} bytes, the limit is {} ([limits] max_text_bytes)",
+                    text.len(),
+                    self.rules.max_text_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+}

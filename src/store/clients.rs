@@ -1,0 +1,137 @@
+//! Clients: agent instances and their credentials.
+
+use super::StoreResult;
+use crate::ids::ClientId;
+use sqlx::{SqliteConnection, SqliteExecutor};
+
+pub struct Row {
+    pub id: ClientId,
+    pub name: String,
+    pub pending: i64,
+    pub last_seen_at: Option<i64>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+pub async fn insert(
+    tx: &mut SqliteConnection,
+    id: &ClientId,
+    name: &str,
+    token_hash: &str,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query!(
+        "INSERT INTO clients (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+        id,
+        name,
+        token_hash,
+        now
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn list(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Row>> {
+    let rows = sqlx::query!(
+        "SELECT id, name, pending, last_seen_at, created_at, revoked_at FROM clients ORDER BY created_at, id"
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Row {
+            id: ClientId::from_db(r.id),
+            name: r.name,
+            pending: r.pending,
+            last_seen_at: r.last_seen_at,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        })
+        .collect())
+}
+
+/// The token hash of a client that is not revoked.
+pub async fn credential(ex: impl SqliteExecutor<'_>, id: &ClientId) -> StoreResult<Option<String>> {
+    let hash = sqlx::query_scalar!(
+        "SELECT token_hash FROM clients WHERE id = ? AND revoked_at IS NULL",
+        id
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(hash)
+}
+
+pub async fn is_active(ex: impl SqliteExecutor<'_>, id: &ClientId) -> StoreResult<bool> {
+    let found = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM clients WHERE id = ? AND revoked_at IS NULL) AS "found!: bool""#,
+        id
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok(found)
+}
+
+/// Revokes a client. Returns false when there is no such active client.
+pub async fn revoke(tx: &mut SqliteConnection, id: &ClientId, now: i64) -> StoreResult<bool> {
+    let n = sqlx::query!(
+        "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        id,
+        now
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Replaces the token hash of an active client. Returns its name, or None
+/// when there is no such client.
+pub async fn set_token(
+    tx: &mut SqliteConnection,
+    id: &ClientId,
+    token_hash: &str,
+) -> StoreResult<Option<String>> {
+    let name = sqlx::query_scalar!(
+        "UPDATE clients SET token_hash = ?2
+         WHERE id = ?1 AND revoked_at IS NULL
+         RETURNING name",
+        id,
+        token_hash
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(name)
+}
+
+/// Of the active clients in `live`, the one with the fewest open deliveries;
+/// ties are broken at random.
+pub async fn least_loaded(
+    tx: &mut SqliteConnection,
+    live: &[ClientId],
+) -> StoreResult<Option<ClientId>> {
+    if live.is_empty() {
+        return Ok(None);
+    }
+    let ids = serde_json::to_string(live).unwrap_or_else(|_| "[]".to_owned());
+    let id = sqlx::query_scalar!(
+        "SELECT id FROM clients
+         WHERE revoked_at IS NULL AND id IN (SELECT value FROM json_each(?1))
+         ORDER BY pending, random() LIMIT 1",
+        ids
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(id.map(ClientId::from_db))
+}
+
+pub async fn set_last_seen(tx: &mut SqliteConnection, id: &ClientId, at: i64) -> StoreResult<()> {
+    sqlx::query!(
+        "UPDATE clients SET last_seen_at = ?2 WHERE id = ?1 AND (last_seen_at IS NULL OR last_seen_at < ?2)",
+        id,
+        at
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

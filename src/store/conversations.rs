@@ -1,0 +1,288 @@
+//! Conversations: one (app, user) thread at a time, sticky to one client.
+//!
+//! A conversation is expired when `expired_at` is set, or when it has been
+//! idle since before `idle_cutoff` (now − ttl) and the expiry task has not
+//! marked it yet; readers take `idle_cutoff` so both look the same.
+
+use super::StoreResult;
+use crate::ids::{AppId, ClientId, ConversationId, UserId};
+use crate::model::{Conversation, ConversationState};
+use sqlx::{SqliteConnection, SqliteExecutor};
+
+/// What the write path needs of a user's active conversation.
+pub struct Active {
+    pub id: ConversationId,
+    pub client_id: Option<ClientId>,
+    pub updated_at: i64,
+}
+
+pub async fn find_active(
+    tx: &mut SqliteConnection,
+    app: &AppId,
+    user: &UserId,
+) -> StoreResult<Option<Active>> {
+    let row = sqlx::query!(
+        "SELECT id, client_id, updated_at FROM conversations
+         WHERE app_id = ? AND user_id = ? AND expired_at IS NULL",
+        app,
+        user
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(|r| Active {
+        id: ConversationId::from_db(r.id),
+        client_id: r.client_id.map(ClientId::from_db),
+        updated_at: r.updated_at,
+    }))
+}
+
+pub async fn create(
+    tx: &mut SqliteConnection,
+    app: &AppId,
+    user: &UserId,
+    client: Option<&ClientId>,
+    now: i64,
+) -> StoreResult<ConversationId> {
+    let id = ConversationId::generate();
+    let client = client;
+    sqlx::query!(
+        "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        id,
+        app,
+        user,
+        client,
+        now
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(id)
+}
+
+/// Marks a conversation expired as of `at` (the moment its TTL ran out).
+pub async fn expire(tx: &mut SqliteConnection, id: &ConversationId, at: i64) -> StoreResult<()> {
+    sqlx::query!(
+        "UPDATE conversations SET expired_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
+        id,
+        at
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks up to `limit` conversations idle since before `idle_cutoff` expired.
+/// Returns how many were marked.
+pub async fn expire_idle(
+    tx: &mut SqliteConnection,
+    idle_cutoff: i64,
+    ttl_ms: i64,
+    limit: i64,
+) -> StoreResult<u64> {
+    let n = sqlx::query!(
+        "UPDATE conversations SET expired_at = updated_at + ?2
+         WHERE seq IN (SELECT seq FROM conversations
+                       WHERE expired_at IS NULL AND updated_at <= ?1 LIMIT ?3)",
+        idle_cutoff,
+        ttl_ms,
+        limit
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
+/// Marks the conversation expired if it has been idle since before `idle_cutoff`.
+pub async fn expire_if_idle(
+    tx: &mut SqliteConnection,
+    id: &ConversationId,
+    idle_cutoff: i64,
+    ttl_ms: i64,
+) -> StoreResult<()> {
+    sqlx::query!(
+        "UPDATE conversations SET expired_at = updated_at + ?3
+         WHERE id = ?1 AND expired_at IS NULL AND updated_at <= ?2",
+        id,
+        idle_cutoff,
+        ttl_ms
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Records activity. An expired conversation stays expired.
+pub async fn touch(tx: &mut SqliteConnection, id: &ConversationId, now: i64) -> StoreResult<()> {
+    sqlx::query!(
+        "UPDATE conversations SET updated_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
+        id,
+        now
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_client(
+    tx: &mut SqliteConnection,
+    id: &ConversationId,
+    client: Option<&ClientId>,
+) -> StoreResult<()> {
+    let client = client;
+    sqlx::query!(
+        "UPDATE conversations SET client_id = ?2 WHERE id = ?1",
+        id,
+        client
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Assigns every unassigned conversation to `client`. Returns how many.
+pub async fn adopt_unassigned(tx: &mut SqliteConnection, client: &ClientId) -> StoreResult<u64> {
+    let n = sqlx::query!(
+        "UPDATE conversations SET client_id = ?1 WHERE client_id IS NULL",
+        client
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
+/// The owner fields of a conversation: for authorization and routing.
+pub struct Owners {
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub client_id: Option<ClientId>,
+}
+
+pub async fn owners(
+    ex: impl SqliteExecutor<'_>,
+    id: &ConversationId,
+) -> StoreResult<Option<Owners>> {
+    let row = sqlx::query!(
+        "SELECT app_id, user_id, client_id FROM conversations WHERE id = ?",
+        id
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(|r| Owners {
+        app_id: AppId::from_db(r.app_id),
+        user_id: UserId::from_db(r.user_id),
+        client_id: r.client_id.map(ClientId::from_db),
+    }))
+}
+
+struct Row {
+    seq: i64,
+    id: String,
+    app_id: String,
+    user_id: String,
+    client_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    expired_at: Option<i64>,
+    message_count: i64,
+}
+
+impl Row {
+    fn into_model(self, idle_cutoff: i64) -> (i64, Conversation) {
+        let expired = self.expired_at.is_some() || self.updated_at <= idle_cutoff;
+        let conversation = Conversation {
+            id: ConversationId::from_db(self.id),
+            app_id: AppId::from_db(self.app_id),
+            user_id: self.user_id,
+            client_id: self.client_id.map(ClientId::from_db),
+            state: if expired {
+                ConversationState::Expired
+            } else {
+                ConversationState::Active
+            },
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expired_at: self.expired_at,
+            message_count: self.message_count,
+        };
+        (self.seq, conversation)
+    }
+}
+
+pub async fn get(
+    ex: impl SqliteExecutor<'_>,
+    id: &ConversationId,
+    idle_cutoff: i64,
+) -> StoreResult<Option<Conversation>> {
+    let row = sqlx::query_as!(
+        Row,
+        r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
+                  c.expired_at,
+                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
+           FROM conversations c WHERE c.id = ?"#,
+        id
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(|r| r.into_model(idle_cutoff).1))
+}
+
+pub struct Filter<'a> {
+    pub app: Option<&'a AppId>,
+    pub user: Option<&'a str>,
+    pub client: Option<&'a ClientId>,
+    pub state: Option<ConversationState>,
+    /// Only conversations with a sequence number below this (the cursor).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// Conversations, newest first, each with its sequence number (the cursor).
+pub async fn list(
+    ex: impl SqliteExecutor<'_>,
+    f: Filter<'_>,
+    idle_cutoff: i64,
+) -> StoreResult<Vec<(i64, Conversation)>> {
+    let app = f.app;
+    let client = f.client;
+    let active: Option<bool> = f.state.map(|s| s == ConversationState::Active);
+    let before = f.before.unwrap_or(i64::MAX);
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
+                  c.expired_at,
+                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
+           FROM conversations c
+           WHERE c.seq < ?1
+             AND (?2 IS NULL OR c.app_id = ?2)
+             AND (?3 IS NULL OR c.user_id = ?3)
+             AND (?4 IS NULL OR c.client_id = ?4)
+             AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
+           ORDER BY c.seq DESC LIMIT ?7"#,
+        before,
+        app,
+        f.user,
+        client,
+        active,
+        idle_cutoff,
+        f.limit
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| r.into_model(idle_cutoff))
+        .collect())
+}
+
+pub async fn count_active(ex: impl SqliteExecutor<'_>, idle_cutoff: i64) -> StoreResult<i64> {
+    let n = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "n!: i64" FROM conversations
+           WHERE expired_at IS NULL AND updated_at > ?"#,
+        idle_cutoff
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok(n)
+}

@@ -1,0 +1,169 @@
+//! Messages: the permanent record of both directions of every conversation.
+
+use super::StoreResult;
+use crate::ids::{AppId, ClientId, ConversationId, MessageId};
+use crate::model::{Direction, Message};
+use sqlx::{SqliteConnection, SqliteExecutor};
+
+pub struct NewMessage<'a> {
+    pub conversation_id: &'a ConversationId,
+    pub app_id: &'a AppId,
+    pub client_id: Option<&'a ClientId>,
+    pub direction: Direction,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub text: &'a str,
+    pub now: i64,
+}
+
+struct Row {
+    id: String,
+    conversation_id: String,
+    app_id: String,
+    client_id: Option<String>,
+    direction: String,
+    sender: String,
+    recipient: String,
+    text: String,
+    created_at: i64,
+}
+
+impl From<Row> for Message {
+    fn from(r: Row) -> Message {
+        Message {
+            id: MessageId::from_db(r.id),
+            conversation_id: ConversationId::from_db(r.conversation_id),
+            client_id: r.client_id.map(ClientId::from_db),
+            app_id: AppId::from_db(r.app_id),
+            direction: Direction::from_db(&r.direction),
+            from: r.sender,
+            to: r.recipient,
+            text: r.text,
+            timestamp: r.created_at,
+            attempt: None,
+        }
+    }
+}
+
+/// Stores a message; returns its sequence number (its place in commit order).
+pub async fn insert(tx: &mut SqliteConnection, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
+    let id = MessageId::generate();
+    let direction = m.direction.as_str();
+    let client_id = m.client_id;
+    let seq = sqlx::query!(
+        "INSERT INTO messages
+            (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        id,
+        m.conversation_id,
+        m.app_id,
+        client_id,
+        direction,
+        m.from,
+        m.to,
+        m.text,
+        m.now,
+    )
+    .execute(&mut *tx)
+    .await?
+    .last_insert_rowid();
+    let message = Message {
+        id,
+        conversation_id: m.conversation_id.clone(),
+        client_id: m.client_id.cloned(),
+        app_id: m.app_id.clone(),
+        direction: m.direction,
+        from: m.from.to_owned(),
+        to: m.to.to_owned(),
+        text: m.text.to_owned(),
+        timestamp: m.now,
+        attempt: None,
+    };
+    Ok((seq, message))
+}
+
+pub async fn get(ex: impl SqliteExecutor<'_>, id: &MessageId) -> StoreResult<Option<Message>> {
+    let row = sqlx::query_as!(
+        Row,
+        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at
+         FROM messages WHERE id = ?",
+        id
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(Message::from))
+}
+
+pub async fn by_seq(ex: impl SqliteExecutor<'_>, seq: i64) -> StoreResult<Option<Message>> {
+    let row = sqlx::query_as!(
+        Row,
+        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at
+         FROM messages WHERE seq = ?",
+        seq
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(Message::from))
+}
+
+pub async fn seq_of(ex: impl SqliteExecutor<'_>, id: &MessageId) -> StoreResult<Option<i64>> {
+    let seq = sqlx::query_scalar!(r#"SELECT seq AS "seq!" FROM messages WHERE id = ?"#, id)
+        .fetch_optional(ex)
+        .await?;
+    Ok(seq)
+}
+
+/// Every message of a conversation, oldest first.
+pub async fn of_conversation(
+    ex: impl SqliteExecutor<'_>,
+    conversation: &ConversationId,
+) -> StoreResult<Vec<Message>> {
+    let rows = sqlx::query_as!(
+        Row,
+        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at
+         FROM messages WHERE conversation_id = ? ORDER BY seq",
+        conversation
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(Message::from).collect())
+}
+
+/// An app's outbound messages after sequence number `after`, in commit order,
+/// each with its sequence number (the outbox cursor).
+pub async fn outbox(
+    ex: impl SqliteExecutor<'_>,
+    app: &AppId,
+    after: i64,
+    limit: i64,
+) -> StoreResult<Vec<(i64, Message)>> {
+    let rows = sqlx::query!(
+        r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
+                  recipient, text, created_at
+           FROM messages
+           WHERE app_id = ?1 AND direction = 'outbound' AND seq > ?2
+           ORDER BY seq LIMIT ?3"#,
+        app,
+        after,
+        limit
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let message = Message::from(Row {
+                id: r.id,
+                conversation_id: r.conversation_id,
+                app_id: r.app_id,
+                client_id: r.client_id,
+                direction: r.direction,
+                sender: r.sender,
+                recipient: r.recipient,
+                text: r.text,
+                created_at: r.created_at,
+            });
+            (r.seq, message)
+        })
+        .collect())
+}

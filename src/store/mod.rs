@@ -1,0 +1,197 @@
+//! The storage layer. Every SQL statement of clawrelay lives under this module.
+//!
+//! SQLite runs in WAL mode. Writes go through one writer connection owned by
+//! the [`writer`] task, which runs each operation inside `BEGIN IMMEDIATE` and
+//! lets concurrent operations share one commit (group commit); reads use a
+//! small pool of read-only connections that never block the writer.
+//!
+//! The functions in the submodules are building blocks: write functions take
+//! the writer's `&mut SqliteConnection` (a transaction is already open), read
+//! functions take the reader pool. The domain layer composes them inside one
+//! [`Store::write`] call, so every multi-row change is one transaction.
+
+pub mod apps;
+pub mod clients;
+pub mod conversations;
+pub mod deliveries;
+pub mod idempotency;
+pub mod messages;
+pub mod settings;
+mod writer;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, SqliteConnection};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use writer::BoxFuture;
+
+/// How long a connection waits for a lock held by another process (the admin
+/// CLI writing while the server runs) before reporting the database busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const READERS: u32 = 4;
+
+/// `[storage] synchronous`: how hard a commit pushes data to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: a 2xx survives power loss.
+    Full,
+    /// fsync at WAL checkpoints: survives a process crash, a power loss may
+    /// lose the last commits (never corrupts).
+    Normal,
+}
+
+/// A failure of the database. Cloneable so that one failed group commit can
+/// be reported to every operation in it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Locked by another process for longer than the busy timeout.
+    #[error("the database is busy")]
+    Busy,
+    /// The disk or the database file is full.
+    #[error("the disk is full")]
+    Full,
+    /// The operating system failed a read or write.
+    #[error("disk I/O error: {0}")]
+    Io(String),
+    /// The writer has shut down.
+    #[error("the store is closed")]
+    Closed,
+    /// A constraint the schema enforces was violated: a bug in the caller.
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    /// The file is not a clawrelay database, or migrations failed.
+    #[error("{0}")]
+    Schema(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// True when the failure is the storage's condition (retry later), not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Busy | Self::Full | Self::Io(_) | Self::Closed)
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) => {
+                // SQLite primary result codes are the low byte of the extended code.
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+                match code {
+                    5 | 6 => Self::Busy,
+                    13 => Self::Full,
+                    10 | 14 => Self::Io(db.message().to_owned()),
+                    19 => Self::Constraint(db.message().to_owned()),
+                    11 | 26 => Self::Schema(format!(
+                        "not a clawrelay database (or corrupted): {}",
+                        db.message()
+                    )),
+                    _ => Self::Other(e.to_string()),
+                }
+            }
+            sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Self::Closed,
+            sqlx::Error::Io(io) => Self::Io(io.to_string()),
+            _ => Self::Other(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        use sqlx::migrate::MigrateError as M;
+        match e {
+            M::VersionMissing(v) => Self::Schema(format!(
+                "the database was written by a newer clawrelay (schema version {v} is unknown to this one)"
+            )),
+            M::Execute(inner) => Self::from(inner),
+            other => Self::Schema(format!("migration failed: {other}")),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The database: one writer task and a pool of readers.
+#[derive(Clone)]
+pub struct Store {
+    readers: SqlitePool,
+    writer: writer::Writer,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if missing) and migrates the database at `path`.
+    pub async fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Store> {
+        let sync = match synchronous {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            // Statements are compile-time checked; logging each one is noise.
+            .disable_statement_logging();
+
+        let mut conn = base.clone().create_if_missing(true).connect().await?;
+        sqlx::migrate!("./migrations").run(&mut conn).await?;
+
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(1)
+            .connect_with(base.read_only(true))
+            .await?;
+
+        Ok(Store {
+            readers,
+            writer: writer::Writer::spawn(conn),
+            path: path.to_owned(),
+        })
+    }
+
+    /// The read-only connection pool.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `op` inside a write transaction and resolves once that transaction
+    /// is committed (on disk as far as `[storage] synchronous` promises).
+    ///
+    /// Operations submitted concurrently may share one transaction; each runs
+    /// in its own savepoint, so an operation that returns `Err` is rolled back
+    /// alone and its error is returned to its caller only.
+    pub async fn write<T, E, F>(&self, op: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.writer.submit(op).await
+    }
+
+    /// Finishes queued writes and closes every connection.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

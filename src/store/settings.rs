@@ -1,0 +1,25 @@
+//! Server settings kept in the database (the generated admin token's hash).
+
+use super::StoreResult;
+use sqlx::{SqliteConnection, SqliteExecutor};
+
+pub const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
+
+pub async fn get(ex: impl SqliteExecutor<'_>, key: &str) -> StoreResult<Option<String>> {
+    let value = sqlx::query_scalar!("SELECT value FROM settings WHERE key = ?", key)
+        .fetch_optional(ex)
+        .await?;
+    Ok(value)
+}
+
+pub async fn set(tx: &mut SqliteConnection, key: &str, value: &str) -> StoreResult<()> {
+    sqlx::query!(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        key,
+        value
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

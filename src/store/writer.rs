@@ -1,0 +1,183 @@
+//! The single writer: a task that owns the one read-write connection.
+//!
+//! Callers hand it operations over a channel. The task takes whatever is
+//! queued (up to [`MAX_BATCH`]) and runs it inside one `BEGIN IMMEDIATE`
+//! transaction, each operation in its own savepoint, then commits once. So
+//! under load one fsync serves many requests (group commit), and when idle a
+//! lone operation commits at once. Each caller learns its result only after
+//! the commit succeeded: a result is never reported for data not on disk.
+//!
+//! An operation must only do database work on the connection it is given:
+//! while it runs, every other write waits.
+
+use super::{StoreError, StoreResult};
+use sqlx::{Connection, Executor, SqliteConnection};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Delivers an operation's result once the fate of its transaction is known.
+type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
+/// A type-erased operation. Given the connection it runs and says whether it
+/// succeeded (to keep or roll back its savepoint) and how to report its
+/// result after the commit; given an error it reports that error unrun.
+type Job = Box<
+    dyn for<'c> FnOnce(
+            Result<&'c mut SqliteConnection, StoreError>,
+        ) -> BoxFuture<'c, (bool, Completion)>
+        + Send,
+>;
+
+/// The most operations one transaction takes. Bounds the latency a batch adds
+/// to its first member.
+const MAX_BATCH: usize = 256;
+/// Operations waiting for the writer before submitters wait for room.
+const QUEUE: usize = 4096;
+
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    /// Tells the task to stop taking new operations; taken by the first `close`.
+    stop: Arc<Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>>,
+}
+
+impl Writer {
+    pub fn spawn(conn: SqliteConnection) -> Writer {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run(conn, rx, stop_rx));
+        Writer {
+            jobs,
+            stop: Arc::new(Mutex::new(Some((stop_tx, task)))),
+        }
+    }
+
+    pub async fn submit<T, E, F>(&self, op: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = match conn {
+                    Ok(conn) => op(conn).await,
+                    Err(e) => Err(E::from(e)),
+                };
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |commit| {
+                    let _ = tx.send(match commit {
+                        Ok(()) => result,
+                        Err(e) => Err(E::from(e)),
+                    });
+                });
+                (ok, completion)
+            })
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| E::from(StoreError::Closed))?;
+        rx.await.map_err(|_| E::from(StoreError::Closed))?
+    }
+
+    /// Stops taking operations, finishes the queued ones and closes the connection.
+    pub async fn close(&self) {
+        let stop = self.stop.lock().ok().and_then(|mut s| s.take());
+        if let Some((stop, task)) = stop {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Job>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+            _ = &mut stop => {
+                // No new operations; the ones already queued still run below.
+                rx.close();
+                while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                    run_batch(&mut conn, &mut batch).await;
+                }
+                break;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        run_batch(&mut conn, &mut batch).await;
+    }
+    let _ = conn.close().await;
+}
+
+async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+        let e = StoreError::from(e);
+        tracing::warn!(error = %e, "could not begin a write transaction");
+        for job in batch.drain(..) {
+            let (_, completion) = job(Err(e.clone())).await;
+            completion(Err(e.clone()));
+        }
+        return;
+    }
+
+    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut broken: Option<StoreError> = None;
+    for job in batch.drain(..) {
+        if let Some(e) = &broken {
+            let (_, completion) = job(Err(e.clone())).await;
+            completions.push(completion);
+            continue;
+        }
+        if let Err(e) = conn.execute("SAVEPOINT op").await {
+            let e = StoreError::from(e);
+            let (_, completion) = job(Err(e.clone())).await;
+            completions.push(completion);
+            broken = Some(e);
+            continue;
+        }
+        let (ok, completion) = job(Ok(&mut *conn)).await;
+        completions.push(completion);
+        let end = if ok {
+            conn.execute("RELEASE op").await
+        } else {
+            match conn.execute("ROLLBACK TO op").await {
+                Ok(_) => conn.execute("RELEASE op").await,
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = end {
+            // The transaction itself is no longer usable (disk full, I/O
+            // error): nothing in this batch can be committed.
+            broken = Some(e.into());
+        }
+    }
+
+    let outcome = match broken {
+        None => conn
+            .execute("COMMIT")
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from),
+        Some(e) => Err(e),
+    };
+    if let Err(e) = &outcome {
+        let _ = conn.execute("ROLLBACK").await;
+        tracing::warn!(error = %e, operations = completions.len(), "write transaction failed");
+    }
+    for completion in completions {
+        completion(outcome.clone());
+    }
+}

@@ -1,0 +1,31 @@
+//! Background tasks. Each runs until shutdown; one tick's work is a domain
+//! call (`Relay::maintain`) that tests can make directly.
+
+use crate::app::Shutdown;
+use crate::relay::Relay;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every `interval`: persist poll times, expire idle conversations, move work
+/// away from gone clients. A failed tick is logged and retried next time.
+pub async fn maintenance(relay: Arc<Relay>, interval: Duration, shutdown: Shutdown) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return,
+        }
+        match relay.maintain().await {
+            Ok(r) if r.expired > 0 || r.moved_from > 0 => {
+                tracing::info!(
+                    expired = r.expired,
+                    moved_from_clients = r.moved_from,
+                    "maintenance"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "maintenance tick failed"),
+        }
+    }
+}
