@@ -181,3 +181,63 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
         completion(outcome.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{settings, Store, StoreError, Synchronous};
+
+    #[derive(Debug)]
+    struct Refused;
+
+    impl From<StoreError> for Refused {
+        fn from(_: StoreError) -> Refused {
+            Refused
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_operation_is_rolled_back_alone_within_a_shared_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db"), Synchronous::Full).await.unwrap();
+
+        // Many concurrent operations, so batches form; every third one writes
+        // and then fails.
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(move |tx| {
+                        Box::pin(async move {
+                            settings::set(tx, &format!("k{i}"), "v").await.map_err(|_| Refused)?;
+                            if i % 3 == 0 {
+                                return Err(Refused);
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let result = t.await.unwrap();
+            assert_eq!(result.is_ok(), i % 3 != 0, "operation {i}");
+        }
+        for i in 0..60 {
+            let stored = settings::get(store.reader(), &format!("k{i}")).await.unwrap();
+            assert_eq!(stored.is_some(), i % 3 != 0, "key k{i}");
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn writes_after_close_are_refused_not_lost_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db"), Synchronous::Full).await.unwrap();
+        store.close().await;
+        let r = store
+            .write(|tx| Box::pin(async move { settings::set(tx, "k", "v").await }))
+            .await;
+        assert!(matches!(r, Err(StoreError::Closed)));
+    }
+}

@@ -1,0 +1,129 @@
+//! Every endpoint × no token, wrong token, and each role: missing or wrong
+//! credentials are 401, a valid token of the wrong role is 403, the right role
+//! gets through (2xx, or 404 for the unknown ids used here).
+
+use crate::helpers::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Role {
+    Admin,
+    Client,
+    App,
+}
+
+const CLIENT_ID: &str = "cli_0123456789abcdef0123456789abcdef";
+const APP_ID: &str = "app_0123456789abcdef0123456789abcdef";
+const CONV_ID: &str = "conv_0123456789abcdef0123456789abcdef";
+const MSG_ID: &str = "msg_0123456789abcdef0123456789abcdef";
+
+fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
+    use Role::*;
+    vec![
+        (Method::POST, "/clients".into(), Some(json!({"name": "x"})), &[Admin]),
+        (Method::GET, "/clients".into(), None, &[Admin]),
+        (Method::DELETE, format!("/clients/{CLIENT_ID}"), None, &[Admin]),
+        (Method::POST, format!("/clients/{CLIENT_ID}/token"), None, &[Admin]),
+        (Method::POST, "/apps".into(), Some(json!({"name": "x"})), &[Admin]),
+        (Method::GET, "/apps".into(), None, &[Admin]),
+        (Method::DELETE, format!("/apps/{APP_ID}"), None, &[Admin]),
+        (Method::POST, format!("/apps/{APP_ID}/token"), None, &[Admin]),
+        (Method::GET, "/conversations".into(), None, &[Admin]),
+        (Method::GET, "/deliveries?state=dead".into(), None, &[Admin]),
+        (Method::POST, format!("/deliveries/{MSG_ID}/requeue"), None, &[Admin]),
+        (Method::GET, format!("/conversations/{CONV_ID}"), None, &[Admin, Client, App]),
+        (Method::GET, "/poll".into(), None, &[Client]),
+        (
+            Method::POST,
+            "/send".into(),
+            Some(json!({"to": "alice", "text": "x", "conversationId": CONV_ID})),
+            &[Client],
+        ),
+        (Method::POST, "/ack".into(), Some(json!({"ids": [MSG_ID]})), &[Client]),
+        (Method::POST, "/inbound".into(), Some(json!({"from": "alice", "text": "x"})), &[App]),
+        (Method::GET, "/outbox".into(), None, &[App]),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_checks_credentials_and_role() {
+    let app = spawn_app().await;
+    let (client_id, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let wrong_secret = format!("{client_id}.{}", "0".repeat(64));
+    let tokens = [(Role::Admin, ADMIN.to_owned()), (Role::Client, client), (Role::App, web)];
+
+    for (method, path, body, allowed) in endpoints() {
+        let none = app.request(method.clone(), &path, None, body.clone()).await;
+        assert_eq!(none.status, 401, "{method} {path} without a token: {}", none.body);
+        assert_eq!(none.error_code(), "unauthorized");
+        for wrong in ["not-a-token", wrong_secret.as_str(), "app_zz.zz"] {
+            let r = app.request(method.clone(), &path, Some(wrong), body.clone()).await;
+            assert_eq!(r.status, 401, "{method} {path} with wrong token {wrong}: {}", r.body);
+        }
+        for (role, token) in &tokens {
+            let r = app.request(method.clone(), &path, Some(token), body.clone()).await;
+            if allowed.contains(role) {
+                assert!(
+                    r.status.is_success() || r.status == 404,
+                    "{method} {path} as {role:?}: {} {}",
+                    r.status,
+                    r.body
+                );
+            } else {
+                assert_eq!(r.status, 403, "{method} {path} as {role:?}: {}", r.body);
+                assert_eq!(r.error_code(), "forbidden");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_needs_no_token() {
+    let app = spawn_app().await;
+    assert_eq!(app.request(Method::GET, "/health", None, None).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_principals_conversation_is_404() {
+    let app = spawn_app().await;
+    let (_, a) = app.create_client("a").await;
+    let (_, b) = app.create_client("b").await;
+    let (_, web) = app.create_app("web").await;
+    let (_, other_web) = app.create_app("other").await;
+    app.poll(&a, "").await;
+    let m = app.inbound(&web, "alice", "secret").await;
+    let path = format!("/conversations/{}", m["conversationId"].as_str().unwrap());
+    assert_eq!(app.get(&path, &a).await.status, 200);
+    assert_eq!(app.get(&path, &web).await.status, 200);
+    assert_eq!(app.get(&path, &b).await.status, 404);
+    assert_eq!(app.get(&path, &other_web).await.status, 404);
+    // b cannot answer in a's conversation either.
+    let r = app
+        .post("/send", &b, json!({"to": "alice", "text": "x", "conversationId": m["conversationId"]}))
+        .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_stored_only_as_argon2id_hashes() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("a").await;
+    let (_, web) = app.create_app("w").await;
+    let db = app.db().await;
+    let hashes: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM clients UNION ALL SELECT token_hash FROM apps WHERE token_hash IS NOT NULL")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(hashes.len(), 2);
+    assert!(hashes.iter().all(|h| h.starts_with("$argon2id$")));
+    let file = std::fs::read(&app.config.storage.path).unwrap();
+    let wal = std::fs::read(app.config.storage.path.with_extension("db-wal")).unwrap_or_default();
+    for secret in [&client, &web] {
+        let secret_part = secret.split_once('.').unwrap().1.as_bytes();
+        for bytes in [&file, &wal] {
+            assert!(!bytes.windows(secret_part.len()).any(|w| w == secret_part), "a token is in the db in clear");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Nothing acknowledged is lost: across a graceful restart, across a lease
+//! that ends unacked, and across kill -9 of the real binary.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_everything_and_unacked_claims_come_back_after_the_lease() {
+    let mut app = spawn_with(|c| c.delivery.lease_secs = 1).await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    app.poll(&client, "").await;
+    for user in ["u1", "u2", "u3"] {
+        app.inbound(&web, user, &format!("from {user}")).await;
+    }
+    let claimed = app.poll(&client, "?max=10").await;
+    assert_eq!(claimed.len(), 3);
+    app.send(&client, &claimed[0], "answered before the restart").await;
+
+    app.restart().await;
+
+    // Tokens, conversations and messages survived.
+    let list = app.get("/conversations", ADMIN).await.ok();
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 3);
+    let out = app.get("/outbox", &web).await.ok();
+    assert_eq!(out["messages"][0]["text"], "answered before the restart");
+
+    // The two unacked claims are delivered again once their lease ends.
+    let mut again: Vec<Value> = Vec::new();
+    while again.len() < 2 {
+        let got = tokio::time::timeout(PATIENCE, app.poll(&client, "?wait=5&max=10"))
+            .await
+            .expect("redelivery in time");
+        again.extend(got);
+    }
+    let texts: BTreeSet<_> = again.iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(texts, BTreeSet::from(["from u2".to_owned(), "from u3".to_owned()]));
+    assert!(again.iter().all(|m| m["attempt"] == 2));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Relay {
+    child: Child,
+    base: String,
+}
+
+fn start_binary(db: &std::path::Path) -> Relay {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        .args(["serve", "--port", &port.to_string(), "--db"])
+        .arg(db)
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clawrelay");
+    Relay {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    eventually("the relay answers /health", || async {
+        let r = http.get(format!("{base}/health")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_right_after_2xx_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let http = reqwest::Client::new();
+
+    let mut relay = start_binary(&db);
+    wait_ready(&http, &relay.base).await;
+    let post = |path: &str, token: &str, body: Value| {
+        http.post(format!("{}{path}", relay.base)).bearer_auth(token.to_owned()).json(&body).send()
+    };
+    let web: Value = post("/apps", ADMIN, json!({"name": "web"})).await.unwrap().json().await.unwrap();
+    let web = web["token"].as_str().unwrap().to_owned();
+    let agent: Value = post("/clients", ADMIN, json!({"name": "agent"})).await.unwrap().json().await.unwrap();
+    let agent = agent["token"].as_str().unwrap().to_owned();
+
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..40 {
+        let r = post("/inbound", &web, json!({"from": format!("user{i}"), "text": format!("m{i}")}))
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let m: Value = r.json().await.unwrap();
+        acknowledged.insert(m["id"].as_str().unwrap().to_owned());
+    }
+    // SIGKILL: no shutdown path runs.
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+
+    let mut relay = start_binary(&db);
+    wait_ready(&http, &relay.base).await;
+    let mut delivered = BTreeSet::new();
+    for _ in 0..10 {
+        let r: Value = http
+            .get(format!("{}/poll?max=100", relay.base))
+            .bearer_auth(&agent)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for m in r["messages"].as_array().unwrap() {
+            delivered.insert(m["id"].as_str().unwrap().to_owned());
+        }
+        if delivered.len() >= acknowledged.len() {
+            break;
+        }
+    }
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+    assert_eq!(delivered, acknowledged);
+
+    // And the file is intact.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
+    assert_eq!(check, "ok");
+}

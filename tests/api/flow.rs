@@ -1,0 +1,189 @@
+//! The seed's §8 flow, end to end, plus long polling and public inbound.
+
+use crate::helpers::*;
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_flow_register_poll_inbound_reply_outbox_second_turn() {
+    let app = spawn_app().await;
+    let (client_id, client) = app.create_client("my-openclaw").await;
+    let (app_id, web) = app.create_app("website").await;
+
+    // The plugin starts polling: connected, nothing yet.
+    assert!(app.poll(&client, "").await.is_empty());
+
+    let first = app.inbound(&web, "alice", "Hello!").await;
+    let conversation = first["conversationId"].as_str().unwrap().to_owned();
+    assert_eq!(first["from"], "alice");
+    assert_eq!(first["clientId"], client_id.as_str());
+    assert_eq!(first["appId"], app_id.as_str());
+
+    let got = app.poll(&client, "").await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], first["id"]);
+    assert_eq!(got[0]["text"], "Hello!");
+    assert_eq!(got[0]["attempt"], 1);
+
+    let sent = app.send(&client, &got[0], "Hi Alice!").await;
+    assert_eq!(sent["ok"], true);
+    assert_eq!(sent["message"]["to"], "alice");
+    assert_eq!(sent["message"]["conversationId"], conversation.as_str());
+
+    let outbox = app.get("/outbox", &web).await.ok();
+    let replies = outbox["messages"].as_array().unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["text"], "Hi Alice!");
+    let cursor = outbox["cursor"].as_str().unwrap().to_owned();
+
+    // Second turn: same conversation, same client, full history readable.
+    let second = app.inbound(&web, "alice", "How are you?").await;
+    assert_eq!(second["conversationId"], conversation.as_str());
+    let got = app.poll(&client, "").await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["text"], "How are you?");
+    let history = app.get(&format!("/conversations/{conversation}"), &client).await.ok();
+    let texts: Vec<_> = history["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
+    assert_eq!(texts, vec![json!("Hello!"), json!("Hi Alice!"), json!("How are you?")]);
+    app.send(&client, &got[0], "Great, thanks!").await;
+
+    // The outbox resumes after the cursor: only the new reply.
+    let outbox = app.get(&format!("/outbox?after={cursor}"), &web).await.ok();
+    let replies = outbox["messages"].as_array().unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["text"], "Great, thanks!");
+
+    // Nothing is redelivered: the replies acked both messages.
+    assert!(app.poll(&client, "").await.is_empty());
+
+    let list = app.get("/conversations?userId=alice", ADMIN).await.ok();
+    let convs = list["conversations"].as_array().unwrap();
+    assert_eq!(convs.len(), 1);
+    assert_eq!(convs[0]["id"], conversation.as_str());
+    assert_eq!(convs[0]["messageCount"], 4);
+    assert_eq!(convs[0]["state"], "active");
+
+    let health = app.request(Method::GET, "/health", None, None).await.ok();
+    assert_eq!(health["ok"], true);
+    assert_eq!(health["clients"], 1);
+    assert_eq!(health["conversations"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_answers_as_soon_as_a_message_arrives() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    app.poll(&client, "").await;
+
+    let started = Instant::now();
+    let poller = {
+        let http = app.http.clone();
+        let url = format!("{}/poll?wait=8", app.base);
+        let client = client.clone();
+        tokio::spawn(async move {
+            let res = http.get(url).bearer_auth(client).send().await.unwrap();
+            (res.json::<serde_json::Value>().await.unwrap(), Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_at = Instant::now();
+    app.inbound(&web, "bob", "ping").await;
+    let (body, answered_at) = poller.await.unwrap();
+    assert_eq!(body["messages"][0]["text"], "ping");
+    assert!(answered_at >= sent_at);
+    // Woken by the message, not by the 8 s timeout.
+    assert!(answered_at.duration_since(started) < Duration::from_secs(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_with_nothing_to_deliver_answers_empty_after_wait() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let started = Instant::now();
+    assert!(app.poll(&client, "?wait=1").await.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_long_poll_answers_when_the_reply_is_sent() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    app.poll(&client, "").await;
+    app.inbound(&web, "carol", "question").await;
+    let msg = app.poll(&client, "").await.remove(0);
+
+    let waiter = {
+        let http = app.http.clone();
+        let url = format!("{}/outbox?after=0&wait=8", app.base);
+        let web = web.clone();
+        tokio::spawn(async move {
+            let res = http.get(url).bearer_auth(web).send().await.unwrap();
+            res.json::<serde_json::Value>().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    app.send(&client, &msg, "answer").await;
+    let body = waiter.await.unwrap();
+    assert_eq!(body["messages"][0]["text"], "answer");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_inbound_serves_the_seed_unauthenticated_and_hides_app_conversations() {
+    let app = spawn_with(|c| c.inbound.public = true).await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    app.poll(&client, "").await;
+
+    let public = app
+        .request(Method::POST, "/inbound", None, Some(json!({"from": "guest", "text": "hi"})))
+        .await
+        .ok();
+    assert_eq!(public["appId"], "app_public");
+    app.inbound(&web, "guest", "hi from the app").await;
+
+    let got = app.poll(&client, "?max=10").await;
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        app.send(&client, m, &format!("re: {}", m["text"].as_str().unwrap())).await;
+    }
+    let public_out = app.request(Method::GET, "/outbox", None, None).await.ok();
+    let texts: Vec<_> = public_out["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
+    assert_eq!(texts, vec![json!("re: hi")]);
+    let app_out = app.get("/outbox", &web).await.ok();
+    let texts: Vec<_> = app_out["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
+    assert_eq!(texts, vec![json!("re: hi from the app")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_public_inbound_an_unauthenticated_inbound_is_401() {
+    let app = spawn_app().await;
+    let r = app
+        .request(Method::POST, "/inbound", None, Some(json!({"from": "guest", "text": "hi"})))
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error_code(), "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_one_conversation_are_delivered_one_at_a_time_in_order() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    app.poll(&client, "").await;
+    for text in ["one", "two", "three"] {
+        app.inbound(&web, "dave", text).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let got = app.poll(&client, "?max=10").await;
+        assert_eq!(got.len(), 1, "one message of a conversation in flight at a time");
+        seen.push(got[0]["text"].clone());
+        app.ack(&client, &[&got[0]]).await;
+    }
+    assert_eq!(seen, vec![json!("one"), json!("two"), json!("three")]);
+}

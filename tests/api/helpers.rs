@@ -1,0 +1,250 @@
+//! Test harness: the real application on 127.0.0.1:0 against a temp SQLite
+//! file, talked to over HTTP. `restart` stops it (graceful) and starts a new
+//! one on the same file.
+
+use clawrelay::app::{App, ShutdownTrigger};
+use clawrelay::config::{Config, Secret};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::SqlitePool;
+use std::future::Future;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+pub const ADMIN: &str = "test-admin-token";
+
+/// Every wait in a test is bounded by this.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub base: String,
+    pub config: Config,
+    pub http: reqwest::Client,
+    trigger: ShutdownTrigger,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    // Last: the directory outlives the server using it.
+    _dir: TempDir,
+}
+
+/// Short real intervals so time-based behaviour shows within a second or two.
+pub fn fast_config() -> Config {
+    let mut c = Config::default();
+    c.server.admin_token = Some(Secret::new(ADMIN.to_owned()));
+    c.delivery.lease_secs = 300;
+    c.delivery.long_poll_max_secs = 10;
+    c.clients.stale_after_secs = 30;
+    c.clients.disconnected_after_secs = 300;
+    c.tasks.maintenance_interval_secs = 1;
+    c
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = fast_config();
+    config.storage.path = dir.path().join("relay.db");
+    tweak(&mut config);
+    let (base, trigger, server) = start(config.clone()).await;
+    TestApp {
+        base,
+        config,
+        http: reqwest::Client::builder()
+            .timeout(PATIENCE)
+            .build()
+            .expect("http client"),
+        trigger,
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+async fn start(config: Config) -> (String, ShutdownTrigger, JoinHandle<std::io::Result<()>>) {
+    let app = App::build(config).await.expect("app builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let trigger = app.shutdown_trigger();
+    let server = tokio::spawn(app.serve(listener));
+    (base, trigger, server)
+}
+
+/// An HTTP answer: status and JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn ok(self) -> Value {
+        assert!(self.status.is_success(), "expected 2xx, got {} {}", self.status, self.body);
+        self.body
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub async fn stop(&mut self) {
+        self.trigger.trigger();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(PATIENCE, server)
+                .await
+                .expect("server stops in time")
+                .expect("server task")
+                .expect("server ran");
+        }
+    }
+
+    /// Graceful stop, then a new server on the same database file.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (base, trigger, server) = start(self.config.clone()).await;
+        self.base = base;
+        self.trigger = trigger;
+        self.server = Some(server);
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        self.request_with(method, path, token, body, &[]).await
+    }
+
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, body }
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: impl Into<String>) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header("content-type", "application/json")
+            .body(body.into());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let body = res.json().await.unwrap_or(Value::Null);
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// A new client; returns (id, token).
+    pub async fn create_client(&self, name: &str) -> (String, String) {
+        let b = self.post("/clients", ADMIN, json!({ "name": name })).await.ok();
+        (b["clientId"].as_str().unwrap().to_owned(), b["token"].as_str().unwrap().to_owned())
+    }
+
+    /// A new app; returns (id, token).
+    pub async fn create_app(&self, name: &str) -> (String, String) {
+        let b = self.post("/apps", ADMIN, json!({ "name": name })).await.ok();
+        (b["appId"].as_str().unwrap().to_owned(), b["token"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn inbound(&self, app_token: &str, from: &str, text: &str) -> Value {
+        self.post("/inbound", app_token, json!({ "from": from, "text": text }))
+            .await
+            .ok()
+    }
+
+    /// Claimed messages of one poll.
+    pub async fn poll(&self, client_token: &str, query: &str) -> Vec<Value> {
+        let b = self.get(&format!("/poll{query}"), client_token).await.ok();
+        b["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn send(&self, client_token: &str, to_message: &Value, text: &str) -> Value {
+        self.post(
+            "/send",
+            client_token,
+            json!({ "to": to_message["from"], "text": text, "conversationId": to_message["conversationId"] }),
+        )
+        .await
+        .ok()
+    }
+
+    pub async fn ack(&self, client_token: &str, ids: &[&Value]) -> Value {
+        let ids: Vec<Value> = ids.iter().map(|m| m["id"].clone()).collect();
+        self.post("/ack", client_token, json!({ "ids": ids })).await.ok()
+    }
+
+    /// A direct read-only look at the database, for what the API does not show.
+    pub async fn db(&self) -> SqlitePool {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}?mode=ro", self.config.storage.path.display()))
+            .await
+            .expect("open db")
+    }
+
+    /// Row counts of every table: to show a failed request wrote nothing.
+    pub async fn row_counts(&self) -> Vec<(String, i64)> {
+        let db = self.db().await;
+        let mut out = Vec::new();
+        for table in ["clients", "apps", "conversations", "messages", "deliveries", "idempotency_keys", "settings"] {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&db)
+                .await
+                .expect("count");
+            out.push((table.to_owned(), n));
+        }
+        db.close().await;
+        out
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after PATIENCE.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on a random port, a temp SQLite file,
+//! real HTTP. One binary, one module per feature.
+
+mod assignment;
+mod auth_matrix;
+mod bad_input;
+mod concurrency;
+mod dead_letters;
+mod durability;
+mod expiry;
+mod flow;
+mod helpers;
+mod idempotency;
