@@ -44,7 +44,6 @@ pub async fn create(
     now: i64,
 ) -> StoreResult<ConversationId> {
     let id = ConversationId::generate();
-    let client = client;
     sqlx::query!(
         "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -129,7 +128,6 @@ pub async fn set_client(
     id: &ConversationId,
     client: Option<&ClientId>,
 ) -> StoreResult<()> {
-    let client = client;
     sqlx::query!(
         "UPDATE conversations SET client_id = ?2 WHERE id = ?1",
         id,

@@ -18,7 +18,6 @@ pub async fn enqueue(
 ) -> StoreResult<bool> {
     let busy = has_ready(&mut *tx, conversation).await?;
     let state = if busy { "queued" } else { "ready" };
-    let client = client;
     sqlx::query!(
         "INSERT INTO deliveries
             (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
@@ -221,7 +220,6 @@ pub async fn move_conversation(
     to: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<()> {
-    let to = to;
     sqlx::query!(
         "UPDATE deliveries SET client_id = ?2, visible_at = MIN(visible_at, ?3), updated_at = ?3
          WHERE conversation_id = ?1 AND state = 'ready'",

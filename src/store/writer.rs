@@ -38,11 +38,14 @@ const MAX_BATCH: usize = 256;
 /// Operations waiting for the writer before submitters wait for room.
 const QUEUE: usize = 4096;
 
+/// The stop signal of the writer task and the task itself.
+type Stopper = (oneshot::Sender<()>, JoinHandle<()>);
+
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     /// Tells the task to stop taking new operations; taken by the first `close`.
-    stop: Arc<Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>>,
+    stop: Arc<Mutex<Option<Stopper>>>,
 }
 
 impl Writer {
@@ -198,7 +201,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_operation_is_rolled_back_alone_within_a_shared_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("w.db"), Synchronous::Full).await.unwrap();
+        let store = Store::open(&dir.path().join("w.db"), Synchronous::Full)
+            .await
+            .unwrap();
 
         // Many concurrent operations, so batches form; every third one writes
         // and then fails.
@@ -209,7 +214,9 @@ mod tests {
                 store
                     .write(move |tx| {
                         Box::pin(async move {
-                            settings::set(tx, &format!("k{i}"), "v").await.map_err(|_| Refused)?;
+                            settings::set(tx, &format!("k{i}"), "v")
+                                .await
+                                .map_err(|_| Refused)?;
                             if i % 3 == 0 {
                                 return Err(Refused);
                             }
@@ -224,7 +231,9 @@ mod tests {
             assert_eq!(result.is_ok(), i % 3 != 0, "operation {i}");
         }
         for i in 0..60 {
-            let stored = settings::get(store.reader(), &format!("k{i}")).await.unwrap();
+            let stored = settings::get(store.reader(), &format!("k{i}"))
+                .await
+                .unwrap();
             assert_eq!(stored.is_some(), i % 3 != 0, "key k{i}");
         }
         store.close().await;
@@ -233,7 +242,9 @@ mod tests {
     #[tokio::test]
     async fn writes_after_close_are_refused_not_lost_silently() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("w.db"), Synchronous::Full).await.unwrap();
+        let store = Store::open(&dir.path().join("w.db"), Synchronous::Full)
+            .await
+            .unwrap();
         store.close().await;
         let r = store
             .write(|tx| Box::pin(async move { settings::set(tx, "k", "v").await }))

@@ -11,7 +11,12 @@ async fn pending_by_client(app: &TestApp) -> HashMap<String, i64> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["clientId"].as_str().unwrap().to_owned(), c["pending"].as_i64().unwrap()))
+        .map(|c| {
+            (
+                c["clientId"].as_str().unwrap().to_owned(),
+                c["pending"].as_i64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -114,7 +119,14 @@ async fn revoking_a_client_moves_its_work_and_kills_its_token() {
     assert_eq!(m["clientId"], a.as_str());
     app.poll(&b_token, "").await;
 
-    let r = app.request(reqwest::Method::DELETE, &format!("/clients/{a}"), Some(ADMIN), None).await;
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/clients/{a}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(app.get("/poll", &a_token).await.status, 401);
 
@@ -123,7 +135,13 @@ async fn revoking_a_client_moves_its_work_and_kills_its_token() {
     assert_eq!(got[0]["id"], m["id"]);
     assert_eq!(got[0]["clientId"], b.as_str());
     let clients = app.get("/clients", ADMIN).await.ok();
-    let revoked = clients["clients"].as_array().unwrap().iter().find(|c| c["clientId"] == a.as_str()).unwrap().clone();
+    let revoked = clients["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clientId"] == a.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(revoked["state"], "revoked");
     assert_eq!(revoked["pending"], 0);
 }
@@ -133,7 +151,10 @@ async fn a_rotated_token_replaces_the_old_one() {
     let app = spawn_app().await;
     let (a, old) = app.create_client("a").await;
     assert_eq!(app.get("/poll", &old).await.status, 200);
-    let rotated = app.post(&format!("/clients/{a}/token"), ADMIN, serde_json::json!({})).await.ok();
+    let rotated = app
+        .post(&format!("/clients/{a}/token"), ADMIN, serde_json::json!({}))
+        .await
+        .ok();
     let new = rotated["token"].as_str().unwrap();
     assert_ne!(new, old);
     assert_eq!(app.get("/poll", &old).await.status, 401);

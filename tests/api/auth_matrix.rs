@@ -21,18 +21,53 @@ const MSG_ID: &str = "msg_0123456789abcdef0123456789abcdef";
 fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
     use Role::*;
     vec![
-        (Method::POST, "/clients".into(), Some(json!({"name": "x"})), &[Admin]),
+        (
+            Method::POST,
+            "/clients".into(),
+            Some(json!({"name": "x"})),
+            &[Admin],
+        ),
         (Method::GET, "/clients".into(), None, &[Admin]),
-        (Method::DELETE, format!("/clients/{CLIENT_ID}"), None, &[Admin]),
-        (Method::POST, format!("/clients/{CLIENT_ID}/token"), None, &[Admin]),
-        (Method::POST, "/apps".into(), Some(json!({"name": "x"})), &[Admin]),
+        (
+            Method::DELETE,
+            format!("/clients/{CLIENT_ID}"),
+            None,
+            &[Admin],
+        ),
+        (
+            Method::POST,
+            format!("/clients/{CLIENT_ID}/token"),
+            None,
+            &[Admin],
+        ),
+        (
+            Method::POST,
+            "/apps".into(),
+            Some(json!({"name": "x"})),
+            &[Admin],
+        ),
         (Method::GET, "/apps".into(), None, &[Admin]),
         (Method::DELETE, format!("/apps/{APP_ID}"), None, &[Admin]),
-        (Method::POST, format!("/apps/{APP_ID}/token"), None, &[Admin]),
+        (
+            Method::POST,
+            format!("/apps/{APP_ID}/token"),
+            None,
+            &[Admin],
+        ),
         (Method::GET, "/conversations".into(), None, &[Admin]),
         (Method::GET, "/deliveries?state=dead".into(), None, &[Admin]),
-        (Method::POST, format!("/deliveries/{MSG_ID}/requeue"), None, &[Admin]),
-        (Method::GET, format!("/conversations/{CONV_ID}"), None, &[Admin, Client, App]),
+        (
+            Method::POST,
+            format!("/deliveries/{MSG_ID}/requeue"),
+            None,
+            &[Admin],
+        ),
+        (
+            Method::GET,
+            format!("/conversations/{CONV_ID}"),
+            None,
+            &[Admin, Client, App],
+        ),
         (Method::GET, "/poll".into(), None, &[Client]),
         (
             Method::POST,
@@ -40,8 +75,18 @@ fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
             Some(json!({"to": "alice", "text": "x", "conversationId": CONV_ID})),
             &[Client],
         ),
-        (Method::POST, "/ack".into(), Some(json!({"ids": [MSG_ID]})), &[Client]),
-        (Method::POST, "/inbound".into(), Some(json!({"from": "alice", "text": "x"})), &[App]),
+        (
+            Method::POST,
+            "/ack".into(),
+            Some(json!({"ids": [MSG_ID]})),
+            &[Client],
+        ),
+        (
+            Method::POST,
+            "/inbound".into(),
+            Some(json!({"from": "alice", "text": "x"})),
+            &[App],
+        ),
         (Method::GET, "/outbox".into(), None, &[App]),
     ]
 }
@@ -52,18 +97,34 @@ async fn every_endpoint_checks_credentials_and_role() {
     let (client_id, client) = app.create_client("agent").await;
     let (_, web) = app.create_app("web").await;
     let wrong_secret = format!("{client_id}.{}", "0".repeat(64));
-    let tokens = [(Role::Admin, ADMIN.to_owned()), (Role::Client, client), (Role::App, web)];
+    let tokens = [
+        (Role::Admin, ADMIN.to_owned()),
+        (Role::Client, client),
+        (Role::App, web),
+    ];
 
     for (method, path, body, allowed) in endpoints() {
         let none = app.request(method.clone(), &path, None, body.clone()).await;
-        assert_eq!(none.status, 401, "{method} {path} without a token: {}", none.body);
+        assert_eq!(
+            none.status, 401,
+            "{method} {path} without a token: {}",
+            none.body
+        );
         assert_eq!(none.error_code(), "unauthorized");
         for wrong in ["not-a-token", wrong_secret.as_str(), "app_zz.zz"] {
-            let r = app.request(method.clone(), &path, Some(wrong), body.clone()).await;
-            assert_eq!(r.status, 401, "{method} {path} with wrong token {wrong}: {}", r.body);
+            let r = app
+                .request(method.clone(), &path, Some(wrong), body.clone())
+                .await;
+            assert_eq!(
+                r.status, 401,
+                "{method} {path} with wrong token {wrong}: {}",
+                r.body
+            );
         }
         for (role, token) in &tokens {
-            let r = app.request(method.clone(), &path, Some(token), body.clone()).await;
+            let r = app
+                .request(method.clone(), &path, Some(token), body.clone())
+                .await;
             if allowed.contains(role) {
                 assert!(
                     r.status.is_success() || r.status == 404,
@@ -82,7 +143,10 @@ async fn every_endpoint_checks_credentials_and_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_needs_no_token() {
     let app = spawn_app().await;
-    assert_eq!(app.request(Method::GET, "/health", None, None).await.status, 200);
+    assert_eq!(
+        app.request(Method::GET, "/health", None, None).await.status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +165,11 @@ async fn another_principals_conversation_is_404() {
     assert_eq!(app.get(&path, &other_web).await.status, 404);
     // b cannot answer in a's conversation either.
     let r = app
-        .post("/send", &b, json!({"to": "alice", "text": "x", "conversationId": m["conversationId"]}))
+        .post(
+            "/send",
+            &b,
+            json!({"to": "alice", "text": "x", "conversationId": m["conversationId"]}),
+        )
         .await;
     assert_eq!(r.status, 404);
 }
@@ -123,7 +191,10 @@ async fn tokens_are_stored_only_as_argon2id_hashes() {
     for secret in [&client, &web] {
         let secret_part = secret.split_once('.').unwrap().1.as_bytes();
         for bytes in [&file, &wal] {
-            assert!(!bytes.windows(secret_part.len()).any(|w| w == secret_part), "a token is in the db in clear");
+            assert!(
+                !bytes.windows(secret_part.len()).any(|w| w == secret_part),
+                "a token is in the db in clear"
+            );
         }
     }
 }

@@ -88,6 +88,9 @@ async fn a_bad_idempotency_key_is_400_and_writes_nothing() {
             &[("Idempotency-Key", "has space")],
         )
         .await;
-    assert_eq!((r.status.as_u16(), r.error_code()), (400, "invalid_idempotency_key"));
+    assert_eq!(
+        (r.status.as_u16(), r.error_code()),
+        (400, "invalid_idempotency_key")
+    );
     assert_eq!(app.row_counts().await, before);
 }

@@ -13,7 +13,9 @@ async fn thirty_two_concurrent_pollers_get_each_delivery_exactly_once() {
     const MESSAGES: usize = 200;
     let mut expected = Vec::new();
     for i in 0..MESSAGES {
-        let m = app.inbound(&web, &format!("user{i}"), &format!("m{i}")).await;
+        let m = app
+            .inbound(&web, &format!("user{i}"), &format!("m{i}"))
+            .await;
         expected.push(m["id"].as_str().unwrap().to_owned());
     }
 
@@ -26,12 +28,24 @@ async fn thirty_two_concurrent_pollers_get_each_delivery_exactly_once() {
             let mut got = Vec::new();
             // Poll until an empty answer: every message is claimed by then.
             loop {
-                let r: serde_json::Value = http.get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+                let r: serde_json::Value = http
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 let batch = r["messages"].as_array().unwrap().clone();
                 if batch.is_empty() {
                     return got;
                 }
-                got.extend(batch.into_iter().map(|m| m["id"].as_str().unwrap().to_owned()));
+                got.extend(
+                    batch
+                        .into_iter()
+                        .map(|m| m["id"].as_str().unwrap().to_owned()),
+                );
             }
         }));
     }
@@ -42,7 +56,10 @@ async fn thirty_two_concurrent_pollers_get_each_delivery_exactly_once() {
         }
     }
     assert_eq!(times_delivered.len(), MESSAGES, "every message delivered");
-    assert!(times_delivered.values().all(|n| *n == 1), "no message delivered twice");
+    assert!(
+        times_delivered.values().all(|n| *n == 1),
+        "no message delivered twice"
+    );
     for id in &expected {
         assert!(times_delivered.contains_key(id));
     }

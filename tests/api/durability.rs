@@ -17,7 +17,8 @@ async fn a_restart_keeps_everything_and_unacked_claims_come_back_after_the_lease
     }
     let claimed = app.poll(&client, "?max=10").await;
     assert_eq!(claimed.len(), 3);
-    app.send(&client, &claimed[0], "answered before the restart").await;
+    app.send(&client, &claimed[0], "answered before the restart")
+        .await;
 
     app.restart().await;
 
@@ -35,8 +36,14 @@ async fn a_restart_keeps_everything_and_unacked_claims_come_back_after_the_lease
             .expect("redelivery in time");
         again.extend(got);
     }
-    let texts: BTreeSet<_> = again.iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(texts, BTreeSet::from(["from u2".to_owned(), "from u3".to_owned()]));
+    let texts: BTreeSet<_> = again
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        BTreeSet::from(["from u2".to_owned(), "from u3".to_owned()])
+    );
     assert!(again.iter().all(|m| m["attempt"] == 2));
 }
 
@@ -86,18 +93,35 @@ async fn kill_9_right_after_2xx_loses_no_acknowledged_message() {
     let mut relay = start_binary(&db);
     wait_ready(&http, &relay.base).await;
     let post = |path: &str, token: &str, body: Value| {
-        http.post(format!("{}{path}", relay.base)).bearer_auth(token.to_owned()).json(&body).send()
+        http.post(format!("{}{path}", relay.base))
+            .bearer_auth(token.to_owned())
+            .json(&body)
+            .send()
     };
-    let web: Value = post("/apps", ADMIN, json!({"name": "web"})).await.unwrap().json().await.unwrap();
+    let web: Value = post("/apps", ADMIN, json!({"name": "web"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let web = web["token"].as_str().unwrap().to_owned();
-    let agent: Value = post("/clients", ADMIN, json!({"name": "agent"})).await.unwrap().json().await.unwrap();
+    let agent: Value = post("/clients", ADMIN, json!({"name": "agent"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let agent = agent["token"].as_str().unwrap().to_owned();
 
     let mut acknowledged = BTreeSet::new();
     for i in 0..40 {
-        let r = post("/inbound", &web, json!({"from": format!("user{i}"), "text": format!("m{i}")}))
-            .await
-            .unwrap();
+        let r = post(
+            "/inbound",
+            &web,
+            json!({"from": format!("user{i}"), "text": format!("m{i}")}),
+        )
+        .await
+        .unwrap();
         assert!(r.status().is_success());
         let m: Value = r.json().await.unwrap();
         acknowledged.insert(m["id"].as_str().unwrap().to_owned());
@@ -131,7 +155,12 @@ async fn kill_9_right_after_2xx_loses_no_acknowledged_message() {
     assert_eq!(delivered, acknowledged);
 
     // And the file is intact.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(check, "ok");
 }

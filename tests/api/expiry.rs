@@ -28,7 +28,10 @@ async fn after_the_ttl_the_next_message_opens_a_new_conversation() {
     let active = app.get("/conversations?state=active", ADMIN).await.ok();
     assert_eq!(active["conversations"][0]["id"], new["conversationId"]);
 
-    let history = app.get(&format!("/conversations/{old_id}"), ADMIN).await.ok();
+    let history = app
+        .get(&format!("/conversations/{old_id}"), ADMIN)
+        .await
+        .ok();
     assert_eq!(history["state"], "expired");
     assert_eq!(history["messages"].as_array().unwrap().len(), 2);
 }

@@ -43,9 +43,20 @@ async fn seed_flow_register_poll_inbound_reply_outbox_second_turn() {
     let got = app.poll(&client, "").await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["text"], "How are you?");
-    let history = app.get(&format!("/conversations/{conversation}"), &client).await.ok();
-    let texts: Vec<_> = history["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
-    assert_eq!(texts, vec![json!("Hello!"), json!("Hi Alice!"), json!("How are you?")]);
+    let history = app
+        .get(&format!("/conversations/{conversation}"), &client)
+        .await
+        .ok();
+    let texts: Vec<_> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![json!("Hello!"), json!("Hi Alice!"), json!("How are you?")]
+    );
     app.send(&client, &got[0], "Great, thanks!").await;
 
     // The outbox resumes after the cursor: only the new reply.
@@ -84,7 +95,10 @@ async fn a_long_poll_answers_as_soon_as_a_message_arrives() {
         let client = client.clone();
         tokio::spawn(async move {
             let res = http.get(url).bearer_auth(client).send().await.unwrap();
-            (res.json::<serde_json::Value>().await.unwrap(), Instant::now())
+            (
+                res.json::<serde_json::Value>().await.unwrap(),
+                Instant::now(),
+            )
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -140,7 +154,12 @@ async fn public_inbound_serves_the_seed_unauthenticated_and_hides_app_conversati
     app.poll(&client, "").await;
 
     let public = app
-        .request(Method::POST, "/inbound", None, Some(json!({"from": "guest", "text": "hi"})))
+        .request(
+            Method::POST,
+            "/inbound",
+            None,
+            Some(json!({"from": "guest", "text": "hi"})),
+        )
         .await
         .ok();
     assert_eq!(public["appId"], "app_public");
@@ -149,13 +168,24 @@ async fn public_inbound_serves_the_seed_unauthenticated_and_hides_app_conversati
     let got = app.poll(&client, "?max=10").await;
     assert_eq!(got.len(), 2);
     for m in &got {
-        app.send(&client, m, &format!("re: {}", m["text"].as_str().unwrap())).await;
+        app.send(&client, m, &format!("re: {}", m["text"].as_str().unwrap()))
+            .await;
     }
     let public_out = app.request(Method::GET, "/outbox", None, None).await.ok();
-    let texts: Vec<_> = public_out["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
+    let texts: Vec<_> = public_out["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
     assert_eq!(texts, vec![json!("re: hi")]);
     let app_out = app.get("/outbox", &web).await.ok();
-    let texts: Vec<_> = app_out["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
+    let texts: Vec<_> = app_out["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
     assert_eq!(texts, vec![json!("re: hi from the app")]);
 }
 
@@ -163,7 +193,12 @@ async fn public_inbound_serves_the_seed_unauthenticated_and_hides_app_conversati
 async fn without_public_inbound_an_unauthenticated_inbound_is_401() {
     let app = spawn_app().await;
     let r = app
-        .request(Method::POST, "/inbound", None, Some(json!({"from": "guest", "text": "hi"})))
+        .request(
+            Method::POST,
+            "/inbound",
+            None,
+            Some(json!({"from": "guest", "text": "hi"})),
+        )
         .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.error_code(), "unauthorized");
@@ -181,7 +216,11 @@ async fn messages_of_one_conversation_are_delivered_one_at_a_time_in_order() {
     let mut seen = Vec::new();
     for _ in 0..3 {
         let got = app.poll(&client, "?max=10").await;
-        assert_eq!(got.len(), 1, "one message of a conversation in flight at a time");
+        assert_eq!(
+            got.len(),
+            1,
+            "one message of a conversation in flight at a time"
+        );
         seen.push(got[0]["text"].clone());
         app.ack(&client, &[&got[0]]).await;
     }

@@ -65,7 +65,9 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 async fn start(config: Config) -> (String, ShutdownTrigger, JoinHandle<std::io::Result<()>>) {
     let app = App::build(config).await.expect("app builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let trigger = app.shutdown_trigger();
     let server = tokio::spawn(app.serve(listener));
@@ -81,7 +83,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(self) -> Value {
-        assert!(self.status.is_success(), "expected 2xx, got {} {}", self.status, self.body);
+        assert!(
+            self.status.is_success(),
+            "expected 2xx, got {} {}",
+            self.status,
+            self.body
+        );
         self.body
     }
 
@@ -111,7 +118,13 @@ impl TestApp {
         self.server = Some(server);
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         self.request_with(method, path, token, body, &[]).await
     }
 
@@ -140,7 +153,13 @@ impl TestApp {
         Reply { status, body }
     }
 
-    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: impl Into<String>) -> Reply {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<String>,
+    ) -> Reply {
         let mut req = self
             .http
             .request(method, format!("{}{}", self.base, path))
@@ -160,19 +179,32 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
-        self.request(Method::POST, path, Some(token), Some(body)).await
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     /// A new client; returns (id, token).
     pub async fn create_client(&self, name: &str) -> (String, String) {
-        let b = self.post("/clients", ADMIN, json!({ "name": name })).await.ok();
-        (b["clientId"].as_str().unwrap().to_owned(), b["token"].as_str().unwrap().to_owned())
+        let b = self
+            .post("/clients", ADMIN, json!({ "name": name }))
+            .await
+            .ok();
+        (
+            b["clientId"].as_str().unwrap().to_owned(),
+            b["token"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// A new app; returns (id, token).
     pub async fn create_app(&self, name: &str) -> (String, String) {
-        let b = self.post("/apps", ADMIN, json!({ "name": name })).await.ok();
-        (b["appId"].as_str().unwrap().to_owned(), b["token"].as_str().unwrap().to_owned())
+        let b = self
+            .post("/apps", ADMIN, json!({ "name": name }))
+            .await
+            .ok();
+        (
+            b["appId"].as_str().unwrap().to_owned(),
+            b["token"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub async fn inbound(&self, app_token: &str, from: &str, text: &str) -> Value {
@@ -199,14 +231,19 @@ impl TestApp {
 
     pub async fn ack(&self, client_token: &str, ids: &[&Value]) -> Value {
         let ids: Vec<Value> = ids.iter().map(|m| m["id"].clone()).collect();
-        self.post("/ack", client_token, json!({ "ids": ids })).await.ok()
+        self.post("/ack", client_token, json!({ "ids": ids }))
+            .await
+            .ok()
     }
 
     /// A direct read-only look at the database, for what the API does not show.
     pub async fn db(&self) -> SqlitePool {
         SqlitePoolOptions::new()
             .max_connections(1)
-            .connect(&format!("sqlite://{}?mode=ro", self.config.storage.path.display()))
+            .connect(&format!(
+                "sqlite://{}?mode=ro",
+                self.config.storage.path.display()
+            ))
             .await
             .expect("open db")
     }
@@ -215,7 +252,15 @@ impl TestApp {
     pub async fn row_counts(&self) -> Vec<(String, i64)> {
         let db = self.db().await;
         let mut out = Vec::new();
-        for table in ["clients", "apps", "conversations", "messages", "deliveries", "idempotency_keys", "settings"] {
+        for table in [
+            "clients",
+            "apps",
+            "conversations",
+            "messages",
+            "deliveries",
+            "idempotency_keys",
+            "settings",
+        ] {
             let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&db)
                 .await
@@ -244,7 +289,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests: the real server on a random port, a temp SQLite file,
 //! real HTTP. One binary, one module per feature.
+#![allow(clippy::unwrap_used)]
 
 mod assignment;
 mod auth_matrix;
