@@ -181,10 +181,13 @@ impl Store {
         self.writer.submit(op).await
     }
 
-    /// Finishes queued writes and closes every connection.
+    /// Finishes queued writes and closes every connection. The writer closes
+    /// last: as the last connection it checkpoints the WAL into the main file
+    /// and removes it (a read-only connection cannot), so a stopped relay
+    /// leaves one self-contained file.
     pub async fn close(&self) {
-        self.writer.close().await;
         self.readers.close().await;
+        self.writer.close().await;
     }
 }
 
