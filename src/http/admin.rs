@@ -1,6 +1,6 @@
 //! Admin endpoints: clients, apps, dead letters.
 
-use super::extract::{cursor, limit, ApiJson, ApiQuery};
+use super::extract::{cursor, limit, query_id, ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::auth::AdminAuth;
 use crate::error::Error;
@@ -124,25 +124,18 @@ async fn list_deliveries(
     _: AdminAuth,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<Value>, Error> {
-    let client = q
-        .client_id
-        .map(|c| {
-            ClientId::parse(&c).ok_or_else(|| {
-                Error::invalid("invalid_client_id", format!("`{c}` is not a client id"))
-            })
-        })
-        .transpose()?;
-    let conversation = q
-        .conversation_id
-        .map(|c| {
-            ConversationId::parse(&c).ok_or_else(|| {
-                Error::invalid(
-                    "invalid_conversation_id",
-                    format!("`{c}` is not a conversation id"),
-                )
-            })
-        })
-        .transpose()?;
+    let client = query_id(
+        q.client_id,
+        ClientId::parse,
+        "invalid_client_id",
+        "a client id",
+    )?;
+    let conversation = query_id(
+        q.conversation_id,
+        ConversationId::parse,
+        "invalid_conversation_id",
+        "a conversation id",
+    )?;
     let page = state
         .relay
         .list_deliveries(DeliveryFilter {

@@ -1,7 +1,7 @@
 //! `GET /conversations` (admin) and `GET /conversations/:id` (admin, or the
 //! client or app the conversation belongs to).
 
-use super::extract::{cursor, limit, ApiQuery};
+use super::extract::{cursor, limit, query_id, ApiQuery};
 use crate::app::AppState;
 use crate::auth::{AdminAuth, AnyAuth};
 use crate::error::Error;
@@ -36,21 +36,13 @@ async fn list(
     _: AdminAuth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, Error> {
-    let client = q
-        .client_id
-        .map(|c| {
-            ClientId::parse(&c).ok_or_else(|| {
-                Error::invalid("invalid_client_id", format!("`{c}` is not a client id"))
-            })
-        })
-        .transpose()?;
-    let app = q
-        .app_id
-        .map(|a| {
-            AppId::parse_any(&a)
-                .ok_or_else(|| Error::invalid("invalid_app_id", format!("`{a}` is not an app id")))
-        })
-        .transpose()?;
+    let client = query_id(
+        q.client_id,
+        ClientId::parse,
+        "invalid_client_id",
+        "a client id",
+    )?;
+    let app = query_id(q.app_id, AppId::parse_any, "invalid_app_id", "an app id")?;
     let page = state
         .relay
         .list_conversations(ConversationFilter {

@@ -93,3 +93,16 @@ pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<i64, Error> {
     }
     Ok(n)
 }
+
+/// An optional id from a query string: absent is None, malformed is a 422
+/// named `code` (an id that cannot exist never silently matches nothing).
+pub fn query_id<T>(
+    value: Option<String>,
+    parse: fn(&str) -> Option<T>,
+    code: &'static str,
+    kind: &str,
+) -> Result<Option<T>, Error> {
+    value
+        .map(|v| parse(&v).ok_or_else(|| Error::invalid(code, format!("`{v}` is not {kind}"))))
+        .transpose()
+}
