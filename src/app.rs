@@ -12,7 +12,7 @@ use crate::{http, tasks};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -22,6 +22,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Resolves when the server is shutting down: long polls return early.
     pub shutdown: Shutdown,
+    /// One permit per open WebSocket (`[ws] max_connections`).
+    pub ws_slots: Arc<Semaphore>,
 }
 
 /// The receiving side of the shutdown signal; cheap to clone.
@@ -74,12 +76,14 @@ impl App {
         .await?;
         let relay = Relay::new(store, &config, now_ms()).await?;
         let (trigger, shutdown) = ShutdownTrigger::new();
+        let ws_slots = Arc::new(Semaphore::new(config.ws.max_connections));
         Ok(App {
             state: AppState {
                 relay: Arc::new(relay),
                 auth: Arc::new(auth),
                 config: Arc::new(config),
                 shutdown,
+                ws_slots,
             },
             trigger,
             generated_admin_token,
@@ -112,6 +116,12 @@ impl App {
             .with_graceful_shutdown(state.shutdown.clone().wait())
             .await;
         let _ = maintenance.await;
+        // WebSocket sessions outlive the HTTP server (they are upgraded
+        // connections): wait for each to close with 1001 and release its
+        // deliveries before the store closes.
+        let all = state.config.ws.max_connections as u32;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), state.ws_slots.acquire_many(all)).await;
         state.relay.store.close().await;
         tracing::info!("stopped");
         result

@@ -22,6 +22,8 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Auth,
     pub tasks: Tasks,
+    pub ws: Ws,
+    pub sse: Sse,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -154,6 +156,44 @@ impl Default for Tasks {
     }
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ws {
+    pub max_connections: usize,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub max_frame_bytes: usize,
+    pub send_timeout_secs: u64,
+    pub outgoing_buffer: usize,
+}
+
+impl Default for Ws {
+    fn default() -> Self {
+        Ws {
+            max_connections: 1024,
+            ping_interval_secs: 20,
+            idle_timeout_secs: 60,
+            connect_timeout_secs: 10,
+            max_frame_bytes: 1_048_576,
+            send_timeout_secs: 10,
+            outgoing_buffer: 256,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sse {
+    pub keepalive_secs: u64,
+}
+
+impl Default for Sse {
+    fn default() -> Self {
+        Sse { keepalive_secs: 15 }
+    }
+}
+
 /// A secret string whose `Debug` prints nothing.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -241,6 +281,25 @@ impl Config {
         }
         if self.tasks.maintenance_interval_secs == 0 {
             return bad("tasks.maintenance_interval_secs must be at least 1".into());
+        }
+        let ws = &self.ws;
+        if ws.max_connections == 0 {
+            return bad("ws.max_connections must be at least 1".into());
+        }
+        if ws.ping_interval_secs == 0 || ws.connect_timeout_secs == 0 || ws.send_timeout_secs == 0 {
+            return bad("ws.ping_interval_secs, ws.connect_timeout_secs and ws.send_timeout_secs must be at least 1".into());
+        }
+        if ws.idle_timeout_secs <= ws.ping_interval_secs {
+            return bad("ws.idle_timeout_secs must be more than ws.ping_interval_secs".into());
+        }
+        if ws.max_frame_bytes < 1024 {
+            return bad("ws.max_frame_bytes must be at least 1024".into());
+        }
+        if ws.outgoing_buffer == 0 {
+            return bad("ws.outgoing_buffer must be at least 1".into());
+        }
+        if self.sse.keepalive_secs == 0 {
+            return bad("sse.keepalive_secs must be at least 1".into());
         }
         Ok(())
     }

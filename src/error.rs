@@ -34,6 +34,9 @@ pub enum Error {
     /// 422: well-formed, but a field is missing or invalid.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
+    /// 503: a capacity limit is reached (e.g. WebSocket connections).
+    #[error("{message}")]
+    Overloaded { code: &'static str, message: String },
     /// 503: the storage cannot take the request now; nothing was written.
     #[error("{0}")]
     Unavailable(String),
@@ -76,7 +79,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,7 +90,8 @@ impl Error {
             | Error::NotFound { code, .. }
             | Error::Conflict { code, .. }
             | Error::TooLarge { code, .. }
-            | Error::Invalid { code, .. } => code,
+            | Error::Invalid { code, .. }
+            | Error::Overloaded { code, .. } => code,
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::MethodNotAllowed => "method_not_allowed",

@@ -8,11 +8,29 @@
 //! out of the map, so notifying never races with a waiter registering: a
 //! `Notified` future created before the claim sees every later notification.
 
-use crate::ids::{AppId, ClientId};
+use crate::ids::{AppId, ClientId, ConversationId};
 use crate::model::ClientState;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
+
+/// An event for an app's live streams that is not stored and never replayed:
+/// `reply.delta`, `typing`, `progress`, `conversation.expired`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveEvent {
+    pub event: &'static str,
+    #[serde(skip)]
+    pub conversation_id: ConversationId,
+    pub payload: serde_json::Value,
+}
+
+/// What an app's streams wait on: a wake-up for stored messages (read back
+/// from the store in order) and a bounded broadcast of live-only events.
+struct AppChannel {
+    wake: Arc<Notify>,
+    live: broadcast::Sender<Arc<LiveEvent>>,
+}
 
 #[derive(Default)]
 struct Presence {
@@ -27,7 +45,7 @@ struct Presence {
 
 struct Inner {
     clients: HashMap<ClientId, Presence>,
-    apps: HashMap<AppId, Arc<Notify>>,
+    apps: HashMap<AppId, AppChannel>,
 }
 
 /// Timing rules of client liveness (`[clients]`).
@@ -43,10 +61,12 @@ pub struct Hub {
     /// When this process started: no client counts as disconnected before it
     /// has had `disconnected_after` to come back after a relay restart.
     started_at: i64,
+    /// Live-only events a stream may fall behind by before it is a slow consumer.
+    live_buffer: usize,
 }
 
 impl Hub {
-    pub fn new(liveness: Liveness, started_at: i64) -> Hub {
+    pub fn new(liveness: Liveness, started_at: i64, live_buffer: usize) -> Hub {
         Hub {
             inner: Mutex::new(Inner {
                 clients: HashMap::new(),
@@ -54,6 +74,7 @@ impl Hub {
             }),
             liveness,
             started_at,
+            live_buffer: live_buffer.max(1),
         }
     }
 
@@ -110,13 +131,35 @@ impl Hub {
         }
     }
 
+    fn app_channel<'a>(&self, inner: &'a mut Inner, app: &AppId) -> &'a AppChannel {
+        inner.apps.entry(app.clone()).or_insert_with(|| AppChannel {
+            wake: Arc::new(Notify::new()),
+            live: broadcast::channel(self.live_buffer).0,
+        })
+    }
+
+    /// The wake-up an app's outbox poll or stream waits on for stored messages.
     pub fn app_wake(&self, app: &AppId) -> Arc<Notify> {
-        Arc::clone(self.lock().apps.entry(app.clone()).or_default())
+        let mut inner = self.lock();
+        Arc::clone(&self.app_channel(&mut inner, app).wake)
     }
 
     pub fn wake_app(&self, app: &AppId) {
-        if let Some(n) = self.lock().apps.get(app) {
-            n.notify_waiters();
+        if let Some(c) = self.lock().apps.get(app) {
+            c.wake.notify_waiters();
+        }
+    }
+
+    /// Live-only events of an app, from now on.
+    pub fn subscribe_app(&self, app: &AppId) -> broadcast::Receiver<Arc<LiveEvent>> {
+        let mut inner = self.lock();
+        self.app_channel(&mut inner, app).live.subscribe()
+    }
+
+    /// Sends a live-only event to the app's current streams (none: dropped).
+    pub fn publish(&self, app: &AppId, event: LiveEvent) {
+        if let Some(c) = self.lock().apps.get(app) {
+            let _ = c.live.send(Arc::new(event));
         }
     }
 
@@ -216,6 +259,7 @@ mod tests {
                 disconnected_after_ms: 300_000,
             },
             0,
+            16,
         ))
     }
 
@@ -249,6 +293,7 @@ mod tests {
                 disconnected_after_ms: 300_000,
             },
             1_000_000,
+            16,
         ));
         let c = ClientId::generate();
         hub.remember([(c.clone(), Some(0))]);

@@ -125,6 +125,23 @@ impl UserId {
     }
 }
 
+/// An agent's id for a reply it streams (`reply.delta`) before sending it:
+/// 1 to 128 visible ASCII characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ReplyId(String);
+
+impl ReplyId {
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The value of an `Idempotency-Key` header: 1 to 255 visible ASCII characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyKey(String);

@@ -3,8 +3,9 @@
 //!
 //! A tour, from the outside in:
 //! - [`app`] builds the application and serves it on a listener;
-//! - [`http`] holds the thin handlers, [`auth`] the credentials and the
-//!   extractors that guard them;
+//! - [`http`] holds the thin handlers, [`ws`] the WebSocket transport (and
+//!   the app stream that Server-Sent Events share), [`auth`] the credentials
+//!   and the extractors that guard them;
 //! - [`relay`] is the domain (inbound, send, poll, ack, admin), [`hub`] its
 //!   in-memory wake-ups and liveness;
 //! - [`store`] holds every SQL statement, behind one group-committing writer;
@@ -23,3 +24,4 @@ pub mod relay;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod ws;

@@ -46,6 +46,9 @@ pub struct Message {
     /// In `/poll` answers: which delivery attempt this is (1 the first time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<i64>,
+    /// For a reply streamed as `reply.delta` events: the id the deltas used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_id: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]

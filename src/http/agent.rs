@@ -80,7 +80,7 @@ async fn send(
     })?;
     let message = state
         .relay
-        .send(client, conversation, body.to, body.text, key)
+        .send(client, conversation, body.to, body.text, None, key)
         .await?;
     Ok(Json(json!({ "ok": true, "message": message })))
 }

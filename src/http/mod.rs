@@ -6,6 +6,7 @@
 mod admin;
 mod agent;
 mod conversations;
+mod events;
 pub mod extract;
 mod health;
 mod inbound;
@@ -28,6 +29,8 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(agent::router())
         .merge(inbound::router())
+        .merge(events::router())
+        .merge(crate::ws::router())
         .fallback(|| async { Error::not_found("no_route", "no such endpoint") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))

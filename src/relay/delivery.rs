@@ -16,10 +16,20 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
 use crate::model::Message;
+use crate::store::conversations::Expired;
 use crate::store::{clients, conversations, deliveries, messages, now_ms, StoreResult};
 use sqlx::SqliteConnection;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Where an inbound message goes.
+pub(super) struct Destination {
+    pub conversation: ConversationId,
+    pub client: Option<ClientId>,
+    /// The user's previous conversation, if this message found it idle past
+    /// its TTL and expired it.
+    pub expired: Option<Expired>,
+}
 
 /// The conversation an inbound message of `user` belongs to, and its client.
 /// Expires an idle conversation and opens a new one; keeps an active one with
@@ -32,17 +42,31 @@ pub(super) async fn conversation_for(
     live: &[ClientId],
     ttl_ms: i64,
     now: i64,
-) -> StoreResult<(ConversationId, Option<ClientId>)> {
+) -> StoreResult<Destination> {
+    let mut expired = None;
     if let Some(active) = conversations::find_active(tx, app, user).await? {
         if active.updated_at > now - ttl_ms {
             let client = keep_or_move(tx, hub, &active.id, active.client_id, live, now).await?;
-            return Ok((active.id, client));
+            return Ok(Destination {
+                conversation: active.id,
+                client,
+                expired: None,
+            });
         }
         conversations::expire(tx, &active.id, active.updated_at + ttl_ms).await?;
+        expired = Some(Expired {
+            id: active.id,
+            app_id: app.clone(),
+            user_id: user.as_str().to_owned(),
+        });
     }
     let client = clients::least_loaded(tx, live).await?;
-    let id = conversations::create(tx, app, user, client.as_ref(), now).await?;
-    Ok((id, client))
+    let conversation = conversations::create(tx, app, user, client.as_ref(), now).await?;
+    Ok(Destination {
+        conversation,
+        client,
+        expired,
+    })
 }
 
 /// Keeps a conversation with `current` if that client is active and not gone;
@@ -146,7 +170,7 @@ impl Relay {
             // Registered before the claim: a wake-up during the claim is not lost.
             notified.as_mut().enable();
 
-            let claim = self.claim(client.clone(), max).await?;
+            let claim = self.claim(client.clone(), max, None).await?;
             if !claim.messages.is_empty() || Instant::now() >= deadline {
                 return Ok(claim.messages);
             }
@@ -163,7 +187,48 @@ impl Relay {
         }
     }
 
-    async fn claim(&self, client: ClientId, max: i64) -> Result<Claim, Error> {
+    /// Claims for a WebSocket session: like a poll, but the leases are the
+    /// session's, so they end when it closes. Returns the messages and when
+    /// the client's next lease ends.
+    pub async fn claim_for_session(
+        &self,
+        client: &ClientId,
+        max: i64,
+        session: &str,
+    ) -> Result<(Vec<Message>, Option<i64>), Error> {
+        let claim = self
+            .claim(client.clone(), max, Some(session.to_owned()))
+            .await?;
+        Ok((claim.messages, claim.next_due))
+    }
+
+    /// Deliveries a session holds under a lease that has not ended.
+    pub async fn in_flight(&self, session: &str) -> Result<i64, Error> {
+        Ok(deliveries::count_owned(self.store.reader(), session, now_ms()).await?)
+    }
+
+    /// A session closed: what it held unacked is due again now, for the same
+    /// client's other connections or, after reassignment, another client.
+    pub async fn release_session(&self, client: &ClientId, session: &str) -> Result<(), Error> {
+        let session = session.to_owned();
+        let released = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move { deliveries::release_owner(tx, &session, now_ms()).await })
+            })
+            .await?;
+        if released > 0 {
+            self.wake(Wake::Client(client.clone()));
+        }
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        client: ClientId,
+        max: i64,
+        owner: Option<String>,
+    ) -> Result<Claim, Error> {
         let rules = self.rules;
         self.store
             .write(move |tx| {
@@ -187,7 +252,8 @@ impl Relay {
                                     .await?
                                     .is_some();
                             } else {
-                                deliveries::lease(tx, d.seq, now + rules.lease_ms, now).await?;
+                                let until = now + rules.lease_ms;
+                                deliveries::lease(tx, d.seq, until, now, owner.as_deref()).await?;
                                 claimed.push(d.seq);
                             }
                         }

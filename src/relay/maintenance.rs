@@ -37,7 +37,7 @@ impl Relay {
 
         let rules = self.rules;
         for _ in 0..EXPIRE_BATCHES_PER_TICK {
-            let n = self
+            let expired = self
                 .store
                 .write(move |tx| {
                     Box::pin(async move {
@@ -46,7 +46,11 @@ impl Relay {
                     })
                 })
                 .await?;
-            report.expired += n;
+            let n = expired.len();
+            report.expired += n as u64;
+            for e in expired {
+                self.publish_expired(e);
+            }
             if (n as i64) < EXPIRE_BATCH {
                 break;
             }

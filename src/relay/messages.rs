@@ -5,7 +5,7 @@ use super::delivery::conversation_for;
 use super::{Relay, Wake};
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, UserId};
+use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, ReplyId, UserId};
 use crate::model::{ConversationWithMessages, Direction, Message};
 use crate::store::messages::NewMessage;
 use crate::store::{conversations, deliveries, idempotency, messages, now_ms};
@@ -59,16 +59,17 @@ impl Relay {
         let live = self.hub.live_clients(now);
         let hub = self.hub.clone();
         let ttl_ms = self.rules.ttl_ms;
-        let (message, wake) = self
+        let (message, wake, expired) = self
             .store
             .write(move |tx| {
                 Box::pin(async move {
                     let same = |m: &Message| m.from == from.as_str() && m.text == text;
                     if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same).await? {
-                        return Ok((m, Wake::Nobody));
+                        return Ok((m, Wake::Nobody, None));
                     }
-                    let (conversation, client) =
+                    let destination =
                         conversation_for(tx, &hub, &app, &from, &live, ttl_ms, now).await?;
+                    let (conversation, client) = (destination.conversation, destination.client);
                     let (seq, message) = messages::insert(
                         tx,
                         NewMessage {
@@ -79,6 +80,7 @@ impl Relay {
                             from: from.as_str(),
                             to: client.as_ref().map(ClientId::as_str).unwrap_or(""),
                             text: &text,
+                            reply_id: None,
                             now,
                         },
                     )
@@ -94,22 +96,28 @@ impl Relay {
                         (true, Some(c)) => Wake::Client(c),
                         (true, None) => Wake::AnyClient,
                     };
-                    Ok::<_, Error>((message, wake))
+                    Ok::<_, Error>((message, wake, destination.expired))
                 })
             })
             .await?;
         self.wake(wake);
+        self.hub.wake_app(&message.app_id);
+        if let Some(expired) = expired {
+            self.publish_expired(expired);
+        }
         Ok(message)
     }
 
     /// `POST /send`: stores an agent's reply in a conversation it holds and
-    /// acks what it had claimed of that conversation.
+    /// acks what it had claimed of that conversation. `reply_id` closes a
+    /// reply streamed as `reply.delta` events.
     pub async fn send(
         &self,
         client: ClientId,
         conversation: ConversationId,
         to: String,
         text: String,
+        reply_id: Option<ReplyId>,
         key: Option<IdempotencyKey>,
     ) -> Result<Message, Error> {
         self.check_text(&text)?;
@@ -160,6 +168,7 @@ impl Relay {
                             from: client.as_str(),
                             to: &to,
                             text: &text,
+                            reply_id: reply_id.as_ref().map(ReplyId::as_str),
                             now,
                         },
                     )

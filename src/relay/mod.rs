@@ -5,11 +5,14 @@
 //!
 //! - [`messages`]: inbound, send, outbox, reading conversations;
 //! - [`delivery`]: the queue: assignment, claim (poll), ack, dead letters;
+//! - [`live`]: what only streams see: deltas, typing, progress, expiry, and
+//!   the stored part of an app's stream;
 //! - [`admin`]: clients, apps, conversation and delivery listings;
 //! - [`maintenance`]: the periodic tick (expiry, reassignment, poll times).
 
 pub mod admin;
 pub mod delivery;
+pub mod live;
 pub mod maintenance;
 pub mod messages;
 
@@ -73,9 +76,16 @@ impl Relay {
                 disconnected_after_ms: (config.clients.disconnected_after_secs * 1000) as i64,
             },
             started_at,
+            config.ws.outgoing_buffer,
         ));
         let known = store::clients::list(store.reader()).await?;
         hub.remember(known.into_iter().map(|c| (c.id, c.last_seen_at)));
+        // No socket of a previous run is alive: what they held is due now.
+        store
+            .write(move |tx| {
+                Box::pin(async move { store::deliveries::release_all_owned(tx, started_at).await })
+            })
+            .await?;
         Ok(Relay {
             store,
             hub,

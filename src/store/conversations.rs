@@ -70,26 +70,39 @@ pub async fn expire(tx: &mut SqliteConnection, id: &ConversationId, at: i64) -> 
     Ok(())
 }
 
+/// A conversation that just expired: for the `conversation.expired` event.
+pub struct Expired {
+    pub id: ConversationId,
+    pub app_id: AppId,
+    pub user_id: String,
+}
+
 /// Marks up to `limit` conversations idle since before `idle_cutoff` expired.
-/// Returns how many were marked.
 pub async fn expire_idle(
     tx: &mut SqliteConnection,
     idle_cutoff: i64,
     ttl_ms: i64,
     limit: i64,
-) -> StoreResult<u64> {
-    let n = sqlx::query!(
+) -> StoreResult<Vec<Expired>> {
+    let rows = sqlx::query!(
         "UPDATE conversations SET expired_at = updated_at + ?2
          WHERE seq IN (SELECT seq FROM conversations
-                       WHERE expired_at IS NULL AND updated_at <= ?1 LIMIT ?3)",
+                       WHERE expired_at IS NULL AND updated_at <= ?1 LIMIT ?3)
+         RETURNING id, app_id, user_id",
         idle_cutoff,
         ttl_ms,
         limit
     )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(n)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Expired {
+            id: ConversationId::from_db(r.id),
+            app_id: AppId::from_db(r.app_id),
+            user_id: r.user_id,
+        })
+        .collect())
 }
 
 /// Marks the conversation expired if it has been idle since before `idle_cutoff`.

@@ -80,14 +80,22 @@ pub async fn due(
         .collect())
 }
 
-/// Leases a ready row until `until`, counting one more attempt.
-pub async fn lease(tx: &mut SqliteConnection, seq: i64, until: i64, now: i64) -> StoreResult<()> {
+/// Leases a ready row until `until`, counting one more attempt. `owner` is
+/// the WebSocket session holding the lease (None for an HTTP poll).
+pub async fn lease(
+    tx: &mut SqliteConnection,
+    seq: i64,
+    until: i64,
+    now: i64,
+    owner: Option<&str>,
+) -> StoreResult<()> {
     sqlx::query!(
-        "UPDATE deliveries SET attempts = attempts + 1, visible_at = ?2, updated_at = ?3
+        "UPDATE deliveries SET attempts = attempts + 1, visible_at = ?2, updated_at = ?3, lease_owner = ?4
          WHERE message_seq = ?1",
         seq,
         until,
-        now
+        now,
+        owner
     )
     .execute(&mut *tx)
     .await?;
@@ -96,7 +104,7 @@ pub async fn lease(tx: &mut SqliteConnection, seq: i64, until: i64, now: i64) ->
 
 pub async fn mark_dead(tx: &mut SqliteConnection, seq: i64, now: i64) -> StoreResult<()> {
     sqlx::query!(
-        "UPDATE deliveries SET state = 'dead', updated_at = ?2 WHERE message_seq = ?1",
+        "UPDATE deliveries SET state = 'dead', updated_at = ?2, lease_owner = NULL WHERE message_seq = ?1",
         seq,
         now
     )
@@ -134,6 +142,48 @@ pub async fn promote_next(
     Ok(Some(next.client_id.map(ClientId::from_db)))
 }
 
+/// Ends the leases a WebSocket session holds: its unacked deliveries are due
+/// again now. Returns how many.
+pub async fn release_owner(tx: &mut SqliteConnection, owner: &str, now: i64) -> StoreResult<u64> {
+    let n = sqlx::query!(
+        "UPDATE deliveries SET visible_at = MIN(visible_at, ?2), lease_owner = NULL, updated_at = ?2
+         WHERE lease_owner = ?1",
+        owner,
+        now
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
+/// Ends every session-held lease: at start, when no socket of a previous run
+/// can be alive.
+pub async fn release_all_owned(tx: &mut SqliteConnection, now: i64) -> StoreResult<u64> {
+    let n = sqlx::query!(
+        "UPDATE deliveries SET visible_at = MIN(visible_at, ?1), lease_owner = NULL
+         WHERE lease_owner IS NOT NULL",
+        now
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
+/// Deliveries a WebSocket session holds under a lease that has not ended.
+pub async fn count_owned(ex: impl SqliteExecutor<'_>, owner: &str, now: i64) -> StoreResult<i64> {
+    let n = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "n!: i64" FROM deliveries
+           WHERE lease_owner = ?1 AND state = 'ready' AND visible_at > ?2"#,
+        owner,
+        now
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok(n)
+}
+
 /// The earliest time one of the client's leased rows becomes due again.
 pub async fn next_visible_at(
     ex: impl SqliteExecutor<'_>,
@@ -161,7 +211,7 @@ pub async fn ack(
     now: i64,
 ) -> StoreResult<Option<ConversationId>> {
     let conversation = sqlx::query_scalar!(
-        "UPDATE deliveries SET state = 'acked', updated_at = ?3
+        "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
          WHERE message_seq = ?1 AND client_id = ?2 AND state = 'ready' AND attempts > 0
          RETURNING conversation_id",
         seq,
@@ -182,7 +232,7 @@ pub async fn ack_conversation(
     now: i64,
 ) -> StoreResult<u64> {
     let done = sqlx::query!(
-        "UPDATE deliveries SET state = 'acked', updated_at = ?3
+        "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
          WHERE conversation_id = ?1 AND state = 'ready' AND client_id = ?2 AND attempts > 0",
         conversation,
         client,
@@ -221,7 +271,8 @@ pub async fn move_conversation(
     now: i64,
 ) -> StoreResult<()> {
     sqlx::query!(
-        "UPDATE deliveries SET client_id = ?2, visible_at = MIN(visible_at, ?3), updated_at = ?3
+        "UPDATE deliveries SET client_id = ?2, visible_at = MIN(visible_at, ?3), updated_at = ?3,
+                lease_owner = NULL
          WHERE conversation_id = ?1 AND state = 'ready'",
         conversation,
         to,
@@ -316,6 +367,7 @@ pub async fn claimed_messages(
             text: r.text,
             timestamp: r.created_at,
             attempt: Some(r.attempts),
+            reply_id: None,
         });
     }
     Ok(out)
@@ -402,6 +454,7 @@ pub async fn list(
                     text: r.text,
                     timestamp: r.created_at,
                     attempt: None,
+                    reply_id: None,
                 },
             };
             (r.message_seq, delivery)

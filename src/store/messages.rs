@@ -13,6 +13,7 @@ pub struct NewMessage<'a> {
     pub from: &'a str,
     pub to: &'a str,
     pub text: &'a str,
+    pub reply_id: Option<&'a str>,
     pub now: i64,
 }
 
@@ -26,6 +27,7 @@ struct Row {
     recipient: String,
     text: String,
     created_at: i64,
+    reply_id: Option<String>,
 }
 
 impl From<Row> for Message {
@@ -41,6 +43,7 @@ impl From<Row> for Message {
             text: r.text,
             timestamp: r.created_at,
             attempt: None,
+            reply_id: r.reply_id,
         }
     }
 }
@@ -52,8 +55,8 @@ pub async fn insert(tx: &mut SqliteConnection, m: NewMessage<'_>) -> StoreResult
     let client_id = m.client_id;
     let seq = sqlx::query!(
         "INSERT INTO messages
-            (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         id,
         m.conversation_id,
         m.app_id,
@@ -63,6 +66,7 @@ pub async fn insert(tx: &mut SqliteConnection, m: NewMessage<'_>) -> StoreResult
         m.to,
         m.text,
         m.now,
+        m.reply_id,
     )
     .execute(&mut *tx)
     .await?
@@ -78,6 +82,7 @@ pub async fn insert(tx: &mut SqliteConnection, m: NewMessage<'_>) -> StoreResult
         text: m.text.to_owned(),
         timestamp: m.now,
         attempt: None,
+        reply_id: m.reply_id.map(str::to_owned),
     };
     Ok((seq, message))
 }
@@ -85,7 +90,7 @@ pub async fn insert(tx: &mut SqliteConnection, m: NewMessage<'_>) -> StoreResult
 pub async fn get(ex: impl SqliteExecutor<'_>, id: &MessageId) -> StoreResult<Option<Message>> {
     let row = sqlx::query_as!(
         Row,
-        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at
+        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id
          FROM messages WHERE id = ?",
         id
     )
@@ -97,7 +102,7 @@ pub async fn get(ex: impl SqliteExecutor<'_>, id: &MessageId) -> StoreResult<Opt
 pub async fn by_seq(ex: impl SqliteExecutor<'_>, seq: i64) -> StoreResult<Option<Message>> {
     let row = sqlx::query_as!(
         Row,
-        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at
+        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id
          FROM messages WHERE seq = ?",
         seq
     )
@@ -120,7 +125,7 @@ pub async fn of_conversation(
 ) -> StoreResult<Vec<Message>> {
     let rows = sqlx::query_as!(
         Row,
-        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at
+        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id
          FROM messages WHERE conversation_id = ? ORDER BY seq",
         conversation
     )
@@ -139,7 +144,7 @@ pub async fn outbox(
 ) -> StoreResult<Vec<(i64, Message)>> {
     let rows = sqlx::query!(
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
-                  recipient, text, created_at
+                  recipient, text, created_at, reply_id
            FROM messages
            WHERE app_id = ?1 AND direction = 'outbound' AND seq > ?2
            ORDER BY seq LIMIT ?3"#,
@@ -152,7 +157,7 @@ pub async fn outbox(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let message = Message::from(Row {
+            let row = Row {
                 id: r.id,
                 conversation_id: r.conversation_id,
                 app_id: r.app_id,
@@ -162,8 +167,59 @@ pub async fn outbox(
                 recipient: r.recipient,
                 text: r.text,
                 created_at: r.created_at,
-            });
-            (r.seq, message)
+                reply_id: r.reply_id,
+            };
+            (r.seq, Message::from(row))
         })
         .collect())
+}
+
+/// Both directions of an app's conversations (or of one of them) after
+/// sequence number `after`, in commit order: the stored part of a live stream.
+pub async fn stream(
+    ex: impl SqliteExecutor<'_>,
+    app: &AppId,
+    conversation: Option<&ConversationId>,
+    after: i64,
+    limit: i64,
+) -> StoreResult<Vec<(i64, Message)>> {
+    let rows = sqlx::query!(
+        r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
+                  recipient, text, created_at, reply_id
+           FROM messages
+           WHERE app_id = ?1 AND seq > ?2 AND (?3 IS NULL OR conversation_id = ?3)
+           ORDER BY seq LIMIT ?4"#,
+        app,
+        after,
+        conversation,
+        limit
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let row = Row {
+                id: r.id,
+                conversation_id: r.conversation_id,
+                app_id: r.app_id,
+                client_id: r.client_id,
+                direction: r.direction,
+                sender: r.sender,
+                recipient: r.recipient,
+                text: r.text,
+                created_at: r.created_at,
+                reply_id: r.reply_id,
+            };
+            (r.seq, Message::from(row))
+        })
+        .collect())
+}
+
+/// The newest sequence number (0 for an empty database): "now" as a cursor.
+pub async fn last_seq(ex: impl SqliteExecutor<'_>) -> StoreResult<i64> {
+    let seq = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(seq), 0) AS "seq!: i64" FROM messages"#)
+        .fetch_one(ex)
+        .await?;
+    Ok(seq)
 }

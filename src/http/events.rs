@@ -1,0 +1,85 @@
+//! `GET /events`: an app's live stream as Server-Sent Events, for clients
+//! that cannot hold a WebSocket. The same feed as the WebSocket app role:
+//! stored messages carry their cursor as the SSE `id`, so a reconnecting
+//! `EventSource` resumes by itself (`Last-Event-ID`).
+
+use super::extract::{cursor, ApiQuery};
+use crate::app::AppState;
+use crate::auth::{AppAuth, Principal};
+use crate::error::Error;
+use crate::ids::ConversationId;
+use crate::ws::feed::{self, FeedItem};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+use std::convert::Infallible;
+use std::time::Duration;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/events", get(events))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsQuery {
+    after: Option<String>,
+    conversation_id: Option<String>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    AppAuth(app): AppAuth,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Response, Error> {
+    let conversation = match q.conversation_id.as_deref() {
+        Some(c) => {
+            let id = ConversationId::parse(c).ok_or_else(|| {
+                Error::not_found("conversation_not_found", format!("no conversation {c}"))
+            })?;
+            state
+                .relay
+                .conversation(&Principal::App(app.clone()), &id)
+                .await?;
+            Some(id)
+        }
+        None => None,
+    };
+    // A reconnecting EventSource says where it stopped; that wins over `after`.
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let start = match cursor(last_event_id.or(q.after.as_deref()))? {
+        Some(c) => c,
+        None => state.relay.current_cursor().await?,
+    };
+    let feed = feed::spawn(
+        state.relay.clone(),
+        app,
+        conversation,
+        start,
+        state.config.ws.outgoing_buffer,
+        state.shutdown.clone(),
+    );
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        let event = match feed.items.recv().await? {
+            FeedItem::Stored { cursor, message } => Event::default()
+                .id(cursor.to_string())
+                .event("message")
+                .json_data(json!({ "cursor": cursor.to_string(), "message": message })),
+            FeedItem::Live(live) => Event::default().event(live.event).json_data(&live.payload),
+        };
+        let event = event.unwrap_or_else(|_| Event::default().comment("unencodable event"));
+        Some((Ok::<_, Infallible>(event), feed))
+    });
+    let keep_alive =
+        KeepAlive::new().interval(Duration::from_secs(state.config.sse.keepalive_secs));
+    let mut response = Sse::new(stream).keep_alive(keep_alive).into_response();
+    let h = response.headers_mut();
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}

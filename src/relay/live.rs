@@ -1,0 +1,168 @@
+//! What only live streams see: an agent's streamed reply text, typing and
+//! progress (validated, then broadcast to the conversation's app, never
+//! stored), conversation expiry, and the stored part of an app's stream.
+
+use super::Relay;
+use crate::error::Error;
+use crate::hub::LiveEvent;
+use crate::ids::{AppId, ClientId, ConversationId, ReplyId};
+use crate::model::Message;
+use crate::store::conversations::Expired;
+use crate::store::{conversations, messages};
+use serde_json::{json, Value};
+
+/// Most bytes of a progress event's `data`, serialized.
+const MAX_PROGRESS_BYTES: usize = 65_536;
+
+fn valid_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+impl Relay {
+    pub(super) fn publish_expired(&self, e: Expired) {
+        let payload = json!({ "conversationId": e.id, "userId": e.user_id });
+        self.hub.publish(
+            &e.app_id,
+            LiveEvent {
+                event: "conversation.expired",
+                conversation_id: e.id,
+                payload,
+            },
+        );
+    }
+
+    /// The app and user of a conversation `client` holds; anything else is
+    /// "not found", as for `/send`.
+    async fn held_by(
+        &self,
+        client: &ClientId,
+        conversation: &ConversationId,
+    ) -> Result<(AppId, String), Error> {
+        conversations::owners(self.store.reader(), conversation)
+            .await?
+            .filter(|o| o.client_id.as_ref() == Some(client))
+            .map(|o| (o.app_id, o.user_id.as_str().to_owned()))
+            .ok_or_else(|| {
+                Error::not_found(
+                    "conversation_not_found",
+                    format!("no conversation {conversation} assigned to this client"),
+                )
+            })
+    }
+
+    async fn publish_for(
+        &self,
+        client: &ClientId,
+        conversation: ConversationId,
+        event: &'static str,
+        fields: Value,
+    ) -> Result<(), Error> {
+        let (app, user) = self.held_by(client, &conversation).await?;
+        let mut payload = json!({ "conversationId": conversation, "userId": user });
+        if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), fields) {
+            p.extend(extra);
+        }
+        self.hub.publish(
+            &app,
+            LiveEvent {
+                event,
+                conversation_id: conversation,
+                payload,
+            },
+        );
+        Ok(())
+    }
+
+    /// A piece of a reply being written; the `send` with the same `replyId`
+    /// stores the whole reply.
+    pub async fn reply_delta(
+        &self,
+        client: &ClientId,
+        conversation: ConversationId,
+        reply_id: ReplyId,
+        text: String,
+    ) -> Result<(), Error> {
+        if text.len() > self.rules.max_text_bytes {
+            return Err(Error::TooLarge {
+                code: "text_too_large",
+                message: format!("`text` is over {} bytes", self.rules.max_text_bytes),
+            });
+        }
+        let fields = json!({ "replyId": reply_id, "text": text });
+        self.publish_for(client, conversation, "reply.delta", fields)
+            .await
+    }
+
+    pub async fn typing(
+        &self,
+        client: &ClientId,
+        conversation: ConversationId,
+    ) -> Result<(), Error> {
+        self.publish_for(client, conversation, "typing", json!({}))
+            .await
+    }
+
+    /// Tool and reasoning progress (`tool_start`, `tool_result`,
+    /// `reasoning_stream`, ...): `kind` is lowercase letters, digits, `_`, `.`.
+    pub async fn progress(
+        &self,
+        client: &ClientId,
+        conversation: ConversationId,
+        kind: String,
+        data: Value,
+    ) -> Result<(), Error> {
+        if !valid_kind(&kind) {
+            return Err(Error::invalid(
+                "invalid_kind",
+                "`kind` must be 1 to 64 of a-z, 0-9, `_`, `.`",
+            ));
+        }
+        if data.to_string().len() > MAX_PROGRESS_BYTES {
+            return Err(Error::TooLarge {
+                code: "data_too_large",
+                message: format!("`data` is over {MAX_PROGRESS_BYTES} bytes"),
+            });
+        }
+        self.publish_for(
+            client,
+            conversation,
+            "progress",
+            json!({ "kind": kind, "data": data }),
+        )
+        .await
+    }
+
+    /// Stored messages (both directions) of an app's stream after `after`.
+    pub async fn stream_page(
+        &self,
+        app: &AppId,
+        conversation: Option<&ConversationId>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Message)>, Error> {
+        Ok(messages::stream(self.store.reader(), app, conversation, after, limit).await?)
+    }
+
+    /// The cursor of "now": a stream started without one begins here.
+    pub async fn current_cursor(&self) -> Result<i64, Error> {
+        Ok(messages::last_seq(self.store.reader()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_kind;
+
+    #[test]
+    fn progress_kinds_are_simple_names() {
+        assert!(valid_kind("tool_start"));
+        assert!(valid_kind("reasoning.stream2"));
+        assert!(!valid_kind(""));
+        assert!(!valid_kind("Tool"));
+        assert!(!valid_kind("a b"));
+    }
+}

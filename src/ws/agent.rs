@@ -1,0 +1,300 @@
+//! An agent's WebSocket session: deliveries are claimed from the durable
+//! queue (the same claim as `GET /poll`, leases owned by this session) and
+//! pushed as `message` events, never more than `maxInFlight` unacked at once.
+//! When the socket closes, for whatever reason, the session's unacked
+//! deliveries are due again at once.
+
+use super::protocol::{
+    close, AckParams, ConnectParams, DeltaParams, FrameError, ProgressParams, Request, SendParams,
+    TypingParams, PROTOCOL_VERSION,
+};
+use super::{read_error, Conn, Exit};
+use crate::app::AppState;
+use crate::error::Error;
+use crate::ids::{ClientId, ConversationId, IdempotencyKey, MessageId, ReplyId};
+use crate::store::{clients, now_ms};
+use axum::extract::ws::Message;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const DEFAULT_IN_FLIGHT: i64 = 10;
+const MAX_IN_FLIGHT: i64 = 1000;
+
+pub async fn run(
+    mut conn: Conn,
+    state: AppState,
+    client: ClientId,
+    connect_id: Value,
+    params: ConnectParams,
+) {
+    let max_in_flight = params.max_in_flight.unwrap_or(DEFAULT_IN_FLIGHT);
+    if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
+        let _ = conn
+            .error(
+                &connect_id,
+                "invalid_params",
+                &format!("`maxInFlight` must be 1 to {MAX_IN_FLIGHT}"),
+            )
+            .await;
+        return conn
+            .finish(Exit::Close(close::PROTOCOL, "invalid connect"))
+            .await;
+    }
+    let session = format!("ws_{}", uuid::Uuid::new_v4().simple());
+    let relay = state.relay.clone();
+    relay.hub.touch(&client, now_ms());
+    let _attached = relay.hub.attach(&client);
+    let cfg = &state.config.ws;
+    let hello = json!({
+        "protocol": PROTOCOL_VERSION,
+        "role": "agent",
+        "clientId": client,
+        "session": session,
+        "maxInFlight": max_in_flight,
+        "pingIntervalMs": cfg.ping_interval_secs * 1000,
+        "idleTimeoutMs": cfg.idle_timeout_secs * 1000,
+    });
+    let exit = match conn.ok(&connect_id, hello).await {
+        Ok(()) => {
+            let mut session_loop = Session {
+                conn: &mut conn,
+                state: &state,
+                client: &client,
+                session: &session,
+                max_in_flight,
+            };
+            session_loop.run().await
+        }
+        Err(exit) => exit,
+    };
+    if let Err(e) = relay.release_session(&client, &session).await {
+        tracing::warn!(error = %e, %session, "could not release a closed session's deliveries");
+    }
+    conn.finish(exit).await;
+}
+
+struct Session<'a> {
+    conn: &'a mut Conn,
+    state: &'a AppState,
+    client: &'a ClientId,
+    session: &'a str,
+    max_in_flight: i64,
+}
+
+impl Session<'_> {
+    async fn run(&mut self) -> Exit {
+        let relay = self.state.relay.clone();
+        let cfg = &self.state.config.ws;
+        let idle_timeout = Duration::from_secs(cfg.idle_timeout_secs);
+        let mut ping = tokio::time::interval(Duration::from_secs(cfg.ping_interval_secs));
+        ping.tick().await;
+        let stop = self.state.shutdown.clone().wait();
+        tokio::pin!(stop);
+        let mut in_flight = 0i64;
+        loop {
+            let wake = relay.hub.client_wake(self.client);
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            // Push what fits.
+            let mut next_due = None;
+            if in_flight < self.max_in_flight {
+                match relay
+                    .claim_for_session(self.client, self.max_in_flight - in_flight, self.session)
+                    .await
+                {
+                    Ok((messages, due)) => {
+                        next_due = due;
+                        for m in &messages {
+                            let payload = serde_json::to_value(m).unwrap_or(Value::Null);
+                            if let Err(exit) = self.conn.event("message", &payload).await {
+                                return exit;
+                            }
+                        }
+                        in_flight += messages.len() as i64;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claim for a websocket session failed");
+                        next_due = Some(now_ms() + 1000);
+                    }
+                }
+            }
+            let due_in = next_due
+                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+                .unwrap_or(Duration::from_secs(3600));
+
+            tokio::select! {
+                frame = self.conn.recv() => match frame {
+                    None | Some(Ok(Message::Close(_))) => return Exit::Gone,
+                    Some(Err(e)) => return read_error(&e),
+                    Some(Ok(Message::Text(text))) => {
+                        if let Err(exit) = self.request(&text).await {
+                            return exit;
+                        }
+                        in_flight = self.recount(in_flight).await;
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        if let Err(exit) = self.conn.error(&Value::Null, "invalid_frame", "frames are JSON text").await {
+                            return exit;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                },
+                // New work for this client, or acks made elsewhere (HTTP, another socket).
+                _ = &mut notified => in_flight = self.recount(in_flight).await,
+                // A lease ended: what it held is due again.
+                _ = tokio::time::sleep_until(Instant::now() + due_in) => in_flight = self.recount(in_flight).await,
+                _ = ping.tick() => {
+                    if self.conn.silent_for() > idle_timeout {
+                        return Exit::Close(close::TIMEOUT, "idle timeout");
+                    }
+                    match clients::is_active(relay.store.reader(), self.client).await {
+                        Ok(false) => return Exit::Close(close::UNAUTHORIZED, "revoked"),
+                        Ok(true) | Err(_) => {}
+                    }
+                    relay.hub.touch(self.client, now_ms());
+                    if let Err(exit) = self.conn.ping().await {
+                        return exit;
+                    }
+                }
+                _ = &mut stop => return Exit::Close(close::GOING_AWAY, "server shutting down"),
+            }
+        }
+    }
+
+    async fn recount(&mut self, fallback: i64) -> i64 {
+        self.state
+            .relay
+            .in_flight(self.session)
+            .await
+            .unwrap_or(fallback)
+    }
+
+    /// Handles one request frame; `Err` only when the connection must end.
+    async fn request(&mut self, text: &str) -> Result<(), Exit> {
+        let request = match Request::parse(text) {
+            Ok(r) => r,
+            Err(e) => return self.conn.frame_error(&e).await,
+        };
+        let result = match call(self.state, self.client, &request).await {
+            Ok(result) => result,
+            Err(e) => return self.conn.frame_error(&e).await,
+        };
+        self.conn.answer(&request.id, result).await
+    }
+}
+
+/// Runs one agent request; `Err` when the frame itself is unusable.
+async fn call(
+    state: &AppState,
+    client: &ClientId,
+    r: &Request,
+) -> Result<Result<Value, Error>, FrameError> {
+    let relay = &state.relay;
+    let client = client.clone();
+    Ok(match r.method.as_str() {
+        "ack" => {
+            let p: AckParams = r.params()?;
+            match parse_ids(&p.ids) {
+                Ok(ids) => relay
+                    .ack(client, ids)
+                    .await
+                    .map(|o| json!({ "acked": o.acked, "notAcked": o.not_acked })),
+                Err(e) => Err(e),
+            }
+        }
+        "send" => {
+            let p: SendParams = r.params()?;
+            match send_args(&p) {
+                Ok((conversation, reply_id, key)) => relay
+                    .send(client, conversation, p.to, p.text, reply_id, key)
+                    .await
+                    .map(|m| json!({ "message": m })),
+                Err(e) => Err(e),
+            }
+        }
+        "reply.delta" => {
+            let p: DeltaParams = r.params()?;
+            match (conversation_id(&p.conversation_id), reply_id(&p.reply_id)) {
+                (Ok(c), Ok(id)) => relay
+                    .reply_delta(&client, c, id, p.text)
+                    .await
+                    .map(|()| json!({})),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
+        "typing" => {
+            let p: TypingParams = r.params()?;
+            match conversation_id(&p.conversation_id) {
+                Ok(c) => relay.typing(&client, c).await.map(|()| json!({})),
+                Err(e) => Err(e),
+            }
+        }
+        "progress" => {
+            let p: ProgressParams = r.params()?;
+            match conversation_id(&p.conversation_id) {
+                Ok(c) => relay
+                    .progress(&client, c, p.kind, p.data)
+                    .await
+                    .map(|()| json!({})),
+                Err(e) => Err(e),
+            }
+        }
+        "ping" => Ok(json!({ "ts": now_ms() })),
+        other => Err(Error::invalid(
+            "unknown_method",
+            format!("agents have no method `{other}`"),
+        )),
+    })
+}
+
+fn conversation_id(s: &str) -> Result<ConversationId, Error> {
+    ConversationId::parse(s)
+        .ok_or_else(|| Error::not_found("conversation_not_found", format!("no conversation {s}")))
+}
+
+fn reply_id(s: &str) -> Result<ReplyId, Error> {
+    ReplyId::parse(s).ok_or_else(|| {
+        Error::invalid(
+            "invalid_reply_id",
+            "`replyId` must be 1 to 128 visible ASCII characters",
+        )
+    })
+}
+
+fn parse_ids(ids: &[String]) -> Result<Vec<MessageId>, Error> {
+    if ids.is_empty() || ids.len() > 1000 {
+        return Err(Error::invalid(
+            "invalid_ids",
+            "`ids` must name 1 to 1000 messages",
+        ));
+    }
+    ids.iter()
+        .map(|id| {
+            MessageId::parse(id)
+                .ok_or_else(|| Error::invalid("invalid_ids", format!("`{id}` is not a message id")))
+        })
+        .collect()
+}
+
+type SendArgs = (ConversationId, Option<ReplyId>, Option<IdempotencyKey>);
+
+fn send_args(p: &SendParams) -> Result<SendArgs, Error> {
+    let conversation = conversation_id(&p.conversation_id)?;
+    let reply = p.reply_id.as_deref().map(reply_id).transpose()?;
+    let key = p
+        .idempotency_key
+        .as_deref()
+        .map(|k| {
+            IdempotencyKey::parse(k).ok_or_else(|| {
+                Error::invalid(
+                    "invalid_idempotency_key",
+                    "`idempotencyKey` must be 1 to 255 visible ASCII characters",
+                )
+            })
+        })
+        .transpose()?;
+    Ok((conversation, reply, key))
+}

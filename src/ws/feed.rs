@@ -1,0 +1,145 @@
+//! An app's stream, independent of the transport: first every stored message
+//! (both directions) after a cursor, then, live, each newly stored message and
+//! each live-only event. WebSocket app sessions and `GET /events` read it.
+//!
+//! Stored messages are always read back from the store in sequence order (a
+//! wake-up only says "look again"), so a stream never skips or repeats a
+//! message, whatever order commits are announced in; a consumer that
+//! reconnects with its last cursor continues exactly. They are sent with
+//! back-pressure. Live-only events go through a bounded buffer: a consumer
+//! that falls behind by more than `[ws] outgoing_buffer` of them is a slow
+//! consumer and its feed ends.
+
+use crate::app::Shutdown;
+use crate::hub::LiveEvent;
+use crate::ids::{AppId, ConversationId};
+use crate::model::Message;
+use crate::relay::Relay;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+
+/// Stored messages read from the store at once.
+const PAGE: i64 = 100;
+
+pub enum FeedItem {
+    /// A stored message and its cursor.
+    Stored { cursor: i64, message: Message },
+    /// A live-only event.
+    Live(Arc<LiveEvent>),
+}
+
+pub struct Feed {
+    pub items: mpsc::Receiver<FeedItem>,
+    slow: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// After `items` ended: whether because the consumer fell behind.
+    pub fn was_slow(&self) -> bool {
+        self.slow.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the feed of `app` (optionally one conversation) after `after`.
+pub fn spawn(
+    relay: Arc<Relay>,
+    app: AppId,
+    conversation: Option<ConversationId>,
+    after: i64,
+    buffer: usize,
+    shutdown: Shutdown,
+) -> Feed {
+    let (tx, items) = mpsc::channel(buffer.max(1));
+    let slow = Arc::new(AtomicBool::new(false));
+    // Subscribed before the first read: no live event between the two is lost.
+    let live = relay.hub.subscribe_app(&app);
+    tokio::spawn(run(
+        relay,
+        app,
+        conversation,
+        after,
+        tx,
+        live,
+        slow.clone(),
+        shutdown,
+    ));
+    Feed { items, slow }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    relay: Arc<Relay>,
+    app: AppId,
+    conversation: Option<ConversationId>,
+    mut cursor: i64,
+    tx: mpsc::Sender<FeedItem>,
+    mut live: broadcast::Receiver<Arc<LiveEvent>>,
+    slow: Arc<AtomicBool>,
+    shutdown: Shutdown,
+) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        let wake = relay.hub.app_wake(&app);
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        loop {
+            let page = match relay
+                .stream_page(&app, conversation.as_ref(), cursor, PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading an app stream failed");
+                    return;
+                }
+            };
+            let full = page.len() as i64 == PAGE;
+            for (seq, message) in page {
+                if tx
+                    .send(FeedItem::Stored {
+                        cursor: seq,
+                        message,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                cursor = seq;
+            }
+            if !full {
+                break;
+            }
+        }
+
+        tokio::select! {
+            _ = &mut notified => {}
+            event = live.recv() => match event {
+                Ok(event) => {
+                    if conversation.as_ref().is_some_and(|c| *c != event.conversation_id) {
+                        continue;
+                    }
+                    match tx.try_send(FeedItem::Live(event)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            slow.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    slow.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tx.closed() => return,
+            _ = &mut stop => return,
+        }
+    }
+}
