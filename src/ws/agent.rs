@@ -150,9 +150,8 @@ impl Session<'_> {
                     if self.conn.silent_for() > idle_timeout {
                         return Exit::Close(close::TIMEOUT, "idle timeout");
                     }
-                    match clients::is_active(relay.store.reader(), self.client).await {
-                        Ok(false) => return Exit::Close(close::UNAUTHORIZED, "revoked"),
-                        Ok(true) | Err(_) => {}
+                    if let Ok(false) = clients::is_active(relay.store.reader(), self.client).await {
+                        return Exit::Close(close::UNAUTHORIZED, "revoked");
                     }
                     relay.hub.touch(self.client, now_ms());
                     if let Err(exit) = self.conn.ping().await {

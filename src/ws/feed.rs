@@ -24,7 +24,7 @@ const PAGE: i64 = 100;
 
 pub enum FeedItem {
     /// A stored message and its cursor.
-    Stored { cursor: i64, message: Message },
+    Stored { cursor: i64, message: Box<Message> },
     /// A live-only event.
     Live(Arc<LiveEvent>),
 }
