@@ -102,7 +102,7 @@ async fn run(
                 if tx
                     .send(FeedItem::Stored {
                         cursor: seq,
-                        message,
+                        message: Box::new(message),
                     })
                     .await
                     .is_err()
