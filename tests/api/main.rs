@@ -12,3 +12,5 @@ mod expiry;
 mod flow;
 mod helpers;
 mod idempotency;
+mod realtime;
+mod ws_client;

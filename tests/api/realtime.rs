@@ -1,0 +1,573 @@
+//! WebSocket agents, live app streams (WebSocket and SSE), streamed replies:
+//! pushed at once, flow-controlled, nothing lost when sockets die.
+
+use crate::helpers::*;
+use crate::ws_client::{Frame, Sse, Ws};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_socket_gets_a_message_pushed_the_moment_it_is_posted() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+
+    let posted = Instant::now();
+    let m = app.inbound(&web, "alice", "hello").await;
+    let event = agent.event().await;
+    let latency = posted.elapsed();
+    assert_eq!(event["event"], "message");
+    assert_eq!(event["payload"]["id"], m["id"]);
+    assert_eq!(event["payload"]["attempt"], 1);
+    assert_eq!(event["seq"], 1);
+    // Pushed, not found by a periodic poll: well under any poll interval.
+    assert!(
+        latency < Duration::from_millis(500),
+        "pushed after {latency:?}"
+    );
+    println!("inbound → pushed to the agent socket: {latency:?}");
+
+    let r = agent.request("ack", json!({"ids": [m["id"]]})).await;
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["payload"]["acked"], json!([m["id"]]));
+    // Acked: not delivered again, over HTTP either.
+    assert!(app.poll(&client, "").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_reply_reaches_websocket_and_sse_apps_in_order_and_the_final_message_once() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    let (mut watcher, hello) = Ws::app(&app, &web, None).await;
+    assert_eq!(hello["role"], "app");
+    let mut sse = Sse::open(&app, &web, "", None).await;
+
+    let m = app.inbound(&web, "alice", "tell me a story").await;
+    let pushed = agent.event().await["payload"].clone();
+    let conv = pushed["conversationId"].clone();
+    assert_eq!(
+        agent
+            .request("typing", json!({"conversationId": conv}))
+            .await["ok"],
+        true
+    );
+    for piece in ["Once ", "upon ", "a time."] {
+        let r = agent
+            .request(
+                "reply.delta",
+                json!({"conversationId": conv, "replyId": "r1", "text": piece}),
+            )
+            .await;
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let r = agent
+        .request(
+            "progress",
+            json!({"conversationId": conv, "kind": "tool_start", "data": {"name": "exec"}}),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let sent = agent
+        .request("send", json!({"conversationId": conv, "to": "alice", "text": "Once upon a time.", "replyId": "r1"}))
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+
+    let expected = [
+        "message",
+        "typing",
+        "reply.delta",
+        "reply.delta",
+        "reply.delta",
+        "progress",
+        "message",
+    ];
+    let mut ws_events = Vec::new();
+    for _ in 0..expected.len() {
+        ws_events.push(watcher.event().await);
+    }
+    let mut sse_events = Vec::new();
+    for _ in 0..expected.len() {
+        sse_events.push(sse.event().await);
+    }
+    let names: Vec<_> = ws_events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, expected);
+    let sse_names: Vec<_> = sse_events.iter().map(|e| e.event.clone()).collect();
+    assert_eq!(sse_names, expected);
+
+    assert_eq!(ws_events[0]["payload"]["message"]["id"], m["id"]);
+    let deltas: String = ws_events[2..5]
+        .iter()
+        .map(|e| e["payload"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, "Once upon a time.");
+    assert_eq!(ws_events[2]["payload"]["replyId"], "r1");
+    assert_eq!(ws_events[5]["payload"]["kind"], "tool_start");
+    let last = &ws_events[6]["payload"];
+    assert_eq!(last["message"]["text"], "Once upon a time.");
+    assert_eq!(last["message"]["replyId"], "r1");
+    assert_eq!(last["message"]["direction"], "outbound");
+    // Stored events carry the cursor, SSE as the event id too.
+    assert_eq!(sse_events[6].id.as_deref(), last["cursor"].as_str());
+    assert_eq!(sse_events[6].data["message"]["id"], last["message"]["id"]);
+    assert_eq!(sse_events[0].data["message"]["id"], m["id"]);
+    // Nothing more: the final message came once.
+    assert!(watcher.quiet_for(300).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_bounds_unacked_pushes() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 2).await;
+    for i in 0..5 {
+        app.inbound(&web, &format!("user{i}"), "hi").await;
+    }
+    let first = agent.event().await["payload"].clone();
+    let _second = agent.event().await;
+    assert!(
+        agent.quiet_for(400).await,
+        "a third message while two are unacked"
+    );
+
+    agent.request("ack", json!({"ids": [first["id"]]})).await;
+    let third = agent.event().await;
+    assert_eq!(third["event"], "message");
+    assert!(agent.quiet_for(300).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agents_message_goes_at_once_to_its_reconnection_and_never_twice_after_ack() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    let m = app.inbound(&web, "alice", "work").await;
+    assert_eq!(agent.event().await["payload"]["id"], m["id"]);
+    drop(agent); // killed mid-delivery: no ack, no close handshake
+
+    // Well before the 300 s lease would end, the reconnected agent has it again.
+    let mut again = Ws::agent(&app, &client, 10).await;
+    let redelivered = again.event().await["payload"].clone();
+    assert_eq!(redelivered["id"], m["id"]);
+    assert_eq!(redelivered["attempt"], 2);
+    again
+        .request(
+            "send",
+            json!({"conversationId": m["conversationId"], "to": "alice", "text": "done"}),
+        )
+        .await;
+    drop(again);
+    let mut third = Ws::agent(&app, &client, 10).await;
+    assert!(
+        third.quiet_for(500).await,
+        "nothing redelivered after the ack"
+    );
+    assert!(app.poll(&client, "").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agents_conversations_go_to_another_agent() {
+    let app = spawn_with(|c| {
+        c.clients.stale_after_secs = 1;
+        c.clients.disconnected_after_secs = 2;
+    })
+    .await;
+    let (a, a_token) = app.create_client("a").await;
+    let (_, b_token) = app.create_client("b").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent_a = Ws::agent(&app, &a_token, 10).await;
+    let m = app.inbound(&web, "alice", "help").await;
+    assert_eq!(m["clientId"], a.as_str());
+    assert_eq!(agent_a.event().await["payload"]["id"], m["id"]);
+    drop(agent_a);
+
+    let mut agent_b = Ws::agent(&app, &b_token, 10).await;
+    let moved = agent_b.event().await["payload"].clone();
+    assert_eq!(moved["id"], m["id"]);
+    let r = agent_b
+        .request(
+            "send",
+            json!({"conversationId": moved["conversationId"], "to": "alice", "text": "b answers"}),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let out = app.get("/outbox", &web).await.ok();
+    assert_eq!(out["messages"][0]["text"], "b answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_reconnecting_with_its_cursor_gets_exactly_what_it_missed_across_a_restart() {
+    let mut app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    app.poll(&client, "").await;
+
+    let (mut watcher, _) = Ws::app(&app, &web, Some("0")).await;
+    let seen = app.inbound(&web, "alice", "before").await;
+    let e = watcher.event().await;
+    assert_eq!(e["payload"]["message"]["id"], seen["id"]);
+    let cursor = e["payload"]["cursor"].as_str().unwrap().to_owned();
+    drop(watcher);
+
+    // Missed while away: a reply, a new user message; then the relay restarts.
+    let q = app.poll(&client, "").await.remove(0);
+    app.send(&client, &q, "reply while away").await;
+    app.inbound(&web, "bob", "also while away").await;
+    app.restart().await;
+    let after_restart = app.inbound(&web, "carol", "after the restart").await;
+
+    let (mut back, _) = Ws::app(&app, &web, Some(&cursor)).await;
+    let mut texts = Vec::new();
+    for _ in 0..3 {
+        texts.push(back.event().await["payload"]["message"]["text"].clone());
+    }
+    assert_eq!(
+        texts,
+        vec![
+            json!("reply while away"),
+            json!("also while away"),
+            json!("after the restart")
+        ]
+    );
+    assert!(back.quiet_for(300).await, "nothing seen twice");
+    let _ = after_restart;
+
+    // SSE resumes the same way from Last-Event-ID.
+    let mut sse = Sse::open(&app, &web, "", Some(&cursor)).await;
+    let mut sse_texts = Vec::new();
+    for _ in 0..3 {
+        sse_texts.push(sse.event().await.data["message"]["text"].clone());
+    }
+    assert_eq!(sse_texts, texts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_pollers_and_websocket_agents_never_share_a_delivery() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    app.poll(&client, "").await;
+    const N: usize = 120;
+    for i in 0..N {
+        app.inbound(&web, &format!("user{i}"), "x").await;
+    }
+
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let mut ws = Ws::agent(&app, &client, 5).await;
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while !ws.quiet_for(700).await {
+                let e = ws.event().await;
+                let id = e["payload"]["id"].clone();
+                ws.request("ack", json!({"ids": [id]})).await;
+                got.push(id.as_str().unwrap().to_owned());
+            }
+            got
+        }));
+    }
+    for _ in 0..4 {
+        let http = app.http.clone();
+        let base = app.base.clone();
+        let token = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut empty = 0;
+            while empty < 3 {
+                let r: Value = http
+                    .get(format!("{base}/poll?max=3"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let ids: Vec<Value> = r["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["id"].clone())
+                    .collect();
+                if ids.is_empty() {
+                    empty += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                http.post(format!("{base}/ack"))
+                    .bearer_auth(&token)
+                    .json(&json!({"ids": ids}))
+                    .send()
+                    .await
+                    .unwrap();
+                got.extend(ids.iter().map(|i| i.as_str().unwrap().to_owned()));
+            }
+            got
+        }));
+    }
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        for id in t.await.unwrap() {
+            *count.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(count.len(), N, "every message delivered");
+    assert!(
+        count.values().all(|n| *n == 1),
+        "a message reached two holders"
+    );
+}
+
+async fn first_frame_refusal(app: &TestApp, text: &str) -> (Value, Option<u16>) {
+    let mut ws = Ws::open(app).await;
+    ws.send_text(text).await;
+    let err = match ws.frame().await {
+        Frame::Json(v) => v,
+        other => panic!("expected an error frame, got {other:?}"),
+    };
+    (err, ws.closed().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_first_frames_get_an_error_and_a_close_code() {
+    let app = spawn_with(|c| c.ws.connect_timeout_secs = 1).await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let connect = |role: &str, token: &str| {
+        json!({"type":"req","id":1,"method":"connect","params":{"role":role,"token":token}})
+            .to_string()
+    };
+
+    let cases = [
+        ("not json", "{".to_owned(), "invalid_json", 4000),
+        (
+            "not connect",
+            json!({"type":"req","id":1,"method":"ack","params":{}}).to_string(),
+            "connect_required",
+            4000,
+        ),
+        (
+            "bad role",
+            json!({"type":"req","id":1,"method":"connect","params":{"role":"admin"}}).to_string(),
+            "invalid_params",
+            4000,
+        ),
+        (
+            "wrong token",
+            connect("agent", "cli_0123456789abcdef0123456789abcdef.00"),
+            "unauthorized",
+            4001,
+        ),
+        (
+            "no token",
+            json!({"type":"req","id":1,"method":"connect","params":{"role":"agent"}}).to_string(),
+            "unauthorized",
+            4001,
+        ),
+        (
+            "app token as agent",
+            connect("agent", &web),
+            "forbidden",
+            4003,
+        ),
+        (
+            "client token as app",
+            connect("app", &client),
+            "forbidden",
+            4003,
+        ),
+    ];
+    for (what, frame, code, close) in cases {
+        let (err, closed) = first_frame_refusal(&app, &frame).await;
+        assert_eq!(err["ok"], false, "{what}");
+        assert_eq!(err["error"]["code"], code, "{what}: {err}");
+        assert_eq!(closed, Some(close), "{what}");
+    }
+
+    // Silence instead of connect.
+    let mut ws = Ws::open(&app).await;
+    assert_eq!(ws.closed().await, Some(4008));
+
+    // The Authorization header of the upgrade works in place of a token param.
+    let url = format!("{}/ws", app.base.replacen("http", "ws", 1));
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {client}").parse().unwrap());
+    let (mut stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    stream
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({"type":"req","id":1,"method":"connect","params":{"role":"agent"}})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let hello = stream.next().await.unwrap().unwrap();
+    let hello: Value = serde_json::from_str(hello.to_text().unwrap()).unwrap();
+    assert_eq!(hello["ok"], true, "{hello}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_after_connect_get_errors_and_the_connection_survives() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+
+    let frames = [
+        ("{".to_owned(), "invalid_json"),
+        ("[]".to_owned(), "invalid_frame"),
+        (json!({"type":"req","method":"ack"}).to_string(), "invalid_frame"),
+        (json!({"type":"req","id":"x","method":"fly"}).to_string(), "unknown_method"),
+        (json!({"type":"req","id":"x","method":"ack","params":{"ids":"no"}}).to_string(), "invalid_params"),
+        (json!({"type":"req","id":"x","method":"ack","params":{"ids":["nope"]}}).to_string(), "invalid_ids"),
+        (
+            json!({"type":"req","id":"x","method":"send","params":{"conversationId":"conv_0123456789abcdef0123456789abcdef","to":"a","text":"t"}}).to_string(),
+            "conversation_not_found",
+        ),
+        (
+            json!({"type":"req","id":"x","method":"reply.delta","params":{"conversationId":"conv_0123456789abcdef0123456789abcdef","replyId":"r","text":"t"}}).to_string(),
+            "conversation_not_found",
+        ),
+        (
+            json!({"type":"req","id":"x","method":"progress","params":{"conversationId":"conv_0123456789abcdef0123456789abcdef","kind":"Bad Kind"}}).to_string(),
+            "invalid_kind",
+        ),
+    ];
+    for (frame, code) in frames {
+        agent.send_text(&frame).await;
+        match agent.frame().await {
+            Frame::Json(v) => {
+                assert_eq!(v["type"], "res", "{frame}");
+                assert_eq!(v["ok"], false, "{frame}");
+                assert_eq!(v["error"]["code"], code, "{frame}: {v}");
+                assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+            }
+            other => panic!("{frame}: {other:?}"),
+        }
+    }
+    agent.send_binary(vec![1, 2, 3]).await;
+    match agent.frame().await {
+        Frame::Json(v) => assert_eq!(v["error"]["code"], "invalid_frame"),
+        other => panic!("binary: {other:?}"),
+    }
+    // Still alive and working.
+    assert_eq!(agent.request("ping", json!({})).await["ok"], true);
+    let m = app.inbound(&web, "alice", "still there?").await;
+    assert_eq!(agent.event().await["payload"]["id"], m["id"]);
+
+    // An app's methods are its own.
+    let (mut watcher, _) = Ws::app(&app, &web, None).await;
+    let r = watcher.request("ack", json!({"ids": []})).await;
+    assert_eq!(r["error"]["code"], "unknown_method");
+    let r = watcher
+        .request("inbound", json!({"from": "zoe", "text": "via socket"}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["payload"]["message"]["from"], "zoe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_limit_closes_with_1009() {
+    let app = spawn_with(|c| c.ws.max_frame_bytes = 4096).await;
+    let (_, client) = app.create_client("agent").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    agent.send_text(&"x".repeat(10_000)).await;
+    assert_eq!(agent.closed().await, Some(1009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_not_buffered_without_bound() {
+    let app = spawn_with(|c| {
+        c.ws.outgoing_buffer = 4;
+        c.ws.send_timeout_secs = 1;
+    })
+    .await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    let (mut sleepy, _) = Ws::app(&app, &web, None).await;
+    app.inbound(&web, "alice", "write a lot").await;
+    let conv = agent.event().await["payload"]["conversationId"].clone();
+
+    // The watcher never reads while 400 × 60 KB of deltas stream past it.
+    let piece = "z".repeat(60_000);
+    const SENT: usize = 400;
+    for i in 0..SENT {
+        let r = agent
+            .request(
+                "reply.delta",
+                json!({"conversationId": conv, "replyId": "big", "text": piece}),
+            )
+            .await;
+        assert_eq!(r["ok"], true, "delta {i}");
+    }
+
+    let mut received = 0;
+    let end = loop {
+        match sleepy.frame().await {
+            Frame::Json(v) if v["event"] == "reply.delta" => received += 1,
+            Frame::Json(_) => {}
+            Frame::Closed(code) => break code,
+        }
+    };
+    eprintln!("slow consumer: received {received} of {SENT} deltas, close code {end:?}");
+    assert!(
+        received < SENT,
+        "all {received} deltas were buffered for a reader that never read"
+    );
+    if let Some(code) = end {
+        assert_eq!(code, 4029);
+    }
+    // The relay itself is fine.
+    let (_, hello) = Ws::app(&app, &web, None).await;
+    assert_eq!(hello["role"], "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sockets_with_1001() {
+    let mut app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    app.stop().await;
+    assert_eq!(agent.closed().await, Some(1001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_refused_with_503() {
+    let app = spawn_with(|c| c.ws.max_connections = 1).await;
+    let (_, client) = app.create_client("agent").await;
+    let _first = Ws::agent(&app, &client, 10).await;
+    let url = format!("{}/ws", app.base.replacen("http", "ws", 1));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected a 503 refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_no_ping_is_closed_after_the_idle_timeout() {
+    let app = spawn_with(|c| {
+        c.ws.ping_interval_secs = 1;
+        c.ws.idle_timeout_secs = 2;
+    })
+    .await;
+    let (_, client) = app.create_client("agent").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    // Not reading means not answering the server's pings.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(agent.closed().await, Some(4008));
+}
