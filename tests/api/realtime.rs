@@ -571,3 +571,41 @@ async fn a_peer_that_answers_no_ping_is_closed_after_the_idle_timeout() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(agent.closed().await, Some(4008));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_are_told_when_a_conversation_expires() {
+    let app = spawn_with(|c| c.conversations.ttl_secs = 1).await;
+    let (_, web) = app.create_app("web").await;
+    let (mut watcher, _) = Ws::app(&app, &web, None).await;
+    let m = app.inbound(&web, "alice", "hi").await;
+    assert_eq!(watcher.event().await["event"], "message");
+    // The maintenance task (every second here) marks it expired.
+    let e = watcher.event().await;
+    assert_eq!(e["event"], "conversation.expired");
+    assert_eq!(e["payload"]["conversationId"], m["conversationId"]);
+    assert_eq!(e["payload"]["userId"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_can_follow_one_conversation() {
+    let app = spawn_app().await;
+    let (_, web) = app.create_app("web").await;
+    let (_, other_web) = app.create_app("other").await;
+    let alice = app.inbound(&web, "alice", "one").await;
+    app.inbound(&web, "bob", "not alice").await;
+    app.inbound(&web, "alice", "two").await;
+    let conv = alice["conversationId"].as_str().unwrap();
+
+    let mut sse = Sse::open(&app, &web, &format!("?after=0&conversationId={conv}"), None).await;
+    assert_eq!(sse.event().await.data["message"]["text"], "one");
+    assert_eq!(sse.event().await.data["message"]["text"], "two");
+
+    // Another app's conversation is not found.
+    let r = app
+        .get(&format!("/events?conversationId={conv}"), &other_web)
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code()),
+        (404, "conversation_not_found")
+    );
+}
