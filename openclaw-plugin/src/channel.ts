@@ -1,0 +1,113 @@
+/**
+ * The `clawrelay` channel: OpenClaw's view of a clawrelay relay.
+ *
+ * - `gateway.startAccount` keeps each configured account connected and
+ *   answers its deliveries (see monitor.ts);
+ * - `outbound.sendText` carries proactive sends (`openclaw message send
+ *   --channel clawrelay --target conv_…`) to the app user of that conversation;
+ * - `status` reports connected / reconnecting / last error.
+ */
+import type { ChannelPlugin, OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
+import { CHANNEL_ID, listAccountIds, resolveAccount, type ClawrelayAccount } from "./config.js";
+import { AccountMonitor } from "./monitor.js";
+import { RelayHttp } from "./relay-client.js";
+
+let pluginRuntime: PluginRuntime | undefined;
+
+export function setRuntime(runtime: PluginRuntime): void {
+  pluginRuntime = runtime;
+}
+
+/** A relay conversation id, the channel's delivery target. */
+const CONVERSATION_ID = /^conv_[0-9a-f]{32}$/;
+
+function normalizeTarget(raw: string): string {
+  return raw.trim().replace(/^clawrelay:/, "");
+}
+
+export const clawrelayPlugin: ChannelPlugin<ClawrelayAccount> = {
+  id: CHANNEL_ID,
+  meta: {
+    id: CHANNEL_ID,
+    label: "clawrelay",
+    selectionLabel: "clawrelay (durable relay)",
+    docsPath: "/channels/clawrelay",
+    blurb: "Durable relay between apps (web chat, widgets, IM bridges) and OpenClaw.",
+  },
+  capabilities: {
+    chatTypes: ["direct"],
+    blockStreaming: true,
+  },
+  reload: { configPrefixes: [`channels.${CHANNEL_ID}`] },
+  config: {
+    listAccountIds: (cfg: OpenClawConfig) => listAccountIds(cfg),
+    resolveAccount: (cfg: OpenClawConfig, accountId?: string | null) => resolveAccount(cfg, accountId),
+    defaultAccountId: () => "default",
+    inspectAccount: (cfg: OpenClawConfig, accountId?: string | null) => {
+      const a = resolveAccount(cfg, accountId);
+      return {
+        accountId: a.accountId,
+        enabled: a.enabled,
+        configured: a.configured,
+        tokenStatus: a.token ? "available" : "missing",
+        serverUrl: a.serverUrl || null,
+        transport: a.transport,
+      };
+    },
+    isEnabled: (account: ClawrelayAccount) => account.enabled,
+    isConfigured: (account: ClawrelayAccount) => account.configured,
+    unconfiguredReason: (account: ClawrelayAccount) =>
+      !account.serverUrl ? "channels.clawrelay.serverUrl is not set" : "channels.clawrelay.token is not set",
+  },
+  gateway: {
+    startAccount: async (ctx) => {
+      if (!ctx.account.configured) {
+        ctx.log?.warn(`[clawrelay:${ctx.accountId}] not configured: set channels.clawrelay.serverUrl and token`);
+        ctx.setStatus({ ...ctx.getStatus(), accountId: ctx.accountId, running: false, configured: false });
+        return;
+      }
+      await new AccountMonitor(ctx, pluginRuntime).run();
+    },
+  },
+  outbound: {
+    deliveryMode: "direct",
+    textChunkLimit: 60_000,
+    sendText: async (ctx) => {
+      const account = resolveAccount(ctx.cfg, ctx.accountId);
+      if (!account.configured) throw new Error(`clawrelay account "${account.accountId}" is not configured`);
+      const conversationId = normalizeTarget(ctx.to);
+      if (!CONVERSATION_ID.test(conversationId)) {
+        throw new Error(`clawrelay targets are conversation ids (conv_…), not "${ctx.to}"`);
+      }
+      const http = new RelayHttp(account.serverUrl, account.token);
+      const user = await http.conversationUser(conversationId);
+      const sent = await http.send(conversationId, user, ctx.text);
+      return { channel: CHANNEL_ID, messageId: sent.id, target: { kind: "conversation", id: conversationId } };
+    },
+  },
+  messaging: {
+    targetResolver: {
+      looksLikeId: (raw: string) => CONVERSATION_ID.test(normalizeTarget(raw)),
+      hint: "<conv_… conversation id from the relay>",
+    },
+  },
+  status: {
+    defaultRuntime: {
+      accountId: "default",
+      running: false,
+      connected: false,
+      lastError: null,
+      lastConnectedAt: null,
+      reconnectAttempts: 0,
+    },
+    buildAccountSnapshot: ({ account, runtime }) => ({
+      ...runtime,
+      accountId: account.accountId,
+      enabled: account.enabled,
+      configured: account.configured,
+      running: runtime?.running ?? false,
+      connected: runtime?.connected ?? false,
+      lastError: runtime?.lastError ?? null,
+    }),
+  },
+};

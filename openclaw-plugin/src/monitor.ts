@@ -1,0 +1,299 @@
+/**
+ * Runs one relay account inside the gateway: keeps a connection to the relay
+ * (WebSocket, or long polling), turns each delivery into an OpenClaw direct
+ * message turn, and hands the reply back to the relay.
+ *
+ * Delivery guarantee: a delivery is acked only when its reply was handed to
+ * the relay (the `send` acks it), or explicitly when the turn produced nothing
+ * to send. A gateway that dies mid-turn leaves the delivery unacked, so the
+ * relay delivers it again.
+ */
+import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract";
+import type { OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
+import { backoffDelay, CHANNEL_ID, type ClawrelayAccount } from "./config.js";
+import { AUTH_CLOSE_CODES, RelayError, RelayHttp, RelaySocket, type RelayMessage } from "./relay-client.js";
+
+type Ctx = ChannelGatewayContext<ClawrelayAccount>;
+type ChannelRuntime = PluginRuntime["channel"];
+
+/** What a turn needs to answer, whichever transport carried the delivery. */
+interface ReplySink {
+  send(m: RelayMessage, text: string, replyId: string): Promise<void>;
+  ack(m: RelayMessage): Promise<void>;
+  /** Live extras; absent over HTTP polling. */
+  delta?(m: RelayMessage, replyId: string, text: string): Promise<void>;
+  typing?(m: RelayMessage): Promise<void>;
+  progress?(m: RelayMessage, kind: string, data: unknown): Promise<void>;
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export class AccountMonitor {
+  private attempts = 0;
+  private authErrorReported = false;
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(
+    private readonly ctx: Ctx,
+    private readonly runtime: PluginRuntime | undefined,
+  ) {}
+
+  private get account(): ClawrelayAccount {
+    return this.ctx.account;
+  }
+
+  private status(patch: Record<string, unknown>): void {
+    this.ctx.setStatus({ ...this.ctx.getStatus(), accountId: this.account.accountId, ...patch });
+  }
+
+  private channel(): ChannelRuntime {
+    const ch = (this.ctx.channelRuntime ?? this.runtime?.channel) as ChannelRuntime | undefined;
+    if (!ch) throw new Error("the gateway provided no channel runtime");
+    return ch;
+  }
+
+  private currentConfig(): OpenClawConfig {
+    return (this.runtime?.config.current() ?? this.ctx.cfg) as OpenClawConfig;
+  }
+
+  /** Runs until the gateway stops the account. */
+  async run(): Promise<void> {
+    const { abortSignal, log } = this.ctx;
+    this.status({ running: true, connected: false, lastStartAt: Date.now(), lastError: null });
+    log?.info(`[clawrelay:${this.account.accountId}] starting (${this.account.transport}) → ${this.account.serverUrl}`);
+    while (!abortSignal.aborted) {
+      try {
+        if (this.account.transport === "poll") await this.runPolling();
+        else await this.runSocket();
+      } catch (e) {
+        this.onFailure(e);
+      }
+      if (abortSignal.aborted) break;
+      const delay = this.authErrorReported
+        ? this.account.reconnect.maxDelayMs
+        : backoffDelay(this.account.reconnect, this.attempts);
+      this.attempts += 1;
+      this.status({ connected: false, reconnectAttempts: this.attempts, statusState: "reconnecting" });
+      await sleep(delay, abortSignal);
+    }
+    await Promise.allSettled([...this.inFlight]);
+    this.status({ running: false, connected: false, lastStopAt: Date.now(), statusState: "stopped" });
+  }
+
+  private onConnected(): void {
+    this.attempts = 0;
+    if (this.authErrorReported) this.ctx.log?.info(`[clawrelay:${this.account.accountId}] credentials accepted again`);
+    this.authErrorReported = false;
+    this.status({ connected: true, lastConnectedAt: Date.now(), lastError: null, statusState: "connected", reconnectAttempts: 0 });
+  }
+
+  private onFailure(e: unknown): void {
+    const auth = e instanceof RelayError && e.permanent;
+    const message = auth
+      ? `the relay refused the token of account "${this.account.accountId}" (${errorText(e)}); check channels.clawrelay.token`
+      : errorText(e);
+    this.status({ connected: false, lastError: message, lastDisconnect: { at: Date.now(), error: message } });
+    if (auth) {
+      // Said once; retried quietly at the slowest pace until the token works.
+      if (!this.authErrorReported) this.ctx.log?.error(`[clawrelay:${this.account.accountId}] ${message}`);
+      this.authErrorReported = true;
+    } else {
+      this.ctx.log?.warn(`[clawrelay:${this.account.accountId}] connection lost: ${message}`);
+    }
+  }
+
+  private async runSocket(): Promise<void> {
+    const account = this.account;
+    const socket = new RelaySocket(account.serverUrl, account.token, (m) => this.track(this.handle(m, sink)));
+    const sink: ReplySink = {
+      send: async (m, text, replyId) => {
+        await socket.request("send", {
+          conversationId: m.conversationId,
+          to: m.from,
+          text,
+          replyId,
+          idempotencyKey: `oc-${m.id}`,
+        });
+      },
+      ack: async (m) => {
+        await socket.request("ack", { ids: [m.id] });
+      },
+      delta: async (m, replyId, text) => {
+        await socket.request("reply.delta", { conversationId: m.conversationId, replyId, text });
+      },
+      typing: async (m) => {
+        await socket.request("typing", { conversationId: m.conversationId });
+      },
+      progress: async (m, kind, data) => {
+        await socket.request("progress", { conversationId: m.conversationId, kind, data: data ?? null });
+      },
+    };
+    try {
+      await socket.open(account.maxInFlight, this.ctx.abortSignal);
+    } catch (e) {
+      const closed = await Promise.race([socket.closed, sleep(50, this.ctx.abortSignal).then(() => undefined)]);
+      if (closed && AUTH_CLOSE_CODES.has(closed.code)) throw new RelayError("unauthorized", `closed with ${closed.code}`, 401);
+      throw e;
+    }
+    this.onConnected();
+    const closed = await socket.closed;
+    if (this.ctx.abortSignal.aborted) return;
+    if (AUTH_CLOSE_CODES.has(closed.code)) throw new RelayError("unauthorized", `closed with ${closed.code} ${closed.reason}`, 401);
+    throw new RelayError("closed", `the relay closed the connection (${closed.code}${closed.reason ? ` ${closed.reason}` : ""})`);
+  }
+
+  private async runPolling(): Promise<void> {
+    const account = this.account;
+    const http = new RelayHttp(account.serverUrl, account.token);
+    const sink: ReplySink = {
+      send: async (m, text) => {
+        await http.send(m.conversationId, m.from, text, `oc-${m.id}`);
+      },
+      ack: async (m) => http.ack([m.id]),
+    };
+    let connected = false;
+    while (!this.ctx.abortSignal.aborted) {
+      const room = account.maxInFlight - this.inFlight.size;
+      if (room <= 0) {
+        await Promise.race([...this.inFlight]);
+        continue;
+      }
+      let batch: RelayMessage[];
+      try {
+        batch = await http.poll(25, room, this.ctx.abortSignal);
+      } catch (e) {
+        if (this.ctx.abortSignal.aborted) return;
+        throw e;
+      }
+      if (!connected) {
+        connected = true;
+        this.onConnected();
+      }
+      for (const m of batch) this.track(this.handle(m, sink));
+    }
+  }
+
+  private track(p: Promise<void>): void {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  /** One relay delivery → one OpenClaw turn → one reply (or an ack). */
+  private async handle(m: RelayMessage, sink: ReplySink): Promise<void> {
+    const { log } = this.ctx;
+    const forward = this.account.forward;
+    const replyId = `oc-${m.id}`;
+    this.status({ lastMessageAt: Date.now() });
+    try {
+      const channel = this.channel();
+      const cfg = this.currentConfig();
+      const route = channel.routing.resolveAgentRoute({
+        cfg,
+        channel: CHANNEL_ID,
+        accountId: this.account.accountId,
+        // One agent session per relay conversation (one app user's thread).
+        peer: { kind: "direct", id: m.conversationId },
+        dmScope: "per-channel-peer",
+      });
+      const inbound = channel.reply.finalizeInboundContext({
+        Body: m.text,
+        BodyForAgent: m.text,
+        RawBody: m.text,
+        CommandBody: m.text,
+        From: `${CHANNEL_ID}:${m.from}`,
+        To: m.conversationId,
+        SessionKey: route.sessionKey,
+        AccountId: route.accountId,
+        ChatType: "direct",
+        SenderId: m.from,
+        SenderName: m.from,
+        Provider: CHANNEL_ID,
+        Surface: CHANNEL_ID,
+        MessageSid: m.id,
+        Timestamp: m.timestamp,
+        OriginatingChannel: CHANNEL_ID,
+        OriginatingTo: m.conversationId,
+        CommandAuthorized: false,
+      });
+
+      const parts: string[] = [];
+      let streamed = "";
+      const live = async (what: string, f: (() => Promise<void>) | undefined) => {
+        try {
+          await f?.();
+        } catch (e) {
+          log?.debug?.(`[clawrelay] ${what} not forwarded: ${errorText(e)}`);
+        }
+      };
+      await channel.reply.dispatchReplyWithBufferedBlockDispatcher({
+        ctx: inbound,
+        cfg,
+        dispatcherOptions: {
+          deliver: async (payload, info) => {
+            if (info.kind === "tool") {
+              if (forward.toolProgress && payload.text) {
+                await live("tool result", sink.progress && (() => sink.progress!(m, "tool_result", { text: payload.text })));
+              }
+              return;
+            }
+            if (payload.text?.trim()) parts.push(payload.text.trim());
+          },
+          onError: (err, info) => {
+            log?.warn(`[clawrelay] ${info.kind} reply failed: ${errorText(err)}`);
+          },
+          onReplyStart: async () => {
+            if (forward.typing) await live("typing", sink.typing && (() => sink.typing!(m)));
+          },
+        },
+        replyOptions: {
+          onPartialReply: async (p) => {
+            if (!forward.streaming || !sink.delta) return;
+            const text = p.text ?? "";
+            let piece = p.delta ?? "";
+            if (!piece && text.startsWith(streamed)) piece = text.slice(streamed.length);
+            if (!piece) return;
+            streamed += piece;
+            await live("delta", () => sink.delta!(m, replyId, piece));
+          },
+          onToolStart: async (p) => {
+            if (forward.toolProgress) {
+              await live("tool start", sink.progress && (() => sink.progress!(m, "tool_start", { name: p.name ?? null, phase: p.phase ?? null })));
+            }
+          },
+          onReasoningStream: async (p) => {
+            if (forward.toolProgress && p.text) {
+              await live("reasoning", sink.progress && (() => sink.progress!(m, "reasoning_stream", { text: p.text })));
+            }
+          },
+        },
+      });
+
+      const text = parts.join("\n\n");
+      if (text) {
+        try {
+          await sink.send(m, text, replyId);
+        } catch (e) {
+          // The same key was used for a different text: a retried turn whose
+          // first reply already reached the relay. That reply stands.
+          if (e instanceof RelayError && e.code === "idempotency_key_reused") await sink.ack(m);
+          else throw e;
+        }
+      } else {
+        await sink.ack(m);
+      }
+    } catch (e) {
+      // Not acked: the relay delivers it again after the lease, or at once
+      // to the next connection if this one drops.
+      log?.error(`[clawrelay] message ${m.id} not answered, it will be redelivered: ${errorText(e)}`);
+    }
+  }
+}
