@@ -1,6 +1,7 @@
 //! `GET /health`: no authentication, cheap, the seed's shape.
 
 use crate::app::AppState;
+use crate::auth::AdminAuth;
 use crate::error::Error;
 use crate::model::ClientState;
 use crate::store::{conversations, now_ms};
@@ -10,7 +11,21 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new()
+        .route("/health", get(health))
+        .route("/stats", get(stats))
+}
+
+/// `GET /stats` (admin): what the single writer has done since start.
+async fn stats(State(state): State<AppState>, _: AdminAuth) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let w = state.relay.store.writer_stats();
+    Json(json!({
+        "commits": w.commits.load(Relaxed),
+        "operations": w.operations.load(Relaxed),
+        "failedCommits": w.failed.load(Relaxed),
+        "commitMicros": w.commit_micros.load(Relaxed),
+    }))
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, Error> {

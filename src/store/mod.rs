@@ -26,7 +26,7 @@ use sqlx::{ConnectOptions, SqliteConnection};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use writer::BoxFuture;
+pub use writer::{BoxFuture, WriterStats};
 
 /// How long a connection waits for a lock held by another process (the admin
 /// CLI writing while the server runs) before reporting the database busy.
@@ -155,6 +155,11 @@ impl Store {
             writer: writer::Writer::spawn(conn),
             path: path.to_owned(),
         })
+    }
+
+    /// Counters of the writer (commits, batch sizes, commit time).
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.writer.stats
     }
 
     /// The read-only connection pool.

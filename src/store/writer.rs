@@ -14,6 +14,7 @@ use super::{StoreError, StoreResult};
 use sqlx::{Connection, Executor, SqliteConnection};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -41,9 +42,23 @@ const QUEUE: usize = 4096;
 /// The stop signal of the writer task and the task itself.
 type Stopper = (oneshot::Sender<()>, JoinHandle<()>);
 
+/// What the writer has done since start: for `GET /stats` and the benchmark.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Operations those transactions carried (operations / commits = batch size).
+    pub operations: AtomicU64,
+    /// Transactions that failed as a whole (rolled back).
+    pub failed: AtomicU64,
+    /// Time spent in COMMIT (the fsync), microseconds in all.
+    pub commit_micros: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    pub stats: Arc<WriterStats>,
     /// Tells the task to stop taking new operations; taken by the first `close`.
     stop: Arc<Mutex<Option<Stopper>>>,
 }
@@ -52,9 +67,11 @@ impl Writer {
     pub fn spawn(conn: SqliteConnection) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(conn, rx, stop_rx));
+        let stats = Arc::new(WriterStats::default());
+        let task = tokio::spawn(run(conn, rx, stop_rx, stats.clone()));
         Writer {
             jobs,
+            stats,
             stop: Arc::new(Mutex::new(Some((stop_tx, task)))),
         }
     }
@@ -103,6 +120,7 @@ async fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Job>,
     mut stop: oneshot::Receiver<()>,
+    stats: Arc<WriterStats>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -112,7 +130,7 @@ async fn run(
                 // No new operations; the ones already queued still run below.
                 rx.close();
                 while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                    run_batch(&mut conn, &mut batch).await;
+                    run_batch(&mut conn, &mut batch, &stats).await;
                 }
                 break;
             }
@@ -120,12 +138,12 @@ async fn run(
         if n == 0 {
             break;
         }
-        run_batch(&mut conn, &mut batch).await;
+        run_batch(&mut conn, &mut batch, &stats).await;
     }
     let _ = conn.close().await;
 }
 
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
+async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>, stats: &WriterStats) {
     if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
         let e = StoreError::from(e);
         tracing::warn!(error = %e, "could not begin a write transaction");
@@ -168,6 +186,7 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
         }
     }
 
+    let started = std::time::Instant::now();
     let outcome = match broken {
         None => conn
             .execute("COMMIT")
@@ -176,6 +195,20 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
             .map_err(StoreError::from),
         Some(e) => Err(e),
     };
+    match &outcome {
+        Ok(()) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .operations
+                .fetch_add(completions.len() as u64, Ordering::Relaxed);
+            stats
+                .commit_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        Err(_) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     if let Err(e) = &outcome {
         let _ = conn.execute("ROLLBACK").await;
         tracing::warn!(error = %e, operations = completions.len(), "write transaction failed");

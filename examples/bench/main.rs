@@ -1,0 +1,254 @@
+//! clawrelay's load benchmark. It starts a release relay (or targets the one
+//! given), drives the real protocol and prints numbers: a table and JSON. It
+//! never passes or fails on timing; it reports.
+//!
+//!   cargo build --release
+//!   cargo run --release --example bench -- roundtrip --agents 4 --users 64
+//!   cargo run --release --example bench -- presets          # 1×1, 4×64, 4×256 × full, normal
+//!   cargo run --release --example bench -- queue            # 1k, 100k, 1M pending deliveries
+
+// A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
+#![allow(clippy::unwrap_used)]
+
+mod queue;
+mod relay;
+mod roundtrip;
+
+use clap::{Parser, Subcommand};
+use relay::RelayProc;
+use roundtrip::{Load, Report, Transport};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "clawrelay load benchmark: prints numbers, asserts nothing")]
+struct Cli {
+    /// The relay binary to start (default: target/<profile>/clawrelay next to this benchmark).
+    #[arg(long, global = true)]
+    relay: Option<PathBuf>,
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One round-trip load: K agents, N users.
+    Roundtrip {
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        #[arg(long, default_value_t = 64)]
+        users: usize,
+        #[arg(long, value_enum, default_value_t = Transport::Poll)]
+        transport: Transport,
+        #[arg(long, default_value = "full")]
+        synchronous: String,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+    },
+    /// The presets: 1×1, 4×64, 4×256, each with synchronous = full and normal.
+    Presets {
+        #[arg(long, value_enum, default_value_t = Transport::Poll)]
+        transport: Transport,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+    },
+    /// The queue at scale: claim latency with 1k, 100k, 1M pending deliveries.
+    Queue {
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
+        sizes: Vec<i64>,
+        /// Share of the pending deliveries that are leased and unacked.
+        #[arg(long, default_value_t = 0.2)]
+        leased: f64,
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+    },
+}
+
+async fn one(bin: &std::path::Path, load: &Load, sync: &str) -> Report {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relay = RelayProc::start(bin, &dir.path().join("bench.db"), sync, dir.path()).await;
+    let report = roundtrip::run(&relay, load, sync).await;
+    relay.stop().await;
+    report
+}
+
+fn print_roundtrips(reports: &[Report]) {
+    println!(
+        "{:>7} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>11} {:>8} {:>9} {:>8}",
+        "agents",
+        "users",
+        "sync",
+        "rt/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "cpu ms/rt",
+        "rss MiB",
+        "commits/s",
+        "ops/com"
+    );
+    for r in reports {
+        println!(
+            "{:>7} {:>5} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>11.3} {:>8.1} {:>9.0} {:>8.1}",
+            r.agents,
+            r.users,
+            r.synchronous,
+            r.round_trips_per_sec,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.errors + r.cross_talk,
+            r.relay_cpu_ms_per_round_trip,
+            r.relay_peak_rss_mib,
+            r.commits_per_sec,
+            r.operations_per_commit
+        );
+    }
+}
+
+fn write_json(path: &Option<PathBuf>, value: serde_json::Value) {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(&value).unwrap_or_default())
+            .expect("write json");
+        println!("wrote {}", p.display());
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let bin = cli.relay.clone().unwrap_or_else(relay::default_binary);
+    match cli.command {
+        Command::Roundtrip {
+            agents,
+            users,
+            transport,
+            synchronous,
+            duration,
+            warmup,
+        } => {
+            let load = Load {
+                agents,
+                users,
+                transport,
+                warmup: Duration::from_secs(warmup),
+                duration: Duration::from_secs(duration),
+            };
+            let r = one(&bin, &load, &synchronous).await;
+            print_roundtrips(std::slice::from_ref(&r));
+            write_json(&cli.json, serde_json::json!({ "roundtrip": r }));
+        }
+        Command::Presets {
+            transport,
+            duration,
+            warmup,
+        } => {
+            let scratch = tempfile::tempdir().expect("temp dir");
+            let fsync = relay::fsync_median_ms(scratch.path());
+            println!("disk fsync median (4 KiB write + fdatasync): {fsync:.3} ms");
+            let mut reports = Vec::new();
+            for (agents, users) in [(1, 1), (4, 64), (4, 256)] {
+                for sync in ["full", "normal"] {
+                    let load = Load {
+                        agents,
+                        users,
+                        transport,
+                        warmup: Duration::from_secs(warmup),
+                        duration: Duration::from_secs(duration),
+                    };
+                    let r = one(&bin, &load, sync).await;
+                    print_roundtrips(std::slice::from_ref(&r));
+                    reports.push(r);
+                }
+            }
+            println!();
+            print_roundtrips(&reports);
+            let find = |a, u, s: &str| {
+                reports
+                    .iter()
+                    .find(|r| r.agents == a && r.users == u && r.synchronous == s)
+            };
+            if let (Some(full), Some(normal)) = (find(4, 64, "full"), find(4, 64, "normal")) {
+                println!(
+                    "\ngroup commit: 4×64 full/normal = {:.2} (target ≥ 0.70)",
+                    full.round_trips_per_sec / normal.round_trips_per_sec
+                );
+                println!(
+                    "cpu: 4×64 full = {:.3} ms/round trip (target ≤ 0.15)",
+                    full.relay_cpu_ms_per_round_trip
+                );
+                println!(
+                    "latency: 4×64 full p99 = {:.2} ms (target ≤ 25)",
+                    full.p99_ms
+                );
+            }
+            if let Some(r) = find(1, 1, "full") {
+                println!("latency: 1×1 full p50 = {:.2} ms, fsync median {fsync:.2} ms, difference {:.2} ms (target ≤ 1)", r.p50_ms, r.p50_ms - fsync);
+            }
+            if let Some(r) = find(4, 256, "full") {
+                println!(
+                    "memory: 4×256 full peak RSS = {:.1} MiB (target ≤ 64)",
+                    r.relay_peak_rss_mib
+                );
+            }
+            write_json(
+                &cli.json,
+                serde_json::json!({ "fsyncMedianMs": fsync, "roundtrips": reports }),
+            );
+        }
+        Command::Queue {
+            sizes,
+            leased,
+            duration,
+        } => {
+            let mut reports = Vec::new();
+            println!(
+                "{:>9} {:>8} {:>10} {:>9} {:>7} {:>9} {:>9} {:>9}",
+                "pending",
+                "leased",
+                "preload s",
+                "ready ms",
+                "claims",
+                "p50 ms",
+                "p99 ms",
+                "max ms"
+            );
+            for n in sizes {
+                let r = queue::run(&bin, n, leased, Duration::from_secs(duration)).await;
+                println!(
+                    "{:>9} {:>8.2} {:>10.1} {:>9.0} {:>7} {:>9.3} {:>9.3} {:>9.3}",
+                    r.pending,
+                    r.leased_share,
+                    r.preload_secs,
+                    r.ready_ms,
+                    r.claims,
+                    r.claim_p50_ms,
+                    r.claim_p99_ms,
+                    r.claim_max_ms
+                );
+                reports.push(r);
+            }
+            if let (Some(small), Some(big)) = (reports.first(), reports.last()) {
+                println!(
+                    "\nflat at scale: claim p99 at {} = {:.2} × p99 at {} (target ≤ 2); ready in {:.0} ms with {} rows (target < 2000)",
+                    big.pending,
+                    big.claim_p99_ms / small.claim_p99_ms.max(1e-9),
+                    small.pending,
+                    big.ready_ms,
+                    big.pending
+                );
+            }
+            write_json(&cli.json, serde_json::json!({ "queue": reports }));
+        }
+    }
+}

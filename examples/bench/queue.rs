@@ -1,0 +1,154 @@
+//! The queue at scale: a database preloaded with N pending deliveries spread
+//! over 100 clients (a share of them leased and unacked), then claim + ack for
+//! a bounded time by one client, reporting claim latency percentiles, and the
+//! time from process start to ready.
+
+use super::relay::{percentile, RelayProc, ADMIN};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CLIENTS: i64 = 100;
+const APP: &str = "app_0000000000000000000000000000beef";
+
+#[derive(Debug, Serialize)]
+pub struct QueueReport {
+    pub pending: i64,
+    pub leased_share: f64,
+    pub preload_secs: f64,
+    pub ready_ms: f64,
+    pub claims: usize,
+    pub claim_p50_ms: f64,
+    pub claim_p99_ms: f64,
+    pub claim_max_ms: f64,
+}
+
+/// Fills a fresh database with `n` deliveries; returns the token of client 0.
+async fn preload(db: &Path, n: i64, leased: f64) -> String {
+    let store = clawrelay::store::Store::open(db, clawrelay::store::Synchronous::Normal)
+        .await
+        .expect("create db");
+    store.close().await;
+    let (token, hash) = clawrelay::auth::issue_token(&format!("cli_{:032x}", 0))
+        .await
+        .expect("token");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open");
+    let now = clawrelay::store::now_ms();
+    let leased_every = if leased > 0.0 {
+        (1.0 / leased).round() as i64
+    } else {
+        i64::MAX
+    };
+    conn.execute("PRAGMA synchronous = OFF")
+        .await
+        .expect("pragma");
+    conn.execute("BEGIN").await.expect("begin");
+    sqlx::query("INSERT INTO apps (id, name, token_hash, created_at) VALUES (?, 'bench', 'x', 0)")
+        .bind(APP)
+        .execute(&mut conn)
+        .await
+        .expect("app");
+    sqlx::query(
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1)
+         INSERT INTO clients (id, name, token_hash, created_at, last_seen_at)
+         SELECT printf('cli_%032x', i), 'c' || i, CASE WHEN i = 0 THEN ?2 ELSE 'x' END, 0, ?3 FROM k",
+    )
+    .bind(CLIENTS)
+    .bind(&hash)
+    .bind(now)
+    .execute(&mut conn)
+    .await
+    .expect("clients");
+    for sql in [
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1)
+         INSERT INTO conversations (seq, id, app_id, user_id, client_id, created_at, updated_at)
+         SELECT i + 1, printf('conv_%032x', i), ?2, 'u' || i, printf('cli_%032x', i % 100), ?3, ?3 FROM k",
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1)
+         INSERT INTO messages (seq, id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at)
+         SELECT i + 1, printf('msg_%032x', i), printf('conv_%032x', i), ?2, printf('cli_%032x', i % 100),
+                'inbound', 'u' || i, '', 'hello', ?3 FROM k",
+    ] {
+        sqlx::query(sql).bind(n).bind(APP).bind(now).execute(&mut conn).await.expect("preload");
+    }
+    // Pending rows are due now, oldest first; every `leased_every`-th one is
+    // leased (claimed once, unacked, its lease ending in an hour).
+    sqlx::query(
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1)
+         INSERT INTO deliveries (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
+         SELECT i + 1, printf('conv_%032x', i), printf('cli_%032x', i % 100), 'ready',
+                CASE WHEN i % ?2 = 0 THEN 1 ELSE 0 END,
+                CASE WHEN i % ?2 = 0 THEN ?3 + 3600000 ELSE ?3 - ?1 + i END, ?3, ?3 FROM k",
+    )
+    .bind(n)
+    .bind(leased_every)
+    .bind(now)
+    .execute(&mut conn)
+    .await
+    .expect("deliveries");
+    conn.execute("COMMIT").await.expect("commit");
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        .await
+        .expect("checkpoint");
+    conn.close().await.expect("close");
+    token
+}
+
+pub async fn run(bin: &Path, n: i64, leased: f64, duration: Duration) -> QueueReport {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("queue.db");
+    let t = Instant::now();
+    let token = preload(&db, n, leased).await;
+    let preload_secs = t.elapsed().as_secs_f64();
+
+    let relay = RelayProc::start(bin, &db, "full", dir.path()).await;
+    let http = reqwest::Client::new();
+    let base = relay.base.clone();
+    let mut claims = Vec::new();
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let r: Value = http
+            .get(format!("{base}/poll?max=10"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .expect("json");
+        claims.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ids: Vec<Value> = r["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["id"].clone())
+            .collect();
+        if ids.is_empty() {
+            break;
+        }
+        http.post(format!("{base}/ack"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "ids": ids }))
+            .send()
+            .await
+            .expect("ack");
+    }
+    let _ = ADMIN;
+    let ready_ms = relay.ready_after.as_secs_f64() * 1000.0;
+    relay.stop().await;
+    claims.sort_by(f64::total_cmp);
+    QueueReport {
+        pending: n,
+        leased_share: leased,
+        preload_secs,
+        ready_ms,
+        claims: claims.len(),
+        claim_p50_ms: percentile(&claims, 0.50),
+        claim_p99_ms: percentile(&claims, 0.99),
+        claim_max_ms: claims.last().copied().unwrap_or(0.0),
+    }
+}

@@ -1,0 +1,157 @@
+//! A relay under test: started as a child process on a free port against a
+//! temporary database, with its CPU time and peak RSS read from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "bench-admin-token";
+
+pub struct RelayProc {
+    child: Child,
+    pub base: String,
+    pub ready_after: Duration,
+}
+
+impl RelayProc {
+    /// Starts `bin` on `db` with `[storage] synchronous = sync`; waits for /health.
+    pub async fn start(bin: &Path, db: &Path, sync: &str, dir: &Path) -> RelayProc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let config = dir.join(format!("relay-{port}.toml"));
+        std::fs::write(
+            &config,
+            format!("[storage]\nsynchronous = \"{sync}\"\n[delivery]\nlong_poll_max_secs = 30\n[ws]\nmax_connections = 4096\n"),
+        )
+        .expect("write relay config");
+        let log = std::fs::File::create(dir.join(format!("relay-{port}.log"))).expect("relay log");
+        let started = Instant::now();
+        let child = Command::new(bin)
+            .args(["serve", "--port", &port.to_string(), "--config"])
+            .arg(&config)
+            .arg("--db")
+            .arg(db)
+            .env("ADMIN_TOKEN", ADMIN)
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (build it: cargo build --release)",
+                    bin.display()
+                )
+            });
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("{base}/health")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the relay did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        RelayProc {
+            ready_after: started.elapsed(),
+            child,
+            base,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU seconds the relay has used.
+    pub fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / clock_ticks()
+    }
+
+    /// Peak resident set size, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// The relay binary built next to this example (target/<profile>/clawrelay).
+pub fn default_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    profile_dir.join("clawrelay")
+}
+
+/// The median time of a 4 KiB write + fdatasync on the disk of `dir`, in ms.
+pub fn fsync_median_ms(dir: &Path) -> f64 {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let block = vec![7u8; 4096];
+    let mut times: Vec<f64> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            file.write_all(&block).expect("write");
+            file.sync_data().expect("fdatasync");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Percentile `q` (0..1) of sorted samples.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}

@@ -1,0 +1,421 @@
+//! The round-trip load: K agents answer every message at once (`echo: <text>`),
+//! N app users each send a message and wait for its answer, which reaches them
+//! through one app-side reader (the outbox long poll, or the live stream) the
+//! way an app backend fans replies out. Every answer is checked against what
+//! was sent: a wrong one is counted as cross-talk, never as a round trip.
+
+use super::relay::{percentile, RelayProc, ADMIN};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Agents long-poll GET /poll and answer with POST /send; the app reads GET /outbox.
+    Poll,
+    /// Agents and the app hold WebSockets.
+    Ws,
+}
+
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub agents: usize,
+    pub users: usize,
+    pub transport: Transport,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub agents: usize,
+    pub users: usize,
+    pub transport: Transport,
+    pub synchronous: String,
+    pub seconds: f64,
+    pub round_trips: u64,
+    pub round_trips_per_sec: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    pub cross_talk: u64,
+    pub relay_cpu_ms_per_round_trip: f64,
+    pub relay_peak_rss_mib: f64,
+    pub commits_per_sec: f64,
+    pub operations_per_commit: f64,
+}
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<String>>>>;
+
+struct Shared {
+    stop: AtomicBool,
+    measuring: AtomicBool,
+    round_trips: AtomicU64,
+    errors: AtomicU64,
+    cross_talk: AtomicU64,
+    latencies: Mutex<Vec<f64>>,
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: Value,
+) -> Result<Value, String> {
+    let r = http
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {v}"));
+    }
+    Ok(v)
+}
+
+async fn stats(http: &reqwest::Client, base: &str) -> (u64, u64) {
+    let v: Value = match http
+        .get(format!("{base}/stats"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    (
+        v["commits"].as_u64().unwrap_or(0),
+        v["operations"].as_u64().unwrap_or(0),
+    )
+}
+
+pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let base = relay.base.clone();
+    let app_token = post(
+        &http,
+        format!("{base}/apps"),
+        ADMIN,
+        json!({"name": "bench"}),
+    )
+    .await
+    .expect("app")["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut agent_tokens = Vec::new();
+    for k in 0..load.agents {
+        let c = post(
+            &http,
+            format!("{base}/clients"),
+            ADMIN,
+            json!({"name": format!("agent-{k}")}),
+        )
+        .await
+        .expect("client");
+        agent_tokens.push(c["token"].as_str().unwrap().to_owned());
+    }
+
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        measuring: AtomicBool::new(false),
+        round_trips: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        cross_talk: AtomicU64::new(0),
+        latencies: Mutex::new(Vec::new()),
+    });
+    let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+    let mut tasks = Vec::new();
+
+    for token in agent_tokens {
+        let (http, base, shared) = (http.clone(), base.clone(), shared.clone());
+        let transport = load.transport;
+        tasks.push(tokio::spawn(async move {
+            match transport {
+                Transport::Poll => agent_poll(http, base, token, shared).await,
+                Transport::Ws => agent_ws(base, token, shared).await,
+            }
+        }));
+    }
+    // Agents connected before users start: new conversations spread over them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        let (http, base, token, shared, waiters) = (
+            http.clone(),
+            base.clone(),
+            app_token.clone(),
+            shared.clone(),
+            waiters.clone(),
+        );
+        let transport = load.transport;
+        tasks.push(tokio::spawn(async move {
+            match transport {
+                Transport::Poll => app_outbox(http, base, token, shared, waiters).await,
+                Transport::Ws => app_stream(base, token, shared, waiters).await,
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for u in 0..load.users {
+        let (http, base, token, shared, waiters) = (
+            http.clone(),
+            base.clone(),
+            app_token.clone(),
+            shared.clone(),
+            waiters.clone(),
+        );
+        tasks.push(tokio::spawn(user(
+            http,
+            base,
+            token,
+            format!("user{u}"),
+            shared,
+            waiters,
+        )));
+    }
+
+    tokio::time::sleep(load.warmup).await;
+    let (c0, o0) = stats(&http, &base).await;
+    let cpu0 = relay.cpu_secs();
+    shared.measuring.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    tokio::time::sleep(load.duration).await;
+    shared.measuring.store(false, Ordering::SeqCst);
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = relay.cpu_secs();
+    let (c1, o1) = stats(&http, &base).await;
+    shared.stop.store(true, Ordering::SeqCst);
+    for t in &tasks {
+        t.abort();
+    }
+
+    let n = shared.round_trips.load(Ordering::SeqCst);
+    let mut lat = std::mem::take(&mut *shared.latencies.lock().unwrap());
+    lat.sort_by(f64::total_cmp);
+    let commits = c1.saturating_sub(c0);
+    Report {
+        agents: load.agents,
+        users: load.users,
+        transport: load.transport,
+        synchronous: synchronous.to_owned(),
+        seconds: secs,
+        round_trips: n,
+        round_trips_per_sec: n as f64 / secs,
+        p50_ms: percentile(&lat, 0.50),
+        p95_ms: percentile(&lat, 0.95),
+        p99_ms: percentile(&lat, 0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+        errors: shared.errors.load(Ordering::SeqCst),
+        cross_talk: shared.cross_talk.load(Ordering::SeqCst),
+        relay_cpu_ms_per_round_trip: if n > 0 {
+            (cpu1 - cpu0) * 1000.0 / n as f64
+        } else {
+            0.0
+        },
+        relay_peak_rss_mib: relay.peak_rss_mib(),
+        commits_per_sec: commits as f64 / secs,
+        operations_per_commit: if commits > 0 {
+            o1.saturating_sub(o0) as f64 / commits as f64
+        } else {
+            0.0
+        },
+    }
+}
+
+/// One app user: send, wait for the answer, check it, repeat.
+async fn user(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    name: String,
+    shared: Arc<Shared>,
+    waiters: Waiters,
+) {
+    let mut seq = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let text = format!("{name}-{seq}");
+        let (tx, rx) = oneshot::channel();
+        waiters.lock().unwrap().insert(name.clone(), tx);
+        let started = Instant::now();
+        if let Err(e) = post(
+            &http,
+            format!("{base}/inbound"),
+            &token,
+            json!({"from": name, "text": text}),
+        )
+        .await
+        {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("inbound failed: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(answer)) if answer == format!("echo: {text}") => {
+                if shared.measuring.load(Ordering::Relaxed) {
+                    shared.round_trips.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .latencies
+                        .lock()
+                        .unwrap()
+                        .push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            Ok(Ok(answer)) => {
+                shared.cross_talk.fetch_add(1, Ordering::Relaxed);
+                eprintln!("cross-talk: {name} sent {text:?}, got {answer:?}");
+            }
+            _ => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                waiters.lock().unwrap().remove(&name);
+            }
+        }
+    }
+}
+
+fn deliver(waiters: &Waiters, reply: &Value) {
+    let (Some(to), Some(text)) = (reply["to"].as_str(), reply["text"].as_str()) else {
+        return;
+    };
+    if let Some(tx) = waiters.lock().unwrap().remove(to) {
+        let _ = tx.send(text.to_owned());
+    }
+}
+
+/// The app backend over HTTP: one outbox long poll, fanning replies out.
+async fn app_outbox(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    shared: Arc<Shared>,
+    waiters: Waiters,
+) {
+    let mut cursor = "0".to_owned();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let url = format!("{base}/outbox?after={cursor}&wait=10&limit=1000");
+        let Ok(r) = http.get(url).bearer_auth(&token).send().await else {
+            continue;
+        };
+        let Ok(v) = r.json::<Value>().await else {
+            continue;
+        };
+        for m in v["messages"].as_array().into_iter().flatten() {
+            deliver(&waiters, m);
+        }
+        if let Some(c) = v["cursor"].as_str() {
+            cursor = c.to_owned();
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(base: &str, params: Value) -> Socket {
+    let url = format!("{}/ws", base.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    let connect = json!({"type": "req", "id": 0, "method": "connect", "params": params});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        connect.to_string().into(),
+    ))
+    .await
+    .expect("connect");
+    ws
+}
+
+/// The app backend over WebSocket: the live stream, fanning replies out.
+async fn app_stream(base: String, token: String, shared: Arc<Shared>, waiters: Waiters) {
+    let mut ws = open(&base, json!({"role": "app", "token": token})).await;
+    while let Some(Ok(frame)) = ws.next().await {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(text) = frame.to_text() else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        if v["event"] == "message" && v["payload"]["message"]["direction"] == "outbound" {
+            deliver(&waiters, &v["payload"]["message"]);
+        }
+    }
+}
+
+/// An agent over HTTP: long-poll, answer each message at once.
+async fn agent_poll(http: reqwest::Client, base: String, token: String, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let url = format!("{base}/poll?wait=10&max=100");
+        let Ok(r) = http.get(url).bearer_auth(&token).send().await else {
+            continue;
+        };
+        let Ok(v) = r.json::<Value>().await else {
+            continue;
+        };
+        let sends = v["messages"].as_array().into_iter().flatten().map(|m| {
+            let body = json!({"to": m["from"], "text": format!("echo: {}", m["text"].as_str().unwrap_or("")), "conversationId": m["conversationId"]});
+            post(&http, format!("{base}/send"), &token, body)
+        });
+        for r in futures_util::future::join_all(sends).await {
+            if r.is_err() {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// An agent over WebSocket: pushed messages answered with `send` at once.
+async fn agent_ws(base: String, token: String, shared: Arc<Shared>) {
+    let mut ws = open(
+        &base,
+        json!({"role": "agent", "token": token, "maxInFlight": 1000}),
+    )
+    .await;
+    let mut id = 0u64;
+    while let Some(Ok(frame)) = ws.next().await {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(text) = frame.to_text() else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        if v["type"] == "res" && v["ok"] == false {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if v["event"] != "message" {
+            continue;
+        }
+        let m = &v["payload"];
+        id += 1;
+        let req = json!({"type": "req", "id": id, "method": "send", "params": {
+            "conversationId": m["conversationId"], "to": m["from"],
+            "text": format!("echo: {}", m["text"].as_str().unwrap_or(""))}});
+        if ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                req.to_string().into(),
+            ))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
