@@ -63,6 +63,10 @@ pub struct Hub {
     started_at: i64,
     /// Live-only events a stream may fall behind by before it is a slow consumer.
     live_buffer: usize,
+    /// Whether unassigned work may exist, so that a claim looks for it. Set
+    /// whenever work is left unassigned, at start, and by every maintenance
+    /// tick (work another process unassigned); a claim takes it.
+    unassigned_hint: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -75,7 +79,20 @@ impl Hub {
             liveness,
             started_at,
             live_buffer: live_buffer.max(1),
+            unassigned_hint: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Unassigned work may exist now.
+    pub fn note_unassigned(&self) {
+        self.unassigned_hint
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a claim should look for unassigned work; clears the hint.
+    pub fn take_unassigned_hint(&self) -> bool {
+        self.unassigned_hint
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

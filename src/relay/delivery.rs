@@ -26,6 +26,8 @@ use tokio::time::Instant;
 pub(super) struct Destination {
     pub conversation: ConversationId,
     pub client: Option<ClientId>,
+    /// Whether the conversation was opened for this message.
+    pub opened: bool,
     /// The user's previous conversation, if this message found it idle past
     /// its TTL and expired it.
     pub expired: Option<Expired>,
@@ -46,10 +48,20 @@ pub(super) async fn conversation_for(
     let mut expired = None;
     if let Some(active) = conversations::find_active(tx, app, user).await? {
         if active.updated_at > now - ttl_ms {
-            let client = keep_or_move(tx, hub, &active.id, active.client_id, live, now).await?;
+            let client = keep_or_move(
+                tx,
+                hub,
+                &active.id,
+                active.client_id,
+                active.client_active,
+                live,
+                now,
+            )
+            .await?;
             return Ok(Destination {
                 conversation: active.id,
                 client,
+                opened: false,
                 expired: None,
             });
         }
@@ -65,25 +77,25 @@ pub(super) async fn conversation_for(
     Ok(Destination {
         conversation,
         client,
+        opened: true,
         expired,
     })
 }
 
-/// Keeps a conversation with `current` if that client is active and not gone;
-/// otherwise moves it to the least-loaded live client. A gone (but not
-/// revoked) client keeps it when there is nowhere to move it.
+/// Keeps a conversation with `current` if that client is active (exists,
+/// not revoked) and not gone; otherwise moves it to the least-loaded live
+/// client. A gone (but not revoked) client keeps it when there is nowhere to
+/// move it.
 async fn keep_or_move(
     tx: &mut SqliteConnection,
     hub: &Hub,
     conversation: &ConversationId,
     current: Option<ClientId>,
+    active: bool,
     live: &[ClientId],
     now: i64,
 ) -> StoreResult<Option<ClientId>> {
-    let active = match &current {
-        Some(c) => clients::is_active(&mut *tx, c).await?,
-        None => false,
-    };
+    let active = active && current.is_some();
     if active && current.as_ref().is_some_and(|c| !hub.is_gone(c, now)) {
         return Ok(current);
     }
@@ -230,11 +242,14 @@ impl Relay {
         owner: Option<String>,
     ) -> Result<Claim, Error> {
         let rules = self.rules;
+        let adopt = self.hub.take_unassigned_hint();
+        // Relaxed: a claim undone by a crash is a redelivery, which
+        // at-least-once delivery allows.
         self.store
-            .write(move |tx| {
+            .write_relaxed(move |tx| {
                 Box::pin(async move {
                     let now = now_ms();
-                    if conversations::adopt_unassigned(tx, &client).await? > 0 {
+                    if adopt && conversations::adopt_unassigned(tx, &client).await? > 0 {
                         deliveries::adopt_unassigned(tx, &client, now).await?;
                     }
                     let mut claimed = Vec::new();
@@ -244,18 +259,23 @@ impl Relay {
                         if due.is_empty() {
                             break;
                         }
+                        let mut lease = Vec::with_capacity(due.len());
                         let mut promoted = false;
                         for d in due {
                             if d.attempts >= rules.max_attempts {
+                                // Rare: a delivery out of attempts dies here.
                                 deliveries::mark_dead(tx, d.seq, now).await?;
                                 promoted |= deliveries::promote_next(tx, &d.conversation_id, now)
                                     .await?
                                     .is_some();
                             } else {
-                                let until = now + rules.lease_ms;
-                                deliveries::lease(tx, d.seq, until, now, owner.as_deref()).await?;
-                                claimed.push(d.seq);
+                                lease.push(d.seq);
                             }
+                        }
+                        if !lease.is_empty() {
+                            let until = now + rules.lease_ms;
+                            deliveries::lease(tx, &lease, until, now, owner.as_deref()).await?;
+                            claimed.extend(lease);
                         }
                         // Only a dead letter can make more rows due in this claim.
                         if !promoted || claimed.len() as i64 >= max {
@@ -263,7 +283,13 @@ impl Relay {
                         }
                     }
                     let messages = deliveries::claimed_messages(tx, &claimed).await?;
-                    let next_due = deliveries::next_visible_at(&mut *tx, &client, now).await?;
+                    // A poll that got something answers now; one that did not
+                    // may wait, until the earliest lease ends at the latest.
+                    let next_due = if messages.is_empty() {
+                        deliveries::next_visible_at(&mut *tx, &client, now).await?
+                    } else {
+                        None
+                    };
                     Ok::<_, Error>(Claim { messages, next_due })
                 })
             })

@@ -20,11 +20,13 @@ pub struct TickReport {
 impl Relay {
     pub async fn maintain(&self) -> Result<TickReport, Error> {
         let mut report = TickReport::default();
+        // Another process (the admin CLI) may have left work unassigned.
+        self.hub.note_unassigned();
 
         let seen = self.hub.unpersisted_last_seen();
         if !seen.is_empty() {
             self.store
-                .write(move |tx| {
+                .write_relaxed(move |tx| {
                     Box::pin(async move {
                         for (id, at) in &seen {
                             clients::set_last_seen(tx, id, *at).await?;
@@ -39,7 +41,7 @@ impl Relay {
         for _ in 0..EXPIRE_BATCHES_PER_TICK {
             let expired = self
                 .store
-                .write(move |tx| {
+                .write_relaxed(move |tx| {
                     Box::pin(async move {
                         let cutoff = rules.idle_cutoff(now_ms());
                         conversations::expire_idle(tx, cutoff, rules.ttl_ms, EXPIRE_BATCH).await

@@ -87,7 +87,9 @@ impl Relay {
                     .await?;
                     let ready =
                         deliveries::enqueue(tx, seq, &conversation, client.as_ref(), now).await?;
-                    conversations::touch(tx, &conversation, now).await?;
+                    if !destination.opened {
+                        conversations::touch(tx, &conversation, now).await?;
+                    }
                     if let Some(key) = &key {
                         idempotency::record(tx, app.as_str(), key, &message.id, now).await?;
                     }
@@ -151,11 +153,12 @@ impl Relay {
                             ),
                         ));
                     }
-                    conversations::expire_if_idle(
+                    conversations::expire_or_touch(
                         tx,
                         &conversation,
                         rules.idle_cutoff(now),
                         rules.ttl_ms,
+                        now,
                     )
                     .await?;
                     let (_, message) = messages::insert(
@@ -175,7 +178,6 @@ impl Relay {
                     .await?;
                     deliveries::ack_conversation(tx, &client, &conversation, now).await?;
                     let promoted = deliveries::promote_next(tx, &conversation, now).await?;
-                    conversations::touch(tx, &conversation, now).await?;
                     if let Some(key) = &key {
                         idempotency::record(tx, client.as_str(), key, &message.id, now).await?;
                     }

@@ -97,7 +97,10 @@ impl Relay {
         match wake {
             Wake::Nobody => {}
             Wake::Client(c) => self.hub.wake_client(&c),
-            Wake::AnyClient => self.hub.wake_all_clients(),
+            Wake::AnyClient => {
+                self.hub.note_unassigned();
+                self.hub.wake_all_clients()
+            }
         }
     }
 

@@ -13,6 +13,8 @@ use sqlx::{SqliteConnection, SqliteExecutor};
 pub struct Active {
     pub id: ConversationId,
     pub client_id: Option<ClientId>,
+    /// Whether that client exists and is not revoked.
+    pub client_active: bool,
     pub updated_at: i64,
 }
 
@@ -22,8 +24,10 @@ pub async fn find_active(
     user: &UserId,
 ) -> StoreResult<Option<Active>> {
     let row = sqlx::query!(
-        "SELECT id, client_id, updated_at FROM conversations
-         WHERE app_id = ? AND user_id = ? AND expired_at IS NULL",
+        r#"SELECT c.id, c.client_id, c.updated_at,
+                  (cl.id IS NOT NULL AND cl.revoked_at IS NULL) AS "client_active!: bool"
+           FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
+           WHERE c.app_id = ? AND c.user_id = ? AND c.expired_at IS NULL"#,
         app,
         user
     )
@@ -32,6 +36,7 @@ pub async fn find_active(
     Ok(row.map(|r| Active {
         id: ConversationId::from_db(r.id),
         client_id: r.client_id.map(ClientId::from_db),
+        client_active: r.client_active,
         updated_at: r.updated_at,
     }))
 }
@@ -105,19 +110,24 @@ pub async fn expire_idle(
         .collect())
 }
 
-/// Marks the conversation expired if it has been idle since before `idle_cutoff`.
-pub async fn expire_if_idle(
+/// Records activity, after marking the conversation expired if it has been
+/// idle since before `idle_cutoff` (then it stays as it was). One statement.
+pub async fn expire_or_touch(
     tx: &mut SqliteConnection,
     id: &ConversationId,
     idle_cutoff: i64,
     ttl_ms: i64,
+    now: i64,
 ) -> StoreResult<()> {
     sqlx::query!(
-        "UPDATE conversations SET expired_at = updated_at + ?3
-         WHERE id = ?1 AND expired_at IS NULL AND updated_at <= ?2",
+        "UPDATE conversations
+         SET expired_at = CASE WHEN updated_at <= ?2 THEN updated_at + ?3 END,
+             updated_at = CASE WHEN updated_at <= ?2 THEN updated_at ELSE ?4 END
+         WHERE id = ?1 AND expired_at IS NULL",
         id,
         idle_cutoff,
-        ttl_ms
+        ttl_ms,
+        now
     )
     .execute(&mut *tx)
     .await?;

@@ -8,7 +8,7 @@ use sqlx::{SqliteConnection, SqliteExecutor};
 
 /// Queues the delivery of inbound message `seq`: ready if its conversation has
 /// nothing in flight, else queued behind the conversation's open rows.
-/// Returns whether it is ready (claimable now).
+/// Returns whether it is ready (claimable now). One statement.
 pub async fn enqueue(
     tx: &mut SqliteConnection,
     seq: i64,
@@ -16,21 +16,23 @@ pub async fn enqueue(
     client: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<bool> {
-    let busy = has_ready(&mut *tx, conversation).await?;
-    let state = if busy { "queued" } else { "ready" };
-    sqlx::query!(
-        "INSERT INTO deliveries
-            (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5, ?5)",
+    let state = sqlx::query_scalar!(
+        r#"INSERT INTO deliveries
+              (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
+           VALUES (?1, ?2, ?3,
+                   CASE WHEN EXISTS (SELECT 1 FROM deliveries
+                                     WHERE conversation_id = ?2 AND state = 'ready')
+                        THEN 'queued' ELSE 'ready' END,
+                   0, ?4, ?4, ?4)
+           RETURNING state"#,
         seq,
         conversation,
         client,
-        state,
         now,
     )
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(!busy)
+    Ok(state == "ready")
 }
 
 async fn has_ready(
@@ -80,19 +82,20 @@ pub async fn due(
         .collect())
 }
 
-/// Leases a ready row until `until`, counting one more attempt. `owner` is
-/// the WebSocket session holding the lease (None for an HTTP poll).
+/// Leases ready rows until `until`, counting one more attempt each. `owner`
+/// is the WebSocket session holding the leases (None for an HTTP poll).
 pub async fn lease(
     tx: &mut SqliteConnection,
-    seq: i64,
+    seqs: &[i64],
     until: i64,
     now: i64,
     owner: Option<&str>,
 ) -> StoreResult<()> {
+    let seqs = json_list(seqs);
     sqlx::query!(
         "UPDATE deliveries SET attempts = attempts + 1, visible_at = ?2, updated_at = ?3, lease_owner = ?4
-         WHERE message_seq = ?1",
-        seq,
+         WHERE message_seq IN (SELECT value FROM json_each(?1))",
+        seqs,
         until,
         now,
         owner
@@ -100,6 +103,10 @@ pub async fn lease(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+fn json_list(seqs: &[i64]) -> String {
+    serde_json::to_string(seqs).unwrap_or_else(|_| "[]".to_owned())
 }
 
 pub async fn mark_dead(tx: &mut SqliteConnection, seq: i64, now: i64) -> StoreResult<()> {
@@ -114,32 +121,26 @@ pub async fn mark_dead(tx: &mut SqliteConnection, seq: i64, now: i64) -> StoreRe
 }
 
 /// Makes the oldest queued row of a conversation ready, if nothing of that
-/// conversation is ready. Returns the client it belongs to when one was promoted.
+/// conversation is ready. Returns the client it belongs to when one was
+/// promoted. One statement.
 pub async fn promote_next(
     tx: &mut SqliteConnection,
     conversation: &ConversationId,
     now: i64,
 ) -> StoreResult<Option<Option<ClientId>>> {
-    if has_ready(&mut *tx, conversation).await? {
-        return Ok(None);
-    }
-    let next = sqlx::query!(
-        r#"SELECT message_seq AS "message_seq!", client_id FROM deliveries
-           WHERE conversation_id = ? AND state = 'queued'
-           ORDER BY message_seq LIMIT 1"#,
-        conversation
+    let promoted = sqlx::query!(
+        "UPDATE deliveries SET state = 'ready', updated_at = ?2
+         WHERE message_seq = (SELECT message_seq FROM deliveries
+                              WHERE conversation_id = ?1 AND state = 'queued'
+                              ORDER BY message_seq LIMIT 1)
+           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = ?1 AND state = 'ready')
+         RETURNING client_id",
+        conversation,
+        now
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(next) = next else { return Ok(None) };
-    sqlx::query!(
-        "UPDATE deliveries SET state = 'ready', updated_at = ?2 WHERE message_seq = ?1",
-        next.message_seq,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
-    Ok(Some(next.client_id.map(ClientId::from_db)))
+    Ok(promoted.map(|r| r.client_id.map(ClientId::from_db)))
 }
 
 /// Ends the leases a WebSocket session holds: its unacked deliveries are due
@@ -341,22 +342,29 @@ pub async fn requeue(
 }
 
 /// The messages of claimed rows, in claim order, with their attempt numbers.
+/// One statement.
 pub async fn claimed_messages(
     tx: &mut SqliteConnection,
     seqs: &[i64],
 ) -> StoreResult<Vec<Message>> {
-    let mut out = Vec::with_capacity(seqs.len());
-    for &seq in seqs {
-        let r = sqlx::query!(
-            r#"SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
-                      m.text, m.created_at, d.attempts
-               FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-               WHERE d.message_seq = ?"#,
-            seq
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        out.push(Message {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = json_list(seqs);
+    let rows = sqlx::query!(
+        r#"SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
+                  m.text, m.created_at, d.attempts
+           FROM json_each(?1) AS j
+           JOIN deliveries d ON d.message_seq = j.value
+           JOIN messages m ON m.seq = d.message_seq
+           ORDER BY j.key"#,
+        list
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Message {
             id: MessageId::from_db(r.id),
             conversation_id: ConversationId::from_db(r.conversation_id),
             client_id: r.client_id.map(ClientId::from_db),
@@ -368,9 +376,8 @@ pub async fn claimed_messages(
             timestamp: r.created_at,
             attempt: Some(r.attempts),
             reply_id: None,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// Admin listing filter.

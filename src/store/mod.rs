@@ -152,7 +152,7 @@ impl Store {
 
         Ok(Store {
             readers,
-            writer: writer::Writer::spawn(conn),
+            writer: writer::Writer::spawn(conn, synchronous == Synchronous::Full),
             path: path.to_owned(),
         })
     }
@@ -183,7 +183,20 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.writer.submit(op).await
+        self.writer.submit(op, true).await
+    }
+
+    /// Like [`Store::write`], for changes a crash may undo without breaking a
+    /// promise: claims and lease releases (an undone claim is a redelivery),
+    /// bookkeeping the next maintenance tick redoes. Such a transaction may
+    /// skip the fsync; it is still never reordered after a later durable one.
+    pub async fn write_relaxed<T, E, F>(&self, op: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.writer.submit(op, false).await
     }
 
     /// Finishes queued writes and closes every connection. The writer closes

@@ -2,7 +2,8 @@
 //!
 //! Callers hand it operations over a channel. The task takes whatever is
 //! queued (up to [`MAX_BATCH`]) and runs it inside one `BEGIN IMMEDIATE`
-//! transaction, each operation in its own savepoint, then commits once. So
+//! transaction, each operation in its own savepoint (when it shares the
+//! transaction with others), then commits once. So
 //! under load one fsync serves many requests (group commit), and when idle a
 //! lone operation commits at once. Each caller learns its result only after
 //! the commit succeeded: a result is never reported for data not on disk.
@@ -26,12 +27,18 @@ type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
 /// A type-erased operation. Given the connection it runs and says whether it
 /// succeeded (to keep or roll back its savepoint) and how to report its
 /// result after the commit; given an error it reports that error unrun.
-type Job = Box<
+type Run = Box<
     dyn for<'c> FnOnce(
             Result<&'c mut SqliteConnection, StoreError>,
         ) -> BoxFuture<'c, (bool, Completion)>
         + Send,
 >;
+
+/// An operation and whether its caller needs it on disk before the answer.
+struct Job {
+    run: Run,
+    durable: bool,
+}
 
 /// The most operations one transaction takes. Bounds the latency a batch adds
 /// to its first member.
@@ -64,11 +71,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(conn: SqliteConnection) -> Writer {
+    /// `full`: the connection runs with `synchronous = FULL`, and batches
+    /// of relaxed operations only are committed with NORMAL.
+    pub fn spawn(conn: SqliteConnection, full: bool) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (stop_tx, stop_rx) = oneshot::channel();
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(run(conn, rx, stop_rx, stats.clone()));
+        let task = tokio::spawn(run(conn, rx, stop_rx, stats.clone(), full));
         Writer {
             jobs,
             stats,
@@ -76,14 +85,14 @@ impl Writer {
         }
     }
 
-    pub async fn submit<T, E, F>(&self, op: F) -> Result<T, E>
+    pub async fn submit<T, E, F>(&self, op: F, durable: bool) -> Result<T, E>
     where
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |conn| {
+        let run: Run = Box::new(move |conn| {
             Box::pin(async move {
                 let result = match conn {
                     Ok(conn) => op(conn).await,
@@ -100,7 +109,7 @@ impl Writer {
             })
         });
         self.jobs
-            .send(job)
+            .send(Job { run, durable })
             .await
             .map_err(|_| E::from(StoreError::Closed))?;
         rx.await.map_err(|_| E::from(StoreError::Closed))?
@@ -121,8 +130,13 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     mut stop: oneshot::Receiver<()>,
     stats: Arc<WriterStats>,
+    full: bool,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut mode = Sync {
+        full,
+        durable_now: full,
+    };
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => n,
@@ -130,7 +144,7 @@ async fn run(
                 // No new operations; the ones already queued still run below.
                 rx.close();
                 while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                    run_batch(&mut conn, &mut batch, &stats).await;
+                    run_batch(&mut conn, &mut batch, &stats, &mut mode).await;
                 }
                 break;
             }
@@ -138,52 +152,97 @@ async fn run(
         if n == 0 {
             break;
         }
-        run_batch(&mut conn, &mut batch, &stats).await;
+        run_batch(&mut conn, &mut batch, &stats, &mut mode).await;
     }
     let _ = conn.close().await;
 }
 
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>, stats: &WriterStats) {
+/// The connection's `synchronous` setting. With `[storage] synchronous =
+/// "full"`, a batch that holds only relaxed operations (claims, lease
+/// releases, bookkeeping: what a crash may undo without losing anything a
+/// caller was promised) commits with NORMAL, skipping the fsync. In WAL mode
+/// the next FULL commit syncs those frames too, so a crash can only lose a
+/// tail of relaxed commits, never one that a durable commit followed.
+struct Sync {
+    full: bool,
+    durable_now: bool,
+}
+
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Job>,
+    stats: &WriterStats,
+    mode: &mut Sync,
+) {
+    if mode.full {
+        let durable = batch.iter().any(|j| j.durable);
+        if durable != mode.durable_now {
+            let pragma = if durable {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if conn.execute(pragma).await.is_ok() {
+                mode.durable_now = durable;
+            }
+        }
+    }
     if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
         let e = StoreError::from(e);
         tracing::warn!(error = %e, "could not begin a write transaction");
         for job in batch.drain(..) {
-            let (_, completion) = job(Err(e.clone())).await;
+            let (_, completion) = (job.run)(Err(e.clone())).await;
             completion(Err(e.clone()));
         }
         return;
     }
 
+    // Every statement is a round trip to the connection's thread, so each
+    // operation costs one savepoint statement at most: a lone operation needs
+    // none (if it fails, the transaction is rolled back whole), and in a batch
+    // the savepoints nest and stay open until COMMIT ends them all; a failed
+    // operation is undone with ROLLBACK TO its own (the innermost) savepoint.
+    let alone = batch.len() == 1;
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut broken: Option<StoreError> = None;
+    let mut failed_alone = false;
     for job in batch.drain(..) {
         if let Some(e) = &broken {
-            let (_, completion) = job(Err(e.clone())).await;
+            let (_, completion) = (job.run)(Err(e.clone())).await;
             completions.push(completion);
             continue;
         }
-        if let Err(e) = conn.execute("SAVEPOINT op").await {
-            let e = StoreError::from(e);
-            let (_, completion) = job(Err(e.clone())).await;
-            completions.push(completion);
-            broken = Some(e);
-            continue;
-        }
-        let (ok, completion) = job(Ok(&mut *conn)).await;
-        completions.push(completion);
-        let end = if ok {
-            conn.execute("RELEASE op").await
-        } else {
-            match conn.execute("ROLLBACK TO op").await {
-                Ok(_) => conn.execute("RELEASE op").await,
-                Err(e) => Err(e),
+        if !alone {
+            if let Err(e) = conn.execute("SAVEPOINT op").await {
+                let e = StoreError::from(e);
+                let (_, completion) = (job.run)(Err(e.clone())).await;
+                completions.push(completion);
+                broken = Some(e);
+                continue;
             }
-        };
-        if let Err(e) = end {
+        }
+        let (ok, completion) = (job.run)(Ok(&mut *conn)).await;
+        completions.push(completion);
+        if ok {
+            continue;
+        }
+        if alone {
+            failed_alone = true;
+        } else if let Err(e) = conn.execute("ROLLBACK TO op").await {
             // The transaction itself is no longer usable (disk full, I/O
             // error): nothing in this batch can be committed.
             broken = Some(e.into());
         }
+    }
+
+    if failed_alone {
+        // The only operation failed: nothing to commit. Its error reaches its
+        // caller through its completion, as usual.
+        let _ = conn.execute("ROLLBACK").await;
+        for completion in completions {
+            completion(Ok(()));
+        }
+        return;
     }
 
     let started = std::time::Instant::now();
@@ -221,6 +280,7 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>, stats: &Wr
 #[cfg(test)]
 mod tests {
     use crate::store::{settings, Store, StoreError, Synchronous};
+    use std::sync::atomic::Ordering;
 
     #[derive(Debug)]
     struct Refused;
@@ -238,8 +298,22 @@ mod tests {
             .await
             .unwrap();
 
-        // Many concurrent operations, so batches form; every third one writes
-        // and then fails.
+        // The first operation holds the writer while 60 more queue up, so
+        // they share one transaction; every third of them writes and fails.
+        let hold = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(|_tx| {
+                        Box::pin(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            Ok::<_, Refused>(())
+                        })
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let mut tasks = Vec::new();
         for i in 0..60 {
             let store = store.clone();
@@ -259,6 +333,7 @@ mod tests {
                     .await
             }));
         }
+        assert!(hold.await.unwrap().is_ok());
         for (i, t) in tasks.into_iter().enumerate() {
             let result = t.await.unwrap();
             assert_eq!(result.is_ok(), i % 3 != 0, "operation {i}");
@@ -269,6 +344,12 @@ mod tests {
                 .unwrap();
             assert_eq!(stored.is_some(), i % 3 != 0, "key k{i}");
         }
+        let ops = store.writer_stats().operations.load(Ordering::Relaxed);
+        let commits = store.writer_stats().commits.load(Ordering::Relaxed);
+        assert!(
+            ops > commits + 30,
+            "the operations shared commits ({ops} in {commits})"
+        );
         store.close().await;
     }
 
