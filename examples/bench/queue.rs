@@ -25,15 +25,21 @@ pub struct QueueReport {
     pub claim_max_ms: f64,
 }
 
-/// Fills a fresh database with `n` deliveries; returns the token of client 0.
-async fn preload(db: &Path, n: i64, leased: f64) -> String {
+/// Fills a fresh database with `n` deliveries; returns the clients' tokens.
+async fn preload(db: &Path, n: i64, leased: f64) -> Vec<String> {
     let store = clawrelay::store::Store::open(db, clawrelay::store::Synchronous::Normal)
         .await
         .expect("create db");
     store.close().await;
-    let (token, hash) = clawrelay::auth::issue_token(&format!("cli_{:032x}", 0))
-        .await
-        .expect("token");
+    let mut tokens = Vec::new();
+    let mut hashes = Vec::new();
+    for k in 0..CLIENTS {
+        let (token, hash) = clawrelay::auth::issue_token(&format!("cli_{k:032x}"))
+            .await
+            .expect("token");
+        tokens.push(token);
+        hashes.push(hash);
+    }
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("open");
@@ -52,17 +58,16 @@ async fn preload(db: &Path, n: i64, leased: f64) -> String {
         .execute(&mut conn)
         .await
         .expect("app");
-    sqlx::query(
-        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1)
-         INSERT INTO clients (id, name, token_hash, created_at, last_seen_at)
-         SELECT printf('cli_%032x', i), 'c' || i, CASE WHEN i = 0 THEN ?2 ELSE 'x' END, 0, ?3 FROM k",
-    )
-    .bind(CLIENTS)
-    .bind(&hash)
-    .bind(now)
-    .execute(&mut conn)
-    .await
-    .expect("clients");
+    for (k, hash) in hashes.iter().enumerate() {
+        sqlx::query("INSERT INTO clients (id, name, token_hash, created_at, last_seen_at) VALUES (?, ?, ?, 0, ?)")
+            .bind(format!("cli_{k:032x}"))
+            .bind(format!("c{k}"))
+            .bind(hash)
+            .bind(now)
+            .execute(&mut conn)
+            .await
+            .expect("client");
+    }
     for sql in [
         "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1)
          INSERT INTO conversations (seq, id, app_id, user_id, client_id, created_at, updated_at)
@@ -74,14 +79,15 @@ async fn preload(db: &Path, n: i64, leased: f64) -> String {
     ] {
         sqlx::query(sql).bind(n).bind(APP).bind(now).execute(&mut conn).await.expect("preload");
     }
-    // Pending rows are due now, oldest first; every `leased_every`-th one is
-    // leased (claimed once, unacked, its lease ending in an hour).
+    // Pending rows are due now, oldest first; of each client's rows (every
+    // 100th, as clients take turns) every `leased_every`-th one is leased
+    // (claimed once, unacked, its lease ending in an hour).
     sqlx::query(
         "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1)
          INSERT INTO deliveries (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
          SELECT i + 1, printf('conv_%032x', i), printf('cli_%032x', i % 100), 'ready',
-                CASE WHEN i % ?2 = 0 THEN 1 ELSE 0 END,
-                CASE WHEN i % ?2 = 0 THEN ?3 + 3600000 ELSE ?3 - ?1 + i END, ?3, ?3 FROM k",
+                CASE WHEN (i / 100) % ?2 = 0 THEN 1 ELSE 0 END,
+                CASE WHEN (i / 100) % ?2 = 0 THEN ?3 + 3600000 ELSE ?3 - ?1 + i END, ?3, ?3 FROM k",
     )
     .bind(n)
     .bind(leased_every)
@@ -94,48 +100,67 @@ async fn preload(db: &Path, n: i64, leased: f64) -> String {
         .await
         .expect("checkpoint");
     conn.close().await.expect("close");
-    token
+    tokens
 }
 
 pub async fn run(bin: &Path, n: i64, leased: f64, duration: Duration) -> QueueReport {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("queue.db");
     let t = Instant::now();
-    let token = preload(&db, n, leased).await;
+    let tokens = preload(&db, n, leased).await;
     let preload_secs = t.elapsed().as_secs_f64();
 
     let relay = RelayProc::start(bin, &db, "full", dir.path()).await;
     let http = reqwest::Client::new();
     let base = relay.base.clone();
+    // Every client's token verified once (argon2) before measuring, with a
+    // request that claims nothing.
+    for token in &tokens {
+        let _ = http
+            .get(format!("{base}/conversations/conv_{:032x}", u64::MAX))
+            .bearer_auth(token)
+            .send()
+            .await;
+    }
+    // Claim + ack, the clients taking turns, until time is up or every
+    // client's queue is empty.
     let mut claims = Vec::new();
+    let mut empty_in_a_row = 0;
     let deadline = Instant::now() + duration;
-    while Instant::now() < deadline {
-        let t = Instant::now();
-        let r: Value = http
-            .get(format!("{base}/poll?max=10"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .expect("json");
-        claims.push(t.elapsed().as_secs_f64() * 1000.0);
-        let ids: Vec<Value> = r["messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| m["id"].clone())
-            .collect();
-        if ids.is_empty() {
-            break;
+    'outer: while Instant::now() < deadline {
+        for token in &tokens {
+            if Instant::now() >= deadline || empty_in_a_row >= tokens.len() {
+                break 'outer;
+            }
+            let t = Instant::now();
+            let r: Value = http
+                .get(format!("{base}/poll?max=10"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("poll")
+                .json()
+                .await
+                .expect("json");
+            let ids: Vec<Value> = r["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| m["id"].clone())
+                .collect();
+            if ids.is_empty() {
+                empty_in_a_row += 1;
+                continue;
+            }
+            claims.push(t.elapsed().as_secs_f64() * 1000.0);
+            empty_in_a_row = 0;
+            http.post(format!("{base}/ack"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "ids": ids }))
+                .send()
+                .await
+                .expect("ack");
         }
-        http.post(format!("{base}/ack"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "ids": ids }))
-            .send()
-            .await
-            .expect("ack");
     }
     let _ = ADMIN;
     let ready_ms = relay.ready_after.as_secs_f64() * 1000.0;

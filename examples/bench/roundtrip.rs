@@ -359,7 +359,8 @@ async fn app_stream(base: String, token: String, shared: Arc<Shared>, waiters: W
     }
 }
 
-/// An agent over HTTP: long-poll, answer each message at once.
+/// An agent over HTTP: long-poll, answer each message at once, and keep
+/// polling while the answers are on their way.
 async fn agent_poll(http: reqwest::Client, base: String, token: String, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::Relaxed) {
         let url = format!("{base}/poll?wait=10&max=100");
@@ -369,14 +370,18 @@ async fn agent_poll(http: reqwest::Client, base: String, token: String, shared: 
         let Ok(v) = r.json::<Value>().await else {
             continue;
         };
-        let sends = v["messages"].as_array().into_iter().flatten().map(|m| {
+        for m in v["messages"].as_array().into_iter().flatten() {
             let body = json!({"to": m["from"], "text": format!("echo: {}", m["text"].as_str().unwrap_or("")), "conversationId": m["conversationId"]});
-            post(&http, format!("{base}/send"), &token, body)
-        });
-        for r in futures_util::future::join_all(sends).await {
-            if r.is_err() {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            let (http, base, token, shared) =
+                (http.clone(), base.clone(), token.clone(), shared.clone());
+            tokio::spawn(async move {
+                if post(&http, format!("{base}/send"), &token, body)
+                    .await
+                    .is_err()
+                {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
     }
 }
