@@ -73,9 +73,15 @@ enum Command {
 
 async fn one(bin: &std::path::Path, load: &Load, sync: &str) -> Report {
     let dir = tempfile::tempdir().expect("temp dir");
-    let relay = RelayProc::start(bin, &dir.path().join("bench.db"), sync, dir.path()).await;
+    let db = dir.path().join("bench.db");
+    let relay = RelayProc::start(bin, &db, sync, dir.path()).await;
     let report = roundtrip::run(&relay, load, sync).await;
     relay.stop().await;
+    // BENCH_KEEP=1 keeps the run's database, to look at what the relay stored.
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("kept {} (window {:?})", db.display(), report.window);
+        std::mem::forget(dir);
+    }
     report
 }
 

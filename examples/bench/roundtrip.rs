@@ -51,6 +51,9 @@ pub struct Report {
     pub relay_peak_rss_mib: f64,
     pub commits_per_sec: f64,
     pub operations_per_commit: f64,
+    /// The measured window, Unix ms (to pick the relay's records of it).
+    #[serde(skip)]
+    pub window: (i64, i64),
 }
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<String>>>>;
@@ -194,9 +197,11 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
     let (c0, o0) = stats(&http, &base).await;
     let cpu0 = relay.cpu_secs();
     shared.measuring.store(true, Ordering::SeqCst);
+    let window_start = clawrelay::store::now_ms();
     let t0 = Instant::now();
     tokio::time::sleep(load.duration).await;
     shared.measuring.store(false, Ordering::SeqCst);
+    let window = (window_start, clawrelay::store::now_ms());
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = relay.cpu_secs();
     let (c1, o1) = stats(&http, &base).await;
@@ -235,6 +240,7 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
         } else {
             0.0
         },
+        window,
     }
 }
 

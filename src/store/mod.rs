@@ -11,6 +11,7 @@
 //! [`Store::write`] call, so every multi-row change is one transaction.
 
 pub mod apps;
+mod checkpoint;
 pub mod clients;
 pub mod conversations;
 pub mod deliveries;
@@ -122,6 +123,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     readers: SqlitePool,
     writer: writer::Writer,
+    checkpointer: std::sync::Arc<tokio::sync::Mutex<Option<checkpoint::Checkpointer>>>,
     path: PathBuf,
 }
 
@@ -141,8 +143,15 @@ impl Store {
             // Statements are compile-time checked; logging each one is noise.
             .disable_statement_logging();
 
-        let mut conn = base.clone().create_if_missing(true).connect().await?;
+        let mut conn = base
+            .clone()
+            .create_if_missing(true)
+            // Checkpoints run off the write path (see `checkpoint`).
+            .pragma("wal_autocheckpoint", "0")
+            .connect()
+            .await?;
         sqlx::migrate!("./migrations").run(&mut conn).await?;
+        let checkpoints = base.clone().connect().await?;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -153,6 +162,9 @@ impl Store {
         Ok(Store {
             readers,
             writer: writer::Writer::spawn(conn, synchronous == Synchronous::Full),
+            checkpointer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(
+                checkpoint::Checkpointer::spawn(checkpoints),
+            ))),
             path: path.to_owned(),
         })
     }
@@ -204,6 +216,9 @@ impl Store {
     /// and removes it (a read-only connection cannot), so a stopped relay
     /// leaves one self-contained file.
     pub async fn close(&self) {
+        if let Some(c) = self.checkpointer.lock().await.take() {
+            c.stop().await;
+        }
         self.readers.close().await;
         self.writer.close().await;
     }
