@@ -239,10 +239,10 @@ impl Config {
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.message().to_owned()
-                + &e.span()
-                    .map(|s| format!(" (at line {})", line_of(&text, s.start)))
-                    .unwrap_or_default(),
+            message: match e.span() {
+                Some(span) => format!("{}{}", key_at(&text, span.start), e.message()),
+                None => e.message().to_owned(),
+            },
         })
     }
 
@@ -309,8 +309,22 @@ impl Config {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// "line N, [section] key: " for the line an error points at, so the message
+/// names the key even when the parser's own message does not.
+fn key_at(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) => format!("line {line_no}, {section} {}: ", key.trim()),
+        None => format!("line {line_no}: "),
+    }
 }
 
 #[cfg(test)]
@@ -350,6 +364,18 @@ mod tests {
     fn unknown_keys_are_named() {
         let e = parse("[delivery]\nlease_sec = 3\n").unwrap_err();
         assert!(e.contains("lease_sec"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_section_and_key() {
+        let dir = std::env::temp_dir().join(format!("clawrelay-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[server]\nbind = \"127.0.0.1\"\nport = \"many\"\n").unwrap();
+        let e = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("line 3, [server] port: "), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

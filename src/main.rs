@@ -27,6 +27,9 @@ struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Log format: human-readable text, or one JSON object per line for log shippers.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +60,9 @@ enum Command {
     /// Manage the generated admin token.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
+    /// Write a consistent, verified copy of the database to PATH (a new
+    /// file), while the relay keeps running.
+    Backup { path: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -135,7 +141,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             config.server.admin_token = admin_token.filter(|t| !t.is_empty()).map(Secret::new);
             config.validate().map_err(|e| e.to_string())?;
-            telemetry::init(&cli.log_level)?;
+            telemetry::init(&cli.log_level, cli.log_format)?;
             serve(config).await
         }
         Command::Client(cmd) => {
@@ -151,6 +157,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             let out = app_command(&relay, cmd).await;
             relay.store.close().await;
             out
+        }
+        Command::Backup { path } => {
+            let db = config.storage.path.display().to_string();
+            let store = Store::open(&config.storage.path, config.storage.synchronous)
+                .await
+                .map_err(|e| format!("cannot open database {db}: {e}"))?;
+            let out = store.backup_to(&path).await;
+            store.close().await;
+            let bytes = out.map_err(|e| format!("backup failed: {e}"))?;
+            println!(
+                "backup of {db} written to {} ({bytes} bytes), integrity check ok",
+                path.display()
+            );
+            Ok(())
         }
         Command::AdminToken(AdminTokenCommand::Reset) => {
             config.validate().map_err(|e| e.to_string())?;

@@ -13,7 +13,14 @@ use serde_json::{json, Value};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/stats", get(stats))
+}
+
+/// `GET /ready`: 200 when the database answers, 503 otherwise (no auth).
+async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+    state.relay.store.ping().await?;
+    Ok(Json(json!({ "ok": true })))
 }
 
 /// `GET /stats` (admin): what the single writer has done since start.

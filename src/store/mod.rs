@@ -11,6 +11,7 @@
 //! [`Store::write`] call, so every multi-row change is one transaction.
 
 pub mod apps;
+pub mod backup;
 mod checkpoint;
 pub mod clients;
 pub mod conversations;
@@ -172,6 +173,20 @@ impl Store {
     /// Counters of the writer (commits, batch sizes, commit time).
     pub fn writer_stats(&self) -> &WriterStats {
         &self.writer.stats
+    }
+
+    /// Writes a consistent, verified copy of the database to `dest` (which
+    /// must not exist) while writers go on. Returns its size in bytes.
+    pub async fn backup_to(&self, dest: &Path) -> StoreResult<u64> {
+        backup::backup_to(&self.readers, dest).await
+    }
+
+    /// Whether the database answers a query.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query_scalar!(r#"SELECT 1 AS "one!: i64""#)
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(())
     }
 
     /// The read-only connection pool.

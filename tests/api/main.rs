@@ -13,4 +13,5 @@ mod flow;
 mod helpers;
 mod idempotency;
 mod realtime;
+mod startup;
 mod ws_client;
