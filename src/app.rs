@@ -111,11 +111,17 @@ impl App {
             interval,
             state.shutdown.clone(),
         ));
+        let retention = tokio::spawn(tasks::retention(
+            state.relay.clone(),
+            Duration::from_secs(state.config.conversations.cleanup_interval_secs),
+            state.shutdown.clone(),
+        ));
         let router = http::router(state.clone());
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(state.shutdown.clone().wait())
             .await;
         let _ = maintenance.await;
+        let _ = retention.await;
         // WebSocket sessions outlive the HTTP server (they are upgraded
         // connections): wait for each to close with 1001 and release its
         // deliveries before the store closes.

@@ -24,6 +24,7 @@ pub struct Config {
     pub tasks: Tasks,
     pub ws: Ws,
     pub sse: Sse,
+    pub idempotency: Idempotency,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -100,11 +101,29 @@ impl Default for Clients {
 #[serde(default, deny_unknown_fields)]
 pub struct Conversations {
     pub ttl_secs: u64,
+    pub retention_secs: u64,
+    pub cleanup_interval_secs: u64,
 }
 
 impl Default for Conversations {
     fn default() -> Self {
-        Conversations { ttl_secs: 86_400 }
+        Conversations {
+            ttl_secs: 86_400,
+            retention_secs: 30 * 86_400,
+            cleanup_interval_secs: 300,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Idempotency {
+    pub ttl_secs: u64,
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Idempotency { ttl_secs: 86_400 }
     }
 }
 
@@ -272,6 +291,12 @@ impl Config {
         }
         if self.conversations.ttl_secs == 0 {
             return bad("conversations.ttl_secs must be at least 1".into());
+        }
+        if self.conversations.cleanup_interval_secs == 0 {
+            return bad("conversations.cleanup_interval_secs must be at least 1".into());
+        }
+        if self.idempotency.ttl_secs == 0 {
+            return bad("idempotency.ttl_secs must be at least 1".into());
         }
         if self.limits.max_text_bytes == 0 {
             return bad("limits.max_text_bytes must be at least 1".into());

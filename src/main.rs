@@ -63,6 +63,13 @@ enum Command {
     /// Write a consistent, verified copy of the database to PATH (a new
     /// file), while the relay keeps running.
     Backup { path: PathBuf },
+    /// Delete what is older than the retention now (the server also does it
+    /// every [conversations] cleanup_interval_secs).
+    Purge {
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +176,23 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!(
                 "backup of {db} written to {} ({bytes} bytes), integrity check ok",
                 path.display()
+            );
+            Ok(())
+        }
+        Command::Purge { dry_run } => {
+            config.validate().map_err(|e| e.to_string())?;
+            let relay = open(&config).await?;
+            let out = if dry_run {
+                relay.purge_preview().await
+            } else {
+                relay.purge(None).await
+            };
+            relay.store.close().await;
+            let p = out.map_err(|e| e.to_string())?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            println!(
+                "{verb}: {} conversations, {} messages, {} deliveries, {} dead deliveries, {} idempotency keys",
+                p.conversations, p.messages, p.deliveries, p.dead_deliveries, p.idempotency_keys
             );
             Ok(())
         }

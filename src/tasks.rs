@@ -29,3 +29,28 @@ pub async fn maintenance(relay: Arc<Relay>, interval: Duration, shutdown: Shutdo
         }
     }
 }
+
+/// Every `interval`: purge what is older than the retention (bounded per
+/// run; the rest waits for the next one).
+pub async fn retention(relay: Arc<Relay>, interval: Duration, shutdown: Shutdown) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return,
+        }
+        match relay.purge(Some(1000)).await {
+            Ok(p) if !p.is_empty() => tracing::info!(
+                conversations = p.conversations,
+                messages = p.messages,
+                deliveries = p.deliveries,
+                dead_deliveries = p.dead_deliveries,
+                idempotency_keys = p.idempotency_keys,
+                "retention purge"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+        }
+    }
+}

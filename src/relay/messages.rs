@@ -25,9 +25,11 @@ async fn replay(
     let Some(id) = idempotency::lookup(tx, principal, key).await? else {
         return Ok(None);
     };
-    let message = messages::get(&mut *tx, &id)
-        .await?
-        .ok_or_else(|| Error::Internal(format!("idempotency key names missing message {id}")))?;
+    // The message may have been purged (retention): the key is then stale,
+    // and this request is a new one (recording it replaces the key).
+    let Some(message) = messages::get(&mut *tx, &id).await? else {
+        return Ok(None);
+    };
     if !same_request(&message) {
         return Err(Error::Conflict {
             code: "idempotency_key_reused",

@@ -8,13 +8,15 @@
 //! - [`live`]: what only streams see: deltas, typing, progress, expiry, and
 //!   the stored part of an app's stream;
 //! - [`admin`]: clients, apps, conversation and delivery listings;
-//! - [`maintenance`]: the periodic tick (expiry, reassignment, poll times).
+//! - [`maintenance`]: the periodic tick (expiry, reassignment, poll times);
+//! - [`retention`]: purging what is older than the configured retention.
 
 pub mod admin;
 pub mod delivery;
 pub mod live;
 pub mod maintenance;
 pub mod messages;
+pub mod retention;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -32,6 +34,10 @@ pub struct Rules {
     pub long_poll_max: Duration,
     pub ttl_ms: i64,
     pub max_text_bytes: usize,
+    /// How long expired conversations (and dead deliveries) are kept.
+    pub retention_ms: i64,
+    /// How long idempotency keys are kept.
+    pub key_ttl_ms: i64,
 }
 
 impl Rules {
@@ -42,6 +48,8 @@ impl Rules {
             long_poll_max: Duration::from_secs(c.delivery.long_poll_max_secs),
             ttl_ms: (c.conversations.ttl_secs * 1000) as i64,
             max_text_bytes: c.limits.max_text_bytes,
+            retention_ms: (c.conversations.retention_secs * 1000) as i64,
+            key_ttl_ms: (c.idempotency.ttl_secs * 1000) as i64,
         }
     }
 

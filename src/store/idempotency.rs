@@ -27,7 +27,7 @@ pub async fn record(
     now: i64,
 ) -> StoreResult<()> {
     sqlx::query!(
-        "INSERT INTO idempotency_keys (principal, key, message_id, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO idempotency_keys (principal, key, message_id, created_at) VALUES (?, ?, ?, ?)",
         principal,
         key,
         message,

@@ -18,6 +18,7 @@ pub mod conversations;
 pub mod deliveries;
 pub mod idempotency;
 pub mod messages;
+pub mod retention;
 pub mod settings;
 mod writer;
 

@@ -13,5 +13,6 @@ mod flow;
 mod helpers;
 mod idempotency;
 mod realtime;
+mod retention;
 mod startup;
 mod ws_client;

@@ -1,0 +1,67 @@
+//! Retention: conversations expired longer than `[conversations]
+//! retention_secs` go with their messages and deliveries, dead deliveries
+//! older than that go too, and idempotency keys older than `[idempotency]
+//! ttl_secs`. Each batch is one short write, so the writer never stalls
+//! behind a purge; a crash mid-purge only leaves the rest for next time.
+
+use super::Relay;
+use crate::error::Error;
+use crate::store::now_ms;
+use crate::store::retention::{self, Purged};
+
+/// Conversations deleted per transaction.
+const CONVERSATION_BATCH: i64 = 50;
+/// Rows of the other kinds deleted per transaction.
+const ROW_BATCH: i64 = 1000;
+
+impl Relay {
+    fn cutoffs(&self) -> (i64, i64) {
+        let now = now_ms();
+        (now - self.rules.retention_ms, now - self.rules.key_ttl_ms)
+    }
+
+    /// What a purge now would remove.
+    pub async fn purge_preview(&self) -> Result<Purged, Error> {
+        let (expired_before, keys_before) = self.cutoffs();
+        Ok(retention::count(self.store.reader(), expired_before, keys_before).await?)
+    }
+
+    /// Purges in batches, at most `max_batches` of them (None: until done).
+    pub async fn purge(&self, max_batches: Option<usize>) -> Result<Purged, Error> {
+        let (expired_before, keys_before) = self.cutoffs();
+        let mut total = Purged::default();
+        let mut batches = 0usize;
+        loop {
+            if max_batches.is_some_and(|m| batches >= m) {
+                break;
+            }
+            batches += 1;
+            let step = self
+                .store
+                .write_relaxed(move |tx| {
+                    Box::pin(async move {
+                        let mut p =
+                            retention::purge_conversations(tx, expired_before, CONVERSATION_BATCH)
+                                .await?;
+                        if p.conversations == 0 {
+                            p.dead_deliveries =
+                                retention::purge_dead(tx, expired_before, ROW_BATCH).await?;
+                            if p.dead_deliveries == 0 {
+                                p.idempotency_keys =
+                                    retention::purge_keys(tx, keys_before, ROW_BATCH).await?;
+                            }
+                        }
+                        Ok::<_, Error>(p)
+                    })
+                })
+                .await?;
+            if step.is_empty() {
+                break;
+            }
+            total.add(step);
+            // Let other writes in between batches.
+            tokio::task::yield_now().await;
+        }
+        Ok(total)
+    }
+}

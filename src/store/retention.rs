@@ -1,0 +1,144 @@
+//! Retention: deleting what is older than the configured retention, in small
+//! batches (each batch is one short write, so the writer never stalls behind
+//! a purge).
+
+use super::StoreResult;
+use sqlx::{SqliteConnection, SqliteExecutor};
+
+/// What a purge removes (or, for a dry run, would remove).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Purged {
+    pub conversations: i64,
+    pub messages: i64,
+    pub deliveries: i64,
+    pub dead_deliveries: i64,
+    pub idempotency_keys: i64,
+}
+
+impl Purged {
+    pub fn is_empty(&self) -> bool {
+        self.conversations
+            + self.messages
+            + self.deliveries
+            + self.dead_deliveries
+            + self.idempotency_keys
+            == 0
+    }
+
+    pub fn add(&mut self, o: Purged) {
+        self.conversations += o.conversations;
+        self.messages += o.messages;
+        self.deliveries += o.deliveries;
+        self.dead_deliveries += o.dead_deliveries;
+        self.idempotency_keys += o.idempotency_keys;
+    }
+}
+
+/// Counts what a purge with these cutoffs would remove.
+pub async fn count(
+    ex: impl SqliteExecutor<'_>,
+    expired_before: i64,
+    keys_before: i64,
+) -> StoreResult<Purged> {
+    let r = sqlx::query!(
+        r#"SELECT
+             (SELECT COUNT(*) FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1) AS "conversations!: i64",
+             (SELECT COUNT(*) FROM messages WHERE conversation_id IN
+                 (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1)) AS "messages!: i64",
+             (SELECT COUNT(*) FROM deliveries WHERE message_seq IN
+                 (SELECT seq FROM messages WHERE conversation_id IN
+                     (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1))) AS "deliveries!: i64",
+             (SELECT COUNT(*) FROM deliveries WHERE state = 'dead' AND updated_at < ?1
+                 AND conversation_id NOT IN
+                     (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1)) AS "dead!: i64",
+             (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < ?2) AS "keys!: i64""#,
+        expired_before,
+        keys_before
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok(Purged {
+        conversations: r.conversations,
+        messages: r.messages,
+        deliveries: r.deliveries,
+        dead_deliveries: r.dead,
+        idempotency_keys: r.keys,
+    })
+}
+
+/// Deletes up to `limit` conversations expired before `expired_before`, with
+/// their messages and deliveries.
+pub async fn purge_conversations(
+    tx: &mut SqliteConnection,
+    expired_before: i64,
+    limit: i64,
+) -> StoreResult<Purged> {
+    let ids = sqlx::query_scalar!(
+        "SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ? LIMIT ?",
+        expired_before,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if ids.is_empty() {
+        return Ok(Purged::default());
+    }
+    let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
+    let deliveries = sqlx::query!(
+        "DELETE FROM deliveries WHERE message_seq IN
+             (SELECT seq FROM messages WHERE conversation_id IN (SELECT value FROM json_each(?1)))",
+        list
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as i64;
+    let messages = sqlx::query!(
+        "DELETE FROM messages WHERE conversation_id IN (SELECT value FROM json_each(?1))",
+        list
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as i64;
+    let conversations = sqlx::query!(
+        "DELETE FROM conversations WHERE id IN (SELECT value FROM json_each(?1))",
+        list
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as i64;
+    Ok(Purged {
+        conversations,
+        messages,
+        deliveries,
+        ..Purged::default()
+    })
+}
+
+/// Deletes up to `limit` dead deliveries last touched before `before`.
+pub async fn purge_dead(tx: &mut SqliteConnection, before: i64, limit: i64) -> StoreResult<i64> {
+    let n = sqlx::query!(
+        "DELETE FROM deliveries WHERE message_seq IN
+             (SELECT message_seq FROM deliveries WHERE state = 'dead' AND updated_at < ? LIMIT ?)",
+        before,
+        limit
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(n as i64)
+}
+
+/// Deletes up to `limit` idempotency keys recorded before `before`.
+pub async fn purge_keys(tx: &mut SqliteConnection, before: i64, limit: i64) -> StoreResult<i64> {
+    let n = sqlx::query!(
+        "DELETE FROM idempotency_keys WHERE (principal, key) IN
+             (SELECT principal, key FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
+        before,
+        limit
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(n as i64)
+}
