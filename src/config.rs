@@ -1,5 +1,6 @@
 //! Configuration: typed sections read from a TOML file, then overridden by
-//! command-line flags and their environment variables (see `main.rs`).
+//! `CLAWRELAY_<SECTION>__<KEY>` environment variables, then by command-line
+//! flags and their own environment variables (see `main.rs`).
 //! Every key has a default, so no file is needed; `config.example.toml`
 //! documents each one. Unknown keys and out-of-range values are errors that
 //! name the key.
@@ -244,25 +245,83 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error("invalid environment variable {var}: {message}")]
+    Env { var: String, message: String },
 }
+
+/// The prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "CLAWRELAY_";
 
 impl Config {
     /// Reads `path` (all keys optional) or, with no path, the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let Some(path) = path else {
-            return Ok(Config::default());
+        Self::load_with_env(path, std::iter::empty())
+    }
+
+    /// Reads `path`, then applies `CLAWRELAY_<SECTION>__<KEY>=value`
+    /// variables from `env` (a value is read as TOML: `60`, `true`,
+    /// `"text"`, or else taken as a plain string).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            None => toml::Table::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                // Parsed typed first, for errors that point at a line and key.
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: match e.span() {
+                        Some(span) => format!("{}{}", key_at(&text, span.start), e.message()),
+                        None => e.message().to_owned(),
+                    },
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?
+            }
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: match e.span() {
-                Some(span) => format!("{}{}", key_at(&text, span.start), e.message()),
-                None => e.message().to_owned(),
-            },
-        })
+        let mut from_env = false;
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "expected CLAWRELAY_<SECTION>__<KEY>".into(),
+                });
+            };
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value.clone()));
+            let section = table
+                .entry(section.to_ascii_lowercase())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(section) = section else {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "not a section".into(),
+                });
+            };
+            section.insert(key.to_ascii_lowercase(), parsed);
+            from_env = true;
+        }
+        if !from_env {
+            return Ok(toml::Value::Table(table).try_into().unwrap_or_default());
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Env {
+                var: "CLAWRELAY_*".into(),
+                message: e.message().to_owned(),
+            })
     }
 
     /// Checks ranges and relations between keys.
@@ -383,6 +442,46 @@ mod tests {
         let c = parse(example).expect("config.example.toml parses");
         let d = Config::default();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let env = [
+            ("CLAWRELAY_DELIVERY__LEASE_SECS".to_owned(), "42".to_owned()),
+            ("CLAWRELAY_INBOUND__PUBLIC".to_owned(), "true".to_owned()),
+            (
+                "CLAWRELAY_STORAGE__PATH".to_owned(),
+                "/var/lib/x.db".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "1".to_owned()),
+        ];
+        let c = Config::load_with_env(None, env).unwrap();
+        assert_eq!(c.delivery.lease_secs, 42);
+        assert!(c.inbound.public);
+        assert_eq!(c.storage.path, PathBuf::from("/var/lib/x.db"));
+        assert_eq!(c.delivery.max_attempts, 5);
+    }
+
+    #[test]
+    fn bad_environment_variables_are_named() {
+        let e = Config::load_with_env(
+            None,
+            [("CLAWRELAY_DELIVERY__LEASE_SEC".to_owned(), "4".to_owned())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lease_sec"), "{e}");
+        let e = Config::load_with_env(
+            None,
+            [("CLAWRELAY_SERVER__PORT".to_owned(), "many".to_owned())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("CLAWRELAY_"), "{e}");
+        let e = Config::load_with_env(None, [("CLAWRELAY_PORT".to_owned(), "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CLAWRELAY_PORT"), "{e}");
     }
 
     #[test]

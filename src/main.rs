@@ -63,6 +63,9 @@ enum Command {
     /// Write a consistent, verified copy of the database to PATH (a new
     /// file), while the relay keeps running.
     Backup { path: PathBuf },
+    /// Check or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Delete what is older than the retention now (the server also does it
     /// every [conversations] cleanup_interval_secs).
     Purge {
@@ -103,6 +106,14 @@ enum AppCommand {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Read the file and the environment, validate, print the result.
+    Check,
+    /// Print the documented example configuration (all defaults).
+    Default,
+}
+
+#[derive(Subcommand)]
 enum AdminTokenCommand {
     /// Generate a new admin token, store its hash, print it once.
     Reset,
@@ -126,7 +137,12 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Command::Config(ConfigCommand::Default) = cli.command {
+        print!("{}", include_str!("../config.example.toml"));
+        return Ok(());
+    }
+    let mut config = Config::load_with_env(cli.config.as_deref(), std::env::vars())
+        .map_err(|e| e.to_string())?;
     if let Some(db) = cli.db {
         config.storage.path = db;
     }
@@ -177,6 +193,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 "backup of {db} written to {} ({bytes} bytes), integrity check ok",
                 path.display()
             );
+            Ok(())
+        }
+        Command::Config(_) => {
+            config.validate().map_err(|e| e.to_string())?;
+            println!("configuration ok");
+            println!("{config:#?}");
             Ok(())
         }
         Command::Purge { dry_run } => {
