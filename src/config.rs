@@ -70,6 +70,7 @@ pub struct Delivery {
     pub lease_secs: u64,
     pub max_attempts: u32,
     pub long_poll_max_secs: u64,
+    pub max_pending: u64,
 }
 
 impl Default for Delivery {
@@ -78,6 +79,7 @@ impl Default for Delivery {
             lease_secs: 300,
             max_attempts: 5,
             long_poll_max_secs: 60,
+            max_pending: 100_000,
         }
     }
 }
@@ -139,6 +141,7 @@ pub struct Inbound {
 pub struct Limits {
     pub max_text_bytes: usize,
     pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -146,6 +149,7 @@ impl Default for Limits {
         Limits {
             max_text_bytes: 65_536,
             max_body_bytes: 1_048_576,
+            request_timeout_secs: 30,
         }
     }
 }
@@ -338,6 +342,12 @@ impl Config {
         }
         if self.delivery.max_attempts == 0 {
             return bad("delivery.max_attempts must be at least 1".into());
+        }
+        if self.delivery.max_pending == 0 {
+            return bad("delivery.max_pending must be at least 1".into());
+        }
+        if self.limits.request_timeout_secs == 0 {
+            return bad("limits.request_timeout_secs must be at least 1".into());
         }
         if self.clients.stale_after_secs == 0 {
             return bad("clients.stale_after_secs must be at least 1".into());

@@ -20,8 +20,38 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+/// Routes that wait by design (long polls, streams) and are not timed out.
+const WAITING_ROUTES: [&str; 4] = ["/poll", "/outbox", "/events", "/ws"];
+
+/// Answers 503 `request_timeout` when a request takes longer than
+/// `[limits] request_timeout_secs` (long polls and streams excepted). A write
+/// already queued may still commit: clients retry with the same
+/// Idempotency-Key.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if WAITING_ROUTES.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => Error::Overloaded {
+            code: "request_timeout",
+            message: format!(
+                "the request took longer than {} s ([limits] request_timeout_secs); retry with the same Idempotency-Key",
+                limit.as_secs()
+            ),
+        }
+        .into_response(),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.limits.max_body_bytes;
+    let timeout = std::time::Duration::from_secs(state.config.limits.request_timeout_secs);
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(health::router())
@@ -34,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::not_found("no_route", "no such endpoint") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(timeout, request_timeout))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {

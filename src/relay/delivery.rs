@@ -36,6 +36,7 @@ pub(super) struct Destination {
 /// The conversation an inbound message of `user` belongs to, and its client.
 /// Expires an idle conversation and opens a new one; keeps an active one with
 /// its client unless that client is revoked or gone.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn conversation_for(
     tx: &mut SqliteConnection,
     hub: &Hub,
@@ -43,24 +44,29 @@ pub(super) async fn conversation_for(
     user: &UserId,
     live: &[ClientId],
     ttl_ms: i64,
+    max_pending: i64,
     now: i64,
-) -> StoreResult<Destination> {
+) -> Result<Destination, Error> {
+    let full = |client: &ClientId| {
+        Error::Overloaded {
+        code: "queue_full",
+        message: format!(
+            "client {client} already holds {max_pending} undelivered messages ([delivery] max_pending); retry later"
+        ),
+    }
+    };
     let mut expired = None;
     if let Some(active) = conversations::find_active(tx, app, user).await? {
         if active.updated_at > now - ttl_ms {
-            let client = keep_or_move(
-                tx,
-                hub,
-                &active.id,
-                active.client_id,
-                active.client_active,
-                live,
-                now,
-            )
-            .await?;
+            let client = keep_or_move(tx, hub, &active, live, now).await?;
+            if let Some((c, pending)) = &client {
+                if *pending >= max_pending {
+                    return Err(full(c));
+                }
+            }
             return Ok(Destination {
                 conversation: active.id,
-                client,
+                client: client.map(|(c, _)| c),
                 opened: false,
                 expired: None,
             });
@@ -72,7 +78,11 @@ pub(super) async fn conversation_for(
             user_id: user.as_str().to_owned(),
         });
     }
-    let client = clients::least_loaded(tx, live).await?;
+    let client = match clients::least_loaded(tx, live).await? {
+        Some((c, pending)) if pending >= max_pending => return Err(full(&c)),
+        Some((c, _)) => Some(c),
+        None => None,
+    };
     let conversation = conversations::create(tx, app, user, client.as_ref(), now).await?;
     Ok(Destination {
         conversation,
@@ -89,22 +99,23 @@ pub(super) async fn conversation_for(
 async fn keep_or_move(
     tx: &mut SqliteConnection,
     hub: &Hub,
-    conversation: &ConversationId,
-    current: Option<ClientId>,
-    active: bool,
+    found: &conversations::Active,
     live: &[ClientId],
     now: i64,
-) -> StoreResult<Option<ClientId>> {
-    let active = active && current.is_some();
+) -> StoreResult<Option<(ClientId, i64)>> {
+    let (conversation, current, pending) =
+        (&found.id, found.client_id.clone(), found.client_pending);
+    let active = found.client_active && current.is_some();
     if active && current.as_ref().is_some_and(|c| !hub.is_gone(c, now)) {
-        return Ok(current);
+        return Ok(current.map(|c| (c, pending)));
     }
     let target = clients::least_loaded(tx, live).await?;
     if target.is_none() && active {
-        return Ok(current);
+        return Ok(current.map(|c| (c, pending)));
     }
-    if target != current {
-        move_conversation(tx, conversation, target.as_ref(), now).await?;
+    let target_id = target.as_ref().map(|(c, _)| c.clone());
+    if target_id != current {
+        move_conversation(tx, conversation, target_id.as_ref(), now).await?;
     }
     Ok(target)
 }
@@ -132,7 +143,7 @@ pub(super) async fn move_all_from(
     let live: Vec<ClientId> = live.iter().filter(|c| *c != from).cloned().collect();
     let mut receivers = Vec::new();
     for conversation in deliveries::open_conversations_of(&mut *tx, from).await? {
-        let target = clients::least_loaded(tx, &live).await?;
+        let target = clients::least_loaded(tx, &live).await?.map(|(c, _)| c);
         move_conversation(tx, &conversation, target.as_ref(), now).await?;
         if let Some(t) = target {
             if !receivers.contains(&t) {

@@ -61,6 +61,7 @@ impl Relay {
         let live = self.hub.live_clients(now);
         let hub = self.hub.clone();
         let ttl_ms = self.rules.ttl_ms;
+        let max_pending = self.rules.max_pending;
         let (message, wake, expired) = self
             .store
             .write(move |tx| {
@@ -70,7 +71,8 @@ impl Relay {
                         return Ok((m, Wake::Nobody, None));
                     }
                     let destination =
-                        conversation_for(tx, &hub, &app, &from, &live, ttl_ms, now).await?;
+                        conversation_for(tx, &hub, &app, &from, &live, ttl_ms, max_pending, now)
+                            .await?;
                     let (conversation, client) = (destination.conversation, destination.client);
                     let (seq, message) = messages::insert(
                         tx,

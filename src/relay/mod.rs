@@ -38,6 +38,8 @@ pub struct Rules {
     pub retention_ms: i64,
     /// How long idempotency keys are kept.
     pub key_ttl_ms: i64,
+    /// Most open deliveries one client may hold.
+    pub max_pending: i64,
 }
 
 impl Rules {
@@ -50,6 +52,7 @@ impl Rules {
             max_text_bytes: c.limits.max_text_bytes,
             retention_ms: (c.conversations.retention_secs * 1000) as i64,
             key_ttl_ms: (c.idempotency.ttl_secs * 1000) as i64,
+            max_pending: c.delivery.max_pending as i64,
         }
     }
 

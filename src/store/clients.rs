@@ -105,24 +105,25 @@ pub async fn set_token(
 }
 
 /// Of the active clients in `live`, the one with the fewest open deliveries;
-/// ties are broken at random.
+/// Of the active clients in `live`, the one with the fewest open deliveries
+/// (ties broken at random), with that number.
 pub async fn least_loaded(
     tx: &mut SqliteConnection,
     live: &[ClientId],
-) -> StoreResult<Option<ClientId>> {
+) -> StoreResult<Option<(ClientId, i64)>> {
     if live.is_empty() {
         return Ok(None);
     }
     let ids = serde_json::to_string(live).unwrap_or_else(|_| "[]".to_owned());
-    let id = sqlx::query_scalar!(
-        "SELECT id FROM clients
+    let row = sqlx::query!(
+        "SELECT id, pending FROM clients
          WHERE revoked_at IS NULL AND id IN (SELECT value FROM json_each(?1))
          ORDER BY pending, random() LIMIT 1",
         ids
     )
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(id.map(ClientId::from_db))
+    Ok(row.map(|r| (ClientId::from_db(r.id), r.pending)))
 }
 
 pub async fn set_last_seen(tx: &mut SqliteConnection, id: &ClientId, at: i64) -> StoreResult<()> {

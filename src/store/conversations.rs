@@ -15,6 +15,8 @@ pub struct Active {
     pub client_id: Option<ClientId>,
     /// Whether that client exists and is not revoked.
     pub client_active: bool,
+    /// That client's open deliveries.
+    pub client_pending: i64,
     pub updated_at: i64,
 }
 
@@ -25,7 +27,8 @@ pub async fn find_active(
 ) -> StoreResult<Option<Active>> {
     let row = sqlx::query!(
         r#"SELECT c.id, c.client_id, c.updated_at,
-                  (cl.id IS NOT NULL AND cl.revoked_at IS NULL) AS "client_active!: bool"
+                  (cl.id IS NOT NULL AND cl.revoked_at IS NULL) AS "client_active!: bool",
+                  COALESCE(cl.pending, 0) AS "client_pending!: i64"
            FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
            WHERE c.app_id = ? AND c.user_id = ? AND c.expired_at IS NULL"#,
         app,
@@ -37,6 +40,7 @@ pub async fn find_active(
         id: ConversationId::from_db(r.id),
         client_id: r.client_id.map(ClientId::from_db),
         client_active: r.client_active,
+        client_pending: r.client_pending,
         updated_at: r.updated_at,
     }))
 }

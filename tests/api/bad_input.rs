@@ -94,3 +94,36 @@ async fn a_bad_idempotency_key_is_400_and_writes_nothing() {
     );
     assert_eq!(app.row_counts().await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_client_queue_refuses_new_messages_with_503_and_stores_nothing() {
+    let app = spawn_with(|c| c.delivery.max_pending = 2).await;
+    let (_, agent) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    app.poll(&agent, "").await;
+    app.inbound(&web, "a", "1").await;
+    app.inbound(&web, "b", "2").await;
+    let before = app.row_counts().await;
+    let r = app
+        .post("/inbound", &web, json!({"from": "c", "text": "3"}))
+        .await;
+    assert_eq!((r.status.as_u16(), r.error_code()), (503, "queue_full"));
+    let r = app
+        .post("/inbound", &web, json!({"from": "a", "text": "again"}))
+        .await;
+    assert_eq!((r.status.as_u16(), r.error_code()), (503, "queue_full"));
+    assert_eq!(app.row_counts().await, before);
+    // Once the agent catches up, messages flow again.
+    let m = app.poll(&agent, "?max=10").await;
+    app.ack(&agent, &m.iter().collect::<Vec<_>>()).await;
+    app.inbound(&web, "c", "3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_are_not_cut_by_the_request_timeout() {
+    let app = spawn_with(|c| c.limits.request_timeout_secs = 1).await;
+    let (_, agent) = app.create_client("agent").await;
+    let started = std::time::Instant::now();
+    assert!(app.poll(&agent, "?wait=2").await.is_empty());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1900));
+}
