@@ -116,11 +116,28 @@ impl App {
             Duration::from_secs(state.config.conversations.cleanup_interval_secs),
             state.shutdown.clone(),
         ));
+        let metrics_listener = if state.config.metrics.bind.is_empty() {
+            None
+        } else {
+            let addr = state.config.metrics.bind.clone();
+            let listener = TcpListener::bind(&addr).await?;
+            let router = http::health::metrics_only(state.relay.clone());
+            let stop = state.shutdown.clone();
+            tracing::info!(%addr, "metrics listening");
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.wait())
+                    .await
+            }))
+        };
         let router = http::router(state.clone());
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(state.shutdown.clone().wait())
             .await;
         let _ = maintenance.await;
+        if let Some(m) = metrics_listener {
+            let _ = m.await;
+        }
         let _ = retention.await;
         // WebSocket sessions outlive the HTTP server (they are upgraded
         // connections): wait for each to close with 1001 and release its

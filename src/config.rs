@@ -26,6 +26,7 @@ pub struct Config {
     pub ws: Ws,
     pub sse: Sse,
     pub idempotency: Idempotency,
+    pub metrics: MetricsListener,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -218,6 +219,14 @@ impl Default for Sse {
     }
 }
 
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsListener {
+    /// `host:port` of a separate listener serving `/metrics` without a token;
+    /// empty: none (`GET /metrics` on the main port needs the admin token).
+    pub bind: String,
+}
+
 /// A secret string whose `Debug` prints nothing.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -391,6 +400,14 @@ impl Config {
         }
         if ws.outgoing_buffer == 0 {
             return bad("ws.outgoing_buffer must be at least 1".into());
+        }
+        if !self.metrics.bind.is_empty()
+            && self.metrics.bind.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(format!(
+                "metrics.bind: `{}` is not host:port",
+                self.metrics.bind
+            ));
         }
         if self.sse.keepalive_secs == 0 {
             return bad("sse.keepalive_secs must be at least 1".into());

@@ -15,12 +15,49 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
 }
 
 /// `GET /ready`: 200 when the database answers, 503 otherwise (no auth).
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     state.relay.store.ping().await?;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// `GET /metrics` (admin): Prometheus text format.
+async fn metrics(
+    State(state): State<AppState>,
+    _: AdminAuth,
+) -> Result<impl axum::response::IntoResponse, Error> {
+    let body = state.relay.render_metrics().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    ))
+}
+
+/// The router of a separate metrics listener (`[metrics] bind`): `/metrics`
+/// without authentication, for a loopback or otherwise private address.
+pub fn metrics_only(relay: std::sync::Arc<crate::relay::Relay>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let relay = relay.clone();
+            async move {
+                let body = relay.render_metrics().await?;
+                Ok::<_, Error>((
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    body,
+                ))
+            }
+        }),
+    )
 }
 
 /// `GET /stats` (admin): what the single writer has done since start.

@@ -8,7 +8,7 @@ mod agent;
 mod conversations;
 mod events;
 pub mod extract;
-mod health;
+pub mod health;
 mod inbound;
 
 use crate::app::AppState;
@@ -49,6 +49,27 @@ async fn request_timeout(
     }
 }
 
+/// Observes each request's duration by route (the matched pattern, so ids do
+/// not make new series), method and status.
+async fn observe(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    crate::metrics::get()
+        .http
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.limits.max_body_bytes;
     let timeout = std::time::Duration::from_secs(state.config.limits.request_timeout_secs);
@@ -65,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(timeout, request_timeout))
+        .route_layer(axum::middleware::from_fn(observe))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {

@@ -61,6 +61,33 @@ fn page<T>(rows: Vec<(i64, T)>, limit: i64) -> Page<T> {
 }
 
 impl Relay {
+    /// Sets the scrape-time gauges and renders every metric.
+    pub async fn render_metrics(&self) -> Result<String, Error> {
+        let m = crate::metrics::get();
+        let now = now_ms();
+        m.queue_depth.reset();
+        m.oldest_pending_seconds.reset();
+        for c in clients::list(self.store.reader()).await? {
+            if c.revoked_at.is_some() {
+                continue;
+            }
+            m.queue_depth
+                .with_label_values(&[c.id.as_str()])
+                .set(c.pending);
+            let oldest = deliveries::oldest_due(self.store.reader(), &c.id, now).await?;
+            let age = oldest.map(|at| (now - at).max(0) / 1000).unwrap_or(0);
+            m.oldest_pending_seconds
+                .with_label_values(&[c.id.as_str()])
+                .set(age);
+        }
+        m.connected_agents
+            .set(self.hub.live_clients(now).len() as i64);
+        let active =
+            conversations::count_active(self.store.reader(), self.rules.idle_cutoff(now)).await?;
+        m.active_conversations.set(active);
+        Ok(crate::metrics::render())
+    }
+
     pub async fn create_client(&self, name: &str) -> Result<IssuedClient, Error> {
         let name = check_name(name)?;
         let id = ClientId::generate();

@@ -157,6 +157,8 @@ pub(super) async fn move_all_from(
 /// Result of one claim transaction.
 struct Claim {
     messages: Vec<Message>,
+    /// Deliveries this claim found out of attempts and marked dead.
+    dead: u64,
     /// When the earliest of this client's leases ends, if any.
     next_due: Option<i64>,
 }
@@ -264,6 +266,7 @@ impl Relay {
                         deliveries::adopt_unassigned(tx, &client, now).await?;
                     }
                     let mut claimed = Vec::new();
+                    let mut dead = 0u64;
                     loop {
                         let room = max - claimed.len() as i64;
                         let due = deliveries::due(tx, &client, now, room).await?;
@@ -276,6 +279,7 @@ impl Relay {
                             if d.attempts >= rules.max_attempts {
                                 // Rare: a delivery out of attempts dies here.
                                 deliveries::mark_dead(tx, d.seq, now).await?;
+                                dead += 1;
                                 promoted |= deliveries::promote_next(tx, &d.conversation_id, now)
                                     .await?
                                     .is_some();
@@ -301,10 +305,25 @@ impl Relay {
                     } else {
                         None
                     };
-                    Ok::<_, Error>(Claim { messages, next_due })
+                    Ok::<_, Error>(Claim {
+                        messages,
+                        dead,
+                        next_due,
+                    })
                 })
             })
             .await
+            .inspect(|claim| {
+                let m = crate::metrics::get();
+                m.claimed.inc_by(claim.messages.len() as u64);
+                let again = claim
+                    .messages
+                    .iter()
+                    .filter(|x| x.attempt.unwrap_or(1) > 1)
+                    .count();
+                m.redelivered.inc_by(again as u64);
+                m.dead.inc_by(claim.dead);
+            })
     }
 
     /// `POST /ack`: acks the client's claimed deliveries of these messages.
@@ -336,6 +355,9 @@ impl Relay {
                 })
             })
             .await?;
+        crate::metrics::get()
+            .acked
+            .inc_by(outcome.acked.len() as u64);
         if let Some(client) = promoted {
             self.wake(Wake::Client(client));
         }

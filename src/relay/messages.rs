@@ -108,6 +108,10 @@ impl Relay {
             .await?;
         self.wake(wake);
         self.hub.wake_app(&message.app_id);
+        crate::metrics::get()
+            .messages
+            .with_label_values(&["inbound"])
+            .inc();
         if let Some(expired) = expired {
             self.publish_expired(expired);
         }
@@ -128,7 +132,7 @@ impl Relay {
     ) -> Result<Message, Error> {
         self.check_text(&text)?;
         let rules = self.rules;
-        let (message, promoted) = self
+        let (message, promoted, acked) = self
             .store
             .write(move |tx| {
                 Box::pin(async move {
@@ -137,7 +141,7 @@ impl Relay {
                         m.conversation_id == conversation && m.to == to && m.text == text
                     };
                     if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same).await? {
-                        return Ok((m, None));
+                        return Ok((m, None, 0));
                     }
                     let owners = conversations::owners(&mut *tx, &conversation)
                         .await?
@@ -180,16 +184,20 @@ impl Relay {
                         },
                     )
                     .await?;
-                    deliveries::ack_conversation(tx, &client, &conversation, now).await?;
+                    let acked =
+                        deliveries::ack_conversation(tx, &client, &conversation, now).await?;
                     let promoted = deliveries::promote_next(tx, &conversation, now).await?;
                     if let Some(key) = &key {
                         idempotency::record(tx, client.as_str(), key, &message.id, now).await?;
                     }
-                    Ok::<_, Error>((message, promoted.flatten()))
+                    Ok::<_, Error>((message, promoted.flatten(), acked))
                 })
             })
             .await?;
         self.hub.wake_app(&message.app_id);
+        let m = crate::metrics::get();
+        m.messages.with_label_values(&["outbound"]).inc();
+        m.acked.inc_by(acked);
         if let Some(c) = promoted {
             self.wake(Wake::Client(c));
         }

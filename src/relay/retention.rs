@@ -58,6 +58,19 @@ impl Relay {
             if step.is_empty() {
                 break;
             }
+            let purged = &crate::metrics::get().purged;
+            purged
+                .with_label_values(&["conversations"])
+                .inc_by(step.conversations as u64);
+            purged
+                .with_label_values(&["messages"])
+                .inc_by(step.messages as u64);
+            purged
+                .with_label_values(&["deliveries"])
+                .inc_by((step.deliveries + step.dead_deliveries) as u64);
+            purged
+                .with_label_values(&["idempotency_keys"])
+                .inc_by(step.idempotency_keys as u64);
             total.add(step);
             // Let other writes in between batches.
             tokio::task::yield_now().await;

@@ -185,6 +185,25 @@ pub async fn count_owned(ex: impl SqliteExecutor<'_>, owner: &str, now: i64) -> 
     Ok(n)
 }
 
+/// When the client's oldest due, unclaimed delivery became due (for the
+/// oldest-pending gauge): the first entry of its claim range.
+pub async fn oldest_due(
+    ex: impl SqliteExecutor<'_>,
+    client: &ClientId,
+    now: i64,
+) -> StoreResult<Option<i64>> {
+    let at = sqlx::query_scalar!(
+        "SELECT visible_at FROM deliveries
+         WHERE client_id = ?1 AND state = 'ready' AND visible_at <= ?2
+         ORDER BY visible_at LIMIT 1",
+        client,
+        now
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(at)
+}
+
 /// The earliest time one of the client's leased rows becomes due again.
 pub async fn next_visible_at(
     ex: impl SqliteExecutor<'_>,

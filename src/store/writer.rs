@@ -256,6 +256,14 @@ async fn run_batch(
     };
     match &outcome {
         Ok(()) => {
+            let durability = if mode.durable_now { "full" } else { "relaxed" };
+            let m = crate::metrics::get();
+            m.commit_seconds
+                .with_label_values(&[durability])
+                .observe(started.elapsed().as_secs_f64());
+            m.batch_size
+                .with_label_values(&[durability])
+                .observe(completions.len() as f64);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
                 .operations

@@ -54,16 +54,22 @@ pub fn spawn(
     let slow = Arc::new(AtomicBool::new(false));
     // Subscribed before the first read: no live event between the two is lost.
     let live = relay.hub.subscribe_app(&app);
-    tokio::spawn(run(
-        relay,
-        app,
-        conversation,
-        after,
-        tx,
-        live,
-        slow.clone(),
-        shutdown,
-    ));
+    let task_slow = slow.clone();
+    tokio::spawn(async move {
+        // Counted as an open app stream while it runs.
+        let _stream = crate::metrics::StreamGuard::new();
+        run(
+            relay,
+            app,
+            conversation,
+            after,
+            tx,
+            live,
+            task_slow,
+            shutdown,
+        )
+        .await
+    });
     Feed { items, slow }
 }
 

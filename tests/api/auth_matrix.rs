@@ -57,6 +57,7 @@ fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
         (Method::GET, "/conversations".into(), None, &[Admin]),
         (Method::GET, "/deliveries?state=dead".into(), None, &[Admin]),
         (Method::GET, "/stats".into(), None, &[Admin]),
+        (Method::GET, "/metrics".into(), None, &[Admin]),
         (
             Method::POST,
             format!("/deliveries/{MSG_ID}/requeue"),

@@ -12,6 +12,7 @@ mod expiry;
 mod flow;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod realtime;
 mod retention;
 mod startup;

@@ -1,0 +1,179 @@
+//! Prometheus metrics: counters and histograms updated where things happen,
+//! gauges (queue depth, connected agents, ...) computed when scraped.
+//! `GET /metrics` (admin token) or `[metrics] bind` (a separate, unauthenticated
+//! listener, for a loopback address) serve them in the text format.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::OnceLock;
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Messages stored, by direction (inbound, outbound).
+    pub messages: IntCounterVec,
+    /// Deliveries leased to agents (every attempt).
+    pub claimed: IntCounter,
+    /// Deliveries leased again after an earlier attempt (redeliveries).
+    pub redelivered: IntCounter,
+    /// Deliveries acked (explicitly or by a reply).
+    pub acked: IntCounter,
+    /// Deliveries that ran out of attempts.
+    pub dead: IntCounter,
+    /// Requests by route, method and status, in seconds.
+    pub http: HistogramVec,
+    /// Write transactions: commit time (seconds) and operations per commit.
+    pub commit_seconds: HistogramVec,
+    pub batch_size: HistogramVec,
+    /// Rows removed by the retention purge, by kind.
+    pub purged: IntCounterVec,
+    /// Scrape-time gauges.
+    pub queue_depth: IntGaugeVec,
+    pub oldest_pending_seconds: IntGaugeVec,
+    pub connected_agents: IntGauge,
+    pub app_streams: IntGauge,
+    pub active_conversations: IntGauge,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let m = Metrics {
+        messages: IntCounterVec::new(
+            Opts::new("clawrelay_messages_total", "Messages stored, by direction"),
+            &["direction"],
+        )?,
+        claimed: IntCounter::new(
+            "clawrelay_deliveries_claimed_total",
+            "Deliveries leased to agents",
+        )?,
+        redelivered: IntCounter::new(
+            "clawrelay_deliveries_redelivered_total",
+            "Deliveries leased again after an earlier attempt",
+        )?,
+        acked: IntCounter::new("clawrelay_deliveries_acked_total", "Deliveries acked")?,
+        dead: IntCounter::new(
+            "clawrelay_deliveries_dead_total",
+            "Deliveries that ran out of attempts",
+        )?,
+        http: HistogramVec::new(
+            HistogramOpts::new(
+                "clawrelay_http_request_duration_seconds",
+                "HTTP requests by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+                60.0,
+            ]),
+            &["route", "method", "status"],
+        )?,
+        commit_seconds: HistogramVec::new(
+            HistogramOpts::new(
+                "clawrelay_db_commit_seconds",
+                "Time to commit a write transaction",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+            ]),
+            &["durability"],
+        )?,
+        batch_size: HistogramVec::new(
+            HistogramOpts::new(
+                "clawrelay_db_batch_operations",
+                "Operations sharing one commit",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            &["durability"],
+        )?,
+        purged: IntCounterVec::new(
+            Opts::new(
+                "clawrelay_purged_total",
+                "Rows removed by the retention purge",
+            ),
+            &["kind"],
+        )?,
+        queue_depth: IntGaugeVec::new(
+            Opts::new(
+                "clawrelay_queue_depth",
+                "Undelivered (pending or leased) messages per client",
+            ),
+            &["client"],
+        )?,
+        oldest_pending_seconds: IntGaugeVec::new(
+            Opts::new(
+                "clawrelay_oldest_pending_seconds",
+                "Age of the oldest due, unclaimed message per client",
+            ),
+            &["client"],
+        )?,
+        connected_agents: IntGauge::new(
+            "clawrelay_connected_agents",
+            "Clients counting as connected",
+        )?,
+        app_streams: IntGauge::new(
+            "clawrelay_app_streams",
+            "Open app streams (WebSocket and SSE)",
+        )?,
+        active_conversations: IntGauge::new(
+            "clawrelay_active_conversations",
+            "Conversations not expired",
+        )?,
+        registry,
+    };
+    let r = &m.registry;
+    r.register(Box::new(m.messages.clone()))?;
+    r.register(Box::new(m.claimed.clone()))?;
+    r.register(Box::new(m.redelivered.clone()))?;
+    r.register(Box::new(m.acked.clone()))?;
+    r.register(Box::new(m.dead.clone()))?;
+    r.register(Box::new(m.http.clone()))?;
+    r.register(Box::new(m.commit_seconds.clone()))?;
+    r.register(Box::new(m.batch_size.clone()))?;
+    r.register(Box::new(m.purged.clone()))?;
+    r.register(Box::new(m.queue_depth.clone()))?;
+    r.register(Box::new(m.oldest_pending_seconds.clone()))?;
+    r.register(Box::new(m.connected_agents.clone()))?;
+    r.register(Box::new(m.app_streams.clone()))?;
+    r.register(Box::new(m.active_conversations.clone()))?;
+    Ok(m)
+}
+
+/// The process's metrics. Metric names are fixed, so building them cannot fail.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| match build() {
+        Ok(m) => m,
+        Err(e) => panic!("metric definitions are invalid: {e}"),
+    })
+}
+
+/// Everything registered, in the Prometheus text format.
+pub fn render() -> String {
+    let mut out = String::new();
+    if let Err(e) = TextEncoder::new().encode_utf8(&get().registry.gather(), &mut out) {
+        tracing::warn!(error = %e, "encoding metrics failed");
+    }
+    out
+}
+
+/// Counts an app stream for as long as it lives.
+pub struct StreamGuard;
+
+impl StreamGuard {
+    pub fn new() -> StreamGuard {
+        get().app_streams.inc();
+        StreamGuard
+    }
+}
+
+impl Default for StreamGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        get().app_streams.dec();
+    }
+}
