@@ -24,6 +24,7 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// One permit per open WebSocket (`[ws] max_connections`).
     pub ws_slots: Arc<Semaphore>,
+    pub limits: Arc<crate::limits::Limiters>,
 }
 
 /// The receiving side of the shutdown signal; cheap to clone.
@@ -77,6 +78,7 @@ impl App {
         let relay = Relay::new(store, &config, now_ms()).await?;
         let (trigger, shutdown) = ShutdownTrigger::new();
         let ws_slots = Arc::new(Semaphore::new(config.ws.max_connections));
+        let limits = Arc::new(crate::limits::Limiters::new(&config.rate_limits));
         Ok(App {
             state: AppState {
                 relay: Arc::new(relay),
@@ -84,6 +86,7 @@ impl App {
                 config: Arc::new(config),
                 shutdown,
                 ws_slots,
+                limits,
             },
             trigger,
             generated_admin_token,
@@ -108,6 +111,7 @@ impl App {
         let interval = Duration::from_secs(state.config.tasks.maintenance_interval_secs);
         let maintenance = tokio::spawn(tasks::maintenance(
             state.relay.clone(),
+            state.limits.clone(),
             interval,
             state.shutdown.clone(),
         ));
@@ -131,9 +135,12 @@ impl App {
             }))
         };
         let router = http::router(state.clone());
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(state.shutdown.clone().wait())
-            .await;
+        let result = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(state.shutdown.clone().wait())
+        .await;
         let _ = maintenance.await;
         if let Some(m) = metrics_listener {
             let _ = m.await;

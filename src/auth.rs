@@ -326,9 +326,25 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, Error> {
     }
 }
 
+/// The peer's address, when the server records it.
+pub fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
-    let token = bearer(parts)?.ok_or(Error::Unauthorized("missing bearer token"))?;
-    state.auth.authenticate(token).await
+    let ip = peer_ip(parts);
+    state.limits.check_ip(ip)?;
+    let result = match bearer(parts)? {
+        Some(token) => state.auth.authenticate(token).await,
+        None => Err(Error::Unauthorized("missing bearer token")),
+    };
+    if matches!(result, Err(Error::Unauthorized(_))) {
+        state.limits.failed_auth(ip);
+    }
+    result
 }
 
 /// Requires the admin token.
@@ -360,7 +376,10 @@ impl FromRequestParts<AppState> for ClientAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         match principal(parts, state).await? {
-            Principal::Client(id) => Ok(ClientAuth(id)),
+            Principal::Client(id) => {
+                state.limits.check_agent(&id)?;
+                Ok(ClientAuth(id))
+            }
             _ => Err(Error::Forbidden("this endpoint needs a client token")),
         }
     }
@@ -370,13 +389,16 @@ impl FromRequestParts<AppState> for AppAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        if bearer(parts)?.is_none() && state.config.inbound.public {
-            return Ok(AppAuth(AppId::public()));
-        }
-        match principal(parts, state).await? {
-            Principal::App(id) => Ok(AppAuth(id)),
-            _ => Err(Error::Forbidden("this endpoint needs an app token")),
-        }
+        let app = if bearer(parts)?.is_none() && state.config.inbound.public {
+            AppId::public()
+        } else {
+            match principal(parts, state).await? {
+                Principal::App(id) => id,
+                _ => return Err(Error::Forbidden("this endpoint needs an app token")),
+            }
+        };
+        state.limits.check_app(&app)?;
+        Ok(AppAuth(app))
     }
 }
 

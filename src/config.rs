@@ -27,6 +27,7 @@ pub struct Config {
     pub sse: Sse,
     pub idempotency: Idempotency,
     pub metrics: MetricsListener,
+    pub rate_limits: RateLimits,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -225,6 +226,32 @@ pub struct MetricsListener {
     /// `host:port` of a separate listener serving `/metrics` without a token;
     /// empty: none (`GET /metrics` on the main port needs the admin token).
     pub bind: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    pub app_per_sec: u32,
+    pub app_burst: u32,
+    pub user_per_sec: u32,
+    pub user_burst: u32,
+    pub agent_per_sec: u32,
+    pub agent_burst: u32,
+    pub failed_auth_per_min: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            app_per_sec: 500,
+            app_burst: 1000,
+            user_per_sec: 20,
+            user_burst: 40,
+            agent_per_sec: 1000,
+            agent_burst: 2000,
+            failed_auth_per_min: 20,
+        }
+    }
 }
 
 /// A secret string whose `Debug` prints nothing.

@@ -34,6 +34,12 @@ pub enum Error {
     /// 422: well-formed, but a field is missing or invalid.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
+    /// 429: over a rate limit; `Retry-After` says when to come back.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// 503: a capacity limit is reached (e.g. WebSocket connections).
     #[error("{message}")]
     Overloaded { code: &'static str, message: String },
@@ -76,6 +82,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -95,6 +102,7 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::MethodNotAllowed => "method_not_allowed",
+            Error::TooManyRequests { .. } => "rate_limited",
             Error::Unavailable(_) => "storage_unavailable",
             Error::Internal(_) => "internal",
         }
@@ -125,6 +133,16 @@ impl IntoResponse for Error {
             other => other.to_string(),
         };
         let body = json!({ "error": { "code": self.code(), "message": message } });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Error::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+        }
+        response
     }
 }

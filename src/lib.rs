@@ -19,6 +19,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod relay;

@@ -8,7 +8,12 @@ use std::time::Duration;
 
 /// Every `interval`: persist poll times, expire idle conversations, move work
 /// away from gone clients. A failed tick is logged and retried next time.
-pub async fn maintenance(relay: Arc<Relay>, interval: Duration, shutdown: Shutdown) {
+pub async fn maintenance(
+    relay: Arc<Relay>,
+    limits: Arc<crate::limits::Limiters>,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
@@ -16,6 +21,7 @@ pub async fn maintenance(relay: Arc<Relay>, interval: Duration, shutdown: Shutdo
             _ = tokio::time::sleep(interval) => {}
             _ = &mut stop => return,
         }
+        limits.prune();
         match relay.maintain().await {
             Ok(r) if r.expired > 0 || r.moved_from > 0 => {
                 tracing::info!(

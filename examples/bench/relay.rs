@@ -23,7 +23,10 @@ impl RelayProc {
         let config = dir.join(format!("relay-{port}.toml"));
         std::fs::write(
             &config,
-            format!("[storage]\nsynchronous = \"{sync}\"\n[delivery]\nlong_poll_max_secs = 30\n[ws]\nmax_connections = 4096\n"),
+            format!(
+                "[storage]\nsynchronous = \"{sync}\"\n[delivery]\nlong_poll_max_secs = 30\n[ws]\nmax_connections = 4096\n\
+                 [rate_limits]\napp_per_sec = 0\nuser_per_sec = 0\nagent_per_sec = 0\nfailed_auth_per_min = 0\n"
+            ),
         )
         .expect("write relay config");
         let log = std::fs::File::create(dir.join(format!("relay-{port}.log"))).expect("relay log");

@@ -35,6 +35,7 @@ async fn inbound(
     let key = idempotency_key(&headers)?;
     let from = UserId::parse(&body.from)
         .map_err(|why| Error::invalid("invalid_from", format!("`from` {why}")))?;
+    state.limits.check_user(&app, &from)?;
     let message = state.relay.inbound(app, from, body.text, key).await?;
     Ok(Json(message))
 }

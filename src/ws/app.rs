@@ -144,6 +144,7 @@ async fn request(conn: &mut Conn, state: &AppState, app: &AppId, text: &str) -> 
 async fn inbound(state: &AppState, app: &AppId, p: InboundParams) -> Result<Value, Error> {
     let from = UserId::parse(&p.from)
         .map_err(|why| Error::invalid("invalid_from", format!("`from` {why}")))?;
+    state.limits.check_user(app, &from)?;
     let key = p
         .idempotency_key
         .as_deref()

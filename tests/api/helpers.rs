@@ -37,6 +37,11 @@ pub fn fast_config() -> Config {
     c.clients.stale_after_secs = 30;
     c.clients.disconnected_after_secs = 300;
     c.tasks.maintenance_interval_secs = 1;
+    // Tests make many requests (and deliberate auth failures) from one address.
+    c.rate_limits.app_per_sec = 0;
+    c.rate_limits.user_per_sec = 0;
+    c.rate_limits.agent_per_sec = 0;
+    c.rate_limits.failed_auth_per_min = 0;
     c
 }
 

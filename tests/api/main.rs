@@ -13,6 +13,7 @@ mod flow;
 mod helpers;
 mod idempotency;
 mod metrics;
+mod rate_limits;
 mod realtime;
 mod retention;
 mod startup;

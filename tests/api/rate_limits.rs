@@ -1,0 +1,70 @@
+//! Rate limits: 429 with Retry-After per app user, per agent, and per IP on
+//! failed authentications; what is refused writes nothing.
+
+use crate::helpers::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_over_their_rate_gets_429_with_retry_after() {
+    let app = spawn_with(|c| {
+        c.rate_limits.user_per_sec = 1;
+        c.rate_limits.user_burst = 2;
+    })
+    .await;
+    let (_, web) = app.create_app("web").await;
+    app.inbound(&web, "chatty", "1").await;
+    app.inbound(&web, "chatty", "2").await;
+    let before = app.row_counts().await;
+    let res = app
+        .http
+        .post(format!("{}/inbound", app.base))
+        .bearer_auth(&web)
+        .json(&json!({"from": "chatty", "text": "3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(app.row_counts().await, before);
+    // Another user of the same app is not affected.
+    app.inbound(&web, "quiet", "hello").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_over_its_rate_gets_429() {
+    let app = spawn_with(|c| {
+        c.rate_limits.agent_per_sec = 1;
+        c.rate_limits.agent_burst = 1;
+    })
+    .await;
+    let (_, agent) = app.create_client("agent").await;
+    assert_eq!(app.get("/poll", &agent).await.status, 200);
+    let r = app.get("/poll", &agent).await;
+    assert_eq!((r.status.as_u16(), r.error_code()), (429, "rate_limited"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_failing_to_authenticate_is_refused() {
+    let app = spawn_with(|c| c.rate_limits.failed_auth_per_min = 3).await;
+    let (_, agent) = app.create_client("agent").await;
+    let wrong = "cli_0123456789abcdef0123456789abcdef.nope";
+    for _ in 0..3 {
+        assert_eq!(app.get("/poll", wrong).await.status, 401);
+    }
+    // The fourth failure exhausts the bucket; from then on the address is refused.
+    app.get("/poll", wrong).await;
+    let r = app.get("/poll", wrong).await;
+    assert_eq!((r.status.as_u16(), r.error_code()), (429, "rate_limited"));
+    let r = app.get("/poll", &agent).await;
+    assert_eq!(
+        r.status, 429,
+        "even a right token, until the bucket refills"
+    );
+}
