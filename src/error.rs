@@ -53,6 +53,21 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The body of every error response (for the OpenAPI document; rendered by
+/// `IntoResponse` below).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code, e.g. `invalid_json`, `queue_full`.
+    pub code: String,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
 impl Error {
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Error {
         Error::Invalid {

@@ -181,6 +181,27 @@ macro_rules! sql_text {
     };
 }
 
+/// In the OpenAPI document every id is a string.
+macro_rules! schema_string {
+    ($name:ident, $example:literal) => {
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .examples([serde_json::json!($example)])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+schema_string!(ClientId, "cli_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+schema_string!(AppId, "app_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+schema_string!(ConversationId, "conv_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+schema_string!(MessageId, "msg_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+
 sql_text!(ClientId);
 sql_text!(AppId);
 sql_text!(ConversationId);

@@ -3,15 +3,14 @@
 use super::extract::{cursor, limit, query_id, ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::auth::AdminAuth;
-use crate::error::Error;
+use crate::error::{Error, ErrorResponse};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId};
-use crate::model::{DeliveryState, IssuedApp, IssuedClient};
+use crate::model::{AppInfo, ClientInfo, Delivery, DeliveryState, IssuedApp, IssuedClient};
 use crate::relay::admin::DeliveryFilter;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,9 +24,33 @@ pub fn router() -> Router<AppState> {
         .route("/deliveries/{id}/requeue", post(requeue))
 }
 
-#[derive(Deserialize)]
-struct NameBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct NameBody {
+    /// 1 to 128 bytes of printable text.
     name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Done {
+    ok: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Clients {
+    clients: Vec<ClientInfo>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Apps {
+    apps: Vec<AppInfo>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Deliveries {
+    deliveries: Vec<Delivery>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
 }
 
 fn client_id(id: &str) -> Result<ClientId, Error> {
@@ -39,7 +62,14 @@ fn app_id(id: &str) -> Result<AppId, Error> {
     AppId::parse(id).ok_or_else(|| Error::not_found("app_not_found", format!("no app {id}")))
 }
 
-async fn create_client(
+/// Creates a client (an agent instance); its token is shown only here.
+#[utoipa::path(post, path = "/clients", tag = "admin", security(("bearer" = [])), request_body = NameBody, responses(
+    (status = 200, body = IssuedClient),
+    (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse),
+    (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn create_client(
     State(state): State<AppState>,
     _: AdminAuth,
     ApiJson(body): ApiJson<NameBody>,
@@ -47,24 +77,47 @@ async fn create_client(
     Ok(Json(state.relay.create_client(&body.name).await?))
 }
 
-async fn list_clients(State(state): State<AppState>, _: AdminAuth) -> Result<Json<Value>, Error> {
-    Ok(Json(
-        json!({ "clients": state.relay.list_clients().await? }),
-    ))
+/// Lists clients with their state and pending deliveries.
+#[utoipa::path(get, path = "/clients", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, body = Clients),
+    (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 429, body = ErrorResponse),
+    (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn list_clients(
+    State(state): State<AppState>,
+    _: AdminAuth,
+) -> Result<Json<Clients>, Error> {
+    Ok(Json(Clients {
+        clients: state.relay.list_clients().await?,
+    }))
 }
 
-async fn revoke_client(
+/// Revokes a client; its open conversations move to other clients.
+#[utoipa::path(delete, path = "/clients/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Client id")), responses(
+    (status = 200, body = Done),
+    (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn revoke_client(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<Done>, Error> {
     let id = client_id(&id)?;
     state.relay.revoke_client(&id).await?;
     state.auth.forget(id.as_str());
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(Done { ok: true }))
 }
 
-async fn rotate_client_token(
+/// Replaces a client's token; the old one stops working.
+#[utoipa::path(post, path = "/clients/{id}/token", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Client id")), responses(
+    (status = 200, body = IssuedClient),
+    (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn rotate_client_token(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(id): Path<String>,
@@ -75,7 +128,14 @@ async fn rotate_client_token(
     Ok(Json(issued))
 }
 
-async fn create_app(
+/// Creates an app; its token is shown only here.
+#[utoipa::path(post, path = "/apps", tag = "admin", security(("bearer" = [])), request_body = NameBody, responses(
+    (status = 200, body = IssuedApp),
+    (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse),
+    (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn create_app(
     State(state): State<AppState>,
     _: AdminAuth,
     ApiJson(body): ApiJson<NameBody>,
@@ -83,22 +143,47 @@ async fn create_app(
     Ok(Json(state.relay.create_app(&body.name).await?))
 }
 
-async fn list_apps(State(state): State<AppState>, _: AdminAuth) -> Result<Json<Value>, Error> {
-    Ok(Json(json!({ "apps": state.relay.list_apps().await? })))
+/// Lists apps.
+#[utoipa::path(get, path = "/apps", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, body = Apps),
+    (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 429, body = ErrorResponse),
+    (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn list_apps(
+    State(state): State<AppState>,
+    _: AdminAuth,
+) -> Result<Json<Apps>, Error> {
+    Ok(Json(Apps {
+        apps: state.relay.list_apps().await?,
+    }))
 }
 
-async fn revoke_app(
+/// Revokes an app's token; its conversations and history stay.
+#[utoipa::path(delete, path = "/apps/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "App id")), responses(
+    (status = 200, body = Done),
+    (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn revoke_app(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<Done>, Error> {
     let id = app_id(&id)?;
     state.relay.revoke_app(&id).await?;
     state.auth.forget(id.as_str());
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(Done { ok: true }))
 }
 
-async fn rotate_app_token(
+/// Replaces an app's token; the old one stops working.
+#[utoipa::path(post, path = "/apps/{id}/token", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "App id")), responses(
+    (status = 200, body = IssuedApp),
+    (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn rotate_app_token(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(id): Path<String>,
@@ -109,21 +194,30 @@ async fn rotate_app_token(
     Ok(Json(issued))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct DeliveriesQuery {
+#[into_params(rename_all = "camelCase")]
+pub(crate) struct DeliveriesQuery {
     state: Option<DeliveryState>,
     client_id: Option<String>,
     conversation_id: Option<String>,
+    /// From a previous page's nextCursor.
     cursor: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
-async fn list_deliveries(
+/// Deliveries, newest first (e.g. `?state=dead` for dead letters).
+#[utoipa::path(get, path = "/deliveries", tag = "admin", security(("bearer" = [])), params(DeliveriesQuery), responses(
+    (status = 200, body = Deliveries),
+    (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn list_deliveries(
     State(state): State<AppState>,
     _: AdminAuth,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<Deliveries>, Error> {
     let client = query_id(
         q.client_id,
         ClientId::parse,
@@ -146,19 +240,26 @@ async fn list_deliveries(
             limit: limit(q.limit, 100, 1000)?,
         })
         .await?;
-    Ok(Json(json!({
-        "deliveries": page.items,
-        "nextCursor": page.next.map(|n| n.to_string()),
-    })))
+    Ok(Json(Deliveries {
+        deliveries: page.items,
+        next_cursor: page.next.map(|n| n.to_string()),
+    }))
 }
 
-async fn requeue(
+/// Puts a dead delivery back in its conversation's queue.
+#[utoipa::path(post, path = "/deliveries/{id}/requeue", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Message id")), responses(
+    (status = 200, body = Done),
+    (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    (status = 409, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn requeue(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<Done>, Error> {
     let id = MessageId::parse(&id)
         .ok_or_else(|| Error::not_found("message_not_found", format!("no message {id}")))?;
     state.relay.requeue(&id).await?;
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(Done { ok: true }))
 }

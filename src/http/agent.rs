@@ -11,7 +11,6 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
@@ -26,18 +25,30 @@ const MAX_CLAIM: i64 = 100;
 /// Most ids one ack may name.
 const MAX_ACK: usize = 1000;
 
-#[derive(Deserialize)]
-struct PollQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub(crate) struct PollQuery {
+    /// Most deliveries to claim, 1 to 100 (default 10).
     max: Option<i64>,
+    /// Seconds to wait for a delivery (capped by long_poll_max_secs).
     wait: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Messages {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Messages {
     messages: Vec<Message>,
 }
 
-async fn poll(
+/// Claims due deliveries (leased for lease_secs), long-polling with `wait`.
+#[utoipa::path(get, path = "/poll", tag = "agent", security(("bearer" = [])), params(PollQuery), responses(
+    (status = 200, body = Messages),
+    (status = 400, body = crate::error::ErrorResponse),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 422, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn poll(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
     ApiQuery(q): ApiQuery<PollQuery>,
@@ -57,20 +68,41 @@ async fn poll(
     Ok(Json(Messages { messages }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SendBody {
+pub(crate) struct SendBody {
     to: String,
     text: String,
     conversation_id: String,
 }
 
-async fn send(
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Sent {
+    ok: bool,
+    message: Message,
+}
+
+/// Stores a reply in a conversation this agent holds; acks what it had claimed of it.
+#[utoipa::path(post, path = "/send", tag = "agent", security(("bearer" = [])), request_body = SendBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result")),
+    responses(
+    (status = 200, body = Sent),
+    (status = 400, body = crate::error::ErrorResponse),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 404, body = crate::error::ErrorResponse),
+    (status = 409, body = crate::error::ErrorResponse),
+    (status = 413, body = crate::error::ErrorResponse),
+    (status = 422, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn send(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SendBody>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<Sent>, Error> {
     let key = idempotency_key(&headers)?;
     let conversation = ConversationId::parse(&body.conversation_id).ok_or_else(|| {
         Error::not_found(
@@ -82,19 +114,38 @@ async fn send(
         .relay
         .send(client, conversation, body.to, body.text, None, key)
         .await?;
-    Ok(Json(json!({ "ok": true, "message": message })))
+    Ok(Json(Sent { ok: true, message }))
 }
 
-#[derive(Deserialize)]
-struct AckBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct AckBody {
     ids: Vec<String>,
 }
 
-async fn ack(
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Acked {
+    ok: bool,
+    acked: Vec<MessageId>,
+    not_acked: Vec<MessageId>,
+}
+
+/// Acks claimed deliveries by message id.
+#[utoipa::path(post, path = "/ack", tag = "agent", security(("bearer" = [])), request_body = AckBody, responses(
+    (status = 200, body = Acked),
+    (status = 400, body = crate::error::ErrorResponse),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 413, body = crate::error::ErrorResponse),
+    (status = 422, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn ack(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
     ApiJson(body): ApiJson<AckBody>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<Acked>, Error> {
     if body.ids.is_empty() || body.ids.len() > MAX_ACK {
         return Err(Error::invalid(
             "invalid_ids",
@@ -110,7 +161,9 @@ async fn ack(
         );
     }
     let outcome = state.relay.ack(client, ids).await?;
-    Ok(Json(
-        json!({ "ok": true, "acked": outcome.acked, "notAcked": outcome.not_acked }),
-    ))
+    Ok(Json(Acked {
+        ok: true,
+        acked: outcome.acked,
+        not_acked: outcome.not_acked,
+    }))
 }

@@ -4,15 +4,14 @@
 use super::extract::{cursor, limit, query_id, ApiQuery};
 use crate::app::AppState;
 use crate::auth::{AdminAuth, AnyAuth};
-use crate::error::Error;
+use crate::error::{Error, ErrorResponse};
 use crate::ids::{AppId, ClientId, ConversationId};
-use crate::model::{ConversationState, ConversationWithMessages};
+use crate::model::{Conversation, ConversationState, ConversationWithMessages};
 use crate::relay::admin::ConversationFilter;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -20,9 +19,10 @@ pub fn router() -> Router<AppState> {
         .route("/conversations/{id}", get(one))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct ListQuery {
+#[into_params(rename_all = "camelCase")]
+pub(crate) struct ListQuery {
     user_id: Option<String>,
     client_id: Option<String>,
     app_id: Option<String>,
@@ -31,11 +31,25 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-async fn list(
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Conversations {
+    conversations: Vec<Conversation>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+}
+
+/// Conversations, newest first, with filters.
+#[utoipa::path(get, path = "/conversations", tag = "admin", security(("bearer" = [])), params(ListQuery), responses(
+    (status = 200, body = Conversations),
+    (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _: AdminAuth,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<Conversations>, Error> {
     let client = query_id(
         q.client_id,
         ClientId::parse,
@@ -54,13 +68,20 @@ async fn list(
             limit: limit(q.limit, 50, 500)?,
         })
         .await?;
-    Ok(Json(json!({
-        "conversations": page.items,
-        "nextCursor": page.next.map(|n| n.to_string()),
-    })))
+    Ok(Json(Conversations {
+        conversations: page.items,
+        next_cursor: page.next.map(|n| n.to_string()),
+    }))
 }
 
-async fn one(
+/// One conversation with its messages: for an admin any, for a client or an app its own.
+#[utoipa::path(get, path = "/conversations/{id}", tag = "any", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Conversation id")), responses(
+    (status = 200, body = ConversationWithMessages),
+    (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse),
+    (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn one(
     State(state): State<AppState>,
     AnyAuth(viewer): AnyAuth,
     Path(id): Path<String>,

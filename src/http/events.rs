@@ -24,14 +24,27 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/events", get(events))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct EventsQuery {
+#[into_params(rename_all = "camelCase")]
+pub(crate) struct EventsQuery {
+    /// Replay stored messages after this cursor first (Last-Event-ID wins).
     after: Option<String>,
+    /// Only this conversation.
     conversation_id: Option<String>,
 }
 
-async fn events(
+/// The app's live stream as Server-Sent Events (see docs/protocol.md).
+#[utoipa::path(get, path = "/events", tag = "app", security(("bearer" = [])), params(EventsQuery), responses(
+    (status = 200, content_type = "text/event-stream", body = String),
+    (status = 400, body = crate::error::ErrorResponse),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 404, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn events(
     State(state): State<AppState>,
     AppAuth(app): AppAuth,
     headers: HeaderMap,

@@ -8,7 +8,7 @@ use crate::store::{conversations, now_ms};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -18,14 +18,30 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// `GET /ready`: 200 when the database answers, 503 otherwise (no auth).
-async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Error> {
-    state.relay.store.ping().await?;
-    Ok(Json(json!({ "ok": true })))
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Ok {
+    ok: bool,
 }
 
-/// `GET /metrics` (admin): Prometheus text format.
-async fn metrics(
+/// Readiness: 200 when the database answers, 503 otherwise (no authentication).
+#[utoipa::path(get, path = "/ready", tag = "public", responses(
+    (status = 200, body = Ok),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Ok>, Error> {
+    state.relay.store.ping().await?;
+    Ok(Json(Ok { ok: true }))
+}
+
+/// Prometheus metrics in the text format.
+#[utoipa::path(get, path = "/metrics", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, content_type = "text/plain", body = String),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn metrics(
     State(state): State<AppState>,
     _: AdminAuth,
 ) -> Result<impl axum::response::IntoResponse, Error> {
@@ -60,19 +76,50 @@ pub fn metrics_only(relay: std::sync::Arc<crate::relay::Relay>) -> Router {
     )
 }
 
-/// `GET /stats` (admin): what the single writer has done since start.
-async fn stats(State(state): State<AppState>, _: AdminAuth) -> Json<Value> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let w = state.relay.store.writer_stats();
-    Json(json!({
-        "commits": w.commits.load(Relaxed),
-        "operations": w.operations.load(Relaxed),
-        "failedCommits": w.failed.load(Relaxed),
-        "commitMicros": w.commit_micros.load(Relaxed),
-    }))
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Stats {
+    commits: u64,
+    operations: u64,
+    failed_commits: u64,
+    commit_micros: u64,
 }
 
-async fn health(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+/// What the single writer has done since start.
+#[utoipa::path(get, path = "/stats", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, body = Stats),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn stats(State(state): State<AppState>, _: AdminAuth) -> Json<Stats> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let w = state.relay.store.writer_stats();
+    Json(Stats {
+        commits: w.commits.load(Relaxed),
+        operations: w.operations.load(Relaxed),
+        failed_commits: w.failed.load(Relaxed),
+        commit_micros: w.commit_micros.load(Relaxed),
+    })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    ok: bool,
+    server: &'static str,
+    version: &'static str,
+    /// Clients counting as connected.
+    clients: usize,
+    /// Conversations not expired.
+    conversations: i64,
+}
+
+/// Liveness and a summary (no authentication).
+#[utoipa::path(get, path = "/health", tag = "public", responses(
+    (status = 200, body = Health),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Health>, Error> {
     let now = now_ms();
     let relay = &state.relay;
     let clients = relay
@@ -83,11 +130,11 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, Error> {
         .count();
     let conversations =
         conversations::count_active(relay.store.reader(), relay.rules.idle_cutoff(now)).await?;
-    Ok(Json(json!({
-        "ok": true,
-        "server": "clawrelay",
-        "version": env!("CARGO_PKG_VERSION"),
-        "clients": clients,
-        "conversations": conversations,
-    })))
+    Ok(Json(Health {
+        ok: true,
+        server: "clawrelay",
+        version: env!("CARGO_PKG_VERSION"),
+        clients,
+        conversations,
+    }))
 }

@@ -10,8 +10,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
@@ -20,13 +19,28 @@ pub fn router() -> Router<AppState> {
         .route("/outbox", get(outbox))
 }
 
-#[derive(Deserialize)]
-struct InboundBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct InboundBody {
+    /// The app's name for its user.
     from: String,
     text: String,
 }
 
-async fn inbound(
+/// Stores a user's message and queues its delivery; answers the stored message.
+#[utoipa::path(post, path = "/inbound", tag = "app", security(("bearer" = [])), request_body = InboundBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result")),
+    responses(
+    (status = 200, body = Message),
+    (status = 400, body = crate::error::ErrorResponse),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 409, body = crate::error::ErrorResponse),
+    (status = 413, body = crate::error::ErrorResponse),
+    (status = 422, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn inbound(
     State(state): State<AppState>,
     AppAuth(app): AppAuth,
     headers: HeaderMap,
@@ -40,18 +54,38 @@ async fn inbound(
     Ok(Json(message))
 }
 
-#[derive(Deserialize)]
-struct OutboxQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub(crate) struct OutboxQuery {
+    /// The cursor of the last message read (default 0: from the start).
     after: Option<String>,
+    /// Seconds to wait for a reply (capped by long_poll_max_secs).
     wait: Option<u64>,
+    /// Most messages, 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
-async fn outbox(
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Outbox {
+    messages: Vec<Message>,
+    /// Pass as `after` to continue.
+    cursor: String,
+}
+
+/// The replies to this app's users, in order, resumable from a cursor.
+#[utoipa::path(get, path = "/outbox", tag = "app", security(("bearer" = [])), params(OutboxQuery), responses(
+    (status = 200, body = Outbox),
+    (status = 400, body = crate::error::ErrorResponse),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 422, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn outbox(
     State(state): State<AppState>,
     AppAuth(app): AppAuth,
     ApiQuery(q): ApiQuery<OutboxQuery>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<Outbox>, Error> {
     let after = cursor(q.after.as_deref())?.unwrap_or(0);
     let limit = limit(q.limit, 100, 1000)?;
     let wait = q.wait.filter(|s| *s > 0).map(Duration::from_secs);
@@ -59,7 +93,8 @@ async fn outbox(
         .relay
         .outbox(app, after, limit, wait, state.shutdown.clone().wait())
         .await?;
-    Ok(Json(
-        json!({ "messages": page.messages, "cursor": page.cursor.to_string() }),
-    ))
+    Ok(Json(Outbox {
+        messages: page.messages,
+        cursor: page.cursor.to_string(),
+    }))
 }

@@ -3,13 +3,14 @@
 //! Handlers parse, authorize (by their extractors), call one domain function
 //! and shape the response.
 
-mod admin;
-mod agent;
-mod conversations;
-mod events;
+pub(crate) mod admin;
+pub(crate) mod agent;
+pub(crate) mod conversations;
+pub(crate) mod events;
 pub mod extract;
 pub mod health;
-mod inbound;
+pub(crate) mod inbound;
+pub mod openapi;
 
 use crate::app::AppState;
 use crate::error::Error;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agent::router())
         .merge(inbound::router())
         .merge(events::router())
+        .merge(openapi::router())
         .merge(crate::ws::router())
         .fallback(|| async { Error::not_found("no_route", "no such endpoint") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })

@@ -29,7 +29,13 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
 }
 
-async fn upgrade(
+/// Upgrades to the WebSocket protocol of agents and apps (see docs/protocol.md).
+#[utoipa::path(get, path = "/ws", tag = "public", responses(
+    (status = 101, description = "Switching to the WebSocket protocol; the first frame must be `connect`"),
+    (status = 400, content_type = "text/plain", body = String, description = "Not a WebSocket upgrade request"),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,

@@ -14,6 +14,7 @@ mod flow;
 mod helpers;
 mod idempotency;
 mod metrics;
+mod openapi;
 mod rate_limits;
 mod realtime;
 mod retention;

@@ -1,0 +1,54 @@
+//! The OpenAPI 3 document of the HTTP API, generated from the handlers'
+//! `#[utoipa::path]` annotations and the types they exchange, served at
+//! `GET /openapi.json`.
+
+use super::{admin, agent, conversations, events, health, inbound};
+use crate::app::AppState;
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "clawrelay",
+        description = "A durable message relay between apps and AI agents. Tokens go in `Authorization: Bearer`; tags say which token an operation takes (admin, agent = client token, app = app token, any, public = none).",
+    ),
+    paths(
+        health::health, health::ready, health::stats, health::metrics,
+        admin::create_client, admin::list_clients, admin::revoke_client, admin::rotate_client_token,
+        admin::create_app, admin::list_apps, admin::revoke_app, admin::rotate_app_token,
+        admin::list_deliveries, admin::requeue,
+        conversations::list, conversations::one,
+        agent::poll, agent::send, agent::ack,
+        inbound::inbound, inbound::outbox,
+        events::events,
+        crate::ws::upgrade,
+        openapi_json,
+    ),
+    modifiers(&Bearer),
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi_json))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "public", responses((status = 200, description = "The OpenAPI 3 document")))]
+pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
