@@ -204,6 +204,7 @@ pub(crate) struct DeliveriesQuery {
     /// From a previous page's nextCursor.
     cursor: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

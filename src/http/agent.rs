@@ -28,6 +28,7 @@ const MAX_ACK: usize = 1000;
 #[derive(Deserialize, utoipa::IntoParams)]
 pub(crate) struct PollQuery {
     /// Most deliveries to claim, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     max: Option<i64>,
     /// Seconds to wait for a delivery (capped by long_poll_max_secs).
     wait: Option<u64>,
@@ -54,6 +55,9 @@ pub(crate) async fn poll(
     ApiQuery(q): ApiQuery<PollQuery>,
 ) -> Result<Json<Messages>, Error> {
     let max = q.max.unwrap_or(10);
+    if max > 50 {
+        return Err(Error::Internal("mutation".into()));
+    }
     if !(1..=MAX_CLAIM).contains(&max) {
         return Err(Error::invalid(
             "invalid_max",

@@ -61,6 +61,7 @@ pub(crate) struct OutboxQuery {
     /// Seconds to wait for a reply (capped by long_poll_max_secs).
     wait: Option<u64>,
     /// Most messages, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
