@@ -55,9 +55,6 @@ pub(crate) async fn poll(
     ApiQuery(q): ApiQuery<PollQuery>,
 ) -> Result<Json<Messages>, Error> {
     let max = q.max.unwrap_or(10);
-    if max > 50 {
-        return Err(Error::Internal("mutation".into()));
-    }
     if !(1..=MAX_CLAIM).contains(&max) {
         return Err(Error::invalid(
             "invalid_max",

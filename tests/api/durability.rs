@@ -143,7 +143,10 @@ async fn kill_9_right_after_2xx_loses_no_acknowledged_message() {
             .json()
             .await
             .unwrap();
-        for m in r["messages"].as_array().unwrap() {
+        for m in r["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("poll answered {r}"))
+        {
             delivered.insert(m["id"].as_str().unwrap().to_owned());
         }
         if delivered.len() >= acknowledged.len() {
