@@ -135,9 +135,11 @@ impl App {
             }))
         };
         let router = http::router(state.clone());
+        let listener =
+            crate::listener::CappedListener::new(listener, state.config.limits.max_connections);
         let result = axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            router.into_make_service_with_connect_info::<crate::listener::PeerAddr>(),
         )
         .with_graceful_shutdown(state.shutdown.clone().wait())
         .await;

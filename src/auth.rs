@@ -330,8 +330,8 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, Error> {
 pub fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
     parts
         .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<axum::extract::ConnectInfo<crate::listener::PeerAddr>>()
+        .map(|c| c.0 .0.ip())
 }
 
 async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {

@@ -144,6 +144,7 @@ pub struct Limits {
     pub max_text_bytes: usize,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -152,6 +153,7 @@ impl Default for Limits {
             max_text_bytes: 65_536,
             max_body_bytes: 1_048_576,
             request_timeout_secs: 30,
+            max_connections: 8192,
         }
     }
 }
@@ -381,6 +383,9 @@ impl Config {
         }
         if self.delivery.max_pending == 0 {
             return bad("delivery.max_pending must be at least 1".into());
+        }
+        if self.limits.max_connections == 0 {
+            return bad("limits.max_connections must be at least 1".into());
         }
         if self.limits.request_timeout_secs == 0 {
             return bad("limits.request_timeout_secs must be at least 1".into());

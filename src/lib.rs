@@ -20,6 +20,7 @@ pub mod http;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod relay;

@@ -68,3 +68,42 @@ async fn an_address_that_keeps_failing_to_authenticate_is_refused() {
         "even a right token, until the bucket refills"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let app = spawn_with(|c| c.limits.max_connections = 2).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let request = b"GET /health HTTP/1.1\r\nHost: relay\r\n\r\n";
+
+    // Two kept-alive connections, each proven accepted by an answer.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(request).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(c);
+    }
+
+    // A third waits: the relay does not accept it while both are open.
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    third
+        .write_all(b"GET /health HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let early =
+        tokio::time::timeout(std::time::Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "answered over the connection cap");
+
+    // One closes; the third is served.
+    drop(held.pop());
+    let n = tokio::time::timeout(PATIENCE, third.read(&mut buf))
+        .await
+        .expect("served once a slot frees")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
