@@ -10,6 +10,7 @@
 // A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
 #![allow(clippy::unwrap_used)]
 
+mod purge;
 mod queue;
 mod relay;
 mod roundtrip;
@@ -58,6 +59,11 @@ enum Command {
         duration: u64,
         #[arg(long, default_value_t = 3)]
         warmup: u64,
+    },
+    /// Retention under load: purge MESSAGES old messages while writing.
+    Purge {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: i64,
     },
     /// The queue at scale: claim latency with 1k, 100k, 1M pending deliveries.
     Queue {
@@ -211,6 +217,14 @@ async fn main() {
                 &cli.json,
                 serde_json::json!({ "fsyncMedianMs": fsync, "roundtrips": reports }),
             );
+        }
+        Command::Purge { messages } => {
+            let r = purge::run(&bin, messages).await;
+            println!(
+                "purged {} messages in {:.1} s ({:.0}/s; preload {:.1} s); {} writes meanwhile: p50 {:.2} ms, p99 {:.2} ms, longest {:.1} ms",
+                r.messages, r.purge_secs, r.messages_per_sec, r.preload_secs, r.writes, r.write_p50_ms, r.write_p99_ms, r.write_max_ms
+            );
+            write_json(&cli.json, serde_json::json!({ "purge": r }));
         }
         Command::Queue {
             sizes,

@@ -16,6 +16,17 @@ pub struct RelayProc {
 impl RelayProc {
     /// Starts `bin` on `db` with `[storage] synchronous = sync`; waits for /health.
     pub async fn start(bin: &Path, db: &Path, sync: &str, dir: &Path) -> RelayProc {
+        Self::start_with(bin, db, sync, dir, "").await
+    }
+
+    /// Like `start`, with more configuration (TOML sections) appended.
+    pub async fn start_with(
+        bin: &Path,
+        db: &Path,
+        sync: &str,
+        dir: &Path,
+        extra: &str,
+    ) -> RelayProc {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -25,7 +36,7 @@ impl RelayProc {
             &config,
             format!(
                 "[storage]\nsynchronous = \"{sync}\"\n[delivery]\nlong_poll_max_secs = 30\n[ws]\nmax_connections = 4096\n\
-                 [rate_limits]\napp_per_sec = 0\nuser_per_sec = 0\nagent_per_sec = 0\nfailed_auth_per_min = 0\n"
+                 [rate_limits]\napp_per_sec = 0\nuser_per_sec = 0\nagent_per_sec = 0\nfailed_auth_per_min = 0\n{extra}"
             ),
         )
         .expect("write relay config");
