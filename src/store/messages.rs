@@ -18,6 +18,7 @@ pub struct NewMessage<'a> {
 }
 
 struct Row {
+    seq: i64,
     id: String,
     conversation_id: String,
     app_id: String,
@@ -90,8 +91,9 @@ pub async fn insert(tx: &mut SqliteConnection, m: NewMessage<'_>) -> StoreResult
 pub async fn get(ex: impl SqliteExecutor<'_>, id: &MessageId) -> StoreResult<Option<Message>> {
     let row = sqlx::query_as!(
         Row,
-        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id
-         FROM messages WHERE id = ?",
+        r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
+                created_at, reply_id
+         FROM messages WHERE id = ?"#,
         id
     )
     .fetch_optional(ex)
@@ -102,8 +104,9 @@ pub async fn get(ex: impl SqliteExecutor<'_>, id: &MessageId) -> StoreResult<Opt
 pub async fn by_seq(ex: impl SqliteExecutor<'_>, seq: i64) -> StoreResult<Option<Message>> {
     let row = sqlx::query_as!(
         Row,
-        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id
-         FROM messages WHERE seq = ?",
+        r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
+                created_at, reply_id
+         FROM messages WHERE seq = ?"#,
         seq
     )
     .fetch_optional(ex)
@@ -125,8 +128,9 @@ pub async fn of_conversation(
 ) -> StoreResult<Vec<Message>> {
     let rows = sqlx::query_as!(
         Row,
-        "SELECT id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id
-         FROM messages WHERE conversation_id = ? ORDER BY seq",
+        r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
+                created_at, reply_id
+         FROM messages WHERE conversation_id = ? ORDER BY seq"#,
         conversation
     )
     .fetch_all(ex)
@@ -142,7 +146,8 @@ pub async fn outbox(
     after: i64,
     limit: i64,
 ) -> StoreResult<Vec<(i64, Message)>> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
                   recipient, text, created_at, reply_id
            FROM messages
@@ -156,21 +161,7 @@ pub async fn outbox(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| {
-            let row = Row {
-                id: r.id,
-                conversation_id: r.conversation_id,
-                app_id: r.app_id,
-                client_id: r.client_id,
-                direction: r.direction,
-                sender: r.sender,
-                recipient: r.recipient,
-                text: r.text,
-                created_at: r.created_at,
-                reply_id: r.reply_id,
-            };
-            (r.seq, Message::from(row))
-        })
+        .map(|r| (r.seq, Message::from(r)))
         .collect())
 }
 
@@ -183,7 +174,8 @@ pub async fn stream(
     after: i64,
     limit: i64,
 ) -> StoreResult<Vec<(i64, Message)>> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
                   recipient, text, created_at, reply_id
            FROM messages
@@ -198,21 +190,7 @@ pub async fn stream(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| {
-            let row = Row {
-                id: r.id,
-                conversation_id: r.conversation_id,
-                app_id: r.app_id,
-                client_id: r.client_id,
-                direction: r.direction,
-                sender: r.sender,
-                recipient: r.recipient,
-                text: r.text,
-                created_at: r.created_at,
-                reply_id: r.reply_id,
-            };
-            (r.seq, Message::from(row))
-        })
+        .map(|r| (r.seq, Message::from(r)))
         .collect())
 }
 

@@ -11,7 +11,7 @@ use super::protocol::{
 use super::{read_error, Conn, Exit};
 use crate::app::AppState;
 use crate::error::Error;
-use crate::ids::{ClientId, ConversationId, IdempotencyKey, MessageId, ReplyId};
+use crate::ids::{ClientId, ConversationId, MessageId, ReplyId};
 use crate::store::{clients, now_ms};
 use axum::extract::ws::Message;
 use serde_json::{json, Value};
@@ -278,22 +278,15 @@ fn parse_ids(ids: &[String]) -> Result<Vec<MessageId>, Error> {
         .collect()
 }
 
-type SendArgs = (ConversationId, Option<ReplyId>, Option<IdempotencyKey>);
+type SendArgs = (
+    ConversationId,
+    Option<ReplyId>,
+    Option<crate::ids::IdempotencyKey>,
+);
 
 fn send_args(p: &SendParams) -> Result<SendArgs, Error> {
     let conversation = conversation_id(&p.conversation_id)?;
     let reply = p.reply_id.as_deref().map(reply_id).transpose()?;
-    let key = p
-        .idempotency_key
-        .as_deref()
-        .map(|k| {
-            IdempotencyKey::parse(k).ok_or_else(|| {
-                Error::invalid(
-                    "invalid_idempotency_key",
-                    "`idempotencyKey` must be 1 to 255 visible ASCII characters",
-                )
-            })
-        })
-        .transpose()?;
+    let key = super::idempotency_param(p.idempotency_key.as_deref())?;
     Ok((conversation, reply, key))
 }

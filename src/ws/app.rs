@@ -6,7 +6,7 @@ use super::protocol::{close, ConnectParams, InboundParams, Request, PROTOCOL_VER
 use super::{read_error, Conn, Exit};
 use crate::app::AppState;
 use crate::error::Error;
-use crate::ids::{AppId, ConversationId, IdempotencyKey, UserId};
+use crate::ids::{AppId, ConversationId, UserId};
 use axum::extract::ws::Message;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -145,18 +145,7 @@ async fn inbound(state: &AppState, app: &AppId, p: InboundParams) -> Result<Valu
     let from = UserId::parse(&p.from)
         .map_err(|why| Error::invalid("invalid_from", format!("`from` {why}")))?;
     state.limits.check_user(app, &from)?;
-    let key = p
-        .idempotency_key
-        .as_deref()
-        .map(|k| {
-            IdempotencyKey::parse(k).ok_or_else(|| {
-                Error::invalid(
-                    "invalid_idempotency_key",
-                    "`idempotencyKey` must be 1 to 255 visible ASCII characters",
-                )
-            })
-        })
-        .transpose()?;
+    let key = super::idempotency_param(p.idempotency_key.as_deref())?;
     let message = state.relay.inbound(app.clone(), from, p.text, key).await?;
     Ok(json!({ "message": message }))
 }

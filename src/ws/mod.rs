@@ -201,6 +201,22 @@ impl Conn {
     }
 }
 
+/// The optional `idempotencyKey` param of `send` and `inbound`.
+pub(crate) fn idempotency_param(
+    value: Option<&str>,
+) -> Result<Option<crate::ids::IdempotencyKey>, Error> {
+    value
+        .map(|k| {
+            crate::ids::IdempotencyKey::parse(k).ok_or_else(|| {
+                Error::invalid(
+                    "invalid_idempotency_key",
+                    "`idempotencyKey` must be 1 to 255 visible ASCII characters",
+                )
+            })
+        })
+        .transpose()
+}
+
 /// What an error while reading a frame means for the session.
 pub fn read_error(e: &axum::Error) -> Exit {
     let text = e.to_string();
