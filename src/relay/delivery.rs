@@ -17,7 +17,7 @@ use crate::hub::Hub;
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
 use crate::model::Message;
 use crate::store::conversations::Expired;
-use crate::store::{clients, conversations, deliveries, messages, now_ms, StoreResult};
+use crate::store::{clients, conversations, deliveries, now_ms, StoreResult};
 use sqlx::SqliteConnection;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -236,9 +236,11 @@ impl Relay {
     /// client's other connections or, after reassignment, another client.
     pub async fn release_session(&self, client: &ClientId, session: &str) -> Result<(), Error> {
         let session = session.to_owned();
+        // Relaxed: a release undone by a crash is undone again at start
+        // (`release_all_owned`), since no session outlives the process.
         let released = self
             .store
-            .write(move |tx| {
+            .write_relaxed(move |tx| {
                 Box::pin(async move { deliveries::release_owner(tx, &session, now_ms()).await })
             })
             .await?;
@@ -339,11 +341,7 @@ impl Relay {
                     };
                     let mut promoted = false;
                     for id in ids {
-                        let conversation = match messages::seq_of(&mut *tx, &id).await? {
-                            Some(seq) => deliveries::ack(tx, &client, seq, now).await?,
-                            None => None,
-                        };
-                        match conversation {
+                        match deliveries::ack(tx, &client, &id, now).await? {
                             Some(c) => {
                                 promoted |= deliveries::promote_next(tx, &c, now).await?.is_some();
                                 outcome.acked.push(id);

@@ -162,7 +162,7 @@ pub async fn release_owner(tx: &mut SqliteConnection, owner: &str, now: i64) -> 
 /// can be alive.
 pub async fn release_all_owned(tx: &mut SqliteConnection, now: i64) -> StoreResult<u64> {
     let n = sqlx::query!(
-        "UPDATE deliveries SET visible_at = MIN(visible_at, ?1), lease_owner = NULL
+        "UPDATE deliveries SET visible_at = MIN(visible_at, ?1), lease_owner = NULL, updated_at = ?1
          WHERE lease_owner IS NOT NULL",
         now
     )
@@ -222,19 +222,20 @@ pub async fn next_visible_at(
     Ok(at)
 }
 
-/// Acks the client's claimed delivery of message `seq`. Returns its
+/// Acks the client's claimed delivery of message `id`. Returns its
 /// conversation when something was acked.
 pub async fn ack(
     tx: &mut SqliteConnection,
     client: &ClientId,
-    seq: i64,
+    id: &MessageId,
     now: i64,
 ) -> StoreResult<Option<ConversationId>> {
     let conversation = sqlx::query_scalar!(
         "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
-         WHERE message_seq = ?1 AND client_id = ?2 AND state = 'ready' AND attempts > 0
+         WHERE message_seq = (SELECT seq FROM messages WHERE id = ?1)
+           AND client_id = ?2 AND state = 'ready' AND attempts > 0
          RETURNING conversation_id",
-        seq,
+        id,
         client,
         now
     )
