@@ -7,12 +7,13 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::Error;
 use crate::relay::Relay;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{now_ms, Store, StoreError};
 use crate::{http, tasks};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -25,31 +26,8 @@ pub struct AppState {
     /// One permit per open WebSocket (`[ws] max_connections`).
     pub ws_slots: Arc<Semaphore>,
     pub limits: Arc<crate::limits::Limiters>,
-}
-
-/// The receiving side of the shutdown signal; cheap to clone.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    pub async fn wait(mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
-
-/// Triggers shutdown of everything holding the matching [`Shutdown`].
-#[derive(Clone)]
-pub struct ShutdownTrigger(Arc<watch::Sender<bool>>);
-
-impl ShutdownTrigger {
-    pub fn new() -> (ShutdownTrigger, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger(Arc::new(tx)), Shutdown(rx))
-    }
-
-    pub fn trigger(&self) {
-        let _ = self.0.send(true);
-    }
+    /// Whose forwarding headers name the client (`[server] trusted_proxies`).
+    pub proxies: crate::proxy::TrustedProxies,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +57,8 @@ impl App {
         let (trigger, shutdown) = ShutdownTrigger::new();
         let ws_slots = Arc::new(Semaphore::new(config.ws.max_connections));
         let limits = Arc::new(crate::limits::Limiters::new(&config.rate_limits));
+        let proxies = crate::proxy::TrustedProxies::parse(&config.server.trusted_proxies)
+            .map_err(|e| Error::Internal(format!("server.trusted_proxies: {e}")))?;
         Ok(App {
             state: AppState {
                 relay: Arc::new(relay),
@@ -87,6 +67,7 @@ impl App {
                 shutdown,
                 ws_slots,
                 limits,
+                proxies,
             },
             trigger,
             generated_admin_token,
@@ -115,6 +96,12 @@ impl App {
             interval,
             state.shutdown.clone(),
         ));
+        let credentials = tokio::spawn(tasks::credentials(
+            state.relay.clone(),
+            state.auth.clone(),
+            Duration::from_secs(state.config.auth.cache_ttl_secs.max(1)),
+            state.shutdown.clone(),
+        ));
         let retention = tokio::spawn(tasks::retention(
             state.relay.clone(),
             Duration::from_secs(state.config.conversations.cleanup_interval_secs),
@@ -135,19 +122,26 @@ impl App {
             }))
         };
         let router = http::router(state.clone());
-        let listener =
-            crate::listener::CappedListener::new(listener, state.config.limits.max_connections);
-        let result = axum::serve(
+        let limits = &state.config.limits;
+        let listener = crate::listener::CappedListener::new(
             listener,
-            router.into_make_service_with_connect_info::<crate::listener::PeerAddr>(),
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            state.proxies.clone(),
+        );
+        crate::server::serve(
+            listener,
+            router,
+            Duration::from_secs(limits.header_timeout_secs),
+            state.shutdown.clone().wait(),
         )
-        .with_graceful_shutdown(state.shutdown.clone().wait())
         .await;
         let _ = maintenance.await;
         if let Some(m) = metrics_listener {
             let _ = m.await;
         }
         let _ = retention.await;
+        let _ = credentials.await;
         // WebSocket sessions outlive the HTTP server (they are upgraded
         // connections): wait for each to close with 1001 and release its
         // deliveries before the store closes.
@@ -156,6 +150,6 @@ impl App {
             tokio::time::timeout(Duration::from_secs(10), state.ws_slots.acquire_many(all)).await;
         state.relay.store.close().await;
         tracing::info!("stopped");
-        result
+        Ok(())
     }
 }

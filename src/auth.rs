@@ -1,5 +1,6 @@
-//! Credentials: token format, argon2id hashing, the verified-token cache and
-//! the extractors that say what access a handler needs.
+//! Credentials: token format, argon2id hashing, the verified-token cache.
+//! Below the domain: it knows the store, nothing of HTTP (the extractors that
+//! say what access a handler needs are in `http::auth`).
 //!
 //! Tokens are 256 random bits, shown once, stored only as argon2id PHC
 //! strings. A client or app token is `<id>.<64 hex>`: the id names the row, so
@@ -13,16 +14,20 @@
 //! verification per TTL, not one per request. Revoking or rotating through the
 //! API forgets the entry at once; through the CLI (another process) the change
 //! reaches a running server when the entry ages out.
+//!
+//! A token whose id names no principal costs the same argon2 verification
+//! (against a hash of nothing) as a wrong secret, so timing does not tell
+//! which ids exist. Requests from sources that failed too often (see
+//! `limits`) are verified too, so a valid token is never refused for its
+//! neighbours' mistakes, but through one narrow lane: blocked traffic holds
+//! at most one argon2 verification at a time.
 
-use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{AppId, ClientId};
 use crate::store::{self, settings, Store};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::Argon2;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -194,8 +199,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct Verified {
     token: Box<str>,
     principal: Principal,
+    version: i64,
     at: Instant,
 }
+
+/// A verified token: who it is, and the version of the credential it
+/// matched (see [`crate::store::Credential`]; 0 for the admin token).
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub principal: Principal,
+    pub version: i64,
+}
+
+/// How a verification is scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Normal,
+    /// The source failed too often: one such verification at a time, and a
+    /// request that cannot get its turn within [`SUSPECT_WAIT`] is refused.
+    Suspect,
+}
+
+/// How long a request in the suspect lane waits for its turn.
+const SUSPECT_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Auth {
     store: Store,
@@ -204,6 +230,10 @@ pub struct Auth {
     /// Verified tokens by principal key. Bounded by the number of principals.
     cache: Mutex<HashMap<String, Verified>>,
     ttl: Duration,
+    /// What a token of an unknown id is verified against.
+    nobody: String,
+    /// One permit: the verification of blocked sources in progress.
+    suspect_lane: tokio::sync::Semaphore,
 }
 
 impl Auth {
@@ -240,12 +270,14 @@ impl Auth {
             configured_admin,
             cache: Mutex::new(HashMap::new()),
             ttl,
+            nobody: hash_token(random_hex()).await?,
+            suspect_lane: tokio::sync::Semaphore::new(1),
         };
         Ok((auth, generated))
     }
 
     /// The principal `token` belongs to, or `Unauthorized`.
-    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+    pub async fn authenticate(&self, token: &str, lane: Lane) -> Result<Authenticated, Error> {
         const WRONG: Error = Error::Unauthorized("invalid token");
         let (principal, key) = match token.split_once('.') {
             Some((id, _)) if id.starts_with(ClientId::PREFIX) => {
@@ -264,16 +296,35 @@ impl Auth {
         if let Some(hit) = self.cached(&key, token) {
             return Ok(hit);
         }
-        let hash = match &principal {
+        let _turn = match lane {
+            Lane::Normal => None,
+            Lane::Suspect => {
+                match tokio::time::timeout(SUSPECT_WAIT, self.suspect_lane.acquire()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => {
+                        return Err(Error::TooManyRequests {
+                            message: "too many failed authentications from this address or for this id; retry later".into(),
+                            retry_after_secs: 1,
+                        })
+                    }
+                }
+            }
+        };
+        let credential = match &principal {
             Principal::Client(id) => store::clients::credential(self.store.reader(), id).await?,
             Principal::App(id) => store::apps::credential(self.store.reader(), id).await?,
             Principal::Admin => match &self.configured_admin {
                 Some(hash) => Some(hash.clone()),
                 None => settings::get(self.store.reader(), settings::ADMIN_TOKEN_HASH).await?,
-            },
+            }
+            .map(|hash| store::Credential { hash, version: 0 }),
         };
-        let Some(hash) = hash else { return Err(WRONG) };
-        if !verify_token(token.to_owned(), hash).await? {
+        let Some(credential) = credential else {
+            // The same work as a wrong secret: timing must not tell.
+            let _ = verify_token(token.to_owned(), self.nobody.clone()).await?;
+            return Err(WRONG);
+        };
+        if !verify_token(token.to_owned(), credential.hash).await? {
             return Err(WRONG);
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -282,20 +333,27 @@ impl Auth {
             Verified {
                 token: token.into(),
                 principal: principal.clone(),
+                version: credential.version,
                 at: Instant::now(),
             },
         );
-        Ok(principal)
+        Ok(Authenticated {
+            principal,
+            version: credential.version,
+        })
     }
 
-    fn cached(&self, key: &str, token: &str) -> Option<Principal> {
+    fn cached(&self, key: &str, token: &str) -> Option<Authenticated> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let entry = cache.get(key)?;
         if entry.at.elapsed() > self.ttl {
             cache.remove(key);
             return None;
         }
-        constant_time_eq(entry.token.as_bytes(), token.as_bytes()).then(|| entry.principal.clone())
+        constant_time_eq(entry.token.as_bytes(), token.as_bytes()).then(|| Authenticated {
+            principal: entry.principal.clone(),
+            version: entry.version,
+        })
     }
 
     /// Forgets a principal's verified token (after revoke or rotate).
@@ -307,106 +365,17 @@ impl Auth {
     }
 }
 
-fn bearer(parts: &Parts) -> Result<Option<&str>, Error> {
-    let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| Error::Unauthorized("malformed Authorization header"))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+/// The id a token presents (`cli_…`, `app_…`), or `admin` for any other
+/// shape: what failed authentications are also counted by.
+pub fn presented_id(token: &str) -> &str {
+    match token.split_once('.') {
+        Some((id, _))
+            if id.len() <= 64
+                && (id.starts_with(ClientId::PREFIX) || id.starts_with(AppId::PREFIX)) =>
         {
-            Ok(Some(token.trim()))
+            id
         }
-        _ => Err(Error::Unauthorized(
-            "expected `Authorization: Bearer <token>`",
-        )),
-    }
-}
-
-/// The peer's address, when the server records it.
-pub fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<crate::listener::PeerAddr>>()
-        .map(|c| c.0 .0.ip())
-}
-
-async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
-    let ip = peer_ip(parts);
-    state.limits.check_ip(ip)?;
-    let result = match bearer(parts)? {
-        Some(token) => state.auth.authenticate(token).await,
-        None => Err(Error::Unauthorized("missing bearer token")),
-    };
-    if matches!(result, Err(Error::Unauthorized(_))) {
-        state.limits.failed_auth(ip);
-    }
-    result
-}
-
-/// Requires the admin token.
-pub struct AdminAuth;
-
-/// Requires a client (agent instance) token.
-pub struct ClientAuth(pub ClientId);
-
-/// Requires an app token; with `[inbound] public = true`, no token at all
-/// means the built-in public app.
-pub struct AppAuth(pub AppId);
-
-/// Any valid token.
-pub struct AnyAuth(pub Principal);
-
-impl FromRequestParts<AppState> for AdminAuth {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        match principal(parts, state).await? {
-            Principal::Admin => Ok(AdminAuth),
-            _ => Err(Error::Forbidden("this endpoint needs the admin token")),
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for ClientAuth {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        match principal(parts, state).await? {
-            Principal::Client(id) => {
-                state.limits.check_agent(&id)?;
-                Ok(ClientAuth(id))
-            }
-            _ => Err(Error::Forbidden("this endpoint needs a client token")),
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for AppAuth {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let app = if bearer(parts)?.is_none() && state.config.inbound.public {
-            AppId::public()
-        } else {
-            match principal(parts, state).await? {
-                Principal::App(id) => id,
-                _ => return Err(Error::Forbidden("this endpoint needs an app token")),
-            }
-        };
-        state.limits.check_app(&app)?;
-        Ok(AppAuth(app))
-    }
-}
-
-impl FromRequestParts<AppState> for AnyAuth {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        Ok(AnyAuth(principal(parts, state).await?))
+        _ => "admin",
     }
 }
 

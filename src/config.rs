@@ -35,6 +35,8 @@ pub struct Config {
 pub struct Server {
     pub bind: String,
     pub port: u16,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client.
+    pub trusted_proxies: Vec<String>,
     /// Not read from the file: `--admin-token` / `ADMIN_TOKEN` only.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
@@ -45,6 +47,7 @@ impl Default for Server {
         Server {
             bind: "127.0.0.1".to_owned(),
             port: 9876,
+            trusted_proxies: Vec::new(),
             admin_token: None,
         }
     }
@@ -145,6 +148,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub header_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -154,6 +159,8 @@ impl Default for Limits {
             max_body_bytes: 1_048_576,
             request_timeout_secs: 30,
             max_connections: 8192,
+            max_connections_per_ip: 256,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -386,6 +393,12 @@ impl Config {
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections must be at least 1".into());
+        }
+        if self.limits.header_timeout_secs == 0 {
+            return bad("limits.header_timeout_secs must be at least 1".into());
+        }
+        if let Err(e) = crate::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
+            return bad(format!("server.trusted_proxies: {e}"));
         }
         if self.limits.request_timeout_secs == 0 {
             return bad("limits.request_timeout_secs must be at least 1".into());

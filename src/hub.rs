@@ -67,6 +67,57 @@ pub struct Hub {
     /// whenever work is left unassigned, at start, and by every maintenance
     /// tick (work another process unassigned); a claim takes it.
     unassigned_hint: std::sync::atomic::AtomicBool,
+    /// Revoked and rotated credentials, for the sockets and streams opened
+    /// with them (see [`Revocation`]).
+    revocations: broadcast::Sender<Arc<Revocation>>,
+}
+
+/// A client's or app's token stopped being valid at `at` (ms, the credential's
+/// new version): every socket or stream of that principal opened with an
+/// older version must close. One opened with the rotated token carries
+/// version `at` and is not concerned.
+#[derive(Clone, Debug)]
+pub struct Revocation {
+    /// The client or app id.
+    pub key: String,
+    pub at: i64,
+}
+
+/// A session's view of revocations: resolves when the credential it was
+/// opened with is revoked or replaced. Built by [`Hub::watch_credentials`]
+/// with the version the session authenticated with.
+pub struct CredentialWatch {
+    rx: broadcast::Receiver<Arc<Revocation>>,
+    version: i64,
+}
+
+impl CredentialWatch {
+    /// The credential version the session was opened with.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// Resolves when `key`'s credential changed after the version this
+    /// session authenticated with, or when revocations were missed (the receiver fell
+    /// behind): the session then checks the store itself.
+    pub async fn revoked(&mut self, key: &str) -> RevocationSeen {
+        loop {
+            match self.rx.recv().await {
+                Ok(r) if r.key == key && r.at > self.version => return RevocationSeen::Revoked,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return RevocationSeen::Missed,
+                Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// What [`CredentialWatch::revoked`] saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RevocationSeen {
+    Revoked,
+    /// Some revocations went by unread: check the credential in the store.
+    Missed,
 }
 
 impl Hub {
@@ -80,6 +131,26 @@ impl Hub {
             started_at,
             live_buffer: live_buffer.max(1),
             unassigned_hint: std::sync::atomic::AtomicBool::new(true),
+            revocations: broadcast::channel(256).0,
+        }
+    }
+
+    /// Tells the open sessions of `key` (a client or app id) that its token
+    /// stopped being valid at `at`.
+    pub fn credentials_changed(&self, key: &str, at: i64) {
+        let _ = self.revocations.send(Arc::new(Revocation {
+            key: key.to_owned(),
+            at,
+        }));
+    }
+
+    /// Starts watching for changes of a credential of `version`. A change
+    /// announced before this call is not seen: the caller checks the stored
+    /// version after it.
+    pub fn watch_credentials(&self, version: i64) -> CredentialWatch {
+        CredentialWatch {
+            rx: self.revocations.subscribe(),
+            version,
         }
     }
 
@@ -316,6 +387,25 @@ mod tests {
         hub.remember([(c.clone(), Some(0))]);
         assert!(!hub.is_gone(&c, 1_100_000));
         assert!(hub.is_gone(&c, 1_400_000));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_reaches_sessions_of_older_credentials_only() {
+        let hub = hub();
+        let mut old = hub.watch_credentials(0);
+        hub.credentials_changed("cli_other", 1_000);
+        hub.credentials_changed("cli_me", 1_000);
+        assert_eq!(old.revoked("cli_me").await, RevocationSeen::Revoked);
+        // A session opened with the rotated token (version 1000) stays when
+        // the same change is announced again (the CLI watcher's poll).
+        let mut new = hub.watch_credentials(1_000);
+        hub.credentials_changed("cli_me", 1_000);
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(50), new.revoked("cli_me")).await;
+        assert!(
+            waited.is_err(),
+            "a later session is not closed by an older change"
+        );
     }
 
     #[test]

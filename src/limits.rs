@@ -1,10 +1,13 @@
 //! Rate limits (token buckets, `[rate_limits]`): per app, per app user, per
-//! agent, and per IP on failed authentications. Over a limit a request gets
-//! 429 with `Retry-After`. A limit of 0 switches that limit off.
+//! agent, and on failed authentications per client address and per
+//! presented id. Over a limit a request gets 429 with `Retry-After`. A limit
+//! of 0 switches that limit off.
 //!
-//! An IP whose failed authentications exceed the limit is refused until its
-//! bucket refills, before any token is verified: that is what keeps guessing
-//! from costing argon2 time.
+//! An address or id whose failed authentications exceed the limit is blocked
+//! until its bucket refills. Blocked does not mean refused: a token that
+//! verifies is always accepted (behind a proxy, or with one misconfigured
+//! agent, many clients share an address); blocked sources are verified one
+//! at a time (`auth::Lane::Suspect`) and their failures answered 429.
 
 use crate::config::RateLimits;
 use crate::error::Error;
@@ -19,13 +22,21 @@ use std::time::{Duration, Instant};
 
 type Keyed = DefaultKeyedRateLimiter<String>;
 
+/// What failed authentications are counted by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    Address(IpAddr),
+    /// The id a token presented (`cli_…`, `app_…`, or `admin`).
+    Id(String),
+}
+
 pub struct Limiters {
     app: Option<Keyed>,
     user: Option<Keyed>,
     agent: Option<Keyed>,
-    failed_auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    /// IPs refused until the given time after too many failed authentications.
-    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    failed_auth: Option<DefaultKeyedRateLimiter<Source>>,
+    /// Sources blocked until the given time after too many failed authentications.
+    blocked: Mutex<HashMap<Source, Instant>>,
     clock: DefaultClock,
 }
 
@@ -82,37 +93,53 @@ impl Limiters {
         )
     }
 
-    /// Refuses an IP that failed to authenticate too often, before any
-    /// verification work.
-    pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), Error> {
-        let Some(ip) = ip else { return Ok(()) };
+    /// Whether the address or the presented id is blocked; if so, the 429
+    /// its failures get.
+    pub fn blocked(&self, ip: Option<IpAddr>, id: &str) -> Option<Error> {
+        let now = Instant::now();
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        match blocked.get(&ip) {
-            Some(until) if *until > Instant::now() => Err(too_many(
-                "failed authentications from this address ([rate_limits] failed_auth_per_min)",
-                *until - Instant::now(),
-            )),
-            Some(_) => {
-                blocked.remove(&ip);
-                Ok(())
+        let sources = ip
+            .map(Source::Address)
+            .into_iter()
+            .chain([Source::Id(id.to_owned())]);
+        let mut until = None;
+        for source in sources {
+            match blocked.get(&source) {
+                Some(t) if *t > now => until = until.max(Some(*t)),
+                Some(_) => {
+                    blocked.remove(&source);
+                }
+                None => {}
             }
-            None => Ok(()),
         }
+        until.map(|t| {
+            too_many(
+                "failed authentications from this address or for this id ([rate_limits] failed_auth_per_min)",
+                t - now,
+            )
+        })
     }
 
-    /// Counts a failed authentication; past the limit the IP is blocked.
-    pub fn failed_auth(&self, ip: Option<IpAddr>) {
-        let (Some(ip), Some(limiter)) = (ip, &self.failed_auth) else {
+    /// Counts a failed authentication against the address and the presented
+    /// id; past the limit, that source is blocked.
+    pub fn failed_auth(&self, ip: Option<IpAddr>, id: Option<&str>) {
+        let Some(limiter) = &self.failed_auth else {
             return;
         };
-        if let Err(not_until) = limiter.check_key(&ip) {
-            let wait = not_until
-                .wait_time_from(self.clock.now())
-                .max(Duration::from_secs(1));
-            self.blocked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(ip, Instant::now() + wait);
+        let sources = ip
+            .map(Source::Address)
+            .into_iter()
+            .chain(id.map(|id| Source::Id(id.to_owned())));
+        for source in sources {
+            if let Err(not_until) = limiter.check_key(&source) {
+                let wait = not_until
+                    .wait_time_from(self.clock.now())
+                    .max(Duration::from_secs(1));
+                self.blocked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(source, Instant::now() + wait);
+            }
         }
     }
 

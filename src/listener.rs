@@ -2,13 +2,20 @@
 //! (upgraded WebSockets included: the slot goes with the connection). Over
 //! the cap the relay stops accepting; new connections wait in the kernel's
 //! backlog until one closes, instead of costing memory and file descriptors.
+//!
+//! One address may hold at most `[limits] max_connections_per_ip` of them
+//! (trusted proxies excepted: behind one, every client has its address); a
+//! connection over that is closed as soon as it is accepted. Every accepted
+//! socket gets `TCP_NODELAY`: the relay's frames and answers are small, and
+//! Nagle's algorithm would hold each one back for the peer's delayed ACK.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use crate::proxy::TrustedProxies;
+use axum::serve::Listener;
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,32 +24,82 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct CappedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    per_ip: Option<PerIp>,
 }
 
-impl CappedListener {
-    pub fn new(inner: TcpListener, max_connections: usize) -> CappedListener {
-        CappedListener {
-            inner,
-            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+/// Open connections by peer address. Locked only to count, never across an
+/// `.await`.
+#[derive(Clone)]
+struct PerIp {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    trusted: TrustedProxies,
+}
+
+impl PerIp {
+    /// A count for `ip`, or None when `ip` already holds its maximum.
+    fn enter(&self, ip: IpAddr) -> Option<IpSlot> {
+        if self.trusted.contains(ip) {
+            return Some(IpSlot(None));
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(Some((self.clone(), ip))))
+    }
+}
+
+/// One connection's place in its address's count, given back on drop.
+struct IpSlot(Option<(PerIp, IpAddr)>);
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Some((per_ip, ip)) = &self.0 {
+            let mut open = per_ip.open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(ip);
+                }
+            }
         }
     }
 }
 
-/// A connection holding its slot until it closes.
+impl CappedListener {
+    /// `max_per_ip` 0: no per-address limit.
+    pub fn new(
+        inner: TcpListener,
+        max_connections: usize,
+        max_per_ip: usize,
+        trusted: TrustedProxies,
+    ) -> CappedListener {
+        CappedListener {
+            inner,
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            per_ip: (max_per_ip > 0).then(|| PerIp {
+                max: max_per_ip,
+                open: Arc::new(Mutex::new(HashMap::new())),
+                trusted,
+            }),
+        }
+    }
+}
+
+/// A connection holding its slots until it closes.
 pub struct CappedStream {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    _ip_slot: Option<IpSlot>,
 }
 
-/// The peer address of a connection (for per-IP limits).
+/// The peer address of a connection (the TCP peer: with a trusted proxy in
+/// front, see [`crate::proxy`] for the client's own).
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, CappedListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, CappedListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 impl Listener for CappedListener {
     type Io = CappedStream;
@@ -58,13 +115,27 @@ impl Listener for CappedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    let ip_slot = match &self.per_ip {
+                        None => None,
+                        Some(per_ip) => match per_ip.enter(addr.ip()) {
+                            Some(s) => Some(s),
+                            None => {
+                                tracing::debug!(peer = %addr, "over [limits] max_connections_per_ip; closed");
+                                continue;
+                            }
+                        },
+                    };
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(peer = %addr, error = %e, "cannot set TCP_NODELAY");
+                    }
                     return (
                         CappedStream {
                             stream,
                             _slot: slot,
+                            _ip_slot: ip_slot,
                         },
                         addr,
-                    )
+                    );
                 }
                 Err(e) => {
                     let transient = matches!(

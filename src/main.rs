@@ -2,10 +2,11 @@
 //! then either serve or run one admin command against the database file.
 
 use clap::{Parser, Subcommand};
-use clawrelay::app::{App, ShutdownTrigger};
+use clawrelay::app::App;
 use clawrelay::config::{Config, Secret};
 use clawrelay::ids::{AppId, ClientId};
 use clawrelay::relay::Relay;
+use clawrelay::shutdown::ShutdownTrigger;
 use clawrelay::store::{now_ms, Store};
 use clawrelay::telemetry;
 use std::path::PathBuf;

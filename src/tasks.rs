@@ -1,8 +1,8 @@
 //! Background tasks. Each runs until shutdown; one tick's work is a domain
 //! call (`Relay::maintain`) that tests can make directly.
 
-use crate::app::Shutdown;
 use crate::relay::Relay;
+use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,41 @@ pub async fn retention(relay: Arc<Relay>, interval: Duration, shutdown: Shutdown
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+        }
+    }
+}
+
+/// Every `interval` (`[auth] cache_ttl_secs`): finds the tokens another
+/// process (the admin CLI) revoked or rotated, forgets them from the
+/// verified-token cache and closes the sockets and streams opened with them.
+pub async fn credentials(
+    relay: Arc<Relay>,
+    auth: Arc<crate::auth::Auth>,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    let mut since = crate::store::now_ms();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return,
+        }
+        match relay.credentials_changed_since(since).await {
+            Ok((keys, newest)) => {
+                for key in &keys {
+                    auth.forget(key);
+                }
+                if !keys.is_empty() {
+                    tracing::info!(
+                        changed = keys.len(),
+                        "revoked or rotated credentials applied"
+                    );
+                }
+                since = newest;
+            }
+            Err(e) => tracing::warn!(error = %e, "checking for changed credentials failed"),
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Admin endpoints: clients, apps, dead letters.
 
-use super::extract::{cursor, limit, query_id, ApiJson, ApiQuery};
+use super::auth::AdminAuth;
+use super::extract::{cursor, limit, query_id, ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
-use crate::auth::AdminAuth;
 use crate::error::{Error, ErrorResponse};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId};
 use crate::model::{AppInfo, ClientInfo, Delivery, DeliveryState, IssuedApp, IssuedClient};
 use crate::relay::admin::DeliveryFilter;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -102,7 +102,7 @@ pub(crate) async fn list_clients(
 pub(crate) async fn revoke_client(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Done>, Error> {
     let id = client_id(&id)?;
     state.relay.revoke_client(&id).await?;
@@ -120,7 +120,7 @@ pub(crate) async fn revoke_client(
 pub(crate) async fn rotate_client_token(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IssuedClient>, Error> {
     let id = client_id(&id)?;
     let issued = state.relay.rotate_client_token(&id).await?;
@@ -168,7 +168,7 @@ pub(crate) async fn list_apps(
 pub(crate) async fn revoke_app(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Done>, Error> {
     let id = app_id(&id)?;
     state.relay.revoke_app(&id).await?;
@@ -186,7 +186,7 @@ pub(crate) async fn revoke_app(
 pub(crate) async fn rotate_app_token(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IssuedApp>, Error> {
     let id = app_id(&id)?;
     let issued = state.relay.rotate_app_token(&id).await?;
@@ -257,7 +257,7 @@ pub(crate) async fn list_deliveries(
 pub(crate) async fn requeue(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Done>, Error> {
     let id = MessageId::parse(&id)
         .ok_or_else(|| Error::not_found("message_not_found", format!("no message {id}")))?;

@@ -1,8 +1,8 @@
 //! The client (agent instance) endpoints: `GET /poll`, `POST /send`, `POST /ack`.
 
+use super::auth::ClientAuth;
 use super::extract::{idempotency_key, ApiJson, ApiQuery};
 use crate::app::AppState;
-use crate::auth::ClientAuth;
 use crate::error::Error;
 use crate::ids::{ConversationId, MessageId};
 use crate::model::Message;

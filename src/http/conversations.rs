@@ -1,14 +1,14 @@
 //! `GET /conversations` (admin) and `GET /conversations/:id` (admin, or the
 //! client or app the conversation belongs to).
 
-use super::extract::{cursor, limit, query_id, ApiQuery};
+use super::auth::{AdminAuth, AnyAuth};
+use super::extract::{cursor, limit, query_id, ApiPath, ApiQuery};
 use crate::app::AppState;
-use crate::auth::{AdminAuth, AnyAuth};
 use crate::error::{Error, ErrorResponse};
 use crate::ids::{AppId, ClientId, ConversationId};
 use crate::model::{Conversation, ConversationState, ConversationWithMessages};
 use crate::relay::admin::ConversationFilter;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -84,7 +84,7 @@ pub(crate) async fn list(
 pub(crate) async fn one(
     State(state): State<AppState>,
     AnyAuth(viewer): AnyAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConversationWithMessages>, Error> {
     let id = ConversationId::parse(&id).ok_or_else(|| {
         Error::not_found("conversation_not_found", format!("no conversation {id}"))

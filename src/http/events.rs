@@ -3,9 +3,10 @@
 //! stored messages carry their cursor as the SSE `id`, so a reconnecting
 //! `EventSource` resumes by itself (`Last-Event-ID`).
 
+use super::auth::AppAuth;
 use super::extract::{cursor, ApiQuery};
 use crate::app::AppState;
-use crate::auth::{AppAuth, Principal};
+use crate::auth::Principal;
 use crate::error::Error;
 use crate::ids::ConversationId;
 use crate::ws::feed::{self, FeedItem};
@@ -46,7 +47,7 @@ pub(crate) struct EventsQuery {
 ))]
 pub(crate) async fn events(
     State(state): State<AppState>,
-    AppAuth(app): AppAuth,
+    AppAuth(app, version): AppAuth,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, Error> {
@@ -69,12 +70,23 @@ pub(crate) async fn events(
         Some(c) => c,
         None => state.relay.current_cursor().await?,
     };
+    // Watch first, then check: no revocation slips between the token's
+    // verification and the stream.
+    let watch = state.relay.hub.watch_credentials(version);
+    if !state
+        .relay
+        .credential_current(&Principal::App(app.clone()), version)
+        .await?
+    {
+        return Err(Error::Unauthorized("the token was revoked"));
+    }
     let feed = feed::spawn(
         state.relay.clone(),
         app,
         conversation,
         start,
         state.config.ws.outgoing_buffer,
+        watch,
         state.shutdown.clone(),
     );
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {

@@ -51,6 +51,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// A path parameter; one that cannot be read (invalid UTF-8 after
+/// percent-decoding, a wrong type) is a 400 in the usual JSON shape.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|rejection| Error::bad_request("invalid_path", rejection.body_text()))
+    }
+}
+
 /// The `Idempotency-Key` header, if sent.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Error> {
     let Some(value) = headers.get("idempotency-key") else {

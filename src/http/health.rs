@@ -1,7 +1,7 @@
 //! `GET /health`: no authentication, cheap, the seed's shape.
 
+use super::auth::AdminAuth;
 use crate::app::AppState;
-use crate::auth::AdminAuth;
 use crate::error::Error;
 use crate::model::ClientState;
 use crate::store::{conversations, now_ms};

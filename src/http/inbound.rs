@@ -1,8 +1,8 @@
 //! The app endpoints: `POST /inbound` and `GET /outbox`.
 
+use super::auth::AppAuth;
 use super::extract::{cursor, idempotency_key, limit, ApiJson, ApiQuery};
 use crate::app::AppState;
-use crate::auth::AppAuth;
 use crate::error::Error;
 use crate::ids::UserId;
 use crate::model::Message;
@@ -42,7 +42,7 @@ pub(crate) struct InboundBody {
 ))]
 pub(crate) async fn inbound(
     State(state): State<AppState>,
-    AppAuth(app): AppAuth,
+    AppAuth(app, _): AppAuth,
     headers: HeaderMap,
     ApiJson(body): ApiJson<InboundBody>,
 ) -> Result<Json<Message>, Error> {
@@ -84,7 +84,7 @@ pub(crate) struct Outbox {
 ))]
 pub(crate) async fn outbox(
     State(state): State<AppState>,
-    AppAuth(app): AppAuth,
+    AppAuth(app, _): AppAuth,
     ApiQuery(q): ApiQuery<OutboxQuery>,
 ) -> Result<Json<Outbox>, Error> {
     let after = cursor(q.after.as_deref())?.unwrap_or(0);

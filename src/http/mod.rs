@@ -5,6 +5,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod agent;
+pub mod auth;
 pub(crate) mod conversations;
 pub(crate) mod events;
 pub mod extract;

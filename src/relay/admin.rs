@@ -147,6 +147,7 @@ impl Relay {
             })
             .await?;
         self.hub.forget_client(id);
+        self.hub.credentials_changed(id.as_str(), now);
         if receivers.is_empty() {
             self.wake(Wake::AnyClient);
         }
@@ -160,13 +161,17 @@ impl Relay {
     pub async fn rotate_client_token(&self, id: &ClientId) -> Result<IssuedClient, Error> {
         let (token, hash) = issue_token(id.as_str()).await?;
         let id2 = id.clone();
+        let now = now_ms();
         let name = self
             .store
-            .write(move |tx| Box::pin(async move { clients::set_token(tx, &id2, &hash).await }))
+            .write(move |tx| {
+                Box::pin(async move { clients::set_token(tx, &id2, &hash, now).await })
+            })
             .await?
             .ok_or_else(|| {
                 Error::not_found("client_not_found", format!("no active client {id}"))
             })?;
+        self.hub.credentials_changed(id.as_str(), now);
         Ok(IssuedClient {
             client_id: id.clone(),
             token,
@@ -208,9 +213,10 @@ impl Relay {
     /// Revokes an app's token. Its conversations and history stay.
     pub async fn revoke_app(&self, id: &AppId) -> Result<(), Error> {
         let id2 = id.clone();
+        let now = now_ms();
         let done = self
             .store
-            .write(move |tx| Box::pin(async move { apps::revoke(tx, &id2, now_ms()).await }))
+            .write(move |tx| Box::pin(async move { apps::revoke(tx, &id2, now).await }))
             .await?;
         if !done {
             return Err(Error::not_found(
@@ -218,22 +224,66 @@ impl Relay {
                 format!("no active app {id}"),
             ));
         }
+        self.hub.credentials_changed(id.as_str(), now);
         Ok(())
     }
 
     pub async fn rotate_app_token(&self, id: &AppId) -> Result<IssuedApp, Error> {
         let (token, hash) = issue_token(id.as_str()).await?;
         let id2 = id.clone();
+        let now = now_ms();
         let name = self
             .store
-            .write(move |tx| Box::pin(async move { apps::set_token(tx, &id2, &hash).await }))
+            .write(move |tx| Box::pin(async move { apps::set_token(tx, &id2, &hash, now).await }))
             .await?
             .ok_or_else(|| Error::not_found("app_not_found", format!("no active app {id}")))?;
+        self.hub.credentials_changed(id.as_str(), now);
         Ok(IssuedApp {
             app_id: id.clone(),
             token,
             name,
         })
+    }
+
+    /// Whether `principal`'s stored credential is still the `version` a
+    /// session was opened with (not revoked, not rotated since).
+    pub async fn credential_current(
+        &self,
+        principal: &crate::auth::Principal,
+        version: i64,
+    ) -> Result<bool, Error> {
+        use crate::auth::Principal;
+        let reader = self.store.reader();
+        let stored = match principal {
+            Principal::Admin => return Ok(true),
+            Principal::Client(id) => clients::credential(reader, id).await?,
+            Principal::App(id) if *id == AppId::public() => return Ok(true),
+            Principal::App(id) => apps::credential(reader, id).await?,
+        };
+        Ok(stored.is_some_and(|c| c.version == version))
+    }
+
+    /// Announces the clients and apps whose token another process (the admin
+    /// CLI) revoked or rotated after `since` to this process's sessions, and
+    /// returns their ids and the newest change seen (`since` if none).
+    pub async fn credentials_changed_since(&self, since: i64) -> Result<(Vec<String>, i64), Error> {
+        let reader = self.store.reader();
+        let mut changed: Vec<(String, i64)> = clients::credentials_changed_since(reader, since)
+            .await?
+            .into_iter()
+            .map(|(id, at)| (id.as_str().to_owned(), at))
+            .collect();
+        changed.extend(
+            apps::credentials_changed_since(reader, since)
+                .await?
+                .into_iter()
+                .map(|(id, at)| (id.as_str().to_owned(), at)),
+        );
+        let newest = changed.iter().map(|(_, at)| *at).max().unwrap_or(since);
+        for (key, at) in &changed {
+            self.hub.credentials_changed(key, *at);
+        }
+        Ok((changed.into_iter().map(|(key, _)| key).collect(), newest))
     }
 
     /// Replaces the generated admin token (when none is configured); returns the new one.

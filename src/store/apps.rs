@@ -1,6 +1,6 @@
 //! Apps: the user-facing side and their credentials.
 
-use super::StoreResult;
+use super::{Credential, StoreResult};
 use crate::ids::AppId;
 use sqlx::{SqliteConnection, SqliteExecutor};
 
@@ -51,20 +51,29 @@ pub async fn list(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Row>> {
 }
 
 /// The token hash of an app that is not revoked (never the public app's).
-pub async fn credential(ex: impl SqliteExecutor<'_>, id: &AppId) -> StoreResult<Option<String>> {
-    let hash = sqlx::query_scalar!(
-        "SELECT token_hash FROM apps WHERE id = ? AND revoked_at IS NULL",
+pub async fn credential(
+    ex: impl SqliteExecutor<'_>,
+    id: &AppId,
+) -> StoreResult<Option<Credential>> {
+    let row = sqlx::query!(
+        r#"SELECT token_hash AS "hash?: String", COALESCE(credentials_changed_at, 0) AS "version!: i64"
+           FROM apps WHERE id = ? AND revoked_at IS NULL"#,
         id
     )
     .fetch_optional(ex)
     .await?;
-    Ok(hash.flatten())
+    Ok(row.and_then(|r| {
+        Some(Credential {
+            hash: r.hash?,
+            version: r.version,
+        })
+    }))
 }
 
 /// Revokes an app. Returns false when there is no such active app with a token.
 pub async fn revoke(tx: &mut SqliteConnection, id: &AppId, now: i64) -> StoreResult<bool> {
     let n = sqlx::query!(
-        "UPDATE apps SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL",
+        "UPDATE apps SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL",
         id,
         now
     )
@@ -80,15 +89,34 @@ pub async fn set_token(
     tx: &mut SqliteConnection,
     id: &AppId,
     token_hash: &str,
+    now: i64,
 ) -> StoreResult<Option<String>> {
     let name = sqlx::query_scalar!(
-        "UPDATE apps SET token_hash = ?2
+        "UPDATE apps SET token_hash = ?2, credentials_changed_at = ?3
          WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL
          RETURNING name",
         id,
-        token_hash
+        token_hash,
+        now
     )
     .fetch_optional(&mut *tx)
     .await?;
     Ok(name)
+}
+
+/// The apps whose token was revoked or rotated after `since` (ms), with when.
+pub async fn credentials_changed_since(
+    ex: impl SqliteExecutor<'_>,
+    since: i64,
+) -> StoreResult<Vec<(AppId, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT id, credentials_changed_at AS "at!: i64" FROM apps WHERE credentials_changed_at > ?"#,
+        since
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (AppId::from_db(r.id), r.at))
+        .collect())
 }

@@ -1,6 +1,6 @@
 //! Clients: agent instances and their credentials.
 
-use super::StoreResult;
+use super::{Credential, StoreResult};
 use crate::ids::ClientId;
 use sqlx::{SqliteConnection, SqliteExecutor};
 
@@ -52,14 +52,23 @@ pub async fn list(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Row>> {
 }
 
 /// The token hash of a client that is not revoked.
-pub async fn credential(ex: impl SqliteExecutor<'_>, id: &ClientId) -> StoreResult<Option<String>> {
-    let hash = sqlx::query_scalar!(
-        "SELECT token_hash FROM clients WHERE id = ? AND revoked_at IS NULL",
+pub async fn credential(
+    ex: impl SqliteExecutor<'_>,
+    id: &ClientId,
+) -> StoreResult<Option<Credential>> {
+    let row = sqlx::query!(
+        r#"SELECT token_hash AS "hash?: String", COALESCE(credentials_changed_at, 0) AS "version!: i64"
+           FROM clients WHERE id = ? AND revoked_at IS NULL"#,
         id
     )
     .fetch_optional(ex)
     .await?;
-    Ok(hash)
+    Ok(row.and_then(|r| {
+        Some(Credential {
+            hash: r.hash?,
+            version: r.version,
+        })
+    }))
 }
 
 pub async fn is_active(ex: impl SqliteExecutor<'_>, id: &ClientId) -> StoreResult<bool> {
@@ -75,7 +84,7 @@ pub async fn is_active(ex: impl SqliteExecutor<'_>, id: &ClientId) -> StoreResul
 /// Revokes a client. Returns false when there is no such active client.
 pub async fn revoke(tx: &mut SqliteConnection, id: &ClientId, now: i64) -> StoreResult<bool> {
     let n = sqlx::query!(
-        "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        "UPDATE clients SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         id,
         now
     )
@@ -91,13 +100,15 @@ pub async fn set_token(
     tx: &mut SqliteConnection,
     id: &ClientId,
     token_hash: &str,
+    now: i64,
 ) -> StoreResult<Option<String>> {
     let name = sqlx::query_scalar!(
-        "UPDATE clients SET token_hash = ?2
+        "UPDATE clients SET token_hash = ?2, credentials_changed_at = ?3
          WHERE id = ?1 AND revoked_at IS NULL
          RETURNING name",
         id,
-        token_hash
+        token_hash,
+        now
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -135,4 +146,21 @@ pub async fn set_last_seen(tx: &mut SqliteConnection, id: &ClientId, at: i64) ->
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// The clients whose token was revoked or rotated after `since` (ms), with when.
+pub async fn credentials_changed_since(
+    ex: impl SqliteExecutor<'_>,
+    since: i64,
+) -> StoreResult<Vec<(ClientId, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT id, credentials_changed_at AS "at!: i64" FROM clients WHERE credentials_changed_at > ?"#,
+        since
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (ClientId::from_db(r.id), r.at))
+        .collect())
 }

@@ -120,6 +120,14 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A client's or app's stored token: its argon2id hash, and the time its
+/// credential last changed (revoke or rotate; 0: never), which tells the
+/// sessions opened with an older token from those opened with this one.
+pub struct Credential {
+    pub hash: String,
+    pub version: i64,
+}
+
 /// The database: one writer task and a pool of readers.
 #[derive(Clone)]
 pub struct Store {

@@ -8,9 +8,11 @@ use super::protocol::{
     close, AckParams, ConnectParams, DeltaParams, FrameError, ProgressParams, Request, SendParams,
     TypingParams, PROTOCOL_VERSION,
 };
-use super::{read_error, Conn, Exit};
+use super::{credential_gone, read_error, Conn, Exit};
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::Error;
+use crate::hub::CredentialWatch;
 use crate::ids::{ClientId, ConversationId, MessageId, ReplyId};
 use crate::store::{clients, now_ms};
 use axum::extract::ws::Message;
@@ -25,6 +27,7 @@ pub async fn run(
     mut conn: Conn,
     state: AppState,
     client: ClientId,
+    watch: CredentialWatch,
     connect_id: Value,
     params: ConnectParams,
 ) {
@@ -63,6 +66,8 @@ pub async fn run(
                 client: &client,
                 session: &session,
                 max_in_flight,
+                watch,
+                principal: Principal::Client(client.clone()),
             };
             session_loop.run().await
         }
@@ -80,6 +85,8 @@ struct Session<'a> {
     client: &'a ClientId,
     session: &'a str,
     max_in_flight: i64,
+    watch: CredentialWatch,
+    principal: Principal,
 }
 
 impl Session<'_> {
@@ -157,6 +164,9 @@ impl Session<'_> {
                     if let Err(exit) = self.conn.ping().await {
                         return exit;
                     }
+                }
+                _ = credential_gone(&mut self.watch, &relay, &self.principal) => {
+                    return Exit::Close(close::UNAUTHORIZED, "revoked");
                 }
                 _ = &mut stop => return Exit::Close(close::GOING_AWAY, "server shutting down"),
             }

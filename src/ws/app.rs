@@ -6,6 +6,7 @@ use super::protocol::{close, ConnectParams, InboundParams, Request, PROTOCOL_VER
 use super::{read_error, Conn, Exit};
 use crate::app::AppState;
 use crate::error::Error;
+use crate::hub::CredentialWatch;
 use crate::ids::{AppId, ConversationId, UserId};
 use axum::extract::ws::Message;
 use serde_json::{json, Value};
@@ -15,6 +16,7 @@ pub async fn run(
     mut conn: Conn,
     state: AppState,
     app: AppId,
+    watch: CredentialWatch,
     connect_id: Value,
     params: ConnectParams,
 ) {
@@ -38,6 +40,7 @@ pub async fn run(
         conversation,
         start,
         state.config.ws.outgoing_buffer,
+        watch,
         state.shutdown.clone(),
     );
     let hello = json!({
@@ -65,6 +68,7 @@ pub async fn run(
                     }
                     Some(FeedItem::Live(event)) => conn.event(event.event, &event.payload).await,
                     None if feed.was_slow() => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),
+                    None if feed.was_revoked() => break Exit::Close(close::UNAUTHORIZED, "revoked"),
                     None => break Exit::Close(close::GOING_AWAY, "stream ended"),
                 };
                 if let Err(exit) = sent {

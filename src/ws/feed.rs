@@ -8,13 +8,15 @@
 //! reconnects with its last cursor continues exactly. They are sent with
 //! back-pressure. Live-only events go through a bounded buffer: a consumer
 //! that falls behind by more than `[ws] outgoing_buffer` of them is a slow
-//! consumer and its feed ends.
+//! consumer and its feed ends. So does the feed of an app whose token is
+//! revoked or rotated.
 
-use crate::app::Shutdown;
-use crate::hub::LiveEvent;
+use crate::auth::Principal;
+use crate::hub::{CredentialWatch, LiveEvent};
 use crate::ids::{AppId, ConversationId};
 use crate::model::Message;
 use crate::relay::Relay;
+use crate::shutdown::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -32,9 +34,15 @@ pub enum FeedItem {
 pub struct Feed {
     pub items: mpsc::Receiver<FeedItem>,
     slow: Arc<AtomicBool>,
+    revoked: Arc<AtomicBool>,
 }
 
 impl Feed {
+    /// After `items` ended: whether because the app's token was revoked.
+    pub fn was_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
     /// After `items` ended: whether because the consumer fell behind.
     pub fn was_slow(&self) -> bool {
         self.slow.load(Ordering::Relaxed)
@@ -48,10 +56,13 @@ pub fn spawn(
     conversation: Option<ConversationId>,
     after: i64,
     buffer: usize,
+    watch: CredentialWatch,
     shutdown: Shutdown,
 ) -> Feed {
     let (tx, items) = mpsc::channel(buffer.max(1));
     let slow = Arc::new(AtomicBool::new(false));
+    let revoked = Arc::new(AtomicBool::new(false));
+    let task_revoked = revoked.clone();
     // Subscribed before the first read: no live event between the two is lost.
     let live = relay.hub.subscribe_app(&app);
     let task_slow = slow.clone();
@@ -65,12 +76,27 @@ pub fn spawn(
             after,
             tx,
             live,
-            task_slow,
+            Ends {
+                slow: task_slow,
+                revoked: task_revoked,
+                watch,
+            },
             shutdown,
         )
         .await
     });
-    Feed { items, slow }
+    Feed {
+        items,
+        slow,
+        revoked,
+    }
+}
+
+/// Why a feed may end early, and the watch that tells one of them.
+struct Ends {
+    slow: Arc<AtomicBool>,
+    revoked: Arc<AtomicBool>,
+    watch: CredentialWatch,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -81,9 +107,11 @@ async fn run(
     mut cursor: i64,
     tx: mpsc::Sender<FeedItem>,
     mut live: broadcast::Receiver<Arc<LiveEvent>>,
-    slow: Arc<AtomicBool>,
+    mut ends: Ends,
     shutdown: Shutdown,
 ) {
+    let slow = ends.slow.clone();
+    let principal = Principal::App(app.clone());
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
@@ -145,6 +173,10 @@ async fn run(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = tx.closed() => return,
+            _ = crate::ws::credential_gone(&mut ends.watch, &relay, &principal) => {
+                ends.revoked.store(true, Ordering::Relaxed);
+                return;
+            }
             _ = &mut stop => return,
         }
     }

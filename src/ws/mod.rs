@@ -14,8 +14,11 @@ pub mod protocol;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::Error;
+use crate::hub::{CredentialWatch, RevocationSeen};
+use crate::relay::Relay;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,14 +35,23 @@ pub fn router() -> Router<AppState> {
 /// Upgrades to the WebSocket protocol of agents and apps (see docs/protocol.md).
 #[utoipa::path(get, path = "/ws", tag = "public", responses(
     (status = 101, description = "Switching to the WebSocket protocol; the first frame must be `connect`"),
-    (status = 400, content_type = "text/plain", body = String, description = "Not a WebSocket upgrade request"),
+    (status = 400, body = crate::error::ErrorResponse, description = "Not a WebSocket upgrade request"),
     (status = 503, body = crate::error::ErrorResponse),
 ))]
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    parts: Parts,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return Error::bad_request("not_a_websocket_upgrade", rejection.body_text())
+                .into_response()
+        }
+    };
+    let ip = crate::http::auth::client_ip(&state, &parts);
+    let headers: &HeaderMap = &parts.headers;
     let Ok(permit) = state.ws_slots.clone().try_acquire_owned() else {
         return Error::Overloaded {
             code: "too_many_connections",
@@ -64,7 +76,7 @@ pub(crate) async fn upgrade(
                 socket,
                 Duration::from_secs(state.config.ws.send_timeout_secs),
             );
-            handshake(conn, state, header_token).await;
+            handshake(conn, state, header_token, ip).await;
             drop(permit);
         })
 }
@@ -217,6 +229,22 @@ pub(crate) fn idempotency_param(
         .transpose()
 }
 
+/// Resolves when the credential a session was opened with is revoked or
+/// replaced (announced by this process, or found by the poll of changes the
+/// admin CLI made).
+pub async fn credential_gone(watch: &mut CredentialWatch, relay: &Relay, principal: &Principal) {
+    loop {
+        match watch.revoked(principal.key()).await {
+            RevocationSeen::Revoked => return,
+            RevocationSeen::Missed => {
+                if let Ok(false) = relay.credential_current(principal, watch.version()).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// What an error while reading a frame means for the session.
 pub fn read_error(e: &axum::Error) -> Exit {
     let text = e.to_string();
@@ -228,7 +256,12 @@ pub fn read_error(e: &axum::Error) -> Exit {
 }
 
 /// The first frame must be `connect`; then the session of its role runs.
-async fn handshake(mut conn: Conn, state: AppState, header_token: Option<String>) {
+async fn handshake(
+    mut conn: Conn,
+    state: AppState,
+    header_token: Option<String>,
+    ip: Option<std::net::IpAddr>,
+) {
     let timeout = Duration::from_secs(state.config.ws.connect_timeout_secs);
     let deadline = Instant::now() + timeout;
     let text = loop {
@@ -280,31 +313,46 @@ async fn handshake(mut conn: Conn, state: AppState, header_token: Option<String>
                 .await;
         }
     };
-    let Some(token) = params.token.clone().or(header_token) else {
-        let _ = conn
-            .error(&request.id, "unauthorized", "missing token")
-            .await;
-        return conn
-            .finish(refuse(close::UNAUTHORIZED, "unauthorized"))
-            .await;
-    };
-    let principal = match state.auth.authenticate(&token).await {
-        Ok(p) => p,
+    let token = params.token.clone().or(header_token);
+    let authenticated = match crate::http::auth::authenticate(&state, ip, token.as_deref()).await {
+        Ok(a) => a,
         Err(e) => {
             let _ = conn.error(&request.id, e.code(), &e.to_string()).await;
-            let code = if matches!(e, Error::Unauthorized(_)) {
-                close::UNAUTHORIZED
-            } else {
-                close::INTERNAL
+            let code = match e {
+                Error::Unauthorized(_) => close::UNAUTHORIZED,
+                Error::TooManyRequests { .. } => close::TRY_AGAIN_LATER,
+                _ => close::INTERNAL,
             };
             return conn.finish(refuse(code, "unauthorized")).await;
         }
     };
-    match (params.role, principal) {
-        (Role::Agent, Principal::Client(client)) => {
-            agent::run(conn, state, client, request.id, params).await
+    // Watch first, then check: a revocation between the verification and
+    // now is caught by the check, one after it by the watch.
+    let watch = state.relay.hub.watch_credentials(authenticated.version);
+    match state
+        .relay
+        .credential_current(&authenticated.principal, authenticated.version)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = conn
+                .error(&request.id, "unauthorized", "the token was revoked")
+                .await;
+            return conn.finish(refuse(close::UNAUTHORIZED, "revoked")).await;
         }
-        (Role::App, Principal::App(app)) => app::run(conn, state, app, request.id, params).await,
+        Err(e) => {
+            let _ = conn.error(&request.id, e.code(), &e.to_string()).await;
+            return conn.finish(refuse(close::INTERNAL, "storage")).await;
+        }
+    }
+    match (params.role, authenticated.principal) {
+        (Role::Agent, Principal::Client(client)) => {
+            agent::run(conn, state, client, watch, request.id, params).await
+        }
+        (Role::App, Principal::App(app)) => {
+            app::run(conn, state, app, watch, request.id, params).await
+        }
         (role, _) => {
             let message = match role {
                 Role::Agent => "role `agent` needs a client token",

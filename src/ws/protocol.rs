@@ -25,9 +25,13 @@ pub mod close {
     pub const INTERNAL: u16 = 1011;
     /// A frame over `[ws] max_frame_bytes`.
     pub const TOO_BIG: u16 = 1009;
+    /// Too many failed authentications from this address or for this id,
+    /// and the token did not verify (or could not be verified in time).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The first frame was not a valid `connect` request.
     pub const PROTOCOL: u16 = 4000;
-    /// Missing or wrong token, or the credential was revoked.
+    /// Missing or wrong token, or the credential was revoked or rotated
+    /// (sent at once to the open sockets of that client or app).
     pub const UNAUTHORIZED: u16 = 4001;
     /// A valid token of another role than the one `connect` asked for.
     pub const FORBIDDEN: u16 = 4003;

@@ -2,8 +2,9 @@
 //! file, talked to over HTTP. `restart` stops it (graceful) and starts a new
 //! one on the same file.
 
-use clawrelay::app::{App, ShutdownTrigger};
+use clawrelay::app::App;
 use clawrelay::config::{Config, Secret};
+use clawrelay::shutdown::ShutdownTrigger;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::sqlite::SqlitePoolOptions;

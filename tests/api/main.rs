@@ -11,6 +11,7 @@ mod disk_full;
 mod durability;
 mod expiry;
 mod flow;
+mod hardening;
 mod helpers;
 mod idempotency;
 mod metrics;

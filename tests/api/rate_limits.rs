@@ -51,21 +51,74 @@ async fn an_agent_over_its_rate_gets_429() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_address_that_keeps_failing_to_authenticate_is_refused() {
+async fn an_address_that_keeps_failing_gets_429_but_its_valid_tokens_still_work() {
     let app = spawn_with(|c| c.rate_limits.failed_auth_per_min = 3).await;
     let (_, agent) = app.create_client("agent").await;
     let wrong = "cli_0123456789abcdef0123456789abcdef.nope";
     for _ in 0..3 {
         assert_eq!(app.get("/poll", wrong).await.status, 401);
     }
-    // The fourth failure exhausts the bucket; from then on the address is refused.
+    // The fourth failure exhausts the bucket; from then on its failures get 429.
     app.get("/poll", wrong).await;
     let r = app.get("/poll", wrong).await;
     assert_eq!((r.status.as_u16(), r.error_code()), (429, "rate_limited"));
-    let r = app.get("/poll", &agent).await;
+    // Another id from the same address, wrong too: blocked by the address.
+    let r = app
+        .get("/poll", "cli_fedcba9876543210fedcba9876543210.nope")
+        .await;
+    assert_eq!(r.status, 429);
+    // A token that verifies is never refused for its neighbours' failures
+    // (behind a proxy every client shares one address).
+    let r = app.get("/poll?wait=0", &agent).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_count_per_forwarded_client_only_behind_a_trusted_proxy() {
+    let app = spawn_with(|c| {
+        c.rate_limits.failed_auth_per_min = 2;
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    // Each request names a different id, so only the address can block.
+    let wrong = |i: u32| format!("cli_{i:032x}.nope");
+    let poll = |xff: &'static str, token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .get(format!("{}/poll?wait=0", app.base))
+                .bearer_auth(token)
+                .header("X-Forwarded-For", xff)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for i in 0..4 {
+        poll("198.51.100.1", wrong(i)).await;
+    }
+    assert_eq!(poll("198.51.100.1", wrong(10)).await, 429);
+    // Another client behind the same proxy is not blocked.
+    assert_eq!(poll("198.51.100.2", wrong(11)).await, 401);
+
+    // Without trust, the header is ignored: the peer itself is counted.
+    let app = spawn_with(|c| c.rate_limits.failed_auth_per_min = 2).await;
+    for i in 0..4 {
+        let _ = app
+            .http
+            .get(format!("{}/poll?wait=0", app.base))
+            .bearer_auth(wrong(i))
+            .header("X-Forwarded-For", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = app.get("/poll?wait=0", &wrong(20)).await;
     assert_eq!(
         r.status, 429,
-        "even a right token, until the bucket refills"
+        "spoofed X-Forwarded-For must not dodge the limit"
     );
 }
 

@@ -220,4 +220,17 @@ impl Sse {
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
+
+    /// Reads until the server ends the stream; false if it is still open
+    /// after `PATIENCE`.
+    pub async fn ended(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return false,
+                Ok(Ok(Some(_))) => continue,
+                Ok(_) => return true,
+            }
+        }
+    }
 }
