@@ -6,12 +6,12 @@
 //! name the key.
 
 use crate::store::Synchronous;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: Server,
@@ -30,7 +30,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Server {
     pub bind: String,
@@ -53,7 +53,7 @@ impl Default for Server {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
     pub path: PathBuf,
@@ -69,7 +69,7 @@ impl Default for Storage {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Delivery {
     pub lease_secs: u64,
@@ -89,7 +89,7 @@ impl Default for Delivery {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Clients {
     pub stale_after_secs: u64,
@@ -105,7 +105,7 @@ impl Default for Clients {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Conversations {
     pub ttl_secs: u64,
@@ -123,7 +123,7 @@ impl Default for Conversations {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Idempotency {
     pub ttl_secs: u64,
@@ -135,13 +135,13 @@ impl Default for Idempotency {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Inbound {
     pub public: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub max_text_bytes: usize,
@@ -165,7 +165,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
     pub cache_ttl_secs: u64,
@@ -177,7 +177,7 @@ impl Default for Auth {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tasks {
     pub maintenance_interval_secs: u64,
@@ -191,7 +191,7 @@ impl Default for Tasks {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Ws {
     pub max_connections: usize,
@@ -217,7 +217,7 @@ impl Default for Ws {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Sse {
     pub keepalive_secs: u64,
@@ -229,7 +229,7 @@ impl Default for Sse {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsListener {
     /// `host:port` of a separate listener serving `/metrics` without a token;
@@ -237,7 +237,7 @@ pub struct MetricsListener {
     pub bind: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
     pub app_per_sec: u32,
@@ -335,42 +335,55 @@ impl Config {
                 })?
             }
         };
-        let mut from_env = false;
-        for (var, value) in env {
-            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let Some((section, key)) = rest.split_once("__") else {
-                return Err(ConfigError::Env {
-                    var,
-                    message: "expected CLAWRELAY_<SECTION>__<KEY>".into(),
-                });
-            };
-            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or(toml::Value::String(value.clone()));
-            let section = table
-                .entry(section.to_ascii_lowercase())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let toml::Value::Table(section) = section else {
-                return Err(ConfigError::Env {
-                    var,
-                    message: "not a section".into(),
-                });
-            };
-            section.insert(key.to_ascii_lowercase(), parsed);
-            from_env = true;
+        // A relative [storage] path in a file is relative to that file, not
+        // to wherever the command happens to run.
+        if let (Some(path), Some(toml::Value::Table(storage))) = (path, table.get_mut("storage")) {
+            if let Some(toml::Value::String(db)) = storage.get_mut("path") {
+                let dir = path.parent().unwrap_or(Path::new(""));
+                if Path::new(db.as_str()).is_relative() && !dir.as_os_str().is_empty() {
+                    *db = dir.join(db.as_str()).to_string_lossy().into_owned();
+                }
+            }
         }
-        if !from_env {
-            return Ok(toml::Value::Table(table).try_into().unwrap_or_default());
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(var, _)| env_key(var).is_some())
+            .collect();
+        let base = table.clone();
+        for (var, value) in &env {
+            apply_env(&mut table, var, value)?;
         }
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Env {
-                var: "CLAWRELAY_*".into(),
+        let config: Result<Config, _> = toml::Value::Table(table).try_into();
+        config.map_err(|e: toml::de::Error| {
+            // Name the variable: the first that fails on its own.
+            let culprit = env
+                .iter()
+                .find(|(var, value)| {
+                    let mut one = base.clone();
+                    apply_env(&mut one, var, value).is_err()
+                        || toml::Value::Table(one).try_into::<Config>().is_err()
+                })
+                .map(|(var, _)| var.clone())
+                .unwrap_or_else(|| "CLAWRELAY_*".into());
+            ConfigError::Env {
+                var: culprit,
                 message: e.message().to_owned(),
-            })
+            }
+        })
+    }
+
+    /// The `CLAWRELAY_…` variables of `env` that are not configuration
+    /// (`CLAWRELAY_<SECTION>__<KEY>`) and so are ignored: for a warning.
+    pub fn ignored_env_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        env.into_iter()
+            .map(|(var, _)| var)
+            .filter(|var| var.starts_with(ENV_PREFIX) && env_key(var).is_none())
+            .collect()
+    }
+
+    /// The configuration as TOML, as `config check` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 
     /// Checks ranges and relations between keys.
@@ -465,6 +478,37 @@ impl Config {
     }
 }
 
+/// The section and key a `CLAWRELAY_<SECTION>__<KEY>` variable names; None
+/// for any other variable (`CLAWRELAY_URL` of some other tool, say).
+fn env_key(var: &str) -> Option<(String, String)> {
+    let (section, key) = var.strip_prefix(ENV_PREFIX)?.split_once("__")?;
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (ok(section) && ok(key)).then(|| (section.to_ascii_lowercase(), key.to_ascii_lowercase()))
+}
+
+/// Sets the key `var` names to `value` (read as TOML: `60`, `true`,
+/// `"text"`, `["a", "b"]`, or else taken as a plain string).
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let Some((section, key)) = env_key(var) else {
+        return Ok(());
+    };
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or(toml::Value::String(value.to_owned()));
+    let entry = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(entry) = entry else {
+        return Err(ConfigError::Env {
+            var: var.to_owned(),
+            message: format!("[{section}] is not a section"),
+        });
+    };
+    entry.insert(key, parsed);
+    Ok(())
+}
+
 /// "line N, [section] key: " for the line an error points at, so the message
 /// names the key even when the parser's own message does not.
 fn key_at(text: &str, offset: usize) -> String {
@@ -554,6 +598,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("CLAWRELAY_PORT"), "{e}");
+    }
+
+    #[test]
+    fn other_clawrelay_variables_are_ignored_and_reported() {
+        let env = [
+            ("CLAWRELAY_URL".to_owned(), "http://x".to_owned()),
+            ("CLAWRELAY_DELIVERY__LEASE_SECS".to_owned(), "7".to_owned()),
+        ];
+        let c = Config::load_with_env(None, env.clone()).unwrap();
+        assert_eq!(c.delivery.lease_secs, 7);
+        assert_eq!(
+            Config::ignored_env_vars(env),
+            vec!["CLAWRELAY_URL".to_owned()]
+        );
+    }
+
+    #[test]
+    fn every_key_is_documented_in_the_example_file() {
+        let example: toml::Table = toml::from_str(include_str!("../config.example.toml")).unwrap();
+        let defaults: toml::Table = toml::from_str(&Config::default().to_toml()).unwrap();
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().unwrap();
+            let documented = example
+                .get(section)
+                .and_then(|s| s.as_table())
+                .unwrap_or_else(|| panic!("[{section}] is missing from config.example.toml"));
+            for key in keys.keys() {
+                assert!(
+                    documented.contains_key(key),
+                    "[{section}] {key} is missing from config.example.toml"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_relative_database_path_in_a_file_is_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, "[storage]\npath = \"data/relay.db\"\n").unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.storage.path, dir.path().join("data/relay.db"));
     }
 
     #[test]

@@ -28,6 +28,10 @@ struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Admin commands: create the database if there is none at the path
+    /// (without it they refuse, so a mistyped --db never makes an empty one).
+    #[arg(long, global = true)]
+    create: bool,
     /// Log format: human-readable text, or one JSON object per line for log shippers.
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
     log_format: telemetry::LogFormat,
@@ -138,9 +142,15 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    telemetry::check_filter(&cli.log_level)?;
     if let Command::Config(ConfigCommand::Default) = cli.command {
         print!("{}", include_str!("../config.example.toml"));
         return Ok(());
+    }
+    for var in Config::ignored_env_vars(std::env::vars()) {
+        eprintln!(
+            "clawrelay: warning: ignoring environment variable {var}: configuration variables are CLAWRELAY_<SECTION>__<KEY>"
+        );
     }
     let mut config = Config::load_with_env(cli.config.as_deref(), std::env::vars())
         .map_err(|e| e.to_string())?;
@@ -170,23 +180,21 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Client(cmd) => {
             config.validate().map_err(|e| e.to_string())?;
-            let relay = open(&config).await?;
+            let relay = open(&config, cli.create).await?;
             let out = client_command(&relay, cmd).await;
             relay.store.close().await;
             out
         }
         Command::App(cmd) => {
             config.validate().map_err(|e| e.to_string())?;
-            let relay = open(&config).await?;
+            let relay = open(&config, cli.create).await?;
             let out = app_command(&relay, cmd).await;
             relay.store.close().await;
             out
         }
         Command::Backup { path } => {
             let db = config.storage.path.display().to_string();
-            let store = Store::open(&config.storage.path, config.storage.synchronous)
-                .await
-                .map_err(|e| format!("cannot open database {db}: {e}"))?;
+            let store = open_store(&config, false).await?;
             let out = store.backup_to(&path).await;
             store.close().await;
             let bytes = out.map_err(|e| format!("backup failed: {e}"))?;
@@ -197,14 +205,29 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Config(_) => {
+            // What `serve` would take from its own variables, too.
+            if let Some(port) = std::env::var("PORT").ok().filter(|p| !p.is_empty()) {
+                config.server.port = port.parse().map_err(|_| {
+                    format!("invalid environment variable PORT: `{port}` is not a port")
+                })?;
+            }
             config.validate().map_err(|e| e.to_string())?;
-            println!("configuration ok");
-            println!("{config:#?}");
+            println!("# configuration ok");
+            if std::env::var("PORT").is_ok_and(|p| !p.is_empty()) {
+                println!("# [server] port from PORT");
+            }
+            match std::env::var("ADMIN_TOKEN") {
+                Ok(t) if !t.is_empty() => println!("# admin token: set by ADMIN_TOKEN (not shown)"),
+                _ => {
+                    println!("# admin token: none configured; the database's generated one is used")
+                }
+            }
+            print!("{}", config.to_toml());
             Ok(())
         }
         Command::Purge { dry_run } => {
             config.validate().map_err(|e| e.to_string())?;
-            let relay = open(&config).await?;
+            let relay = open(&config, cli.create).await?;
             let out = if dry_run {
                 relay.purge_preview().await
             } else {
@@ -221,7 +244,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::AdminToken(AdminTokenCommand::Reset) => {
             config.validate().map_err(|e| e.to_string())?;
-            let relay = open(&config).await?;
+            let relay = open(&config, cli.create).await?;
             let out = relay.reset_admin_token().await.map_err(|e| e.to_string());
             relay.store.close().await;
             println!("admin token: {}", out?);
@@ -234,12 +257,16 @@ async fn run(cli: Cli) -> Result<(), String> {
 async fn serve(config: Config) -> Result<(), String> {
     let addr = format!("{}:{}", config.server.bind, config.server.port);
     let db = config.storage.path.display().to_string();
-    let app = App::build(config)
-        .await
-        .map_err(|e| format!("cannot open database {db}: {e}"))?;
+    // The port first: a start that cannot listen leaves no new database behind.
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    clawrelay::store::check_path(&config.storage.path, true)
+        .map_err(|e| format!("cannot open database {db}: {e}"))?;
+    let _lock = lock_database(&config.storage.path)?;
+    let app = App::build(config)
+        .await
+        .map_err(|e| format!("cannot open database {db}: {e}"))?;
     if let Some(token) = app.generated_admin_token() {
         // Shown once: only its hash is stored.
         println!("clawrelay generated an admin token (shown only now, store it safely):\n\n    {token}\n");
@@ -272,11 +299,49 @@ async fn stop_on_signal(trigger: ShutdownTrigger) {
     trigger.trigger();
 }
 
-async fn open(config: &Config) -> Result<Relay, String> {
-    let db = config.storage.path.display().to_string();
-    let store = Store::open(&config.storage.path, config.storage.synchronous)
-        .await
+/// Holds an exclusive lock on `<db>.lock` for as long as the server runs: a
+/// second server on the same database would split the wake-ups between the
+/// two processes (a long poll on one is not woken by a message posted to the
+/// other). Admin commands do not take it; they work beside a running server.
+fn lock_database(db: &std::path::Path) -> Result<std::fs::File, String> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot create lock file {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another clawrelay server is already running on database {} (it holds {}); stop it first, or give this one another --db",
+            db.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(format!("cannot lock {}: {e}", path.display()))
+        }
+    }
+}
+
+/// Opens the database an admin command works on: an existing one only,
+/// unless `create`; says which file it is on stderr.
+async fn open_store(config: &Config, create: bool) -> Result<Store, String> {
+    let path = &config.storage.path;
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+    let db = shown.display().to_string();
+    clawrelay::store::check_path(path, create)
         .map_err(|e| format!("cannot open database {db}: {e}"))?;
+    eprintln!("clawrelay: database {db}");
+    Store::open(path, config.storage.synchronous)
+        .await
+        .map_err(|e| format!("cannot open database {db}: {e}"))
+}
+
+async fn open(config: &Config, create: bool) -> Result<Relay, String> {
+    let store = open_store(config, create).await?;
     Relay::new(store, config, now_ms())
         .await
         .map_err(|e| e.to_string())

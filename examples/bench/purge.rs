@@ -125,7 +125,7 @@ pub async fn run(bin: &std::path::Path, messages: i64) -> PurgeReport {
             r.status()
         );
         writes.push(t.elapsed().as_secs_f64() * 1000.0);
-        if i % 50 == 0 && purged_messages(&http, &base).await >= messages as f64 {
+        if i.is_multiple_of(50) && purged_messages(&http, &base).await >= messages as f64 {
             done_at = Some(started.elapsed());
             break;
         }

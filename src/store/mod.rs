@@ -37,7 +37,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: u32 = 4;
 
 /// `[storage] synchronous`: how hard a commit pushes data to the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// fsync on every commit: a 2xx survives power loss.
@@ -245,6 +245,63 @@ impl Store {
         }
         self.readers.close().await;
         self.writer.close().await;
+    }
+}
+
+/// Whether a database file may be opened at `path`, in words a user can act
+/// on: the directory that is missing or not writable, the file that is
+/// read-only or absent (`create`: an absent file is created). SQLite's own
+/// errors for these ("unable to open database file", "disk I/O error") name
+/// neither the path nor the cause.
+pub fn check_path(path: &Path, create: bool) -> Result<(), String> {
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory (database {shown})", dir.display())),
+        Err(e) => {
+            return Err(format!(
+                "the directory {} of database {shown} cannot be used: {e}; create it or fix --db / [storage] path",
+                dir.display()
+            ))
+        }
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(format!("database {shown} is a directory")),
+        Ok(_) => {
+            if let Err(e) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+            {
+                return Err(format!(
+                    "database {shown} cannot be opened for writing ({e}); check its owner and mode (the relay runs as this user)"
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !create {
+                return Err(format!(
+                    "no database at {shown}; start the relay once (clawrelay serve), pass --create to make a new one, or fix --db / [storage] path"
+                ));
+            }
+        }
+        Err(e) => return Err(format!("database {shown} cannot be read: {e}")),
+    }
+    // SQLite writes its -wal and -shm files beside the database.
+    let probe = dir.join(format!(".clawrelay-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "the directory {} is not writable ({e}): SQLite keeps database {shown}'s -wal and -shm files there; give this user write access to it",
+            dir.display()
+        )),
     }
 }
 

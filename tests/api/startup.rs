@@ -204,3 +204,179 @@ async fn backup_copies_a_live_database_consistently() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+/// Runs clawrelay as the unprivileged user `nobody` (the tests run as root in
+/// CI, and root ignores file modes); None when that is not possible here.
+fn as_nobody(args: &[&str]) -> Option<Output> {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_clawrelay"))
+        .args(args)
+        .env("ADMIN_TOKEN", ADMIN)
+        .output()
+        .ok()
+        .filter(|o| !String::from_utf8_lossy(&o.stderr).contains("setpriv:"))
+}
+
+#[test]
+fn admin_commands_refuse_a_database_that_does_not_exist_and_name_the_one_they_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typo.db");
+    let db_s = db.to_str().unwrap();
+    let line = failure(&clawrelay(&["client", "list", "--db", db_s]));
+    assert!(
+        line.contains("no database at") && line.contains("typo.db"),
+        "{line}"
+    );
+    assert!(line.contains("--create"), "{line}");
+    assert!(!db.exists(), "a mistyped --db made a database");
+
+    let out = clawrelay(&["client", "create", "--name", "a", "--db", db_s, "--create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("database {db_s}")));
+    let out = clawrelay(&["client", "list", "--db", db_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_directory_is_named_with_what_to_do() {
+    let line = failure(&clawrelay(&[
+        "serve",
+        "--port",
+        &free_port(),
+        "--db",
+        "/no/such/dir/relay.db",
+    ]));
+    assert!(line.contains("/no/such/dir"), "{line}");
+    assert!(line.contains("create it"), "{line}");
+}
+
+#[test]
+fn an_unwritable_directory_or_read_only_database_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let db = dir.path().join("relay.db");
+    let db_s = db.to_str().unwrap();
+    let out = clawrelay(&["client", "list", "--db", db_s, "--create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Owned by root, mode 0644, in a 0755 directory: read-only for nobody.
+    let Some(out) = as_nobody(&["client", "list", "--db", db_s]) else {
+        panic!("setpriv could not run clawrelay as nobody");
+    };
+    let line = failure(&out);
+    assert!(line.contains("cannot be opened for writing"), "{line}");
+    let other = dir.path().join("new.db");
+    let out = as_nobody(&[
+        "serve",
+        "--port",
+        &free_port(),
+        "--db",
+        other.to_str().unwrap(),
+    ])
+    .unwrap();
+    let line = failure(&out);
+    assert!(line.contains("is not writable"), "{line}");
+}
+
+#[test]
+fn a_port_in_use_creates_no_database() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    failure(&clawrelay(&[
+        "serve",
+        "--port",
+        &port,
+        "--db",
+        db.to_str().unwrap(),
+    ]));
+    assert!(!db.exists(), "a failed start created the database");
+}
+
+#[test]
+fn a_second_server_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let port = free_port();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        .args(["serve", "--port", &port, "--db", db.to_str().unwrap()])
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the first server never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = clawrelay(&[
+        "serve",
+        "--port",
+        &free_port(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    let _ = first.kill();
+    let _ = first.wait();
+    let line = failure(&second);
+    assert!(line.contains("already running"), "{line}");
+}
+
+#[test]
+fn a_mistyped_log_level_is_refused() {
+    let line = failure(&clawrelay(&["--log-level", "inof", "config", "check"]));
+    assert!(line.contains("inof"), "{line}");
+}
+
+#[test]
+fn config_check_prints_toml_ignores_other_clawrelay_variables_and_shows_port() {
+    let out = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        .args(["config", "check"])
+        .env("CLAWRELAY_URL", "http://elsewhere")
+        .env("CLAWRELAY_DELIVERY__LEASE_SECS", "77")
+        .env("PORT", "9999")
+        .env("ADMIN_TOKEN", "secret-value")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("CLAWRELAY_URL"), "{stderr}");
+    let parsed: toml::Table = toml::from_str(&stdout).expect("TOML");
+    assert_eq!(parsed["delivery"]["lease_secs"].as_integer(), Some(77));
+    assert_eq!(parsed["server"]["port"].as_integer(), Some(9999));
+    assert!(
+        stdout.contains("ADMIN_TOKEN") && !stdout.contains("secret-value"),
+        "{stdout}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        .args(["config", "check"])
+        .env("CLAWRELAY_SERVER__PORT", "many")
+        .output()
+        .unwrap();
+    let line = failure(&out);
+    assert!(line.contains("CLAWRELAY_SERVER__PORT"), "{line}");
+}
