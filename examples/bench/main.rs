@@ -233,7 +233,7 @@ async fn main() {
         } => {
             let mut reports = Vec::new();
             println!(
-                "{:>9} {:>8} {:>10} {:>9} {:>7} {:>9} {:>9} {:>9}",
+                "{:>9} {:>8} {:>10} {:>9} {:>7} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10}",
                 "pending",
                 "leased",
                 "preload s",
@@ -241,12 +241,15 @@ async fn main() {
                 "claims",
                 "p50 ms",
                 "p99 ms",
-                "max ms"
+                "max ms",
+                "?userId ms",
+                "?appId ms",
+                "health ms"
             );
             for n in sizes {
                 let r = queue::run(&bin, n, leased, Duration::from_secs(duration)).await;
                 println!(
-                    "{:>9} {:>8.2} {:>10.1} {:>9.0} {:>7} {:>9.3} {:>9.3} {:>9.3}",
+                    "{:>9} {:>8.2} {:>10.1} {:>9.0} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>11.3} {:>11.3} {:>10.3}",
                     r.pending,
                     r.leased_share,
                     r.preload_secs,
@@ -254,7 +257,10 @@ async fn main() {
                     r.claims,
                     r.claim_p50_ms,
                     r.claim_p99_ms,
-                    r.claim_max_ms
+                    r.claim_max_ms,
+                    r.history_by_user_ms,
+                    r.history_by_app_ms,
+                    r.health_ms
                 );
                 reports.push(r);
             }

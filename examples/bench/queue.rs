@@ -23,6 +23,31 @@ pub struct QueueReport {
     pub claim_p50_ms: f64,
     pub claim_p99_ms: f64,
     pub claim_max_ms: f64,
+    /// Median of `GET /conversations?userId=` (admin history of one user).
+    pub history_by_user_ms: f64,
+    /// Median of `GET /conversations?appId=&limit=50` (the app's newest page).
+    pub history_by_app_ms: f64,
+    /// Median of `GET /health`.
+    pub health_ms: f64,
+}
+
+/// The median time of `runs` GETs of `path` with the admin token.
+async fn median_get(http: &reqwest::Client, base: &str, path: &str, runs: usize) -> f64 {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let _ = r.bytes().await;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    percentile(&times, 0.5)
 }
 
 /// Fills a fresh database with `n` deliveries; returns the clients' tokens.
@@ -162,7 +187,11 @@ pub async fn run(bin: &Path, n: i64, leased: f64, duration: Duration) -> QueueRe
                 .expect("ack");
         }
     }
-    let _ = ADMIN;
+    let user = format!("/conversations?userId=u{}", n / 2);
+    let history_by_user_ms = median_get(&http, &base, &user, 21).await;
+    let by_app = format!("/conversations?appId={APP}&limit=50");
+    let history_by_app_ms = median_get(&http, &base, &by_app, 21).await;
+    let health_ms = median_get(&http, &base, "/health", 21).await;
     let ready_ms = relay.ready_after.as_secs_f64() * 1000.0;
     relay.stop().await;
     claims.sort_by(f64::total_cmp);
@@ -175,5 +204,8 @@ pub async fn run(bin: &Path, n: i64, leased: f64, duration: Duration) -> QueueRe
         claim_p50_ms: percentile(&claims, 0.50),
         claim_p99_ms: percentile(&claims, 0.99),
         claim_max_ms: claims.last().copied().unwrap_or(0.0),
+        history_by_user_ms,
+        history_by_app_ms,
+        health_ms,
     }
 }

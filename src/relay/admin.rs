@@ -82,9 +82,7 @@ impl Relay {
         }
         m.connected_agents
             .set(self.hub.live_clients(now).len() as i64);
-        let active =
-            conversations::count_active(self.store.reader(), self.rules.idle_cutoff(now)).await?;
-        m.active_conversations.set(active);
+        m.active_conversations.set(self.active_conversations());
         Ok(crate::metrics::render())
     }
 

@@ -59,6 +59,10 @@ impl Relay {
         }
 
         let now = now_ms();
+        let active =
+            conversations::count_active(self.store.reader(), self.rules.idle_cutoff(now)).await?;
+        self.active_conversations
+            .store(active, std::sync::atomic::Ordering::Relaxed);
         let live = self.hub.live_clients(now);
         if !live.is_empty() {
             let gone: Vec<_> = clients::list(self.store.reader())

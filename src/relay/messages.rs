@@ -5,6 +5,7 @@ use super::delivery::conversation_for;
 use super::{Relay, Wake};
 use crate::auth::Principal;
 use crate::error::Error;
+use std::sync::atomic::Ordering;
 use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, ReplyId, UserId};
 use crate::model::{ConversationWithMessages, Direction, Message};
 use crate::store::messages::NewMessage;
@@ -62,13 +63,13 @@ impl Relay {
         let hub = self.hub.clone();
         let ttl_ms = self.rules.ttl_ms;
         let max_pending = self.rules.max_pending;
-        let (message, wake, expired) = self
+        let (message, wake, expired, opened) = self
             .store
             .write(move |tx| {
                 Box::pin(async move {
                     let same = |m: &Message| m.from == from.as_str() && m.text == text;
                     if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same).await? {
-                        return Ok((m, Wake::Nobody, None));
+                        return Ok((m, Wake::Nobody, None, false));
                     }
                     let destination =
                         conversation_for(tx, &hub, &app, &from, &live, ttl_ms, max_pending, now)
@@ -102,12 +103,15 @@ impl Relay {
                         (true, Some(c)) => Wake::Client(c),
                         (true, None) => Wake::AnyClient,
                     };
-                    Ok::<_, Error>((message, wake, destination.expired))
+                    Ok::<_, Error>((message, wake, destination.expired, destination.opened))
                 })
             })
             .await?;
         self.wake(wake);
         self.hub.wake_app(&message.app_id);
+        if opened {
+            self.active_conversations.fetch_add(1, Ordering::Relaxed);
+        }
         crate::metrics::get()
             .messages
             .with_label_values(&["inbound"])

@@ -66,6 +66,10 @@ pub struct Relay {
     pub store: Store,
     pub hub: Arc<Hub>,
     pub rules: Rules,
+    /// Conversations not expired: counted at start and by every maintenance
+    /// tick, raised by each conversation opened in between. Read by
+    /// `/health` and `/metrics` without touching the database.
+    active_conversations: std::sync::atomic::AtomicI64,
 }
 
 /// Who to wake once a write has committed.
@@ -97,11 +101,22 @@ impl Relay {
                 Box::pin(async move { store::deliveries::release_all_owned(tx, started_at).await })
             })
             .await?;
+        let rules = Rules::from_config(config);
+        let active = store::conversations::count_active(store.reader(), rules.idle_cutoff(store::now_ms()))
+            .await?;
         Ok(Relay {
             store,
             hub,
-            rules: Rules::from_config(config),
+            rules,
+            active_conversations: std::sync::atomic::AtomicI64::new(active),
         })
+    }
+
+    /// Conversations not expired (as of the last maintenance tick, plus those
+    /// opened since).
+    pub fn active_conversations(&self) -> i64 {
+        self.active_conversations
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn wake(&self, wake: Wake) {

@@ -264,6 +264,12 @@ pub struct Filter<'a> {
 }
 
 /// Conversations, newest first, each with its sequence number (the cursor).
+///
+/// One statement per driving filter, because SQLite plans a statement once:
+/// with `(?3 IS NULL OR c.user_id = ?3)` alone it cannot use an index on
+/// `user_id`, and `?userId=` scanned every conversation. The most selective
+/// filter given leads (user, then client, then app) through its index; the
+/// others are checked on the rows it finds.
 pub async fn list(
     ex: impl SqliteExecutor<'_>,
     f: Filter<'_>,
@@ -273,28 +279,100 @@ pub async fn list(
     let client = f.client;
     let active: Option<bool> = f.state.map(|s| s == ConversationState::Active);
     let before = f.before.unwrap_or(i64::MAX);
-    let rows = sqlx::query_as!(
-        Row,
-        r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
+    let rows = match (f.user.is_some(), client.is_some(), app.is_some()) {
+        (true, _, _) => sqlx::query_as!(
+            Row,
+            r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
                   c.expired_at,
                   (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
            FROM conversations c
-           WHERE c.seq < ?1
+           WHERE c.user_id = ?3
+             AND c.seq < ?1
              AND (?2 IS NULL OR c.app_id = ?2)
              AND (?3 IS NULL OR c.user_id = ?3)
              AND (?4 IS NULL OR c.client_id = ?4)
              AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
            ORDER BY c.seq DESC LIMIT ?7"#,
-        before,
-        app,
-        f.user,
-        client,
-        active,
-        idle_cutoff,
-        f.limit
-    )
-    .fetch_all(ex)
-    .await?;
+            before,
+            app,
+            f.user,
+            client,
+            active,
+            idle_cutoff,
+            f.limit
+        )
+        .fetch_all(ex)
+        .await?,
+        (false, true, _) => sqlx::query_as!(
+            Row,
+            r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
+                  c.expired_at,
+                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
+           FROM conversations c
+           WHERE c.client_id = ?4
+             AND c.seq < ?1
+             AND (?2 IS NULL OR c.app_id = ?2)
+             AND (?3 IS NULL OR c.user_id = ?3)
+             AND (?4 IS NULL OR c.client_id = ?4)
+             AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
+           ORDER BY c.seq DESC LIMIT ?7"#,
+            before,
+            app,
+            f.user,
+            client,
+            active,
+            idle_cutoff,
+            f.limit
+        )
+        .fetch_all(ex)
+        .await?,
+        (false, false, true) => sqlx::query_as!(
+            Row,
+            r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
+                  c.expired_at,
+                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
+           FROM conversations c
+           WHERE c.app_id = ?2
+             AND c.seq < ?1
+             AND (?2 IS NULL OR c.app_id = ?2)
+             AND (?3 IS NULL OR c.user_id = ?3)
+             AND (?4 IS NULL OR c.client_id = ?4)
+             AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
+           ORDER BY c.seq DESC LIMIT ?7"#,
+            before,
+            app,
+            f.user,
+            client,
+            active,
+            idle_cutoff,
+            f.limit
+        )
+        .fetch_all(ex)
+        .await?,
+        (false, false, false) => sqlx::query_as!(
+            Row,
+            r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
+                  c.expired_at,
+                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
+           FROM conversations c
+           WHERE 1
+             AND c.seq < ?1
+             AND (?2 IS NULL OR c.app_id = ?2)
+             AND (?3 IS NULL OR c.user_id = ?3)
+             AND (?4 IS NULL OR c.client_id = ?4)
+             AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
+           ORDER BY c.seq DESC LIMIT ?7"#,
+            before,
+            app,
+            f.user,
+            client,
+            active,
+            idle_cutoff,
+            f.limit
+        )
+        .fetch_all(ex)
+        .await?,
+    };
     Ok(rows
         .into_iter()
         .map(|r| r.into_model(idle_cutoff))
