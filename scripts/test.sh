@@ -6,6 +6,33 @@
 # (schemathesis; Node 24, openclaw) they install into git-ignored folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Tools the suite uses beyond cargo: curl (the fuzzing run's set-up),
+# python3 with venv (schemathesis), npm (Node for the plugin and OpenClaw),
+# setpriv (tests run the relay as an unprivileged user), systemd-analyze (a
+# test verifies deploy/clawrelay.service). Missing ones are
+# installed from Debian's packages when this runs as root with apt-get;
+# otherwise the script names them and stops.
+missing=()
+command -v curl > /dev/null || missing+=(curl)
+command -v npm > /dev/null || missing+=(npm)
+command -v setpriv > /dev/null || missing+=(util-linux)
+command -v systemd-analyze > /dev/null || missing+=(systemd)
+if ! command -v python3 > /dev/null; then
+    missing+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' 2> /dev/null; then
+    missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+        echo "installing ${missing[*]} (Debian packages)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
+    else
+        echo "scripts/test.sh needs these Debian packages: ${missing[*]} (install them, e.g. sudo apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+fi
+
 cargo test --locked
 e2e/fuzz/run.sh
 e2e/openclaw/run.sh

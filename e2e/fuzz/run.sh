@@ -6,7 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-venv=.cache/fuzz/venv
+venv=$root/.cache/fuzz/venv
 if [ ! -x "$venv/bin/schemathesis" ]; then
     echo "installing schemathesis into $venv"
     python3 -m venv "$venv"
@@ -53,14 +53,16 @@ for role in admin agent app; do
     esac
     echo "== schemathesis, $role operations"
     out="$work/$role.txt"
-    if ! "$venv/bin/schemathesis" run "$base/openapi.json" -H "Authorization: Bearer $auth" \
+    # Run from the scratch folder: schemathesis keeps a cache (.schemathesis/)
+    # in its working directory, which must not be the checkout.
+    if ! (cd "$work" && "$venv/bin/schemathesis" run "$base/openapi.json" -H "Authorization: Bearer $auth" \
         "${filter[@]}" --exclude-path /events --exclude-path /ws \
         -c "$checks" --max-examples "${FUZZ_EXAMPLES:-60}" --request-timeout 10 \
-        --seed 20261121 --no-color > "$out" 2>&1; then
+        --seed 20261121 --no-color > "$out" 2>&1); then
         status=1
     fi
     tail -n 25 "$out"
-    n=$(grep -oE '[0-9]+ generated' "$out" | grep -oE '[0-9]+' | paste -sd+ | bc || echo 0)
+    n=$(grep -oE '[0-9]+ generated' "$out" | awk '{ s += $1 } END { print s + 0 }')
     total=$((total + ${n:-0}))
 done
 if [ "$status" -ne 0 ]; then

@@ -5,12 +5,12 @@ use super::delivery::conversation_for;
 use super::{Relay, Wake};
 use crate::auth::Principal;
 use crate::error::Error;
-use std::sync::atomic::Ordering;
 use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, ReplyId, UserId};
 use crate::model::{ConversationWithMessages, Direction, Message};
 use crate::store::messages::NewMessage;
 use crate::store::{conversations, deliveries, idempotency, messages, now_ms};
 use sqlx::SqliteConnection;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 

@@ -102,8 +102,9 @@ impl Relay {
             })
             .await?;
         let rules = Rules::from_config(config);
-        let active = store::conversations::count_active(store.reader(), rules.idle_cutoff(store::now_ms()))
-            .await?;
+        let active =
+            store::conversations::count_active(store.reader(), rules.idle_cutoff(store::now_ms()))
+                .await?;
         Ok(Relay {
             store,
             hub,

@@ -7,6 +7,7 @@ mod auth_matrix;
 mod bad_input;
 mod concurrency;
 mod dead_letters;
+mod deploy;
 mod disk_full;
 mod durability;
 mod expiry;
