@@ -10,6 +10,7 @@
 // A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
 #![allow(clippy::unwrap_used)]
 
+mod burst;
 mod purge;
 mod queue;
 mod relay;
@@ -59,6 +60,14 @@ enum Command {
         duration: u64,
         #[arg(long, default_value_t = 3)]
         warmup: u64,
+    },
+    /// Memory after connection bursts: RSS before, with SOCKETS app
+    /// WebSockets open, and after they closed (ROUNDS bursts).
+    Burst {
+        #[arg(long, default_value_t = 1024)]
+        sockets: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Retention under load: purge MESSAGES old messages while writing.
     Purge {
@@ -217,6 +226,14 @@ async fn main() {
                 &cli.json,
                 serde_json::json!({ "fsyncMedianMs": fsync, "roundtrips": reports }),
             );
+        }
+        Command::Burst { sockets, rounds } => {
+            let r = burst::run(&bin, sockets, rounds).await;
+            println!(
+                "{} WebSockets × {rounds} bursts: RSS {:.1} MiB before, {:.1} MiB with them open ({:.0} KiB per socket), {:.1} MiB after they closed",
+                r.sockets, r.rss_before_mib, r.rss_open_mib, r.kib_per_socket, r.rss_after_mib
+            );
+            write_json(&cli.json, serde_json::json!({ "burst": r }));
         }
         Command::Purge { messages } => {
             let r = purge::run(&bin, messages).await;

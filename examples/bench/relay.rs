@@ -36,6 +36,7 @@ impl RelayProc {
             &config,
             format!(
                 "[storage]\nsynchronous = \"{sync}\"\n[delivery]\nlong_poll_max_secs = 30\n[ws]\nmax_connections = 4096\n\
+                 [limits]\nmax_connections_per_ip = 0\n\
                  [rate_limits]\napp_per_sec = 0\nuser_per_sec = 0\nagent_per_sec = 0\nfailed_auth_per_min = 0\n{extra}"
             ),
         )
@@ -96,11 +97,20 @@ impl RelayProc {
 
     /// Peak resident set size, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// Resident set size now, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|kb| kb.parse::<f64>().ok())
             .map(|kb| kb / 1024.0)

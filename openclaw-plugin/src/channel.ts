@@ -4,13 +4,14 @@
  * - `gateway.startAccount` keeps each configured account connected and
  *   answers its deliveries (see monitor.ts);
  * - `outbound.sendText` carries proactive sends (`openclaw message send
- *   --channel clawrelay --target conv_…`) to the app user of that conversation;
+ *   --channel clawrelay --target conv_…`) to the app user of that conversation,
+ *   and the answers of OpenClaw's restart recovery (see monitor.ts);
  * - `status` reports connected / reconnecting / last error.
  */
 import type { ChannelPlugin, OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
 import { CHANNEL_ID, listAccountIds, resolveAccount, type ClawrelayAccount } from "./config.js";
-import { AccountMonitor } from "./monitor.js";
-import { RelayHttp } from "./relay-client.js";
+import { AccountMonitor, recoveryAnswered, recoveryKey } from "./monitor.js";
+import { RelayError, RelayHttp } from "./relay-client.js";
 
 let pluginRuntime: PluginRuntime | undefined;
 
@@ -81,8 +82,20 @@ export const clawrelayPlugin: ChannelPlugin<ClawrelayAccount> = {
       }
       const http = new RelayHttp(account.serverUrl, account.token);
       const user = await http.conversationUser(conversationId);
-      const sent = await http.send(conversationId, user, ctx.text);
-      return { channel: CHANNEL_ID, messageId: sent.id, target: { kind: "conversation", id: conversationId } };
+      // OpenClaw's restart recovery answering a delivery the plugin holds
+      // open: that delivery's key makes a retried recovery send store once.
+      const key = recoveryKey(conversationId);
+      let messageId: string;
+      try {
+        messageId = (await http.send(conversationId, user, ctx.text, key)).id;
+      } catch (e) {
+        // A recovery after another crash answered with other words: the
+        // answer stored first stands, and the delivery is acked already.
+        if (!(key && e instanceof RelayError && e.code === "idempotency_key_reused")) throw e;
+        messageId = key;
+      }
+      if (key) recoveryAnswered(conversationId, key);
+      return { channel: CHANNEL_ID, messageId, target: { kind: "conversation", id: conversationId } };
     },
   },
   messaging: {

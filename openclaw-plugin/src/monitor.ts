@@ -3,10 +3,16 @@
  * (WebSocket, or long polling), turns each delivery into an OpenClaw direct
  * message turn, and hands the reply back to the relay.
  *
- * Delivery guarantee: a delivery is acked only when its reply was handed to
- * the relay (the `send` acks it), or explicitly when the turn produced nothing
- * to send. A gateway that dies mid-turn leaves the delivery unacked, so the
- * relay delivers it again.
+ * Delivery guarantee: a delivery is acked only when its reply is stored on
+ * the relay (the `send` acks it), or explicitly when the agent produced no
+ * reply by design (a deliberate silent reply, a send policy, a blocked run).
+ * A gateway that dies mid-turn leaves the delivery unacked, so the relay
+ * delivers it again. OpenClaw remembers the messages it took (across its own
+ * restarts) and skips such a redelivery as a duplicate: its restart recovery
+ * answers instead, through `outbound.sendText`. So a turn that ran nothing
+ * leaves the delivery open, and that later answer acks it (the relay's `send`
+ * acks what the client holds of the conversation) under the delivery's own
+ * idempotency key (see `awaitingRecovery`).
  */
 import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract";
 import type { OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
@@ -32,6 +38,39 @@ const sleep = (ms: number, signal: AbortSignal) =>
     const t = setTimeout(resolve, ms);
     signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
   });
+
+/**
+ * Deliveries whose turn OpenClaw skipped (a redelivery it had already taken),
+ * by relay conversation id: the answer its restart recovery sends to that
+ * conversation belongs to this delivery and reuses its idempotency key, so a
+ * recovery send retried after another crash is not stored twice.
+ */
+const awaitingRecovery = new Map<string, string>();
+
+/** The idempotency key a send to `conversationId` should carry, if a skipped delivery awaits its answer there. */
+export function recoveryKey(conversationId: string): string | undefined {
+  return awaitingRecovery.get(conversationId);
+}
+
+/** The answer of a skipped delivery is stored (and so the delivery acked). */
+export function recoveryAnswered(conversationId: string, key: string): void {
+  if (awaitingRecovery.get(conversationId) === key) awaitingRecovery.delete(conversationId);
+}
+
+/** Whether a dispatch that delivered nothing means "no reply, by design". */
+export function silentByDesign(result: {
+  queuedFinal?: boolean;
+  counts?: Record<string, number>;
+  deliberateSilentTerminalReply?: boolean;
+  sendPolicyDenied?: boolean;
+  beforeAgentRunBlocked?: boolean;
+} | undefined): boolean {
+  if (!result) return false;
+  if (result.deliberateSilentTerminalReply || result.sendPolicyDenied || result.beforeAgentRunBlocked) return true;
+  // The agent ran and finished (its final reply may have had no text).
+  const counted = Object.values(result.counts ?? {}).reduce((a, b) => a + b, 0);
+  return Boolean(result.queuedFinal) || counted > 0;
+}
 
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -234,7 +273,7 @@ export class AccountMonitor {
           log?.debug?.(`[clawrelay] ${what} not forwarded: ${errorText(e)}`);
         }
       };
-      await channel.reply.dispatchReplyWithBufferedBlockDispatcher({
+      const result = await channel.reply.dispatchReplyWithBufferedBlockDispatcher({
         ctx: inbound,
         cfg,
         dispatcherOptions: {
@@ -279,6 +318,7 @@ export class AccountMonitor {
 
       const text = parts.join("\n\n");
       if (text) {
+        awaitingRecovery.delete(m.conversationId);
         try {
           await sink.send(m, text, replyId);
         } catch (e) {
@@ -287,8 +327,18 @@ export class AccountMonitor {
           if (e instanceof RelayError && e.code === "idempotency_key_reused") await sink.ack(m);
           else throw e;
         }
-      } else {
+      } else if (silentByDesign(result)) {
+        awaitingRecovery.delete(m.conversationId);
         await sink.ack(m);
+      } else {
+        // OpenClaw ran nothing: a redelivery of a message it already took
+        // (its de-duplication outlives its restarts). Its restart recovery
+        // sends the answer; until then the delivery stays open, and if the
+        // gateway dies again it comes back once more.
+        awaitingRecovery.set(m.conversationId, replyId);
+        log?.info(
+          `[clawrelay] message ${m.id} (attempt ${m.attempt ?? "?"}) was skipped by OpenClaw as already taken; its answer will come from OpenClaw's recovery, the delivery stays open until then`,
+        );
       }
     } catch (e) {
       // Not acked: the relay delivers it again after the lease, or at once

@@ -28,6 +28,9 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Bytes read from a socket at a time.
+const READ_BUFFER: usize = 4096;
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
 }
@@ -69,8 +72,14 @@ pub(crate) async fn upgrade(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim().to_owned());
     let max = state.config.ws.max_frame_bytes;
+    // Small buffers: tungstenite's defaults (128 KiB to read, 128 KiB to
+    // write) cost ~145 KiB per open socket, and the memory stayed with the
+    // process after a burst of sockets closed. Reads grow past this for a
+    // large frame; writes go out frame by frame (every send is flushed).
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let conn = Conn::new(
                 socket,

@@ -1,0 +1,20 @@
+// Unit tests of when a turn that delivered no text acks its delivery (node --test, on dist/).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { silentByDesign } from "../dist/monitor.js";
+
+test("a turn OpenClaw skipped (a redelivery it already took) does not ack", () => {
+  assert.equal(silentByDesign({ queuedFinal: false, counts: { tool: 0, block: 0, final: 0 } }), false);
+  assert.equal(silentByDesign(undefined), false);
+});
+
+test("a reply that is silent by design acks", () => {
+  assert.equal(silentByDesign({ queuedFinal: false, counts: {}, deliberateSilentTerminalReply: true }), true);
+  assert.equal(silentByDesign({ queuedFinal: false, counts: {}, sendPolicyDenied: true }), true);
+  assert.equal(silentByDesign({ queuedFinal: false, counts: {}, beforeAgentRunBlocked: true }), true);
+});
+
+test("a turn that ran to its final reply acks even without text", () => {
+  assert.equal(silentByDesign({ queuedFinal: true, counts: { final: 0 } }), true);
+  assert.equal(silentByDesign({ queuedFinal: false, counts: { final: 1 } }), true);
+});
