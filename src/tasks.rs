@@ -6,6 +6,29 @@ use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The rhythm of a background task: `next` waits one interval and says
+/// whether to run a tick (false once shutdown begins).
+struct Ticks {
+    interval: Duration,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl Ticks {
+    fn new(interval: Duration, shutdown: Shutdown) -> Ticks {
+        Ticks {
+            interval,
+            stop: Box::pin(shutdown.wait()),
+        }
+    }
+
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(self.interval) => true,
+            _ = &mut self.stop => false,
+        }
+    }
+}
+
 /// Every `interval`: persist poll times, expire idle conversations, move work
 /// away from gone clients. A failed tick is logged and retried next time.
 pub async fn maintenance(
@@ -14,13 +37,8 @@ pub async fn maintenance(
     interval: Duration,
     shutdown: Shutdown,
 ) {
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = &mut stop => return,
-        }
+    let mut ticks = Ticks::new(interval, shutdown);
+    while ticks.next().await {
         limits.prune();
         match relay.maintain().await {
             Ok(r) if r.expired > 0 || r.moved_from > 0 => {
@@ -39,13 +57,8 @@ pub async fn maintenance(
 /// Every `interval`: purge what is older than the retention (bounded per
 /// run; the rest waits for the next one).
 pub async fn retention(relay: Arc<Relay>, interval: Duration, shutdown: Shutdown) {
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = &mut stop => return,
-        }
+    let mut ticks = Ticks::new(interval, shutdown);
+    while ticks.next().await {
         match relay.purge(Some(1000)).await {
             Ok(p) if !p.is_empty() => tracing::info!(
                 conversations = p.conversations,
@@ -70,14 +83,9 @@ pub async fn credentials(
     interval: Duration,
     shutdown: Shutdown,
 ) {
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
+    let mut ticks = Ticks::new(interval, shutdown);
     let mut since = crate::store::now_ms();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = &mut stop => return,
-        }
+    while ticks.next().await {
         match relay.credentials_changed_since(since).await {
             Ok((keys, newest)) => {
                 for key in &keys {

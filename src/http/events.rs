@@ -70,16 +70,10 @@ pub(crate) async fn events(
         Some(c) => c,
         None => state.relay.current_cursor().await?,
     };
-    // Watch first, then check: no revocation slips between the token's
-    // verification and the stream.
-    let watch = state.relay.hub.watch_credentials(version);
-    if !state
+    let watch = state
         .relay
-        .credential_current(&Principal::App(app.clone()), version)
-        .await?
-    {
-        return Err(Error::Unauthorized("the token was revoked"));
-    }
+        .watch_session(&Principal::App(app.clone()), version)
+        .await?;
     let feed = feed::spawn(
         state.relay.clone(),
         app,

@@ -261,22 +261,27 @@ impl Relay {
         Ok(stored.is_some_and(|c| c.version == version))
     }
 
+    /// Starts watching the credential a session was opened with, then checks
+    /// that it is still current: a revocation between the verification and
+    /// now is caught by the check, one after it by the watch. Unauthorized
+    /// when it was revoked or rotated meanwhile (a stale cached verification).
+    pub async fn watch_session(
+        &self,
+        principal: &crate::auth::Principal,
+        version: i64,
+    ) -> Result<crate::hub::CredentialWatch, Error> {
+        let watch = self.hub.watch_credentials(version);
+        if !self.credential_current(principal, version).await? {
+            return Err(Error::Unauthorized("the token was revoked"));
+        }
+        Ok(watch)
+    }
+
     /// Announces the clients and apps whose token another process (the admin
     /// CLI) revoked or rotated after `since` to this process's sessions, and
     /// returns their ids and the newest change seen (`since` if none).
     pub async fn credentials_changed_since(&self, since: i64) -> Result<(Vec<String>, i64), Error> {
-        let reader = self.store.reader();
-        let mut changed: Vec<(String, i64)> = clients::credentials_changed_since(reader, since)
-            .await?
-            .into_iter()
-            .map(|(id, at)| (id.as_str().to_owned(), at))
-            .collect();
-        changed.extend(
-            apps::credentials_changed_since(reader, since)
-                .await?
-                .into_iter()
-                .map(|(id, at)| (id.as_str().to_owned(), at)),
-        );
+        let changed = clients::credentials_changed_since(self.store.reader(), since).await?;
         let newest = changed.iter().map(|(_, at)| *at).max().unwrap_or(since);
         for (key, at) in &changed {
             self.hub.credentials_changed(key, *at);

@@ -103,20 +103,3 @@ pub async fn set_token(
     .await?;
     Ok(name)
 }
-
-/// The apps whose token was revoked or rotated after `since` (ms), with when.
-pub async fn credentials_changed_since(
-    ex: impl SqliteExecutor<'_>,
-    since: i64,
-) -> StoreResult<Vec<(AppId, i64)>> {
-    let rows = sqlx::query!(
-        r#"SELECT id, credentials_changed_at AS "at!: i64" FROM apps WHERE credentials_changed_at > ?"#,
-        since
-    )
-    .fetch_all(ex)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (AppId::from_db(r.id), r.at))
-        .collect())
-}

@@ -71,16 +71,6 @@ pub async fn credential(
     }))
 }
 
-pub async fn is_active(ex: impl SqliteExecutor<'_>, id: &ClientId) -> StoreResult<bool> {
-    let found = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM clients WHERE id = ? AND revoked_at IS NULL) AS "found!: bool""#,
-        id
-    )
-    .fetch_one(ex)
-    .await?;
-    Ok(found)
-}
-
 /// Revokes a client. Returns false when there is no such active client.
 pub async fn revoke(tx: &mut SqliteConnection, id: &ClientId, now: i64) -> StoreResult<bool> {
     let n = sqlx::query!(
@@ -148,19 +138,19 @@ pub async fn set_last_seen(tx: &mut SqliteConnection, id: &ClientId, at: i64) ->
     Ok(())
 }
 
-/// The clients whose token was revoked or rotated after `since` (ms), with when.
+/// The clients and apps whose token was revoked or rotated after `since`
+/// (ms): their ids and when.
 pub async fn credentials_changed_since(
     ex: impl SqliteExecutor<'_>,
     since: i64,
-) -> StoreResult<Vec<(ClientId, i64)>> {
+) -> StoreResult<Vec<(String, i64)>> {
     let rows = sqlx::query!(
-        r#"SELECT id, credentials_changed_at AS "at!: i64" FROM clients WHERE credentials_changed_at > ?"#,
+        r#"SELECT id AS "id!", credentials_changed_at AS "at!: i64" FROM clients WHERE credentials_changed_at > ?1
+           UNION ALL
+           SELECT id, credentials_changed_at FROM apps WHERE credentials_changed_at > ?1"#,
         since
     )
     .fetch_all(ex)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (ClientId::from_db(r.id), r.at))
-        .collect())
+    Ok(rows.into_iter().map(|r| (r.id, r.at)).collect())
 }

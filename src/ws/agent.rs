@@ -14,7 +14,7 @@ use crate::auth::Principal;
 use crate::error::Error;
 use crate::hub::CredentialWatch;
 use crate::ids::{ClientId, ConversationId, MessageId, ReplyId};
-use crate::store::{clients, now_ms};
+use crate::store::now_ms;
 use axum::extract::ws::Message;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -156,9 +156,6 @@ impl Session<'_> {
                 _ = ping.tick() => {
                     if self.conn.silent_for() > idle_timeout {
                         return Exit::Close(close::TIMEOUT, "idle timeout");
-                    }
-                    if let Ok(false) = clients::is_active(relay.store.reader(), self.client).await {
-                        return Exit::Close(close::UNAUTHORIZED, "revoked");
                     }
                     relay.hub.touch(self.client, now_ms());
                     if let Err(exit) = self.conn.ping().await {

@@ -335,26 +335,21 @@ async fn handshake(
             return conn.finish(refuse(code, "unauthorized")).await;
         }
     };
-    // Watch first, then check: a revocation between the verification and
-    // now is caught by the check, one after it by the watch.
-    let watch = state.relay.hub.watch_credentials(authenticated.version);
-    match state
+    let watch = match state
         .relay
-        .credential_current(&authenticated.principal, authenticated.version)
+        .watch_session(&authenticated.principal, authenticated.version)
         .await
     {
-        Ok(true) => {}
-        Ok(false) => {
-            let _ = conn
-                .error(&request.id, "unauthorized", "the token was revoked")
-                .await;
-            return conn.finish(refuse(close::UNAUTHORIZED, "revoked")).await;
-        }
+        Ok(watch) => watch,
         Err(e) => {
             let _ = conn.error(&request.id, e.code(), &e.to_string()).await;
-            return conn.finish(refuse(close::INTERNAL, "storage")).await;
+            let code = match e {
+                Error::Unauthorized(_) => close::UNAUTHORIZED,
+                _ => close::INTERNAL,
+            };
+            return conn.finish(refuse(code, "revoked")).await;
         }
-    }
+    };
     match (params.role, authenticated.principal) {
         (Role::Agent, Principal::Client(client)) => {
             agent::run(conn, state, client, watch, request.id, params).await
