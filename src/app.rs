@@ -46,7 +46,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let store = Store::open(&config.storage.path, config.storage.synchronous).await?;
+        let store = Store::open(&config.storage.path, config.storage.options()).await?;
         let (auth, generated_admin_token) = Auth::new(
             store.clone(),
             config.server.admin_token.as_ref().map(|s| s.expose()),

@@ -58,6 +58,17 @@ impl Default for Server {
 pub struct Storage {
     pub path: PathBuf,
     pub synchronous: Synchronous,
+    /// The write-ahead log is checkpointed and truncated past this size.
+    pub wal_limit_mb: u64,
+}
+
+impl Storage {
+    pub fn options(&self) -> crate::store::Options {
+        crate::store::Options {
+            synchronous: self.synchronous,
+            wal_limit: self.wal_limit_mb << 20,
+        }
+    }
 }
 
 impl Default for Storage {
@@ -65,6 +76,7 @@ impl Default for Storage {
         Storage {
             path: PathBuf::from("clawrelay.db"),
             synchronous: Synchronous::Full,
+            wal_limit_mb: 64,
         }
     }
 }
@@ -394,6 +406,9 @@ impl Config {
                 "server.bind: `{}` is not an IP address",
                 self.server.bind
             ));
+        }
+        if !(1..=1 << 20).contains(&self.storage.wal_limit_mb) {
+            return bad("storage.wal_limit_mb must be between 1 and 1048576".into());
         }
         if self.delivery.lease_secs == 0 {
             return bad("delivery.lease_secs must be at least 1".into());

@@ -335,7 +335,7 @@ async fn open_store(config: &Config, create: bool) -> Result<Store, String> {
     clawrelay::store::check_path(path, create)
         .map_err(|e| format!("cannot open database {db}: {e}"))?;
     eprintln!("clawrelay: database {db}");
-    Store::open(path, config.storage.synchronous)
+    Store::open(path, config.storage.options())
         .await
         .map_err(|e| format!("cannot open database {db}: {e}"))
 }

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub connected_agents: IntGauge,
     pub app_streams: IntGauge,
     pub active_conversations: IntGauge,
+    /// Size of the database's write-ahead log, bytes.
+    pub wal_bytes: IntGauge,
+    /// Checkpoints that reset the write-ahead log, by outcome (done, busy).
+    pub wal_truncations: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -118,6 +122,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "clawrelay_active_conversations",
             "Conversations not expired",
         )?,
+        wal_bytes: IntGauge::new(
+            "clawrelay_wal_bytes",
+            "Size of the database's write-ahead log (-wal file), bytes",
+        )?,
+        wal_truncations: IntCounterVec::new(
+            Opts::new(
+                "clawrelay_wal_truncations_total",
+                "Checkpoints that reset the write-ahead log past its limit, by outcome",
+            ),
+            &["outcome"],
+        )?,
         registry,
     };
     let r = &m.registry;
@@ -135,6 +150,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(m.connected_agents.clone()))?;
     r.register(Box::new(m.app_streams.clone()))?;
     r.register(Box::new(m.active_conversations.clone()))?;
+    r.register(Box::new(m.wal_bytes.clone()))?;
+    r.register(Box::new(m.wal_truncations.clone()))?;
     Ok(m)
 }
 

@@ -83,6 +83,7 @@ impl Relay {
         m.connected_agents
             .set(self.hub.live_clients(now).len() as i64);
         m.active_conversations.set(self.active_conversations());
+        m.wal_bytes.set(self.store.wal_size() as i64);
         Ok(crate::metrics::render())
     }
 

@@ -47,6 +47,33 @@ pub enum Synchronous {
     Normal,
 }
 
+/// How the database is opened: `[storage]` without its path.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub synchronous: Synchronous,
+    /// The write-ahead log is checkpointed and truncated once it grows past
+    /// this many bytes (`[storage] wal_limit_mb`).
+    pub wal_limit: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            synchronous: Synchronous::Full,
+            wal_limit: 64 << 20,
+        }
+    }
+}
+
+impl From<Synchronous> for Options {
+    fn from(synchronous: Synchronous) -> Self {
+        Options {
+            synchronous,
+            ..Options::default()
+        }
+    }
+}
+
 /// A failure of the database. Cloneable so that one failed group commit can
 /// be reported to every operation in it.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -139,7 +166,9 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if missing) and migrates the database at `path`.
-    pub async fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Store> {
+    pub async fn open(path: &Path, options: impl Into<Options>) -> StoreResult<Store> {
+        let options = options.into();
+        let synchronous = options.synchronous;
         let sync = match synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
@@ -156,8 +185,10 @@ impl Store {
         let mut conn = base
             .clone()
             .create_if_missing(true)
-            // Checkpoints run off the write path (see `checkpoint`).
+            // Checkpoints run off the write path (see `checkpoint`), and the
+            // writer resets the log when it outgrows its limit (see `writer`).
             .pragma("wal_autocheckpoint", "0")
+            .pragma("journal_size_limit", options.wal_limit.to_string())
             .connect()
             .await?;
         sqlx::migrate!("./migrations").run(&mut conn).await?;
@@ -171,7 +202,11 @@ impl Store {
 
         Ok(Store {
             readers,
-            writer: writer::Writer::spawn(conn, synchronous == Synchronous::Full),
+            writer: writer::Writer::spawn(
+                conn,
+                synchronous == Synchronous::Full,
+                writer::WalBound::new(wal_path(path), options.wal_limit),
+            ),
             checkpointer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(
                 checkpoint::Checkpointer::spawn(checkpoints),
             ))),
@@ -205,6 +240,13 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The size of the write-ahead log in bytes (0 when there is none).
+    pub fn wal_size(&self) -> u64 {
+        std::fs::metadata(wal_path(&self.path))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// Runs `op` inside a write transaction and resolves once that transaction
@@ -303,6 +345,13 @@ pub fn check_path(path: &Path, create: bool) -> Result<(), String> {
             dir.display()
         )),
     }
+}
+
+/// The write-ahead log SQLite keeps beside the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// Now, in Unix milliseconds.

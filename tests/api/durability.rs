@@ -193,3 +193,94 @@ async fn a_graceful_stop_leaves_one_self_contained_file_that_is_a_valid_backup()
         .ok();
     assert_eq!(got["messages"][0]["text"], "keep me");
 }
+
+/// Writes without pause, with readers busy all along, keep the write-ahead
+/// log near `[storage] wal_limit_mb`: SQLite alone would let it grow for as
+/// long as the writes go on (to gigabytes), since it only starts the log over
+/// when a checkpoint caught up with it and no reader uses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_stays_bounded_under_continuous_writes() {
+    let app = spawn_with(|c| c.storage.wal_limit_mb = 1).await;
+    let (_, _client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let wal = {
+        let mut p = app.config.storage.path.clone().into_os_string();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+
+    // The largest the log gets, looked at every few milliseconds.
+    let watcher = {
+        let (wal, writing) = (wal.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut largest = 0u64;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                largest = largest.max(size);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            largest
+        })
+    };
+    // Readers all along, as an admin reading history would be.
+    let reader = {
+        let (http, base, writing) = (app.http.clone(), app.base.clone(), writing.clone());
+        tokio::spawn(async move {
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = http
+                    .get(format!("{base}/conversations?limit=50"))
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let (http, base, web) = (app.http.clone(), app.base.clone(), web.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..250 {
+                let res = http
+                    .post(format!("{base}/inbound"))
+                    .bearer_auth(&web)
+                    .json(&json!({ "from": format!("user{w}-{}", i % 10), "text": format!("message {i} {}", "x".repeat(200)) }))
+                    .send()
+                    .await
+                    .expect("posted");
+                assert_eq!(res.status(), 200, "{:?}", res.text().await);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let largest = watcher.await.unwrap();
+    reader.await.unwrap();
+
+    // 4000 messages wrote well over 20 MiB of log pages.
+    let limit = 1u64 << 20;
+    assert!(
+        largest < 3 * limit,
+        "the -wal file reached {largest} bytes, limit {limit}"
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("clawrelay_wal_bytes "), "{metrics}");
+    assert!(metrics.contains("clawrelay_wal_truncations_total{outcome=\"done\"}"));
+    let db = app.db().await;
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 4000);
+}
