@@ -10,10 +10,15 @@
 //!
 //! argon2 is slow on purpose, so it runs off the async threads (on one
 //! dedicated thread, see `on_argon2_thread`), and a token that
-//! verified is remembered for `[auth] cache_ttl_secs`: a poll loop costs one
-//! verification per TTL, not one per request. Revoking or rotating through the
-//! API forgets the entry at once; through the CLI (another process) the change
-//! reaches a running server when the entry ages out.
+//! verified is remembered: a poll loop costs one verification, not one per
+//! request. After `[auth] cache_ttl_secs` a remembered token is checked again
+//! against the stored credential (one primary-key read): while the stored hash
+//! is the one it verified against, the answer cannot have changed and argon2
+//! does not run again (a busy agent's requests would otherwise all queue
+//! behind one verification each time the entry aged out: stalls of seconds).
+//! Concurrent first verifications of one principal run once. Revoking or
+//! rotating through the API forgets the entry at once; through the CLI
+//! (another process) the change reaches a running server at that check.
 //!
 //! A token whose id names no principal costs the same argon2 verification
 //! (against a hash of nothing) as a wrong secret, so timing does not tell
@@ -199,8 +204,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct Verified {
     token: Box<str>,
     principal: Principal,
+    /// The stored hash the token verified against.
+    hash: Box<str>,
     version: i64,
     at: Instant,
+}
+
+/// What the cache knows of a presented token.
+enum Cached {
+    Fresh(Authenticated),
+    /// Verified against this stored hash, longer ago than the TTL.
+    Aged(String),
+    Miss,
 }
 
 /// A verified token: who it is, and the version of the credential it
@@ -234,6 +249,11 @@ pub struct Auth {
     nobody: String,
     /// One permit: the verification of blocked sources in progress.
     suspect_lane: tokio::sync::Semaphore,
+    /// Verifications in progress, by principal key (existing principals
+    /// only, so bounded): concurrent requests wait for the first one.
+    flights: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    /// argon2 verifications run by `authenticate`.
+    verifications: std::sync::atomic::AtomicU64,
 }
 
 impl Auth {
@@ -272,6 +292,8 @@ impl Auth {
             ttl,
             nobody: hash_token(random_hex()).await?,
             suspect_lane: tokio::sync::Semaphore::new(1),
+            flights: Mutex::new(HashMap::new()),
+            verifications: std::sync::atomic::AtomicU64::new(0),
         };
         Ok((auth, generated))
     }
@@ -293,9 +315,11 @@ impl Auth {
             _ => (Principal::Admin, "admin".to_owned()),
         };
 
-        if let Some(hit) = self.cached(&key, token) {
-            return Ok(hit);
-        }
+        let aged = match self.cached(&key, token) {
+            Cached::Fresh(hit) => return Ok(hit),
+            Cached::Aged(hash) => Some(hash),
+            Cached::Miss => None,
+        };
         let _turn = match lane {
             Lane::Normal => None,
             Lane::Suspect => {
@@ -324,8 +348,20 @@ impl Auth {
             let _ = verify_token(token.to_owned(), self.nobody.clone()).await?;
             return Err(WRONG);
         };
-        if !verify_token(token.to_owned(), credential.hash).await? {
-            return Err(WRONG);
+        // The same token against the same hash: verified already.
+        let known = |hash: Option<&str>| hash == Some(credential.hash.as_str());
+        if !known(aged.as_deref()) {
+            let flight = self.flight(&key);
+            let _flight = flight.lock().await;
+            // Another request may have verified it while this one waited.
+            match self.cached(&key, token) {
+                Cached::Fresh(hit) => return Ok(hit),
+                Cached::Aged(hash) if known(Some(&hash)) => {}
+                _ => {
+                    self.verify_fresh(&key, &flight, token, &credential.hash)
+                        .await?
+                }
+            }
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.insert(
@@ -333,6 +369,7 @@ impl Auth {
             Verified {
                 token: token.into(),
                 principal: principal.clone(),
+                hash: credential.hash.into(),
                 version: credential.version,
                 at: Instant::now(),
             },
@@ -343,17 +380,61 @@ impl Auth {
         })
     }
 
-    fn cached(&self, key: &str, token: &str) -> Option<Authenticated> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = cache.get(key)?;
-        if entry.at.elapsed() > self.ttl {
-            cache.remove(key);
-            return None;
+    fn cached(&self, key: &str, token: &str) -> Cached {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = cache.get(key) else {
+            return Cached::Miss;
+        };
+        if !constant_time_eq(entry.token.as_bytes(), token.as_bytes()) {
+            return Cached::Miss;
         }
-        constant_time_eq(entry.token.as_bytes(), token.as_bytes()).then(|| Authenticated {
+        if entry.at.elapsed() > self.ttl {
+            return Cached::Aged(entry.hash.to_string());
+        }
+        Cached::Fresh(Authenticated {
             principal: entry.principal.clone(),
             version: entry.version,
         })
+    }
+
+    /// Runs argon2 for a token not verified against `hash` before.
+    async fn verify_fresh(
+        &self,
+        key: &str,
+        flight: &std::sync::Arc<tokio::sync::Mutex<()>>,
+        token: &str,
+        hash: &str,
+    ) -> Result<(), Error> {
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let verified = verify_token(token.to_owned(), hash.to_owned()).await;
+        self.land(key, flight);
+        if verified? {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized("invalid token"))
+        }
+    }
+
+    /// The lock of `key`'s verification, shared by concurrent requests.
+    fn flight(&self, key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Ends a verification: the last of its waiters removes its lock.
+    fn land(&self, key: &str, flight: &std::sync::Arc<tokio::sync::Mutex<()>>) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        // Held by the map and by this caller only: nobody else is waiting.
+        if std::sync::Arc::strong_count(flight) == 2 {
+            flights.remove(key);
+        }
+    }
+
+    /// argon2 verifications of known principals' tokens so far.
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets a principal's verified token (after revoke or rotate).
@@ -382,6 +463,57 @@ pub fn presented_id(token: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An aged cache entry is renewed by a read while the stored hash is
+    /// unchanged; concurrent first requests share one verification; a
+    /// changed hash (a rotation by another process) is verified afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn argon2_runs_once_per_credential_not_once_per_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db"), store::Synchronous::Full)
+            .await
+            .unwrap();
+        let id = ClientId::generate();
+        let (token, hash) = issue_token(id.as_str()).await.unwrap();
+        let id2 = id.clone();
+        store
+            .write(move |tx| {
+                Box::pin(async move { store::clients::insert(tx, &id2, "a", &hash, 0).await })
+            })
+            .await
+            .unwrap();
+        // TTL zero: every request finds its entry aged.
+        let (auth, _) = Auth::new(store.clone(), Some("admin"), Duration::ZERO)
+            .await
+            .unwrap();
+        let auth = std::sync::Arc::new(auth);
+        let mut first = Vec::new();
+        for _ in 0..16 {
+            let (auth, token) = (auth.clone(), token.clone());
+            first.push(tokio::spawn(async move {
+                auth.authenticate(&token, Lane::Normal).await
+            }));
+        }
+        for f in first {
+            assert!(f.await.unwrap().is_ok());
+        }
+        for _ in 0..5 {
+            assert!(auth.authenticate(&token, Lane::Normal).await.is_ok());
+        }
+        assert_eq!(auth.verifications(), 1);
+
+        // Rotated elsewhere: the old token is verified against the new hash, and fails.
+        let (_, new_hash) = issue_token(id.as_str()).await.unwrap();
+        store
+            .write(move |tx| {
+                Box::pin(async move { store::clients::set_token(tx, &id, &new_hash, 1).await })
+            })
+            .await
+            .unwrap();
+        assert!(auth.authenticate(&token, Lane::Normal).await.is_err());
+        assert_eq!(auth.verifications(), 2);
+        store.close().await;
+    }
 
     #[tokio::test]
     async fn an_issued_token_verifies_and_another_does_not() {

@@ -160,6 +160,12 @@ impl Hub {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether a claim should look for unassigned work, leaving the hint set.
+    pub fn unassigned_hinted(&self) -> bool {
+        self.unassigned_hint
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether a claim should look for unassigned work; clears the hint.
     pub fn take_unassigned_hint(&self) -> bool {
         self.unassigned_hint

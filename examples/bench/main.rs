@@ -102,7 +102,7 @@ async fn one(bin: &std::path::Path, load: &Load, sync: &str) -> Report {
 
 fn print_roundtrips(reports: &[Report]) {
     println!(
-        "{:>7} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>11} {:>8} {:>9} {:>8}",
+        "{:>7} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>11} {:>8} {:>9} {:>8}",
         "agents",
         "users",
         "sync",
@@ -110,6 +110,7 @@ fn print_roundtrips(reports: &[Report]) {
         "p50 ms",
         "p95 ms",
         "p99 ms",
+        "p99.9 ms",
         "max ms",
         "errors",
         "cpu ms/rt",
@@ -119,7 +120,7 @@ fn print_roundtrips(reports: &[Report]) {
     );
     for r in reports {
         println!(
-            "{:>7} {:>5} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>11.3} {:>8.1} {:>9.0} {:>8.1}",
+            "{:>7} {:>5} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>11.3} {:>8.1} {:>9.0} {:>8.1}",
             r.agents,
             r.users,
             r.synchronous,
@@ -127,12 +128,27 @@ fn print_roundtrips(reports: &[Report]) {
             r.p50_ms,
             r.p95_ms,
             r.p99_ms,
+            r.p999_ms,
             r.max_ms,
             r.errors + r.cross_talk,
             r.relay_cpu_ms_per_round_trip,
             r.relay_peak_rss_mib,
             r.commits_per_sec,
             r.operations_per_commit
+        );
+    }
+    for r in reports {
+        let slowest: Vec<String> = r
+            .slowest
+            .iter()
+            .map(|(at, ms)| format!("{ms:.0} ms at {at:.1} s"))
+            .collect();
+        println!(
+            "  slowest of {}×{} {}: {}",
+            r.agents,
+            r.users,
+            r.synchronous,
+            slowest.join(", ")
         );
     }
 }

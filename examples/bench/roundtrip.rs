@@ -44,7 +44,10 @@ pub struct Report {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
     pub max_ms: f64,
+    /// The slowest round trips: (seconds into the window they ended, ms).
+    pub slowest: Vec<(f64, f64)>,
     pub errors: u64,
     pub cross_talk: u64,
     pub relay_cpu_ms_per_round_trip: f64,
@@ -64,7 +67,8 @@ struct Shared {
     round_trips: AtomicU64,
     errors: AtomicU64,
     cross_talk: AtomicU64,
-    latencies: Mutex<Vec<f64>>,
+    /// (finished at, Unix ms; latency, ms) of each measured round trip.
+    latencies: Mutex<Vec<(i64, f64)>>,
 }
 
 async fn post(
@@ -211,7 +215,14 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
     }
 
     let n = shared.round_trips.load(Ordering::SeqCst);
-    let mut lat = std::mem::take(&mut *shared.latencies.lock().unwrap());
+    let mut timed = std::mem::take(&mut *shared.latencies.lock().unwrap());
+    timed.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let slowest = timed
+        .iter()
+        .take(5)
+        .map(|(at, ms)| (((at - window_start) as f64 / 1000.0), *ms))
+        .collect();
+    let mut lat: Vec<f64> = timed.iter().map(|(_, ms)| *ms).collect();
     lat.sort_by(f64::total_cmp);
     let commits = c1.saturating_sub(c0);
     Report {
@@ -225,6 +236,8 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
         p50_ms: percentile(&lat, 0.50),
         p95_ms: percentile(&lat, 0.95),
         p99_ms: percentile(&lat, 0.99),
+        p999_ms: percentile(&lat, 0.999),
+        slowest,
         max_ms: lat.last().copied().unwrap_or(0.0),
         errors: shared.errors.load(Ordering::SeqCst),
         cross_talk: shared.cross_talk.load(Ordering::SeqCst),
@@ -277,11 +290,10 @@ async fn user(
             Ok(Ok(answer)) if answer == format!("echo: {text}") => {
                 if shared.measuring.load(Ordering::Relaxed) {
                     shared.round_trips.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .latencies
-                        .lock()
-                        .unwrap()
-                        .push(started.elapsed().as_secs_f64() * 1000.0);
+                    shared.latencies.lock().unwrap().push((
+                        clawrelay::store::now_ms(),
+                        started.elapsed().as_secs_f64() * 1000.0,
+                    ));
                 }
             }
             Ok(Ok(answer)) => {

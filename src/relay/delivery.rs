@@ -256,6 +256,19 @@ impl Relay {
         max: i64,
         owner: Option<String>,
     ) -> Result<Claim, Error> {
+        // A wake-up with nothing due (a lease of the client ending later, an
+        // ack elsewhere, work that another poll took) costs one read, not a
+        // write transaction.
+        if !self.hub.unassigned_hinted() {
+            let earliest = deliveries::earliest_ready(self.store.reader(), &client).await?;
+            if earliest.is_none_or(|at| at > now_ms()) {
+                return Ok(Claim {
+                    messages: Vec::new(),
+                    dead: 0,
+                    next_due: earliest,
+                });
+            }
+        }
         let rules = self.rules;
         let adopt = self.hub.take_unassigned_hint();
         // Relaxed: a claim undone by a crash is a redelivery, which

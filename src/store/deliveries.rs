@@ -204,6 +204,23 @@ pub async fn oldest_due(
     Ok(at)
 }
 
+/// When the client's earliest ready row is or was due: in the past, a claim
+/// finds something; in the future, nothing is due before then. None: the
+/// client has no ready row. One look at the claim index, no write.
+pub async fn earliest_ready(
+    ex: impl SqliteExecutor<'_>,
+    client: &ClientId,
+) -> StoreResult<Option<i64>> {
+    let at = sqlx::query_scalar!(
+        r#"SELECT MIN(visible_at) AS "at: i64" FROM deliveries
+           WHERE client_id = ?1 AND state = 'ready'"#,
+        client
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok(at)
+}
+
 /// The earliest time one of the client's leased rows becomes due again.
 pub async fn next_visible_at(
     ex: impl SqliteExecutor<'_>,
