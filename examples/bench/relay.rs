@@ -43,7 +43,7 @@ impl RelayProc {
         .expect("write relay config");
         let log = std::fs::File::create(dir.join(format!("relay-{port}.log"))).expect("relay log");
         let started = Instant::now();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .args(["serve", "--port", &port.to_string(), "--config"])
             .arg(&config)
             .arg("--db")
@@ -66,6 +66,11 @@ impl RelayProc {
                 if r.status().is_success() {
                     break;
                 }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join(format!("relay-{port}.log")))
+                    .unwrap_or_default();
+                panic!("the relay exited at start ({status}):\n{log}");
             }
             assert!(
                 started.elapsed() < Duration::from_secs(120),
