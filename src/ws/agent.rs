@@ -3,6 +3,15 @@
 //! pushed as `message` events, never more than `maxInFlight` unacked at once.
 //! When the socket closes, for whatever reason, the session's unacked
 //! deliveries are due again at once.
+//!
+//! Requests are pipelined: the session goes on reading frames while earlier
+//! requests wait for their commit, so an agent answering many conversations
+//! at once has its sends share group commits (with each other and with
+//! HTTP) instead of committing one by one. Requests about one conversation
+//! still run one after the other, in the order they arrived (a `send` never
+//! overtakes the deltas or the `send` before it); responses to requests about
+//! different conversations may come in another order than the requests
+//! (match them by `id`).
 
 use super::protocol::{
     close, AckParams, ConnectParams, DeltaParams, FrameError, ProgressParams, Request, SendParams,
@@ -16,12 +25,24 @@ use crate::hub::CredentialWatch;
 use crate::ids::{ClientId, ConversationId, MessageId, ReplyId};
 use crate::store::now_ms;
 use axum::extract::ws::Message;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 const DEFAULT_IN_FLIGHT: i64 = 10;
 const MAX_IN_FLIGHT: i64 = 1000;
+/// Requests of one socket being handled at once; past this the session
+/// stops reading frames until one finishes.
+const PIPELINE: usize = 64;
+
+/// A request being handled: its id and outcome.
+type Running<'a> =
+    Pin<Box<dyn Future<Output = (Value, Result<Result<Value, Error>, FrameError>)> + Send + 'a>>;
 
 pub async fn run(
     mut conn: Conn,
@@ -99,6 +120,9 @@ impl Session<'_> {
         let stop = self.state.shutdown.clone().wait();
         tokio::pin!(stop);
         let mut in_flight = 0i64;
+        let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
+        // One lock per conversation with requests running: taken in arrival order.
+        let mut lanes: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
         loop {
             let wake = relay.hub.client_wake(self.client);
             let notified = wake.notified();
@@ -133,14 +157,45 @@ impl Session<'_> {
                 .unwrap_or(Duration::from_secs(3600));
 
             tokio::select! {
-                frame = self.conn.recv() => match frame {
+                Some((id, result)) = running.next(), if !running.is_empty() => {
+                    let answered = match result {
+                        Ok(result) => self.conn.answer(&id, result).await,
+                        Err(e) => self.conn.frame_error(&e).await,
+                    };
+                    if let Err(exit) = answered {
+                        return exit;
+                    }
+                    lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+                    in_flight = self.recount(in_flight).await;
+                }
+                frame = self.conn.recv(), if running.len() < PIPELINE => match frame {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,
                     Some(Err(e)) => return read_error(&e),
                     Some(Ok(Message::Text(text))) => {
-                        if let Err(exit) = self.request(&text).await {
-                            return exit;
-                        }
-                        in_flight = self.recount(in_flight).await;
+                        let request = match Request::parse(&text) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                if let Err(exit) = self.conn.frame_error(&e).await {
+                                    return exit;
+                                }
+                                continue;
+                            }
+                        };
+                        // Requests about one conversation wait for each other.
+                        let lane = request
+                            .params
+                            .get("conversationId")
+                            .and_then(Value::as_str)
+                            .map(|c| lanes.entry(c.to_owned()).or_default().clone());
+                        let (state, client) = (self.state, self.client);
+                        running.push(Box::pin(async move {
+                            let _turn = match &lane {
+                                Some(lane) => Some(lane.lock().await),
+                                None => None,
+                            };
+                            let result = call(state, client, &request).await;
+                            (request.id, result)
+                        }));
                     }
                     Some(Ok(Message::Binary(_))) => {
                         if let Err(exit) = self.conn.error(&Value::Null, "invalid_frame", "frames are JSON text").await {
@@ -176,19 +231,6 @@ impl Session<'_> {
             .in_flight(self.session)
             .await
             .unwrap_or(fallback)
-    }
-
-    /// Handles one request frame; `Err` only when the connection must end.
-    async fn request(&mut self, text: &str) -> Result<(), Exit> {
-        let request = match Request::parse(text) {
-            Ok(r) => r,
-            Err(e) => return self.conn.frame_error(&e).await,
-        };
-        let result = match call(self.state, self.client, &request).await {
-            Ok(result) => result,
-            Err(e) => return self.conn.frame_error(&e).await,
-        };
-        self.conn.answer(&request.id, result).await
     }
 }
 

@@ -609,3 +609,87 @@ async fn an_event_stream_can_follow_one_conversation() {
         (404, "conversation_not_found")
     );
 }
+
+/// An agent may send requests without waiting for each answer: requests
+/// about different conversations run side by side (their sends share
+/// commits), those about one conversation run in the order they came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_agent_requests_keep_each_conversations_order() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 50).await;
+    let (mut watcher, _) = Ws::app(&app, &web, None).await;
+
+    let mut pushed = Vec::new();
+    for u in 0..8 {
+        app.inbound(&web, &format!("user{u}"), "hi").await;
+        pushed.push(agent.event().await["payload"].clone());
+    }
+    let first = &pushed[0];
+    let conv0 = first["conversationId"].clone();
+    let mut requests: Vec<(&str, Value)> = Vec::new();
+    for part in 1..=10 {
+        // One streamed reply in the middle: its delta before its final send.
+        if part == 5 {
+            requests.push((
+                "reply.delta",
+                json!({"conversationId": conv0, "replyId": "r5", "text": "par"}),
+            ));
+        }
+        let mut send =
+            json!({"conversationId": conv0, "to": first["from"], "text": format!("part {part}")});
+        if part == 5 {
+            send["replyId"] = json!("r5");
+        }
+        requests.push(("send", send));
+        // Requests about the other conversations in between.
+        if let Some(other) = pushed.get(part) {
+            requests.push((
+                "send",
+                json!({"conversationId": other["conversationId"], "to": other["from"], "text": "answer"}),
+            ));
+        }
+    }
+    requests.push(("ping", json!({})));
+    let answers = agent.pipeline(&requests).await;
+    for (answer, (method, _)) in answers.iter().zip(&requests) {
+        assert_eq!(answer["ok"], true, "{method}: {answer}");
+    }
+
+    // Stored in the order sent.
+    let stored = app
+        .get(
+            &format!("/conversations/{}", conv0.as_str().unwrap()),
+            ADMIN,
+        )
+        .await
+        .ok();
+    let texts: Vec<&str> = stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "outbound")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (1..=10).map(|p| format!("part {p}")).collect();
+    assert_eq!(texts, expected);
+
+    // The app saw conversation 0 in the same order, the delta before its send.
+    let mut seen = Vec::new();
+    while seen.len() < 11 {
+        let e = watcher.event().await;
+        let p = &e["payload"];
+        let of_conv0 = p["conversationId"] == conv0 || p["message"]["conversationId"] == conv0;
+        match e["event"].as_str().unwrap() {
+            "reply.delta" if of_conv0 => seen.push("delta".to_owned()),
+            "message" if of_conv0 && p["message"]["direction"] == "outbound" => {
+                seen.push(p["message"]["text"].as_str().unwrap().to_owned())
+            }
+            _ => {}
+        }
+    }
+    let mut want: Vec<String> = expected.clone();
+    want.insert(4, "delta".to_owned());
+    assert_eq!(seen, want);
+}

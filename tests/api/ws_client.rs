@@ -112,6 +112,38 @@ impl Ws {
         }
     }
 
+    /// Sends request frames back to back without waiting, then collects their
+    /// responses, which may come in any order; events seen meanwhile are kept.
+    pub async fn pipeline(&mut self, requests: &[(&str, Value)]) -> Vec<Value> {
+        let mut ids = Vec::new();
+        for (method, params) in requests {
+            self.next_id += 1;
+            let id = format!("r{}", self.next_id);
+            let frame = json!({"type": "req", "id": id, "method": method, "params": params});
+            self.send_text(&frame.to_string()).await;
+            ids.push(id);
+        }
+        let mut answers: std::collections::HashMap<String, Value> = Default::default();
+        while answers.len() < ids.len() {
+            match self.frame().await {
+                Frame::Json(v) if v["type"] == "res" => {
+                    let id = v["id"].as_str().expect("string id").to_owned();
+                    assert!(ids.contains(&id), "a response to no request: {v}");
+                    assert!(
+                        answers.insert(id, v).is_none(),
+                        "two responses to one request"
+                    );
+                }
+                Frame::Json(v) if v["type"] == "event" => self.pending.push_back(v),
+                Frame::Json(v) => panic!("unexpected frame: {v}"),
+                Frame::Closed(code) => panic!("closed ({code:?}) during a pipeline"),
+            }
+        }
+        ids.iter()
+            .map(|id| answers.remove(id).expect("answered"))
+            .collect()
+    }
+
     /// The next event frame.
     pub async fn event(&mut self) -> Value {
         if let Some(e) = self.pending.pop_front() {
