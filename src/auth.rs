@@ -274,11 +274,7 @@ impl Auth {
                 {
                     let (token, hash) = issue_admin_token().await?;
                     store
-                        .write(move |tx| {
-                            Box::pin(async move {
-                                settings::set(tx, settings::ADMIN_TOKEN_HASH, &hash).await
-                            })
-                        })
+                        .write(move |tx| settings::set(tx, settings::ADMIN_TOKEN_HASH, &hash))
                         .await?;
                     generated = Some(token);
                 }
@@ -477,9 +473,7 @@ mod tests {
         let (token, hash) = issue_token(id.as_str()).await.unwrap();
         let id2 = id.clone();
         store
-            .write(move |tx| {
-                Box::pin(async move { store::clients::insert(tx, &id2, "a", &hash, 0).await })
-            })
+            .write(move |tx| store::clients::insert(tx, &id2, "a", &hash, 0))
             .await
             .unwrap();
         // TTL zero: every request finds its entry aged.
@@ -505,9 +499,7 @@ mod tests {
         // Rotated elsewhere: the old token is verified against the new hash, and fails.
         let (_, new_hash) = issue_token(id.as_str()).await.unwrap();
         store
-            .write(move |tx| {
-                Box::pin(async move { store::clients::set_token(tx, &id, &new_hash, 1).await })
-            })
+            .write(move |tx| store::clients::set_token(tx, &id, &new_hash, 1))
             .await
             .unwrap();
         assert!(auth.authenticate(&token, Lane::Normal).await.is_err());

@@ -93,9 +93,7 @@ impl Relay {
         let (token, hash) = issue_token(id.as_str()).await?;
         let (id2, name2) = (id.clone(), name.clone());
         self.store
-            .write(move |tx| {
-                Box::pin(async move { clients::insert(tx, &id2, &name2, &hash, now_ms()).await })
-            })
+            .write(move |tx| clients::insert(tx, &id2, &name2, &hash, now_ms()))
             .await?;
         Ok(IssuedClient {
             client_id: id,
@@ -134,15 +132,13 @@ impl Relay {
         let receivers = self
             .store
             .write(move |tx| {
-                Box::pin(async move {
-                    if !clients::revoke(tx, &id2, now).await? {
-                        return Err(Error::not_found(
-                            "client_not_found",
-                            format!("no active client {id2}"),
-                        ));
-                    }
-                    Ok(move_all_from(tx, &id2, &live, now).await?)
-                })
+                if !clients::revoke(tx, &id2, now)? {
+                    return Err(Error::not_found(
+                        "client_not_found",
+                        format!("no active client {id2}"),
+                    ));
+                }
+                Ok(move_all_from(tx, &id2, &live, now)?)
             })
             .await?;
         self.hub.forget_client(id);
@@ -163,9 +159,7 @@ impl Relay {
         let now = now_ms();
         let name = self
             .store
-            .write(move |tx| {
-                Box::pin(async move { clients::set_token(tx, &id2, &hash, now).await })
-            })
+            .write(move |tx| clients::set_token(tx, &id2, &hash, now))
             .await?
             .ok_or_else(|| {
                 Error::not_found("client_not_found", format!("no active client {id}"))
@@ -184,9 +178,7 @@ impl Relay {
         let (token, hash) = issue_token(id.as_str()).await?;
         let (id2, name2) = (id.clone(), name.clone());
         self.store
-            .write(move |tx| {
-                Box::pin(async move { apps::insert(tx, &id2, &name2, &hash, now_ms()).await })
-            })
+            .write(move |tx| apps::insert(tx, &id2, &name2, &hash, now_ms()))
             .await?;
         Ok(IssuedApp {
             app_id: id,
@@ -215,7 +207,7 @@ impl Relay {
         let now = now_ms();
         let done = self
             .store
-            .write(move |tx| Box::pin(async move { apps::revoke(tx, &id2, now).await }))
+            .write(move |tx| apps::revoke(tx, &id2, now))
             .await?;
         if !done {
             return Err(Error::not_found(
@@ -233,7 +225,7 @@ impl Relay {
         let now = now_ms();
         let name = self
             .store
-            .write(move |tx| Box::pin(async move { apps::set_token(tx, &id2, &hash, now).await }))
+            .write(move |tx| apps::set_token(tx, &id2, &hash, now))
             .await?
             .ok_or_else(|| Error::not_found("app_not_found", format!("no active app {id}")))?;
         self.hub.credentials_changed(id.as_str(), now);
@@ -294,9 +286,7 @@ impl Relay {
     pub async fn reset_admin_token(&self) -> Result<String, Error> {
         let (token, hash) = issue_admin_token().await?;
         self.store
-            .write(move |tx| {
-                Box::pin(async move { settings::set(tx, settings::ADMIN_TOKEN_HASH, &hash).await })
-            })
+            .write(move |tx| settings::set(tx, settings::ADMIN_TOKEN_HASH, &hash))
             .await?;
         Ok(token)
     }
@@ -344,25 +334,20 @@ impl Relay {
         let wake = self
             .store
             .write(move |tx| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    let seq = messages::seq_of(&mut *tx, &id2).await?.ok_or_else(|| {
-                        Error::not_found("message_not_found", format!("no message {id2}"))
+                let now = now_ms();
+                let seq = messages::seq_of(tx, &id2)?.ok_or_else(|| {
+                    Error::not_found("message_not_found", format!("no message {id2}"))
+                })?;
+                let (conversation, ready) =
+                    deliveries::requeue(tx, seq, now)?.ok_or_else(|| Error::Conflict {
+                        code: "delivery_not_dead",
+                        message: format!("the delivery of {id2} is not dead"),
                     })?;
-                    let (conversation, ready) = deliveries::requeue(tx, seq, now)
-                        .await?
-                        .ok_or_else(|| Error::Conflict {
-                            code: "delivery_not_dead",
-                            message: format!("the delivery of {id2} is not dead"),
-                        })?;
-                    let owner = conversations::owners(&mut *tx, &conversation)
-                        .await?
-                        .and_then(|o| o.client_id);
-                    Ok::<_, Error>(match (ready, owner) {
-                        (false, _) => Wake::Nobody,
-                        (true, Some(c)) => Wake::Client(c),
-                        (true, None) => Wake::AnyClient,
-                    })
+                let owner = conversations::owners(tx, &conversation)?.and_then(|o| o.client_id);
+                Ok::<_, Error>(match (ready, owner) {
+                    (false, _) => Wake::Nobody,
+                    (true, Some(c)) => Wake::Client(c),
+                    (true, None) => Wake::AnyClient,
                 })
             })
             .await?;

@@ -17,8 +17,8 @@ use crate::hub::Hub;
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
 use crate::model::Message;
 use crate::store::conversations::Expired;
-use crate::store::{clients, conversations, deliveries, now_ms, StoreResult};
-use sqlx::SqliteConnection;
+use crate::store::{clients, conversations, deliveries, now_ms, StoreResult, Tx};
+
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -37,8 +37,8 @@ pub(super) struct Destination {
 /// Expires an idle conversation and opens a new one; keeps an active one with
 /// its client unless that client is revoked or gone.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn conversation_for(
-    tx: &mut SqliteConnection,
+pub(super) fn conversation_for(
+    tx: &Tx,
     hub: &Hub,
     app: &AppId,
     user: &UserId,
@@ -56,9 +56,9 @@ pub(super) async fn conversation_for(
     }
     };
     let mut expired = None;
-    if let Some(active) = conversations::find_active(tx, app, user).await? {
+    if let Some(active) = conversations::find_active(tx, app, user)? {
         if active.updated_at > now - ttl_ms {
-            let client = keep_or_move(tx, hub, &active, live, now).await?;
+            let client = keep_or_move(tx, hub, &active, live, now)?;
             if let Some((c, pending)) = &client {
                 if *pending >= max_pending {
                     return Err(full(c));
@@ -71,19 +71,19 @@ pub(super) async fn conversation_for(
                 expired: None,
             });
         }
-        conversations::expire(tx, &active.id, active.updated_at + ttl_ms).await?;
+        conversations::expire(tx, &active.id, active.updated_at + ttl_ms)?;
         expired = Some(Expired {
             id: active.id,
             app_id: app.clone(),
             user_id: user.as_str().to_owned(),
         });
     }
-    let client = match clients::least_loaded(tx, live).await? {
+    let client = match clients::least_loaded(tx, live)? {
         Some((c, pending)) if pending >= max_pending => return Err(full(&c)),
         Some((c, _)) => Some(c),
         None => None,
     };
-    let conversation = conversations::create(tx, app, user, client.as_ref(), now).await?;
+    let conversation = conversations::create(tx, app, user, client.as_ref(), now)?;
     Ok(Destination {
         conversation,
         client,
@@ -96,8 +96,8 @@ pub(super) async fn conversation_for(
 /// not revoked) and not gone; otherwise moves it to the least-loaded live
 /// client. A gone (but not revoked) client keeps it when there is nowhere to
 /// move it.
-async fn keep_or_move(
-    tx: &mut SqliteConnection,
+fn keep_or_move(
+    tx: &Tx,
     hub: &Hub,
     found: &conversations::Active,
     live: &[ClientId],
@@ -109,42 +109,42 @@ async fn keep_or_move(
     if active && current.as_ref().is_some_and(|c| !hub.is_gone(c, now)) {
         return Ok(current.map(|c| (c, pending)));
     }
-    let target = clients::least_loaded(tx, live).await?;
+    let target = clients::least_loaded(tx, live)?;
     if target.is_none() && active {
         return Ok(current.map(|c| (c, pending)));
     }
     let target_id = target.as_ref().map(|(c, _)| c.clone());
     if target_id != current {
-        move_conversation(tx, conversation, target_id.as_ref(), now).await?;
+        move_conversation(tx, conversation, target_id.as_ref(), now)?;
     }
     Ok(target)
 }
 
 /// Moves a conversation and its open deliveries to `to` (None: unassigned).
-pub(super) async fn move_conversation(
-    tx: &mut SqliteConnection,
+pub(super) fn move_conversation(
+    tx: &Tx,
     conversation: &ConversationId,
     to: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<()> {
-    conversations::set_client(tx, conversation, to).await?;
-    deliveries::move_conversation(tx, conversation, to, now).await
+    conversations::set_client(tx, conversation, to)?;
+    deliveries::move_conversation(tx, conversation, to, now)
 }
 
 /// Moves every conversation with open deliveries held by `from` to live
 /// clients (balanced one conversation at a time), or unassigns them when no
 /// client is live. Returns the clients that received work.
-pub(super) async fn move_all_from(
-    tx: &mut SqliteConnection,
+pub(super) fn move_all_from(
+    tx: &Tx,
     from: &ClientId,
     live: &[ClientId],
     now: i64,
 ) -> StoreResult<Vec<ClientId>> {
     let live: Vec<ClientId> = live.iter().filter(|c| *c != from).cloned().collect();
     let mut receivers = Vec::new();
-    for conversation in deliveries::open_conversations_of(&mut *tx, from).await? {
-        let target = clients::least_loaded(tx, &live).await?.map(|(c, _)| c);
-        move_conversation(tx, &conversation, target.as_ref(), now).await?;
+    for conversation in deliveries::open_conversations_of(tx, from)? {
+        let target = clients::least_loaded(tx, &live)?.map(|(c, _)| c);
+        move_conversation(tx, &conversation, target.as_ref(), now)?;
         if let Some(t) = target {
             if !receivers.contains(&t) {
                 receivers.push(t);
@@ -240,9 +240,7 @@ impl Relay {
         // (`release_all_owned`), since no session outlives the process.
         let released = self
             .store
-            .write_relaxed(move |tx| {
-                Box::pin(async move { deliveries::release_owner(tx, &session, now_ms()).await })
-            })
+            .write_relaxed(move |tx| deliveries::release_owner(tx, &session, now_ms()))
             .await?;
         if released > 0 {
             self.wake(Wake::Client(client.clone()));
@@ -275,56 +273,53 @@ impl Relay {
         // at-least-once delivery allows.
         self.store
             .write_relaxed(move |tx| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    if adopt && conversations::adopt_unassigned(tx, &client).await? > 0 {
-                        deliveries::adopt_unassigned(tx, &client, now).await?;
+                let now = now_ms();
+                if adopt && conversations::adopt_unassigned(tx, &client)? > 0 {
+                    deliveries::adopt_unassigned(tx, &client, now)?;
+                }
+                let mut claimed = Vec::new();
+                let mut dead = 0u64;
+                loop {
+                    let room = max - claimed.len() as i64;
+                    let due = deliveries::due(tx, &client, now, room)?;
+                    if due.is_empty() {
+                        break;
                     }
-                    let mut claimed = Vec::new();
-                    let mut dead = 0u64;
-                    loop {
-                        let room = max - claimed.len() as i64;
-                        let due = deliveries::due(tx, &client, now, room).await?;
-                        if due.is_empty() {
-                            break;
-                        }
-                        let mut lease = Vec::with_capacity(due.len());
-                        let mut promoted = false;
-                        for d in due {
-                            if d.attempts >= rules.max_attempts {
-                                // Rare: a delivery out of attempts dies here.
-                                deliveries::mark_dead(tx, d.seq, now).await?;
-                                dead += 1;
-                                promoted |= deliveries::promote_next(tx, &d.conversation_id, now)
-                                    .await?
-                                    .is_some();
-                            } else {
-                                lease.push(d.seq);
-                            }
-                        }
-                        if !lease.is_empty() {
-                            let until = now + rules.lease_ms;
-                            deliveries::lease(tx, &lease, until, now, owner.as_deref()).await?;
-                            claimed.extend(lease);
-                        }
-                        // Only a dead letter can make more rows due in this claim.
-                        if !promoted || claimed.len() as i64 >= max {
-                            break;
+                    let mut lease = Vec::with_capacity(due.len());
+                    let mut promoted = false;
+                    for d in due {
+                        if d.attempts >= rules.max_attempts {
+                            // Rare: a delivery out of attempts dies here.
+                            deliveries::mark_dead(tx, d.seq, now)?;
+                            dead += 1;
+                            promoted |=
+                                deliveries::promote_next(tx, &d.conversation_id, now)?.is_some();
+                        } else {
+                            lease.push(d.seq);
                         }
                     }
-                    let messages = deliveries::claimed_messages(tx, &claimed).await?;
-                    // A poll that got something answers now; one that did not
-                    // may wait, until the earliest lease ends at the latest.
-                    let next_due = if messages.is_empty() {
-                        deliveries::next_visible_at(&mut *tx, &client, now).await?
-                    } else {
-                        None
-                    };
-                    Ok::<_, Error>(Claim {
-                        messages,
-                        dead,
-                        next_due,
-                    })
+                    if !lease.is_empty() {
+                        let until = now + rules.lease_ms;
+                        deliveries::lease(tx, &lease, until, now, owner.as_deref())?;
+                        claimed.extend(lease);
+                    }
+                    // Only a dead letter can make more rows due in this claim.
+                    if !promoted || claimed.len() as i64 >= max {
+                        break;
+                    }
+                }
+                let messages = deliveries::claimed_messages(tx, &claimed)?;
+                // A poll that got something answers now; one that did not
+                // may wait, until the earliest lease ends at the latest.
+                let next_due = if messages.is_empty() {
+                    deliveries::next_visible_at(tx, &client, now)?
+                } else {
+                    None
+                };
+                Ok::<_, Error>(Claim {
+                    messages,
+                    dead,
+                    next_due,
                 })
             })
             .await
@@ -346,24 +341,22 @@ impl Relay {
         let (outcome, promoted) = self
             .store
             .write(move |tx| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    let mut outcome = AckOutcome {
-                        acked: Vec::new(),
-                        not_acked: Vec::new(),
-                    };
-                    let mut promoted = false;
-                    for id in ids {
-                        match deliveries::ack(tx, &client, &id, now).await? {
-                            Some(c) => {
-                                promoted |= deliveries::promote_next(tx, &c, now).await?.is_some();
-                                outcome.acked.push(id);
-                            }
-                            None => outcome.not_acked.push(id),
+                let now = now_ms();
+                let mut outcome = AckOutcome {
+                    acked: Vec::new(),
+                    not_acked: Vec::new(),
+                };
+                let mut promoted = false;
+                for id in ids {
+                    match deliveries::ack(tx, &client, &id, now)? {
+                        Some(c) => {
+                            promoted |= deliveries::promote_next(tx, &c, now)?.is_some();
+                            outcome.acked.push(id);
                         }
+                        None => outcome.not_acked.push(id),
                     }
-                    Ok::<_, Error>((outcome, promoted.then_some(client)))
-                })
+                }
+                Ok::<_, Error>((outcome, promoted.then_some(client)))
             })
             .await?;
         crate::metrics::get()

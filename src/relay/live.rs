@@ -42,7 +42,7 @@ impl Relay {
         client: &ClientId,
         conversation: &ConversationId,
     ) -> Result<(AppId, String), Error> {
-        conversations::owners(self.store.reader(), conversation)
+        conversations::owners_of(self.store.reader(), conversation)
             .await?
             .filter(|o| o.client_id.as_ref() == Some(client))
             .map(|o| (o.app_id, o.user_id.as_str().to_owned()))

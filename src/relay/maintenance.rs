@@ -27,12 +27,10 @@ impl Relay {
         if !seen.is_empty() {
             self.store
                 .write_relaxed(move |tx| {
-                    Box::pin(async move {
-                        for (id, at) in &seen {
-                            clients::set_last_seen(tx, id, *at).await?;
-                        }
-                        Ok::<_, Error>(())
-                    })
+                    for (id, at) in &seen {
+                        clients::set_last_seen(tx, id, *at)?;
+                    }
+                    Ok::<_, Error>(())
                 })
                 .await?;
         }
@@ -42,10 +40,8 @@ impl Relay {
             let expired = self
                 .store
                 .write_relaxed(move |tx| {
-                    Box::pin(async move {
-                        let cutoff = rules.idle_cutoff(now_ms());
-                        conversations::expire_idle(tx, cutoff, rules.ttl_ms, EXPIRE_BATCH).await
-                    })
+                    let cutoff = rules.idle_cutoff(now_ms());
+                    conversations::expire_idle(tx, cutoff, rules.ttl_ms, EXPIRE_BATCH)
                 })
                 .await?;
             let n = expired.len();
@@ -75,9 +71,7 @@ impl Relay {
                 let live = live.clone();
                 let receivers = self
                     .store
-                    .write(move |tx| {
-                        Box::pin(async move { move_all_from(tx, &from, &live, now).await })
-                    })
+                    .write(move |tx| move_all_from(tx, &from, &live, now))
                     .await?;
                 report.moved_from += 1;
                 for c in receivers {

@@ -8,27 +8,26 @@ use crate::error::Error;
 use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, ReplyId, UserId};
 use crate::model::{ConversationWithMessages, Direction, Message};
 use crate::store::messages::NewMessage;
-use crate::store::{conversations, deliveries, idempotency, messages, now_ms};
-use sqlx::SqliteConnection;
+use crate::store::{conversations, deliveries, idempotency, messages, now_ms, Tx};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The message an idempotency key already stored, if any. A key reused for a
 /// different request is a conflict, not a replay.
-async fn replay(
-    tx: &mut SqliteConnection,
+fn replay(
+    tx: &Tx,
     principal: &str,
     key: Option<&IdempotencyKey>,
     same_request: impl Fn(&Message) -> bool,
 ) -> Result<Option<Message>, Error> {
     let Some(key) = key else { return Ok(None) };
-    let Some(id) = idempotency::lookup(tx, principal, key).await? else {
+    let Some(id) = idempotency::lookup(tx, principal, key)? else {
         return Ok(None);
     };
     // The message may have been purged (retention): the key is then stale,
     // and this request is a new one (recording it replaces the key).
-    let Some(message) = messages::get(&mut *tx, &id).await? else {
+    let Some(message) = messages::get(tx, &id)? else {
         return Ok(None);
     };
     if !same_request(&message) {
@@ -66,45 +65,40 @@ impl Relay {
         let (message, wake, expired, opened) = self
             .store
             .write(move |tx| {
-                Box::pin(async move {
-                    let same = |m: &Message| m.from == from.as_str() && m.text == text;
-                    if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same).await? {
-                        return Ok((m, Wake::Nobody, None, false));
-                    }
-                    let destination =
-                        conversation_for(tx, &hub, &app, &from, &live, ttl_ms, max_pending, now)
-                            .await?;
-                    let (conversation, client) = (destination.conversation, destination.client);
-                    let (seq, message) = messages::insert(
-                        tx,
-                        NewMessage {
-                            conversation_id: &conversation,
-                            app_id: &app,
-                            client_id: client.as_ref(),
-                            direction: Direction::Inbound,
-                            from: from.as_str(),
-                            to: client.as_ref().map(ClientId::as_str).unwrap_or(""),
-                            text: &text,
-                            reply_id: None,
-                            now,
-                        },
-                    )
-                    .await?;
-                    let ready =
-                        deliveries::enqueue(tx, seq, &conversation, client.as_ref(), now).await?;
-                    if !destination.opened {
-                        conversations::touch(tx, &conversation, now).await?;
-                    }
-                    if let Some(key) = &key {
-                        idempotency::record(tx, app.as_str(), key, &message.id, now).await?;
-                    }
-                    let wake = match (ready, client) {
-                        (false, _) => Wake::Nobody,
-                        (true, Some(c)) => Wake::Client(c),
-                        (true, None) => Wake::AnyClient,
-                    };
-                    Ok::<_, Error>((message, wake, destination.expired, destination.opened))
-                })
+                let same = |m: &Message| m.from == from.as_str() && m.text == text;
+                if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same)? {
+                    return Ok((m, Wake::Nobody, None, false));
+                }
+                let destination =
+                    conversation_for(tx, &hub, &app, &from, &live, ttl_ms, max_pending, now)?;
+                let (conversation, client) = (destination.conversation, destination.client);
+                let (seq, message) = messages::insert(
+                    tx,
+                    NewMessage {
+                        conversation_id: &conversation,
+                        app_id: &app,
+                        client_id: client.as_ref(),
+                        direction: Direction::Inbound,
+                        from: from.as_str(),
+                        to: client.as_ref().map(ClientId::as_str).unwrap_or(""),
+                        text: &text,
+                        reply_id: None,
+                        now,
+                    },
+                )?;
+                let ready = deliveries::enqueue(tx, seq, &conversation, client.as_ref(), now)?;
+                if !destination.opened {
+                    conversations::touch(tx, &conversation, now)?;
+                }
+                if let Some(key) = &key {
+                    idempotency::record(tx, app.as_str(), key, &message.id, now)?;
+                }
+                let wake = match (ready, client) {
+                    (false, _) => Wake::Nobody,
+                    (true, Some(c)) => Wake::Client(c),
+                    (true, None) => Wake::AnyClient,
+                };
+                Ok::<_, Error>((message, wake, destination.expired, destination.opened))
             })
             .await?;
         self.wake(wake);
@@ -139,63 +133,56 @@ impl Relay {
         let (message, promoted, acked) = self
             .store
             .write(move |tx| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    let same = |m: &Message| {
-                        m.conversation_id == conversation && m.to == to && m.text == text
-                    };
-                    if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same).await? {
-                        return Ok((m, None, 0));
-                    }
-                    let owners = conversations::owners(&mut *tx, &conversation)
-                        .await?
-                        .filter(|o| o.client_id.as_ref() == Some(&client))
-                        .ok_or_else(|| {
-                            Error::not_found(
-                                "conversation_not_found",
-                                format!("no conversation {conversation} assigned to this client"),
-                            )
-                        })?;
-                    if owners.user_id.as_str() != to {
-                        return Err(Error::invalid(
-                            "wrong_recipient",
-                            format!(
-                                "`to` must be the conversation's user, `{}`",
-                                owners.user_id.as_str()
-                            ),
-                        ));
-                    }
-                    conversations::expire_or_touch(
-                        tx,
-                        &conversation,
-                        rules.idle_cutoff(now),
-                        rules.ttl_ms,
+                let now = now_ms();
+                let same =
+                    |m: &Message| m.conversation_id == conversation && m.to == to && m.text == text;
+                if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same)? {
+                    return Ok((m, None, 0));
+                }
+                let owners = conversations::owners(tx, &conversation)?
+                    .filter(|o| o.client_id.as_ref() == Some(&client))
+                    .ok_or_else(|| {
+                        Error::not_found(
+                            "conversation_not_found",
+                            format!("no conversation {conversation} assigned to this client"),
+                        )
+                    })?;
+                if owners.user_id.as_str() != to {
+                    return Err(Error::invalid(
+                        "wrong_recipient",
+                        format!(
+                            "`to` must be the conversation's user, `{}`",
+                            owners.user_id.as_str()
+                        ),
+                    ));
+                }
+                conversations::expire_or_touch(
+                    tx,
+                    &conversation,
+                    rules.idle_cutoff(now),
+                    rules.ttl_ms,
+                    now,
+                )?;
+                let (_, message) = messages::insert(
+                    tx,
+                    NewMessage {
+                        conversation_id: &conversation,
+                        app_id: &owners.app_id,
+                        client_id: Some(&client),
+                        direction: Direction::Outbound,
+                        from: client.as_str(),
+                        to: &to,
+                        text: &text,
+                        reply_id: reply_id.as_ref().map(ReplyId::as_str),
                         now,
-                    )
-                    .await?;
-                    let (_, message) = messages::insert(
-                        tx,
-                        NewMessage {
-                            conversation_id: &conversation,
-                            app_id: &owners.app_id,
-                            client_id: Some(&client),
-                            direction: Direction::Outbound,
-                            from: client.as_str(),
-                            to: &to,
-                            text: &text,
-                            reply_id: reply_id.as_ref().map(ReplyId::as_str),
-                            now,
-                        },
-                    )
-                    .await?;
-                    let acked =
-                        deliveries::ack_conversation(tx, &client, &conversation, now).await?;
-                    let promoted = deliveries::promote_next(tx, &conversation, now).await?;
-                    if let Some(key) = &key {
-                        idempotency::record(tx, client.as_str(), key, &message.id, now).await?;
-                    }
-                    Ok::<_, Error>((message, promoted.flatten(), acked))
-                })
+                    },
+                )?;
+                let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;
+                let promoted = deliveries::promote_next(tx, &conversation, now)?;
+                if let Some(key) = &key {
+                    idempotency::record(tx, client.as_str(), key, &message.id, now)?;
+                }
+                Ok::<_, Error>((message, promoted.flatten(), acked))
             })
             .await?;
         self.hub.wake_app(&message.app_id);

@@ -97,9 +97,7 @@ impl Relay {
         hub.remember(known.into_iter().map(|c| (c.id, c.last_seen_at)));
         // No socket of a previous run is alive: what they held is due now.
         store
-            .write(move |tx| {
-                Box::pin(async move { store::deliveries::release_all_owned(tx, started_at).await })
-            })
+            .write(move |tx| store::deliveries::release_all_owned(tx, started_at))
             .await?;
         let rules = Rules::from_config(config);
         let active =

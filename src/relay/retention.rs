@@ -39,20 +39,15 @@ impl Relay {
             let step = self
                 .store
                 .write_relaxed(move |tx| {
-                    Box::pin(async move {
-                        let mut p =
-                            retention::purge_conversations(tx, expired_before, CONVERSATION_BATCH)
-                                .await?;
-                        if p.conversations == 0 {
-                            p.dead_deliveries =
-                                retention::purge_dead(tx, expired_before, ROW_BATCH).await?;
-                            if p.dead_deliveries == 0 {
-                                p.idempotency_keys =
-                                    retention::purge_keys(tx, keys_before, ROW_BATCH).await?;
-                            }
+                    let mut p =
+                        retention::purge_conversations(tx, expired_before, CONVERSATION_BATCH)?;
+                    if p.conversations == 0 {
+                        p.dead_deliveries = retention::purge_dead(tx, expired_before, ROW_BATCH)?;
+                        if p.dead_deliveries == 0 {
+                            p.idempotency_keys = retention::purge_keys(tx, keys_before, ROW_BATCH)?;
                         }
-                        Ok::<_, Error>(p)
-                    })
+                    }
+                    Ok::<_, Error>(p)
                 })
                 .await?;
             if step.is_empty() {

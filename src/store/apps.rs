@@ -1,8 +1,9 @@
 //! Apps: the user-facing side and their credentials.
 
-use super::{Credential, StoreResult};
+use super::{Credential, StoreResult, Tx};
 use crate::ids::AppId;
-use sqlx::{SqliteConnection, SqliteExecutor};
+use rusqlite::OptionalExtension;
+use sqlx::SqliteExecutor;
 
 pub struct Row {
     pub id: AppId,
@@ -12,22 +13,9 @@ pub struct Row {
     pub revoked_at: Option<i64>,
 }
 
-pub async fn insert(
-    tx: &mut SqliteConnection,
-    id: &AppId,
-    name: &str,
-    token_hash: &str,
-    now: i64,
-) -> StoreResult<()> {
-    sqlx::query!(
-        "INSERT INTO apps (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-        id,
-        name,
-        token_hash,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+pub fn insert(tx: &Tx, id: &AppId, name: &str, token_hash: &str, now: i64) -> StoreResult<()> {
+    tx.prepare_cached("INSERT INTO apps (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)")?
+        .execute((id, name, token_hash, now))?;
     Ok(())
 }
 
@@ -71,35 +59,25 @@ pub async fn credential(
 }
 
 /// Revokes an app. Returns false when there is no such active app with a token.
-pub async fn revoke(tx: &mut SqliteConnection, id: &AppId, now: i64) -> StoreResult<bool> {
-    let n = sqlx::query!(
-        "UPDATE apps SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL",
-        id,
-        now
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+pub fn revoke(tx: &Tx, id: &AppId, now: i64) -> StoreResult<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE apps SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL",
+        )?
+        .execute((id, now))?;
     Ok(n == 1)
 }
 
 /// Replaces the token hash of an active app. Returns its name, or None
 /// when there is no such app.
-pub async fn set_token(
-    tx: &mut SqliteConnection,
-    id: &AppId,
-    token_hash: &str,
-    now: i64,
-) -> StoreResult<Option<String>> {
-    let name = sqlx::query_scalar!(
-        "UPDATE apps SET token_hash = ?2, credentials_changed_at = ?3
-         WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL
-         RETURNING name",
-        id,
-        token_hash,
-        now
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+pub fn set_token(tx: &Tx, id: &AppId, token_hash: &str, now: i64) -> StoreResult<Option<String>> {
+    let name = tx
+        .prepare_cached(
+            "UPDATE apps SET token_hash = ?2, credentials_changed_at = ?3
+             WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL
+             RETURNING name",
+        )?
+        .query_row((id, token_hash, now), |r| r.get(0))
+        .optional()?;
     Ok(name)
 }

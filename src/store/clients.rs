@@ -1,8 +1,9 @@
 //! Clients: agent instances and their credentials.
 
-use super::{Credential, StoreResult};
+use super::{Credential, StoreResult, Tx};
 use crate::ids::ClientId;
-use sqlx::{SqliteConnection, SqliteExecutor};
+use rusqlite::OptionalExtension;
+use sqlx::SqliteExecutor;
 
 pub struct Row {
     pub id: ClientId,
@@ -13,22 +14,11 @@ pub struct Row {
     pub revoked_at: Option<i64>,
 }
 
-pub async fn insert(
-    tx: &mut SqliteConnection,
-    id: &ClientId,
-    name: &str,
-    token_hash: &str,
-    now: i64,
-) -> StoreResult<()> {
-    sqlx::query!(
+pub fn insert(tx: &Tx, id: &ClientId, name: &str, token_hash: &str, now: i64) -> StoreResult<()> {
+    tx.prepare_cached(
         "INSERT INTO clients (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-        id,
-        name,
-        token_hash,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((id, name, token_hash, now))?;
     Ok(())
 }
 
@@ -72,69 +62,58 @@ pub async fn credential(
 }
 
 /// Revokes a client. Returns false when there is no such active client.
-pub async fn revoke(tx: &mut SqliteConnection, id: &ClientId, now: i64) -> StoreResult<bool> {
-    let n = sqlx::query!(
-        "UPDATE clients SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-        id,
-        now
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+pub fn revoke(tx: &Tx, id: &ClientId, now: i64) -> StoreResult<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE clients SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        )?
+        .execute((id, now))?;
     Ok(n == 1)
 }
 
 /// Replaces the token hash of an active client. Returns its name, or None
 /// when there is no such client.
-pub async fn set_token(
-    tx: &mut SqliteConnection,
+pub fn set_token(
+    tx: &Tx,
     id: &ClientId,
     token_hash: &str,
     now: i64,
 ) -> StoreResult<Option<String>> {
-    let name = sqlx::query_scalar!(
-        "UPDATE clients SET token_hash = ?2, credentials_changed_at = ?3
-         WHERE id = ?1 AND revoked_at IS NULL
-         RETURNING name",
-        id,
-        token_hash,
-        now
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    let name = tx
+        .prepare_cached(
+            "UPDATE clients SET token_hash = ?2, credentials_changed_at = ?3
+             WHERE id = ?1 AND revoked_at IS NULL
+             RETURNING name",
+        )?
+        .query_row((id, token_hash, now), |r| r.get(0))
+        .optional()?;
     Ok(name)
 }
 
 /// Of the active clients in `live`, the one with the fewest open deliveries;
 /// Of the active clients in `live`, the one with the fewest open deliveries
 /// (ties broken at random), with that number.
-pub async fn least_loaded(
-    tx: &mut SqliteConnection,
-    live: &[ClientId],
-) -> StoreResult<Option<(ClientId, i64)>> {
+pub fn least_loaded(tx: &Tx, live: &[ClientId]) -> StoreResult<Option<(ClientId, i64)>> {
     if live.is_empty() {
         return Ok(None);
     }
     let ids = serde_json::to_string(live).unwrap_or_else(|_| "[]".to_owned());
-    let row = sqlx::query!(
-        "SELECT id, pending FROM clients
-         WHERE revoked_at IS NULL AND id IN (SELECT value FROM json_each(?1))
-         ORDER BY pending, random() LIMIT 1",
-        ids
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(row.map(|r| (ClientId::from_db(r.id), r.pending)))
+    let row = tx
+        .prepare_cached(
+            "SELECT id, pending FROM clients
+             WHERE revoked_at IS NULL AND id IN (SELECT value FROM json_each(?1))
+             ORDER BY pending, random() LIMIT 1",
+        )?
+        .query_row([ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .optional()?;
+    Ok(row.map(|(id, pending)| (ClientId::from_db(id), pending)))
 }
 
-pub async fn set_last_seen(tx: &mut SqliteConnection, id: &ClientId, at: i64) -> StoreResult<()> {
-    sqlx::query!(
+pub fn set_last_seen(tx: &Tx, id: &ClientId, at: i64) -> StoreResult<()> {
+    tx.prepare_cached(
         "UPDATE clients SET last_seen_at = ?2 WHERE id = ?1 AND (last_seen_at IS NULL OR last_seen_at < ?2)",
-        id,
-        at
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((id, at))?;
     Ok(())
 }
 

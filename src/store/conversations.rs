@@ -4,10 +4,11 @@
 //! idle since before `idle_cutoff` (now − ttl) and the expiry task has not
 //! marked it yet; readers take `idle_cutoff` so both look the same.
 
-use super::StoreResult;
+use super::{StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, UserId};
 use crate::model::{Conversation, ConversationState};
-use sqlx::{SqliteConnection, SqliteExecutor};
+use rusqlite::OptionalExtension;
+use sqlx::SqliteExecutor;
 
 /// What the write path needs of a user's active conversation.
 pub struct Active {
@@ -20,62 +21,50 @@ pub struct Active {
     pub updated_at: i64,
 }
 
-pub async fn find_active(
-    tx: &mut SqliteConnection,
-    app: &AppId,
-    user: &UserId,
-) -> StoreResult<Option<Active>> {
-    let row = sqlx::query!(
-        r#"SELECT c.id, c.client_id, c.updated_at,
-                  (cl.id IS NOT NULL AND cl.revoked_at IS NULL) AS "client_active!: bool",
-                  COALESCE(cl.pending, 0) AS "client_pending!: i64"
-           FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
-           WHERE c.app_id = ? AND c.user_id = ? AND c.expired_at IS NULL"#,
-        app,
-        user
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(row.map(|r| Active {
-        id: ConversationId::from_db(r.id),
-        client_id: r.client_id.map(ClientId::from_db),
-        client_active: r.client_active,
-        client_pending: r.client_pending,
-        updated_at: r.updated_at,
-    }))
+pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Active>> {
+    let row = tx
+        .prepare_cached(
+            "SELECT c.id, c.client_id, c.updated_at,
+                    (cl.id IS NOT NULL AND cl.revoked_at IS NULL),
+                    COALESCE(cl.pending, 0)
+             FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
+             WHERE c.app_id = ? AND c.user_id = ? AND c.expired_at IS NULL",
+        )?
+        .query_row((app, user), |r| {
+            Ok(Active {
+                id: ConversationId::from_db(r.get(0)?),
+                client_id: r.get::<_, Option<String>>(1)?.map(ClientId::from_db),
+                updated_at: r.get(2)?,
+                client_active: r.get(3)?,
+                client_pending: r.get(4)?,
+            })
+        })
+        .optional()?;
+    Ok(row)
 }
 
-pub async fn create(
-    tx: &mut SqliteConnection,
+pub fn create(
+    tx: &Tx,
     app: &AppId,
     user: &UserId,
     client: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<ConversationId> {
     let id = ConversationId::generate();
-    sqlx::query!(
+    tx.prepare_cached(
         "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        id,
-        app,
-        user,
-        client,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((&id, app, user, client, now))?;
     Ok(id)
 }
 
 /// Marks a conversation expired as of `at` (the moment its TTL ran out).
-pub async fn expire(tx: &mut SqliteConnection, id: &ConversationId, at: i64) -> StoreResult<()> {
-    sqlx::query!(
+pub fn expire(tx: &Tx, id: &ConversationId, at: i64) -> StoreResult<()> {
+    tx.prepare_cached(
         "UPDATE conversations SET expired_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
-        id,
-        at
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((id, at))?;
     Ok(())
 }
 
@@ -87,94 +76,68 @@ pub struct Expired {
 }
 
 /// Marks up to `limit` conversations idle since before `idle_cutoff` expired.
-pub async fn expire_idle(
-    tx: &mut SqliteConnection,
+pub fn expire_idle(
+    tx: &Tx,
     idle_cutoff: i64,
     ttl_ms: i64,
     limit: i64,
 ) -> StoreResult<Vec<Expired>> {
-    let rows = sqlx::query!(
+    let mut stmt = tx.prepare_cached(
         "UPDATE conversations SET expired_at = updated_at + ?2
          WHERE seq IN (SELECT seq FROM conversations
                        WHERE expired_at IS NULL AND updated_at <= ?1 LIMIT ?3)
          RETURNING id, app_id, user_id",
-        idle_cutoff,
-        ttl_ms,
-        limit
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Expired {
-            id: ConversationId::from_db(r.id),
-            app_id: AppId::from_db(r.app_id),
-            user_id: r.user_id,
+    )?;
+    let rows = stmt.query_map((idle_cutoff, ttl_ms, limit), |r| {
+        Ok(Expired {
+            id: ConversationId::from_db(r.get(0)?),
+            app_id: AppId::from_db(r.get(1)?),
+            user_id: r.get(2)?,
         })
-        .collect())
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Records activity, after marking the conversation expired if it has been
 /// idle since before `idle_cutoff` (then it stays as it was). One statement.
-pub async fn expire_or_touch(
-    tx: &mut SqliteConnection,
+pub fn expire_or_touch(
+    tx: &Tx,
     id: &ConversationId,
     idle_cutoff: i64,
     ttl_ms: i64,
     now: i64,
 ) -> StoreResult<()> {
-    sqlx::query!(
+    tx.prepare_cached(
         "UPDATE conversations
          SET expired_at = CASE WHEN updated_at <= ?2 THEN updated_at + ?3 END,
              updated_at = CASE WHEN updated_at <= ?2 THEN updated_at ELSE ?4 END
          WHERE id = ?1 AND expired_at IS NULL",
-        id,
-        idle_cutoff,
-        ttl_ms,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((id, idle_cutoff, ttl_ms, now))?;
     Ok(())
 }
 
 /// Records activity. An expired conversation stays expired.
-pub async fn touch(tx: &mut SqliteConnection, id: &ConversationId, now: i64) -> StoreResult<()> {
-    sqlx::query!(
+pub fn touch(tx: &Tx, id: &ConversationId, now: i64) -> StoreResult<()> {
+    tx.prepare_cached(
         "UPDATE conversations SET updated_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
-        id,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((id, now))?;
     Ok(())
 }
 
-pub async fn set_client(
-    tx: &mut SqliteConnection,
-    id: &ConversationId,
-    client: Option<&ClientId>,
-) -> StoreResult<()> {
-    sqlx::query!(
-        "UPDATE conversations SET client_id = ?2 WHERE id = ?1",
-        id,
-        client
-    )
-    .execute(&mut *tx)
-    .await?;
+pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> StoreResult<()> {
+    tx.prepare_cached("UPDATE conversations SET client_id = ?2 WHERE id = ?1")?
+        .execute((id, client))?;
     Ok(())
 }
 
 /// Assigns every unassigned conversation to `client`. Returns how many.
-pub async fn adopt_unassigned(tx: &mut SqliteConnection, client: &ClientId) -> StoreResult<u64> {
-    let n = sqlx::query!(
-        "UPDATE conversations SET client_id = ?1 WHERE client_id IS NULL",
-        client
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(n)
+pub fn adopt_unassigned(tx: &Tx, client: &ClientId) -> StoreResult<u64> {
+    let n = tx
+        .prepare_cached("UPDATE conversations SET client_id = ?1 WHERE client_id IS NULL")?
+        .execute([client])?;
+    Ok(n as u64)
 }
 
 /// The owner fields of a conversation: for authorization and routing.
@@ -184,7 +147,22 @@ pub struct Owners {
     pub client_id: Option<ClientId>,
 }
 
-pub async fn owners(
+pub fn owners(tx: &Tx, id: &ConversationId) -> StoreResult<Option<Owners>> {
+    let row = tx
+        .prepare_cached("SELECT app_id, user_id, client_id FROM conversations WHERE id = ?")?
+        .query_row([id], |r| {
+            Ok(Owners {
+                app_id: AppId::from_db(r.get(0)?),
+                user_id: UserId::from_db(r.get(1)?),
+                client_id: r.get::<_, Option<String>>(2)?.map(ClientId::from_db),
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
+/// [`owners`], for readers.
+pub async fn owners_of(
     ex: impl SqliteExecutor<'_>,
     id: &ConversationId,
 ) -> StoreResult<Option<Owners>> {

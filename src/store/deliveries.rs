@@ -1,50 +1,43 @@
 //! The delivery queue (see the `deliveries` table in the migration for the
 //! model: one ready row per conversation, later rows queued behind it).
 
-use super::StoreResult;
+use super::{StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId};
 use crate::model::{Delivery, DeliveryState, Direction, Message};
-use sqlx::{SqliteConnection, SqliteExecutor};
+use rusqlite::OptionalExtension;
+use sqlx::SqliteExecutor;
 
 /// Queues the delivery of inbound message `seq`: ready if its conversation has
 /// nothing in flight, else queued behind the conversation's open rows.
 /// Returns whether it is ready (claimable now). One statement.
-pub async fn enqueue(
-    tx: &mut SqliteConnection,
+pub fn enqueue(
+    tx: &Tx,
     seq: i64,
     conversation: &ConversationId,
     client: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<bool> {
-    let state = sqlx::query_scalar!(
-        r#"INSERT INTO deliveries
-              (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
-           VALUES (?1, ?2, ?3,
-                   CASE WHEN EXISTS (SELECT 1 FROM deliveries
-                                     WHERE conversation_id = ?2 AND state = 'ready')
-                        THEN 'queued' ELSE 'ready' END,
-                   0, ?4, ?4, ?4)
-           RETURNING state"#,
-        seq,
-        conversation,
-        client,
-        now,
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    let state: String = tx
+        .prepare_cached(
+            "INSERT INTO deliveries
+                (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3,
+                     CASE WHEN EXISTS (SELECT 1 FROM deliveries
+                                       WHERE conversation_id = ?2 AND state = 'ready')
+                          THEN 'queued' ELSE 'ready' END,
+                     0, ?4, ?4, ?4)
+             RETURNING state",
+        )?
+        .query_row((seq, conversation, client, now), |r| r.get(0))?;
     Ok(state == "ready")
 }
 
-async fn has_ready(
-    ex: impl SqliteExecutor<'_>,
-    conversation: &ConversationId,
-) -> StoreResult<bool> {
-    let found = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = ? AND state = 'ready') AS "found!: bool""#,
-        conversation
-    )
-    .fetch_one(ex)
-    .await?;
+fn has_ready(tx: &Tx, conversation: &ConversationId) -> StoreResult<bool> {
+    let found = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = ? AND state = 'ready')",
+        )?
+        .query_row([conversation], |r| r.get(0))?;
     Ok(found)
 }
 
@@ -56,52 +49,30 @@ pub struct Due {
 }
 
 /// Up to `limit` of the client's ready rows that are due, oldest first.
-pub async fn due(
-    tx: &mut SqliteConnection,
-    client: &ClientId,
-    now: i64,
-    limit: i64,
-) -> StoreResult<Vec<Due>> {
-    let rows = sqlx::query!(
-        r#"SELECT message_seq AS "message_seq!", conversation_id, attempts FROM deliveries
+pub fn due(tx: &Tx, client: &ClientId, now: i64, limit: i64) -> StoreResult<Vec<Due>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT message_seq, conversation_id, attempts FROM deliveries
          WHERE client_id = ?1 AND state = 'ready' AND visible_at <= ?2
-         ORDER BY visible_at, message_seq LIMIT ?3"#,
-        client,
-        now,
-        limit
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Due {
-            seq: r.message_seq,
-            conversation_id: ConversationId::from_db(r.conversation_id),
-            attempts: r.attempts,
+         ORDER BY visible_at, message_seq LIMIT ?3",
+    )?;
+    let rows = stmt.query_map((client, now, limit), |r| {
+        Ok(Due {
+            seq: r.get(0)?,
+            conversation_id: ConversationId::from_db(r.get(1)?),
+            attempts: r.get(2)?,
         })
-        .collect())
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Leases ready rows until `until`, counting one more attempt each. `owner`
 /// is the WebSocket session holding the leases (None for an HTTP poll).
-pub async fn lease(
-    tx: &mut SqliteConnection,
-    seqs: &[i64],
-    until: i64,
-    now: i64,
-    owner: Option<&str>,
-) -> StoreResult<()> {
-    let seqs = json_list(seqs);
-    sqlx::query!(
+pub fn lease(tx: &Tx, seqs: &[i64], until: i64, now: i64, owner: Option<&str>) -> StoreResult<()> {
+    tx.prepare_cached(
         "UPDATE deliveries SET attempts = attempts + 1, visible_at = ?2, updated_at = ?3, lease_owner = ?4
          WHERE message_seq IN (SELECT value FROM json_each(?1))",
-        seqs,
-        until,
-        now,
-        owner
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((json_list(seqs), until, now, owner))?;
     Ok(())
 }
 
@@ -109,67 +80,58 @@ fn json_list(seqs: &[i64]) -> String {
     serde_json::to_string(seqs).unwrap_or_else(|_| "[]".to_owned())
 }
 
-pub async fn mark_dead(tx: &mut SqliteConnection, seq: i64, now: i64) -> StoreResult<()> {
-    sqlx::query!(
+pub fn mark_dead(tx: &Tx, seq: i64, now: i64) -> StoreResult<()> {
+    tx.prepare_cached(
         "UPDATE deliveries SET state = 'dead', updated_at = ?2, lease_owner = NULL WHERE message_seq = ?1",
-        seq,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((seq, now))?;
     Ok(())
 }
 
 /// Makes the oldest queued row of a conversation ready, if nothing of that
 /// conversation is ready. Returns the client it belongs to when one was
 /// promoted. One statement.
-pub async fn promote_next(
-    tx: &mut SqliteConnection,
+pub fn promote_next(
+    tx: &Tx,
     conversation: &ConversationId,
     now: i64,
 ) -> StoreResult<Option<Option<ClientId>>> {
-    let promoted = sqlx::query!(
-        "UPDATE deliveries SET state = 'ready', updated_at = ?2
-         WHERE message_seq = (SELECT message_seq FROM deliveries
-                              WHERE conversation_id = ?1 AND state = 'queued'
-                              ORDER BY message_seq LIMIT 1)
-           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = ?1 AND state = 'ready')
-         RETURNING client_id",
-        conversation,
-        now
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(promoted.map(|r| r.client_id.map(ClientId::from_db)))
+    let promoted = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'ready', updated_at = ?2
+             WHERE message_seq = (SELECT message_seq FROM deliveries
+                                  WHERE conversation_id = ?1 AND state = 'queued'
+                                  ORDER BY message_seq LIMIT 1)
+               AND NOT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = ?1 AND state = 'ready')
+             RETURNING client_id",
+        )?
+        .query_row((conversation, now), |r| r.get::<_, Option<String>>(0))
+        .optional()?;
+    Ok(promoted.map(|c| c.map(ClientId::from_db)))
 }
 
 /// Ends the leases a WebSocket session holds: its unacked deliveries are due
 /// again now. Returns how many.
-pub async fn release_owner(tx: &mut SqliteConnection, owner: &str, now: i64) -> StoreResult<u64> {
-    let n = sqlx::query!(
-        "UPDATE deliveries SET visible_at = MIN(visible_at, ?2), lease_owner = NULL, updated_at = ?2
-         WHERE lease_owner = ?1",
-        owner,
-        now
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(n)
+pub fn release_owner(tx: &Tx, owner: &str, now: i64) -> StoreResult<u64> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE deliveries SET visible_at = MIN(visible_at, ?2), lease_owner = NULL, updated_at = ?2
+             WHERE lease_owner = ?1",
+        )?
+        .execute((owner, now))?;
+    Ok(n as u64)
 }
 
 /// Ends every session-held lease: at start, when no socket of a previous run
 /// can be alive.
-pub async fn release_all_owned(tx: &mut SqliteConnection, now: i64) -> StoreResult<u64> {
-    let n = sqlx::query!(
-        "UPDATE deliveries SET visible_at = MIN(visible_at, ?1), lease_owner = NULL, updated_at = ?1
-         WHERE lease_owner IS NOT NULL",
-        now
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(n)
+pub fn release_all_owned(tx: &Tx, now: i64) -> StoreResult<u64> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE deliveries SET visible_at = MIN(visible_at, ?1), lease_owner = NULL, updated_at = ?1
+             WHERE lease_owner IS NOT NULL",
+        )?
+        .execute([now])?;
+    Ok(n as u64)
 }
 
 /// Deliveries a WebSocket session holds under a lease that has not ended.
@@ -222,199 +184,153 @@ pub async fn earliest_ready(
 }
 
 /// The earliest time one of the client's leased rows becomes due again.
-pub async fn next_visible_at(
-    ex: impl SqliteExecutor<'_>,
-    client: &ClientId,
-    now: i64,
-) -> StoreResult<Option<i64>> {
-    let at = sqlx::query_scalar!(
-        "SELECT visible_at FROM deliveries
-         WHERE client_id = ?1 AND state = 'ready' AND visible_at > ?2
-         ORDER BY visible_at LIMIT 1",
-        client,
-        now
-    )
-    .fetch_optional(ex)
-    .await?;
+pub fn next_visible_at(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<Option<i64>> {
+    let at = tx
+        .prepare_cached(
+            "SELECT visible_at FROM deliveries
+             WHERE client_id = ?1 AND state = 'ready' AND visible_at > ?2
+             ORDER BY visible_at LIMIT 1",
+        )?
+        .query_row((client, now), |r| r.get(0))
+        .optional()?;
     Ok(at)
 }
 
 /// Acks the client's claimed delivery of message `id`. Returns its
 /// conversation when something was acked.
-pub async fn ack(
-    tx: &mut SqliteConnection,
+pub fn ack(
+    tx: &Tx,
     client: &ClientId,
     id: &MessageId,
     now: i64,
 ) -> StoreResult<Option<ConversationId>> {
-    let conversation = sqlx::query_scalar!(
-        "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
-         WHERE message_seq = (SELECT seq FROM messages WHERE id = ?1)
-           AND client_id = ?2 AND state = 'ready' AND attempts > 0
-         RETURNING conversation_id",
-        id,
-        client,
-        now
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    let conversation = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
+             WHERE message_seq = (SELECT seq FROM messages WHERE id = ?1)
+               AND client_id = ?2 AND state = 'ready' AND attempts > 0
+             RETURNING conversation_id",
+        )?
+        .query_row((id, client, now), |r| r.get(0))
+        .optional()?;
     Ok(conversation.map(ConversationId::from_db))
 }
 
 /// Acks whatever of the conversation the client has claimed (the implicit
 /// ack of `/send`). Returns how many rows were acked.
-pub async fn ack_conversation(
-    tx: &mut SqliteConnection,
+pub fn ack_conversation(
+    tx: &Tx,
     client: &ClientId,
     conversation: &ConversationId,
     now: i64,
 ) -> StoreResult<u64> {
-    let done = sqlx::query!(
-        "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
-         WHERE conversation_id = ?1 AND state = 'ready' AND client_id = ?2 AND attempts > 0",
-        conversation,
-        client,
-        now
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(done)
+    let done = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
+             WHERE conversation_id = ?1 AND state = 'ready' AND client_id = ?2 AND attempts > 0",
+        )?
+        .execute((conversation, client, now))?;
+    Ok(done as u64)
 }
 
 /// Hands every unassigned open delivery to `client`. Returns how many moved.
-pub async fn adopt_unassigned(
-    tx: &mut SqliteConnection,
-    client: &ClientId,
-    now: i64,
-) -> StoreResult<u64> {
-    let moved = sqlx::query!(
-        "UPDATE deliveries SET client_id = ?1, updated_at = ?2
-         WHERE client_id IS NULL AND state IN ('ready', 'queued')",
-        client,
-        now
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(moved)
+pub fn adopt_unassigned(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<u64> {
+    let moved = tx
+        .prepare_cached(
+            "UPDATE deliveries SET client_id = ?1, updated_at = ?2
+             WHERE client_id IS NULL AND state IN ('ready', 'queued')",
+        )?
+        .execute((client, now))?;
+    Ok(moved as u64)
 }
 
 /// Moves a conversation's open deliveries to `to` (None: unassigned). A lease
 /// held by the previous client ends now, so the new one gets the row at once.
-pub async fn move_conversation(
-    tx: &mut SqliteConnection,
+pub fn move_conversation(
+    tx: &Tx,
     conversation: &ConversationId,
     to: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<()> {
-    sqlx::query!(
+    tx.prepare_cached(
         "UPDATE deliveries SET client_id = ?2, visible_at = MIN(visible_at, ?3), updated_at = ?3,
                 lease_owner = NULL
          WHERE conversation_id = ?1 AND state = 'ready'",
-        conversation,
-        to,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query!(
+    )?
+    .execute((conversation, to, now))?;
+    tx.prepare_cached(
         "UPDATE deliveries SET client_id = ?2, updated_at = ?3
          WHERE conversation_id = ?1 AND state = 'queued'",
-        conversation,
-        to,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((conversation, to, now))?;
     Ok(())
 }
 
 /// Conversations with open deliveries held by `client` (every conversation
 /// with a queued row also has a ready one, so the ready rows name them all).
-pub async fn open_conversations_of(
-    ex: impl SqliteExecutor<'_>,
-    client: &ClientId,
-) -> StoreResult<Vec<ConversationId>> {
-    let ids = sqlx::query_scalar!(
+pub fn open_conversations_of(tx: &Tx, client: &ClientId) -> StoreResult<Vec<ConversationId>> {
+    let mut stmt = tx.prepare_cached(
         "SELECT conversation_id FROM deliveries WHERE client_id = ? AND state = 'ready'",
-        client
-    )
-    .fetch_all(ex)
-    .await?;
-    Ok(ids.into_iter().map(ConversationId::from_db).collect())
+    )?;
+    let ids = stmt.query_map([client], |r| r.get(0).map(ConversationId::from_db))?;
+    Ok(ids.collect::<Result<_, _>>()?)
 }
 
 /// Puts a dead delivery back in the queue with a fresh attempt count, for the
 /// conversation's current client. Returns the conversation and whether the
 /// row is ready now, or None when `seq` is not a dead delivery.
-pub async fn requeue(
-    tx: &mut SqliteConnection,
-    seq: i64,
-    now: i64,
-) -> StoreResult<Option<(ConversationId, bool)>> {
-    let conversation = sqlx::query_scalar!(
-        "SELECT conversation_id FROM deliveries WHERE message_seq = ? AND state = 'dead'",
-        seq
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+pub fn requeue(tx: &Tx, seq: i64, now: i64) -> StoreResult<Option<(ConversationId, bool)>> {
+    let conversation = tx
+        .prepare_cached(
+            "SELECT conversation_id FROM deliveries WHERE message_seq = ? AND state = 'dead'",
+        )?
+        .query_row([seq], |r| r.get(0))
+        .optional()?;
     let Some(conversation) = conversation.map(ConversationId::from_db) else {
         return Ok(None);
     };
-    let ready = !has_ready(&mut *tx, &conversation).await?;
+    let ready = !has_ready(tx, &conversation)?;
     let state = if ready { "ready" } else { "queued" };
-    sqlx::query!(
+    tx.prepare_cached(
         "UPDATE deliveries
          SET state = ?2, attempts = 0, visible_at = ?3, updated_at = ?3,
              client_id = (SELECT client_id FROM conversations WHERE id = deliveries.conversation_id)
          WHERE message_seq = ?1",
-        seq,
-        state,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((seq, state, now))?;
     Ok(Some((conversation, ready)))
 }
 
 /// The messages of claimed rows, in claim order, with their attempt numbers.
 /// One statement.
-pub async fn claimed_messages(
-    tx: &mut SqliteConnection,
-    seqs: &[i64],
-) -> StoreResult<Vec<Message>> {
+pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
-    let list = json_list(seqs);
-    let rows = sqlx::query!(
-        r#"SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
-                  m.text, m.created_at, d.attempts
-           FROM json_each(?1) AS j
-           JOIN deliveries d ON d.message_seq = j.value
-           JOIN messages m ON m.seq = d.message_seq
-           ORDER BY j.key"#,
-        list
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Message {
-            id: MessageId::from_db(r.id),
-            conversation_id: ConversationId::from_db(r.conversation_id),
-            client_id: r.client_id.map(ClientId::from_db),
-            app_id: AppId::from_db(r.app_id),
+    let mut stmt = tx.prepare_cached(
+        "SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
+                m.text, m.created_at, d.attempts
+         FROM json_each(?1) AS j
+         JOIN deliveries d ON d.message_seq = j.value
+         JOIN messages m ON m.seq = d.message_seq
+         ORDER BY j.key",
+    )?;
+    let rows = stmt.query_map([json_list(seqs)], |r| {
+        Ok(Message {
+            id: MessageId::from_db(r.get(0)?),
+            conversation_id: ConversationId::from_db(r.get(1)?),
+            client_id: r.get::<_, Option<String>>(2)?.map(ClientId::from_db),
+            app_id: AppId::from_db(r.get(3)?),
             direction: Direction::Inbound,
-            from: r.sender,
-            to: r.recipient,
-            text: r.text,
-            timestamp: r.created_at,
-            attempt: Some(r.attempts),
+            from: r.get(4)?,
+            to: r.get(5)?,
+            text: r.get(6)?,
+            timestamp: r.get(7)?,
+            attempt: Some(r.get(8)?),
             reply_id: None,
         })
-        .collect())
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Admin listing filter.

@@ -1,39 +1,27 @@
 //! Idempotency keys: (principal, key) → the message the first request stored.
 
-use super::StoreResult;
+use super::{StoreResult, Tx};
 use crate::ids::{IdempotencyKey, MessageId};
-use sqlx::SqliteConnection;
+use rusqlite::OptionalExtension;
 
-pub async fn lookup(
-    tx: &mut SqliteConnection,
-    principal: &str,
-    key: &IdempotencyKey,
-) -> StoreResult<Option<MessageId>> {
-    let id = sqlx::query_scalar!(
-        "SELECT message_id FROM idempotency_keys WHERE principal = ? AND key = ?",
-        principal,
-        key
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+pub fn lookup(tx: &Tx, principal: &str, key: &IdempotencyKey) -> StoreResult<Option<MessageId>> {
+    let id = tx
+        .prepare_cached("SELECT message_id FROM idempotency_keys WHERE principal = ? AND key = ?")?
+        .query_row((principal, key), |r| r.get(0))
+        .optional()?;
     Ok(id.map(MessageId::from_db))
 }
 
-pub async fn record(
-    tx: &mut SqliteConnection,
+pub fn record(
+    tx: &Tx,
     principal: &str,
     key: &IdempotencyKey,
     message: &MessageId,
     now: i64,
 ) -> StoreResult<()> {
-    sqlx::query!(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO idempotency_keys (principal, key, message_id, created_at) VALUES (?, ?, ?, ?)",
-        principal,
-        key,
-        message,
-        now
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((principal, key, message, now))?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Messages: the permanent record of both directions of every conversation.
 
-use super::StoreResult;
+use super::{StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId};
 use crate::model::{Direction, Message};
-use sqlx::{SqliteConnection, SqliteExecutor};
+use rusqlite::OptionalExtension;
+use sqlx::SqliteExecutor;
 
 pub struct NewMessage<'a> {
     pub conversation_id: &'a ConversationId,
@@ -50,28 +51,26 @@ impl From<Row> for Message {
 }
 
 /// Stores a message; returns its sequence number (its place in commit order).
-pub async fn insert(tx: &mut SqliteConnection, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
+pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
     let id = MessageId::generate();
-    let direction = m.direction.as_str();
-    let client_id = m.client_id;
-    let seq = sqlx::query!(
+    tx.prepare_cached(
         "INSERT INTO messages
             (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        id,
+    )?
+    .execute((
+        &id,
         m.conversation_id,
         m.app_id,
-        client_id,
-        direction,
+        m.client_id,
+        m.direction.as_str(),
         m.from,
         m.to,
         m.text,
         m.now,
         m.reply_id,
-    )
-    .execute(&mut *tx)
-    .await?
-    .last_insert_rowid();
+    ))?;
+    let seq = tx.last_insert_rowid();
     let message = Message {
         id,
         conversation_id: m.conversation_id.clone(),
@@ -88,16 +87,29 @@ pub async fn insert(tx: &mut SqliteConnection, m: NewMessage<'_>) -> StoreResult
     Ok((seq, message))
 }
 
-pub async fn get(ex: impl SqliteExecutor<'_>, id: &MessageId) -> StoreResult<Option<Message>> {
-    let row = sqlx::query_as!(
-        Row,
-        r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-                created_at, reply_id
-         FROM messages WHERE id = ?"#,
-        id
-    )
-    .fetch_optional(ex)
-    .await?;
+pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
+    let row = tx
+        .prepare_cached(
+            "SELECT seq, id, conversation_id, app_id, client_id, direction, sender, recipient, text,
+                    created_at, reply_id
+             FROM messages WHERE id = ?",
+        )?
+        .query_row([id], |r| {
+            Ok(Row {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                conversation_id: r.get(2)?,
+                app_id: r.get(3)?,
+                client_id: r.get(4)?,
+                direction: r.get(5)?,
+                sender: r.get(6)?,
+                recipient: r.get(7)?,
+                text: r.get(8)?,
+                created_at: r.get(9)?,
+                reply_id: r.get(10)?,
+            })
+        })
+        .optional()?;
     Ok(row.map(Message::from))
 }
 
@@ -114,10 +126,11 @@ pub async fn by_seq(ex: impl SqliteExecutor<'_>, seq: i64) -> StoreResult<Option
     Ok(row.map(Message::from))
 }
 
-pub async fn seq_of(ex: impl SqliteExecutor<'_>, id: &MessageId) -> StoreResult<Option<i64>> {
-    let seq = sqlx::query_scalar!(r#"SELECT seq AS "seq!" FROM messages WHERE id = ?"#, id)
-        .fetch_optional(ex)
-        .await?;
+pub fn seq_of(tx: &Tx, id: &MessageId) -> StoreResult<Option<i64>> {
+    let seq = tx
+        .prepare_cached("SELECT seq FROM messages WHERE id = ?")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
     Ok(seq)
 }
 

@@ -1,14 +1,16 @@
 //! The storage layer. Every SQL statement of clawrelay lives under this module.
 //!
 //! SQLite runs in WAL mode. Writes go through one writer connection owned by
-//! the [`writer`] task, which runs each operation inside `BEGIN IMMEDIATE` and
-//! lets concurrent operations share one commit (group commit); reads use a
+//! the [`writer`] thread, which runs each operation inside `BEGIN IMMEDIATE`
+//! and lets concurrent operations share one commit (group commit); reads use a
 //! small pool of read-only connections that never block the writer.
 //!
-//! The functions in the submodules are building blocks: write functions take
-//! the writer's `&mut SqliteConnection` (a transaction is already open), read
-//! functions take the reader pool. The domain layer composes them inside one
-//! [`Store::write`] call, so every multi-row change is one transaction.
+//! The functions in the submodules are building blocks: write functions are
+//! synchronous and take the writer's [`Tx`] (`rusqlite`, a transaction is
+//! already open), read functions take the reader pool (sqlx, async,
+//! compile-time-checked queries). The domain layer composes write functions
+//! inside one [`Store::write`] call, so every multi-row change is one
+//! transaction.
 
 pub mod apps;
 pub mod backup;
@@ -25,15 +27,15 @@ mod writer;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use writer::{BoxFuture, WriterStats};
+pub use writer::{Tx, WriterStats};
 
 /// How long a connection waits for a lock held by another process (the admin
 /// CLI writing while the server runs) before reporting the database busy.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: u32 = 4;
 
 /// `[storage] synchronous`: how hard a commit pushes data to the disk.
@@ -132,6 +134,28 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, message) => {
+                let message = message.clone().unwrap_or_else(|| f.to_string());
+                match f.code {
+                    C::DatabaseBusy | C::DatabaseLocked => Self::Busy,
+                    C::DiskFull => Self::Full,
+                    C::SystemIoFailure | C::CannotOpen => Self::Io(message),
+                    C::ConstraintViolation => Self::Constraint(message),
+                    C::NotADatabase | C::DatabaseCorrupt => Self::Schema(format!(
+                        "not a clawrelay database (or corrupted): {message}"
+                    )),
+                    _ => Self::Other(e.to_string()),
+                }
+            }
+            _ => Self::Other(e.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         use sqlx::migrate::MigrateError as M;
@@ -182,16 +206,15 @@ impl Store {
             // Statements are compile-time checked; logging each one is noise.
             .disable_statement_logging();
 
-        let mut conn = base
-            .clone()
-            .create_if_missing(true)
-            // Checkpoints run off the write path (see `checkpoint`), and the
-            // writer resets the log when it outgrows its limit (see `writer`).
-            .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", options.wal_limit.to_string())
-            .connect()
-            .await?;
+        let mut conn = base.clone().create_if_missing(true).connect().await?;
         sqlx::migrate!("./migrations").run(&mut conn).await?;
+        conn.close().await?;
+        let writer = writer::Writer::spawn(
+            open_writer(path, &options)?,
+            synchronous == Synchronous::Full,
+            writer::WalBound::new(wal_path(path), options.wal_limit),
+        )
+        .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         let checkpoints = base.clone().connect().await?;
 
         let readers = SqlitePoolOptions::new()
@@ -202,11 +225,7 @@ impl Store {
 
         Ok(Store {
             readers,
-            writer: writer::Writer::spawn(
-                conn,
-                synchronous == Synchronous::Full,
-                writer::WalBound::new(wal_path(path), options.wal_limit),
-            ),
+            writer,
             checkpointer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(
                 checkpoint::Checkpointer::spawn(checkpoints),
             ))),
@@ -257,7 +276,7 @@ impl Store {
     /// alone and its error is returned to its caller only.
     pub async fn write<T, E, F>(&self, op: F) -> Result<T, E>
     where
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
@@ -270,7 +289,7 @@ impl Store {
     /// skip the fsync; it is still never reordered after a later durable one.
     pub async fn write_relaxed<T, E, F>(&self, op: F) -> Result<T, E>
     where
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
@@ -288,6 +307,38 @@ impl Store {
         self.readers.close().await;
         self.writer.close().await;
     }
+}
+
+/// The writer's connection, set up as [`Store::open`]'s sqlx options set up
+/// the others. The database exists and is migrated already.
+fn open_writer(path: &Path, options: &Options) -> StoreResult<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Other(format!(
+            "the database could not switch to WAL mode (it is in {mode} mode)"
+        )));
+    }
+    let synchronous = match options.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    // Checkpoints run off the write path (see `checkpoint`), and the writer
+    // resets the log when it outgrows its limit (see `writer`).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let _: i64 = conn.query_row(
+        &format!("PRAGMA journal_size_limit = {}", options.wal_limit),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(conn)
 }
 
 /// Whether a database file may be opened at `path`, in words a user can act

@@ -2,8 +2,8 @@
 //! batches (each batch is one short write, so the writer never stalls behind
 //! a purge).
 
-use super::StoreResult;
-use sqlx::{SqliteConnection, SqliteExecutor};
+use super::{StoreResult, Tx};
+use sqlx::SqliteExecutor;
 
 /// What a purge removes (or, for a dry run, would remove).
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -69,44 +69,31 @@ pub async fn count(
 
 /// Deletes up to `limit` conversations expired before `expired_before`, with
 /// their messages and deliveries.
-pub async fn purge_conversations(
-    tx: &mut SqliteConnection,
-    expired_before: i64,
-    limit: i64,
-) -> StoreResult<Purged> {
-    let ids = sqlx::query_scalar!(
-        "SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ? LIMIT ?",
-        expired_before,
-        limit
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+pub fn purge_conversations(tx: &Tx, expired_before: i64, limit: i64) -> StoreResult<Purged> {
+    let ids: Vec<String> = tx
+        .prepare_cached(
+            "SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ? LIMIT ?",
+        )?
+        .query_map((expired_before, limit), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     if ids.is_empty() {
         return Ok(Purged::default());
     }
     let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
-    let deliveries = sqlx::query!(
-        "DELETE FROM deliveries WHERE message_seq IN
-             (SELECT seq FROM messages WHERE conversation_id IN (SELECT value FROM json_each(?1)))",
-        list
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected() as i64;
-    let messages = sqlx::query!(
-        "DELETE FROM messages WHERE conversation_id IN (SELECT value FROM json_each(?1))",
-        list
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected() as i64;
-    let conversations = sqlx::query!(
-        "DELETE FROM conversations WHERE id IN (SELECT value FROM json_each(?1))",
-        list
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected() as i64;
+    let deliveries = tx
+        .prepare_cached(
+            "DELETE FROM deliveries WHERE message_seq IN
+                 (SELECT seq FROM messages WHERE conversation_id IN (SELECT value FROM json_each(?1)))",
+        )?
+        .execute([&list])? as i64;
+    let messages = tx
+        .prepare_cached(
+            "DELETE FROM messages WHERE conversation_id IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([&list])? as i64;
+    let conversations = tx
+        .prepare_cached("DELETE FROM conversations WHERE id IN (SELECT value FROM json_each(?1))")?
+        .execute([&list])? as i64;
     Ok(Purged {
         conversations,
         messages,
@@ -116,29 +103,23 @@ pub async fn purge_conversations(
 }
 
 /// Deletes up to `limit` dead deliveries last touched before `before`.
-pub async fn purge_dead(tx: &mut SqliteConnection, before: i64, limit: i64) -> StoreResult<i64> {
-    let n = sqlx::query!(
-        "DELETE FROM deliveries WHERE message_seq IN
-             (SELECT message_seq FROM deliveries WHERE state = 'dead' AND updated_at < ? LIMIT ?)",
-        before,
-        limit
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+pub fn purge_dead(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM deliveries WHERE message_seq IN
+                 (SELECT message_seq FROM deliveries WHERE state = 'dead' AND updated_at < ? LIMIT ?)",
+        )?
+        .execute((before, limit))?;
     Ok(n as i64)
 }
 
 /// Deletes up to `limit` idempotency keys recorded before `before`.
-pub async fn purge_keys(tx: &mut SqliteConnection, before: i64, limit: i64) -> StoreResult<i64> {
-    let n = sqlx::query!(
-        "DELETE FROM idempotency_keys WHERE (principal, key) IN
-             (SELECT principal, key FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
-        before,
-        limit
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+pub fn purge_keys(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM idempotency_keys WHERE (principal, key) IN
+                 (SELECT principal, key FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
+        )?
+        .execute((before, limit))?;
     Ok(n as i64)
 }

@@ -1,7 +1,7 @@
 //! Server settings kept in the database (the generated admin token's hash).
 
-use super::StoreResult;
-use sqlx::{SqliteConnection, SqliteExecutor};
+use super::{StoreResult, Tx};
+use sqlx::SqliteExecutor;
 
 pub const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
 
@@ -12,14 +12,11 @@ pub async fn get(ex: impl SqliteExecutor<'_>, key: &str) -> StoreResult<Option<S
     Ok(value)
 }
 
-pub async fn set(tx: &mut SqliteConnection, key: &str, value: &str) -> StoreResult<()> {
-    sqlx::query!(
+pub fn set(tx: &Tx, key: &str, value: &str) -> StoreResult<()> {
+    tx.prepare_cached(
         "INSERT INTO settings (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        key,
-        value
-    )
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute((key, value))?;
     Ok(())
 }
