@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod burst;
+mod nexus;
 mod purge;
 mod queue;
 mod relay;
@@ -47,6 +48,22 @@ enum Command {
         transport: Transport,
         #[arg(long, default_value = "full")]
         synchronous: String,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+    },
+    /// The same load against openclaw-nexus (in-memory, installed from npm
+    /// into .cache/nexus) and clawrelay (full durability, WebSocket and
+    /// long-poll), ROUNDS times in alternation on fresh processes; prints
+    /// every run, the medians and clawrelay's ratios to nexus.
+    Compare {
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        #[arg(long, default_value_t = 64)]
+        users: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
         #[arg(long, default_value_t = 10)]
         duration: u64,
         #[arg(long, default_value_t = 3)]
@@ -153,6 +170,60 @@ fn print_roundtrips(reports: &[Report]) {
     }
 }
 
+/// Medians per relay and clawrelay's ratios to nexus.
+fn compare_summary(runs: &[(&str, Report)]) {
+    let median = |name: &str, f: fn(&Report) -> f64| {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, r)| f(r))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let metrics: [(&str, fn(&Report) -> f64); 6] = [
+        ("round trips/s", |r| r.round_trips_per_sec),
+        ("relay CPU ms / round trip", |r| {
+            r.relay_cpu_ms_per_round_trip
+        }),
+        ("p50 ms", |r| r.p50_ms),
+        ("p99 ms", |r| r.p99_ms),
+        ("max ms", |r| r.max_ms),
+        ("peak RSS MiB", |r| r.relay_peak_rss_mib),
+    ];
+    println!(
+        "\nmedians of {} rounds",
+        runs.iter().filter(|(n, _)| *n == "nexus").count()
+    );
+    println!(
+        "{:<28} {:>10} {:>16} {:>16}",
+        "", "nexus", "clawrelay ws", "clawrelay poll"
+    );
+    for (label, f) in metrics {
+        let n = median("nexus", f);
+        let ratio = |x: f64| {
+            if n > 0.0 {
+                format!("{x:.3} ({:.2}×)", x / n)
+            } else {
+                format!("{x:.3}")
+            }
+        };
+        println!(
+            "{:<28} {:>10.3} {:>16} {:>16}",
+            label,
+            n,
+            ratio(median("ws", f)),
+            ratio(median("poll", f))
+        );
+    }
+    let errors: u64 = runs.iter().map(|(_, r)| r.errors + r.cross_talk).sum();
+    println!("errors and cross-talk in all runs: {errors}");
+}
+
 fn write_json(path: &Option<PathBuf>, value: serde_json::Value) {
     if let Some(p) = path {
         std::fs::write(p, serde_json::to_string_pretty(&value).unwrap_or_default())
@@ -184,6 +255,41 @@ async fn main() {
             let r = one(&bin, &load, &synchronous).await;
             print_roundtrips(std::slice::from_ref(&r));
             write_json(&cli.json, serde_json::json!({ "roundtrip": r }));
+        }
+        Command::Compare {
+            agents,
+            users,
+            rounds,
+            duration,
+            warmup,
+        } => {
+            let load = |transport| Load {
+                agents,
+                users,
+                transport,
+                warmup: Duration::from_secs(warmup),
+                duration: Duration::from_secs(duration),
+            };
+            let mut runs: Vec<(&str, Report)> = Vec::new();
+            for round in 1..=rounds {
+                println!("round {round} of {rounds}");
+                let proc = nexus::NexusProc::start(users).await;
+                let r = nexus::run(&proc, &load(Transport::Ws)).await;
+                proc.stop();
+                print_roundtrips(std::slice::from_ref(&r));
+                runs.push(("nexus", r));
+                for (name, transport) in [("ws", Transport::Ws), ("poll", Transport::Poll)] {
+                    let r = one(&bin, &load(transport), "full").await;
+                    print_roundtrips(std::slice::from_ref(&r));
+                    runs.push((name, r));
+                }
+            }
+            compare_summary(&runs);
+            let all: Vec<_> = runs
+                .iter()
+                .map(|(name, r)| serde_json::json!({ "relay": name, "report": r }))
+                .collect();
+            write_json(&cli.json, serde_json::json!({ "compare": all }));
         }
         Command::Presets {
             transport,
