@@ -170,6 +170,9 @@ fn print_roundtrips(reports: &[Report]) {
     }
 }
 
+/// A row of the comparison: its label and how to read it off a report.
+type Metric = (&'static str, fn(&Report) -> f64);
+
 /// Medians per relay and clawrelay's ratios to nexus.
 fn compare_summary(runs: &[(&str, Report)]) {
     let median = |name: &str, f: fn(&Report) -> f64| {
@@ -185,7 +188,7 @@ fn compare_summary(runs: &[(&str, Report)]) {
             n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
         }
     };
-    let metrics: [(&str, fn(&Report) -> f64); 6] = [
+    let metrics: [Metric; 6] = [
         ("round trips/s", |r| r.round_trips_per_sec),
         ("relay CPU ms / round trip", |r| {
             r.relay_cpu_ms_per_round_trip
