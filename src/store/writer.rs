@@ -118,7 +118,7 @@ impl Writer {
     }
 
     /// Stops taking operations, finishes the queued ones and closes the
-    /// connection. Later calls return at once.
+    /// connection. Calls made once it is closed return at once.
     pub async fn close(&self) {
         let (done, finished) = oneshot::channel();
         if self.jobs.send(Msg::Stop(done)).await.is_ok() {
@@ -139,7 +139,8 @@ fn run(
         full,
         durable_now: full,
     };
-    let mut stopped = None;
+    // Those waiting for the close (each `close` call sends one).
+    let mut stopped = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -148,7 +149,7 @@ fn run(
                 Msg::Stop(done) => {
                     // No new operations; the ones already queued still run.
                     rx.close();
-                    stopped = Some(done);
+                    stopped.push(done);
                 }
             }
             if batch.len() < MAX_BATCH {
@@ -164,7 +165,7 @@ fn run(
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the writer's connection failed");
     }
-    if let Some(done) = stopped {
+    for done in stopped {
         let _ = done.send(());
     }
 }
