@@ -8,13 +8,13 @@
 //! bot and stores nothing: the comparison is durable against in-memory.
 
 use super::relay::{cpu_secs_of, percentile, status_mib_of};
-use super::roundtrip::{Load, Report, Transport};
+use super::roundtrip::{Load, Report, Shared, Transport};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const VERSION: &str = "1.0.6";
@@ -131,24 +131,8 @@ impl NexusProc {
     }
 }
 
-struct Shared {
-    stop: AtomicBool,
-    measuring: AtomicBool,
-    round_trips: AtomicU64,
-    errors: AtomicU64,
-    cross_talk: AtomicU64,
-    latencies: Mutex<Vec<f64>>,
-}
-
 pub async fn run(nexus: &NexusProc, load: &Load) -> Report {
-    let shared = Arc::new(Shared {
-        stop: AtomicBool::new(false),
-        measuring: AtomicBool::new(false),
-        round_trips: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        cross_talk: AtomicU64::new(0),
-        latencies: Mutex::new(Vec::new()),
-    });
+    let shared = Arc::new(Shared::default());
     let mut tasks = Vec::new();
     for k in 0..load.agents {
         tasks.push(tokio::spawn(bot(nexus.base.clone(), k)));
@@ -181,7 +165,10 @@ pub async fn run(nexus: &NexusProc, load: &Load) -> Report {
         t.abort();
     }
     let n = shared.round_trips.load(Ordering::SeqCst);
-    let mut lat = std::mem::take(&mut *shared.latencies.lock().unwrap());
+    let mut lat: Vec<f64> = std::mem::take(&mut *shared.latencies.lock().unwrap())
+        .into_iter()
+        .map(|(_, ms)| ms)
+        .collect();
     lat.sort_by(f64::total_cmp);
     Report {
         agents: load.agents,
@@ -278,16 +265,7 @@ async fn user(http: reqwest::Client, base: String, u: usize, shared: Arc<Shared>
             Err(_) => None,
         };
         match content {
-            Some(Value::String(c)) if c == format!("echo: {text}") => {
-                if shared.measuring.load(Ordering::Relaxed) {
-                    shared.round_trips.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .latencies
-                        .lock()
-                        .unwrap()
-                        .push(started.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
+            Some(Value::String(c)) if c == format!("echo: {text}") => shared.measured(started),
             Some(Value::String(_)) => {
                 shared.cross_talk.fetch_add(1, Ordering::Relaxed);
             }

@@ -61,14 +61,29 @@ pub struct Report {
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<String>>>>;
 
-struct Shared {
-    stop: AtomicBool,
-    measuring: AtomicBool,
-    round_trips: AtomicU64,
-    errors: AtomicU64,
-    cross_talk: AtomicU64,
+/// What the load's tasks share: when to stop and measure, and the counts.
+#[derive(Default)]
+pub struct Shared {
+    pub stop: AtomicBool,
+    pub measuring: AtomicBool,
+    pub round_trips: AtomicU64,
+    pub errors: AtomicU64,
+    pub cross_talk: AtomicU64,
     /// (finished at, Unix ms; latency, ms) of each measured round trip.
-    latencies: Mutex<Vec<(i64, f64)>>,
+    pub latencies: Mutex<Vec<(i64, f64)>>,
+}
+
+impl Shared {
+    /// Counts a round trip that started at `started`, if measuring.
+    pub fn measured(&self, started: Instant) {
+        if self.measuring.load(Ordering::Relaxed) {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            self.latencies.lock().unwrap().push((
+                clawrelay::store::now_ms(),
+                started.elapsed().as_secs_f64() * 1000.0,
+            ));
+        }
+    }
 }
 
 async fn post(
@@ -139,14 +154,7 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
         agent_tokens.push(c["token"].as_str().unwrap().to_owned());
     }
 
-    let shared = Arc::new(Shared {
-        stop: AtomicBool::new(false),
-        measuring: AtomicBool::new(false),
-        round_trips: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        cross_talk: AtomicU64::new(0),
-        latencies: Mutex::new(Vec::new()),
-    });
+    let shared = Arc::new(Shared::default());
     let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
     let mut tasks = Vec::new();
 
@@ -287,15 +295,7 @@ async fn user(
             continue;
         }
         match tokio::time::timeout(Duration::from_secs(30), rx).await {
-            Ok(Ok(answer)) if answer == format!("echo: {text}") => {
-                if shared.measuring.load(Ordering::Relaxed) {
-                    shared.round_trips.fetch_add(1, Ordering::Relaxed);
-                    shared.latencies.lock().unwrap().push((
-                        clawrelay::store::now_ms(),
-                        started.elapsed().as_secs_f64() * 1000.0,
-                    ));
-                }
-            }
+            Ok(Ok(answer)) if answer == format!("echo: {text}") => shared.measured(started),
             Ok(Ok(answer)) => {
                 shared.cross_talk.fetch_add(1, Ordering::Relaxed);
                 eprintln!("cross-talk: {name} sent {text:?}, got {answer:?}");
