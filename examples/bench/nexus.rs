@@ -7,8 +7,8 @@
 //! script pins `listen` to loopback). Nexus sends every message to its first
 //! bot and stores nothing: the comparison is durable against in-memory.
 
-use super::relay::{cpu_secs_of, percentile, status_mib_of};
-use super::roundtrip::{Load, Report, Shared, Transport};
+use super::relay::{cpu_secs_of, status_mib_of};
+use super::roundtrip::{Load, Report, Shared, Transport, Window};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -155,6 +155,7 @@ pub async fn run(nexus: &NexusProc, load: &Load) -> Report {
     let pid = nexus.child.id();
     let cpu0 = cpu_secs_of(pid);
     shared.measuring.store(true, Ordering::SeqCst);
+    let window_start = clawrelay::store::now_ms();
     let t0 = Instant::now();
     tokio::time::sleep(load.duration).await;
     shared.measuring.store(false, Ordering::SeqCst);
@@ -164,38 +165,16 @@ pub async fn run(nexus: &NexusProc, load: &Load) -> Report {
     for t in &tasks {
         t.abort();
     }
-    let n = shared.round_trips.load(Ordering::SeqCst);
-    let mut lat: Vec<f64> = std::mem::take(&mut *shared.latencies.lock().unwrap())
-        .into_iter()
-        .map(|(_, ms)| ms)
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    Report {
+    shared.report(Window {
         agents: load.agents,
         users: load.users,
         transport: Transport::Ws,
         synchronous: "nexus".into(),
-        seconds: secs,
-        round_trips: n,
-        round_trips_per_sec: n as f64 / secs,
-        p50_ms: percentile(&lat, 0.50),
-        p95_ms: percentile(&lat, 0.95),
-        p99_ms: percentile(&lat, 0.99),
-        p999_ms: percentile(&lat, 0.999),
-        slowest: Vec::new(),
-        max_ms: lat.last().copied().unwrap_or(0.0),
-        errors: shared.errors.load(Ordering::SeqCst),
-        cross_talk: shared.cross_talk.load(Ordering::SeqCst),
-        relay_cpu_ms_per_round_trip: if n > 0 {
-            (cpu1 - cpu0) * 1000.0 / n as f64
-        } else {
-            0.0
-        },
-        relay_peak_rss_mib: status_mib_of(pid, "VmHWM:"),
-        commits_per_sec: 0.0,
-        operations_per_commit: 0.0,
-        window: (0, 0),
-    }
+        span: (window_start, clawrelay::store::now_ms()),
+        secs,
+        cpu_secs: cpu1 - cpu0,
+        peak_rss_mib: status_mib_of(pid, "VmHWM:"),
+    })
 }
 
 /// A bot: registers, answers every chat with `echo: <content>` at once.

@@ -73,7 +73,61 @@ pub struct Shared {
     pub latencies: Mutex<Vec<(i64, f64)>>,
 }
 
+/// The measured window of one run: what `Shared::report` needs besides the counts.
+pub struct Window {
+    pub agents: usize,
+    pub users: usize,
+    pub transport: Transport,
+    pub synchronous: String,
+    /// Unix ms at its start and end.
+    pub span: (i64, i64),
+    pub secs: f64,
+    /// The relay's CPU seconds used in it.
+    pub cpu_secs: f64,
+    pub peak_rss_mib: f64,
+}
+
 impl Shared {
+    /// The report of a finished run (writer counters left at zero).
+    pub fn report(&self, w: Window) -> Report {
+        let n = self.round_trips.load(Ordering::SeqCst);
+        let mut timed = std::mem::take(&mut *self.latencies.lock().unwrap());
+        timed.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let slowest = timed
+            .iter()
+            .take(5)
+            .map(|(at, ms)| (((at - w.span.0) as f64 / 1000.0), *ms))
+            .collect();
+        let mut lat: Vec<f64> = timed.iter().map(|(_, ms)| *ms).collect();
+        lat.sort_by(f64::total_cmp);
+        Report {
+            agents: w.agents,
+            users: w.users,
+            transport: w.transport,
+            synchronous: w.synchronous,
+            seconds: w.secs,
+            round_trips: n,
+            round_trips_per_sec: n as f64 / w.secs,
+            p50_ms: percentile(&lat, 0.50),
+            p95_ms: percentile(&lat, 0.95),
+            p99_ms: percentile(&lat, 0.99),
+            p999_ms: percentile(&lat, 0.999),
+            slowest,
+            max_ms: lat.last().copied().unwrap_or(0.0),
+            errors: self.errors.load(Ordering::SeqCst),
+            cross_talk: self.cross_talk.load(Ordering::SeqCst),
+            relay_cpu_ms_per_round_trip: if n > 0 {
+                w.cpu_secs * 1000.0 / n as f64
+            } else {
+                0.0
+            },
+            relay_peak_rss_mib: w.peak_rss_mib,
+            commits_per_sec: 0.0,
+            operations_per_commit: 0.0,
+            window: w.span,
+        }
+    }
+
     /// Counts a round trip that started at `started`, if measuring.
     pub fn measured(&self, started: Instant) {
         if self.measuring.load(Ordering::Relaxed) {
@@ -222,46 +276,24 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
         t.abort();
     }
 
-    let n = shared.round_trips.load(Ordering::SeqCst);
-    let mut timed = std::mem::take(&mut *shared.latencies.lock().unwrap());
-    timed.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let slowest = timed
-        .iter()
-        .take(5)
-        .map(|(at, ms)| (((at - window_start) as f64 / 1000.0), *ms))
-        .collect();
-    let mut lat: Vec<f64> = timed.iter().map(|(_, ms)| *ms).collect();
-    lat.sort_by(f64::total_cmp);
     let commits = c1.saturating_sub(c0);
     Report {
-        agents: load.agents,
-        users: load.users,
-        transport: load.transport,
-        synchronous: synchronous.to_owned(),
-        seconds: secs,
-        round_trips: n,
-        round_trips_per_sec: n as f64 / secs,
-        p50_ms: percentile(&lat, 0.50),
-        p95_ms: percentile(&lat, 0.95),
-        p99_ms: percentile(&lat, 0.99),
-        p999_ms: percentile(&lat, 0.999),
-        slowest,
-        max_ms: lat.last().copied().unwrap_or(0.0),
-        errors: shared.errors.load(Ordering::SeqCst),
-        cross_talk: shared.cross_talk.load(Ordering::SeqCst),
-        relay_cpu_ms_per_round_trip: if n > 0 {
-            (cpu1 - cpu0) * 1000.0 / n as f64
-        } else {
-            0.0
-        },
-        relay_peak_rss_mib: relay.peak_rss_mib(),
         commits_per_sec: commits as f64 / secs,
         operations_per_commit: if commits > 0 {
             o1.saturating_sub(o0) as f64 / commits as f64
         } else {
             0.0
         },
-        window,
+        ..shared.report(Window {
+            agents: load.agents,
+            users: load.users,
+            transport: load.transport,
+            synchronous: synchronous.to_owned(),
+            span: window,
+            secs,
+            cpu_secs: cpu1 - cpu0,
+            peak_rss_mib: relay.peak_rss_mib(),
+        })
     }
 }
 
