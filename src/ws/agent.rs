@@ -40,9 +40,11 @@ const MAX_IN_FLIGHT: i64 = 1000;
 /// stops reading frames until one finishes.
 const PIPELINE: usize = 64;
 
-/// A request being handled: its id and outcome.
-type Running<'a> =
-    Pin<Box<dyn Future<Output = (Value, Result<Result<Value, Error>, FrameError>)> + Send + 'a>>;
+/// A request being handled: its id, whether it may have acked deliveries
+/// (`send`, `ack`), and its outcome.
+type Running<'a> = Pin<
+    Box<dyn Future<Output = (Value, bool, Result<Result<Value, Error>, FrameError>)> + Send + 'a>,
+>;
 
 pub async fn run(
     mut conn: Conn,
@@ -123,6 +125,10 @@ impl Session<'_> {
         let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
         // One lock per conversation with requests running: taken in arrival order.
         let mut lanes: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        // Whether something may have become claimable since the last claim:
+        // at start, on a wake-up, when a lease ends, after an ack or a send.
+        let mut look = true;
+        let mut next_due: Option<i64> = None;
         loop {
             let wake = relay.hub.client_wake(self.client);
             let notified = wake.notified();
@@ -130,8 +136,8 @@ impl Session<'_> {
             notified.as_mut().enable();
 
             // Push what fits.
-            let mut next_due = None;
-            if in_flight < self.max_in_flight {
+            if look && in_flight < self.max_in_flight {
+                look = false;
                 match relay
                     .claim_for_session(self.client, self.max_in_flight - in_flight, self.session)
                     .await
@@ -152,12 +158,14 @@ impl Session<'_> {
                     }
                 }
             }
+            let now = now_ms();
             let due_in = next_due
-                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+                .filter(|at| *at > now)
+                .map(|at| Duration::from_millis((at - now) as u64))
                 .unwrap_or(Duration::from_secs(3600));
 
             tokio::select! {
-                Some((id, result)) = running.next(), if !running.is_empty() => {
+                Some((id, frees, result)) = running.next(), if !running.is_empty() => {
                     let answered = match result {
                         Ok(result) => self.conn.answer(&id, result).await,
                         Err(e) => self.conn.frame_error(&e).await,
@@ -166,7 +174,10 @@ impl Session<'_> {
                         return exit;
                     }
                     lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
-                    in_flight = self.recount(in_flight).await;
+                    if frees {
+                        in_flight = self.recount(in_flight).await;
+                        look = true;
+                    }
                 }
                 frame = self.conn.recv(), if running.len() < PIPELINE => match frame {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,
@@ -194,7 +205,8 @@ impl Session<'_> {
                                 None => None,
                             };
                             let result = call(state, client, &request).await;
-                            (request.id, result)
+                            let frees = matches!(request.method.as_str(), "send" | "ack");
+                            (request.id, frees, result)
                         }));
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -205,9 +217,15 @@ impl Session<'_> {
                     Some(Ok(_)) => {}
                 },
                 // New work for this client, or acks made elsewhere (HTTP, another socket).
-                _ = &mut notified => in_flight = self.recount(in_flight).await,
+                _ = &mut notified => {
+                    in_flight = self.recount(in_flight).await;
+                    look = true;
+                }
                 // A lease ended: what it held is due again.
-                _ = tokio::time::sleep_until(Instant::now() + due_in) => in_flight = self.recount(in_flight).await,
+                _ = tokio::time::sleep_until(Instant::now() + due_in) => {
+                    in_flight = self.recount(in_flight).await;
+                    look = true;
+                }
                 _ = ping.tick() => {
                     if self.conn.silent_for() > idle_timeout {
                         return Exit::Close(close::TIMEOUT, "idle timeout");
