@@ -303,7 +303,10 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats, mode:
 /// checkpointer has not copied yet, waits briefly for readers to leave the
 /// log, and empties the file. If a long reader (a backup) holds the log, it
 /// gives up after [`WalBound::READER_WAIT`] and tries again after
-/// [`WalBound::RETRY`], so writers never stall behind it for longer.
+/// [`WalBound::RETRY`], so writers never stall behind it for longer. If the
+/// checkpointer's PASSIVE pass holds the checkpoint lock, SQLite refuses at
+/// once (it never waits for that lock); that pass ends soon, so the next
+/// batch tries again.
 pub struct WalBound {
     path: std::path::PathBuf,
     limit: u64,
@@ -343,6 +346,12 @@ impl WalBound {
             Ok(0) => {
                 self.not_before = None;
                 m.wal_truncations.with_label_values(&["done"]).inc();
+            }
+            Ok(_) if now.elapsed() < Self::READER_WAIT => {
+                // Refused at once: the checkpointer's own PASSIVE pass holds
+                // the checkpoint lock (SQLite does not wait for that lock).
+                // It ends soon; try again after the next batch.
+                m.wal_truncations.with_label_values(&["busy"]).inc();
             }
             Ok(_) => {
                 tracing::debug!(
