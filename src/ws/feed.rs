@@ -150,7 +150,11 @@ async fn run(
             }
         }
 
+        // Biased, the wake-up first: a stored message is announced before a
+        // live event that followed it (a `send`, then a delta of the next
+        // reply) is published, so when both are ready the message goes first.
         tokio::select! {
+            biased;
             _ = &mut notified => {}
             event = live.recv() => match event {
                 Ok(event) => {
