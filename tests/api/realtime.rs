@@ -22,9 +22,11 @@ async fn an_agent_socket_gets_a_message_pushed_the_moment_it_is_posted() {
     assert_eq!(event["payload"]["id"], m["id"]);
     assert_eq!(event["payload"]["attempt"], 1);
     assert_eq!(event["seq"], 1);
-    // Pushed, not found by a periodic poll: well under any poll interval.
+    // Pushed, not found by a later look: the session's only other wake-ups
+    // are its pings (every 20 s) and lease ends (none here). The bound is
+    // loose because a busy test machine can be slow; the benchmark measures.
     assert!(
-        latency < Duration::from_millis(500),
+        latency < Duration::from_secs(10),
         "pushed after {latency:?}"
     );
     println!("inbound → pushed to the agent socket: {latency:?}");
