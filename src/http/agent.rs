@@ -6,6 +6,7 @@ use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{ConversationId, MessageId};
 use crate::model::Message;
+use crate::relay::messages::Reply;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -75,6 +76,14 @@ pub(crate) struct SendBody {
     to: String,
     text: String,
     conversation_id: String,
+    /// `false`: an interim notice ("working on it") that leaves the
+    /// deliveries this agent holds of the conversation unacked. Default `true`.
+    #[serde(default = "yes")]
+    ack: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -83,7 +92,7 @@ pub(crate) struct Sent {
     message: Message,
 }
 
-/// Stores a reply in a conversation this agent holds; acks what it had claimed of it.
+/// Stores a reply in a conversation this agent holds; acks what it had claimed of it (unless `ack` is false).
 #[utoipa::path(post, path = "/send", tag = "agent", security(("bearer" = [])), request_body = SendBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result")),
     responses(
@@ -113,7 +122,17 @@ pub(crate) async fn send(
     })?;
     let message = state
         .relay
-        .send(client, conversation, body.to, body.text, None, key)
+        .send(
+            client,
+            conversation,
+            Reply {
+                to: body.to,
+                text: body.text,
+                reply_id: None,
+                key,
+                ack: body.ack,
+            },
+        )
         .await?;
     Ok(Json(Sent { ok: true, message }))
 }

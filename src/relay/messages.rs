@@ -46,6 +46,18 @@ pub struct OutboxPage {
     pub cursor: i64,
 }
 
+/// An agent's message for the user of a conversation it holds.
+pub struct Reply {
+    pub to: String,
+    pub text: String,
+    /// Closes the reply streamed as `reply.delta` events under this id.
+    pub reply_id: Option<ReplyId>,
+    pub key: Option<IdempotencyKey>,
+    /// Whether storing it acks what the agent holds of the conversation
+    /// (the answer), or not (an interim notice: "working on it").
+    pub ack: bool,
+}
+
 impl Relay {
     /// `POST /inbound`: stores a user's message and queues its delivery, in one
     /// transaction.
@@ -116,18 +128,23 @@ impl Relay {
         Ok(message)
     }
 
-    /// `POST /send`: stores an agent's reply in a conversation it holds and
-    /// acks what it had claimed of that conversation. `reply_id` closes a
-    /// reply streamed as `reply.delta` events.
+    /// `POST /send`: stores an agent's reply in a conversation it holds and,
+    /// unless `reply.ack` is false (an interim notice), acks what it had
+    /// claimed of that conversation. `reply.reply_id` closes a reply streamed
+    /// as `reply.delta` events.
     pub async fn send(
         &self,
         client: ClientId,
         conversation: ConversationId,
-        to: String,
-        text: String,
-        reply_id: Option<ReplyId>,
-        key: Option<IdempotencyKey>,
+        reply: Reply,
     ) -> Result<Message, Error> {
+        let Reply {
+            to,
+            text,
+            reply_id,
+            key,
+            ack,
+        } = reply;
         self.check_text(&text)?;
         let rules = self.rules;
         let (message, promoted, acked) = self
@@ -177,8 +194,12 @@ impl Relay {
                         now,
                     },
                 )?;
-                let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;
-                let promoted = deliveries::promote_next(tx, &conversation, now)?;
+                let (acked, promoted) = if ack {
+                    let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;
+                    (acked, deliveries::promote_next(tx, &conversation, now)?)
+                } else {
+                    (0, None)
+                };
                 if let Some(key) = &key {
                     idempotency::record(tx, client.as_str(), key, &message.id, now)?;
                 }

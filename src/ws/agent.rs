@@ -23,6 +23,7 @@ use crate::auth::Principal;
 use crate::error::Error;
 use crate::hub::CredentialWatch;
 use crate::ids::{ClientId, ConversationId, MessageId, ReplyId};
+use crate::relay::messages::Reply;
 use crate::store::now_ms;
 use axum::extract::ws::Message;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -275,7 +276,17 @@ async fn call(
             let p: SendParams = r.params()?;
             match send_args(&p) {
                 Ok((conversation, reply_id, key)) => relay
-                    .send(client, conversation, p.to, p.text, reply_id, key)
+                    .send(
+                        client,
+                        conversation,
+                        Reply {
+                            to: p.to,
+                            text: p.text,
+                            reply_id,
+                            key,
+                            ack: p.ack.unwrap_or(true),
+                        },
+                    )
                     .await
                     .map(|m| json!({ "message": m })),
                 Err(e) => Err(e),

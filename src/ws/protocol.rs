@@ -172,6 +172,8 @@ pub struct SendParams {
     pub text: String,
     pub reply_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// `false`: an interim notice, the held deliveries stay unacked.
+    pub ack: Option<bool>,
 }
 
 /// Agent: `reply.delta`.

@@ -1,8 +1,9 @@
 //! The seed's §8 flow, end to end, plus long polling and public inbound.
 
 use crate::helpers::*;
+use crate::ws_client::Ws;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,4 +226,70 @@ async fn messages_of_one_conversation_are_delivered_one_at_a_time_in_order() {
         app.ack(&client, &[&got[0]]).await;
     }
     assert_eq!(seen, vec![json!("one"), json!("two"), json!("three")]);
+}
+
+/// `"ack": false` stores an interim notice ("working on it") and leaves the
+/// delivery held, over HTTP and over the agent WebSocket; the answer then
+/// acks it as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interim_notice_leaves_the_delivery_held_until_the_answer() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let state_of = |id: Value| {
+        let app = &app;
+        async move {
+            let d = app.get("/deliveries", ADMIN).await.ok();
+            d["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["messageId"] == id)
+                .map(|x| x["state"].as_str().unwrap().to_owned())
+                .unwrap()
+        }
+    };
+
+    // HTTP.
+    let m = app.inbound(&web, "alice", "a long question").await;
+    let got = app.poll(&client, "").await;
+    assert_eq!(got.len(), 1);
+    let notice = app
+        .post(
+            "/send",
+            &client,
+            json!({ "to": "alice", "text": "working on it", "conversationId": m["conversationId"], "ack": false }),
+        )
+        .await
+        .ok();
+    assert_eq!(notice["message"]["text"], "working on it");
+    assert_eq!(state_of(m["id"].clone()).await, "leased");
+    app.send(&client, &got[0], "the answer").await;
+    assert_eq!(state_of(m["id"].clone()).await, "acked");
+
+    // WebSocket.
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    let m = app.inbound(&web, "bob", "another one").await;
+    let pushed = agent.event().await;
+    assert_eq!(pushed["payload"]["id"], m["id"]);
+    let send = |text: &str, ack: bool| json!({ "conversationId": m["conversationId"], "to": "bob", "text": text, "ack": ack });
+    let r = agent.request("send", send("one moment", false)).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(state_of(m["id"].clone()).await, "leased");
+    let r = agent.request("send", send("the answer", true)).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(state_of(m["id"].clone()).await, "acked");
+
+    // The outbox holds all four, in order.
+    let outbox = app.get("/outbox", &web).await.ok();
+    let texts: Vec<_> = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        ["working on it", "the answer", "one moment", "the answer"]
+    );
 }
