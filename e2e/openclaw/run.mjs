@@ -6,9 +6,12 @@
 //   1. users of one app each get their own answer, in order, over several turns;
 //   2. streamed deltas and the final reply reach an app watching the live stream;
 //   3. two gateways share the load, and killing one mid-turn loses no message;
-//   4. the relay restarts mid-conversation: the plugin reconnects, nothing is lost;
+//   4. the relay dies mid-turn and restarts: the plugin reconnects, the reply
+//      finished meanwhile is stored, nothing is lost;
 //   5. a proactive send from the OpenClaw CLI reaches the app user;
-//   6. a model error reaches the user as an error reply and is not retried forever.
+//   6. a model error reaches the user as an error reply and is not retried forever;
+//   7. the only gateway is killed mid-answer and restarted: OpenClaw's restart
+//      recovery answers once, and the delivery is acked only by that answer.
 // Prints one line per check and "N passed, M failed"; exits non-zero on failure.
 //
 // Each gateway gets the plugin the way a user installs it: `openclaw plugins
@@ -360,11 +363,18 @@ async function main() {
     assert(/clawrelay default:.*connected/.test(status.out), `channels status says: ${status.out.slice(-300)}`);
   });
 
-  await check("4. the relay restarts mid-conversation: the plugin reconnects, nothing is lost", async () => {
-    const before = await api("POST", "/inbound", web, { from: "eli", text: "just before the restart" });
+  await check("4. the relay dies mid-turn and restarts: the plugin reconnects, the finished reply is stored, nothing is lost", async () => {
+    // A turn in progress when the relay dies, which ends while it is down:
+    // its reply cannot be stored then, and OpenClaw skips the redelivery.
+    const before = await api("POST", "/inbound", web, { from: "eli", text: "[slow] just before the restart" });
+    await eventually(
+      "the turn to be in progress",
+      async () => (await api("GET", `/deliveries?state=leased&conversationId=${before.conversationId}`, ADMIN)).deliveries.length === 1,
+      60_000,
+    );
     await kill(relay.child, "SIGKILL");
-    log("relay killed");
-    await sleep(1500);
+    log("relay killed mid-turn");
+    await sleep(9000);
     await startRelay();
     log("relay restarted");
     const after = await api("POST", "/inbound", web, { from: "eli", text: "just after the restart" });
@@ -393,6 +403,44 @@ async function main() {
     assert(delivery.state === "acked", `the delivery is ${delivery.state}`);
     assert(delivery.attempts === 1, `it was delivered ${delivery.attempts} times`);
     log(`error reply: ${JSON.stringify(reply.text.slice(0, 120))}`);
+  });
+
+  await check("7. the only gateway dies mid-answer and restarts: one answer, acked only by it", async () => {
+    const slow = await api("POST", "/inbound", web, { from: "ivy", text: "[slow] answer after my crash" });
+    await eventually(
+      "the slow turn to be in progress",
+      async () => (await api("GET", `/deliveries?state=leased&conversationId=${slow.conversationId}`, ADMIN)).deliveries.length === 1,
+      60_000,
+    );
+    await sleep(3000);
+    log("killing gateway-1 mid-answer, then starting it again");
+    await kill(gw1.child, "SIGKILL");
+    gw1.child = start(gw1.name, process.execPath, [openclawBin, "gateway", "run", "--verbose"], gw1.env);
+    // The fake model answers "echo: <last user text>"; the recovery's own
+    // notice ("I'm continuing your interrupted request…") is not an answer.
+    const isAnswer = (r) => r.text.startsWith("echo:");
+    const answer = await eventually(
+      "the answer from OpenClaw's restart recovery",
+      async () => (await replies(slow.conversationId)).find(isAnswer),
+      300_000,
+      1000,
+    );
+    await sleep(3000);
+    const all = await replies(slow.conversationId);
+    const answers = all.filter(isAnswer);
+    assert(answers.length === 1, `${answers.length} answers: ${JSON.stringify(answers.map((r) => r.text))}`);
+    log(`replies in that conversation: ${JSON.stringify(all.map((r) => r.text.slice(0, 60)))}`);
+    const delivery = await eventually(
+      "the delivery to be acked",
+      async () => {
+        const d = (await api("GET", `/deliveries?conversationId=${slow.conversationId}`, ADMIN)).deliveries.find((x) => x.messageId === slow.id);
+        return d.state === "acked" ? d : undefined;
+      },
+      30_000,
+    );
+    assert(delivery.attempts >= 2, `delivered ${delivery.attempts} times: the kill did not interrupt the turn`);
+    assert(delivery.updatedAt >= answer.timestamp, `acked at ${delivery.updatedAt}, before the answer was stored at ${answer.timestamp}`);
+    await eventually("gateway-1 to be connected again", async () => (await clientState(gw1Client.clientId)) === "connected", 60_000, 500);
   });
 
   log("starting gateway-2");
@@ -444,7 +492,7 @@ async function main() {
     }
   }
   console.log(`openclaw-e2e: ${passed} passed, ${failed} failed`);
-  return failed === 0 && passed === 6;
+  return failed === 0 && passed === 7;
 }
 
 let ok = false;

@@ -10,7 +10,7 @@
  */
 import type { ChannelPlugin, OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
 import { CHANNEL_ID, listAccountIds, resolveAccount, type ClawrelayAccount } from "./config.js";
-import { AccountMonitor, recoveryAnswered, recoveryKey } from "./monitor.js";
+import { AccountMonitor, isInterimNotice, recoveryAnswered, recoveryKey } from "./monitor.js";
 import { RelayError, RelayHttp } from "./relay-client.js";
 
 let pluginRuntime: PluginRuntime | undefined;
@@ -83,11 +83,16 @@ export const clawrelayPlugin: ChannelPlugin<ClawrelayAccount> = {
       const http = new RelayHttp(account.serverUrl, account.token);
       const user = await http.conversationUser(conversationId);
       // OpenClaw's restart recovery answering a delivery the plugin holds
-      // open: that delivery's key makes a retried recovery send store once.
-      const key = recoveryKey(conversationId);
+      // open: that delivery's key makes a retried recovery send store once,
+      // and storing it acks the delivery. Anything else sent this way (the
+      // recovery's interim notice, a proactive `openclaw message send`)
+      // answers nothing the plugin holds: stored without acking, so a
+      // gateway that dies again before the answer gets the message once more.
+      const pending = recoveryKey(conversationId);
+      const key = pending !== undefined && !isInterimNotice(ctx.text) ? pending : undefined;
       let messageId: string;
       try {
-        messageId = (await http.send(conversationId, user, ctx.text, key)).id;
+        messageId = (await http.send(conversationId, user, ctx.text, key, key !== undefined)).id;
       } catch (e) {
         // A recovery after another crash answered with other words: the
         // answer stored first stands, and the delivery is acked already.

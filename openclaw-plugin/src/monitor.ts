@@ -12,7 +12,12 @@
  * answers instead, through `outbound.sendText`. So a turn that ran nothing
  * leaves the delivery open, and that later answer acks it (the relay's `send`
  * acks what the client holds of the conversation) under the delivery's own
- * idempotency key (see `awaitingRecovery`).
+ * idempotency key (see `awaitingRecovery`). The recovery's interim notice
+ * ("I'm continuing your interrupted request…") is stored without acking (see
+ * `isInterimNotice`), and so is any other send that answers nothing the
+ * plugin holds (a proactive `openclaw message send`). A reply that could not
+ * be stored because the relay was unreachable is kept and sent when its
+ * delivery comes back (see `unsent`).
  */
 import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract";
 import type { OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
@@ -47,6 +52,22 @@ const sleep = (ms: number, signal: AbortSignal) =>
  */
 const awaitingRecovery = new Map<string, string>();
 
+/**
+ * Replies of turns that ran to the end but could not be stored on the relay
+ * (it was unreachable), by relay message id. OpenClaw skips the redelivery
+ * of such a message as a duplicate and its restart recovery has nothing to
+ * resume, so the plugin sends the kept reply when the message comes back.
+ * Bounded: the oldest are forgotten past `MAX_UNSENT` (in memory only; a
+ * gateway restart forgets them too).
+ */
+const unsent = new Map<string, { text: string; replyId: string }>();
+const MAX_UNSENT = 1000;
+
+function keepUnsent(messageId: string, reply: { text: string; replyId: string }): void {
+  unsent.set(messageId, reply);
+  while (unsent.size > MAX_UNSENT) unsent.delete(unsent.keys().next().value!);
+}
+
 /** The idempotency key a send to `conversationId` should carry, if a skipped delivery awaits its answer there. */
 export function recoveryKey(conversationId: string): string | undefined {
   return awaitingRecovery.get(conversationId);
@@ -55,6 +76,24 @@ export function recoveryKey(conversationId: string): string | undefined {
 /** The answer of a skipped delivery is stored (and so the delivery acked). */
 export function recoveryAnswered(conversationId: string, key: string): void {
   if (awaitingRecovery.get(conversationId) === key) awaitingRecovery.delete(conversationId);
+}
+
+/**
+ * What OpenClaw's restart recovery says before it resumes an interrupted
+ * turn (openclaw 2026.9.6, `announceRestartRecoveryResumption`). It reaches
+ * `outbound.sendText` like the answer that follows it, with nothing else to
+ * tell the two apart, so it is recognised by its words. Its other notices
+ * (the session could not be continued; a reply may not have arrived) end the
+ * turn, so they ack like an answer. Should a later OpenClaw reword this one,
+ * it would ack early again, as before this check: the answer still arrives,
+ * only a second crash before it would lose the redelivery.
+ */
+const INTERIM_NOTICES = ["I'm continuing your interrupted request now"];
+
+/** Whether a text sent through `outbound.sendText` is an interim notice, not an answer. */
+export function isInterimNotice(text: string): boolean {
+  const t = text.trimStart();
+  return INTERIM_NOTICES.some((prefix) => t.startsWith(prefix));
 }
 
 /** Whether a dispatch that delivered nothing means "no reply, by design". */
@@ -226,12 +265,43 @@ export class AccountMonitor {
     void p.finally(() => this.inFlight.delete(p));
   }
 
+  /** Stores the reply to `m` (which acks it) and forgets it as unsent. */
+  private async sendReply(m: RelayMessage, sink: ReplySink, text: string, replyId: string): Promise<void> {
+    try {
+      await sink.send(m, text, replyId);
+    } catch (e) {
+      // The same key was used for a different text: a retried turn whose
+      // first reply already reached the relay. That reply stands.
+      if (e instanceof RelayError && e.code === "idempotency_key_reused") await sink.ack(m);
+      else throw e;
+    }
+    unsent.delete(m.id);
+  }
+
+  /** Whether the conversation holds an answer (not an interim notice) stored after `m`. */
+  private async answeredSince(m: RelayMessage): Promise<boolean> {
+    const http = new RelayHttp(this.account.serverUrl, this.account.token);
+    const messages = await http.conversationMessages(m.conversationId);
+    return messages.some((x) => x.direction === "outbound" && x.timestamp >= m.timestamp && !isInterimNotice(x.text));
+  }
+
   /** One relay delivery → one OpenClaw turn → one reply (or an ack). */
   private async handle(m: RelayMessage, sink: ReplySink): Promise<void> {
     const { log } = this.ctx;
     const forward = this.account.forward;
     const replyId = `oc-${m.id}`;
     this.status({ lastMessageAt: Date.now() });
+    const kept = unsent.get(m.id);
+    if (kept) {
+      // The turn ran, its reply did not reach the relay: send that reply.
+      try {
+        await this.sendReply(m, sink, kept.text, kept.replyId);
+        log?.info(`[clawrelay] message ${m.id} (attempt ${m.attempt ?? "?"}): its kept reply is stored now`);
+      } catch (e) {
+        log?.error(`[clawrelay] message ${m.id}: its kept reply could not be stored, it is tried again at the next redelivery: ${errorText(e)}`);
+      }
+      return;
+    }
     try {
       const channel = this.channel();
       const cfg = this.currentConfig();
@@ -319,14 +389,10 @@ export class AccountMonitor {
       const text = parts.join("\n\n");
       if (text) {
         awaitingRecovery.delete(m.conversationId);
-        try {
-          await sink.send(m, text, replyId);
-        } catch (e) {
-          // The same key was used for a different text: a retried turn whose
-          // first reply already reached the relay. That reply stands.
-          if (e instanceof RelayError && e.code === "idempotency_key_reused") await sink.ack(m);
-          else throw e;
-        }
+        // Kept until the relay has it: if the relay is unreachable now, the
+        // redelivery of `m` sends this reply (OpenClaw would skip the turn).
+        keepUnsent(m.id, { text, replyId });
+        await this.sendReply(m, sink, text, replyId);
       } else if (silentByDesign(result)) {
         awaitingRecovery.delete(m.conversationId);
         await sink.ack(m);
@@ -334,7 +400,13 @@ export class AccountMonitor {
         // OpenClaw ran nothing: a redelivery of a message it already took
         // (its de-duplication outlives its restarts). Its restart recovery
         // sends the answer; until then the delivery stays open, and if the
-        // gateway dies again it comes back once more.
+        // gateway dies again it comes back once more. If that answer is
+        // stored already (it came before this redelivery), it acks now.
+        if (await this.answeredSince(m)) {
+          await sink.ack(m);
+          log?.info(`[clawrelay] message ${m.id} (attempt ${m.attempt ?? "?"}) was answered by OpenClaw's recovery already; acked`);
+          return;
+        }
         awaitingRecovery.set(m.conversationId, replyId);
         log?.info(
           `[clawrelay] message ${m.id} (attempt ${m.attempt ?? "?"}) was skipped by OpenClaw as already taken; its answer will come from OpenClaw's recovery, the delivery stays open until then`,

@@ -74,14 +74,29 @@ export class RelayHttp {
     return r.messages;
   }
 
-  async send(conversationId: string, to: string, text: string, idempotencyKey?: string): Promise<{ id: string }> {
+  /**
+   * Stores a message for the user of a conversation. It acks what this
+   * client holds of the conversation unless `ack` is false (a notice that
+   * answers nothing).
+   */
+  async send(conversationId: string, to: string, text: string, idempotencyKey?: string, ack = true): Promise<{ id: string }> {
     const headers: Record<string, string> = idempotencyKey ? { "idempotency-key": idempotencyKey } : {};
-    const r = await this.call<{ message: { id: string } }>("POST", "/send", { conversationId, to, text }, headers);
+    const body = ack ? { conversationId, to, text } : { conversationId, to, text, ack: false };
+    const r = await this.call<{ message: { id: string } }>("POST", "/send", body, headers);
     return r.message;
   }
 
   async ack(ids: string[]): Promise<void> {
     await this.call("POST", "/ack", { ids });
+  }
+
+  /** A conversation's messages, oldest first (the relay's whole history of it). */
+  async conversationMessages(conversationId: string): Promise<Array<{ direction: string; text: string; timestamp: number }>> {
+    const r = await this.call<{ messages: Array<{ direction: string; text: string; timestamp: number }> }>(
+      "GET",
+      `/conversations/${encodeURIComponent(conversationId)}`,
+    );
+    return r.messages;
   }
 
   async conversationUser(conversationId: string): Promise<string> {

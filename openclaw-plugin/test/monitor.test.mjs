@@ -1,7 +1,7 @@
 // Unit tests of when a turn that delivered no text acks its delivery (node --test, on dist/).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { silentByDesign } from "../dist/monitor.js";
+import { isInterimNotice, silentByDesign } from "../dist/monitor.js";
 
 test("a turn OpenClaw skipped (a redelivery it already took) does not ack", () => {
   assert.equal(silentByDesign({ queuedFinal: false, counts: { tool: 0, block: 0, final: 0 } }), false);
@@ -17,4 +17,18 @@ test("a reply that is silent by design acks", () => {
 test("a turn that ran to its final reply acks even without text", () => {
   assert.equal(silentByDesign({ queuedFinal: true, counts: { final: 0 } }), true);
   assert.equal(silentByDesign({ queuedFinal: false, counts: { final: 1 } }), true);
+});
+
+test("OpenClaw's restart notice is an interim notice; its answers and terminal notices are not", () => {
+  assert.equal(
+    isInterimNotice(
+      "I'm continuing your interrupted request now (the gateway has just restarted).  Don't be concerned with the lack of typing; I am working behind the scenes and I'll send a message when I'm done!",
+    ),
+    true,
+  );
+  assert.equal(isInterimNotice("echo: [slow] answer after my crash"), false);
+  assert.equal(
+    isInterimNotice("I couldn't continue this session after a gateway restart. Your transcript is safe."),
+    false,
+  );
 });
