@@ -151,6 +151,15 @@ async function replies(conversationId) {
   return c.messages.filter((m) => m.direction === "outbound");
 }
 
+/** Waits until the delivery of inbound message `m` is leased: its turn has begun. */
+async function turnInProgress(m) {
+  await eventually(
+    `the turn of "${m.text}" to be in progress`,
+    async () => (await api("GET", `/deliveries?state=leased&conversationId=${m.conversationId}`, ADMIN)).deliveries.length === 1,
+    60_000,
+  );
+}
+
 /** Posts a user message and waits for the reply in its conversation. */
 async function ask(appToken, from, text, timeoutMs = 60_000) {
   const m = await api("POST", "/inbound", appToken, { from, text });
@@ -367,11 +376,7 @@ async function main() {
     // A turn in progress when the relay dies, which ends while it is down:
     // its reply cannot be stored then, and OpenClaw skips the redelivery.
     const before = await api("POST", "/inbound", web, { from: "eli", text: "[slow] just before the restart" });
-    await eventually(
-      "the turn to be in progress",
-      async () => (await api("GET", `/deliveries?state=leased&conversationId=${before.conversationId}`, ADMIN)).deliveries.length === 1,
-      60_000,
-    );
+    await turnInProgress(before);
     await kill(relay.child, "SIGKILL");
     log("relay killed mid-turn");
     await sleep(9000);
@@ -407,11 +412,7 @@ async function main() {
 
   await check("7. the only gateway dies mid-answer and restarts: one answer, acked only by it", async () => {
     const slow = await api("POST", "/inbound", web, { from: "ivy", text: "[slow] answer after my crash" });
-    await eventually(
-      "the slow turn to be in progress",
-      async () => (await api("GET", `/deliveries?state=leased&conversationId=${slow.conversationId}`, ADMIN)).deliveries.length === 1,
-      60_000,
-    );
+    await turnInProgress(slow);
     await sleep(3000);
     log("killing gateway-1 mid-answer, then starting it again");
     await kill(gw1.child, "SIGKILL");
@@ -458,11 +459,7 @@ async function main() {
     // A slow turn; kill the gateway working on it.
     const slow = await api("POST", "/inbound", web, { from: "hal", text: "[slow] take your time" });
     const owner = slow.clientId;
-    await eventually(
-      "the slow turn to be in progress",
-      async () => (await api("GET", `/deliveries?state=leased&conversationId=${slow.conversationId}`, ADMIN)).deliveries.length === 1,
-      60_000,
-    );
+    await turnInProgress(slow);
     await sleep(2000);
     const victim = owner === gw1Client.clientId ? gw1 : gw2;
     const survivor = owner === gw1Client.clientId ? gw2Client.clientId : gw1Client.clientId;
