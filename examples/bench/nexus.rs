@@ -7,7 +7,7 @@
 //! script pins `listen` to loopback). Nexus sends every message to its first
 //! bot and stores nothing: the comparison is durable against in-memory.
 
-use super::relay::{cpu_secs_of, status_mib_of};
+use super::relay::{await_ready, cpu_secs_of, status_mib_of};
 use super::roundtrip::{Load, Report, Shared, Transport, Window};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -98,26 +98,22 @@ impl NexusProc {
             .expect("start node");
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            let login = http
-                .post(format!("{base}/api/login"))
-                .json(&json!({"username": "user0", "password": "pw0"}))
-                .send()
-                .await;
-            if matches!(login, Ok(r) if r.status().is_success()) {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("nexus.log")).unwrap_or_default();
-                panic!("nexus exited at start ({status}):\n{log}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "nexus did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let login = format!("{base}/api/login");
+        await_ready(
+            &mut child,
+            "nexus",
+            &dir.path().join("nexus.log"),
+            Duration::from_secs(60),
+            async || {
+                let r = http
+                    .post(&login)
+                    .json(&json!({"username": "user0", "password": "pw0"}))
+                    .send()
+                    .await;
+                matches!(r, Ok(r) if r.status().is_success())
+            },
+        )
+        .await;
         NexusProc {
             child,
             base,

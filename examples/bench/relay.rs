@@ -61,23 +61,15 @@ impl RelayProc {
             });
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        loop {
-            if let Ok(r) = http.get(format!("{base}/health")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.join(format!("relay-{port}.log")))
-                    .unwrap_or_default();
-                panic!("the relay exited at start ({status}):\n{log}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the relay did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let health = format!("{base}/health");
+        await_ready(
+            &mut child,
+            "the relay",
+            &dir.join(format!("relay-{port}.log")),
+            Duration::from_secs(120),
+            async || matches!(http.get(&health).send().await, Ok(r) if r.status().is_success()),
+        )
+        .await;
         RelayProc {
             ready_after: started.elapsed(),
             child,
@@ -121,6 +113,26 @@ impl RelayProc {
 }
 
 /// User + system CPU seconds process `pid` has used.
+/// Polls `ready` until it holds; panics with the process's log if the
+/// process exits first, or if `limit` passes.
+pub async fn await_ready(
+    child: &mut Child,
+    what: &str,
+    log: &Path,
+    limit: Duration,
+    mut ready: impl AsyncFnMut() -> bool,
+) {
+    let started = Instant::now();
+    while !ready().await {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} exited at start ({status}):\n{log}");
+        }
+        assert!(started.elapsed() < limit, "{what} did not become ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub fn cpu_secs_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
