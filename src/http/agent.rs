@@ -78,12 +78,7 @@ pub(crate) struct SendBody {
     conversation_id: String,
     /// `false`: an interim notice ("working on it") that leaves the
     /// deliveries this agent holds of the conversation unacked. Default `true`.
-    #[serde(default = "yes")]
-    ack: bool,
-}
-
-fn yes() -> bool {
-    true
+    ack: Option<bool>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -130,7 +125,7 @@ pub(crate) async fn send(
                 text: body.text,
                 reply_id: None,
                 key,
-                ack: body.ack,
+                ack: body.ack.unwrap_or(true),
             },
         )
         .await?;
