@@ -107,6 +107,10 @@ impl App {
             Duration::from_secs(state.config.conversations.cleanup_interval_secs),
             state.shutdown.clone(),
         ));
+        let webhooks = tokio::spawn(crate::webhook::dispatch::run(
+            state.relay.clone(),
+            state.shutdown.clone(),
+        ));
         let metrics_listener = if state.config.metrics.bind.is_empty() {
             None
         } else {
@@ -142,6 +146,7 @@ impl App {
         }
         let _ = retention.await;
         let _ = credentials.await;
+        let _ = webhooks.await;
         // WebSocket sessions outlive the HTTP server (they are upgraded
         // connections): wait for each to close with 1001 and release its
         // deliveries before the store closes.

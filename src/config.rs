@@ -28,6 +28,7 @@ pub struct Config {
     pub idempotency: Idempotency,
     pub metrics: MetricsListener,
     pub rate_limits: RateLimits,
+    pub webhooks: Webhooks,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -275,6 +276,55 @@ impl Default for RateLimits {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Webhooks {
+    /// The key that encrypts endpoint secrets at rest; empty: the database
+    /// path with `.webhook-key` appended.
+    pub key_file: PathBuf,
+    /// Allow endpoints on private, loopback and link-local addresses.
+    pub allow_private: bool,
+    /// Networks (CIDR) allowed even though they are private.
+    pub allowed_networks: Vec<String>,
+    pub timeout_secs: u64,
+    pub max_in_flight: usize,
+    pub retry_initial_ms: u64,
+    pub retry_max_secs: u64,
+    pub retry_horizon_secs: u64,
+    pub disable_after_failures: u32,
+    pub rotation_grace_secs: u64,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            key_file: PathBuf::new(),
+            allow_private: false,
+            allowed_networks: Vec::new(),
+            timeout_secs: 10,
+            max_in_flight: 4,
+            retry_initial_ms: 5000,
+            retry_max_secs: 3600,
+            retry_horizon_secs: 86_400,
+            disable_after_failures: 100,
+            rotation_grace_secs: 86_400,
+        }
+    }
+}
+
+impl Config {
+    /// Where the key that encrypts webhook secrets lives.
+    pub fn webhook_key_file(&self) -> PathBuf {
+        if self.webhooks.key_file.as_os_str().is_empty() {
+            let mut path = self.storage.path.clone().into_os_string();
+            path.push(".webhook-key");
+            PathBuf::from(path)
+        } else {
+            self.webhooks.key_file.clone()
+        }
+    }
+}
+
 /// A secret string whose `Debug` prints nothing.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -349,11 +399,16 @@ impl Config {
         };
         // A relative [storage] path in a file is relative to that file, not
         // to wherever the command happens to run.
-        if let (Some(path), Some(toml::Value::Table(storage))) = (path, table.get_mut("storage")) {
-            if let Some(toml::Value::String(db)) = storage.get_mut("path") {
-                let dir = path.parent().unwrap_or(Path::new(""));
-                if Path::new(db.as_str()).is_relative() && !dir.as_os_str().is_empty() {
-                    *db = dir.join(db.as_str()).to_string_lossy().into_owned();
+        for (section, key) in [("storage", "path"), ("webhooks", "key_file")] {
+            if let (Some(path), Some(toml::Value::Table(t))) = (path, table.get_mut(section)) {
+                if let Some(toml::Value::String(file)) = t.get_mut(key) {
+                    let dir = path.parent().unwrap_or(Path::new(""));
+                    if !file.is_empty()
+                        && Path::new(file.as_str()).is_relative()
+                        && !dir.as_os_str().is_empty()
+                    {
+                        *file = dir.join(file.as_str()).to_string_lossy().into_owned();
+                    }
                 }
             }
         }
@@ -484,6 +539,19 @@ impl Config {
         }
         if self.sse.keepalive_secs == 0 {
             return bad("sse.keepalive_secs must be at least 1".into());
+        }
+        let wh = &self.webhooks;
+        if let Err(e) = crate::webhook::target::Policy::new(wh.allow_private, &wh.allowed_networks)
+        {
+            return bad(format!("webhooks.allowed_networks: {e}"));
+        }
+        if wh.timeout_secs == 0 || wh.max_in_flight == 0 || wh.retry_initial_ms == 0 {
+            return bad("webhooks.timeout_secs, webhooks.max_in_flight and webhooks.retry_initial_ms must be at least 1".into());
+        }
+        if wh.retry_max_secs * 1000 < wh.retry_initial_ms {
+            return bad(
+                "webhooks.retry_max_secs must not be less than webhooks.retry_initial_ms".into(),
+            );
         }
         Ok(())
     }

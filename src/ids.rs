@@ -70,6 +70,16 @@ prefixed_id!(
     MessageId,
     "msg_"
 );
+prefixed_id!(
+    /// An app's webhook endpoint.
+    WebhookId,
+    "wh_"
+);
+prefixed_id!(
+    /// One webhook event (the `webhook-id` header): kept by every redelivery.
+    EventId,
+    "evt_"
+);
 
 impl AppId {
     /// The built-in app behind the unauthenticated `/inbound` of `[inbound] public = true`.
@@ -207,11 +217,15 @@ schema_string!(ClientId, "cli_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 schema_string!(AppId, "app_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 schema_string!(ConversationId, "conv_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 schema_string!(MessageId, "msg_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+schema_string!(WebhookId, "wh_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+schema_string!(EventId, "evt_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 
 sql_text!(ClientId);
 sql_text!(AppId);
 sql_text!(ConversationId);
 sql_text!(MessageId);
+sql_text!(WebhookId);
+sql_text!(EventId);
 sql_text!(UserId);
 sql_text!(IdempotencyKey);
 

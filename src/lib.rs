@@ -9,6 +9,8 @@
 //! - [`relay`] is the domain (inbound, send, poll, ack, admin), [`hub`] its
 //!   in-memory wake-ups and liveness;
 //! - [`store`] holds every SQL statement, behind one group-committing writer;
+//! - [`webhook`] pushes events to apps' HTTP endpoints (signing, target
+//!   checks, the dispatcher);
 //! - [`config`], [`error`], [`ids`], [`model`], [`tasks`], [`telemetry`] are
 //!   what their names say.
 
@@ -30,4 +32,5 @@ pub mod shutdown;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod webhook;
 pub mod ws;

@@ -4,7 +4,8 @@
 use clap::{Parser, Subcommand};
 use clawrelay::app::App;
 use clawrelay::config::{Config, Secret};
-use clawrelay::ids::{AppId, ClientId};
+use clawrelay::ids::{AppId, ClientId, EventId, WebhookId};
+use clawrelay::relay::webhooks::Replay;
 use clawrelay::relay::Relay;
 use clawrelay::shutdown::ShutdownTrigger;
 use clawrelay::store::{now_ms, Store};
@@ -62,6 +63,9 @@ enum Command {
     /// Manage apps (the user-facing side).
     #[command(subcommand)]
     App(AppCommand),
+    /// Manage apps' webhook endpoints.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Manage the generated admin token.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
@@ -108,6 +112,66 @@ enum AppCommand {
     Revoke { id: String },
     /// Replace an app's token and print the new one.
     Rotate { id: String },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Create an endpoint for an app and print its secret (shown only this once).
+    Create {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        url: String,
+        /// Event types, comma-separated (default: all of message,
+        /// conversation.expired, delivery.dead).
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+    },
+    /// List endpoints (of one app with --app).
+    List {
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Change an endpoint's URL, events, or enabled state.
+    Update {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        /// Resume delivery (clears the failure record).
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Stop delivery; events keep queuing for when it is enabled.
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Delete an endpoint and its queue.
+    Delete { id: String },
+    /// Replace the secret and print the new one; the old one keeps signing
+    /// for the grace period.
+    Rotate {
+        id: String,
+        /// Seconds the old secret stays valid (default [webhooks] rotation_grace_secs).
+        #[arg(long)]
+        grace_secs: Option<u64>,
+    },
+    /// Show the endpoint's recent attempts, newest first.
+    Attempts {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Send events again: one (--event) or those since a time (--since, Unix ms).
+    Replay {
+        id: String,
+        #[arg(long, conflicts_with = "since", required_unless_present = "since")]
+        event: Option<String>,
+        #[arg(long)]
+        since: Option<i64>,
+        #[arg(long, requires = "since")]
+        until: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -192,6 +256,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             relay.store.close().await;
             out
         }
+        Command::Webhook(cmd) => {
+            config.validate().map_err(|e| e.to_string())?;
+            let relay = open(&config, cli.create).await?;
+            let out = webhook_command(&relay, cmd).await;
+            relay.store.close().await;
+            out
+        }
         Command::Backup { path } => {
             let db = config.storage.path.display().to_string();
             let store = open_store(&config, false).await?;
@@ -202,6 +273,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 "backup of {db} written to {} ({bytes} bytes), integrity check ok",
                 path.display()
             );
+            // Webhook secrets open only with their key: it goes along.
+            let key = config.webhook_key_file();
+            if key.exists() {
+                let mut dest = path.clone().into_os_string();
+                dest.push(".webhook-key");
+                let dest = PathBuf::from(dest);
+                copy_private(&key, &dest).map_err(|e| {
+                    format!(
+                        "the database was backed up, but copying the webhook key {} to {} failed: {e}; copy it by hand",
+                        key.display(),
+                        dest.display()
+                    )
+                })?;
+                println!("webhook key {} copied to {}", key.display(), dest.display());
+            }
             Ok(())
         }
         Command::Config(_) => {
@@ -237,8 +323,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             let p = out.map_err(|e| e.to_string())?;
             let verb = if dry_run { "would delete" } else { "deleted" };
             println!(
-                "{verb}: {} conversations, {} messages, {} deliveries, {} dead deliveries, {} idempotency keys",
-                p.conversations, p.messages, p.deliveries, p.dead_deliveries, p.idempotency_keys
+                "{verb}: {} conversations, {} messages, {} deliveries, {} dead deliveries, {} idempotency keys, {} webhook events",
+                p.conversations, p.messages, p.deliveries, p.dead_deliveries, p.idempotency_keys, p.webhook_events
             );
             Ok(())
         }
@@ -347,6 +433,20 @@ async fn open(config: &Config, create: bool) -> Result<Relay, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Copies a secret file to a new file readable only by its owner.
+fn copy_private(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = std::fs::read(from)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    file.write_all(&bytes)?;
+    file.sync_all()
+}
+
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
@@ -401,6 +501,79 @@ async fn app_command(relay: &Relay, cmd: AppCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?,
         ),
+    }
+    Ok(())
+}
+
+async fn webhook_command(relay: &Relay, cmd: WebhookCommand) -> Result<(), String> {
+    let id = |s: &str| WebhookId::parse(s).ok_or_else(|| format!("`{s}` is not a webhook id"));
+    let app_id = |s: &str| AppId::parse_any(s).ok_or_else(|| format!("`{s}` is not an app id"));
+    let e = |e: clawrelay::error::Error| e.to_string();
+    match cmd {
+        WebhookCommand::Create { app, url, events } => print_json(
+            &relay
+                .create_webhook(&app_id(&app)?, &url, events)
+                .await
+                .map_err(e)?,
+        ),
+        WebhookCommand::List { app } => {
+            let app = app.as_deref().map(app_id).transpose()?;
+            print_json(&relay.list_webhooks(app.as_ref()).await.map_err(e)?)
+        }
+        WebhookCommand::Update {
+            id: raw,
+            url,
+            events,
+            enable,
+            disable,
+        } => {
+            let enabled = match (enable, disable) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            print_json(
+                &relay
+                    .update_webhook(&id(&raw)?, url, events, enabled)
+                    .await
+                    .map_err(e)?,
+            )
+        }
+        WebhookCommand::Delete { id: raw } => {
+            relay.delete_webhook(&id(&raw)?).await.map_err(e)?;
+            println!("deleted {raw}");
+        }
+        WebhookCommand::Rotate {
+            id: raw,
+            grace_secs,
+        } => print_json(
+            &relay
+                .rotate_webhook_secret(&id(&raw)?, grace_secs)
+                .await
+                .map_err(e)?,
+        ),
+        WebhookCommand::Attempts { id: raw, limit } => print_json(
+            &relay
+                .webhook_attempts(&id(&raw)?, limit.clamp(1, 100))
+                .await
+                .map_err(e)?,
+        ),
+        WebhookCommand::Replay {
+            id: raw,
+            event,
+            since,
+            until,
+        } => {
+            let replay = match (event, since) {
+                (Some(ev), _) => Replay::One(
+                    EventId::parse(&ev).ok_or_else(|| format!("`{ev}` is not an event id"))?,
+                ),
+                (None, Some(since)) => Replay::Between { since, until },
+                (None, None) => return Err("give --event or --since".into()),
+            };
+            let n = relay.replay_webhook(&id(&raw)?, replay).await.map_err(e)?;
+            println!("{n} events queued again for {raw}");
+        }
     }
     Ok(())
 }

@@ -38,6 +38,13 @@ pub struct Metrics {
     pub wal_bytes: IntGauge,
     /// Checkpoints that reset the write-ahead log, by outcome (done, busy).
     pub wal_truncations: IntCounterVec,
+    /// Webhook attempts by endpoint and result (delivered, failed).
+    pub webhook_attempts: IntCounterVec,
+    /// Webhook attempt durations by endpoint, seconds.
+    pub webhook_seconds: HistogramVec,
+    /// Scrape-time: events waiting per endpoint, and the age of the oldest.
+    pub webhook_backlog: IntGaugeVec,
+    pub webhook_lag_seconds: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -133,6 +140,37 @@ fn build() -> Result<Metrics, prometheus::Error> {
             ),
             &["outcome"],
         )?,
+        webhook_attempts: IntCounterVec::new(
+            Opts::new(
+                "clawrelay_webhook_attempts_total",
+                "Webhook delivery attempts, by endpoint and result",
+            ),
+            &["webhook", "result"],
+        )?,
+        webhook_seconds: HistogramVec::new(
+            HistogramOpts::new(
+                "clawrelay_webhook_attempt_seconds",
+                "Time a webhook receiver took to answer",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["webhook"],
+        )?,
+        webhook_backlog: IntGaugeVec::new(
+            Opts::new(
+                "clawrelay_webhook_backlog",
+                "Webhook events waiting for delivery, per endpoint",
+            ),
+            &["webhook"],
+        )?,
+        webhook_lag_seconds: IntGaugeVec::new(
+            Opts::new(
+                "clawrelay_webhook_lag_seconds",
+                "Age of the oldest webhook event waiting for delivery, per endpoint",
+            ),
+            &["webhook"],
+        )?,
         registry,
     };
     let r = &m.registry;
@@ -152,6 +190,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(m.active_conversations.clone()))?;
     r.register(Box::new(m.wal_bytes.clone()))?;
     r.register(Box::new(m.wal_truncations.clone()))?;
+    r.register(Box::new(m.webhook_attempts.clone()))?;
+    r.register(Box::new(m.webhook_seconds.clone()))?;
+    r.register(Box::new(m.webhook_backlog.clone()))?;
+    r.register(Box::new(m.webhook_lag_seconds.clone()))?;
     Ok(m)
 }
 

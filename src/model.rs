@@ -1,7 +1,7 @@
 //! The relay's records as the API shows them: camelCase JSON, timestamps in
 //! Unix milliseconds, field names compatible with the seed relay's API.
 
-use crate::ids::{AppId, ClientId, ConversationId, MessageId};
+use crate::ids::{AppId, ClientId, ConversationId, EventId, MessageId, WebhookId};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -163,4 +163,55 @@ pub struct Delivery {
     pub created_at: i64,
     pub updated_at: i64,
     pub message: Message,
+}
+
+/// An app's webhook endpoint as the admin API shows it (never its secret).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookInfo {
+    pub webhook_id: WebhookId,
+    pub app_id: AppId,
+    pub url: String,
+    /// The event types it receives: `message`, `conversation.expired`,
+    /// `delivery.dead`.
+    pub events: Vec<String>,
+    pub enabled: bool,
+    /// Failed attempts in a row (0 once one succeeds).
+    pub failures: i64,
+    /// When the current run of failures began; null when healthy.
+    pub failing_since: Option<i64>,
+    /// Why the relay disabled it (after `[webhooks] disable_after_failures`).
+    pub disabled_reason: Option<String>,
+    /// Events waiting for delivery to it.
+    pub backlog: i64,
+    /// Until when the previous secret also signs (after a rotation).
+    pub old_secret_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A new endpoint or a rotated secret: the only time the secret is shown.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedWebhook {
+    #[serde(flatten)]
+    pub webhook: WebhookInfo,
+    /// `whsec_` and the base64 of 32 random bytes (Standard Webhooks).
+    pub secret: String,
+}
+
+/// One attempt to deliver an event to an endpoint.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAttempt {
+    pub event_id: EventId,
+    #[schema(example = "message")]
+    pub event_type: String,
+    pub at: i64,
+    /// The HTTP status; null when there was no answer.
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    /// The first bytes (at most 256) of the receiver's answer.
+    pub response: Option<String>,
 }

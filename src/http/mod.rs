@@ -12,6 +12,7 @@ pub mod extract;
 pub mod health;
 pub(crate) mod inbound;
 pub mod openapi;
+pub(crate) mod webhooks;
 
 use crate::app::AppState;
 use crate::error::Error;
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(admin::router())
+        .merge(webhooks::router())
         .merge(conversations::router())
         .merge(agent::router())
         .merge(inbound::router())

@@ -2,7 +2,7 @@
 //! `#[utoipa::path]` annotations and the types they exchange, served at
 //! `GET /openapi.json`.
 
-use super::{admin, agent, conversations, events, health, inbound};
+use super::{admin, agent, conversations, events, health, inbound, webhooks};
 use crate::app::AppState;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,6 +20,8 @@ use utoipa::{Modify, OpenApi};
         admin::create_client, admin::list_clients, admin::revoke_client, admin::rotate_client_token,
         admin::create_app, admin::list_apps, admin::revoke_app, admin::rotate_app_token,
         admin::list_deliveries, admin::requeue,
+        webhooks::create, webhooks::list, webhooks::one, webhooks::update, webhooks::delete,
+        webhooks::rotate, webhooks::attempts, webhooks::replay,
         conversations::list, conversations::one,
         agent::poll, agent::send, agent::ack,
         inbound::inbound, inbound::outbox,

@@ -11,7 +11,9 @@ use crate::model::{
     AppInfo, ClientInfo, ClientState, Conversation, ConversationState, Delivery, DeliveryState,
     IssuedApp, IssuedClient,
 };
-use crate::store::{apps, clients, conversations, deliveries, messages, now_ms, settings};
+use crate::store::{
+    apps, clients, conversations, deliveries, messages, now_ms, settings, webhooks,
+};
 
 /// A name for a client or an app: 1 to 128 printable characters.
 fn check_name(name: &str) -> Result<String, Error> {
@@ -84,6 +86,16 @@ impl Relay {
             .set(self.hub.live_clients(now).len() as i64);
         m.active_conversations.set(self.active_conversations());
         m.wal_bytes.set(self.store.wal_size() as i64);
+        m.webhook_backlog.reset();
+        m.webhook_lag_seconds.reset();
+        for (id, pending, oldest) in webhooks::backlog(self.store.reader()).await? {
+            m.webhook_backlog
+                .with_label_values(&[id.as_str()])
+                .set(pending);
+            m.webhook_lag_seconds
+                .with_label_values(&[id.as_str()])
+                .set((now - oldest).max(0) / 1000);
+        }
         Ok(crate::metrics::render())
     }
 

@@ -11,7 +11,7 @@
 //! - Ack: explicit (`/ack`) or implicit (`/send` to the conversation); either
 //!   promotes the conversation's next queued message.
 
-use super::{Relay, Wake};
+use super::{webhooks, Relay, Wake};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
@@ -159,6 +159,8 @@ struct Claim {
     messages: Vec<Message>,
     /// Deliveries this claim found out of attempts and marked dead.
     dead: u64,
+    /// Whether a dead letter was queued for a webhook.
+    hooked: bool,
     /// When the earliest of this client's leases ends, if any.
     next_due: Option<i64>,
 }
@@ -263,6 +265,7 @@ impl Relay {
                 return Ok(Claim {
                     messages: Vec::new(),
                     dead: 0,
+                    hooked: false,
                     next_due: earliest,
                 });
             }
@@ -279,6 +282,7 @@ impl Relay {
                 }
                 let mut claimed = Vec::new();
                 let mut dead = 0u64;
+                let mut hooked = false;
                 loop {
                     let room = max - claimed.len() as i64;
                     let due = deliveries::due(tx, &client, now, room)?;
@@ -292,6 +296,9 @@ impl Relay {
                             // Rare: a delivery out of attempts dies here.
                             deliveries::mark_dead(tx, d.seq, now)?;
                             dead += 1;
+                            for m in deliveries::claimed_messages(tx, &[d.seq])? {
+                                hooked |= webhooks::record_dead(tx, &m, d.attempts, now)?;
+                            }
                             promoted |=
                                 deliveries::promote_next(tx, &d.conversation_id, now)?.is_some();
                         } else {
@@ -319,6 +326,7 @@ impl Relay {
                 Ok::<_, Error>(Claim {
                     messages,
                     dead,
+                    hooked,
                     next_due,
                 })
             })
@@ -333,6 +341,7 @@ impl Relay {
                     .count();
                 m.redelivered.inc_by(again as u64);
                 m.dead.inc_by(claim.dead);
+                self.wake_webhooks(claim.hooked);
             })
     }
 

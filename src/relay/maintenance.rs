@@ -2,7 +2,7 @@
 //! conversations expired, and moves work away from clients that are gone.
 
 use super::delivery::move_all_from;
-use super::{Relay, Wake};
+use super::{webhooks, Relay, Wake};
 use crate::error::Error;
 use crate::store::{clients, conversations, now_ms};
 
@@ -40,10 +40,22 @@ impl Relay {
             let expired = self
                 .store
                 .write_relaxed(move |tx| {
-                    let cutoff = rules.idle_cutoff(now_ms());
-                    conversations::expire_idle(tx, cutoff, rules.ttl_ms, EXPIRE_BATCH)
+                    let now = now_ms();
+                    let expired = conversations::expire_idle(
+                        tx,
+                        rules.idle_cutoff(now),
+                        rules.ttl_ms,
+                        EXPIRE_BATCH,
+                    )?;
+                    let mut hooked = false;
+                    for e in &expired {
+                        hooked |= webhooks::record_expired(tx, e, now)?;
+                    }
+                    Ok::<_, Error>((expired, hooked))
                 })
                 .await?;
+            let (expired, hooked) = expired;
+            self.wake_webhooks(hooked);
             let n = expired.len();
             report.expired += n as u64;
             for e in expired {

@@ -2,7 +2,7 @@
 //! app), the app's outbox, and reading a conversation.
 
 use super::delivery::conversation_for;
-use super::{Relay, Wake};
+use super::{webhooks, Relay, Wake};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, ReplyId, UserId};
@@ -74,12 +74,12 @@ impl Relay {
         let hub = self.hub.clone();
         let ttl_ms = self.rules.ttl_ms;
         let max_pending = self.rules.max_pending;
-        let (message, wake, expired, opened) = self
+        let (message, wake, expired, opened, hooked) = self
             .store
             .write(move |tx| {
                 let same = |m: &Message| m.from == from.as_str() && m.text == text;
                 if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same)? {
-                    return Ok((m, Wake::Nobody, None, false));
+                    return Ok((m, Wake::Nobody, None, false, false));
                 }
                 let destination =
                     conversation_for(tx, &hub, &app, &from, &live, ttl_ms, max_pending, now)?;
@@ -99,6 +99,10 @@ impl Relay {
                     },
                 )?;
                 let ready = deliveries::enqueue(tx, seq, &conversation, client.as_ref(), now)?;
+                let mut hooked = false;
+                if let Some(e) = &destination.expired {
+                    hooked = webhooks::record_expired(tx, e, now)?;
+                }
                 if !destination.opened {
                     conversations::touch(tx, &conversation, now)?;
                 }
@@ -110,10 +114,17 @@ impl Relay {
                     (true, Some(c)) => Wake::Client(c),
                     (true, None) => Wake::AnyClient,
                 };
-                Ok::<_, Error>((message, wake, destination.expired, destination.opened))
+                Ok::<_, Error>((
+                    message,
+                    wake,
+                    destination.expired,
+                    destination.opened,
+                    hooked,
+                ))
             })
             .await?;
         self.wake(wake);
+        self.wake_webhooks(hooked);
         self.hub.wake_app(&message.app_id);
         if opened {
             self.active_conversations.fetch_add(1, Ordering::Relaxed);
@@ -147,14 +158,14 @@ impl Relay {
         } = reply;
         self.check_text(&text)?;
         let rules = self.rules;
-        let (message, promoted, acked) = self
+        let (message, promoted, acked, hooked) = self
             .store
             .write(move |tx| {
                 let now = now_ms();
                 let same =
                     |m: &Message| m.conversation_id == conversation && m.to == to && m.text == text;
                 if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same)? {
-                    return Ok((m, None, 0));
+                    return Ok((m, None, 0, false));
                 }
                 let owners = conversations::owners(tx, &conversation)?
                     .filter(|o| o.client_id.as_ref() == Some(&client))
@@ -194,6 +205,7 @@ impl Relay {
                         now,
                     },
                 )?;
+                let hooked = webhooks::record_reply(tx, &message, now)?;
                 let (acked, promoted) = if ack {
                     let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;
                     (acked, deliveries::promote_next(tx, &conversation, now)?)
@@ -203,10 +215,11 @@ impl Relay {
                 if let Some(key) = &key {
                     idempotency::record(tx, client.as_str(), key, &message.id, now)?;
                 }
-                Ok::<_, Error>((message, promoted.flatten(), acked))
+                Ok::<_, Error>((message, promoted.flatten(), acked, hooked))
             })
             .await?;
         self.hub.wake_app(&message.app_id);
+        self.wake_webhooks(hooked);
         let m = crate::metrics::get();
         m.messages.with_label_values(&["outbound"]).inc();
         m.acked.inc_by(acked);

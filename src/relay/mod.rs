@@ -9,7 +9,8 @@
 //!   the stored part of an app's stream;
 //! - [`admin`]: clients, apps, conversation and delivery listings;
 //! - [`maintenance`]: the periodic tick (expiry, reassignment, poll times);
-//! - [`retention`]: purging what is older than the configured retention.
+//! - [`retention`]: purging what is older than the configured retention;
+//! - [`webhooks`]: apps' webhook endpoints and the events recorded for them.
 
 pub mod admin;
 pub mod delivery;
@@ -17,6 +18,7 @@ pub mod live;
 pub mod maintenance;
 pub mod messages;
 pub mod retention;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -66,6 +68,7 @@ pub struct Relay {
     pub store: Store,
     pub hub: Arc<Hub>,
     pub rules: Rules,
+    pub webhooks: crate::webhook::Webhooks,
     /// Conversations not expired: counted at start and by every maintenance
     /// tick, raised by each conversation opened in between. Read by
     /// `/health` and `/metrics` without touching the database.
@@ -103,10 +106,12 @@ impl Relay {
         let active =
             store::conversations::count_active(store.reader(), rules.idle_cutoff(store::now_ms()))
                 .await?;
+        let webhooks = crate::webhook::Webhooks::from_config(config).map_err(Error::Internal)?;
         Ok(Relay {
             store,
             hub,
             rules,
+            webhooks,
             active_conversations: std::sync::atomic::AtomicI64::new(active),
         })
     }

@@ -1,13 +1,14 @@
 //! Retention: conversations expired longer than `[conversations]
 //! retention_secs` go with their messages and deliveries, dead deliveries
 //! older than that go too, and idempotency keys older than `[idempotency]
-//! ttl_secs`. Each batch is one short write, so the writer never stalls
+//! ttl_secs`, and webhook events older than the retention. Each batch is one short write, so the writer never stalls
 //! behind a purge; a crash mid-purge only leaves the rest for next time.
 
 use super::Relay;
 use crate::error::Error;
 use crate::store::now_ms;
 use crate::store::retention::{self, Purged};
+use crate::store::webhooks;
 
 /// Conversations deleted per transaction.
 const CONVERSATION_BATCH: i64 = 50;
@@ -46,6 +47,10 @@ impl Relay {
                         if p.dead_deliveries == 0 {
                             p.idempotency_keys = retention::purge_keys(tx, keys_before, ROW_BATCH)?;
                         }
+                        if p.dead_deliveries == 0 && p.idempotency_keys == 0 {
+                            p.webhook_events =
+                                webhooks::purge_events(tx, expired_before, ROW_BATCH)?;
+                        }
                     }
                     Ok::<_, Error>(p)
                 })
@@ -66,6 +71,9 @@ impl Relay {
             purged
                 .with_label_values(&["idempotency_keys"])
                 .inc_by(step.idempotency_keys as u64);
+            purged
+                .with_label_values(&["webhook_events"])
+                .inc_by(step.webhook_events as u64);
             total.add(step);
             // Let other writes in between batches.
             tokio::task::yield_now().await;

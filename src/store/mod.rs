@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod retention;
 pub mod settings;
+pub mod webhooks;
 mod writer;
 
 use sqlx::sqlite::{

@@ -14,6 +14,8 @@ pub struct Purged {
     pub deliveries: i64,
     pub dead_deliveries: i64,
     pub idempotency_keys: i64,
+    /// Webhook events (with their per-endpoint rows) older than the retention.
+    pub webhook_events: i64,
 }
 
 impl Purged {
@@ -23,6 +25,7 @@ impl Purged {
             + self.deliveries
             + self.dead_deliveries
             + self.idempotency_keys
+            + self.webhook_events
             == 0
     }
 
@@ -32,6 +35,7 @@ impl Purged {
         self.deliveries += o.deliveries;
         self.dead_deliveries += o.dead_deliveries;
         self.idempotency_keys += o.idempotency_keys;
+        self.webhook_events += o.webhook_events;
     }
 }
 
@@ -52,7 +56,8 @@ pub async fn count(
              (SELECT COUNT(*) FROM deliveries WHERE state = 'dead' AND updated_at < ?1
                  AND conversation_id NOT IN
                      (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1)) AS "dead!: i64",
-             (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < ?2) AS "keys!: i64""#,
+             (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < ?2) AS "keys!: i64",
+             (SELECT COUNT(*) FROM webhook_events WHERE created_at < ?1) AS "events!: i64""#,
         expired_before,
         keys_before
     )
@@ -64,6 +69,7 @@ pub async fn count(
         deliveries: r.deliveries,
         dead_deliveries: r.dead,
         idempotency_keys: r.keys,
+        webhook_events: r.events,
     })
 }
 

@@ -17,6 +17,7 @@ const CLIENT_ID: &str = "cli_0123456789abcdef0123456789abcdef";
 const APP_ID: &str = "app_0123456789abcdef0123456789abcdef";
 const CONV_ID: &str = "conv_0123456789abcdef0123456789abcdef";
 const MSG_ID: &str = "msg_0123456789abcdef0123456789abcdef";
+const HOOK_ID: &str = "wh_0123456789abcdef0123456789abcdef";
 
 fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
     use Role::*;
@@ -52,6 +53,49 @@ fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
             Method::POST,
             format!("/apps/{APP_ID}/token"),
             None,
+            &[Admin],
+        ),
+        (
+            Method::POST,
+            format!("/apps/{APP_ID}/webhooks"),
+            Some(json!({"url": "https://93.184.216.34/"})),
+            &[Admin],
+        ),
+        (
+            Method::GET,
+            format!("/apps/{APP_ID}/webhooks"),
+            None,
+            &[Admin],
+        ),
+        (Method::GET, format!("/webhooks/{HOOK_ID}"), None, &[Admin]),
+        (
+            Method::PATCH,
+            format!("/webhooks/{HOOK_ID}"),
+            Some(json!({"enabled": true})),
+            &[Admin],
+        ),
+        (
+            Method::DELETE,
+            format!("/webhooks/{HOOK_ID}"),
+            None,
+            &[Admin],
+        ),
+        (
+            Method::POST,
+            format!("/webhooks/{HOOK_ID}/secret"),
+            Some(json!({})),
+            &[Admin],
+        ),
+        (
+            Method::GET,
+            format!("/webhooks/{HOOK_ID}/attempts"),
+            None,
+            &[Admin],
+        ),
+        (
+            Method::POST,
+            format!("/webhooks/{HOOK_ID}/replay"),
+            Some(json!({"since": 0})),
             &[Admin],
         ),
         (Method::GET, "/conversations".into(), None, &[Admin]),

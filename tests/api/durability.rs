@@ -4,7 +4,6 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_everything_and_unacked_claims_come_back_after_the_lease() {
@@ -47,50 +46,13 @@ async fn a_restart_keeps_everything_and_unacked_claims_come_back_after_the_lease
     assert!(again.iter().all(|m| m["attempt"] == 2));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Relay {
-    child: Child,
-    base: String,
-}
-
-fn start_binary(db: &std::path::Path) -> Relay {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
-        .args(["serve", "--port", &port.to_string(), "--db"])
-        .arg(db)
-        .env("ADMIN_TOKEN", ADMIN)
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start clawrelay");
-    Relay {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    eventually("the relay answers /health", || async {
-        let r = http.get(format!("{base}/health")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_right_after_2xx_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("relay.db");
     let http = reqwest::Client::new();
 
-    let mut relay = start_binary(&db);
+    let mut relay = start_binary(&db, &[]);
     wait_ready(&http, &relay.base).await;
     let post = |path: &str, token: &str, body: Value| {
         http.post(format!("{}{path}", relay.base))
@@ -130,7 +92,7 @@ async fn kill_9_right_after_2xx_loses_no_acknowledged_message() {
     relay.child.kill().unwrap();
     relay.child.wait().unwrap();
 
-    let mut relay = start_binary(&db);
+    let mut relay = start_binary(&db, &[]);
     wait_ready(&http, &relay.base).await;
     let mut delivered = BTreeSet::new();
     for _ in 0..10 {
@@ -265,16 +227,7 @@ async fn the_write_ahead_log_stays_bounded_under_continuous_writes() {
         largest < 3 * limit,
         "the -wal file reached {largest} bytes, limit {limit}"
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("clawrelay_wal_bytes "), "{metrics}");
     assert!(metrics.contains("clawrelay_wal_truncations_total{outcome=\"done\"}"));
     let db = app.db().await;

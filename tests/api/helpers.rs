@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::SqlitePool;
 use std::future::Future;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -242,6 +243,19 @@ impl TestApp {
             .ok()
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// A direct read-only look at the database, for what the API does not show.
     pub async fn db(&self) -> SqlitePool {
         SqlitePoolOptions::new()
@@ -266,6 +280,9 @@ impl TestApp {
             "deliveries",
             "idempotency_keys",
             "settings",
+            "webhooks",
+            "webhook_events",
+            "webhook_deliveries",
         ] {
             let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&db)
@@ -301,4 +318,44 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The real binary, started on a free port.
+pub struct Relay {
+    pub child: Child,
+    pub base: String,
+}
+
+/// Starts `clawrelay serve` on `db` with extra environment variables.
+pub fn start_binary(db: &std::path::Path, env: &[(&str, &str)]) -> Relay {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        .args(["serve", "--port", &port.to_string(), "--db"])
+        .arg(db)
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clawrelay");
+    Relay {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+pub async fn wait_ready(http: &reqwest::Client, base: &str) {
+    eventually("the relay answers /health", || async {
+        let r = http.get(format!("{base}/health")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
 }

@@ -21,4 +21,5 @@ mod rate_limits;
 mod realtime;
 mod retention;
 mod startup;
+mod webhooks;
 mod ws_client;
