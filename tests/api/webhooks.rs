@@ -31,6 +31,8 @@ struct Got {
     /// Index in `secrets` of each key that one of the signatures verifies with.
     verified_by: Vec<usize>,
     signatures: usize,
+    headers: HashMap<String, String>,
+    raw: Vec<u8>,
     body: Value,
     at: Instant,
     answered: Mode,
@@ -174,6 +176,8 @@ async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState
             id,
             verified_by,
             signatures: sigs.len(),
+            headers: headers.clone(),
+            raw: body.to_vec(),
             body: serde_json::from_slice(body).unwrap_or(Value::Null),
             at: Instant::now(),
             answered: mode,
@@ -367,6 +371,8 @@ async fn every_reply_arrives_once_signed_and_in_order_per_conversation() {
         .expect("the key file exists");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
+
+    readme_verifiers_accept_it_and_refuse_a_changed_body(&secret, &got[0]);
 
     let text = app.metrics().await;
     assert!(
@@ -834,4 +840,64 @@ async fn expiry_and_dead_letters_are_pushed_and_events_can_be_replayed() {
         .await
         .ok();
     assert_eq!(listed["webhooks"], json!([]));
+}
+
+/// The README's code block in `lang` that defines `verify`.
+fn readme_snippet(lang: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find(&format!("```{lang}\n"))
+        .unwrap_or_else(|| panic!("the README has a {lang} block"));
+    let code = &readme[start..];
+    let code = &code[code.find('\n').unwrap() + 1..];
+    let code = &code[..code.find("```").unwrap()];
+    // The block is indented under a list item.
+    code.lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs the README's receiver code on a real request: it must accept it and
+/// refuse the same request with one byte more in the body.
+fn readme_verifiers_accept_it_and_refuse_a_changed_body(secret: &str, got: &Got) {
+    let dir = tempfile::tempdir().unwrap();
+    let case = json!({
+        "secret": secret,
+        "headers": got.headers,
+        "body": STANDARD.encode(&got.raw),
+    });
+    std::fs::write(dir.path().join("case.json"), case.to_string()).unwrap();
+    let python = format!(
+        "{}\nimport json, sys\ncase = json.load(open(sys.argv[1]))\nbody = base64.b64decode(case['body'])\nprint(verify(case['secret'], case['headers'], body), verify(case['secret'], case['headers'], body + b' '))\n",
+        readme_snippet("python")
+    );
+    let node = format!(
+        "{}\nconst c = JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'));\nconst b = Buffer.from(c.body, 'base64');\nconsole.log(verify(c.secret, c.headers, b), verify(c.secret, c.headers, Buffer.concat([b, Buffer.from(' ')])));\n",
+        readme_snippet("js")
+    );
+    std::fs::write(dir.path().join("verify.py"), python).unwrap();
+    std::fs::write(dir.path().join("verify.js"), node).unwrap();
+    let run = |cmd: &str, file: &str| {
+        std::process::Command::new(cmd)
+            .arg(dir.path().join(file))
+            .arg(dir.path().join("case.json"))
+            .output()
+    };
+    let out = run("python3", "verify.py").expect("python3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "True False",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Node is optional here (the OpenClaw e2e installs its own).
+    if let Ok(out) = run("node", "verify.js") {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "true false",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
