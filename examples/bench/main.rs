@@ -154,6 +154,15 @@ fn print_roundtrips(reports: &[Report]) {
             r.operations_per_commit
         );
     }
+    for r in reports.iter().filter(|r| r.lag_p50_ms.is_some()) {
+        println!(
+            "  webhook lag (reply committed → received) of {}×{}: p50 {:.0} ms, p99 {:.0} ms",
+            r.agents,
+            r.users,
+            r.lag_p50_ms.unwrap_or(0.0),
+            r.lag_p99_ms.unwrap_or(0.0)
+        );
+    }
     for r in reports {
         let slowest: Vec<String> = r
             .slowest

@@ -37,7 +37,8 @@ impl RelayProc {
             format!(
                 "[storage]\nsynchronous = \"{sync}\"\n[delivery]\nlong_poll_max_secs = 30\n[ws]\nmax_connections = 4096\n\
                  [limits]\nmax_connections_per_ip = 0\n\
-                 [rate_limits]\napp_per_sec = 0\nuser_per_sec = 0\nagent_per_sec = 0\nfailed_auth_per_min = 0\n{extra}"
+                 [rate_limits]\napp_per_sec = 0\nuser_per_sec = 0\nagent_per_sec = 0\nfailed_auth_per_min = 0\n\
+                 [webhooks]\nallowed_networks = [\"127.0.0.1/32\"]\n{extra}"
             ),
         )
         .expect("write relay config");

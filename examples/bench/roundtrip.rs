@@ -21,6 +21,9 @@ pub enum Transport {
     Poll,
     /// Agents and the app hold WebSockets.
     Ws,
+    /// Agents long-poll; replies reach the app through a webhook endpoint
+    /// (a local receiver answering 200), signed and queued per endpoint.
+    Webhook,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +57,12 @@ pub struct Report {
     pub relay_peak_rss_mib: f64,
     pub commits_per_sec: f64,
     pub operations_per_commit: f64,
+    /// Webhook transport: from the reply's commit to its arrival at the
+    /// receiver (ms resolution: the reply's timestamp is Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_p99_ms: Option<f64>,
     /// The measured window, Unix ms (to pick the relay's records of it).
     #[serde(skip)]
     pub window: (i64, i64),
@@ -71,6 +80,8 @@ pub struct Shared {
     pub cross_talk: AtomicU64,
     /// (finished at, Unix ms; latency, ms) of each measured round trip.
     pub latencies: Mutex<Vec<(i64, f64)>>,
+    /// Webhook lags (ms) measured.
+    pub lags: Mutex<Vec<f64>>,
 }
 
 /// The measured window of one run: what `Shared::report` needs besides the counts.
@@ -100,6 +111,9 @@ impl Shared {
             .collect();
         let mut lat: Vec<f64> = timed.iter().map(|(_, ms)| *ms).collect();
         lat.sort_by(f64::total_cmp);
+        let mut lags = std::mem::take(&mut *self.lags.lock().unwrap());
+        lags.sort_by(f64::total_cmp);
+        let lag = |q| (!lags.is_empty()).then(|| percentile(&lags, q));
         Report {
             agents: w.agents,
             users: w.users,
@@ -124,6 +138,8 @@ impl Shared {
             relay_peak_rss_mib: w.peak_rss_mib,
             commits_per_sec: 0.0,
             operations_per_commit: 0.0,
+            lag_p50_ms: lag(0.50),
+            lag_p99_ms: lag(0.99),
             window: w.span,
         }
     }
@@ -184,17 +200,15 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
         .build()
         .expect("client");
     let base = relay.base.clone();
-    let app_token = post(
+    let app = post(
         &http,
         format!("{base}/apps"),
         ADMIN,
         json!({"name": "bench"}),
     )
     .await
-    .expect("app")["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    .expect("app");
+    let app_token = app["token"].as_str().unwrap().to_owned();
     let mut agent_tokens = Vec::new();
     for k in 0..load.agents {
         let c = post(
@@ -211,13 +225,26 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
     let shared = Arc::new(Shared::default());
     let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
     let mut tasks = Vec::new();
+    if load.transport == Transport::Webhook {
+        let (url, receiver) = app_webhook(shared.clone(), waiters.clone()).await;
+        tasks.push(receiver);
+        let app_id = app["appId"].as_str().unwrap();
+        post(
+            &http,
+            format!("{base}/apps/{app_id}/webhooks"),
+            ADMIN,
+            json!({"url": url, "events": ["message"]}),
+        )
+        .await
+        .expect("webhook");
+    }
 
     for token in agent_tokens {
         let (http, base, shared) = (http.clone(), base.clone(), shared.clone());
         let transport = load.transport;
         tasks.push(tokio::spawn(async move {
             match transport {
-                Transport::Poll => agent_poll(http, base, token, shared).await,
+                Transport::Poll | Transport::Webhook => agent_poll(http, base, token, shared).await,
                 Transport::Ws => agent_ws(base, token, shared).await,
             }
         }));
@@ -237,6 +264,7 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
             match transport {
                 Transport::Poll => app_outbox(http, base, token, shared, waiters).await,
                 Transport::Ws => app_stream(base, token, shared, waiters).await,
+                Transport::Webhook => {}
             }
         }));
     }
@@ -373,6 +401,39 @@ async fn app_outbox(
             cursor = c.to_owned();
         }
     }
+}
+
+/// The app backend as a webhook receiver: answers 200 at once and fans the
+/// replies out; records how long after its commit each reply arrived.
+async fn app_webhook(
+    shared: Arc<Shared>,
+    waiters: Waiters,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let hook = move |body: axum::body::Bytes| {
+        let (shared, waiters) = (shared.clone(), waiters.clone());
+        async move {
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                if v["type"] == "message" {
+                    if shared.measuring.load(Ordering::Relaxed) {
+                        let sent = v["data"]["timestamp"].as_i64().unwrap_or(0);
+                        let lag = (clawrelay::store::now_ms() - sent) as f64;
+                        shared.lags.lock().unwrap().push(lag);
+                    }
+                    deliver(&waiters, &v["data"]);
+                }
+            }
+            "ok"
+        }
+    };
+    let router = axum::Router::new().route("/hook", axum::routing::post(hook));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (url, task)
 }
 
 type Socket =

@@ -228,6 +228,8 @@ impl Relay {
             ));
         }
         self.hub.credentials_changed(id.as_str(), now);
+        // A revoked app's endpoints receive nothing more.
+        self.webhooks.changed();
         Ok(())
     }
 

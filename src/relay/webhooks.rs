@@ -135,6 +135,7 @@ impl Relay {
                 )
             })
             .await?;
+        self.webhooks.changed();
         Ok(IssuedWebhook {
             webhook: self.webhook(&id).await?,
             secret,
@@ -185,7 +186,7 @@ impl Relay {
         if !found {
             return Err(not_found(id));
         }
-        self.wake_webhooks(enabled == Some(true));
+        self.webhooks.changed();
         self.webhook(id).await
     }
 
@@ -199,6 +200,7 @@ impl Relay {
         {
             return Err(not_found(id));
         }
+        self.webhooks.changed();
         Ok(())
     }
 
@@ -233,6 +235,7 @@ impl Relay {
         if !found {
             return Err(not_found(id));
         }
+        self.webhooks.changed();
         Ok(IssuedWebhook {
             webhook: self.webhook(id).await?,
             secret,
@@ -336,6 +339,7 @@ impl Relay {
                     tracing::warn!(webhook = %endpoint, "webhook event given up after the retry horizon");
                 }
                 if recorded.disabled {
+                    self.webhooks.changed();
                     tracing::warn!(webhook = %endpoint, "webhook endpoint disabled after repeated failures");
                 }
             }

@@ -338,12 +338,10 @@ pub async fn enabled(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Endpoint>> 
         .collect())
 }
 
-/// A queued event of an endpoint.
+/// A queued event of an endpoint (without its body).
 pub struct Pending {
     pub event_seq: i64,
-    pub event_id: EventId,
     pub conversation_id: ConversationId,
-    pub payload: String,
     pub next_at: i64,
 }
 
@@ -354,10 +352,9 @@ pub async fn pending(
     limit: i64,
 ) -> StoreResult<Vec<Pending>> {
     let rows = sqlx::query!(
-        r#"SELECT d.event_seq, e.id, d.conversation_id, e.payload, d.next_at
-           FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq
-           WHERE d.webhook_id = ?1 AND d.state = 'pending'
-           ORDER BY d.event_seq LIMIT ?2"#,
+        r#"SELECT event_seq, conversation_id, next_at FROM webhook_deliveries
+           WHERE webhook_id = ?1 AND state = 'pending'
+           ORDER BY event_seq LIMIT ?2"#,
         webhook,
         limit
     )
@@ -367,12 +364,21 @@ pub async fn pending(
         .into_iter()
         .map(|r| Pending {
             event_seq: r.event_seq,
-            event_id: EventId::from_db(r.id),
             conversation_id: ConversationId::from_db(r.conversation_id),
-            payload: r.payload,
             next_at: r.next_at,
         })
         .collect())
+}
+
+/// An event's id (the `webhook-id`) and body.
+pub async fn event(
+    ex: impl SqliteExecutor<'_>,
+    seq: i64,
+) -> StoreResult<Option<(EventId, String)>> {
+    let row = sqlx::query!("SELECT id, payload FROM webhook_events WHERE seq = ?", seq)
+        .fetch_optional(ex)
+        .await?;
+    Ok(row.map(|r| (EventId::from_db(r.id), r.payload)))
 }
 
 struct InfoRow {

@@ -45,6 +45,8 @@ pub struct Webhooks {
     pub policy: Arc<target::Policy>,
     /// Notified after a commit that queued events.
     pub wake: tokio::sync::Notify,
+    /// Set when this process changed an endpoint: the dispatcher rereads them.
+    pub changed: std::sync::atomic::AtomicBool,
 }
 
 impl Webhooks {
@@ -65,7 +67,18 @@ impl Webhooks {
             vault: vault::Vault::new(c.webhook_key_file()),
             policy: Arc::new(policy),
             wake: tokio::sync::Notify::new(),
+            changed: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+}
+
+impl Webhooks {
+    /// An endpoint changed (created, updated, deleted, rotated): the
+    /// dispatcher rereads them before its next scan.
+    pub fn changed(&self) {
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
     }
 }
 
