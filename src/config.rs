@@ -548,7 +548,17 @@ impl Config {
         if wh.timeout_secs == 0 || wh.max_in_flight == 0 || wh.retry_initial_ms == 0 {
             return bad("webhooks.timeout_secs, webhooks.max_in_flight and webhooks.retry_initial_ms must be at least 1".into());
         }
-        if wh.retry_max_secs * 1000 < wh.retry_initial_ms {
+        if wh.timeout_secs > 3600 || wh.retry_initial_ms > 86_400_000 {
+            return bad("webhooks.timeout_secs must be at most 3600 and webhooks.retry_initial_ms at most 86400000".into());
+        }
+        let day = 86_400;
+        if wh.retry_max_secs > 7 * day
+            || wh.retry_horizon_secs > 90 * day
+            || wh.rotation_grace_secs > 30 * day
+        {
+            return bad("webhooks.retry_max_secs must be at most 604800 (7 days), webhooks.retry_horizon_secs at most 7776000 (90 days), webhooks.rotation_grace_secs at most 2592000 (30 days)".into());
+        }
+        if wh.retry_max_secs.saturating_mul(1000) < wh.retry_initial_ms {
             return bad(
                 "webhooks.retry_max_secs must not be less than webhooks.retry_initial_ms".into(),
             );
@@ -633,6 +643,18 @@ mod tests {
         assert!(!c.inbound.public);
         assert_eq!(c.limits.max_text_bytes, 65_536);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn webhook_timings_are_bounded() {
+        let mut c = Config::default();
+        c.webhooks.retry_max_secs = u64::MAX;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("webhooks.retry_max_secs"), "{e}");
+        let mut c = Config::default();
+        c.webhooks.allowed_networks = vec!["not a network".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("webhooks.allowed_networks"), "{e}");
     }
 
     #[test]
