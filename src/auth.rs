@@ -59,7 +59,8 @@ impl Principal {
 }
 
 /// 32 random bytes as 64 lowercase hex digits.
-fn random_hex() -> String {
+/// 32 random bytes from the OS, as 64 lowercase hex digits.
+pub(crate) fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -10,6 +10,7 @@ use clawrelay::relay::Relay;
 use clawrelay::shutdown::ShutdownTrigger;
 use clawrelay::store::{now_ms, Store};
 use clawrelay::telemetry;
+use clawrelay::webhook::vault::Vault;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -275,17 +276,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             // Webhook secrets open only with their key: it goes along.
             let key = config.webhook_key_file();
-            if key.exists() {
-                let mut dest = path.clone().into_os_string();
-                dest.push(".webhook-key");
-                let dest = PathBuf::from(dest);
-                copy_private(&key, &dest).map_err(|e| {
-                    format!(
-                        "the database was backed up, but copying the webhook key {} to {} failed: {e}; copy it by hand",
-                        key.display(),
-                        dest.display()
-                    )
-                })?;
+            let mut dest = path.clone().into_os_string();
+            dest.push(".webhook-key");
+            let dest = PathBuf::from(dest);
+            let copied = Vault::new(key.clone()).copy_to(&dest).map_err(|e| {
+                format!(
+                    "the database was backed up, but copying the webhook key {} to {} failed: {e}; copy it by hand",
+                    key.display(),
+                    dest.display()
+                )
+            })?;
+            if copied {
                 println!("webhook key {} copied to {}", key.display(), dest.display());
             }
             Ok(())
@@ -431,20 +432,6 @@ async fn open(config: &Config, create: bool) -> Result<Relay, String> {
     Relay::new(store, config, now_ms())
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Copies a secret file to a new file readable only by its owner.
-fn copy_private(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let bytes = std::fs::read(from)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)?;
-    file.write_all(&bytes)?;
-    file.sync_all()
 }
 
 fn print_json(value: &impl serde::Serialize) {

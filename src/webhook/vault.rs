@@ -65,22 +65,10 @@ impl Vault {
     }
 
     fn create(&self) -> Result<[u8; 32], Error> {
-        use argon2::password_hash::rand_core::{OsRng, RngCore};
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut key = [0u8; 32];
-        OsRng.fill_bytes(&mut key);
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&self.path)
-            .and_then(|mut f| {
-                f.write_all(format!("{hex}\n").as_bytes())?;
-                f.sync_all()
-            });
-        match written {
+        let hex = crate::auth::random_hex();
+        let key = parse_key(&hex)
+            .ok_or_else(|| Error::Internal("random_hex is not 32 bytes of hex".into()))?;
+        match write_private(&self.path, format!("{hex}\n").as_bytes()) {
             Ok(()) => {
                 tracing::info!(path = %self.path.display(), "created the webhook secret key; back it up with the database");
                 Ok(key)
@@ -96,6 +84,17 @@ impl Vault {
                 "cannot create the webhook key {}: {e}; check that the directory is writable by this user, or set [webhooks] key_file",
                 self.path.display()
             ))),
+        }
+    }
+
+    /// Copies the key file (if there is one) to `dest`, a new file only its
+    /// owner can read: `clawrelay backup` keeps it with the database copy.
+    /// Returns whether there was a key to copy.
+    pub fn copy_to(&self, dest: &Path) -> std::io::Result<bool> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => write_private(dest, &bytes).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -141,6 +140,20 @@ impl Vault {
                 ))
             })
     }
+}
+
+/// Writes `bytes` to `path`, a new file (never replacing one) with mode 0600,
+/// synced to disk.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn parse_key(text: &str) -> Option<[u8; 32]> {

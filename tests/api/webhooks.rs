@@ -901,3 +901,29 @@ fn readme_verifiers_accept_it_and_refuse_a_changed_body(secret: &str, got: &Got)
         );
     }
 }
+
+#[tokio::test]
+async fn a_backup_takes_the_webhook_key_along() {
+    let Fixture { app, .. } = fixture(|_| {}, json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("b.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        .arg("backup")
+        .arg(&backup)
+        .arg("--db")
+        .arg(&app.config.storage.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = format!("{}.webhook-key", app.config.storage.path.display());
+    let copy = dir.path().join("b.db.webhook-key");
+    assert_eq!(std::fs::read(&key).unwrap(), std::fs::read(&copy).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("webhook key"));
+}
