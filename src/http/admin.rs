@@ -58,7 +58,7 @@ fn client_id(id: &str) -> Result<ClientId, Error> {
         .ok_or_else(|| Error::not_found("client_not_found", format!("no client {id}")))
 }
 
-pub(super) fn app_id(id: &str) -> Result<AppId, Error> {
+fn app_id(id: &str) -> Result<AppId, Error> {
     AppId::parse(id).ok_or_else(|| Error::not_found("app_not_found", format!("no app {id}")))
 }
 

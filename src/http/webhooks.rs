@@ -1,12 +1,12 @@
 //! Admin endpoints for apps' webhooks: create, list, read, update, delete,
 //! rotate the secret, recent attempts, replay.
 
-use super::admin::{app_id, Done};
+use super::admin::Done;
 use super::auth::AdminAuth;
 use super::extract::{limit, ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::error::{Error, ErrorResponse};
-use crate::ids::{EventId, WebhookId};
+use crate::ids::{AppId, EventId, WebhookId};
 use crate::model::{IssuedWebhook, WebhookAttempt, WebhookInfo};
 use crate::relay::webhooks::Replay;
 use axum::extract::State;
@@ -21,6 +21,11 @@ pub fn router() -> Router<AppState> {
         .route("/webhooks/{id}/secret", post(rotate))
         .route("/webhooks/{id}/attempts", get(attempts))
         .route("/webhooks/{id}/replay", post(replay))
+}
+
+/// An app id, the public app's included (its users' replies can be pushed too).
+fn app_id(id: &str) -> Result<AppId, Error> {
+    AppId::parse_any(id).ok_or_else(|| Error::not_found("app_not_found", format!("no app {id}")))
 }
 
 fn webhook_id(id: &str) -> Result<WebhookId, Error> {

@@ -104,11 +104,7 @@ impl Relay {
         url: &str,
         events: Option<Vec<String>>,
     ) -> Result<IssuedWebhook, Error> {
-        let active = apps::list(self.store.reader())
-            .await?
-            .into_iter()
-            .any(|a| &a.id == app && a.revoked_at.is_none());
-        if !active {
+        if !apps::is_active(self.store.reader(), app).await? {
             return Err(Error::not_found(
                 "app_not_found",
                 format!("no active app {app}"),
@@ -144,12 +140,13 @@ impl Relay {
 
     /// Endpoints of one app, or of all.
     pub async fn list_webhooks(&self, app: Option<&AppId>) -> Result<Vec<WebhookInfo>, Error> {
-        Ok(webhooks::list(self.store.reader(), app).await?)
+        Ok(webhooks::list(self.store.reader(), app, None).await?)
     }
 
     pub async fn webhook(&self, id: &WebhookId) -> Result<WebhookInfo, Error> {
-        webhooks::get(self.store.reader(), id)
+        webhooks::list(self.store.reader(), None, Some(id))
             .await?
+            .pop()
             .ok_or_else(|| not_found(id))
     }
 

@@ -38,6 +38,17 @@ pub async fn list(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Row>> {
         .collect())
 }
 
+/// Whether `id` is an app that is not revoked (the public app included).
+pub async fn is_active(ex: impl SqliteExecutor<'_>, id: &AppId) -> StoreResult<bool> {
+    let found = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM apps WHERE id = ? AND revoked_at IS NULL) AS "found!: bool""#,
+        id
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok(found)
+}
+
 /// The token hash of an app that is not revoked (never the public app's).
 pub async fn credential(
     ex: impl SqliteExecutor<'_>,

@@ -415,10 +415,11 @@ impl From<InfoRow> for WebhookInfo {
     }
 }
 
-/// Endpoints of `app` (or of every app), oldest first.
+/// Endpoints of `app` (or of every app), or the one with `id`, oldest first.
 pub async fn list(
     ex: impl SqliteExecutor<'_>,
     app: Option<&AppId>,
+    id: Option<&WebhookId>,
 ) -> StoreResult<Vec<WebhookInfo>> {
     let rows = sqlx::query_as!(
         InfoRow,
@@ -426,27 +427,14 @@ pub async fn list(
                   disabled_reason, old_secret_until, created_at, updated_at,
                   (SELECT COUNT(*) FROM webhook_deliveries d
                    WHERE d.webhook_id = w.id AND d.state = 'pending') AS "backlog!: i64"
-           FROM webhooks w WHERE ?1 IS NULL OR app_id = ?1 ORDER BY seq"#,
-        app
+           FROM webhooks w WHERE (?1 IS NULL OR app_id = ?1) AND (?2 IS NULL OR id = ?2)
+           ORDER BY seq"#,
+        app,
+        id
     )
     .fetch_all(ex)
     .await?;
     Ok(rows.into_iter().map(WebhookInfo::from).collect())
-}
-
-pub async fn get(ex: impl SqliteExecutor<'_>, id: &WebhookId) -> StoreResult<Option<WebhookInfo>> {
-    let row = sqlx::query_as!(
-        InfoRow,
-        r#"SELECT id, app_id, url, events, enabled AS "enabled!: bool", failures, failing_since,
-                  disabled_reason, old_secret_until, created_at, updated_at,
-                  (SELECT COUNT(*) FROM webhook_deliveries d
-                   WHERE d.webhook_id = w.id AND d.state = 'pending') AS "backlog!: i64"
-           FROM webhooks w WHERE id = ?1"#,
-        id
-    )
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.map(WebhookInfo::from))
 }
 
 /// The endpoint's newest attempts, newest first.

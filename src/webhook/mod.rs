@@ -90,7 +90,7 @@ impl Rules {
         let doublings = attempts.clamp(1, 40) - 1;
         let base = self
             .retry_initial_ms
-            .saturating_mul(1i64 << doublings.min(40))
+            .saturating_mul(1i64 << doublings)
             .min(self.retry_max_ms);
         base + (base as f64 * 0.2 * jitter.clamp(0.0, 1.0)) as i64
     }

@@ -237,17 +237,7 @@ async fn a_revocation_by_the_cli_reaches_a_running_servers_sockets() {
     let app = spawn_with(|c| c.auth.cache_ttl_secs = 1).await;
     let (client_id, agent) = app.create_client("agent").await;
     let mut ws = Ws::agent(&app, &agent, 1).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawrelay"))
-        .args(["client", "revoke", &client_id, "--db"])
-        .arg(&app.config.storage.path)
-        .env("LOG_LEVEL", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    app.cli(&["client", "revoke", &client_id]);
     let code = tokio::time::timeout(Duration::from_secs(5), ws.closed())
         .await
         .expect("closed within the cache TTL and a tick");

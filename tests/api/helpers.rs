@@ -243,6 +243,24 @@ impl TestApp {
             .ok()
     }
 
+    /// Runs an admin command of the real binary on this relay's database
+    /// (`--db` is added); asserts it succeeded and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+            .args(args)
+            .arg("--db")
+            .arg(&self.config.storage.path)
+            .env("LOG_LEVEL", "warn")
+            .output()
+            .expect("clawrelay runs");
+        assert!(
+            out.status.success(),
+            "clawrelay {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The Prometheus text of `GET /metrics`.
     pub async fn metrics(&self) -> String {
         self.http

@@ -220,6 +220,7 @@ async fn relay(tweak: impl FnOnce(&mut clawrelay::config::Config)) -> TestApp {
 struct Fixture {
     app: TestApp,
     rx: Receiver,
+    app_id: String,
     app_token: String,
     client: String,
     hook: String,
@@ -236,6 +237,7 @@ async fn fixture(tweak: impl FnOnce(&mut clawrelay::config::Config), endpoint: V
     Fixture {
         app,
         rx,
+        app_id,
         app_token,
         client,
         hook,
@@ -703,6 +705,14 @@ async fn private_and_malformed_targets_are_refused_at_creation() {
         .await
         .ok();
     assert_eq!(r["events"], json!(["delivery.dead"]));
+    // The public app (of `[inbound] public`) may have endpoints too.
+    app.post(
+        "/apps/app_public/webhooks",
+        ADMIN,
+        json!({ "url": "https://93.184.216.34/hook" }),
+    )
+    .await
+    .ok();
 }
 
 #[tokio::test]
@@ -752,23 +762,21 @@ async fn a_rotated_secret_verifies_during_the_grace_period() {
 
 #[tokio::test]
 async fn expiry_and_dead_letters_are_pushed_and_events_can_be_replayed() {
-    let app = relay(|c| {
+    let tweak = |c: &mut clawrelay::config::Config| {
         c.delivery.max_attempts = 1;
         c.delivery.lease_secs = 1;
         c.conversations.ttl_secs = 2;
-    })
-    .await;
-    let rx = Receiver::start().await;
-    let (app_id, app_token) = app.create_app("site").await;
-    let (_, client) = app.create_client("agent").await;
-    let (hook, secret) = create_webhook(
-        &app,
-        &app_id,
-        &rx.url,
-        json!({ "events": ["conversation.expired", "delivery.dead"] }),
-    )
-    .await;
-    rx.trust(&secret);
+    };
+    let events = json!({ "events": ["conversation.expired", "delivery.dead"] });
+    let Fixture {
+        app,
+        rx,
+        app_id,
+        app_token,
+        client,
+        hook,
+        ..
+    } = fixture(tweak, events).await;
     let m = claimed(&app, &app_token, &client, "u1").await;
     // The lease ends unacked; the next claim finds it out of attempts.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -907,23 +915,12 @@ async fn a_backup_takes_the_webhook_key_along() {
     let Fixture { app, .. } = fixture(|_| {}, json!({})).await;
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("b.db");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawrelay"))
-        .arg("backup")
-        .arg(&backup)
-        .arg("--db")
-        .arg(&app.config.storage.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = app.cli(&["backup", backup.to_str().unwrap()]);
     let key = format!("{}.webhook-key", app.config.storage.path.display());
     let copy = dir.path().join("b.db.webhook-key");
     assert_eq!(std::fs::read(&key).unwrap(), std::fs::read(&copy).unwrap());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("webhook key"));
+    assert!(out.contains("webhook key"), "{out}");
 }
