@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite: the relay's own tests (cargo test: unit tests and the
 # integration tests against a real server), a schemathesis fuzzing run of the
-# whole HTTP API against its OpenAPI document, then the end-to-end test of the
-# OpenClaw plugin against real OpenClaw gateways. What the last two need
-# (schemathesis; Node 24, openclaw) they install into git-ignored folders.
+# whole HTTP API against its OpenAPI document, the web chat page in a real
+# browser, then the end-to-end test of the OpenClaw plugin against real
+# OpenClaw gateways. What the last three need (schemathesis; Playwright;
+# Node 24, openclaw) they install into git-ignored folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the suite uses beyond cargo: curl (the fuzzing run's set-up),
 # python3 with venv (schemathesis), npm (Node for the plugin and OpenClaw),
 # setpriv (tests run the relay as an unprivileged user), systemd-analyze (a
-# test verifies deploy/clawrelay.service). Missing ones are
+# test verifies deploy/clawrelay.service), chromium (the web chat's browser
+# tests). Missing ones are
 # installed from Debian's packages when this runs as root with apt-get;
 # otherwise the script names them and stops.
 missing=()
@@ -18,6 +20,7 @@ command -v curl > /dev/null || missing+=(curl)
 command -v npm > /dev/null || missing+=(npm)
 command -v setpriv > /dev/null || missing+=(util-linux)
 command -v systemd-analyze > /dev/null || missing+=(systemd)
+command -v chromium > /dev/null || missing+=(chromium)
 if ! command -v python3 > /dev/null; then
     missing+=(python3 python3-venv)
 elif ! python3 -c 'import ensurepip, venv' 2> /dev/null; then
@@ -35,4 +38,5 @@ fi
 
 cargo test --locked
 e2e/fuzz/run.sh
+e2e/webchat/run.sh
 e2e/openclaw/run.sh

@@ -1,4 +1,5 @@
-//! Credentials: token format, argon2id hashing, the verified-token cache.
+//! Credentials: token format, argon2id hashing, the verified-token cache,
+//! login passwords.
 //! Below the domain: it knows the store, nothing of HTTP (the extractors that
 //! say what access a handler needs are in `http::auth`).
 //!
@@ -20,6 +21,10 @@
 //! rotating through the API forgets the entry at once; through the CLI
 //! (another process) the change reaches a running server at that check.
 //!
+//! A user session's token is `ses_<id>.<64 hex>` like the others; its row
+//! says which app and user it speaks for, until when. A cached verification
+//! is checked again once the session's expiry passes (a refresh moves it).
+//!
 //! A token whose id names no principal costs the same argon2 verification
 //! (against a hash of nothing) as a wrong secret, so timing does not tell
 //! which ids exist. Requests from sources that failed too often (see
@@ -28,7 +33,7 @@
 //! at most one argon2 verification at a time.
 
 use crate::error::Error;
-use crate::ids::{AppId, ClientId};
+use crate::ids::{AppId, ClientId, SessionId, UserId};
 use crate::store::{self, settings, Store};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, SaltString};
@@ -45,20 +50,57 @@ pub enum Principal {
     Client(ClientId),
     /// The user-facing side.
     App(AppId),
+    /// One user of one app, through a session (web chat).
+    User(UserSession),
+}
+
+/// Whom a user session speaks for: it may post as `user` only and read that
+/// user's conversations of `app` only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSession {
+    pub session: SessionId,
+    pub app: AppId,
+    pub user: UserId,
 }
 
 impl Principal {
+    /// The app of an app or of a user session.
+    pub fn app(&self) -> Option<&AppId> {
+        match self {
+            Principal::App(app) => Some(app),
+            Principal::User(s) => Some(&s.app),
+            _ => None,
+        }
+    }
+
+    /// The user a user session is held to.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Principal::User(s) => Some(&s.user),
+            _ => None,
+        }
+    }
+
+    /// The keys whose revocation ends this principal's streams: its own, and
+    /// for a user session also its app's.
+    pub fn revocation_keys(&self) -> Vec<&str> {
+        match self {
+            Principal::User(s) => vec![s.session.as_str(), s.app.as_str()],
+            other => vec![other.key()],
+        }
+    }
+
     /// The key idempotency records and the cache are scoped by.
     pub fn key(&self) -> &str {
         match self {
             Principal::Admin => "admin",
             Principal::Client(id) => id.as_str(),
             Principal::App(id) => id.as_str(),
+            Principal::User(s) => s.session.as_str(),
         }
     }
 }
 
-/// 32 random bytes as 64 lowercase hex digits.
 /// 32 random bytes from the OS, as 64 lowercase hex digits.
 pub(crate) fn random_hex() -> String {
     let mut bytes = [0u8; 32];
@@ -150,6 +192,11 @@ fn argon2_output(
     })
 }
 
+/// The argon2id hash of a secret (a password).
+pub async fn hash_secret(secret: String) -> Result<String, Error> {
+    hash_token(secret).await
+}
+
 async fn hash_token(token: String) -> Result<String, Error> {
     on_argon2_thread(move || {
         let salt = SaltString::generate(&mut OsRng);
@@ -197,8 +244,20 @@ async fn verify_token(token: String, hash: String) -> Result<bool, Error> {
     .await?
 }
 
+/// The CSRF token of a session token: what a page that logged in sends in
+/// `X-CSRF-Token` with every change it asks for. Derived, so nothing more is
+/// stored; one-way, so it does not give the session token away.
+pub fn csrf_token(session_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"clawrelay-csrf\0")
+        .chain_update(session_token.as_bytes())
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Equal contents, in time that depends only on the lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -209,6 +268,8 @@ struct Verified {
     hash: Box<str>,
     version: i64,
     at: Instant,
+    /// When a session's token stops being valid (Unix ms); None: not a session.
+    expires_at: Option<i64>,
 }
 
 /// What the cache knows of a presented token.
@@ -235,6 +296,9 @@ pub enum Lane {
     /// request that cannot get its turn within [`SUSPECT_WAIT`] is refused.
     Suspect,
 }
+
+/// Cache size past which entries a request would check again are dropped.
+const CACHE_PRUNE_AT: usize = 10_000;
 
 /// How long a request in the suspect lane waits for its turn.
 const SUSPECT_WAIT: Duration = Duration::from_secs(1);
@@ -298,18 +362,29 @@ impl Auth {
     /// The principal `token` belongs to, or `Unauthorized`.
     pub async fn authenticate(&self, token: &str, lane: Lane) -> Result<Authenticated, Error> {
         const WRONG: Error = Error::Unauthorized("invalid token");
-        let (principal, key) = match token.split_once('.') {
+        enum Kind {
+            Admin,
+            Client(ClientId),
+            App(AppId),
+            Session(SessionId),
+        }
+        let kind = match token.split_once('.') {
             Some((id, _)) if id.starts_with(ClientId::PREFIX) => {
-                let id = ClientId::parse(id).ok_or(WRONG)?;
-                let key = id.as_str().to_owned();
-                (Principal::Client(id), key)
+                Kind::Client(ClientId::parse(id).ok_or(WRONG)?)
             }
             Some((id, _)) if id.starts_with(AppId::PREFIX) => {
-                let id = AppId::parse(id).ok_or(WRONG)?;
-                let key = id.as_str().to_owned();
-                (Principal::App(id), key)
+                Kind::App(AppId::parse(id).ok_or(WRONG)?)
             }
-            _ => (Principal::Admin, "admin".to_owned()),
+            Some((id, _)) if id.starts_with(SessionId::PREFIX) => {
+                Kind::Session(SessionId::parse(id).ok_or(WRONG)?)
+            }
+            _ => Kind::Admin,
+        };
+        let key = match &kind {
+            Kind::Admin => "admin".to_owned(),
+            Kind::Client(id) => id.as_str().to_owned(),
+            Kind::App(id) => id.as_str().to_owned(),
+            Kind::Session(id) => id.as_str().to_owned(),
         };
 
         let aged = match self.cached(&key, token) {
@@ -317,28 +392,44 @@ impl Auth {
             Cached::Aged(hash) => Some(hash),
             Cached::Miss => None,
         };
-        let _turn = match lane {
-            Lane::Normal => None,
-            Lane::Suspect => {
-                match tokio::time::timeout(SUSPECT_WAIT, self.suspect_lane.acquire()).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    _ => {
-                        return Err(Error::TooManyRequests {
-                            message: "too many failed authentications from this address or for this id; retry later".into(),
-                            retry_after_secs: 1,
-                        })
+        let _turn = self.turn(lane).await?;
+        let reader = self.store.reader();
+        let mut expires_at = None;
+        let (principal, credential) = match kind {
+            Kind::Client(id) => {
+                let c = store::clients::credential(reader, &id).await?;
+                (Principal::Client(id), c)
+            }
+            Kind::App(id) => {
+                let c = store::apps::credential(reader, &id).await?;
+                (Principal::App(id), c)
+            }
+            Kind::Session(id) => {
+                match store::sessions::credential(reader, &id, store::now_ms()).await? {
+                    Some(c) => {
+                        expires_at = Some(c.expires_at);
+                        let principal = Principal::User(UserSession {
+                            session: id,
+                            app: c.app,
+                            user: c.user,
+                        });
+                        let credential = store::Credential {
+                            hash: c.hash,
+                            version: c.version,
+                        };
+                        (principal, Some(credential))
                     }
+                    None => (Principal::Admin, None),
                 }
             }
-        };
-        let credential = match &principal {
-            Principal::Client(id) => store::clients::credential(self.store.reader(), id).await?,
-            Principal::App(id) => store::apps::credential(self.store.reader(), id).await?,
-            Principal::Admin => match &self.configured_admin {
-                Some(hash) => Some(hash.clone()),
-                None => settings::get(self.store.reader(), settings::ADMIN_TOKEN_HASH).await?,
+            Kind::Admin => {
+                let c = match &self.configured_admin {
+                    Some(hash) => Some(hash.clone()),
+                    None => settings::get(reader, settings::ADMIN_TOKEN_HASH).await?,
+                }
+                .map(|hash| store::Credential { hash, version: 0 });
+                (Principal::Admin, c)
             }
-            .map(|hash| store::Credential { hash, version: 0 }),
         };
         let Some(credential) = credential else {
             // The same work as a wrong secret: timing must not tell.
@@ -361,6 +452,11 @@ impl Auth {
             }
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_PRUNE_AT {
+            // Sessions come and go: drop what a request would check again anyway.
+            let now = crate::store::now_ms();
+            cache.retain(|_, v| v.at.elapsed() <= self.ttl && v.expires_at.is_none_or(|e| e > now));
+        }
         cache.insert(
             key,
             Verified {
@@ -369,12 +465,44 @@ impl Auth {
                 hash: credential.hash.into(),
                 version: credential.version,
                 at: Instant::now(),
+                expires_at,
             },
         );
         Ok(Authenticated {
             principal,
             version: credential.version,
         })
+    }
+
+    /// Waits for this lane's turn to run argon2 (the normal lane: at once).
+    async fn turn(&self, lane: Lane) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, Error> {
+        match lane {
+            Lane::Normal => Ok(None),
+            Lane::Suspect => {
+                match tokio::time::timeout(SUSPECT_WAIT, self.suspect_lane.acquire()).await {
+                    Ok(Ok(permit)) => Ok(Some(permit)),
+                    _ => Err(Error::TooManyRequests {
+                        message: "too many failed authentications from this address or for this id; retry later".into(),
+                        retry_after_secs: 1,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Whether `password` matches the stored `hash`; None (no such account)
+    /// costs the same argon2 verification and is false. Scheduled in `lane`
+    /// like a token's.
+    pub async fn check_password(
+        &self,
+        password: &str,
+        hash: Option<&str>,
+        lane: Lane,
+    ) -> Result<bool, Error> {
+        let _turn = self.turn(lane).await?;
+        let against = hash.unwrap_or(&self.nobody).to_owned();
+        let matched = verify_token(password.to_owned(), against).await?;
+        Ok(matched && hash.is_some())
     }
 
     fn cached(&self, key: &str, token: &str) -> Cached {
@@ -385,7 +513,10 @@ impl Auth {
         if !constant_time_eq(entry.token.as_bytes(), token.as_bytes()) {
             return Cached::Miss;
         }
-        if entry.at.elapsed() > self.ttl {
+        let expired = entry
+            .expires_at
+            .is_some_and(|e| e <= crate::store::now_ms());
+        if expired || entry.at.elapsed() > self.ttl {
             return Cached::Aged(entry.hash.to_string());
         }
         Cached::Fresh(Authenticated {
@@ -434,22 +565,27 @@ impl Auth {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Forgets a principal's verified token (after revoke or rotate).
+    /// Forgets a principal's verified token (after revoke or rotate); for an
+    /// app, also those of its user sessions.
     pub fn forget(&self, key: &str) {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .retain(|k, v| {
+                k != key && !matches!(&v.principal, Principal::User(s) if s.app.as_str() == key)
+            });
     }
 }
 
-/// The id a token presents (`cli_…`, `app_…`), or `admin` for any other
+/// The id a token presents (`cli_…`, `app_…`, `ses_…`), or `admin` for any other
 /// shape: what failed authentications are also counted by.
 pub fn presented_id(token: &str) -> &str {
     match token.split_once('.') {
         Some((id, _))
             if id.len() <= 64
-                && (id.starts_with(ClientId::PREFIX) || id.starts_with(AppId::PREFIX)) =>
+                && (id.starts_with(ClientId::PREFIX)
+                    || id.starts_with(AppId::PREFIX)
+                    || id.starts_with(SessionId::PREFIX)) =>
         {
             id
         }

@@ -29,6 +29,8 @@ pub struct Config {
     pub metrics: MetricsListener,
     pub rate_limits: RateLimits,
     pub webhooks: Webhooks,
+    pub sessions: Sessions,
+    pub webchat: Webchat,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -312,6 +314,55 @@ impl Default for Webhooks {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sessions {
+    /// A user session's lifetime when `POST /sessions` asks for none, and a
+    /// login's.
+    pub ttl_secs: u64,
+    /// The longest lifetime `POST /sessions` or a refresh may ask for.
+    pub max_ttl_secs: u64,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            ttl_secs: 3600,
+            max_ttl_secs: 86_400,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Webchat {
+    /// Serve the chat page at `/chat` (and `/`).
+    pub enabled: bool,
+    /// The page's title.
+    pub title: String,
+    /// Mark the login cookie `Secure` even when the request did not come
+    /// over https through a trusted proxy (`X-Forwarded-Proto: https`).
+    pub secure_cookie: bool,
+    /// Who may show the page in a frame (CSP `frame-ancestors` sources,
+    /// e.g. "https://www.example.com"); empty: nobody.
+    pub frame_ancestors: Vec<String>,
+    /// The app whose accounts anyone may create with `POST /signup`; empty:
+    /// no sign-up (accounts come from `clawrelay user create`).
+    pub signup_app: String,
+}
+
+impl Default for Webchat {
+    fn default() -> Self {
+        Webchat {
+            enabled: false,
+            title: "clawrelay".to_owned(),
+            secure_cookie: false,
+            frame_ancestors: Vec::new(),
+            signup_app: String::new(),
+        }
+    }
+}
+
 impl Config {
     /// Where the key that encrypts webhook secrets lives.
     pub fn webhook_key_file(&self) -> PathBuf {
@@ -539,6 +590,37 @@ impl Config {
         }
         if self.sse.keepalive_secs == 0 {
             return bad("sse.keepalive_secs must be at least 1".into());
+        }
+        let sessions = &self.sessions;
+        if sessions.ttl_secs == 0 || sessions.ttl_secs > sessions.max_ttl_secs {
+            return bad(
+                "sessions.ttl_secs must be at least 1 and at most sessions.max_ttl_secs".into(),
+            );
+        }
+        if sessions.max_ttl_secs > 90 * 86_400 {
+            return bad("sessions.max_ttl_secs must be at most 7776000 (90 days)".into());
+        }
+        for source in &self.webchat.frame_ancestors {
+            let ok = !source.is_empty()
+                && source
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && !matches!(c, ';' | ',' | '\'' | '"'));
+            if !ok && source != "'self'" {
+                return bad(format!(
+                    "webchat.frame_ancestors: `{source}` is not a CSP source (e.g. https://www.example.com or 'self')"
+                ));
+            }
+        }
+        if !self.webchat.signup_app.is_empty()
+            && crate::ids::AppId::parse_any(&self.webchat.signup_app).is_none()
+        {
+            return bad(format!(
+                "webchat.signup_app: `{}` is not an app id (app_…)",
+                self.webchat.signup_app
+            ));
+        }
+        if self.webchat.title.len() > 200 {
+            return bad("webchat.title must be at most 200 bytes".into());
         }
         let wh = &self.webhooks;
         if let Err(e) = crate::webhook::target::Policy::new(wh.allow_private, &wh.allowed_networks)

@@ -22,6 +22,9 @@ pub struct LiveEvent {
     pub event: &'static str,
     #[serde(skip)]
     pub conversation_id: ConversationId,
+    /// The conversation's user: a user session's stream sees only its own.
+    #[serde(skip)]
+    pub user_id: String,
     pub payload: serde_json::Value,
 }
 
@@ -97,13 +100,15 @@ impl CredentialWatch {
         self.version
     }
 
-    /// Resolves when `key`'s credential changed after the version this
+    /// Resolves when the credential of one of `keys` changed after the version this
     /// session authenticated with, or when revocations were missed (the receiver fell
     /// behind): the session then checks the store itself.
-    pub async fn revoked(&mut self, key: &str) -> RevocationSeen {
+    pub async fn revoked(&mut self, keys: &[&str]) -> RevocationSeen {
         loop {
             match self.rx.recv().await {
-                Ok(r) if r.key == key && r.at > self.version => return RevocationSeen::Revoked,
+                Ok(r) if keys.contains(&r.key.as_str()) && r.at > self.version => {
+                    return RevocationSeen::Revoked
+                }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => return RevocationSeen::Missed,
                 Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
@@ -401,13 +406,16 @@ mod tests {
         let mut old = hub.watch_credentials(0);
         hub.credentials_changed("cli_other", 1_000);
         hub.credentials_changed("cli_me", 1_000);
-        assert_eq!(old.revoked("cli_me").await, RevocationSeen::Revoked);
+        assert_eq!(old.revoked(&["cli_me"]).await, RevocationSeen::Revoked);
         // A session opened with the rotated token (version 1000) stays when
         // the same change is announced again (the CLI watcher's poll).
         let mut new = hub.watch_credentials(1_000);
         hub.credentials_changed("cli_me", 1_000);
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(50), new.revoked("cli_me")).await;
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            new.revoked(&["cli_me"]),
+        )
+        .await;
         assert!(
             waited.is_err(),
             "a later session is not closed by an older change"

@@ -76,6 +76,16 @@ prefixed_id!(
     "wh_"
 );
 prefixed_id!(
+    /// A user session: one user of one app, for a while (web chat).
+    SessionId,
+    "ses_"
+);
+prefixed_id!(
+    /// A built-in account that logs in to the web chat.
+    AccountId,
+    "acc_"
+);
+prefixed_id!(
     /// One webhook event (the `webhook-id` header): kept by every redelivery.
     EventId,
     "evt_"
@@ -219,6 +229,9 @@ schema_string!(ConversationId, "conv_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 schema_string!(MessageId, "msg_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 schema_string!(WebhookId, "wh_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 schema_string!(EventId, "evt_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+schema_string!(UserId, "alice");
+schema_string!(SessionId, "ses_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+schema_string!(AccountId, "acc_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 
 sql_text!(ClientId);
 sql_text!(AppId);
@@ -226,6 +239,8 @@ sql_text!(ConversationId);
 sql_text!(MessageId);
 sql_text!(WebhookId);
 sql_text!(EventId);
+sql_text!(SessionId);
+sql_text!(AccountId);
 sql_text!(UserId);
 sql_text!(IdempotencyKey);
 

@@ -32,5 +32,6 @@ pub mod shutdown;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod webchat;
 pub mod webhook;
 pub mod ws;

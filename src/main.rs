@@ -67,6 +67,9 @@ enum Command {
     /// Manage apps' webhook endpoints.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Manage built-in accounts (web chat logins).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Manage the generated admin token.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
@@ -113,6 +116,38 @@ enum AppCommand {
     Revoke { id: String },
     /// Replace an app's token and print the new one.
     Rotate { id: String },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account of an app; prints a generated password (shown only
+    /// this once) unless --password-stdin.
+    Create {
+        #[arg(long)]
+        app: String,
+        /// The login name, also the user id its messages carry.
+        #[arg(long)]
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts (of one app with --app).
+    List {
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Disable an account: it cannot log in, its sessions end.
+    Disable { name: String },
+    /// Enable a disabled account.
+    Enable { name: String },
+    /// Set a new password (generated and printed, or --password-stdin); the
+    /// account's sessions end.
+    ResetPassword {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +299,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             relay.store.close().await;
             out
         }
+        Command::User(cmd) => {
+            config.validate().map_err(|e| e.to_string())?;
+            let relay = open(&config, cli.create).await?;
+            let out = user_command(&relay, cmd).await;
+            relay.store.close().await;
+            out
+        }
         Command::Backup { path } => {
             let db = config.storage.path.display().to_string();
             let store = open_store(&config, false).await?;
@@ -324,8 +366,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             let p = out.map_err(|e| e.to_string())?;
             let verb = if dry_run { "would delete" } else { "deleted" };
             println!(
-                "{verb}: {} conversations, {} messages, {} deliveries, {} dead deliveries, {} idempotency keys, {} webhook events",
-                p.conversations, p.messages, p.deliveries, p.dead_deliveries, p.idempotency_keys, p.webhook_events
+                "{verb}: {} conversations, {} messages, {} deliveries, {} dead deliveries, {} idempotency keys, {} webhook events, {} ended sessions",
+                p.conversations, p.messages, p.deliveries, p.dead_deliveries, p.idempotency_keys, p.webhook_events, p.sessions
             );
             Ok(())
         }
@@ -488,6 +530,76 @@ async fn app_command(relay: &Relay, cmd: AppCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?,
         ),
+    }
+    Ok(())
+}
+
+/// A password from the first line of standard input, or a generated one
+/// (then printed).
+fn password(from_stdin: bool) -> Result<(String, bool), String> {
+    if !from_stdin {
+        return Ok((clawrelay::relay::sessions::generate_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err("--password-stdin: standard input held no password".into());
+    }
+    Ok((password, false))
+}
+
+async fn user_command(relay: &Relay, cmd: UserCommand) -> Result<(), String> {
+    let e = |e: clawrelay::error::Error| e.to_string();
+    match cmd {
+        UserCommand::Create {
+            app,
+            name,
+            password_stdin,
+        } => {
+            let app = AppId::parse_any(&app).ok_or_else(|| format!("`{app}` is not an app id"))?;
+            let (password, generated) = password(password_stdin)?;
+            let account = relay
+                .create_account(&app, &name, password.clone())
+                .await
+                .map_err(e)?;
+            let mut shown = serde_json::to_value(&account).map_err(|e| e.to_string())?;
+            if generated {
+                shown["password"] = password.into();
+            }
+            print_json(&shown);
+        }
+        UserCommand::List { app } => {
+            let app = app
+                .map(|a| AppId::parse_any(&a).ok_or_else(|| format!("`{a}` is not an app id")))
+                .transpose()?;
+            print_json(&relay.accounts(app.as_ref()).await.map_err(e)?);
+        }
+        UserCommand::Disable { name } => {
+            relay.set_account_disabled(&name, true).await.map_err(e)?;
+            println!("disabled {name}; its sessions have ended");
+        }
+        UserCommand::Enable { name } => {
+            relay.set_account_disabled(&name, false).await.map_err(e)?;
+            println!("enabled {name}");
+        }
+        UserCommand::ResetPassword {
+            name,
+            password_stdin,
+        } => {
+            let (password, generated) = password(password_stdin)?;
+            relay
+                .set_account_password(&name, password.clone())
+                .await
+                .map_err(e)?;
+            if generated {
+                print_json(&serde_json::json!({ "name": name, "password": password }));
+            } else {
+                println!("password of {name} set; its sessions have ended");
+            }
+        }
     }
     Ok(())
 }

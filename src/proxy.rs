@@ -39,6 +39,28 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
+    /// Whether the client reached a trusted proxy over https (the proxy says
+    /// so in `X-Forwarded-Proto` or `Forwarded: proto=`); from anyone else
+    /// these headers mean nothing.
+    pub fn https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        if !self.contains(peer) {
+            return false;
+        }
+        let forwarded_proto = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().eq_ignore_ascii_case("https"));
+        forwarded_proto.unwrap_or_else(|| {
+            headers
+                .get_all("forwarded")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split([',', ';']))
+                .any(|part| part.trim().eq_ignore_ascii_case("proto=https"))
+        })
+    }
+
     /// The client's address: `peer`, or, when `peer` is a trusted proxy, the
     /// rightmost address in the forwarding headers that is not a trusted
     /// proxy (`X-Forwarded-For` first, then `Forwarded`).
@@ -126,6 +148,20 @@ mod tests {
             h.append(*k, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn https_is_believed_only_from_a_trusted_proxy() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8"]).unwrap();
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let h = headers(&[("x-forwarded-proto", "https")]);
+        assert!(t.https(proxy, &h));
+        assert!(!t.https(stranger, &h));
+        assert!(!t.https(proxy, &headers(&[("x-forwarded-proto", "http")])));
+        let h = headers(&[("forwarded", "for=1.2.3.4;proto=https")]);
+        assert!(t.https(proxy, &h));
+        assert!(!t.https(proxy, &HeaderMap::new()));
     }
 
     #[test]

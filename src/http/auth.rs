@@ -1,15 +1,84 @@
 //! The extractors that say what access a handler needs, over the
-//! credentials of [`crate::auth`]: the bearer token, the client's address
-//! (through trusted proxies), failed-authentication limits, then the role.
+//! credentials of [`crate::auth`]: the bearer token (or a login's session
+//! cookie), the client's address (through trusted proxies),
+//! failed-authentication limits, then the role.
+//!
+//! A request that authenticates with the session cookie is one a browser may
+//! have been tricked into sending, so it must prove it comes from the relay's
+//! own page: it is refused when the browser says it is cross-site
+//! (`Sec-Fetch-Site`), and an unsafe method must carry `X-CSRF-Token`, a
+//! value derived from the session token that only a page able to read the
+//! login response (or `GET /session`) knows. The cookie itself is
+//! `SameSite=Strict`, so most browsers do not send it cross-site at all.
 
 use crate::app::AppState;
-use crate::auth::{presented_id, Authenticated, Lane, Principal};
+use crate::auth::{csrf_token, presented_id, Authenticated, Lane, Principal, UserSession};
 use crate::error::Error;
 use crate::ids::{AppId, ClientId};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 use std::net::IpAddr;
+
+/// The cookie a login sets: the session token, HttpOnly.
+pub const SESSION_COOKIE: &str = "clawrelay_session";
+
+/// The session token in the `Cookie` header, if one is there.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// The credential a request presents: `Authorization` wins over the cookie.
+enum Presented<'a> {
+    Nothing,
+    Bearer(&'a str),
+    Cookie(&'a str),
+}
+
+fn presented(headers: &HeaderMap) -> Result<Presented<'_>, Error> {
+    Ok(match bearer(headers)? {
+        Some(token) => Presented::Bearer(token),
+        None => match session_cookie(headers) {
+            Some(token) => Presented::Cookie(token),
+            None => Presented::Nothing,
+        },
+    })
+}
+
+/// What a request authenticated by the session cookie must also show (see
+/// the module's documentation).
+fn check_cookie_request(parts: &Parts, token: &str) -> Result<(), Error> {
+    let cross_site = parts
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site");
+    if cross_site {
+        return Err(Error::Forbidden(
+            "the session cookie is not accepted on cross-site requests",
+        ));
+    }
+    if !parts.method.is_safe() {
+        let sent = parts
+            .headers
+            .get("x-csrf-token")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !crate::auth::constant_time_eq(sent, csrf_token(token).as_bytes()) {
+            return Err(Error::Forbidden(
+                "a request authenticated by the session cookie needs the X-CSRF-Token header (from POST /login or GET /session)",
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The bearer token of `Authorization`, if the header is there.
 pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Error> {
@@ -73,8 +142,19 @@ pub async fn authenticate(
 
 async fn principal(parts: &Parts, state: &AppState) -> Result<Authenticated, Error> {
     let ip = client_ip(state, parts);
-    let token = bearer(&parts.headers)?;
-    authenticate(state, ip, token).await
+    match presented(&parts.headers)? {
+        Presented::Bearer(token) => authenticate(state, ip, Some(token)).await,
+        Presented::Cookie(token) => {
+            check_cookie_request(parts, token)?;
+            let a = authenticate(state, ip, Some(token)).await?;
+            // The cookie only ever carries a session; anything else in it is not a login.
+            match a.principal {
+                Principal::User(_) => Ok(a),
+                _ => Err(Error::Unauthorized("the session cookie holds no session")),
+            }
+        }
+        Presented::Nothing => authenticate(state, ip, None).await,
+    }
 }
 
 /// Requires the admin token.
@@ -90,6 +170,19 @@ pub struct AppAuth(pub AppId, pub i64);
 
 /// Any valid token.
 pub struct AnyAuth(pub Principal);
+
+/// The user-facing side: an app token (or, with `[inbound] public = true`,
+/// none: the public app), or a user session, which is held to its user.
+/// `.1` is the credential version, as for [`AppAuth`].
+pub struct AppSideAuth(pub Principal, pub i64);
+
+/// Requires a user session (bearer token or the login cookie).
+pub struct SessionAuth {
+    pub session: UserSession,
+    /// The token, when it came in the cookie (a login's page): what the
+    /// CSRF token is derived from and the cookie is set again with.
+    pub cookie: Option<String>,
+}
 
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = Error;
@@ -120,7 +213,8 @@ impl FromRequestParts<AppState> for AppAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let (app, version) = if bearer(&parts.headers)?.is_none() && state.config.inbound.public {
+        let nothing = matches!(presented(&parts.headers)?, Presented::Nothing);
+        let (app, version) = if nothing && state.config.inbound.public {
             (AppId::public(), 0)
         } else {
             let a = principal(parts, state).await?;
@@ -131,6 +225,45 @@ impl FromRequestParts<AppState> for AppAuth {
         };
         state.limits.check_app(&app)?;
         Ok(AppAuth(app, version))
+    }
+}
+
+impl FromRequestParts<AppState> for AppSideAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let nothing = matches!(presented(&parts.headers)?, Presented::Nothing);
+        if nothing && state.config.inbound.public {
+            state.limits.check_app(&AppId::public())?;
+            return Ok(AppSideAuth(Principal::App(AppId::public()), 0));
+        }
+        let a = principal(parts, state).await?;
+        match &a.principal {
+            Principal::App(app) => state.limits.check_app(app)?,
+            Principal::User(s) => state.limits.check_app(&s.app)?,
+            _ => {
+                return Err(Error::Forbidden(
+                    "this endpoint needs an app token or a user session",
+                ))
+            }
+        }
+        Ok(AppSideAuth(a.principal, a.version))
+    }
+}
+
+impl FromRequestParts<AppState> for SessionAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let a = principal(parts, state).await?;
+        let cookie = match presented(&parts.headers)? {
+            Presented::Cookie(token) => Some(token.to_owned()),
+            _ => None,
+        };
+        match a.principal {
+            Principal::User(session) => Ok(SessionAuth { session, cookie }),
+            _ => Err(Error::Forbidden("this endpoint needs a user session")),
+        }
     }
 }
 

@@ -1,12 +1,12 @@
-//! `GET /events`: an app's live stream as Server-Sent Events, for clients
-//! that cannot hold a WebSocket. The same feed as the WebSocket app role:
+//! `GET /events`: an app's live stream (or a user session's: that user's
+//! conversations) as Server-Sent Events, for clients that cannot hold a
+//! WebSocket. The same feed as the WebSocket app role:
 //! stored messages carry their cursor as the SSE `id`, so a reconnecting
 //! `EventSource` resumes by itself (`Last-Event-ID`).
 
-use super::auth::AppAuth;
+use super::auth::AppSideAuth;
 use super::extract::{cursor, ApiQuery};
 use crate::app::AppState;
-use crate::auth::Principal;
 use crate::error::Error;
 use crate::ids::ConversationId;
 use crate::ws::feed::{self, FeedItem};
@@ -47,7 +47,7 @@ pub(crate) struct EventsQuery {
 ))]
 pub(crate) async fn events(
     State(state): State<AppState>,
-    AppAuth(app, version): AppAuth,
+    AppSideAuth(viewer, version): AppSideAuth,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, Error> {
@@ -56,10 +56,7 @@ pub(crate) async fn events(
             let id = ConversationId::parse(c).ok_or_else(|| {
                 Error::not_found("conversation_not_found", format!("no conversation {c}"))
             })?;
-            state
-                .relay
-                .conversation(&Principal::App(app.clone()), &id)
-                .await?;
+            state.relay.conversation(&viewer, &id).await?;
             Some(id)
         }
         None => None,
@@ -70,13 +67,10 @@ pub(crate) async fn events(
         Some(c) => c,
         None => state.relay.current_cursor().await?,
     };
-    let watch = state
-        .relay
-        .watch_session(&Principal::App(app.clone()), version)
-        .await?;
+    let watch = state.relay.watch_session(&viewer, version).await?;
     let feed = feed::spawn(
         state.relay.clone(),
-        app,
+        viewer,
         conversation,
         start,
         state.config.ws.outgoing_buffer,

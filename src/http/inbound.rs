@@ -1,10 +1,12 @@
-//! The app endpoints: `POST /inbound` and `GET /outbox`.
+//! The app endpoints: `POST /inbound` and `GET /outbox`, for an app or a
+//! user session (held to its user).
 
-use super::auth::AppAuth;
+use super::auth::AppSideAuth;
 use super::extract::{cursor, idempotency_key, limit, ApiJson, ApiQuery};
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::Error;
-use crate::ids::UserId;
+use crate::ids::{AppId, UserId};
 use crate::model::Message;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -21,8 +23,10 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct InboundBody {
-    /// The app's name for its user.
-    from: String,
+    /// The app's name for its user. With a user session: optional, and
+    /// only that session's user.
+    #[serde(default)]
+    from: Option<String>,
     text: String,
 }
 
@@ -42,16 +46,37 @@ pub(crate) struct InboundBody {
 ))]
 pub(crate) async fn inbound(
     State(state): State<AppState>,
-    AppAuth(app, _): AppAuth,
+    AppSideAuth(sender, _): AppSideAuth,
     headers: HeaderMap,
     ApiJson(body): ApiJson<InboundBody>,
 ) -> Result<Json<Message>, Error> {
     let key = idempotency_key(&headers)?;
-    let from = UserId::parse(&body.from)
-        .map_err(|why| Error::invalid("invalid_from", format!("`from` {why}")))?;
+    let (app, from) = sender_of(&sender, body.from.as_deref())?;
     state.limits.check_user(&app, &from)?;
     let message = state.relay.inbound(app, from, body.text, key).await?;
     Ok(Json(message))
+}
+
+/// The app and user a message is posted for: an app names its user in
+/// `from`; a user session is its user (a `from` naming anyone else is refused).
+pub(crate) fn sender_of(sender: &Principal, from: Option<&str>) -> Result<(AppId, UserId), Error> {
+    match sender {
+        Principal::User(s) => match from {
+            Some(f) if f != s.user.as_str() => Err(Error::Forbidden(
+                "a user session posts as its own user only",
+            )),
+            _ => Ok((s.app.clone(), s.user.clone())),
+        },
+        Principal::App(app) => {
+            let from = from.ok_or_else(|| Error::invalid("invalid_from", "`from` is required"))?;
+            let from = UserId::parse(from)
+                .map_err(|why| Error::invalid("invalid_from", format!("`from` {why}")))?;
+            Ok((app.clone(), from))
+        }
+        _ => Err(Error::Forbidden(
+            "this endpoint needs an app token or a user session",
+        )),
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -84,15 +109,27 @@ pub(crate) struct Outbox {
 ))]
 pub(crate) async fn outbox(
     State(state): State<AppState>,
-    AppAuth(app, _): AppAuth,
+    AppSideAuth(viewer, _): AppSideAuth,
     ApiQuery(q): ApiQuery<OutboxQuery>,
 ) -> Result<Json<Outbox>, Error> {
+    let Some(app) = viewer.app().cloned() else {
+        return Err(Error::Forbidden(
+            "this endpoint needs an app token or a user session",
+        ));
+    };
     let after = cursor(q.after.as_deref())?.unwrap_or(0);
     let limit = limit(q.limit, 100, 1000)?;
     let wait = q.wait.filter(|s| *s > 0).map(Duration::from_secs);
     let page = state
         .relay
-        .outbox(app, after, limit, wait, state.shutdown.clone().wait())
+        .outbox(
+            app,
+            viewer.user(),
+            after,
+            limit,
+            wait,
+            state.shutdown.clone().wait(),
+        )
         .await?;
     Ok(Json(Outbox {
         messages: page.messages,

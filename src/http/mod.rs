@@ -12,6 +12,7 @@ pub mod extract;
 pub mod health;
 pub(crate) mod inbound;
 pub mod openapi;
+pub(crate) mod sessions;
 pub(crate) mod webhooks;
 
 use crate::app::AppState;
@@ -85,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .merge(agent::router())
         .merge(inbound::router())
         .merge(events::router())
+        .merge(sessions::router())
+        .merge(crate::webchat::router())
         .merge(openapi::router())
         .merge(crate::ws::router())
         .fallback(|| async { Error::not_found("no_route", "no such endpoint") })

@@ -2,7 +2,7 @@
 //! `#[utoipa::path]` annotations and the types they exchange, served at
 //! `GET /openapi.json`.
 
-use super::{admin, agent, conversations, events, health, inbound, webhooks};
+use super::{admin, agent, conversations, events, health, inbound, sessions, webhooks};
 use crate::app::AppState;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "clawrelay",
-        description = "A durable message relay between apps and AI agents. Tokens go in `Authorization: Bearer`; tags say which token an operation takes (admin, agent = client token, app = app token, any, public = none).",
+        description = "A durable message relay between apps and AI agents. Tokens go in `Authorization: Bearer`; tags say which token an operation takes (admin, agent = client token, app = app token or, where it says so, a user session, user = a user session's token or the login cookie, any, public = none).",
     ),
     paths(
         health::health, health::ready, health::stats, health::metrics,
@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         agent::poll, agent::send, agent::ack,
         inbound::inbound, inbound::outbox,
         events::events,
+        sessions::open, sessions::refresh, sessions::whoami, sessions::logout, sessions::login, sessions::signup,
         crate::ws::upgrade,
         openapi_json,
     ),

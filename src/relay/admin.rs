@@ -264,6 +264,13 @@ impl Relay {
             Principal::Client(id) => clients::credential(reader, id).await?,
             Principal::App(id) if *id == AppId::public() => return Ok(true),
             Principal::App(id) => apps::credential(reader, id).await?,
+            Principal::User(s) => {
+                return Ok(
+                    crate::store::sessions::credential(reader, &s.session, now_ms())
+                        .await?
+                        .is_some_and(|c| c.version == version),
+                )
+            }
         };
         Ok(stored.is_some_and(|c| c.version == version))
     }

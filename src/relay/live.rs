@@ -5,7 +5,7 @@
 use super::Relay;
 use crate::error::Error;
 use crate::hub::LiveEvent;
-use crate::ids::{AppId, ClientId, ConversationId, ReplyId};
+use crate::ids::{AppId, ClientId, ConversationId, ReplyId, UserId};
 use crate::model::Message;
 use crate::store::conversations::Expired;
 use crate::store::{conversations, messages};
@@ -30,6 +30,7 @@ impl Relay {
             LiveEvent {
                 event: "conversation.expired",
                 conversation_id: e.id,
+                user_id: e.user_id.to_string(),
                 payload,
             },
         );
@@ -62,7 +63,7 @@ impl Relay {
         fields: Value,
     ) -> Result<(), Error> {
         let (app, user) = self.held_by(client, &conversation).await?;
-        let mut payload = json!({ "conversationId": conversation, "userId": user });
+        let mut payload = json!({ "conversationId": conversation, "userId": &user });
         if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), fields) {
             p.extend(extra);
         }
@@ -71,6 +72,7 @@ impl Relay {
             LiveEvent {
                 event,
                 conversation_id: conversation,
+                user_id: user,
                 payload,
             },
         );
@@ -136,15 +138,23 @@ impl Relay {
         .await
     }
 
-    /// Stored messages (both directions) of an app's stream after `after`.
+    /// Stored messages (both directions) of an app's stream after `after`;
+    /// with `user`, of that user's conversations only.
     pub async fn stream_page(
         &self,
         app: &AppId,
+        user: Option<&UserId>,
         conversation: Option<&ConversationId>,
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Message)>, Error> {
-        Ok(messages::stream(self.store.reader(), app, conversation, after, limit).await?)
+        let reader = self.store.reader();
+        Ok(match user {
+            None => messages::stream(reader, app, conversation, after, limit).await?,
+            Some(user) => {
+                messages::of_user(reader, app, user, conversation, after, limit, false).await?
+            }
+        })
     }
 
     /// The cursor of "now": a stream started without one begins here.

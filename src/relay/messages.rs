@@ -234,6 +234,7 @@ impl Relay {
     pub async fn outbox(
         &self,
         app: AppId,
+        user: Option<&UserId>,
         after: i64,
         limit: i64,
         wait: Option<Duration>,
@@ -247,7 +248,13 @@ impl Relay {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let rows = messages::outbox(self.store.reader(), &app, after, limit).await?;
+            let reader = self.store.reader();
+            let rows = match user {
+                None => messages::outbox(reader, &app, after, limit).await?,
+                Some(user) => {
+                    messages::of_user(reader, &app, user, None, after, limit, true).await?
+                }
+            };
             if !rows.is_empty() || Instant::now() >= deadline {
                 let cursor = rows.last().map(|(seq, _)| *seq).unwrap_or(after);
                 return Ok(OutboxPage {
@@ -280,6 +287,9 @@ impl Relay {
             Principal::Admin => true,
             Principal::Client(c) => conversation.client_id.as_ref() == Some(c),
             Principal::App(a) => &conversation.app_id == a,
+            Principal::User(s) => {
+                conversation.app_id == s.app && conversation.user_id == s.user.as_str()
+            }
         };
         if !visible {
             return Err(not_found());

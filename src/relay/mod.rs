@@ -10,7 +10,8 @@
 //! - [`admin`]: clients, apps, conversation and delivery listings;
 //! - [`maintenance`]: the periodic tick (expiry, reassignment, poll times);
 //! - [`retention`]: purging what is older than the configured retention;
-//! - [`webhooks`]: apps' webhook endpoints and the events recorded for them.
+//! - [`webhooks`]: apps' webhook endpoints and the events recorded for them;
+//! - [`sessions`]: user sessions and the built-in accounts that log in.
 
 pub mod admin;
 pub mod delivery;
@@ -18,6 +19,7 @@ pub mod live;
 pub mod maintenance;
 pub mod messages;
 pub mod retention;
+pub mod sessions;
 pub mod webhooks;
 
 use crate::config::Config;
@@ -42,6 +44,9 @@ pub struct Rules {
     pub key_ttl_ms: i64,
     /// Most open deliveries one client may hold.
     pub max_pending: i64,
+    /// A user session's lifetime when none is asked for, and the longest.
+    pub session_ttl_ms: i64,
+    pub session_max_ttl_ms: i64,
 }
 
 impl Rules {
@@ -55,6 +60,8 @@ impl Rules {
             retention_ms: (c.conversations.retention_secs * 1000) as i64,
             key_ttl_ms: (c.idempotency.ttl_secs * 1000) as i64,
             max_pending: c.delivery.max_pending as i64,
+            session_ttl_ms: (c.sessions.ttl_secs * 1000) as i64,
+            session_max_ttl_ms: (c.sessions.max_ttl_secs * 1000) as i64,
         }
     }
 

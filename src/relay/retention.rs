@@ -1,35 +1,50 @@
 //! Retention: conversations expired longer than `[conversations]
 //! retention_secs` go with their messages and deliveries, dead deliveries
 //! older than that go too, and idempotency keys older than `[idempotency]
-//! ttl_secs`, and webhook events older than the retention. Each batch is one short write, so the writer never stalls
-//! behind a purge; a crash mid-purge only leaves the rest for next time.
+//! ttl_secs`, webhook events older than the retention, and user sessions
+//! that ended over a day ago (kept that long so a revocation by the admin
+//! CLI reaches running servers). Each batch is one short write, so the
+//! writer never stalls behind a purge; a crash mid-purge only leaves the
+//! rest for next time.
 
 use super::Relay;
 use crate::error::Error;
 use crate::store::now_ms;
 use crate::store::retention::{self, Purged};
-use crate::store::webhooks;
+use crate::store::{sessions, webhooks};
 
 /// Conversations deleted per transaction.
 const CONVERSATION_BATCH: i64 = 50;
 /// Rows of the other kinds deleted per transaction.
 const ROW_BATCH: i64 = 1000;
+/// How long a session that ended is kept.
+const SESSIONS_KEPT_MS: i64 = 86_400_000;
 
 impl Relay {
-    fn cutoffs(&self) -> (i64, i64) {
+    fn cutoffs(&self) -> (i64, i64, i64) {
         let now = now_ms();
-        (now - self.rules.retention_ms, now - self.rules.key_ttl_ms)
+        (
+            now - self.rules.retention_ms,
+            now - self.rules.key_ttl_ms,
+            now - SESSIONS_KEPT_MS,
+        )
     }
 
     /// What a purge now would remove.
     pub async fn purge_preview(&self) -> Result<Purged, Error> {
-        let (expired_before, keys_before) = self.cutoffs();
-        Ok(retention::count(self.store.reader(), expired_before, keys_before).await?)
+        let (expired_before, keys_before, sessions_before) = self.cutoffs();
+        Ok(retention::count(
+            self.store.reader(),
+            expired_before,
+            keys_before,
+            sessions_before,
+        )
+        .await?)
     }
 
     /// Purges in batches, at most `max_batches` of them (None: until done).
     pub async fn purge(&self, max_batches: Option<usize>) -> Result<Purged, Error> {
-        let (expired_before, keys_before) = self.cutoffs();
+        let (expired_before, keys_before, sessions_before) = self.cutoffs();
         let mut total = Purged::default();
         let mut batches = 0usize;
         loop {
@@ -50,6 +65,9 @@ impl Relay {
                         if p.dead_deliveries == 0 && p.idempotency_keys == 0 {
                             p.webhook_events =
                                 webhooks::purge_events(tx, expired_before, ROW_BATCH)?;
+                        }
+                        if p.dead_deliveries + p.idempotency_keys + p.webhook_events == 0 {
+                            p.sessions = sessions::purge(tx, sessions_before, ROW_BATCH)?;
                         }
                     }
                     Ok::<_, Error>(p)
@@ -74,6 +92,9 @@ impl Relay {
             purged
                 .with_label_values(&["webhook_events"])
                 .inc_by(step.webhook_events as u64);
+            purged
+                .with_label_values(&["sessions"])
+                .inc_by(step.sessions as u64);
             total.add(step);
             // Let other writes in between batches.
             tokio::task::yield_now().await;

@@ -117,8 +117,8 @@ pub fn set_last_seen(tx: &Tx, id: &ClientId, at: i64) -> StoreResult<()> {
     Ok(())
 }
 
-/// The clients and apps whose token was revoked or rotated after `since`
-/// (ms): their ids and when.
+/// The clients, apps and user sessions whose credential was revoked or
+/// rotated after `since` (ms): their ids and when.
 pub async fn credentials_changed_since(
     ex: impl SqliteExecutor<'_>,
     since: i64,
@@ -126,7 +126,9 @@ pub async fn credentials_changed_since(
     let rows = sqlx::query!(
         r#"SELECT id AS "id!", credentials_changed_at AS "at!: i64" FROM clients WHERE credentials_changed_at > ?1
            UNION ALL
-           SELECT id, credentials_changed_at FROM apps WHERE credentials_changed_at > ?1"#,
+           SELECT id, credentials_changed_at FROM apps WHERE credentials_changed_at > ?1
+           UNION ALL
+           SELECT id, revoked_at FROM sessions WHERE revoked_at > ?1"#,
         since
     )
     .fetch_all(ex)

@@ -1,7 +1,7 @@
 //! Messages: the permanent record of both directions of every conversation.
 
 use super::{StoreResult, Tx};
-use crate::ids::{AppId, ClientId, ConversationId, MessageId};
+use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
 use crate::model::{Direction, Message};
 use rusqlite::OptionalExtension;
 use sqlx::SqliteExecutor;
@@ -172,10 +172,7 @@ pub async fn outbox(
     )
     .fetch_all(ex)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.seq, Message::from(r)))
-        .collect())
+    Ok(numbered(rows))
 }
 
 /// Both directions of an app's conversations (or of one of them) after
@@ -201,10 +198,47 @@ pub async fn stream(
     )
     .fetch_all(ex)
     .await?;
-    Ok(rows
-        .into_iter()
+    Ok(numbered(rows))
+}
+
+/// The messages of one user's conversations of an app (or of one of them)
+/// after `after`, in commit order; only the replies with `outbound_only`.
+/// Read through the user's conversations, so a user's history costs what
+/// that user has, not what the app has.
+pub async fn of_user(
+    ex: impl SqliteExecutor<'_>,
+    app: &AppId,
+    user: &UserId,
+    conversation: Option<&ConversationId>,
+    after: i64,
+    limit: i64,
+    outbound_only: bool,
+) -> StoreResult<Vec<(i64, Message)>> {
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT m.seq AS "seq!", m.id, m.conversation_id, m.app_id, m.client_id, m.direction,
+                  m.sender, m.recipient, m.text, m.created_at, m.reply_id
+           FROM conversations c JOIN messages m ON m.conversation_id = c.id
+           WHERE c.app_id = ?1 AND c.user_id = ?2 AND m.seq > ?3
+             AND (?4 IS NULL OR c.id = ?4) AND (?5 = 0 OR m.direction = 'outbound')
+           ORDER BY m.seq LIMIT ?6"#,
+        app,
+        user,
+        after,
+        conversation,
+        outbound_only,
+        limit
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(numbered(rows))
+}
+
+/// Rows as (cursor, message).
+fn numbered(rows: Vec<Row>) -> Vec<(i64, Message)> {
+    rows.into_iter()
         .map(|r| (r.seq, Message::from(r)))
-        .collect())
+        .collect()
 }
 
 /// The newest sequence number (0 for an empty database): "now" as a cursor.

@@ -21,6 +21,7 @@ pub mod deliveries;
 pub mod idempotency;
 pub mod messages;
 pub mod retention;
+pub mod sessions;
 pub mod settings;
 pub mod webhooks;
 mod writer;

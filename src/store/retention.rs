@@ -16,6 +16,8 @@ pub struct Purged {
     pub idempotency_keys: i64,
     /// Webhook events (with their per-endpoint rows) older than the retention.
     pub webhook_events: i64,
+    /// User sessions that ended (expired or were revoked) over a day ago.
+    pub sessions: i64,
 }
 
 impl Purged {
@@ -26,6 +28,7 @@ impl Purged {
             + self.dead_deliveries
             + self.idempotency_keys
             + self.webhook_events
+            + self.sessions
             == 0
     }
 
@@ -36,6 +39,7 @@ impl Purged {
         self.dead_deliveries += o.dead_deliveries;
         self.idempotency_keys += o.idempotency_keys;
         self.webhook_events += o.webhook_events;
+        self.sessions += o.sessions;
     }
 }
 
@@ -44,6 +48,7 @@ pub async fn count(
     ex: impl SqliteExecutor<'_>,
     expired_before: i64,
     keys_before: i64,
+    sessions_before: i64,
 ) -> StoreResult<Purged> {
     let r = sqlx::query!(
         r#"SELECT
@@ -57,9 +62,11 @@ pub async fn count(
                  AND conversation_id NOT IN
                      (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1)) AS "dead!: i64",
              (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < ?2) AS "keys!: i64",
-             (SELECT COUNT(*) FROM webhook_events WHERE created_at < ?1) AS "events!: i64""#,
+             (SELECT COUNT(*) FROM webhook_events WHERE created_at < ?1) AS "events!: i64",
+             (SELECT COUNT(*) FROM sessions WHERE expires_at < ?3 OR revoked_at < ?3) AS "sessions!: i64""#,
         expired_before,
-        keys_before
+        keys_before,
+        sessions_before
     )
     .fetch_one(ex)
     .await?;
@@ -70,6 +77,7 @@ pub async fn count(
         dead_deliveries: r.dead,
         idempotency_keys: r.keys,
         webhook_events: r.events,
+        sessions: r.sessions,
     })
 }
 

@@ -1,13 +1,16 @@
 //! An app's WebSocket session: its conversations streamed (replay after the
-//! `connect` cursor, then live), and `inbound` to post user messages.
+//! `connect` cursor, then live), and `inbound` to post user messages. A user
+//! session connects in the same role, held to its user: its conversations
+//! only, and `inbound` as that user only.
 
 use super::feed::{self, FeedItem};
 use super::protocol::{close, ConnectParams, InboundParams, Request, PROTOCOL_VERSION};
 use super::{read_error, Conn, Exit};
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::Error;
 use crate::hub::CredentialWatch;
-use crate::ids::{AppId, ConversationId, UserId};
+use crate::ids::ConversationId;
 use axum::extract::ws::Message;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -15,13 +18,18 @@ use std::time::Duration;
 pub async fn run(
     mut conn: Conn,
     state: AppState,
-    app: AppId,
+    viewer: Principal,
     watch: CredentialWatch,
     connect_id: Value,
     params: ConnectParams,
 ) {
     let relay = state.relay.clone();
-    let start = match start_cursor(&state, &app, &params).await {
+    let Some(app) = viewer.app().cloned() else {
+        return conn
+            .finish(Exit::Close(close::FORBIDDEN, "not an app"))
+            .await;
+    };
+    let start = match start_cursor(&state, &viewer, &params).await {
         Ok(c) => c,
         Err(e) => {
             let _ = conn.error(&connect_id, e.code(), &e.to_string()).await;
@@ -36,7 +44,7 @@ pub async fn run(
         .and_then(ConversationId::parse);
     let mut feed = feed::spawn(
         relay.clone(),
-        app.clone(),
+        viewer.clone(),
         conversation,
         start,
         state.config.ws.outgoing_buffer,
@@ -47,6 +55,7 @@ pub async fn run(
         "protocol": PROTOCOL_VERSION,
         "role": "app",
         "appId": app,
+        "userId": viewer.user(),
         "cursor": start.to_string(),
         "pingIntervalMs": state.config.ws.ping_interval_secs * 1000,
     });
@@ -79,7 +88,7 @@ pub async fn run(
                 None | Some(Ok(Message::Close(_))) => break Exit::Gone,
                 Some(Err(e)) => break read_error(&e),
                 Some(Ok(Message::Text(text))) => {
-                    if let Err(exit) = request(&mut conn, &state, &app, &text).await {
+                    if let Err(exit) = request(&mut conn, &state, &viewer, &text).await {
                         break exit;
                     }
                 }
@@ -105,16 +114,17 @@ pub async fn run(
 }
 
 /// Where the stream starts: after `after`, or now. A conversation filter must
-/// name one of this app's conversations.
-async fn start_cursor(state: &AppState, app: &AppId, params: &ConnectParams) -> Result<i64, Error> {
+/// name one of this app's (or this user's) conversations.
+async fn start_cursor(
+    state: &AppState,
+    viewer: &Principal,
+    params: &ConnectParams,
+) -> Result<i64, Error> {
     if let Some(c) = &params.conversation_id {
         let id = ConversationId::parse(c).ok_or_else(|| {
             Error::not_found("conversation_not_found", format!("no conversation {c}"))
         })?;
-        state
-            .relay
-            .conversation(&crate::auth::Principal::App(app.clone()), &id)
-            .await?;
+        state.relay.conversation(viewer, &id).await?;
     }
     match params.after.as_deref() {
         Some(after) => crate::http::extract::cursor(Some(after))?
@@ -123,7 +133,12 @@ async fn start_cursor(state: &AppState, app: &AppId, params: &ConnectParams) -> 
     }
 }
 
-async fn request(conn: &mut Conn, state: &AppState, app: &AppId, text: &str) -> Result<(), Exit> {
+async fn request(
+    conn: &mut Conn,
+    state: &AppState,
+    viewer: &Principal,
+    text: &str,
+) -> Result<(), Exit> {
     let request = match Request::parse(text) {
         Ok(r) => r,
         Err(e) => return conn.frame_error(&e).await,
@@ -134,7 +149,7 @@ async fn request(conn: &mut Conn, state: &AppState, app: &AppId, text: &str) -> 
                 Ok(p) => p,
                 Err(e) => return conn.frame_error(&e).await,
             };
-            inbound(state, app, p).await
+            inbound(state, viewer, p).await
         }
         "ping" => Ok(json!({ "ts": crate::store::now_ms() })),
         other => Err(Error::invalid(
@@ -145,11 +160,10 @@ async fn request(conn: &mut Conn, state: &AppState, app: &AppId, text: &str) -> 
     conn.answer(&request.id, result).await
 }
 
-async fn inbound(state: &AppState, app: &AppId, p: InboundParams) -> Result<Value, Error> {
-    let from = UserId::parse(&p.from)
-        .map_err(|why| Error::invalid("invalid_from", format!("`from` {why}")))?;
-    state.limits.check_user(app, &from)?;
+async fn inbound(state: &AppState, viewer: &Principal, p: InboundParams) -> Result<Value, Error> {
+    let (app, from) = crate::http::inbound::sender_of(viewer, p.from.as_deref())?;
+    state.limits.check_user(&app, &from)?;
     let key = super::idempotency_param(p.idempotency_key.as_deref())?;
-    let message = state.relay.inbound(app.clone(), from, p.text, key).await?;
+    let message = state.relay.inbound(app, from, p.text, key).await?;
     Ok(json!({ "message": message }))
 }

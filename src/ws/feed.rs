@@ -9,11 +9,14 @@
 //! back-pressure. Live-only events go through a bounded buffer: a consumer
 //! that falls behind by more than `[ws] outgoing_buffer` of them is a slow
 //! consumer and its feed ends. So does the feed of an app whose token is
-//! revoked or rotated.
+//! revoked or rotated, and of a user session that ends.
+//!
+//! A user session's feed carries that user's conversations only: stored
+//! messages are read through them, live events are filtered by user.
 
 use crate::auth::Principal;
 use crate::hub::{CredentialWatch, LiveEvent};
-use crate::ids::{AppId, ConversationId};
+use crate::ids::ConversationId;
 use crate::model::Message;
 use crate::relay::Relay;
 use crate::shutdown::Shutdown;
@@ -49,10 +52,11 @@ impl Feed {
     }
 }
 
-/// Starts the feed of `app` (optionally one conversation) after `after`.
+/// Starts the feed of an app or a user session (optionally one
+/// conversation) after `after`.
 pub fn spawn(
     relay: Arc<Relay>,
-    app: AppId,
+    viewer: Principal,
     conversation: Option<ConversationId>,
     after: i64,
     buffer: usize,
@@ -63,6 +67,14 @@ pub fn spawn(
     let slow = Arc::new(AtomicBool::new(false));
     let revoked = Arc::new(AtomicBool::new(false));
     let task_revoked = revoked.clone();
+    let Some(app) = viewer.app().cloned() else {
+        // Only the app side has a stream: nothing to feed.
+        return Feed {
+            items,
+            slow,
+            revoked,
+        };
+    };
     // Subscribed before the first read: no live event between the two is lost.
     let live = relay.hub.subscribe_app(&app);
     let task_slow = slow.clone();
@@ -71,7 +83,7 @@ pub fn spawn(
         let _stream = crate::metrics::StreamGuard::new();
         run(
             relay,
-            app,
+            viewer,
             conversation,
             after,
             tx,
@@ -102,7 +114,7 @@ struct Ends {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     relay: Arc<Relay>,
-    app: AppId,
+    principal: Principal,
     conversation: Option<ConversationId>,
     mut cursor: i64,
     tx: mpsc::Sender<FeedItem>,
@@ -111,7 +123,9 @@ async fn run(
     shutdown: Shutdown,
 ) {
     let slow = ends.slow.clone();
-    let principal = Principal::App(app.clone());
+    let (Some(app), user) = (principal.app().cloned(), principal.user().cloned()) else {
+        return;
+    };
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
@@ -122,7 +136,7 @@ async fn run(
 
         loop {
             let page = match relay
-                .stream_page(&app, conversation.as_ref(), cursor, PAGE)
+                .stream_page(&app, user.as_ref(), conversation.as_ref(), cursor, PAGE)
                 .await
             {
                 Ok(page) => page,
@@ -158,7 +172,9 @@ async fn run(
             _ = &mut notified => {}
             event = live.recv() => match event {
                 Ok(event) => {
-                    if conversation.as_ref().is_some_and(|c| *c != event.conversation_id) {
+                    if conversation.as_ref().is_some_and(|c| *c != event.conversation_id)
+                        || user.as_ref().is_some_and(|u| u.as_str() != event.user_id)
+                    {
                         continue;
                     }
                     match tx.try_send(FeedItem::Live(event)) {

@@ -243,7 +243,7 @@ pub(crate) fn idempotency_param(
 /// admin CLI made).
 pub async fn credential_gone(watch: &mut CredentialWatch, relay: &Relay, principal: &Principal) {
     loop {
-        match watch.revoked(principal.key()).await {
+        match watch.revoked(&principal.revocation_keys()).await {
             RevocationSeen::Revoked => return,
             RevocationSeen::Missed => {
                 if let Ok(false) = relay.credential_current(principal, watch.version()).await {
@@ -354,13 +354,13 @@ async fn handshake(
         (Role::Agent, Principal::Client(client)) => {
             agent::run(conn, state, client, watch, request.id, params).await
         }
-        (Role::App, Principal::App(app)) => {
-            app::run(conn, state, app, watch, request.id, params).await
+        (Role::App, viewer @ (Principal::App(_) | Principal::User(_))) => {
+            app::run(conn, state, viewer, watch, request.id, params).await
         }
         (role, _) => {
             let message = match role {
                 Role::Agent => "role `agent` needs a client token",
-                Role::App => "role `app` needs an app token",
+                Role::App => "role `app` needs an app token or a user session",
             };
             let _ = conn.error(&request.id, "forbidden", message).await;
             conn.finish(refuse(close::FORBIDDEN, "wrong role")).await

@@ -206,7 +206,9 @@ pub struct ProgressParams {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboundParams {
-    pub from: String,
+    /// Required of an app; a user session may leave it out.
+    #[serde(default)]
+    pub from: Option<String>,
     pub text: String,
     pub idempotency_key: Option<String>,
 }

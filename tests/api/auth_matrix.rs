@@ -11,6 +11,8 @@ enum Role {
     Admin,
     Client,
     App,
+    /// A user session (of user "alice" of the app).
+    User,
 }
 
 const CLIENT_ID: &str = "cli_0123456789abcdef0123456789abcdef";
@@ -112,7 +114,7 @@ fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
             Method::GET,
             format!("/conversations/{CONV_ID}"),
             None,
-            &[Admin, Client, App],
+            &[Admin, Client, App, User],
         ),
         (Method::GET, "/poll".into(), None, &[Client]),
         (
@@ -131,9 +133,24 @@ fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
             Method::POST,
             "/inbound".into(),
             Some(json!({"from": "alice", "text": "x"})),
+            &[App, User],
+        ),
+        (Method::GET, "/outbox".into(), None, &[App, User]),
+        (
+            Method::POST,
+            "/sessions".into(),
+            Some(json!({"userId": "alice"})),
             &[App],
         ),
-        (Method::GET, "/outbox".into(), None, &[App]),
+        (Method::GET, "/session".into(), None, &[User]),
+        (
+            Method::POST,
+            "/sessions/refresh".into(),
+            Some(json!({})),
+            &[User],
+        ),
+        // Last: it ends the user's session.
+        (Method::POST, "/logout".into(), None, &[User]),
     ]
 }
 
@@ -142,11 +159,20 @@ async fn every_endpoint_checks_credentials_and_role() {
     let app = spawn_app().await;
     let (client_id, client) = app.create_client("agent").await;
     let (_, web) = app.create_app("web").await;
+    let user = app
+        .post("/sessions", &web, json!({"userId": "alice"}))
+        .await
+        .ok()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let wrong_secret = format!("{client_id}.{}", "0".repeat(64));
+    let wrong_session = format!("{}.{}", user.split_once('.').unwrap().0, "0".repeat(64));
     let tokens = [
         (Role::Admin, ADMIN.to_owned()),
         (Role::Client, client),
         (Role::App, web),
+        (Role::User, user),
     ];
 
     for (method, path, body, allowed) in endpoints() {
@@ -157,7 +183,13 @@ async fn every_endpoint_checks_credentials_and_role() {
             none.body
         );
         assert_eq!(none.error_code(), "unauthorized");
-        for wrong in ["not-a-token", wrong_secret.as_str(), "app_zz.zz"] {
+        for wrong in [
+            "not-a-token",
+            wrong_secret.as_str(),
+            wrong_session.as_str(),
+            "app_zz.zz",
+            "ses_zz.zz",
+        ] {
             let r = app
                 .request(method.clone(), &path, Some(wrong), body.clone())
                 .await;

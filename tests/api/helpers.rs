@@ -246,19 +246,34 @@ impl TestApp {
     /// Runs an admin command of the real binary on this relay's database
     /// (`--db` is added); asserts it succeeded and returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        let (ok, out, err) = self.cli_with_stdin(args, "");
+        assert!(ok, "clawrelay {args:?}: {err}");
+        out
+    }
+
+    /// Runs an admin command with `stdin` on its standard input; returns
+    /// whether it succeeded, its stdout and its stderr.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
             .args(args)
             .arg("--db")
             .arg(&self.config.storage.path)
             .env("LOG_LEVEL", "warn")
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("clawrelay runs");
-        assert!(
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes()).expect("stdin written");
+        }
+        let out = child.wait_with_output().expect("clawrelay ends");
+        (
             out.status.success(),
-            "clawrelay {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// The Prometheus text of `GET /metrics`.

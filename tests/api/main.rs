@@ -20,6 +20,7 @@ mod openapi;
 mod rate_limits;
 mod realtime;
 mod retention;
+mod sessions;
 mod startup;
 mod webhooks;
 mod ws_client;

@@ -1,0 +1,484 @@
+"""The web chat page in a real browser (Debian's Chromium, driven by
+Playwright) against the real relay binary and a scripted agent.
+
+The agent is a WebSocket client of the relay's agent role: for every
+delivery it sends `typing`, a `progress` event, then its reply in pieces as
+`reply.delta` events, and finally the whole reply with `send`. What it
+replies depends on the user's text (see `Agent.reply_to`).
+
+Run by e2e/webchat/run.sh:  python test_webchat.py RELAY_BINARY WORK_DIR
+Screenshots of the main states go to WORK_DIR/shots/ (kept when a test fails).
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+import websockets
+from playwright.sync_api import sync_playwright, expect
+
+ADMIN = "e2e-admin"
+XSS = '<img src=x onerror=alert(1)> and <a href="javascript:alert(2)">click</a> [me](javascript:alert(3))'
+STREAMED = "Once upon a time, a relay carried every word, in order, and lost none of them."
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Relay:
+    """The relay binary on a temp database; can be killed and started again."""
+
+    def __init__(self, binary, work):
+        self.binary, self.work = binary, work
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.db = os.path.join(work, "relay.db")
+        self.config = os.path.join(work, "relay.toml")
+        with open(self.config, "w") as f:
+            f.write(
+                "[webchat]\nenabled = true\ntitle = \"Acme support\"\n"
+                "[conversations]\nttl_secs = 6\n"
+                "[tasks]\nmaintenance_interval_secs = 1\n"
+                "[rate_limits]\nfailed_auth_per_min = 50\n"
+            )
+        self.proc = None
+        self.log = open(os.path.join(work, "relay.log"), "ab")
+
+    def start(self):
+        env = dict(os.environ, ADMIN_TOKEN=ADMIN, LOG_LEVEL="warn")
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--config", self.config, "--db", self.db, "--port", str(self.port)],
+            env=env, stdout=self.log, stderr=self.log,
+        )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.base + "/ready", timeout=1).read()
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("the relay did not become ready")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def api(self, method, path, body=None, token=ADMIN):
+        req = urllib.request.Request(self.base + path, method=method)
+        req.add_header("Authorization", "Bearer " + token)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, data, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    def cli(self, *args, stdin=None):
+        out = subprocess.run(
+            [self.binary, *args, "--config", self.config, "--db", self.db],
+            input=stdin, capture_output=True, text=True, timeout=60,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"clawrelay {args}: {out.stderr}")
+        return out.stdout
+
+
+class Agent(threading.Thread):
+    """A scripted agent over the relay's WebSocket; reconnects when dropped."""
+
+    def __init__(self, relay, token):
+        super().__init__(daemon=True)
+        self.relay, self.token = relay, token
+        self.received = []  # texts of deliveries, in order
+        self.stop = False
+
+    @staticmethod
+    def reply_to(text):
+        if text.startswith("xss"):
+            return XSS, 0.0
+        if text.startswith("slow"):
+            return "Slowly: " + STREAMED, 0.35
+        return "You said: " + text + ". " + STREAMED, 0.12
+
+    def run(self):
+        asyncio.run(self.main())
+
+    async def main(self):
+        while not self.stop:
+            try:
+                await self.session()
+            except Exception:
+                await asyncio.sleep(0.3)
+
+    async def session(self):
+        url = f"ws://127.0.0.1:{self.relay.port}/ws"
+        async with websockets.connect(url, open_timeout=5) as ws:
+            n = 0
+
+            async def request(method, params):
+                nonlocal n
+                n += 1
+                await ws.send(json.dumps({"type": "req", "id": n, "method": method, "params": params}))
+
+            await request("connect", {"role": "agent", "token": self.token, "maxInFlight": 4})
+            async for raw in ws:
+                frame = json.loads(raw)
+                if frame.get("type") != "event" or frame.get("event") != "message":
+                    continue
+                m = frame["payload"]
+                self.received.append(m["text"])
+                conv = m["conversationId"]
+                reply, pause = self.reply_to(m["text"])
+                reply_id = "r-" + m["id"]
+                await request("typing", {"conversationId": conv})
+                await asyncio.sleep(0.3)
+                await request("progress", {"conversationId": conv, "kind": "tool_start", "data": {"name": "search"}})
+                await asyncio.sleep(0.3)
+                words = reply.split(" ")
+                if pause:
+                    for i in range(0, len(words), 3):
+                        piece = " ".join(words[i:i + 3]) + ("" if i + 3 >= len(words) else " ")
+                        await request("reply.delta", {"conversationId": conv, "replyId": reply_id, "text": piece})
+                        await asyncio.sleep(pause)
+                await request("send", {"conversationId": conv, "to": m["from"], "text": reply, "replyId": reply_id})
+
+
+# ---- helpers -------------------------------------------------------------
+
+SHOTS = None
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=False)
+
+
+def login(page, base, name, password, keyboard=False):
+    page.goto(base + "/chat")
+    expect(page.locator("#login")).to_be_visible()
+    if keyboard:
+        page.locator("#name").focus()
+        page.keyboard.type(name)
+        page.keyboard.press("Tab")
+        page.keyboard.type(password)
+        page.keyboard.press("Enter")
+    else:
+        page.fill("#name", name)
+        page.fill("#password", password)
+        page.click("#login-button")
+
+
+def send(page, text):
+    page.locator("#text").fill(text)
+    page.locator("#text").press("Enter")
+
+
+def bubbles(page):
+    """(direction, text, id) of every message shown."""
+    return page.eval_on_selector_all(
+        "#messages li.msg",
+        "els => els.map(e => [e.classList.contains('inbound') ? 'in' : 'out',"
+        " e.querySelector('.body').textContent, e.dataset.id || null,"
+        " e.classList.contains('streaming')])",
+    )
+
+
+def wait_settled(page, reply, timeout=20):
+    """Waits until `reply` is shown as a stored (not streaming) message."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for d, text, mid, streaming in bubbles(page):
+            if d == "out" and text == reply and mid and not streaming:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"reply never settled: {reply!r}; shown: {bubbles(page)}")
+
+
+def assert_no_duplicates(page):
+    ids = [b[2] for b in bubbles(page) if b[2]]
+    assert len(ids) == len(set(ids)), f"a message is shown twice: {bubbles(page)}"
+
+
+# ---- the tests -----------------------------------------------------------
+
+def test_wrong_password(ctx, relay):
+    page = ctx["browser"].new_page()
+    login(page, relay.base, "alice", "not her password")
+    expect(page.locator("#login-error")).to_have_text("Wrong name or password.")
+    expect(page.locator("#chat")).to_be_hidden()
+    shot(page, "login-wrong-password")
+    page.close()
+
+
+def test_streamed_reply_settles_once_and_history_survives_reload(ctx, relay):
+    page = ctx["alice"]
+    login(page, relay.base, "alice", ctx["alice_password"], keyboard=True)
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#who")).to_have_text("alice")
+    shot(page, "chat-empty")
+    send(page, "hello there")
+    reply = "You said: hello there. " + STREAMED
+    # Watch the reply being written: it must grow piece by piece.
+    seen, deadline = [], time.time() + 20
+    while time.time() < deadline:
+        partial = page.eval_on_selector_all("#messages li.streaming .body", "els => els.map(e => e.textContent)")
+        if partial and (not seen or partial[0] != seen[-1]):
+            seen.append(partial[0])
+        if any(b[1] == reply and b[2] for b in bubbles(page)):
+            break
+        time.sleep(0.03)
+    assert len(seen) >= 3, f"the reply did not stream: {seen}"
+    assert all(reply.startswith(p) for p in seen), seen
+    assert all(len(a) < len(b) for a, b in zip(seen, seen[1:])), seen
+    wait_settled(page, reply)
+    shot(page, "chat-streamed")
+    time.sleep(0.5)
+    shown = bubbles(page)
+    assert [(d, t) for d, t, _, _ in shown] == [("in", "hello there"), ("out", reply)], shown
+    assert page.locator("#messages li.streaming").count() == 0
+
+    page.reload()
+    expect(page.locator("#chat")).to_be_visible()
+    wait_settled(page, reply)
+    assert [(d, t) for d, t, _, _ in bubbles(page)] == [("in", "hello there"), ("out", reply)]
+    assert_no_duplicates(page)
+
+
+def test_typing_and_progress_are_shown(ctx, relay):
+    page = ctx["alice"]
+    send(page, "what is up")
+    expect(page.locator("#activity")).to_have_text("The agent is typing…", timeout=10000)
+    expect(page.locator("#activity")).to_have_text("Using search…", timeout=10000)
+    shot(page, "chat-progress")
+    wait_settled(page, "You said: what is up. " + STREAMED)
+
+
+def test_relay_restart_mid_conversation(ctx, relay):
+    page = ctx["alice"]
+    before = len(bubbles(page))
+    send(page, "slow story please")
+    # Wait until the reply is being written, then kill the relay.
+    expect(page.locator("#messages li.streaming")).to_have_count(1, timeout=15000)
+    relay.kill()
+    expect(page.locator("#status")).to_contain_text("Reconnecting", timeout=15000)
+    # A message sent while the relay is down fails and offers a retry.
+    send(page, "sent while down")
+    expect(page.locator("#messages li.failed")).to_have_count(1, timeout=15000)
+    shot(page, "relay-down")
+    relay.start()
+    page.locator("#messages li.failed .retry").click()
+    expect(page.locator("#status")).to_be_hidden(timeout=20000)
+    slow = "Slowly: " + STREAMED
+    wait_settled(page, slow, timeout=40)
+    wait_settled(page, "You said: sent while down. " + STREAMED, timeout=40)
+    time.sleep(1)
+    shot(page, "relay-recovered")
+    texts = [t for _, t, _, _ in bubbles(page)]
+    assert texts.count("slow story please") == 1, texts
+    assert texts.count("sent while down") == 1, texts
+    assert texts.count(slow) == 1, texts
+    assert page.locator("#messages li.failed").count() == 0
+    assert_no_duplicates(page)
+    # And the page agrees with a fresh load of the history (which has the
+    # reply where it was stored; the live page kept it where it began).
+    page.reload()
+    wait_settled(page, slow)
+    time.sleep(0.5)
+    reloaded = [t for _, t, _, _ in bubbles(page)]
+    assert sorted(reloaded) == sorted(texts), (texts, reloaded)
+    assert len(texts) == before + 4
+
+
+def test_users_never_see_each_other(ctx, relay):
+    bob = ctx["bob"]
+    login(bob, relay.base, "bob", ctx["bob_password"])
+    expect(bob.locator("#chat")).to_be_visible()
+    send(bob, "bob's secret")
+    wait_settled(bob, "You said: bob's secret. " + STREAMED)
+    alice = ctx["alice"]
+    send(alice, "alice again")
+    wait_settled(alice, "You said: alice again. " + STREAMED)
+    time.sleep(1)
+    bob_texts = " ".join(t for _, t, _, _ in bubbles(bob))
+    alice_texts = " ".join(t for _, t, _, _ in bubbles(alice))
+    assert "alice" not in bob_texts and "hello there" not in bob_texts, bob_texts
+    assert "bob's secret" not in alice_texts, alice_texts
+    shot(bob, "bob")
+
+
+def test_agent_markup_renders_inert(ctx, relay):
+    page = ctx["alice"]
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    send(page, "xss please")
+    wait_settled(page, XSS)
+    time.sleep(1)
+    assert page.locator("#messages img").count() == 0
+    assert page.locator("#messages a").count() == 0
+    assert page.locator("#messages script").count() == 0
+    assert dialogs == [], dialogs
+    shot(page, "xss-inert")
+
+
+def test_new_conversation_after_expiry(ctx, relay):
+    page = ctx["alice"]
+    # [conversations] ttl_secs = 6: the idle conversation expires.
+    expect(page.locator("#messages li.divider").filter(has_text="This conversation has ended")).to_have_count(1, timeout=20000)
+    send(page, "starting over")
+    wait_settled(page, "You said: starting over. " + STREAMED)
+    shot(page, "conversation-ended")
+    # Loaded again, the history marks where the new conversation began.
+    page.reload()
+    wait_settled(page, "You said: starting over. " + STREAMED)
+    last_divider = page.locator("#messages li.divider").last
+    expect(last_divider).to_have_text("New conversation")
+    after = page.evaluate("""() => {
+        const dividers = document.querySelectorAll('#messages li.divider');
+        const texts = [];
+        for (let n = dividers[dividers.length - 1].nextElementSibling; n; n = n.nextElementSibling)
+            texts.push(n.querySelector('.body').textContent);
+        return texts;
+    }""")
+    assert after[:1] == ["starting over"], after
+
+
+def test_phone_viewport_and_dark_mode(ctx, relay):
+    phone = ctx["browser"].new_context(viewport={"width": 390, "height": 844}, color_scheme="dark",
+                                       device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = phone.new_page()
+    login(page, relay.base, "alice", ctx["alice_password"])
+    expect(page.locator("#chat")).to_be_visible()
+    wait_settled(page, "You said: starting over. " + STREAMED)
+    width = page.evaluate("document.scrollingElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone: {width}"
+    box = page.locator("#composer").bounding_box()
+    assert box and box["y"] + box["height"] <= 844 + 1, box
+    bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert bg == "rgb(21, 23, 26)", f"not dark: {bg}"
+    shot(page, "phone-dark")
+    page.goto(relay.base + "/chat")
+    page.set_viewport_size({"width": 390, "height": 844})
+    phone.close()
+
+
+def test_token_from_the_embedding_site(ctx, relay):
+    session = relay.api("POST", "/sessions", {"userId": "carol"}, token=ctx["app_token"])
+    page = ctx["browser"].new_page()
+    page.goto(relay.base + "/chat#token=" + session["token"])
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#who")).to_have_text("carol")
+    assert "token" not in page.url, page.url
+    send(page, "hi from carol")
+    wait_settled(page, "You said: hi from carol. " + STREAMED)
+    texts = " ".join(t for _, t, _, _ in bubbles(page))
+    assert "alice" not in texts and "bob" not in texts, texts
+    # The app revokes... its own session ends when the user logs out.
+    page.click("#logout")
+    expect(page.locator("#ended")).to_be_visible()
+    try:
+        relay.api("GET", "/session", token=session["token"])
+        raise AssertionError("the session still works after logout")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
+    page.close()
+
+
+def test_security_headers(ctx, relay):
+    with urllib.request.urlopen(relay.base + "/chat") as r:
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, csp
+        assert "unsafe-inline" not in csp, csp
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        html = r.read().decode()
+        assert "<script>" not in html and "onclick" not in html
+
+
+TESTS = [
+    test_security_headers,
+    test_wrong_password,
+    test_streamed_reply_settles_once_and_history_survives_reload,
+    test_typing_and_progress_are_shown,
+    test_relay_restart_mid_conversation,
+    test_users_never_see_each_other,
+    test_agent_markup_renders_inert,
+    test_new_conversation_after_expiry,
+    test_phone_viewport_and_dark_mode,
+    test_token_from_the_embedding_site,
+]
+
+
+def main():
+    global SHOTS
+    binary, work = sys.argv[1], sys.argv[2]
+    SHOTS = os.path.join(work, "shots")
+    os.makedirs(SHOTS, exist_ok=True)
+    relay = Relay(binary, work)
+    relay.start()
+    app = relay.api("POST", "/apps", {"name": "web"})
+    client = relay.api("POST", "/clients", {"name": "scripted agent"})
+    passwords = {}
+    for name in ("alice", "bob"):
+        out = json.loads(relay.cli("user", "create", "--app", app["appId"], "--name", name))
+        passwords[name] = out["password"]
+    agent = Agent(relay, client["token"])
+    agent.start()
+
+    failed = 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
+                                    args=["--no-sandbox"])
+        alice_ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+        bob_ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+        ctx = {
+            "browser": browser,
+            "alice": alice_ctx.new_page(),
+            "bob": bob_ctx.new_page(),
+            "alice_password": passwords["alice"],
+            "bob_password": passwords["bob"],
+            "app_token": app["token"],
+        }
+        for test in TESTS:
+            started = time.time()
+            try:
+                test(ctx, relay)
+                print(f"ok   {test.__name__} ({time.time() - started:.1f} s)", flush=True)
+            except Exception:
+                failed += 1
+                print(f"FAIL {test.__name__}", flush=True)
+                traceback.print_exc()
+                for name in ("alice", "bob"):
+                    try:
+                        shot(ctx[name], f"FAILED-{test.__name__}-{name}")
+                    except Exception:
+                        pass
+                if relay.proc.poll() is not None:
+                    relay.start()
+        browser.close()
+    agent.stop = True
+    relay.stop()
+    passed = len(TESTS) - failed
+    print(f"webchat: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

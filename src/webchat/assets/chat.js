@@ -1,0 +1,543 @@
+// clawrelay web chat. Plain script, no dependencies, no build step.
+//
+// Authentication: the login cookie of a built-in account (POST /login sets
+// it; every POST then carries the X-CSRF-Token the login returned), or a
+// session token the embedding site hands over (/chat#token=… or
+// postMessage({type: "clawrelay.token", token}) from the parent window),
+// sent as a bearer token.
+//
+// The conversation comes from GET /events read with fetch (so a bearer token
+// can be sent): every stored message after the last cursor, then live
+// events. After a drop the stream resumes from the last cursor, and messages
+// are kept by id, so nothing is missed or shown twice. Text is only ever set
+// with textContent: nothing an agent writes becomes markup or a link.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const TOKEN_KEY = "clawrelay.token";
+
+  const state = {
+    token: null, // bearer session token (embedded), or null (cookie)
+    csrf: null, // the login's CSRF token (cookie)
+    user: null,
+    expiresAt: 0,
+    cursor: "0",
+    stream: null, // AbortController of the open stream
+    backoff: 500,
+    refreshTimer: null,
+    activityTimer: null,
+    lastConversation: null,
+    byId: new Map(), // message id -> <li>
+    streaming: new Map(), // replyId -> <li> being written
+    settled: new Set(), // replyIds whose whole reply is stored
+  };
+
+  function setConnection(value) {
+    document.body.dataset.connection = value;
+  }
+
+  function authHeaders(extra) {
+    const h = Object.assign({}, extra || {});
+    if (state.token) h.Authorization = "Bearer " + state.token;
+    else if (state.csrf) h["X-CSRF-Token"] = state.csrf;
+    return h;
+  }
+
+  async function api(method, path, body, extra) {
+    const init = {
+      method,
+      headers: authHeaders(extra),
+      credentials: "same-origin",
+      cache: "no-store",
+    };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    const res = await fetch(path, init);
+    let data = null;
+    if (res.status !== 204) {
+      try {
+        data = await res.json();
+      } catch (_) {
+        data = null;
+      }
+    }
+    return { res, data };
+  }
+
+  function errorText(res, data) {
+    if (data && data.error && data.error.message) return data.error.message;
+    return "HTTP " + res.status;
+  }
+
+  // ---- views ---------------------------------------------------------
+
+  function show(view) {
+    for (const id of ["login", "chat", "ended"]) $(id).hidden = id !== view;
+    const inChat = view === "chat";
+    $("who").hidden = !inChat;
+    $("logout").hidden = !inChat;
+  }
+
+  function showLogin(message) {
+    stopStream();
+    state.csrf = null;
+    show("login");
+    const err = $("login-error");
+    err.textContent = message || "";
+    err.hidden = !message;
+    $("name").focus();
+  }
+
+  function showEnded(message) {
+    stopStream();
+    show("ended");
+    $("ended-text").textContent = message;
+  }
+
+  function setStatus(text) {
+    const el = $("status");
+    el.textContent = text || "";
+    el.hidden = !text;
+  }
+
+  function setActivity(text, ms) {
+    const el = $("activity");
+    clearTimeout(state.activityTimer);
+    el.textContent = text || "";
+    el.hidden = !text;
+    if (text) state.activityTimer = setTimeout(() => setActivity(null), ms || 4000);
+  }
+
+  // ---- session -------------------------------------------------------
+
+  function setToken(token) {
+    state.token = token;
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) {
+      // Storage may be off (a sandboxed frame): the token lives in memory.
+    }
+  }
+
+  // Asks the relay who this session is; true when there is one.
+  async function whoami() {
+    let reply;
+    try {
+      reply = await api("GET", "/session");
+    } catch (_) {
+      showEnded("Cannot reach the relay. Reload the page to try again.");
+      return true;
+    }
+    const { res, data } = reply;
+    if (!res.ok) {
+      if (state.token) {
+        setToken(null);
+        showEnded("This chat session has ended. Open the chat again from the site that sent you here.");
+        return true;
+      }
+      return false;
+    }
+    if (data.csrfToken) state.csrf = data.csrfToken;
+    enterChat(data);
+    return true;
+  }
+
+  function enterChat(session) {
+    const fresh = state.user !== session.userId;
+    state.user = session.userId;
+    state.expiresAt = session.expiresAt;
+    $("who").textContent = session.userId;
+    if (fresh) resetConversation();
+    show("chat");
+    scheduleRefresh();
+    openStream();
+    $("text").focus();
+  }
+
+  function resetConversation() {
+    $("messages").replaceChildren();
+    state.cursor = "0";
+    state.byId.clear();
+    state.streaming.clear();
+    state.settled.clear();
+    state.lastConversation = null;
+  }
+
+  function scheduleRefresh() {
+    clearTimeout(state.refreshTimer);
+    const half = Math.max(5000, (state.expiresAt - Date.now()) / 2);
+    state.refreshTimer = setTimeout(refresh, Math.min(half, 2147483647));
+  }
+
+  async function refresh() {
+    try {
+      const { res, data } = await api("POST", "/sessions/refresh", {});
+      if (res.status === 401) return sessionEnded();
+      if (res.ok) state.expiresAt = data.expiresAt;
+    } catch (_) {
+      // Offline: try again later.
+    }
+    scheduleRefresh();
+  }
+
+  function sessionEnded() {
+    clearTimeout(state.refreshTimer);
+    if (state.token) {
+      setToken(null);
+      showEnded("This chat session has ended. Open the chat again from the site that sent you here.");
+    } else {
+      showLogin("Your session has ended. Please log in again.");
+    }
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    const name = $("name").value.trim();
+    const password = $("password").value;
+    const err = $("login-error");
+    if (!name || !password) {
+      err.textContent = "Enter your name and password.";
+      err.hidden = false;
+      return;
+    }
+    const button = $("login-button");
+    button.disabled = true;
+    try {
+      const { res, data } = await api("POST", "/login", { name, password });
+      if (res.ok) {
+        $("password").value = "";
+        err.hidden = true;
+        state.csrf = data.csrfToken;
+        enterChat(data);
+      } else if (res.status === 401) {
+        showLogin("Wrong name or password.");
+      } else if (res.status === 429) {
+        showLogin("Too many attempts. Wait a minute, then try again.");
+      } else {
+        showLogin("Cannot log in: " + errorText(res, data));
+      }
+    } catch (_) {
+      showLogin("Cannot reach the relay. Check your connection and try again.");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function logout() {
+    try {
+      await api("POST", "/logout");
+    } catch (_) {
+      // The session ends by itself at its expiry.
+    }
+    clearTimeout(state.refreshTimer);
+    state.user = null;
+    resetConversation();
+    if (state.token) {
+      setToken(null);
+      showEnded("You have left the chat.");
+    } else {
+      showLogin();
+    }
+  }
+
+  // ---- the stream ----------------------------------------------------
+
+  function stopStream() {
+    if (state.stream) state.stream.abort();
+    state.stream = null;
+  }
+
+  async function openStream() {
+    stopStream();
+    const ctl = new AbortController();
+    state.stream = ctl;
+    setConnection("connecting");
+    try {
+      const res = await fetch("/events?after=" + encodeURIComponent(state.cursor), {
+        headers: authHeaders({ Accept: "text/event-stream" }),
+        credentials: "same-origin",
+        cache: "no-store",
+        signal: ctl.signal,
+      });
+      if (res.status === 401) {
+        if (state.stream === ctl) sessionEnded();
+        return;
+      }
+      if (!res.ok || !res.body) throw new Error("HTTP " + res.status);
+      setStatus(null);
+      setConnection("open");
+      state.backoff = 500;
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          onEvent(block);
+        }
+      }
+    } catch (_) {
+      // Dropped: reconnect below.
+    }
+    if (ctl.signal.aborted || state.stream !== ctl) return;
+    setConnection("reconnecting");
+    setStatus("Connection lost. Reconnecting…");
+    setTimeout(() => {
+      if (state.stream === ctl) openStream();
+    }, state.backoff);
+    state.backoff = Math.min(state.backoff * 2, 5000);
+  }
+
+  function onEvent(block) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event = value;
+      else if (field === "data") data.push(value);
+    }
+    if (!data.length) return;
+    let payload;
+    try {
+      payload = JSON.parse(data.join("\n"));
+    } catch (_) {
+      return;
+    }
+    switch (event) {
+      case "message":
+        state.cursor = payload.cursor;
+        addMessage(payload.message);
+        break;
+      case "reply.delta":
+        addDelta(payload);
+        break;
+      case "typing":
+        setActivity("The agent is typing…");
+        break;
+      case "progress":
+        setActivity(progressText(payload), 8000);
+        break;
+      case "conversation.expired":
+        addDivider("This conversation has ended. Your next message starts a new one.");
+        state.lastConversation = null;
+        break;
+      default:
+        break;
+    }
+  }
+
+  function progressText(p) {
+    const data = p.data || {};
+    const name = typeof data.name === "string" ? data.name : typeof data.tool === "string" ? data.tool : null;
+    switch (p.kind) {
+      case "tool_start":
+        return name ? "Using " + name + "…" : "Using a tool…";
+      case "tool_result":
+        return name ? "Got a result from " + name + "…" : "Got a tool result…";
+      case "reasoning_stream":
+        return "Thinking…";
+      default:
+        return "Working…";
+    }
+  }
+
+  // ---- messages ------------------------------------------------------
+
+  function nearBottom() {
+    const list = $("messages");
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  }
+
+  function append(node) {
+    const list = $("messages");
+    const stick = nearBottom();
+    list.appendChild(node);
+    if (stick) list.scrollTop = list.scrollHeight;
+  }
+
+  function bubble(direction, text) {
+    const li = document.createElement("li");
+    li.className = "msg " + direction;
+    const body = document.createElement("span");
+    body.className = "body";
+    body.textContent = text;
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    li.append(body, meta);
+    return li;
+  }
+
+  function setMeta(li, text) {
+    li.querySelector(".meta").textContent = text;
+  }
+
+  function timeOf(ms) {
+    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function addDivider(text) {
+    const li = document.createElement("li");
+    li.className = "divider";
+    li.textContent = text;
+    append(li);
+  }
+
+  function addMessage(m) {
+    if (state.byId.has(m.id)) return;
+    if (state.lastConversation && m.conversationId !== state.lastConversation) {
+      addDivider("New conversation");
+    }
+    state.lastConversation = m.conversationId;
+    let li = m.replyId ? state.streaming.get(m.replyId) : null;
+    if (li) {
+      // The streamed reply settles into the stored one, in place.
+      state.streaming.delete(m.replyId);
+      li.classList.remove("streaming");
+      li.querySelector(".body").textContent = m.text;
+    } else {
+      li = bubble(m.direction, m.text);
+      append(li);
+    }
+    if (m.replyId) state.settled.add(m.replyId);
+    li.dataset.id = m.id;
+    setMeta(li, timeOf(m.timestamp));
+    state.byId.set(m.id, li);
+  }
+
+  function addDelta(p) {
+    if (state.settled.has(p.replyId)) return;
+    let li = state.streaming.get(p.replyId);
+    if (!li) {
+      li = bubble("outbound", "");
+      li.classList.add("streaming");
+      li.dataset.replyId = p.replyId;
+      state.streaming.set(p.replyId, li);
+      append(li);
+      setActivity(null);
+    }
+    const stick = nearBottom();
+    li.querySelector(".body").textContent += p.text;
+    if (stick) $("messages").scrollTop = $("messages").scrollHeight;
+  }
+
+  // ---- sending -------------------------------------------------------
+
+  function newKey() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function send(text, key, li) {
+    li.classList.remove("failed");
+    li.querySelectorAll(".retry").forEach((b) => b.remove());
+    setMeta(li, "Sending…");
+    let reply;
+    try {
+      reply = await api("POST", "/inbound", { text }, { "Idempotency-Key": key });
+    } catch (_) {
+      return failed(li, text, key, "Not sent: cannot reach the relay.");
+    }
+    const { res, data } = reply;
+    if (res.ok) {
+      if (state.byId.has(data.id)) {
+        // The stream showed it first.
+        li.remove();
+      } else {
+        li.dataset.id = data.id;
+        setMeta(li, timeOf(data.timestamp));
+        state.byId.set(data.id, li);
+      }
+      return;
+    }
+    if (res.status === 401) {
+      sessionEnded();
+      return;
+    }
+    let why = errorText(res, data);
+    if (res.status === 429) why = "too many messages, wait a moment";
+    if (res.status === 413) why = "the message is too long";
+    failed(li, text, key, "Not sent: " + why + ".");
+  }
+
+  function failed(li, text, key, message) {
+    li.classList.add("failed");
+    setMeta(li, message);
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "retry";
+    retry.textContent = "Retry";
+    // The same Idempotency-Key: a message that did arrive is not stored twice.
+    retry.addEventListener("click", () => send(text, key, li));
+    li.querySelector(".meta").appendChild(retry);
+  }
+
+  function submit(event) {
+    event.preventDefault();
+    const box = $("text");
+    const text = box.value;
+    if (!text.trim()) return;
+    box.value = "";
+    grow();
+    const li = bubble("inbound", text);
+    li.classList.add("pending");
+    append(li);
+    $("messages").scrollTop = $("messages").scrollHeight;
+    send(text, newKey(), li);
+  }
+
+  function grow() {
+    const box = $("text");
+    box.style.height = "auto";
+    box.style.height = Math.min(box.scrollHeight, 160) + "px";
+  }
+
+  function onParentMessage(event) {
+    if (window.parent === window || event.source !== window.parent) return;
+    const d = event.data;
+    if (d && d.type === "clawrelay.token" && typeof d.token === "string") {
+      setToken(d.token);
+      state.csrf = null;
+      whoami();
+    }
+  }
+
+  async function start() {
+    $("login-form").addEventListener("submit", login);
+    $("logout").addEventListener("click", logout);
+    $("composer").addEventListener("submit", submit);
+    $("text").addEventListener("input", grow);
+    $("text").addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) submit(e);
+    });
+    window.addEventListener("message", onParentMessage);
+
+    const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (fromHash) {
+      // Out of the address bar and the history at once.
+      history.replaceState(null, "", location.pathname + location.search);
+      setToken(fromHash);
+    } else {
+      try {
+        state.token = sessionStorage.getItem(TOKEN_KEY);
+      } catch (_) {
+        state.token = null;
+      }
+    }
+    if (!(await whoami())) showLogin();
+  }
+
+  start();
+})();

@@ -1,0 +1,143 @@
+//! The web chat page: static assets compiled into the binary (no CDN, no
+//! build step), served at `/chat` (and `/`) when `[webchat] enabled`.
+//!
+//! The page talks to the same API as any app, with a user session: the login
+//! cookie of a built-in account, or a token the embedding site hands it
+//! (`/chat#token=…` or `postMessage`). Message text is only ever put into
+//! the page as text (`textContent`), never as HTML or Markdown, so what an
+//! agent writes cannot become markup, a link or a script. Every response
+//! carries a strict Content-Security-Policy: scripts, styles and
+//! connections from the relay itself only, no inline script, framing only
+//! by `[webchat] frame_ancestors`.
+
+use crate::app::AppState;
+use crate::error::Error;
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+const HTML: &str = include_str!("assets/chat.html");
+const SCRIPT: &str = include_str!("assets/chat.js");
+const STYLE: &str = include_str!("assets/chat.css");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(root))
+        .route("/chat", get(page))
+        .route("/chat/chat.js", get(script))
+        .route("/chat/chat.css", get(style))
+}
+
+fn enabled(state: &AppState) -> Result<(), Error> {
+    if state.config.webchat.enabled {
+        Ok(())
+    } else {
+        Err(Error::not_found(
+            "webchat_disabled",
+            "the web chat is off ([webchat] enabled = false)",
+        ))
+    }
+}
+
+async fn root(State(state): State<AppState>) -> Result<Redirect, Error> {
+    enabled(&state)?;
+    Ok(Redirect::to("/chat"))
+}
+
+async fn page(State(state): State<AppState>) -> Result<Response, Error> {
+    enabled(&state)?;
+    let html = HTML.replace("{{title}}", &escape_html(&state.config.webchat.title));
+    Ok(asset(&state, "text/html; charset=utf-8", html))
+}
+
+async fn script(State(state): State<AppState>) -> Result<Response, Error> {
+    enabled(&state)?;
+    Ok(asset(
+        &state,
+        "text/javascript; charset=utf-8",
+        SCRIPT.to_owned(),
+    ))
+}
+
+async fn style(State(state): State<AppState>) -> Result<Response, Error> {
+    enabled(&state)?;
+    Ok(asset(&state, "text/css; charset=utf-8", STYLE.to_owned()))
+}
+
+fn asset(state: &AppState, content_type: &'static str, body: String) -> Response {
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(
+        &state.config.webchat.frame_ancestors,
+    )) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if state.config.webchat.frame_ancestors.is_empty() {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    response
+}
+
+/// The page's policy: everything from the relay itself, nothing inline,
+/// framing by the configured ancestors only.
+pub fn content_security_policy(frame_ancestors: &[String]) -> String {
+    let ancestors = if frame_ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        frame_ancestors.join(" ")
+    };
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+         img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
+    )
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_names_the_ancestors_or_none() {
+        let none = content_security_policy(&[]);
+        assert!(none.contains("frame-ancestors 'none'"));
+        assert!(none.contains("script-src 'self';"));
+        assert!(!none.contains("unsafe-inline"));
+        let some = content_security_policy(&["https://a.example".into(), "'self'".into()]);
+        assert!(some.ends_with("frame-ancestors https://a.example 'self'"));
+    }
+
+    #[test]
+    fn the_title_is_escaped() {
+        assert_eq!(
+            escape_html("<b>\"A&B\"</b>"),
+            "&lt;b&gt;&quot;A&amp;B&quot;&lt;/b&gt;"
+        );
+    }
+}
