@@ -111,6 +111,17 @@ struct Ends {
     watch: CredentialWatch,
 }
 
+/// Resolves at `at` (Unix ms); never for None.
+async fn until(at: Option<i64>) {
+    match at {
+        Some(at) => {
+            let left = (at - crate::store::now_ms()).max(0) as u64;
+            tokio::time::sleep(std::time::Duration::from_millis(left)).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     relay: Arc<Relay>,
@@ -128,6 +139,18 @@ async fn run(
     };
     let stop = shutdown.wait();
     tokio::pin!(stop);
+    // A user session's feed ends when the session does: at its expiry, unless
+    // it was refreshed by then (then at the new one).
+    let mut expiry = match &principal {
+        Principal::User(s) => match relay.session_expiry(&s.session).await {
+            Ok(at) => Some(at),
+            Err(_) => {
+                ends.revoked.store(true, Ordering::Relaxed);
+                return;
+            }
+        },
+        _ => None,
+    };
     loop {
         let wake = relay.hub.app_wake(&app);
         let notified = wake.notified();
@@ -196,6 +219,16 @@ async fn run(
             _ = crate::ws::credential_gone(&mut ends.watch, &relay, &principal) => {
                 ends.revoked.store(true, Ordering::Relaxed);
                 return;
+            }
+            _ = until(expiry) => {
+                let Principal::User(s) = &principal else { return };
+                match relay.session_expiry(&s.session).await {
+                    Ok(at) => expiry = Some(at),
+                    Err(_) => {
+                        ends.revoked.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
             }
             _ = &mut stop => return,
         }

@@ -247,12 +247,14 @@ async fn a_session_ends_with_its_expiry_logout_or_app_and_its_streams_close() {
     assert!(refreshed["expiresAt"].as_i64().unwrap() > first);
     assert_eq!(refreshed["csrfToken"], Value::Null);
     assert_eq!(app.get("/session", short_token).await.status, 200);
+    let mut expiring = Sse::open(&app, short_token, "", None).await;
     eventually("the session expires", || async {
         (app.get("/session", short_token).await.status == 401).then_some(())
     })
     .await;
     let r = app.post("/sessions/refresh", short_token, json!({})).await;
     assert_eq!(r.status, 401);
+    assert!(expiring.ended().await, "the stream outlived the session");
 
     // Logout: the token stops working, the open stream closes.
     let (token, _) = session(&app, &web, "bob").await;
