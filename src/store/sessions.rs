@@ -211,3 +211,63 @@ pub fn set_password(tx: &Tx, name: &str, password_hash: &str) -> StoreResult<Opt
         .optional()?
         .map(AccountId::from_db))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{apps, Store, Synchronous};
+
+    /// Ended sessions go once they ended before the cutoff; live ones stay.
+    #[tokio::test]
+    async fn purge_takes_only_sessions_that_ended_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Synchronous::Full)
+            .await
+            .unwrap();
+        let app = AppId::generate();
+        let user = UserId::parse("alice").unwrap();
+        let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
+        let (app2, user2, ids2) = (app.clone(), user.clone(), ids.clone());
+        store
+            .write(move |tx| {
+                apps::insert(tx, &app2, "web", "hash", 0)?;
+                // Expired at 100, expired at 1000, revoked at 50, live until 5000.
+                for (id, expires_at) in ids2.iter().zip([100, 1000, 5000, 5000]) {
+                    let s = NewSession {
+                        id,
+                        app: &app2,
+                        user: &user2,
+                        account: None,
+                        token_hash: "hash",
+                        now: 0,
+                        expires_at,
+                    };
+                    insert(tx, s)?;
+                }
+                revoke(tx, &ids2[2], 50)?;
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .await
+            .unwrap();
+        let purged = store.write(|tx| purge(tx, 500, 100)).await.unwrap();
+        assert_eq!(purged, 2);
+        for (id, kept) in ids.iter().zip([false, true, false, true]) {
+            let row: Option<i64> =
+                sqlx::query_scalar("SELECT expires_at FROM sessions WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_optional(store.reader())
+                    .await
+                    .unwrap();
+            assert_eq!(row.is_some(), kept, "{id}");
+        }
+        assert!(credential(store.reader(), &ids[3], 4000)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(credential(store.reader(), &ids[3], 6000)
+            .await
+            .unwrap()
+            .is_none());
+        store.close().await;
+    }
+}
