@@ -278,31 +278,16 @@ async fn run(cli: Cli) -> Result<(), String> {
             telemetry::init(&cli.log_level, cli.log_format)?;
             serve(config).await
         }
-        Command::Client(cmd) => {
+        cmd @ (Command::Client(_) | Command::App(_) | Command::Webhook(_) | Command::User(_)) => {
             config.validate().map_err(|e| e.to_string())?;
             let relay = open(&config, cli.create).await?;
-            let out = client_command(&relay, cmd).await;
-            relay.store.close().await;
-            out
-        }
-        Command::App(cmd) => {
-            config.validate().map_err(|e| e.to_string())?;
-            let relay = open(&config, cli.create).await?;
-            let out = app_command(&relay, cmd).await;
-            relay.store.close().await;
-            out
-        }
-        Command::Webhook(cmd) => {
-            config.validate().map_err(|e| e.to_string())?;
-            let relay = open(&config, cli.create).await?;
-            let out = webhook_command(&relay, cmd).await;
-            relay.store.close().await;
-            out
-        }
-        Command::User(cmd) => {
-            config.validate().map_err(|e| e.to_string())?;
-            let relay = open(&config, cli.create).await?;
-            let out = user_command(&relay, cmd).await;
+            let out = match cmd {
+                Command::Client(cmd) => client_command(&relay, cmd).await,
+                Command::App(cmd) => app_command(&relay, cmd).await,
+                Command::Webhook(cmd) => webhook_command(&relay, cmd).await,
+                Command::User(cmd) => user_command(&relay, cmd).await,
+                _ => unreachable!("the arm matches these four commands only"),
+            };
             relay.store.close().await;
             out
         }

@@ -163,17 +163,16 @@ pub struct AdminAuth;
 /// Requires a client (agent instance) token.
 pub struct ClientAuth(pub ClientId);
 
-/// Requires an app token; with `[inbound] public = true`, no token at all
-/// means the built-in public app. `.1` is the version of the credential
-/// (0 for the public app), for streams that close when it changes.
-pub struct AppAuth(pub AppId, pub i64);
+/// Requires an app token (never the public app, which has none).
+pub struct AppAuth(pub AppId);
 
 /// Any valid token.
 pub struct AnyAuth(pub Principal);
 
 /// The user-facing side: an app token (or, with `[inbound] public = true`,
 /// none: the public app), or a user session, which is held to its user.
-/// `.1` is the credential version, as for [`AppAuth`].
+/// `.1` is the version of the credential (0 for the public app), for streams
+/// that close when it changes.
 pub struct AppSideAuth(pub Principal, pub i64);
 
 /// Requires a user session (bearer token or the login cookie).
@@ -213,18 +212,13 @@ impl FromRequestParts<AppState> for AppAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let nothing = matches!(presented(&parts.headers)?, Presented::Nothing);
-        let (app, version) = if nothing && state.config.inbound.public {
-            (AppId::public(), 0)
-        } else {
-            let a = principal(parts, state).await?;
-            match a.principal {
-                Principal::App(id) => (id, a.version),
-                _ => return Err(Error::Forbidden("this endpoint needs an app token")),
+        match principal(parts, state).await?.principal {
+            Principal::App(app) => {
+                state.limits.check_app(&app)?;
+                Ok(AppAuth(app))
             }
-        };
-        state.limits.check_app(&app)?;
-        Ok(AppAuth(app, version))
+            _ => Err(Error::Forbidden("this endpoint needs an app token")),
+        }
     }
 }
 

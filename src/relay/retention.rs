@@ -77,24 +77,16 @@ impl Relay {
                 break;
             }
             let purged = &crate::metrics::get().purged;
-            purged
-                .with_label_values(&["conversations"])
-                .inc_by(step.conversations as u64);
-            purged
-                .with_label_values(&["messages"])
-                .inc_by(step.messages as u64);
-            purged
-                .with_label_values(&["deliveries"])
-                .inc_by((step.deliveries + step.dead_deliveries) as u64);
-            purged
-                .with_label_values(&["idempotency_keys"])
-                .inc_by(step.idempotency_keys as u64);
-            purged
-                .with_label_values(&["webhook_events"])
-                .inc_by(step.webhook_events as u64);
-            purged
-                .with_label_values(&["sessions"])
-                .inc_by(step.sessions as u64);
+            for (kind, n) in [
+                ("conversations", step.conversations),
+                ("messages", step.messages),
+                ("deliveries", step.deliveries + step.dead_deliveries),
+                ("idempotency_keys", step.idempotency_keys),
+                ("webhook_events", step.webhook_events),
+                ("sessions", step.sessions),
+            ] {
+                purged.with_label_values(&[kind]).inc_by(n as u64);
+            }
             total.add(step);
             // Let other writes in between batches.
             tokio::task::yield_now().await;

@@ -206,7 +206,17 @@ async fn a_session_speaks_and_reads_for_its_own_user_only() {
         .await;
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
 
-    // The public app opens no sessions; a bad user id or lifetime is a 422.
+    // Sessions take an app token (none: 401, also for the public app); a
+    // bad user id or lifetime is a 422.
+    let r = app
+        .request(
+            Method::POST,
+            "/sessions",
+            None,
+            Some(json!({ "userId": "x" })),
+        )
+        .await;
+    assert_eq!(r.status, 401);
     let r = app
         .post("/sessions", &web, json!({ "userId": "", "ttlSecs": 60 }))
         .await;
