@@ -192,12 +192,8 @@ fn argon2_output(
     })
 }
 
-/// The argon2id hash of a secret (a password).
-pub async fn hash_secret(secret: String) -> Result<String, Error> {
-    hash_token(secret).await
-}
-
-async fn hash_token(token: String) -> Result<String, Error> {
+/// The argon2id hash of a secret: a token, or an account's password.
+pub async fn hash_token(token: String) -> Result<String, Error> {
     on_argon2_thread(move || {
         let salt = SaltString::generate(&mut OsRng);
         let argon = Argon2::default();
@@ -395,43 +391,35 @@ impl Auth {
         let _turn = self.turn(lane).await?;
         let reader = self.store.reader();
         let mut expires_at = None;
-        let (principal, credential) = match kind {
-            Kind::Client(id) => {
-                let c = store::clients::credential(reader, &id).await?;
-                (Principal::Client(id), c)
+        let found = match kind {
+            Kind::Client(id) => store::clients::credential(reader, &id)
+                .await?
+                .map(|c| (Principal::Client(id), c)),
+            Kind::App(id) => store::apps::credential(reader, &id)
+                .await?
+                .map(|c| (Principal::App(id), c)),
+            Kind::Session(id) => store::sessions::credential(reader, &id, store::now_ms())
+                .await?
+                .map(|c| {
+                    expires_at = Some(c.expires_at);
+                    let credential = store::Credential {
+                        hash: c.hash,
+                        version: c.version,
+                    };
+                    let session = UserSession {
+                        session: id,
+                        app: c.app,
+                        user: c.user,
+                    };
+                    (Principal::User(session), credential)
+                }),
+            Kind::Admin => match &self.configured_admin {
+                Some(hash) => Some(hash.clone()),
+                None => settings::get(reader, settings::ADMIN_TOKEN_HASH).await?,
             }
-            Kind::App(id) => {
-                let c = store::apps::credential(reader, &id).await?;
-                (Principal::App(id), c)
-            }
-            Kind::Session(id) => {
-                match store::sessions::credential(reader, &id, store::now_ms()).await? {
-                    Some(c) => {
-                        expires_at = Some(c.expires_at);
-                        let principal = Principal::User(UserSession {
-                            session: id,
-                            app: c.app,
-                            user: c.user,
-                        });
-                        let credential = store::Credential {
-                            hash: c.hash,
-                            version: c.version,
-                        };
-                        (principal, Some(credential))
-                    }
-                    None => (Principal::Admin, None),
-                }
-            }
-            Kind::Admin => {
-                let c = match &self.configured_admin {
-                    Some(hash) => Some(hash.clone()),
-                    None => settings::get(reader, settings::ADMIN_TOKEN_HASH).await?,
-                }
-                .map(|hash| store::Credential { hash, version: 0 });
-                (Principal::Admin, c)
-            }
+            .map(|hash| (Principal::Admin, store::Credential { hash, version: 0 })),
         };
-        let Some(credential) = credential else {
+        let Some((principal, credential)) = found else {
             // The same work as a wrong secret: timing must not tell.
             let _ = verify_token(token.to_owned(), self.nobody.clone()).await?;
             return Err(WRONG);

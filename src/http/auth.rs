@@ -37,6 +37,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The credential a request presents: `Authorization` wins over the cookie.
+#[derive(Clone, Copy)]
 enum Presented<'a> {
     Nothing,
     Bearer(&'a str),
@@ -141,8 +142,17 @@ pub async fn authenticate(
 }
 
 async fn principal(parts: &Parts, state: &AppState) -> Result<Authenticated, Error> {
+    principal_of(parts, state, presented(&parts.headers)?).await
+}
+
+/// [`principal`] for what the request was already found to present.
+async fn principal_of(
+    parts: &Parts,
+    state: &AppState,
+    presented: Presented<'_>,
+) -> Result<Authenticated, Error> {
     let ip = client_ip(state, parts);
-    match presented(&parts.headers)? {
+    match presented {
         Presented::Bearer(token) => authenticate(state, ip, Some(token)).await,
         Presented::Cookie(token) => {
             check_cookie_request(parts, token)?;
@@ -226,12 +236,12 @@ impl FromRequestParts<AppState> for AppSideAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let nothing = matches!(presented(&parts.headers)?, Presented::Nothing);
-        if nothing && state.config.inbound.public {
+        let presented = presented(&parts.headers)?;
+        if matches!(presented, Presented::Nothing) && state.config.inbound.public {
             state.limits.check_app(&AppId::public())?;
             return Ok(AppSideAuth(Principal::App(AppId::public()), 0));
         }
-        let a = principal(parts, state).await?;
+        let a = principal_of(parts, state, presented).await?;
         match &a.principal {
             Principal::App(app) => state.limits.check_app(app)?,
             Principal::User(s) => state.limits.check_app(&s.app)?,
@@ -249,11 +259,12 @@ impl FromRequestParts<AppState> for SessionAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let a = principal(parts, state).await?;
-        let cookie = match presented(&parts.headers)? {
+        let presented = presented(&parts.headers)?;
+        let cookie = match presented {
             Presented::Cookie(token) => Some(token.to_owned()),
             _ => None,
         };
+        let a = principal_of(parts, state, presented).await?;
         match a.principal {
             Principal::User(session) => Ok(SessionAuth { session, cookie }),
             _ => Err(Error::Forbidden("this endpoint needs a user session")),

@@ -10,7 +10,6 @@ use crate::auth::{csrf_token, Lane, UserSession};
 use crate::error::{Error, ErrorResponse};
 use crate::ids::{AppId, SessionId, UserId};
 use crate::relay::sessions::{check_account_name, IssuedSession};
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -90,7 +89,7 @@ impl SessionInfo {
     }
 }
 
-#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RefreshBody {
     /// New lifetime from now, in seconds (default `[sessions] ttl_secs`).
@@ -98,7 +97,7 @@ pub(crate) struct RefreshBody {
 }
 
 /// Extends a live session (its token or the login cookie) from now.
-#[utoipa::path(post, path = "/sessions/refresh", tag = "user", security(("bearer" = [])), request_body(content = Option<RefreshBody>), responses(
+#[utoipa::path(post, path = "/sessions/refresh", tag = "user", security(("bearer" = [])), request_body = RefreshBody, responses(
     (status = 200, body = SessionInfo),
     (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
     (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
@@ -108,14 +107,8 @@ pub(crate) async fn refresh(
     SessionAuth { session, cookie }: SessionAuth,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<crate::listener::PeerAddr>,
-    body: Bytes,
+    ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Response, Error> {
-    let body: RefreshBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RefreshBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Error::invalid("invalid_field", format!("the body: {e}")))?
-    };
     let ttl = ttl_ms(body.ttl_secs)?;
     let expires_at = state.relay.refresh_session(&session, ttl).await?;
     let info = SessionInfo::new(session, expires_at, cookie.as_deref());

@@ -5,7 +5,7 @@
 //! role", for what a session may do).
 
 use super::Relay;
-use crate::auth::{hash_secret, issue_token, random_hex, UserSession};
+use crate::auth::{hash_token, issue_token, random_hex, UserSession};
 use crate::error::Error;
 use crate::ids::{AccountId, AppId, SessionId, UserId};
 use crate::store::sessions::{self, NewSession};
@@ -185,7 +185,7 @@ impl Relay {
                 format!("no active app {app}"),
             ));
         }
-        let hash = hash_secret(password).await?;
+        let hash = hash_token(password).await?;
         let id = AccountId::generate();
         let now = now_ms();
         let (id2, app2, name2) = (id.clone(), app.clone(), name.to_owned());
@@ -251,7 +251,7 @@ impl Relay {
     /// Sets a new password on the account named `name`; its sessions end.
     pub async fn set_account_password(&self, name: &str, password: String) -> Result<(), Error> {
         check_password(&password)?;
-        let hash = hash_secret(password).await?;
+        let hash = hash_token(password).await?;
         let name2 = name.to_owned();
         let now = now_ms();
         let ended = self

@@ -120,17 +120,6 @@ pub fn purge(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
     Ok(n as i64)
 }
 
-/// Sessions live now, for metrics and `status`.
-pub async fn count_live(ex: impl SqliteExecutor<'_>, now: i64) -> StoreResult<i64> {
-    let n = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "n!: i64" FROM sessions WHERE revoked_at IS NULL AND expires_at > ?"#,
-        now
-    )
-    .fetch_one(ex)
-    .await?;
-    Ok(n)
-}
-
 pub struct Account {
     pub id: AccountId,
     pub app: AppId,

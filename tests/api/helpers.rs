@@ -86,6 +86,7 @@ async fn start(config: Config) -> (String, ShutdownTrigger, JoinHandle<std::io::
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -155,9 +156,14 @@ impl TestApp {
         }
         let res = req.send().await.expect("request sent");
         let status = res.status();
+        let headers = res.headers().clone();
         let text = res.text().await.expect("body read");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn raw(
@@ -177,8 +183,13 @@ impl TestApp {
         }
         let res = req.send().await.expect("request sent");
         let status = res.status();
+        let headers = res.headers().clone();
         let body = res.json().await.unwrap_or(Value::Null);
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {

@@ -60,18 +60,15 @@ async fn ended(app: &TestApp, cookie: &str, what: &str) {
 
 /// A login: (cookie header value for later requests, body, Set-Cookie).
 async fn login(app: &TestApp, name: &str, password: &str) -> (String, Value, String) {
-    let res = app
-        .http
-        .post(format!("{}/login", app.base))
-        .json(&json!({ "name": name, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
-    let body: Value = res.json().await.unwrap();
+    let r = try_login(app, name, password).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let set_cookie = set_cookie_of(&r);
     let pair = set_cookie.split(';').next().unwrap().to_owned();
-    (pair, body, set_cookie)
+    (pair, r.body, set_cookie)
+}
+
+fn set_cookie_of(r: &Reply) -> String {
+    r.headers["set-cookie"].to_str().unwrap().to_owned()
 }
 
 async fn with_cookie(
@@ -374,33 +371,18 @@ async fn a_login_sets_a_strict_http_only_cookie_and_changes_need_the_csrf_token(
     }
 
     // Over https (a trusted proxy says so), the cookie is Secure.
-    let res = app
-        .http
-        .post(format!("{}/login", app.base))
-        .header("x-forwarded-proto", "https")
-        .json(&json!({"name": "alice", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(res.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .contains("; Secure"));
+    let body = json!({"name": "alice", "password": "correct horse battery"});
+    let headers = [("x-forwarded-proto", "https")];
+    let r = app
+        .request_with(Method::POST, "/login", None, Some(body), &headers)
+        .await;
+    assert!(set_cookie_of(&r).contains("; Secure"));
 
     // Logout clears the cookie and ends the session.
-    let res = app
-        .http
-        .post(format!("{}/logout", app.base))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-    assert!(res.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .contains("Max-Age=0"));
+    let csrf_header = [("x-csrf-token", csrf.as_str())];
+    let r = with_cookie(&app, Method::POST, "/logout", &cookie, &csrf_header, None).await;
+    assert_eq!(r.status, 204);
+    assert!(set_cookie_of(&r).contains("Max-Age=0"));
     let r = with_cookie(&app, Method::GET, "/session", &cookie, &[], None).await;
     assert_eq!(r.status, 401);
 }
