@@ -54,6 +54,14 @@ impl App {
         )
         .await?;
         let relay = Relay::new(store, &config, now_ms()).await?;
+        // No upload of a previous run is still going.
+        let dropped = relay.drop_staged_uploads().await?;
+        if dropped > 0 {
+            tracing::info!(
+                uploads = dropped,
+                "deleted what unfinished uploads of the last run stored"
+            );
+        }
         let (trigger, shutdown) = ShutdownTrigger::new();
         let ws_slots = Arc::new(Semaphore::new(config.ws.max_connections));
         let limits = Arc::new(crate::limits::Limiters::new(&config.rate_limits));

@@ -31,6 +31,7 @@ pub struct Config {
     pub webhooks: Webhooks,
     pub sessions: Sessions,
     pub webchat: Webchat,
+    pub attachments: Attachments,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -335,6 +336,31 @@ impl Default for Sessions {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct Attachments {
+    /// The largest upload, in bytes; a bigger one is refused with 413.
+    pub max_bytes: u64,
+    /// The most attachments one message may carry.
+    pub max_per_message: usize,
+    /// The bytes of live attachments one app (with its users' uploads) or
+    /// one agent may hold, in MiB; 0: no quota.
+    pub quota_mb: u64,
+    /// How long an upload no message references is kept, in seconds.
+    pub unreferenced_ttl_secs: u64,
+}
+
+impl Default for Attachments {
+    fn default() -> Self {
+        Attachments {
+            max_bytes: 10 << 20,
+            max_per_message: 10,
+            quota_mb: 1024,
+            unreferenced_ttl_secs: 86_400,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Webchat {
     /// Serve the chat page at `/chat` (and `/`).
     pub enabled: bool,
@@ -621,6 +647,18 @@ impl Config {
         }
         if self.webchat.title.len() > 200 {
             return bad("webchat.title must be at most 200 bytes".into());
+        }
+        let at = &self.attachments;
+        if at.max_bytes == 0 || at.max_bytes > 1 << 30 {
+            return bad(
+                "attachments.max_bytes must be at least 1 and at most 1073741824 (1 GiB)".into(),
+            );
+        }
+        if at.max_per_message > 100 {
+            return bad("attachments.max_per_message must be at most 100".into());
+        }
+        if at.unreferenced_ttl_secs == 0 {
+            return bad("attachments.unreferenced_ttl_secs must be at least 1".into());
         }
         let wh = &self.webhooks;
         if let Err(e) = crate::webhook::target::Policy::new(wh.allow_private, &wh.allowed_networks)

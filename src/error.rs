@@ -31,6 +31,9 @@ pub enum Error {
     /// 413: a body or a field over its size limit.
     #[error("{message}")]
     TooLarge { code: &'static str, message: String },
+    /// 416: a `Range` that lies past the end of what is downloaded.
+    #[error("the range lies outside the {size} bytes there are")]
+    RangeNotSatisfiable { size: u64 },
     /// 422: well-formed, but a field is missing or invalid.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
@@ -101,6 +104,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::Overloaded { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -118,6 +122,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::TooManyRequests { .. } => "rate_limited",
+            Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Error::Unavailable(_) => "storage_unavailable",
             Error::Internal(_) => "internal",
         }
@@ -157,6 +162,13 @@ impl IntoResponse for Error {
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(retry_after_secs),
             );
+        }
+        if let Error::RangeNotSatisfiable { size } = self {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&format!("bytes */{size}")) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::CONTENT_RANGE, v);
+            }
         }
         response
     }

@@ -86,6 +86,11 @@ prefixed_id!(
     "acc_"
 );
 prefixed_id!(
+    /// An uploaded file or image, carried by messages.
+    AttachmentId,
+    "att_"
+);
+prefixed_id!(
     /// One webhook event (the `webhook-id` header): kept by every redelivery.
     EventId,
     "evt_"
@@ -232,6 +237,7 @@ schema_string!(EventId, "evt_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 schema_string!(UserId, "alice");
 schema_string!(SessionId, "ses_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 schema_string!(AccountId, "acc_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
+schema_string!(AttachmentId, "att_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f");
 
 sql_text!(ClientId);
 sql_text!(AppId);
@@ -241,6 +247,7 @@ sql_text!(WebhookId);
 sql_text!(EventId);
 sql_text!(SessionId);
 sql_text!(AccountId);
+sql_text!(AttachmentId);
 sql_text!(UserId);
 sql_text!(IdempotencyKey);
 

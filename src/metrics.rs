@@ -45,6 +45,11 @@ pub struct Metrics {
     /// Scrape-time: events waiting per endpoint, and the age of the oldest.
     pub webhook_backlog: IntGaugeVec,
     pub webhook_lag_seconds: IntGaugeVec,
+    /// Uploads committed, by whether their bytes were new (stored) or
+    /// already held (shared).
+    pub attachments: IntCounterVec,
+    /// Bytes received by committed uploads.
+    pub attachment_bytes: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -171,6 +176,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
             ),
             &["webhook"],
         )?,
+        attachments: IntCounterVec::new(
+            Opts::new(
+                "clawrelay_attachments_total",
+                "Uploads committed, by storage",
+            ),
+            &["storage"],
+        )?,
+        attachment_bytes: IntCounter::new(
+            "clawrelay_attachment_bytes_total",
+            "Bytes received by committed uploads",
+        )?,
         registry,
     };
     let r = &m.registry;
@@ -194,6 +210,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(m.webhook_seconds.clone()))?;
     r.register(Box::new(m.webhook_backlog.clone()))?;
     r.register(Box::new(m.webhook_lag_seconds.clone()))?;
+    r.register(Box::new(m.attachments.clone()))?;
+    r.register(Box::new(m.attachment_bytes.clone()))?;
     Ok(m)
 }
 

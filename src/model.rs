@@ -1,7 +1,7 @@
 //! The relay's records as the API shows them: camelCase JSON, timestamps in
 //! Unix milliseconds, field names compatible with the seed relay's API.
 
-use crate::ids::{AppId, ClientId, ConversationId, EventId, MessageId, WebhookId};
+use crate::ids::{AppId, AttachmentId, ClientId, ConversationId, EventId, MessageId, WebhookId};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -49,6 +49,31 @@ pub struct Message {
     /// For a reply streamed as `reply.delta` events: the id the deltas used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_id: Option<String>,
+    /// The files and images the message carries, in order (absent: none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// An uploaded file as messages and `POST /attachments` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub id: AttachmentId,
+    /// The file name given at upload (path parts and control characters removed).
+    pub name: String,
+    /// The type sniffed from the bytes (never the uploader's claim).
+    pub mime: String,
+    pub size: i64,
+    /// Lowercase hex SHA-256 of the bytes (also the download's ETag).
+    pub sha256: String,
+    /// Where to download it (`GET`, with the same credentials), relative to the relay.
+    pub url: String,
+}
+
+impl Attachment {
+    pub fn url_of(id: &AttachmentId) -> String {
+        format!("/attachments/{id}")
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]

@@ -66,6 +66,9 @@ pub async fn retention(relay: Arc<Relay>, interval: Duration, shutdown: Shutdown
                 deliveries = p.deliveries,
                 dead_deliveries = p.dead_deliveries,
                 idempotency_keys = p.idempotency_keys,
+                attachments = p.attachments,
+                blobs = p.blobs,
+                blob_bytes = p.blob_bytes,
                 "retention purge"
             ),
             Ok(_) => {}

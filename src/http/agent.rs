@@ -6,6 +6,7 @@ use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{ConversationId, MessageId};
 use crate::model::Message;
+use crate::relay::attachments::parse_ids;
 use crate::relay::messages::Reply;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -74,8 +75,13 @@ pub(crate) async fn poll(
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SendBody {
     to: String,
+    /// May be empty when the reply carries attachments.
+    #[serde(default)]
     text: String,
     conversation_id: String,
+    /// Ids of uploads (`POST /attachments`) the reply carries, in order.
+    #[serde(default)]
+    attachments: Vec<String>,
     /// `false`: an interim notice ("working on it") that leaves the
     /// deliveries this agent holds of the conversation unacked. Default `true`.
     ack: Option<bool>,
@@ -123,6 +129,10 @@ pub(crate) async fn send(
             Reply {
                 to: body.to,
                 text: body.text,
+                attachments: parse_ids(
+                    &body.attachments,
+                    state.relay.rules.attachments_per_message,
+                )?,
                 reply_id: None,
                 key,
                 ack: body.ack.unwrap_or(true),

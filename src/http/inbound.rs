@@ -6,8 +6,10 @@ use super::extract::{cursor, idempotency_key, limit, ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::ids::{AppId, UserId};
+use crate::ids::{AppId, IdempotencyKey, UserId};
 use crate::model::Message;
+use crate::relay::attachments::parse_ids;
+use crate::relay::messages::Post;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -27,7 +29,12 @@ pub(crate) struct InboundBody {
     /// only that session's user.
     #[serde(default)]
     from: Option<String>,
+    /// May be empty when the message carries attachments.
+    #[serde(default)]
     text: String,
+    /// Ids of uploads (`POST /attachments`) the message carries, in order.
+    #[serde(default)]
+    attachments: Vec<String>,
 }
 
 /// Stores a user's message and queues its delivery; answers the stored message.
@@ -51,15 +58,44 @@ pub(crate) async fn inbound(
     ApiJson(body): ApiJson<InboundBody>,
 ) -> Result<Json<Message>, Error> {
     let key = idempotency_key(&headers)?;
-    let (app, from) = sender_of(&sender, body.from.as_deref())?;
-    state.limits.check_user(&app, &from)?;
-    let message = state.relay.inbound(app, from, body.text, key).await?;
+    let post = post_of(
+        &state,
+        &sender,
+        body.from.as_deref(),
+        body.text,
+        &body.attachments,
+        key,
+    )?;
+    let message = state.relay.inbound(post).await?;
     Ok(Json(message))
+}
+
+/// A user's message as `/inbound` and the WebSocket `inbound` take it:
+/// checks who posts for whom, the per-user rate and the attachment list.
+pub(crate) fn post_of(
+    state: &AppState,
+    sender: &Principal,
+    from: Option<&str>,
+    text: String,
+    attachments: &[String],
+    key: Option<IdempotencyKey>,
+) -> Result<Post, Error> {
+    let (app, from) = sender_of(sender, from)?;
+    state.limits.check_user(&app, &from)?;
+    let attachments = parse_ids(attachments, state.relay.rules.attachments_per_message)?;
+    Ok(Post {
+        app,
+        from,
+        text,
+        attachments,
+        key,
+        by_session: matches!(sender, Principal::User(_)),
+    })
 }
 
 /// The app and user a message is posted for: an app names its user in
 /// `from`; a user session is its user (a `from` naming anyone else is refused).
-pub(crate) fn sender_of(sender: &Principal, from: Option<&str>) -> Result<(AppId, UserId), Error> {
+fn sender_of(sender: &Principal, from: Option<&str>) -> Result<(AppId, UserId), Error> {
     match sender {
         Principal::User(s) => match from {
             Some(f) if f != s.user.as_str() => Err(Error::Forbidden(

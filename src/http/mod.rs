@@ -5,6 +5,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod agent;
+pub(crate) mod attachments;
 pub mod auth;
 pub(crate) mod conversations;
 pub(crate) mod events;
@@ -24,8 +25,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-/// Routes that wait by design (long polls, streams) and are not timed out.
-const WAITING_ROUTES: [&str; 4] = ["/poll", "/outbox", "/events", "/ws"];
+/// Routes that wait by design (long polls, streams) or stream a large body
+/// in (uploads, which time out when the body stalls instead) and are not
+/// timed out.
+const WAITING_ROUTES: [&str; 5] = ["/poll", "/outbox", "/events", "/ws", "/attachments"];
 
 /// Answers 503 `request_timeout` when a request takes longer than
 /// `[limits] request_timeout_secs` (long polls and streams excepted). A write
@@ -87,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(inbound::router())
         .merge(events::router())
         .merge(sessions::router())
+        .merge(attachments::router())
         .merge(crate::webchat::router())
         .merge(openapi::router())
         .merge(crate::ws::router())

@@ -2,7 +2,9 @@
 //! `#[utoipa::path]` annotations and the types they exchange, served at
 //! `GET /openapi.json`.
 
-use super::{admin, agent, conversations, events, health, inbound, sessions, webhooks};
+use super::{
+    admin, agent, attachments, conversations, events, health, inbound, sessions, webhooks,
+};
 use crate::app::AppState;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         inbound::inbound, inbound::outbox,
         events::events,
         sessions::open, sessions::refresh, sessions::whoami, sessions::logout, sessions::login, sessions::signup,
+        attachments::upload, attachments::download,
         crate::ws::upgrade,
         openapi_json,
     ),

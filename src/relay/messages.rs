@@ -5,8 +5,9 @@ use super::delivery::conversation_for;
 use super::{webhooks, Relay, Wake};
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, ReplyId, UserId};
-use crate::model::{ConversationWithMessages, Direction, Message};
+use crate::ids::{AppId, AttachmentId, ClientId, ConversationId, IdempotencyKey, ReplyId, UserId};
+use crate::model::{Attachment, ConversationWithMessages, Direction, Message};
+use crate::store::attachments::{self, Party};
 use crate::store::messages::NewMessage;
 use crate::store::{conversations, deliveries, idempotency, messages, now_ms, Tx};
 use std::sync::atomic::Ordering;
@@ -39,6 +40,26 @@ fn replay(
     Ok(Some(message))
 }
 
+/// Whether a stored message carries exactly the attachments `ids`.
+fn same_attachments(m: &Message, ids: &[AttachmentId]) -> bool {
+    m.attachments.len() == ids.len() && m.attachments.iter().zip(ids).all(|(a, id)| &a.id == id)
+}
+
+/// The attachments `ids` if `poster` may put them in a message (see
+/// [`attachments::for_message`]); one that is unknown or not theirs is
+/// refused without saying which of the two it is.
+fn usable(tx: &Tx, ids: &[AttachmentId], poster: &Party) -> Result<Vec<Attachment>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    attachments::for_message(tx, ids, poster)?.map_err(|id| {
+        Error::invalid(
+            "unknown_attachment",
+            format!("no attachment {id} that you may use (upload it with POST /attachments)"),
+        )
+    })
+}
+
 /// A page of an app's outbox.
 pub struct OutboxPage {
     pub messages: Vec<Message>,
@@ -46,10 +67,22 @@ pub struct OutboxPage {
     pub cursor: i64,
 }
 
+/// A user's message for the agent side (`POST /inbound`).
+pub struct Post {
+    pub app: AppId,
+    pub from: UserId,
+    pub text: String,
+    pub attachments: Vec<AttachmentId>,
+    pub key: Option<IdempotencyKey>,
+    /// Posted by a user session (held to its own uploads), not the app.
+    pub by_session: bool,
+}
+
 /// An agent's message for the user of a conversation it holds.
 pub struct Reply {
     pub to: String,
     pub text: String,
+    pub attachments: Vec<AttachmentId>,
     /// Closes the reply streamed as `reply.delta` events under this id.
     pub reply_id: Option<ReplyId>,
     pub key: Option<IdempotencyKey>,
@@ -61,14 +94,21 @@ pub struct Reply {
 impl Relay {
     /// `POST /inbound`: stores a user's message and queues its delivery, in one
     /// transaction.
-    pub async fn inbound(
-        &self,
-        app: AppId,
-        from: UserId,
-        text: String,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Message, Error> {
-        self.check_text(&text)?;
+    pub async fn inbound(&self, post: Post) -> Result<Message, Error> {
+        let Post {
+            app,
+            from,
+            text,
+            attachments: attached,
+            key,
+            by_session,
+        } = post;
+        self.check_text(&text, attached.len())?;
+        let poster = Party {
+            app: Some(app.clone()),
+            user: by_session.then(|| from.clone()),
+            client: None,
+        };
         let now = now_ms();
         let live = self.hub.live_clients(now);
         let hub = self.hub.clone();
@@ -77,10 +117,13 @@ impl Relay {
         let (message, wake, expired, opened, hooked) = self
             .store
             .write(move |tx| {
-                let same = |m: &Message| m.from == from.as_str() && m.text == text;
+                let same = |m: &Message| {
+                    m.from == from.as_str() && m.text == text && same_attachments(m, &attached)
+                };
                 if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same)? {
                     return Ok((m, Wake::Nobody, None, false, false));
                 }
+                let carried = usable(tx, &attached, &poster)?;
                 let destination =
                     conversation_for(tx, &hub, &app, &from, &live, ttl_ms, max_pending, now)?;
                 let (conversation, client) = (destination.conversation, destination.client);
@@ -95,9 +138,11 @@ impl Relay {
                         to: client.as_ref().map(ClientId::as_str).unwrap_or(""),
                         text: &text,
                         reply_id: None,
+                        attachments: &carried,
                         now,
                     },
                 )?;
+                attachments::link(tx, seq, &carried, now)?;
                 let ready = deliveries::enqueue(tx, seq, &conversation, client.as_ref(), now)?;
                 let mut hooked = false;
                 if let Some(e) = &destination.expired {
@@ -152,18 +197,23 @@ impl Relay {
         let Reply {
             to,
             text,
+            attachments: attached,
             reply_id,
             key,
             ack,
         } = reply;
-        self.check_text(&text)?;
+        self.check_text(&text, attached.len())?;
         let rules = self.rules;
         let (message, promoted, acked, hooked) = self
             .store
             .write(move |tx| {
                 let now = now_ms();
-                let same =
-                    |m: &Message| m.conversation_id == conversation && m.to == to && m.text == text;
+                let same = |m: &Message| {
+                    m.conversation_id == conversation
+                        && m.to == to
+                        && m.text == text
+                        && same_attachments(m, &attached)
+                };
                 if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same)? {
                     return Ok((m, None, 0, false));
                 }
@@ -184,6 +234,11 @@ impl Relay {
                         ),
                     ));
                 }
+                let poster = Party {
+                    client: Some(client.clone()),
+                    ..Party::default()
+                };
+                let carried = usable(tx, &attached, &poster)?;
                 conversations::expire_or_touch(
                     tx,
                     &conversation,
@@ -191,7 +246,7 @@ impl Relay {
                     rules.ttl_ms,
                     now,
                 )?;
-                let (_, message) = messages::insert(
+                let (seq, message) = messages::insert(
                     tx,
                     NewMessage {
                         conversation_id: &conversation,
@@ -202,9 +257,11 @@ impl Relay {
                         to: &to,
                         text: &text,
                         reply_id: reply_id.as_ref().map(ReplyId::as_str),
+                        attachments: &carried,
                         now,
                     },
                 )?;
+                attachments::link(tx, seq, &carried, now)?;
                 let hooked = webhooks::record_reply(tx, &message, now)?;
                 let (acked, promoted) = if ack {
                     let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;

@@ -11,9 +11,11 @@
 //! - [`maintenance`]: the periodic tick (expiry, reassignment, poll times);
 //! - [`retention`]: purging what is older than the configured retention;
 //! - [`webhooks`]: apps' webhook endpoints and the events recorded for them;
-//! - [`sessions`]: user sessions and the built-in accounts that log in.
+//! - [`sessions`]: user sessions and the built-in accounts that log in;
+//! - [`attachments`]: uploads, downloads and who may do either.
 
 pub mod admin;
+pub mod attachments;
 pub mod delivery;
 pub mod live;
 pub mod maintenance;
@@ -47,6 +49,15 @@ pub struct Rules {
     /// A user session's lifetime when none is asked for, and the longest.
     pub session_ttl_ms: i64,
     pub session_max_ttl_ms: i64,
+    /// `[attachments]`: the largest upload, the most per message, the
+    /// quota per app or agent (None: none), how long an unreferenced upload
+    /// is kept.
+    pub attachment_max_bytes: u64,
+    pub attachments_per_message: usize,
+    pub attachment_quota: Option<i64>,
+    pub unreferenced_ttl_ms: i64,
+    /// How long an upload may send nothing (`[limits] request_timeout_secs`).
+    pub upload_idle: Duration,
 }
 
 impl Rules {
@@ -62,6 +73,12 @@ impl Rules {
             max_pending: c.delivery.max_pending as i64,
             session_ttl_ms: (c.sessions.ttl_secs * 1000) as i64,
             session_max_ttl_ms: (c.sessions.max_ttl_secs * 1000) as i64,
+            attachment_max_bytes: c.attachments.max_bytes,
+            attachments_per_message: c.attachments.max_per_message,
+            attachment_quota: (c.attachments.quota_mb > 0)
+                .then(|| (c.attachments.quota_mb as i64).saturating_mul(1 << 20)),
+            unreferenced_ttl_ms: (c.attachments.unreferenced_ttl_secs as i64).saturating_mul(1000),
+            upload_idle: Duration::from_secs(c.limits.request_timeout_secs),
         }
     }
 
@@ -141,9 +158,10 @@ impl Relay {
         }
     }
 
-    /// Message text: not empty, not over `[limits] max_text_bytes`.
-    fn check_text(&self, text: &str) -> Result<(), Error> {
-        if text.trim().is_empty() {
+    /// Message text: not over `[limits] max_text_bytes`, and not empty
+    /// unless the message carries attachments.
+    fn check_text(&self, text: &str, attachments: usize) -> Result<(), Error> {
+        if text.trim().is_empty() && attachments == 0 {
             return Err(Error::invalid("empty_text", "`text` must not be empty"));
         }
         if text.len() > self.rules.max_text_bytes {

@@ -309,7 +309,7 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
     }
     let mut stmt = tx.prepare_cached(
         "SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
-                m.text, m.created_at, d.attempts
+                m.text, m.created_at, d.attempts, m.attachments
          FROM json_each(?1) AS j
          JOIN deliveries d ON d.message_seq = j.value
          JOIN messages m ON m.seq = d.message_seq
@@ -328,6 +328,7 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
             timestamp: r.get(7)?,
             attempt: Some(r.get(8)?),
             reply_id: None,
+            attachments: super::attachments::from_column(r.get::<_, Option<String>>(9)?.as_deref()),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -365,7 +366,8 @@ pub async fn list(
     let rows = sqlx::query!(
         r#"SELECT d.message_seq AS "message_seq!", d.conversation_id, d.client_id, d.state, d.attempts, d.visible_at,
                   d.created_at, d.updated_at,
-                  m.id, m.client_id AS message_client_id, m.app_id, m.sender, m.recipient, m.text
+                  m.id, m.client_id AS message_client_id, m.app_id, m.sender, m.recipient, m.text,
+                  m.attachments
            FROM deliveries d JOIN messages m ON m.seq = d.message_seq
            WHERE d.message_seq < ?1
              AND (?2 IS NULL OR d.state = ?2)
@@ -415,6 +417,7 @@ pub async fn list(
                     timestamp: r.created_at,
                     attempt: None,
                     reply_id: None,
+                    attachments: super::attachments::from_column(r.attachments.as_deref()),
                 },
             };
             (r.message_seq, delivery)

@@ -2,7 +2,7 @@
 
 use super::{StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
-use crate::model::{Direction, Message};
+use crate::model::{Attachment, Direction, Message};
 use rusqlite::OptionalExtension;
 use sqlx::SqliteExecutor;
 
@@ -15,6 +15,7 @@ pub struct NewMessage<'a> {
     pub to: &'a str,
     pub text: &'a str,
     pub reply_id: Option<&'a str>,
+    pub attachments: &'a [Attachment],
     pub now: i64,
 }
 
@@ -30,6 +31,7 @@ struct Row {
     text: String,
     created_at: i64,
     reply_id: Option<String>,
+    attachments: Option<String>,
 }
 
 impl From<Row> for Message {
@@ -46,6 +48,7 @@ impl From<Row> for Message {
             timestamp: r.created_at,
             attempt: None,
             reply_id: r.reply_id,
+            attachments: super::attachments::from_column(r.attachments.as_deref()),
         }
     }
 }
@@ -55,8 +58,9 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
     let id = MessageId::generate();
     tx.prepare_cached(
         "INSERT INTO messages
-            (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id,
+             attachments)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute((
         &id,
@@ -69,6 +73,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
         m.text,
         m.now,
         m.reply_id,
+        super::attachments::to_column(m.attachments),
     ))?;
     let seq = tx.last_insert_rowid();
     let message = Message {
@@ -83,6 +88,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
         timestamp: m.now,
         attempt: None,
         reply_id: m.reply_id.map(str::to_owned),
+        attachments: m.attachments.to_vec(),
     };
     Ok((seq, message))
 }
@@ -91,7 +97,7 @@ pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
     let row = tx
         .prepare_cached(
             "SELECT seq, id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-                    created_at, reply_id
+                    created_at, reply_id, attachments
              FROM messages WHERE id = ?",
         )?
         .query_row([id], |r| {
@@ -107,6 +113,7 @@ pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
                 text: r.get(8)?,
                 created_at: r.get(9)?,
                 reply_id: r.get(10)?,
+                attachments: r.get(11)?,
             })
         })
         .optional()?;
@@ -117,7 +124,7 @@ pub async fn by_seq(ex: impl SqliteExecutor<'_>, seq: i64) -> StoreResult<Option
     let row = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-                created_at, reply_id
+                created_at, reply_id, attachments
          FROM messages WHERE seq = ?"#,
         seq
     )
@@ -142,7 +149,7 @@ pub async fn of_conversation(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-                created_at, reply_id
+                created_at, reply_id, attachments
          FROM messages WHERE conversation_id = ? ORDER BY seq"#,
         conversation
     )
@@ -162,7 +169,7 @@ pub async fn outbox(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
-                  recipient, text, created_at, reply_id
+                  recipient, text, created_at, reply_id, attachments
            FROM messages
            WHERE app_id = ?1 AND direction = 'outbound' AND seq > ?2
            ORDER BY seq LIMIT ?3"#,
@@ -187,7 +194,7 @@ pub async fn stream(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
-                  recipient, text, created_at, reply_id
+                  recipient, text, created_at, reply_id, attachments
            FROM messages
            WHERE app_id = ?1 AND seq > ?2 AND (?3 IS NULL OR conversation_id = ?3)
            ORDER BY seq LIMIT ?4"#,
@@ -217,7 +224,7 @@ pub async fn of_user(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT m.seq AS "seq!", m.id, m.conversation_id, m.app_id, m.client_id, m.direction,
-                  m.sender, m.recipient, m.text, m.created_at, m.reply_id
+                  m.sender, m.recipient, m.text, m.created_at, m.reply_id, m.attachments
            FROM conversations c JOIN messages m ON m.conversation_id = c.id
            WHERE c.app_id = ?1 AND c.user_id = ?2 AND m.seq > ?3
              AND (?4 IS NULL OR c.id = ?4) AND (?5 = 0 OR m.direction = 'outbound')

@@ -13,6 +13,7 @@
 //! transaction.
 
 pub mod apps;
+pub mod attachments;
 pub mod backup;
 mod checkpoint;
 pub mod clients;

@@ -18,6 +18,13 @@ pub struct Purged {
     pub webhook_events: i64,
     /// User sessions that ended (expired or were revoked) over a day ago.
     pub sessions: i64,
+    /// Attachments no message carries any more (their messages were purged)
+    /// or never carried past `[attachments] unreferenced_ttl_secs`.
+    pub attachments: i64,
+    /// Stored contents (blobs) no attachment uses any more, and their bytes.
+    /// A dry run does not count these.
+    pub blobs: i64,
+    pub blob_bytes: i64,
 }
 
 impl Purged {
@@ -29,6 +36,8 @@ impl Purged {
             + self.idempotency_keys
             + self.webhook_events
             + self.sessions
+            + self.attachments
+            + self.blobs
             == 0
     }
 
@@ -40,6 +49,9 @@ impl Purged {
         self.idempotency_keys += o.idempotency_keys;
         self.webhook_events += o.webhook_events;
         self.sessions += o.sessions;
+        self.attachments += o.attachments;
+        self.blobs += o.blobs;
+        self.blob_bytes += o.blob_bytes;
     }
 }
 
@@ -49,6 +61,7 @@ pub async fn count(
     expired_before: i64,
     keys_before: i64,
     sessions_before: i64,
+    unreferenced_before: i64,
 ) -> StoreResult<Purged> {
     let r = sqlx::query!(
         r#"SELECT
@@ -63,10 +76,18 @@ pub async fn count(
                      (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1)) AS "dead!: i64",
              (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < ?2) AS "keys!: i64",
              (SELECT COUNT(*) FROM webhook_events WHERE created_at < ?1) AS "events!: i64",
-             (SELECT COUNT(*) FROM sessions WHERE expires_at < ?3 OR revoked_at < ?3) AS "sessions!: i64""#,
+             (SELECT COUNT(*) FROM sessions WHERE expires_at < ?3 OR revoked_at < ?3) AS "sessions!: i64",
+             (SELECT COUNT(*) FROM attachments a
+                 WHERE (a.referenced_at IS NOT NULL OR a.created_at < ?4)
+                   AND NOT EXISTS (SELECT 1 FROM message_attachments ma
+                       JOIN messages m ON m.seq = ma.message_seq
+                       JOIN conversations c ON c.id = m.conversation_id
+                       WHERE ma.attachment_id = a.id
+                         AND (c.expired_at IS NULL OR c.expired_at >= ?1))) AS "attachments!: i64""#,
         expired_before,
         keys_before,
-        sessions_before
+        sessions_before,
+        unreferenced_before
     )
     .fetch_one(ex)
     .await?;
@@ -78,6 +99,8 @@ pub async fn count(
         idempotency_keys: r.keys,
         webhook_events: r.events,
         sessions: r.sessions,
+        attachments: r.attachments,
+        ..Purged::default()
     })
 }
 

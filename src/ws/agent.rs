@@ -274,14 +274,15 @@ async fn call(
         }
         "send" => {
             let p: SendParams = r.params()?;
-            match send_args(&p) {
-                Ok((conversation, reply_id, key)) => relay
+            match send_args(&p, relay.rules.attachments_per_message) {
+                Ok((conversation, reply_id, key, attachments)) => relay
                     .send(
                         client,
                         conversation,
                         Reply {
                             to: p.to,
                             text: p.text,
+                            attachments,
                             reply_id,
                             key,
                             ack: p.ack.unwrap_or(true),
@@ -360,11 +361,13 @@ type SendArgs = (
     ConversationId,
     Option<ReplyId>,
     Option<crate::ids::IdempotencyKey>,
+    Vec<crate::ids::AttachmentId>,
 );
 
-fn send_args(p: &SendParams) -> Result<SendArgs, Error> {
+fn send_args(p: &SendParams, max_attachments: usize) -> Result<SendArgs, Error> {
     let conversation = conversation_id(&p.conversation_id)?;
     let reply = p.reply_id.as_deref().map(reply_id).transpose()?;
     let key = super::idempotency_param(p.idempotency_key.as_deref())?;
-    Ok((conversation, reply, key))
+    let attachments = crate::relay::attachments::parse_ids(&p.attachments, max_attachments)?;
+    Ok((conversation, reply, key, attachments))
 }

@@ -161,9 +161,15 @@ async fn request(
 }
 
 async fn inbound(state: &AppState, viewer: &Principal, p: InboundParams) -> Result<Value, Error> {
-    let (app, from) = crate::http::inbound::sender_of(viewer, p.from.as_deref())?;
-    state.limits.check_user(&app, &from)?;
     let key = super::idempotency_param(p.idempotency_key.as_deref())?;
-    let message = state.relay.inbound(app, from, p.text, key).await?;
+    let post = crate::http::inbound::post_of(
+        state,
+        viewer,
+        p.from.as_deref(),
+        p.text,
+        &p.attachments,
+        key,
+    )?;
+    let message = state.relay.inbound(post).await?;
     Ok(json!({ "message": message }))
 }

@@ -169,7 +169,11 @@ pub struct AckParams {
 pub struct SendParams {
     pub conversation_id: String,
     pub to: String,
+    #[serde(default)]
     pub text: String,
+    /// Ids of uploads (`POST /attachments`) the reply carries.
+    #[serde(default)]
+    pub attachments: Vec<String>,
     pub reply_id: Option<String>,
     pub idempotency_key: Option<String>,
     /// `false`: an interim notice, the held deliveries stay unacked.
@@ -209,7 +213,11 @@ pub struct InboundParams {
     /// Required of an app; a user session may leave it out.
     #[serde(default)]
     pub from: Option<String>,
+    #[serde(default)]
     pub text: String,
+    /// Ids of uploads (`POST /attachments`) the message carries.
+    #[serde(default)]
+    pub attachments: Vec<String>,
     pub idempotency_key: Option<String>,
 }
 

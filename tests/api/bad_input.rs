@@ -26,7 +26,7 @@ async fn each_bad_input_gets_its_4xx_and_leaves_the_db_unchanged() {
         ("broken json", Method::POST, "/inbound".into(), &web, "{".into(), 400, "invalid_json"),
         ("empty body", Method::POST, "/inbound".into(), &web, "".into(), 400, "invalid_json"),
         ("not an object", Method::POST, "/inbound".into(), &web, "[1,2]".into(), 422, "invalid_field"),
-        ("missing text", Method::POST, "/inbound".into(), &web, json!({"from": "alice"}).to_string(), 422, "invalid_field"),
+        ("missing text and attachments", Method::POST, "/inbound".into(), &web, json!({"from": "alice"}).to_string(), 422, "empty_text"),
         ("text not a string", Method::POST, "/inbound".into(), &web, json!({"from": "alice", "text": 5}).to_string(), 422, "invalid_field"),
         ("empty from", Method::POST, "/inbound".into(), &web, json!({"from": "", "text": "hi"}).to_string(), 422, "invalid_from"),
         ("control chars in from", Method::POST, "/inbound".into(), &web, json!({"from": "a\u{0}b", "text": "hi"}).to_string(), 422, "invalid_from"),

@@ -192,6 +192,62 @@ impl TestApp {
         }
     }
 
+    /// `POST /attachments` with raw bytes and extra headers.
+    pub async fn upload(
+        &self,
+        token: &str,
+        path_and_query: &str,
+        bytes: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .http
+            .post(format!("{}{}", self.base, path_and_query))
+            .bearer_auth(token)
+            .body(bytes);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("upload sent");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body read");
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        }
+    }
+
+    /// `GET` of a download: status, headers and the raw bytes.
+    pub async fn download(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let mut req = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("download sent");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("bytes read").to_vec();
+        (status, headers, bytes)
+    }
+
+    /// One number from the database (a COUNT, a PRAGMA).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let db = self.db().await;
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.expect(sql);
+        db.close().await;
+        n
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.request(Method::GET, path, Some(token), None).await
     }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod assignment;
+mod attachments;
 mod auth_matrix;
 mod bad_input;
 mod concurrency;

@@ -48,6 +48,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/login"),
     ("POST", "/logout"),
     ("POST", "/signup"),
+    ("POST", "/attachments"),
+    ("GET", "/attachments/{id}"),
 ];
 
 fn operations(doc: &Value) -> BTreeSet<(String, String)> {
