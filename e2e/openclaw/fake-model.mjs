@@ -4,14 +4,34 @@
 // The user's text picks a mode:
 //   contains "[stream]" → the answer comes in several chunks, 300 ms apart;
 //   contains "[slow]"   → chunks 1 s apart for ~20 s (time to kill a gateway mid-turn);
-//   contains "[fail]"   → HTTP 500, every time.
+//   contains "[fail]"   → HTTP 500, every time;
+//   is "[file] <path>"  → "here is your file" and a `MEDIA:<path>` line, which
+//                          OpenClaw turns into a media reply.
+// Every image the model is shown (an `image_url` part) is recorded in /stats
+// as {mime, sha256, size}: what reached the model, for the tests to check.
 // OpenClaw sends the user's turn as "[<timestamp>] <text>\n\nRuntime: …".
 //
 // Usage: node fake-model.mjs <port>   (prints "listening <port>" when ready)
+import { createHash } from "node:crypto";
 import http from "node:http";
 
 const port = Number(process.argv[2] ?? 0);
-const stats = { requests: 0, failures: 0 };
+const stats = { requests: 0, failures: 0, images: [] };
+
+/** Records the images of a request (data: URLs of `image_url` parts). */
+function recordImages(body) {
+  for (const m of Array.isArray(body.messages) ? body.messages : []) {
+    if (!Array.isArray(m.content)) continue;
+    for (const part of m.content) {
+      const url = part?.type === "image_url" ? (typeof part.image_url === "string" ? part.image_url : part.image_url?.url) : undefined;
+      const match = typeof url === "string" ? url.match(/^data:([^;,]+);base64,(.*)$/s) : null;
+      if (!match) continue;
+      const bytes = Buffer.from(match[2], "base64");
+      const sha256 = createHash("sha256").update(bytes).digest("hex");
+      if (!stats.images.some((i) => i.sha256 === sha256)) stats.images.push({ mime: match[1], sha256, size: bytes.length });
+    }
+  }
+}
 
 function userText(body) {
   const messages = Array.isArray(body.messages) ? body.messages : [];
@@ -20,10 +40,14 @@ function userText(body) {
     if (m.role !== "user") continue;
     const content = typeof m.content === "string"
       ? m.content
-      : Array.isArray(m.content) ? m.content.map((p) => p.text ?? "").join("") : "";
+      : Array.isArray(m.content) ? m.content.map((p) => p.text ?? "").join("\n\n") : "";
     if (content.startsWith("<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>")) continue;
-    const match = content.match(/^\[[^\]]*\]\s*([\s\S]*?)(\n\nRuntime:|$)/);
-    return (match ? match[1] : content).trim();
+    // OpenClaw's notes of the turn's media, then a timestamp, then the text.
+    return content
+      .replace(/^\s*\[[^\]]*\d:\d\d[^\]]*\]\s*/, "")
+      .replace(/\[media attached[^\n]*\]\s*/g, "")
+      .split(/\n*Runtime:/)[0]
+      .trim();
   }
   return "";
 }
@@ -54,13 +78,15 @@ const server = http.createServer(async (req, res) => {
   for await (const part of req) raw += part;
   const body = JSON.parse(raw || "{}");
   stats.requests += 1;
+  recordImages(body);
   const text = userText(body);
   if (text.includes("[fail]")) {
     stats.failures += 1;
     res.writeHead(500, { "content-type": "application/json" });
     return res.end(JSON.stringify({ error: { message: "the fake model fails on purpose", type: "server_error" } }));
   }
-  const answer = `echo: ${text}`;
+  const file = text.match(/^\[file\]\s+(\S+)$/);
+  const answer = file ? `here is your file\n\nMEDIA:${file[1]}` : `echo: ${text}`;
   const id = `chatcmpl-${stats.requests}`;
   if (!body.stream) {
     res.writeHead(200, { "content-type": "application/json" });

@@ -11,7 +11,9 @@
 //   5. a proactive send from the OpenClaw CLI reaches the app user;
 //   6. a model error reaches the user as an error reply and is not retried forever;
 //   7. the only gateway is killed mid-answer and restarted: OpenClaw's restart
-//      recovery answers once, and the delivery is acked only by that answer.
+//      recovery answers once, and the delivery is acked only by that answer;
+//   8. a user's image reaches the model (as OpenClaw media), and a file the
+//      agent answers with reaches the app as an attachment, bytes unchanged.
 // Prints one line per check and "N passed, M failed"; exits non-zero on failure.
 //
 // Each gateway gets the plugin the way a user installs it: `openclaw plugins
@@ -19,6 +21,8 @@
 //
 // Usage: node run.mjs <clawrelay binary> <plugin dir> <plugin tarball>
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import zlib from "node:zlib";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -140,6 +144,54 @@ async function api(method, pathname, token, body) {
   return json;
 }
 
+/** A real w×h RGB PNG (so that any image decoder on the way accepts it). */
+function makePng(w, h) {
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(w, 0);
+  header.writeUInt32BE(h, 4);
+  header.set([8, 2, 0, 0, 0], 8);
+  const rows = [];
+  for (let y = 0; y < h; y++) {
+    const row = Buffer.alloc(1 + w * 3);
+    for (let x = 0; x < w; x++) row.set([(x * 255) / w, (y * 255) / h, 128], 1 + x * 3);
+    rows.push(row);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", header),
+    chunk("IDAT", zlib.deflateSync(Buffer.concat(rows))),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
+
+const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
+
+/** Uploads `bytes` to the relay as `name`; answers the attachment. */
+async function upload(token, bytes, name) {
+  const res = await fetch(`${relay.base}/attachments?filename=${encodeURIComponent(name)}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+    body: bytes,
+  });
+  const json = await res.json();
+  if (res.status !== 201) throw new Error(`upload: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function download(token, url) {
+  const res = await fetch(`${relay.base}${url}`, { headers: { authorization: `Bearer ${token}` } });
+  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
+  return Buffer.from(await res.arrayBuffer());
+}
+
 async function clientState(clientId) {
   const { clients } = await api("GET", "/clients", ADMIN);
   return clients.find((c) => c.clientId === clientId)?.state;
@@ -199,7 +251,7 @@ async function startGateway(name, clientToken, modelPort) {
               id: "fake",
               name: "fake",
               reasoning: false,
-              input: ["text"],
+              input: ["text", "image"],
               cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 },
               contextWindow: 128000,
               maxTokens: 4096,
@@ -279,7 +331,11 @@ function watchApp(appToken) {
 
 // ---------------------------------------------------------------- checks
 
+/** `E2E_ONLY=8,2` runs only those checks (while working on them). */
+const only = process.env.E2E_ONLY ? process.env.E2E_ONLY.split(",") : undefined;
+
 async function check(name, f) {
+  if (only && !only.includes(name.split(".")[0])) return;
   const started = Date.now();
   try {
     await f();
@@ -370,6 +426,47 @@ async function main() {
     assert(found.to === "ana" && found.conversationId === conv, `it went to ${found.to} in ${found.conversationId}`);
     const status = await runCli(gw1, ["channels", "status"]);
     assert(/clawrelay default:.*connected/.test(status.out), `channels status says: ${status.out.slice(-300)}`);
+  });
+
+  await check("8. a user's image reaches the model; the agent's file reaches the app, bytes unchanged", async () => {
+    const image = makePng(64, 48);
+    const up = await upload(web, image, "photo.png");
+    assert(up.mime === "image/png", `the relay sniffed ${up.mime}`);
+    const text = "what is in this picture?";
+    const m = await api("POST", "/inbound", web, { from: "gus", text, attachments: [up.attachmentId] });
+    const answer = await eventually(
+      "the answer to the picture",
+      async () => (await replies(m.conversationId)).find((r) => r.timestamp >= m.timestamp),
+      90_000,
+    );
+    assert(answer.text === `echo: ${text}`, `answered "${answer.text}"`);
+    const seen = (await (await fetch(`http://127.0.0.1:${modelPort}/stats`)).json()).images;
+    const same = seen.find((i) => i.sha256 === sha256(image));
+    log(`images the model saw: ${JSON.stringify(seen)}`);
+    assert(seen.length > 0, "the model was shown no image");
+    assert(same, `the model saw other bytes than the user's image (${sha256(image)})`);
+    assert(same.mime === "image/png", `the model was told the image is ${same.mime}`);
+
+    // The agent answers with a file (a MEDIA: line of the model's reply).
+    const dir = path.join(gw1.home, ".openclaw", "media", "e2e");
+    fs.mkdirSync(dir, { recursive: true });
+    const report = path.join(dir, "report.txt");
+    const content = Buffer.from(`quarterly numbers ${Date.now()}\nalpha,1\nbeta,2\n`);
+    fs.writeFileSync(report, content);
+    const ask2 = await api("POST", "/inbound", web, { from: "gus", text: `[file] ${report}` });
+    const withFile = await eventually(
+      "the reply carrying the file",
+      async () => (await replies(ask2.conversationId)).find((r) => r.timestamp >= ask2.timestamp && r.attachments?.length),
+      90_000,
+    );
+    const a = withFile.attachments[0];
+    assert(a.name === "report.txt" && a.mime === "text/plain", `attachment ${JSON.stringify(a)}`);
+    assert(a.sha256 === sha256(content), "the relay stored other bytes than the file");
+    const bytes = await download(web, a.url);
+    assert(bytes.equals(content), "the app downloaded other bytes than the agent's file");
+    assert(!withFile.text.includes("MEDIA:"), `the MEDIA: line reached the user: ${withFile.text}`);
+    const outbox = await api("GET", "/outbox?after=0&limit=1000", web);
+    assert(outbox.messages.some((x) => x.id === withFile.id && x.attachments?.[0]?.id === a.id), "the reply is not in the outbox with its attachment");
   });
 
   await check("4. the relay dies mid-turn and restarts: the plugin reconnects, the finished reply is stored, nothing is lost", async () => {
@@ -489,7 +586,7 @@ async function main() {
     }
   }
   console.log(`openclaw-e2e: ${passed} passed, ${failed} failed`);
-  return failed === 0 && passed === 7;
+  return failed === 0 && passed === (only ? only.length : 8);
 }
 
 let ok = false;

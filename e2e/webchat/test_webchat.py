@@ -4,13 +4,16 @@ Playwright) against the real relay binary and a scripted agent.
 The agent is a WebSocket client of the relay's agent role: for every
 delivery it sends `typing`, a `progress` event, then its reply in pieces as
 `reply.delta` events, and finally the whole reply with `send`. What it
-replies depends on the user's text (see `Agent.reply_to`).
+replies depends on the user's text (see `Agent.reply_to`). A delivery with
+attachments is answered with a file: the agent downloads the user's files,
+and uploads a receipt naming their sizes and hashes.
 
 Run by e2e/webchat/run.sh:  python test_webchat.py RELAY_BINARY WORK_DIR
 Screenshots of the main states go to WORK_DIR/shots/ (kept when a test fails).
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -22,6 +25,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+import zlib
 
 import websockets
 from playwright.sync_api import sync_playwright, expect
@@ -110,7 +114,30 @@ class Agent(threading.Thread):
         super().__init__(daemon=True)
         self.relay, self.token = relay, token
         self.received = []  # texts of deliveries, in order
+        self.files = []  # sha256 of every attachment downloaded
         self.stop = False
+
+    def http(self, method, path, data=None, headers=None):
+        req = urllib.request.Request(self.relay.base + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read()
+
+    def receipt(self, attachments):
+        """Downloads the user's files; uploads a receipt; answers its id."""
+        lines = []
+        for a in attachments:
+            data = self.http("GET", a["url"])
+            digest = hashlib.sha256(data).hexdigest()
+            assert digest == a["sha256"], f"{a['name']} arrived changed"
+            self.files.append(digest)
+            lines.append(f"{a['name']} {len(data)} {digest}")
+        body = ("\n".join(lines) + "\n").encode()
+        up = json.loads(self.http("POST", "/attachments?filename=receipt.txt", body,
+                                  {"Content-Type": "text/plain"}))
+        return up["attachmentId"]
 
     @staticmethod
     def reply_to(text):
@@ -149,6 +176,10 @@ class Agent(threading.Thread):
                 self.received.append(m["text"])
                 conv = m["conversationId"]
                 reply, pause = self.reply_to(m["text"])
+                files = []
+                if m.get("attachments"):
+                    files = [await asyncio.to_thread(self.receipt, m["attachments"])]
+                    reply, pause = "Got your files, here is a receipt.", 0.0
                 reply_id = "r-" + m["id"]
                 await request("typing", {"conversationId": conv})
                 await asyncio.sleep(0.3)
@@ -160,7 +191,8 @@ class Agent(threading.Thread):
                         piece = " ".join(words[i:i + 3]) + ("" if i + 3 >= len(words) else " ")
                         await request("reply.delta", {"conversationId": conv, "replyId": reply_id, "text": piece})
                         await asyncio.sleep(pause)
-                await request("send", {"conversationId": conv, "to": m["from"], "text": reply, "replyId": reply_id})
+                await request("send", {"conversationId": conv, "to": m["from"], "text": reply,
+                                        "replyId": reply_id, "attachments": files})
 
 
 # ---- helpers -------------------------------------------------------------
@@ -265,11 +297,73 @@ def test_streamed_reply_settles_once_and_history_survives_reload(ctx, relay):
 
 def test_typing_and_progress_are_shown(ctx, relay):
     page = ctx["alice"]
+    # Each notice shows for a moment only (the next event replaces it), so
+    # record every text #activity shows rather than poll for it.
+    page.evaluate(
+        "() => { window.activitySeen = []; new MutationObserver(() => {"
+        " const a = document.getElementById('activity');"
+        " if (!a.hidden && a.textContent) window.activitySeen.push(a.textContent); })"
+        ".observe(document.getElementById('activity'), {childList: true, characterData: true, subtree: true, attributes: true}); }")
     send(page, "what is up")
-    expect(page.locator("#activity")).to_have_text("The agent is typing…", timeout=10000)
-    expect(page.locator("#activity")).to_have_text("Using search…", timeout=10000)
-    shot(page, "chat-progress")
+    page.wait_for_function(
+        "() => ['The agent is typing…', 'Using search…'].every(t => window.activitySeen.includes(t))",
+        timeout=10000)
+    seen = page.evaluate("() => window.activitySeen")
+    assert seen.index("The agent is typing…") < seen.index("Using search…"), seen
     wait_settled(page, "You said: what is up. " + STREAMED)
+
+
+def make_png(w, h):
+    """A real w×h RGB PNG."""
+    def chunk(kind, data):
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    rows = b"".join(b"\0" + b"".join(bytes((x * 2 % 256, y * 3 % 256, 160)) for x in range(w)) for y in range(h))
+    header = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_files_travel_both_ways(ctx, relay):
+    page = ctx["alice"]
+    image = make_png(120, 80)
+    path = os.path.join(relay.work, "photo.png")
+    with open(path, "wb") as f:
+        f.write(image)
+    page.set_input_files("#file", path)
+    expect(page.locator("#picked li")).to_have_count(1)
+    expect(page.locator("#picked li")).to_contain_text("photo.png")
+    send(page, "here is a photo")
+    expect(page.locator("#picked")).to_be_hidden()
+    digest = hashlib.sha256(image).hexdigest()
+    deadline = time.time() + 20
+    while digest not in relay_agent(ctx).files and time.time() < deadline:
+        time.sleep(0.05)
+    assert digest in relay_agent(ctx).files, "the agent never got the photo's bytes"
+    # The photo shows in Alice's message, decoded from the relay's bytes.
+    page.wait_for_function(
+        "() => { const i = [...document.querySelectorAll('li.msg.inbound .files img')].pop();"
+        " return i && i.complete && i.naturalWidth === 120 }", timeout=10000)
+    wait_settled(page, "Got your files, here is a receipt.")
+    link = page.locator("li.msg.outbound .files a").last
+    expect(link).to_contain_text("receipt.txt")
+    with page.expect_download() as download:
+        link.click()
+    with open(download.value.path(), "rb") as f:
+        got = f.read().decode()
+    assert got == f"photo.png {len(image)} {digest}\n", got
+    shot(page, "chat-attachments")
+    # After a reload the files come back with the history.
+    page.reload()
+    wait_settled(page, "Got your files, here is a receipt.")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('li.msg.inbound .files img')].some(i => i.naturalWidth === 120)",
+        timeout=10000)
+    expect(page.locator("li.msg.outbound .files a").last).to_contain_text("receipt.txt")
+    assert_no_duplicates(page)
+
+
+def relay_agent(ctx):
+    return ctx["agent"]
 
 
 def test_relay_restart_mid_conversation(ctx, relay):
@@ -332,8 +426,11 @@ def test_agent_markup_renders_inert(ctx, relay):
     send(page, "xss please")
     wait_settled(page, XSS)
     time.sleep(1)
-    assert page.locator("#messages img").count() == 0
-    assert page.locator("#messages a").count() == 0
+    # Images and links appear only for attachments, never from text.
+    assert page.locator("#messages .body img").count() == 0
+    assert page.locator("#messages .body a").count() == 0
+    assert page.locator("#messages img").count() == page.locator("#messages .files img").count()
+    assert page.locator("#messages a").count() == page.locator("#messages .files a").count()
     assert page.locator("#messages script").count() == 0
     assert dialogs == [], dialogs
     shot(page, "xss-inert")
@@ -417,6 +514,7 @@ TESTS = [
     test_wrong_password,
     test_streamed_reply_settles_once_and_history_survives_reload,
     test_typing_and_progress_are_shown,
+    test_files_travel_both_ways,
     test_relay_restart_mid_conversation,
     test_users_never_see_each_other,
     test_agent_markup_renders_inert,
@@ -455,6 +553,7 @@ def main():
             "alice_password": passwords["alice"],
             "bob_password": passwords["bob"],
             "app_token": app["token"],
+            "agent": agent,
         }
         for test in TESTS:
             started = time.time()

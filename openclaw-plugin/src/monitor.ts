@@ -22,6 +22,7 @@
 import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract";
 import type { OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
 import { backoffDelay, CHANNEL_ID, type ClawrelayAccount } from "./config.js";
+import { mediaContext, placeholderText, receiveAttachments, replyMediaUrls, sendAttachments, type InboundMedia } from "./media.js";
 import { AUTH_CLOSE_CODES, RelayError, RelayHttp, RelaySocket, type RelayMessage } from "./relay-client.js";
 
 type Ctx = ChannelGatewayContext<ClawrelayAccount>;
@@ -29,7 +30,7 @@ type ChannelRuntime = PluginRuntime["channel"];
 
 /** What a turn needs to answer, whichever transport carried the delivery. */
 interface ReplySink {
-  send(m: RelayMessage, text: string, replyId: string): Promise<void>;
+  send(m: RelayMessage, text: string, replyId: string, attachments: string[]): Promise<void>;
   ack(m: RelayMessage): Promise<void>;
   /** Live extras; absent over HTTP polling. */
   delta?(m: RelayMessage, replyId: string, text: string): Promise<void>;
@@ -52,6 +53,16 @@ const sleep = (ms: number, signal: AbortSignal) =>
  */
 const awaitingRecovery = new Map<string, string>();
 
+/** A reply as stored on the relay: text, the stream id, attachment ids. */
+interface KeptReply {
+  text: string;
+  replyId: string;
+  attachments: string[];
+}
+
+/** The largest reply file read for upload (the relay's own limit applies too). */
+export const MAX_MEDIA_BYTES = 64 * 1024 * 1024;
+
 /**
  * Replies of turns that ran to the end but could not be stored on the relay
  * (it was unreachable), by relay message id. OpenClaw skips the redelivery
@@ -60,10 +71,10 @@ const awaitingRecovery = new Map<string, string>();
  * Bounded: the oldest are forgotten past `MAX_UNSENT` (in memory only; a
  * gateway restart forgets them too).
  */
-const unsent = new Map<string, { text: string; replyId: string }>();
+const unsent = new Map<string, KeptReply>();
 const MAX_UNSENT = 1000;
 
-function keepUnsent(messageId: string, reply: { text: string; replyId: string }): void {
+function keepUnsent(messageId: string, reply: KeptReply): void {
   unsent.set(messageId, reply);
   while (unsent.size > MAX_UNSENT) unsent.delete(unsent.keys().next().value!);
 }
@@ -193,13 +204,14 @@ export class AccountMonitor {
     const account = this.account;
     const socket = new RelaySocket(account.serverUrl, account.token, (m) => this.track(this.handle(m, sink)));
     const sink: ReplySink = {
-      send: async (m, text, replyId) => {
+      send: async (m, text, replyId, attachments) => {
         await socket.request("send", {
           conversationId: m.conversationId,
           to: m.from,
           text,
           replyId,
           idempotencyKey: `oc-${m.id}`,
+          ...(attachments.length ? { attachments } : {}),
         });
       },
       ack: async (m) => {
@@ -233,8 +245,8 @@ export class AccountMonitor {
     const account = this.account;
     const http = new RelayHttp(account.serverUrl, account.token);
     const sink: ReplySink = {
-      send: async (m, text) => {
-        await http.send(m.conversationId, m.from, text, `oc-${m.id}`);
+      send: async (m, text, _replyId, attachments) => {
+        await http.send(m.conversationId, m.from, text, `oc-${m.id}`, true, attachments);
       },
       ack: async (m) => http.ack([m.id]),
     };
@@ -266,9 +278,9 @@ export class AccountMonitor {
   }
 
   /** Stores the reply to `m` (which acks it) and forgets it as unsent. */
-  private async sendReply(m: RelayMessage, sink: ReplySink, text: string, replyId: string): Promise<void> {
+  private async sendReply(m: RelayMessage, sink: ReplySink, reply: KeptReply): Promise<void> {
     try {
-      await sink.send(m, text, replyId);
+      await sink.send(m, reply.text, reply.replyId, reply.attachments);
     } catch (e) {
       // The same key was used for a different text: a retried turn whose
       // first reply already reached the relay. That reply stands.
@@ -276,6 +288,25 @@ export class AccountMonitor {
       else throw e;
     }
     unsent.delete(m.id);
+  }
+
+  /** Downloads the attachments of `m` into OpenClaw's media store. */
+  private async receiveMedia(m: RelayMessage): Promise<InboundMedia[]> {
+    if (!m.attachments?.length) return [];
+    const http = new RelayHttp(this.account.serverUrl, this.account.token);
+    const store = this.channel().media;
+    return receiveAttachments(http, m.attachments, (bytes, contentType, fileName) =>
+      store.saveMediaBuffer(bytes, contentType, "inbound", bytes.length, fileName),
+    );
+  }
+
+  /** Uploads the media of a reply to the relay; answers their attachment ids. */
+  private async sendMedia(urls: string[]): Promise<string[]> {
+    if (!urls.length) return [];
+    const media = this.runtime?.media;
+    if (!media) throw new Error("the gateway provided no media runtime to read the reply's files");
+    const http = new RelayHttp(this.account.serverUrl, this.account.token);
+    return sendAttachments(http, urls, (url) => media.loadWebMedia(url, { maxBytes: MAX_MEDIA_BYTES, optimizeImages: false }));
   }
 
   /** Whether the conversation holds an answer (not an interim notice) stored after `m`. */
@@ -295,7 +326,7 @@ export class AccountMonitor {
     if (kept) {
       // The turn ran, its reply did not reach the relay: send that reply.
       try {
-        await this.sendReply(m, sink, kept.text, kept.replyId);
+        await this.sendReply(m, sink, kept);
         log?.info(`[clawrelay] message ${m.id} (attempt ${m.attempt ?? "?"}): its kept reply is stored now`);
       } catch (e) {
         log?.error(`[clawrelay] message ${m.id}: its kept reply could not be stored, it is tried again at the next redelivery: ${errorText(e)}`);
@@ -313,9 +344,14 @@ export class AccountMonitor {
         peer: { kind: "direct", id: m.conversationId },
         dmScope: "per-channel-peer",
       });
+      // The user's files, into OpenClaw's media store. A failure leaves the
+      // delivery unacked: it comes again.
+      const media = await this.receiveMedia(m);
+      const body = m.text || placeholderText(media);
       const inbound = channel.reply.finalizeInboundContext({
-        Body: m.text,
-        BodyForAgent: m.text,
+        ...mediaContext(media),
+        Body: body,
+        BodyForAgent: body,
         RawBody: m.text,
         CommandBody: m.text,
         From: `${CHANNEL_ID}:${m.from}`,
@@ -335,6 +371,7 @@ export class AccountMonitor {
       });
 
       const parts: string[] = [];
+      const mediaUrls: string[] = [];
       let streamed = "";
       const live = async (what: string, f: (() => Promise<void>) | undefined) => {
         try {
@@ -355,6 +392,7 @@ export class AccountMonitor {
               return;
             }
             if (payload.text?.trim()) parts.push(payload.text.trim());
+            for (const url of replyMediaUrls(payload)) if (!mediaUrls.includes(url)) mediaUrls.push(url);
           },
           onError: (err, info) => {
             log?.warn(`[clawrelay] ${info.kind} reply failed: ${errorText(err)}`);
@@ -387,12 +425,15 @@ export class AccountMonitor {
       });
 
       const text = parts.join("\n\n");
-      if (text) {
+      if (text || mediaUrls.length) {
         awaitingRecovery.delete(m.conversationId);
+        // The agent's files, uploaded before the reply that carries them.
+        const attachments = await this.sendMedia(mediaUrls);
         // Kept until the relay has it: if the relay is unreachable now, the
         // redelivery of `m` sends this reply (OpenClaw would skip the turn).
-        keepUnsent(m.id, { text, replyId });
-        await this.sendReply(m, sink, text, replyId);
+        const reply = { text, replyId, attachments };
+        keepUnsent(m.id, reply);
+        await this.sendReply(m, sink, reply);
       } else if (silentByDesign(result)) {
         awaitingRecovery.delete(m.conversationId);
         await sink.ack(m);

@@ -4,6 +4,16 @@
  * clawrelay). Node's built-in fetch and WebSocket; no dependencies.
  */
 
+/** A file a message carries (download `url` with the same token). */
+export interface RelayAttachment {
+  id: string;
+  name: string;
+  mime: string;
+  size: number;
+  sha256: string;
+  url: string;
+}
+
 /** A delivery as the relay hands it to an agent. */
 export interface RelayMessage {
   id: string;
@@ -13,6 +23,7 @@ export interface RelayMessage {
   text: string;
   timestamp: number;
   attempt?: number;
+  attachments?: RelayAttachment[];
 }
 
 /** An error answer of the relay; `permanent` when retrying cannot help (bad token, bad request). */
@@ -79,11 +90,35 @@ export class RelayHttp {
    * client holds of the conversation unless `ack` is false (a notice that
    * answers nothing).
    */
-  async send(conversationId: string, to: string, text: string, idempotencyKey?: string, ack = true): Promise<{ id: string }> {
+  async send(conversationId: string, to: string, text: string, idempotencyKey?: string, ack = true, attachments: string[] = []): Promise<{ id: string }> {
     const headers: Record<string, string> = idempotencyKey ? { "idempotency-key": idempotencyKey } : {};
-    const body = ack ? { conversationId, to, text } : { conversationId, to, text, ack: false };
+    const body: Record<string, unknown> = { conversationId, to, text };
+    if (!ack) body.ack = false;
+    if (attachments.length) body.attachments = attachments;
     const r = await this.call<{ message: { id: string } }>("POST", "/send", body, headers);
     return r.message;
+  }
+
+  /** The bytes of an attachment (`url` as a message lists it). */
+  async download(url: string): Promise<Buffer> {
+    const res = await fetch(new URL(url, this.serverUrl), { headers: { authorization: `Bearer ${this.token}` } });
+    if (!res.ok) {
+      const json = (await res.json().catch(() => ({}))) as ErrorBody;
+      throw new RelayError(json.error?.code ?? `http_${res.status}`, json.error?.message ?? `HTTP ${res.status}`, res.status);
+    }
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  /** Uploads a file; the relay sniffs its type from the bytes. */
+  async upload(bytes: Buffer, name: string, contentType?: string): Promise<RelayAttachment> {
+    const res = await fetch(`${this.serverUrl}/attachments?filename=${encodeURIComponent(name)}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.token}`, "content-type": contentType ?? "application/octet-stream" },
+      body: new Blob([new Uint8Array(bytes)]),
+    });
+    const json = (await res.json().catch(() => ({}))) as RelayAttachment & ErrorBody;
+    if (!res.ok) throw new RelayError(json.error?.code ?? `http_${res.status}`, json.error?.message ?? `HTTP ${res.status}`, res.status);
+    return json;
   }
 
   async ack(ids: string[]): Promise<void> {

@@ -100,7 +100,7 @@ pub fn content_security_policy(frame_ancestors: &[String]) -> String {
     };
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-         img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
+         img-src 'self' data: blob:; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
     )
 }
 

@@ -11,6 +11,12 @@
 // events. After a drop the stream resumes from the last cursor, and messages
 // are kept by id, so nothing is missed or shown twice. Text is only ever set
 // with textContent: nothing an agent writes becomes markup or a link.
+//
+// Attachments: files picked (or pasted) are uploaded (POST /attachments)
+// when the message is sent, then listed in its `attachments`. A message's
+// files are fetched with the same credentials and shown from blob: URLs:
+// the image types the relay serves inline as images, anything else as a
+// link that saves the file.
 "use strict";
 
 (() => {
@@ -31,7 +37,9 @@
     byId: new Map(), // message id -> <li>
     streaming: new Map(), // replyId -> <li> being written
     settled: new Set(), // replyIds whose whole reply is stored
+    picked: [], // files chosen for the next message
   };
+  const INLINE = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
   function setConnection(value) {
     document.body.dataset.connection = value;
@@ -379,6 +387,46 @@
     return li;
   }
 
+  function sizeText(n) {
+    if (n < 1024) return n + " B";
+    if (n < 1048576) return Math.round(n / 1024) + " KB";
+    return (n / 1048576).toFixed(1) + " MB";
+  }
+
+  // The bytes of an attachment, with this page's credentials, as a blob: URL.
+  async function blobUrl(a) {
+    const res = await fetch(a.url, { headers: authHeaders(), credentials: "same-origin" });
+    if (!res.ok) throw new Error("HTTP " + res.status);
+    return URL.createObjectURL(await res.blob());
+  }
+
+  function showFiles(li, attachments) {
+    if (!attachments || !attachments.length || li.querySelector(".files")) return;
+    const box = document.createElement("span");
+    box.className = "files";
+    for (const a of attachments) {
+      if (INLINE.includes(a.mime)) {
+        const img = document.createElement("img");
+        img.alt = a.name;
+        box.appendChild(img);
+        blobUrl(a).then((u) => (img.src = u), () => (img.alt = a.name + " (could not be loaded)"));
+      } else {
+        const link = document.createElement("a");
+        link.href = "#";
+        link.textContent = a.name + " (" + sizeText(a.size) + ")";
+        link.addEventListener("click", async (e) => {
+          e.preventDefault();
+          const save = document.createElement("a");
+          save.href = await blobUrl(a);
+          save.download = a.name;
+          save.click();
+        });
+        box.appendChild(link);
+      }
+    }
+    li.insertBefore(box, li.querySelector(".meta"));
+  }
+
   function setMeta(li, text) {
     li.querySelector(".meta").textContent = text;
   }
@@ -411,6 +459,9 @@
       append(li);
     }
     if (m.replyId) state.settled.add(m.replyId);
+    // A reply ends what the agent was doing for it.
+    if (m.direction === "outbound") setActivity(null);
+    showFiles(li, m.attachments);
     li.dataset.id = m.id;
     setMeta(li, timeOf(m.timestamp));
     state.byId.set(m.id, li);
@@ -440,15 +491,49 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  async function send(text, key, li) {
+  // Uploads the files of an outgoing message not uploaded yet (a retry
+  // keeps what went up before); answers their ids, or an error text.
+  async function uploadAll(out) {
+    for (const f of out.files) {
+      if (f.id) continue;
+      let res, data;
+      try {
+        res = await fetch("/attachments", {
+          method: "POST",
+          headers: authHeaders({ "X-Filename": encodeURIComponent(f.file.name), "Content-Type": f.file.type || "application/octet-stream" }),
+          credentials: "same-origin",
+          body: f.file,
+        });
+        data = await res.json().catch(() => null);
+      } catch (_) {
+        return "cannot reach the relay";
+      }
+      if (res.status === 401) return null;
+      if (!res.ok) {
+        if (res.status === 413) return f.file.name + " is too large";
+        return f.file.name + ": " + errorText(res, data);
+      }
+      f.id = data.id;
+    }
+    return undefined;
+  }
+
+  async function send(out, li) {
+    const { text, key } = out;
     li.classList.remove("failed");
     li.querySelectorAll(".retry").forEach((b) => b.remove());
+    setMeta(li, out.files.length ? "Uploading…" : "Sending…");
+    const problem = await uploadAll(out);
+    if (problem === null) return sessionEnded();
+    if (problem) return failed(li, out, "Not sent: " + problem + ".");
     setMeta(li, "Sending…");
+    const body = { text };
+    if (out.files.length) body.attachments = out.files.map((f) => f.id);
     let reply;
     try {
-      reply = await api("POST", "/inbound", { text }, { "Idempotency-Key": key });
+      reply = await api("POST", "/inbound", body, { "Idempotency-Key": key });
     } catch (_) {
-      return failed(li, text, key, "Not sent: cannot reach the relay.");
+      return failed(li, out, "Not sent: cannot reach the relay.");
     }
     const { res, data } = reply;
     if (res.ok) {
@@ -458,6 +543,7 @@
       } else {
         li.dataset.id = data.id;
         setMeta(li, timeOf(data.timestamp));
+        showFiles(li, data.attachments);
         state.byId.set(data.id, li);
       }
       return;
@@ -469,10 +555,10 @@
     let why = errorText(res, data);
     if (res.status === 429) why = "too many messages, wait a moment";
     if (res.status === 413) why = "the message is too long";
-    failed(li, text, key, "Not sent: " + why + ".");
+    failed(li, out, "Not sent: " + why + ".");
   }
 
-  function failed(li, text, key, message) {
+  function failed(li, out, message) {
     li.classList.add("failed");
     setMeta(li, message);
     const retry = document.createElement("button");
@@ -480,7 +566,7 @@
     retry.className = "retry";
     retry.textContent = "Retry";
     // The same Idempotency-Key: a message that did arrive is not stored twice.
-    retry.addEventListener("click", () => send(text, key, li));
+    retry.addEventListener("click", () => send(out, li));
     li.querySelector(".meta").appendChild(retry);
   }
 
@@ -488,14 +574,44 @@
     event.preventDefault();
     const box = $("text");
     const text = box.value;
-    if (!text.trim()) return;
+    const files = state.picked.map((file) => ({ file, id: null }));
+    if (!text.trim() && !files.length) return;
     box.value = "";
+    state.picked = [];
+    showPicked();
     grow();
-    const li = bubble("inbound", text);
+    const label = files.map((f) => "[" + f.file.name + "]").join(" ");
+    const li = bubble("inbound", text.trim() ? text : label);
     li.classList.add("pending");
     append(li);
     $("messages").scrollTop = $("messages").scrollHeight;
-    send(text, newKey(), li);
+    send({ text, key: newKey(), files }, li);
+  }
+
+  function pick(files) {
+    for (const f of files) state.picked.push(f);
+    showPicked();
+  }
+
+  function showPicked() {
+    const list = $("picked");
+    list.replaceChildren();
+    state.picked.forEach((f, i) => {
+      const item = document.createElement("li");
+      const name = document.createElement("span");
+      name.textContent = f.name + " (" + sizeText(f.size) + ")";
+      const drop = document.createElement("button");
+      drop.type = "button";
+      drop.textContent = "×";
+      drop.setAttribute("aria-label", "Remove " + f.name);
+      drop.addEventListener("click", () => {
+        state.picked.splice(i, 1);
+        showPicked();
+      });
+      item.append(name, drop);
+      list.appendChild(item);
+    });
+    list.hidden = state.picked.length === 0;
   }
 
   function grow() {
@@ -519,6 +635,18 @@
     $("logout").addEventListener("click", logout);
     $("composer").addEventListener("submit", submit);
     $("text").addEventListener("input", grow);
+    $("attach").addEventListener("click", () => $("file").click());
+    $("file").addEventListener("change", (e) => {
+      pick(e.target.files);
+      e.target.value = "";
+    });
+    $("text").addEventListener("paste", (e) => {
+      const files = e.clipboardData ? Array.from(e.clipboardData.files) : [];
+      if (files.length) {
+        e.preventDefault();
+        pick(files);
+      }
+    });
     $("text").addEventListener("keydown", (e) => {
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) submit(e);
     });
