@@ -6,6 +6,7 @@
 //!   cargo run --release --example bench -- roundtrip --agents 4 --users 64
 //!   cargo run --release --example bench -- presets          # 1×1, 4×64, 4×256 × full, normal
 //!   cargo run --release --example bench -- queue            # 1k, 100k, 1M pending deliveries
+//!   cargo run --release --example bench -- uploads          # /inbound latency while 10 MiB uploads run
 
 // A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
 #![allow(clippy::unwrap_used)]
@@ -16,6 +17,7 @@ mod purge;
 mod queue;
 mod relay;
 mod roundtrip;
+mod uploads;
 
 use clap::{Parser, Subcommand};
 use relay::RelayProc;
@@ -90,6 +92,18 @@ enum Command {
     Purge {
         #[arg(long, default_value_t = 1_000_000)]
         messages: i64,
+    },
+    /// What large uploads cost other writers: /inbound latency alone, then
+    /// while UPLOADERS upload MIB-sized files back to back.
+    Uploads {
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        #[arg(long, default_value_t = 2)]
+        uploaders: usize,
+        #[arg(long, default_value_t = 10)]
+        mib: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
     },
     /// The queue at scale: claim latency with 1k, 100k, 1M pending deliveries.
     Queue {
@@ -368,6 +382,25 @@ async fn main() {
                 r.sockets, r.rss_before_mib, r.rss_open_mib, r.kib_per_socket, r.rss_after_mib
             );
             write_json(&cli.json, serde_json::json!({ "burst": r }));
+        }
+        Command::Uploads {
+            writers,
+            uploaders,
+            mib,
+            duration,
+        } => {
+            let r = uploads::run(&bin, writers, uploaders, mib, duration).await;
+            for (name, p) in [("alone", &r.alone), ("while uploading", &r.while_uploading)] {
+                println!(
+                    "{writers} /inbound writers {name:>15}: {:>6} writes, {:>7.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+                    p.inbound, p.inbound_per_sec, p.p50_ms, p.p99_ms, p.max_ms
+                );
+            }
+            println!(
+                "{uploaders} uploaders of {mib} MiB files: {} uploads, {:.1} MiB/s, p50 {:.2} s per upload",
+                r.uploads, r.upload_mib_per_sec, r.upload_p50_secs
+            );
+            write_json(&cli.json, serde_json::json!({ "uploads": r }));
         }
         Command::Purge { messages } => {
             let r = purge::run(&bin, messages).await;

@@ -299,7 +299,14 @@ impl Relay {
     }
 
     /// Stores chunk `idx`, starting the staged blob with the first one.
+    /// Uploads take turns: one chunk at a time is queued for the writer,
+    /// however many uploads run, so they never crowd out other writes.
     async fn write_chunk(&self, staged: &mut Staged, idx: i64, data: Vec<u8>) -> Result<(), Error> {
+        let _turn = self
+            .upload_turn
+            .acquire()
+            .await
+            .map_err(|_| Error::from(crate::store::StoreError::Closed))?;
         let blob = staged.blob;
         let written = self
             .store

@@ -97,6 +97,8 @@ pub struct Relay {
     /// tick, raised by each conversation opened in between. Read by
     /// `/health` and `/metrics` without touching the database.
     active_conversations: std::sync::atomic::AtomicI64,
+    /// One upload chunk at a time goes to the writer (see `attachments`).
+    upload_turn: tokio::sync::Semaphore,
 }
 
 /// Who to wake once a write has committed.
@@ -137,6 +139,7 @@ impl Relay {
             rules,
             webhooks,
             active_conversations: std::sync::atomic::AtomicI64::new(active),
+            upload_turn: tokio::sync::Semaphore::new(1),
         })
     }
 
