@@ -467,6 +467,12 @@ async function main() {
     assert(!withFile.text.includes("MEDIA:"), `the MEDIA: line reached the user: ${withFile.text}`);
     const outbox = await api("GET", "/outbox?after=0&limit=1000", web);
     assert(outbox.messages.some((x) => x.id === withFile.id && x.attachments?.[0]?.id === a.id), "the reply is not in the outbox with its attachment");
+
+    // A proactive send of a file from the OpenClaw CLI (outbound.sendMedia).
+    const r = await runCli(gw1, ["message", "send", "--channel", "clawrelay", "--target", ask2.conversationId, "--media", report, "-m", "the report again"]);
+    assert(r.code === 0, `openclaw message send --media exited ${r.code}: ${r.out.slice(-500)}`);
+    const again = (await api("GET", "/outbox?after=0&limit=1000", web)).messages.find((x) => x.text === "the report again");
+    assert(again?.attachments?.[0]?.sha256 === sha256(content), `the proactive file did not arrive: ${JSON.stringify(again)}`);
   });
 
   await check("4. the relay dies mid-turn and restarts: the plugin reconnects, the finished reply is stored, nothing is lost", async () => {

@@ -658,3 +658,83 @@ async fn the_purge_deletes_attachments_nobody_needs_and_frees_their_space() {
     let m = app.metrics().await;
     assert!(m.contains("clawrelay_purged_total{kind=\"blobs\"}"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_carry_attachments_and_the_backup_holds_them() {
+    use crate::ws_client::Ws;
+    let app = spawn_app().await;
+    let (_, agent_token) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &agent_token, 4).await;
+    let (mut watcher, _) = Ws::app(&app, &web, Some("0")).await;
+
+    let image = png(3000);
+    let up = upload_ok(&app, &web, "?filename=p.png", image.clone(), "image/png").await;
+    let r = watcher
+        .request(
+            "inbound",
+            json!({ "from": "zoe", "text": "", "attachments": [up["id"]] }),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["payload"]["message"]["attachments"][0]["id"], up["id"]);
+
+    let pushed = agent.event().await;
+    let m = &pushed["payload"];
+    assert_eq!(m["attachments"][0]["sha256"], sha256_hex(&image));
+    let answer = upload_ok(
+        &app,
+        &agent_token,
+        "?filename=a.txt",
+        b"answer".to_vec(),
+        "text/plain",
+    )
+    .await;
+    let r = agent
+        .request(
+            "send",
+            json!({ "conversationId": m["conversationId"], "to": "zoe", "text": "see file",
+                    "attachments": [answer["id"]] }),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    // A foreign id over the socket is refused like over HTTP.
+    let r = agent
+        .request(
+            "send",
+            json!({ "conversationId": m["conversationId"], "to": "zoe", "text": "x",
+                    "attachments": ["att_0193f0c2a1b27c4d9e8f7a6b5c4d3e2f"] }),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], "unknown_attachment", "{r}");
+
+    // The app's live stream shows both messages with their files.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let e = watcher.event().await;
+        if e["event"] == "message" {
+            seen.push(e["payload"]["message"]["attachments"][0]["id"].clone());
+        }
+    }
+    assert_eq!(seen, [up["id"].clone(), answer["id"].clone()]);
+
+    // `clawrelay backup` copies the files with the messages.
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("copy.db");
+    app.cli(&["backup", backup.to_str().unwrap()]);
+    let copy = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}?mode=ro", backup.display()))
+        .await
+        .unwrap();
+    let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT c.data FROM blob_chunks c JOIN blobs b ON b.id = c.blob_id
+         WHERE b.sha256 = ? ORDER BY c.idx",
+    )
+    .bind(sha256_hex(&image))
+    .fetch_all(&copy)
+    .await
+    .unwrap();
+    assert_eq!(chunks.concat(), image, "the backup lacks the image's bytes");
+    copy.close().await;
+}

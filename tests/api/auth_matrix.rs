@@ -116,6 +116,18 @@ fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
             None,
             &[Admin, Client, App, User],
         ),
+        (
+            Method::POST,
+            "/attachments".into(),
+            Some(json!({"a": "file"})),
+            &[Client, App, User],
+        ),
+        (
+            Method::GET,
+            "/attachments/att_0123456789abcdef0123456789abcdef".into(),
+            None,
+            &[Admin, Client, App, User],
+        ),
         (Method::GET, "/poll".into(), None, &[Client]),
         (
             Method::POST,
