@@ -20,13 +20,20 @@ use futures_util::Stream;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
-pub fn router() -> Router<AppState> {
+/// Room for a multipart form's boundaries and part headers around the file.
+const FORM_OVERHEAD: usize = 64 * 1024;
+
+pub fn router(config: &crate::config::Config) -> Router<AppState> {
+    // A raw upload is read as a stream and held to `[attachments] max_bytes`
+    // chunk by chunk; a multipart form as a whole is held to that plus room
+    // for its framing (other parts included).
+    let form_limit = usize::try_from(config.attachments.max_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(FORM_OVERHEAD);
     Router::new()
-        // The upload reads its body as a stream and enforces `[attachments]
-        // max_bytes` itself, chunk by chunk.
         .route(
             "/attachments",
-            post(upload).layer(DefaultBodyLimit::disable()),
+            post(upload).layer(DefaultBodyLimit::max(form_limit)),
         )
         .route("/attachments/{id}", get(download))
 }
@@ -97,12 +104,9 @@ pub(crate) async fn upload(
     let attachment = if multipart {
         let mut form = Multipart::from_request(request, &state)
             .await
-            .map_err(|e| Error::bad_request("invalid_multipart", e.body_text()))?;
+            .map_err(multipart_error)?;
         let field = loop {
-            let field = form
-                .next_field()
-                .await
-                .map_err(|e| Error::bad_request("invalid_multipart", e.body_text()))?;
+            let field = form.next_field().await.map_err(multipart_error)?;
             match field {
                 Some(f) if f.name() == Some("file") || f.file_name().is_some() => break f,
                 Some(_) => continue,
@@ -132,6 +136,19 @@ pub(crate) async fn upload(
             .await?
     };
     Ok((StatusCode::CREATED, Json(Uploaded::from(attachment))))
+}
+
+/// A form that cannot be read: too large for the limit (413), or malformed.
+fn multipart_error(e: impl IntoResponse + std::fmt::Display) -> Error {
+    let text = e.to_string();
+    if e.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::TooLarge {
+            code: "attachment_too_large",
+            message: "the form is larger than [attachments] max_bytes allows".into(),
+        }
+    } else {
+        Error::bad_request("invalid_multipart", text)
+    }
 }
 
 /// A multipart part as a stream of bytes.

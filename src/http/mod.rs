@@ -90,7 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(inbound::router())
         .merge(events::router())
         .merge(sessions::router())
-        .merge(attachments::router())
+        .merge(attachments::router(&state.config))
         .merge(crate::webchat::router())
         .merge(openapi::router())
         .merge(crate::ws::router())

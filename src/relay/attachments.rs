@@ -279,10 +279,7 @@ impl Relay {
                             "this upload of {size} bytes would pass the quota: {used} of {quota} bytes are in use ([attachments] quota_mb); delete conversations or wait for the retention"
                         ),
                     },
-                    FinishError::Gone => Error::Overloaded {
-                        code: "upload_lost",
-                        message: "the upload's stored chunks are gone (the relay restarted?); upload again".into(),
-                    },
+                    FinishError::Gone => upload_lost(),
                     FinishError::Store(e) => e.into(),
                 })
             })
@@ -316,7 +313,9 @@ impl Relay {
                     Some(b) => b,
                     None => attachments::stage(tx, CHUNK as i64, now)?,
                 };
-                attachments::append_chunk(tx, blob, idx, &data, now)?;
+                if !attachments::append_chunk(tx, blob, idx, &data, now)? {
+                    return Err(upload_lost());
+                }
                 Ok::<_, Error>(blob)
             })
             .await?;
@@ -394,6 +393,16 @@ impl Relay {
 /// How long a staged blob may sit unwritten before the purge takes it.
 pub(crate) const fn staged_abandoned_ms() -> i64 {
     STAGED_ABANDONED_MS
+}
+
+/// An upload whose staged chunks were deleted under it (it sent nothing for
+/// so long that the purge took it as abandoned).
+fn upload_lost() -> Error {
+    Error::Overloaded {
+        code: "upload_lost",
+        message: "the upload's stored chunks were deleted as abandoned (it stalled); upload again"
+            .into(),
+    }
 }
 
 /// Lowercase hex.

@@ -64,13 +64,18 @@ pub fn stage(tx: &Tx, chunk_size: i64, now: i64) -> StoreResult<i64> {
     Ok(tx.last_insert_rowid())
 }
 
-/// Writes chunk `idx` of a staged blob.
-pub fn append_chunk(tx: &Tx, blob: i64, idx: i64, data: &[u8], now: i64) -> StoreResult<()> {
+/// Writes chunk `idx` of a staged blob. False when the blob is gone (the
+/// purge took it as abandoned): the upload cannot go on.
+pub fn append_chunk(tx: &Tx, blob: i64, idx: i64, data: &[u8], now: i64) -> StoreResult<bool> {
+    let staged = tx
+        .prepare_cached("UPDATE blobs SET touched_at = ? WHERE id = ? AND sha256 IS NULL")?
+        .execute((now, blob))?;
+    if staged == 0 {
+        return Ok(false);
+    }
     tx.prepare_cached("INSERT INTO blob_chunks (blob_id, idx, data) VALUES (?, ?, ?)")?
         .execute((blob, idx, data))?;
-    tx.prepare_cached("UPDATE blobs SET touched_at = ? WHERE id = ?")?
-        .execute((now, blob))?;
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes a staged blob and its chunks (an upload that failed or was

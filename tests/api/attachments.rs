@@ -452,6 +452,36 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
         (Some("pic.png"), Some("image/png"))
     );
     assert_eq!(up["sha256"], sha256_hex(&image));
+    // A form too large, in its file part or as a whole.
+    for (filler, file) in [(0, 301 * 1024), (400 * 1024, 100)] {
+        let mut form = Vec::new();
+        write!(
+            form,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n"
+        )
+        .unwrap();
+        form.extend(std::iter::repeat_n(b'n', filler));
+        write!(form, "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n").unwrap();
+        form.extend(png(file));
+        write!(form, "\r\n--{boundary}--\r\n").unwrap();
+        let r = app
+            .upload(
+                &web,
+                "/attachments",
+                form,
+                &[(
+                    "content-type",
+                    &format!("multipart/form-data; boundary={boundary}"),
+                )],
+            )
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), r.error_code()),
+            (413, "attachment_too_large"),
+            "{filler}: {}",
+            r.body
+        );
+    }
 
     // Per message: at most max_per_message, no repeats, valid ids.
     let ids: Vec<Value> = futures_util::future::join_all(
