@@ -276,7 +276,7 @@ impl Relay {
                     FinishError::Quota { used, quota } => Error::TooLarge {
                         code: "attachment_quota_exceeded",
                         message: format!(
-                            "this upload of {size} bytes would pass the quota: {used} of {quota} bytes are in use ([attachments] quota_mb); delete conversations or wait for the retention"
+                            "this upload of {size} bytes would pass the quota: {used} of {quota} bytes are in use ([attachments] quota_mb); files go when the retention purges their conversations, or raise the quota"
                         ),
                     },
                     FinishError::Gone => upload_lost(),
