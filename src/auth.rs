@@ -101,11 +101,22 @@ impl Principal {
     }
 }
 
+/// Bytes as lowercase hex digits.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// 32 random bytes from the OS, as 64 lowercase hex digits.
 pub(crate) fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&bytes)
 }
 
 /// A new token for `id` and its argon2id hash.
@@ -249,7 +260,7 @@ pub fn csrf_token(session_token: &str) -> String {
         .chain_update(b"clawrelay-csrf\0")
         .chain_update(session_token.as_bytes())
         .finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest[..16])
 }
 
 /// Equal contents, in time that depends only on the lengths.

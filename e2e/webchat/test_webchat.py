@@ -336,9 +336,9 @@ def test_files_travel_both_ways(ctx, relay):
     expect(page.locator("#picked")).to_be_hidden()
     digest = hashlib.sha256(image).hexdigest()
     deadline = time.time() + 20
-    while digest not in relay_agent(ctx).files and time.time() < deadline:
+    while digest not in ctx["agent"].files and time.time() < deadline:
         time.sleep(0.05)
-    assert digest in relay_agent(ctx).files, "the agent never got the photo's bytes"
+    assert digest in ctx["agent"].files, "the agent never got the photo's bytes"
     # The photo shows in Alice's message, decoded from the relay's bytes.
     page.wait_for_function(
         "() => { const i = [...document.querySelectorAll('li.msg.inbound .files img')].pop();"
@@ -360,10 +360,6 @@ def test_files_travel_both_ways(ctx, relay):
         timeout=10000)
     expect(page.locator("li.msg.outbound .files a").last).to_contain_text("receipt.txt")
     assert_no_duplicates(page)
-
-
-def relay_agent(ctx):
-    return ctx["agent"]
 
 
 def test_relay_restart_mid_conversation(ctx, relay):

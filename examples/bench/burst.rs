@@ -1,7 +1,7 @@
 //! Memory after a connection burst: the relay's resident memory before,
 //! with N app WebSockets open, and after they all closed.
 
-use super::relay::{RelayProc, ADMIN};
+use super::relay::RelayProc;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::json;
@@ -20,18 +20,7 @@ pub struct BurstReport {
 pub async fn run(bin: &Path, sockets: usize, rounds: usize) -> BurstReport {
     let dir = tempfile::tempdir().expect("temp dir");
     let relay = RelayProc::start(bin, &dir.path().join("burst.db"), "full", dir.path()).await;
-    let http = reqwest::Client::new();
-    let app: serde_json::Value = http
-        .post(format!("{}/apps", relay.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "burst"}))
-        .send()
-        .await
-        .expect("create app")
-        .json()
-        .await
-        .expect("app json");
-    let token = app["token"].as_str().expect("token").to_owned();
+    let token = relay.app_token("burst").await;
     let url = format!("{}/ws", relay.base.replacen("http", "ws", 1));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before_mib = relay.rss_mib();

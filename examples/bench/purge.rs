@@ -5,7 +5,7 @@
 
 use super::relay::{percentile, RelayProc, ADMIN};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::{Connection, Executor};
 use std::time::{Duration, Instant};
 
@@ -92,17 +92,7 @@ pub async fn run(bin: &std::path::Path, messages: i64) -> PurgeReport {
     .await;
     let http = reqwest::Client::new();
     let base = relay.base.clone();
-    let web: Value = http
-        .post(format!("{base}/apps"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "probe"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let web = web["token"].as_str().unwrap().to_owned();
+    let web = relay.app_token("probe").await;
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);

@@ -78,6 +78,21 @@ impl RelayProc {
         }
     }
 
+    /// Creates an app through the admin API; returns its token.
+    pub async fn app_token(&self, name: &str) -> String {
+        let app: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/apps", self.base))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("create app")
+            .json()
+            .await
+            .expect("app json");
+        app["token"].as_str().expect("token").to_owned()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

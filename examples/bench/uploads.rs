@@ -4,9 +4,9 @@
 //! deduplicated); reports the /inbound latencies of both phases and the
 //! upload throughput.
 
-use super::relay::{percentile, RelayProc, ADMIN};
+use super::relay::{percentile, RelayProc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,18 +89,7 @@ pub async fn run(
     );
     let relay = RelayProc::start_with(bin, &db, "full", dir.path(), &extra).await;
     let base = relay.base.clone();
-    let http = reqwest::Client::new();
-    let web: Value = http
-        .post(format!("{base}/apps"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = web["token"].as_str().unwrap().to_owned();
+    let token = relay.app_token("bench").await;
 
     let alone = writers(&base, &token, writer_count, secs).await;
 

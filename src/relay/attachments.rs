@@ -26,7 +26,7 @@ use std::ops::RangeInclusive;
 pub const CHUNK: usize = 256 * 1024;
 /// A staged blob not written to for this long belongs to an upload that is
 /// gone (uploads stall out long before: `[limits] request_timeout_secs`).
-const STAGED_ABANDONED_MS: i64 = 10 * 60 * 1000;
+pub(crate) const STAGED_ABANDONED_MS: i64 = 10 * 60 * 1000;
 /// Types a download shows inline (in a browser tab or an `<img>`); every
 /// other type is served as a download. No SVG: it can carry script.
 const INLINE: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
@@ -254,7 +254,7 @@ impl Relay {
                 "an upload with bytes staged nothing".into(),
             ));
         };
-        let sha256 = hex(&hasher.finalize());
+        let sha256 = crate::auth::hex(&hasher.finalize());
         let quota = self.rules.attachment_quota;
         let (attachment, shared) = self
             .store
@@ -390,11 +390,6 @@ impl Relay {
     }
 }
 
-/// How long a staged blob may sit unwritten before the purge takes it.
-pub(crate) const fn staged_abandoned_ms() -> i64 {
-    STAGED_ABANDONED_MS
-}
-
 /// An upload whose staged chunks were deleted under it (it sent nothing for
 /// so long that the purge took it as abandoned).
 fn upload_lost() -> Error {
@@ -403,17 +398,6 @@ fn upload_lost() -> Error {
         message: "the upload's stored chunks were deleted as abandoned (it stalled); upload again"
             .into(),
     }
-}
-
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// Message attachment ids from a request body: valid ids, no repeats, at

@@ -11,7 +11,7 @@
 
 use super::Relay;
 use crate::error::Error;
-use crate::relay::attachments::staged_abandoned_ms;
+use crate::relay::attachments::STAGED_ABANDONED_MS;
 use crate::store::now_ms;
 use crate::store::retention::{self, Purged};
 use crate::store::{attachments, sessions, webhooks};
@@ -52,7 +52,7 @@ impl Relay {
     /// Purges in batches, at most `max_batches` of them (None: until done).
     pub async fn purge(&self, max_batches: Option<usize>) -> Result<Purged, Error> {
         let (expired_before, keys_before, sessions_before, unreferenced_before) = self.cutoffs();
-        let staged_before = now_ms() - staged_abandoned_ms();
+        let staged_before = now_ms() - STAGED_ABANDONED_MS;
         let mut total = Purged::default();
         let mut batches = 0usize;
         loop {

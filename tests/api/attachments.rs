@@ -25,14 +25,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-async fn session(app: &TestApp, app_token: &str, user: &str) -> String {
-    let r = app
-        .post("/sessions", app_token, json!({ "userId": user }))
-        .await
-        .ok();
-    r["token"].as_str().unwrap().to_owned()
-}
-
 /// `POST /attachments` with a chunked body (no Content-Length) of `parts`
 /// parts of `size` bytes, over a raw socket; returns the status.
 async fn chunked_upload(app: &TestApp, token: &str, parts: usize, size: usize) -> u16 {
@@ -225,8 +217,8 @@ async fn only_the_uploader_and_the_conversation_may_read_an_attachment() {
     let (_, other_agent) = app.create_client("other-agent").await;
     let (_, web) = app.create_app("web").await;
     let (_, shop) = app.create_app("shop").await;
-    let alice = session(&app, &web, "alice").await;
-    let bob = session(&app, &web, "bob").await;
+    let alice = app.open_session(&web, "alice").await.0;
+    let bob = app.open_session(&web, "bob").await.0;
     app.poll(&agent, "").await;
 
     // Alice uploads through her session: before any message, only she (and
@@ -531,7 +523,7 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
     .ok();
 
     // The quota (1 MiB) counts every upload of the app, its users' too.
-    let alice = session(&app, &web, "alice").await;
+    let alice = app.open_session(&web, "alice").await.0;
     for _ in 0..4 {
         upload_ok(&app, &alice, "", png(250 * 1024), "image/png").await;
     }
@@ -586,11 +578,7 @@ async fn a_crash_mid_upload_leaves_no_attachment_and_a_sound_database() {
     )
     .unwrap();
     socket.write_all(&vec![7u8; 3 << 20]).unwrap();
-    let reader = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=ro", db.display()))
-        .await
-        .unwrap();
+    let reader = open_ro(&db).await;
     eventually("chunks of the upload to be stored", || async {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blob_chunks")
             .fetch_one(&reader)
@@ -606,11 +594,7 @@ async fn a_crash_mid_upload_leaves_no_attachment_and_a_sound_database() {
 
     let mut relay = start_binary(&db, &[]);
     wait_ready(&http, &relay.base).await;
-    let check = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=ro", db.display()))
-        .await
-        .unwrap();
+    let check = open_ro(&db).await;
     let count = |sql: &'static str| {
         let check = check.clone();
         async move {
@@ -752,11 +736,7 @@ async fn websocket_messages_carry_attachments_and_the_backup_holds_them() {
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("copy.db");
     app.cli(&["backup", backup.to_str().unwrap()]);
-    let copy = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=ro", backup.display()))
-        .await
-        .unwrap();
+    let copy = open_ro(&backup).await;
     let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
         "SELECT c.data FROM blob_chunks c JOIN blobs b ON b.id = c.blob_id
          WHERE b.sha256 = ? ORDER BY c.idx",

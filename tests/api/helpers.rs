@@ -358,14 +358,16 @@ impl TestApp {
 
     /// A direct read-only look at the database, for what the API does not show.
     pub async fn db(&self) -> SqlitePool {
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect(&format!(
-                "sqlite://{}?mode=ro",
-                self.config.storage.path.display()
-            ))
+        open_ro(&self.config.storage.path).await
+    }
+
+    /// Opens a user session of `user` with the app token; returns (token, body).
+    pub async fn open_session(&self, app_token: &str, user: &str) -> (String, Value) {
+        let b = self
+            .post("/sessions", app_token, json!({ "userId": user }))
             .await
-            .expect("open db")
+            .ok();
+        (b["token"].as_str().expect("a session token").to_owned(), b)
     }
 
     /// Row counts of every table: to show a failed request wrote nothing.
@@ -418,6 +420,16 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A read-only connection to the database file at `path` (one the tests did
+/// not start in-process: a relay binary's, a backup).
+pub async fn open_ro(path: &std::path::Path) -> SqlitePool {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .expect("open db")
 }
 
 pub fn free_port() -> u16 {

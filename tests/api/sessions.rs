@@ -8,15 +8,6 @@ use crate::ws_client::{Sse, Ws};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// Opens a session of `user` with the app token; returns (token, body).
-async fn session(app: &TestApp, app_token: &str, user: &str) -> (String, Value) {
-    let b = app
-        .post("/sessions", app_token, json!({ "userId": user }))
-        .await
-        .ok();
-    (b["token"].as_str().unwrap().to_owned(), b)
-}
-
 /// Creates an account with `password` through the CLI.
 fn account(app: &TestApp, app_id: &str, name: &str, password: &str) {
     let (ok, out, err) = app.cli_with_stdin(
@@ -94,7 +85,7 @@ async fn a_session_speaks_and_reads_for_its_own_user_only() {
     // alice and bob of `web`, and another alice of `other`.
     let bob_msg = app.inbound(&web, "bob", "bob's secret").await;
     let other_alice = app.inbound(&other, "alice", "other app's alice").await;
-    let (alice, opened) = session(&app, &web, "alice").await;
+    let (alice, opened) = app.open_session(&web, "alice").await;
     assert_eq!(opened["userId"], "alice");
     assert_eq!(opened["appId"], app_id.as_str());
     assert!(opened["expiresAt"].as_i64().unwrap() > 0);
@@ -264,7 +255,7 @@ async fn a_session_ends_with_its_expiry_logout_or_app_and_its_streams_close() {
     assert!(expiring.ended().await, "the stream outlived the session");
 
     // Logout: the token stops working, the open stream closes.
-    let (token, _) = session(&app, &web, "bob").await;
+    let (token, _) = app.open_session(&web, "bob").await;
     let mut sse = Sse::open(&app, &token, "", None).await;
     let r = app
         .request(Method::POST, "/logout", Some(&token), None)
@@ -274,7 +265,7 @@ async fn a_session_ends_with_its_expiry_logout_or_app_and_its_streams_close() {
     assert_eq!(app.get("/outbox", &token).await.status, 401);
 
     // Revoking the app ends its sessions and their streams.
-    let (token, _) = session(&app, &web, "carol").await;
+    let (token, _) = app.open_session(&web, "carol").await;
     let mut sse = Sse::open(&app, &token, "", None).await;
     let r = app
         .request(
@@ -476,7 +467,7 @@ async fn accounts_are_managed_by_the_cli_and_their_sessions_end_with_them() {
 
     // Secrets at rest: argon2id hashes only, never the token or password.
     let (_, web) = app.create_app("web2").await;
-    let (token, _) = session(&app, &web, "frank").await;
+    let (token, _) = app.open_session(&web, "frank").await;
     let db = app.db().await;
     let hashes: Vec<String> = sqlx::query_scalar(
         "SELECT token_hash FROM sessions UNION ALL SELECT password_hash FROM accounts",
