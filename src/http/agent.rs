@@ -6,7 +6,6 @@ use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{ConversationId, MessageId};
 use crate::model::Message;
-use crate::relay::attachments::parse_ids;
 use crate::relay::messages::Reply;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -129,10 +128,7 @@ pub(crate) async fn send(
             Reply {
                 to: body.to,
                 text: body.text,
-                attachments: parse_ids(
-                    &body.attachments,
-                    state.relay.rules.attachments_per_message,
-                )?,
+                attachments: state.relay.attachment_ids(&body.attachments)?,
                 reply_id: None,
                 key,
                 ack: body.ack.unwrap_or(true),

@@ -8,7 +8,7 @@ use crate::auth::Principal;
 use crate::error::Error;
 use crate::ids::{AppId, IdempotencyKey, UserId};
 use crate::model::Message;
-use crate::relay::attachments::parse_ids;
+use crate::relay::attachments::party_of;
 use crate::relay::messages::Post;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -82,14 +82,13 @@ pub(crate) fn post_of(
 ) -> Result<Post, Error> {
     let (app, from) = sender_of(sender, from)?;
     state.limits.check_user(&app, &from)?;
-    let attachments = parse_ids(attachments, state.relay.rules.attachments_per_message)?;
     Ok(Post {
         app,
         from,
         text,
-        attachments,
+        attachments: state.relay.attachment_ids(attachments)?,
         key,
-        by_session: matches!(sender, Principal::User(_)),
+        poster: party_of(sender).unwrap_or_default(),
     })
 }
 

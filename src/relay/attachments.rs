@@ -55,10 +55,7 @@ pub fn party_of(p: &Principal) -> Option<Party> {
             user: Some(s.user.clone()),
             client: None,
         }),
-        Principal::Client(c) => Some(Party {
-            client: Some(c.clone()),
-            ..Party::default()
-        }),
+        Principal::Client(c) => Some(Party::client(c)),
     }
 }
 
@@ -373,6 +370,12 @@ impl Relay {
         })
     }
 
+    /// The attachment ids a message names, checked (see [`parse_ids`])
+    /// against `[attachments] max_per_message`.
+    pub fn attachment_ids(&self, raw: &[String]) -> Result<Vec<AttachmentId>, Error> {
+        parse_ids(raw, self.rules.attachments_per_message)
+    }
+
     /// At start, when no upload can be running: deletes every staged blob
     /// (what uploads cut short by a crash or a stop left).
     pub async fn drop_staged_uploads(&self) -> Result<i64, Error> {
@@ -402,7 +405,7 @@ fn upload_lost() -> Error {
 
 /// Message attachment ids from a request body: valid ids, no repeats, at
 /// most `[attachments] max_per_message`.
-pub fn parse_ids(raw: &[String], max: usize) -> Result<Vec<AttachmentId>, Error> {
+fn parse_ids(raw: &[String], max: usize) -> Result<Vec<AttachmentId>, Error> {
     if raw.len() > max {
         return Err(Error::invalid(
             "too_many_attachments",

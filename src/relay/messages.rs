@@ -74,8 +74,9 @@ pub struct Post {
     pub text: String,
     pub attachments: Vec<AttachmentId>,
     pub key: Option<IdempotencyKey>,
-    /// Posted by a user session (held to its own uploads), not the app.
-    pub by_session: bool,
+    /// Who posts it (the app, or one user's session), for which uploads it
+    /// may carry.
+    pub poster: Party,
 }
 
 /// An agent's message for the user of a conversation it holds.
@@ -101,14 +102,9 @@ impl Relay {
             text,
             attachments: attached,
             key,
-            by_session,
+            poster,
         } = post;
         self.check_text(&text, attached.len())?;
-        let poster = Party {
-            app: Some(app.clone()),
-            user: by_session.then(|| from.clone()),
-            client: None,
-        };
         let now = now_ms();
         let live = self.hub.live_clients(now);
         let hub = self.hub.clone();
@@ -142,7 +138,6 @@ impl Relay {
                         now,
                     },
                 )?;
-                attachments::link(tx, seq, &carried, now)?;
                 let ready = deliveries::enqueue(tx, seq, &conversation, client.as_ref(), now)?;
                 let mut hooked = false;
                 if let Some(e) = &destination.expired {
@@ -234,11 +229,7 @@ impl Relay {
                         ),
                     ));
                 }
-                let poster = Party {
-                    client: Some(client.clone()),
-                    ..Party::default()
-                };
-                let carried = usable(tx, &attached, &poster)?;
+                let carried = usable(tx, &attached, &Party::client(&client))?;
                 conversations::expire_or_touch(
                     tx,
                     &conversation,
@@ -246,7 +237,7 @@ impl Relay {
                     rules.ttl_ms,
                     now,
                 )?;
-                let (seq, message) = messages::insert(
+                let (_, message) = messages::insert(
                     tx,
                     NewMessage {
                         conversation_id: &conversation,
@@ -261,7 +252,6 @@ impl Relay {
                         now,
                     },
                 )?;
-                attachments::link(tx, seq, &carried, now)?;
                 let hooked = webhooks::record_reply(tx, &message, now)?;
                 let (acked, promoted) = if ack {
                     let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;

@@ -24,6 +24,15 @@ pub struct Party {
     pub client: Option<ClientId>,
 }
 
+impl Party {
+    pub fn client(client: &ClientId) -> Party {
+        Party {
+            client: Some(client.clone()),
+            ..Party::default()
+        }
+    }
+}
+
 /// A finished upload, before it has its row.
 pub struct NewAttachment<'a> {
     pub blob: i64,
@@ -181,15 +190,10 @@ pub fn for_message(
 ) -> StoreResult<Result<Vec<Attachment>, AttachmentId>> {
     let mut stmt = tx.prepare_cached(
         "SELECT a.name, a.mime, a.size, a.sha256 FROM attachments a
-         WHERE a.id = ?1 AND (
-             (?2 IS NOT NULL AND a.app_id = ?2 AND (?3 IS NULL OR a.user_id = ?3))
-             OR (?4 IS NOT NULL AND a.client_id = ?4)
-             OR EXISTS (SELECT 1 FROM message_attachments ma
-                        JOIN messages m ON m.seq = ma.message_seq
-                        JOIN conversations c ON c.id = m.conversation_id
-                        WHERE ma.attachment_id = a.id AND (
-                            (?2 IS NOT NULL AND c.app_id = ?2 AND (?3 IS NULL OR c.user_id = ?3))
-                            OR (?4 IS NOT NULL AND c.client_id = ?4))))",
+         WHERE a.id = ?1 AND EXISTS (SELECT 1 FROM attachment_parties p
+             WHERE p.attachment_id = a.id
+               AND ((?2 IS NOT NULL AND p.app_id = ?2 AND (?3 IS NULL OR p.user_id = ?3))
+                    OR (?4 IS NOT NULL AND p.client_id = ?4)))",
     )?;
     let mut found = Vec::with_capacity(ids.len());
     for id in ids {
@@ -298,16 +302,10 @@ pub async fn readable(
     let row = sqlx::query!(
         r#"SELECT a.name, a.mime, a.size, a.sha256, a.blob_id, b.chunk_size
            FROM attachments a JOIN blobs b ON b.id = a.blob_id
-           WHERE a.id = ?1 AND (
-               ?5 = 1
-               OR (?2 IS NOT NULL AND a.app_id = ?2 AND (?3 IS NULL OR a.user_id = ?3))
-               OR (?4 IS NOT NULL AND a.client_id = ?4)
-               OR EXISTS (SELECT 1 FROM message_attachments ma
-                          JOIN messages m ON m.seq = ma.message_seq
-                          JOIN conversations c ON c.id = m.conversation_id
-                          WHERE ma.attachment_id = a.id AND (
-                              (?2 IS NOT NULL AND c.app_id = ?2 AND (?3 IS NULL OR c.user_id = ?3))
-                              OR (?4 IS NOT NULL AND c.client_id = ?4))))"#,
+           WHERE a.id = ?1 AND (?5 = 1 OR EXISTS (SELECT 1 FROM attachment_parties p
+               WHERE p.attachment_id = a.id
+                 AND ((?2 IS NOT NULL AND p.app_id = ?2 AND (?3 IS NULL OR p.user_id = ?3))
+                      OR (?4 IS NOT NULL AND p.client_id = ?4))))"#,
         id,
         app,
         user,

@@ -53,7 +53,8 @@ impl From<Row> for Message {
     }
 }
 
-/// Stores a message; returns its sequence number (its place in commit order).
+/// Stores a message (and which attachments it carries); returns its sequence
+/// number (its place in commit order).
 pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
     let id = MessageId::generate();
     tx.prepare_cached(
@@ -76,6 +77,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
         super::attachments::to_column(m.attachments),
     ))?;
     let seq = tx.last_insert_rowid();
+    super::attachments::link(tx, seq, m.attachments, m.now)?;
     let message = Message {
         id,
         conversation_id: m.conversation_id.clone(),

@@ -274,7 +274,7 @@ async fn call(
         }
         "send" => {
             let p: SendParams = r.params()?;
-            match send_args(&p, relay.rules.attachments_per_message) {
+            match send_args(relay, &p) {
                 Ok((conversation, reply_id, key, attachments)) => relay
                     .send(
                         client,
@@ -364,10 +364,10 @@ type SendArgs = (
     Vec<crate::ids::AttachmentId>,
 );
 
-fn send_args(p: &SendParams, max_attachments: usize) -> Result<SendArgs, Error> {
+fn send_args(relay: &crate::relay::Relay, p: &SendParams) -> Result<SendArgs, Error> {
     let conversation = conversation_id(&p.conversation_id)?;
     let reply = p.reply_id.as_deref().map(reply_id).transpose()?;
     let key = super::idempotency_param(p.idempotency_key.as_deref())?;
-    let attachments = crate::relay::attachments::parse_ids(&p.attachments, max_attachments)?;
+    let attachments = relay.attachment_ids(&p.attachments)?;
     Ok((conversation, reply, key, attachments))
 }
