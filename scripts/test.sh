@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 # python3 with venv (schemathesis), npm (Node for the plugin and OpenClaw),
 # setpriv (tests run the relay as an unprivileged user), systemd-analyze (a
 # test verifies deploy/clawrelay.service), chromium (the web chat's browser
-# tests). Missing ones are
+# tests), postgresql (initdb and pg_ctl: the PostgreSQL backend's tests start
+# throwaway clusters with scripts/pg.sh). Missing ones are
 # installed from Debian's packages when this runs as root with apt-get;
 # otherwise the script names them and stops.
 missing=()
@@ -21,6 +22,7 @@ command -v npm > /dev/null || missing+=(npm)
 command -v setpriv > /dev/null || missing+=(util-linux)
 command -v systemd-analyze > /dev/null || missing+=(systemd)
 command -v chromium > /dev/null || missing+=(chromium)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' > /dev/null || command -v initdb > /dev/null || missing+=(postgresql)
 if ! command -v python3 > /dev/null; then
     missing+=(python3 python3-venv)
 elif ! python3 -c 'import ensurepip, venv' 2> /dev/null; then

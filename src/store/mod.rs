@@ -21,6 +21,7 @@ pub mod conversations;
 pub mod deliveries;
 pub mod idempotency;
 pub mod messages;
+pub mod postgres;
 pub mod retention;
 pub mod sessions;
 pub mod settings;

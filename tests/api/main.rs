@@ -18,6 +18,7 @@ mod helpers;
 mod idempotency;
 mod metrics;
 mod openapi;
+mod postgres;
 mod rate_limits;
 mod realtime;
 mod retention;

@@ -1,0 +1,65 @@
+//! Leadership of the background tasks across relays: the relay holding a
+//! session-level advisory lock runs them. The lock lives as long as the
+//! connection that took it, so when the leading relay dies (its process
+//! killed, its host gone) PostgreSQL ends its session and another relay's
+//! next attempt succeeds.
+
+use super::error;
+use crate::store::StoreResult;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// The lock of the maintenance tasks (`claw` and 2).
+pub const MAINTENANCE: i64 = 0x636c_6177_0002;
+
+/// A held advisory lock, on a connection of its own (taken out of the pool,
+/// so that returning it can never hand the lock to other work).
+pub struct Leadership {
+    conn: PgConnection,
+    key: i64,
+}
+
+impl Leadership {
+    /// Takes the lock `key` if no other session holds it.
+    pub async fn try_acquire(pool: &PgPool, key: i64) -> StoreResult<Option<Leadership>> {
+        let mut conn = pool.acquire().await.map_err(error)?.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(error)?;
+        if got {
+            Ok(Some(Leadership { conn, key }))
+        } else {
+            conn.close().await.map_err(error)?;
+            Ok(None)
+        }
+    }
+
+    /// Whether this session still holds the lock. False once the connection
+    /// is gone (the database restarted, or ended the session): the lock went
+    /// with it, and another relay may lead by now.
+    pub async fn still_held(&mut self) -> bool {
+        let held: Result<bool, _> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks
+                            WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                              AND objsubid = 1 AND (classid::bigint << 32) | objid::bigint = $1)",
+        )
+        .bind(self.key)
+        .fetch_one(&mut self.conn)
+        .await;
+        held.unwrap_or(false)
+    }
+
+    /// The backend process holding the lock (for tests and diagnostics).
+    pub async fn backend_pid(&mut self) -> StoreResult<i32> {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(error)
+    }
+
+    /// Gives the lock up (closing its connection releases it).
+    pub async fn release(self) {
+        let _ = self.conn.close().await;
+    }
+}

@@ -1,0 +1,102 @@
+//! The PostgreSQL backend, for several relays sharing one database (work in
+//! progress: the relay does not select it yet; see `docs/postgres.md` for
+//! what is built and what remains).
+//!
+//! What is here is the part of scale-out that does not depend on how the
+//! domain's write operations reach the database: opening and migrating the
+//! database (`migrations/postgres/`), the commit-ordered cursor of messages
+//! ([`cursor`]), and leadership of the background tasks ([`leader`]).
+
+pub mod cursor;
+pub mod leader;
+
+use super::{StoreError, StoreResult};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a relay waits for a connection from its pool before it reports
+/// the database unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pool of connections to one PostgreSQL database, migrated.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) with up to
+    /// `max_connections` connections and applies the migrations this relay
+    /// knows. Relays starting together are safe: the migrator holds an
+    /// advisory lock while it runs.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PgStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                StoreError::Schema(format!(
+                    "invalid PostgreSQL URL ({e}); expected postgres://user:password@host:port/database"
+                ))
+            })?
+            .application_name("clawrelay")
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(error)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(inner) => error(inner),
+                other => StoreError::from(other),
+            })?;
+        Ok(PgStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Whether the database answers a query.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A PostgreSQL failure in the store's terms, by its SQLSTATE class: what
+/// retrying later can fix (the server shutting down, out of connections or
+/// disk, a lost connection, a deadlock or serialization failure) is
+/// unavailability, an integrity violation is a bug in the caller.
+pub(crate) fn error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let message = db.message().to_owned();
+            match code.get(..2).unwrap_or("") {
+                // Deadlock detected, serialization failure, lock not available.
+                "40" | "55" => StoreError::Busy,
+                // Insufficient resources: disk full (53100), out of memory,
+                // too many connections.
+                "53" if code == "53100" => StoreError::Full,
+                "53" | "57" | "08" | "58" => StoreError::Io(message),
+                "23" => StoreError::Constraint(message),
+                _ => StoreError::Other(e.to_string()),
+            }
+        }
+        sqlx::Error::PoolTimedOut => StoreError::Busy,
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => StoreError::Closed,
+        sqlx::Error::Io(io) => StoreError::Io(io.to_string()),
+        _ => StoreError::Other(e.to_string()),
+    }
+}

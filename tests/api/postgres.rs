@@ -1,0 +1,419 @@
+//! The PostgreSQL backend's foundations against a real PostgreSQL 15: a
+//! throwaway cluster per test (scripts/pg.sh: initdb + pg_ctl on a temp
+//! directory and a free loopback port, removed afterwards).
+
+use super::helpers::{spawn_app, TestApp};
+use clawrelay::store::postgres::{cursor, leader::Leadership, PgStore};
+use sqlx::{PgPool, Row};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A running throwaway cluster; stopped and deleted on drop.
+struct Cluster {
+    dir: PathBuf,
+    url: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        static N: AtomicU32 = AtomicU32::new(0);
+        // Directly under the temp root: as root the server runs as the
+        // `postgres` user, which must reach the directory.
+        let dir = std::env::temp_dir().join(format!(
+            "clawrelay-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh");
+        let out = Command::new("bash")
+            .args([script, "start"])
+            .arg(&dir)
+            .output()
+            .expect("bash runs scripts/pg.sh");
+        assert!(
+            out.status.success(),
+            "scripts/pg.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Cluster { dir, url }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh");
+        let _ = Command::new("bash")
+            .args([script, "stop"])
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Columns per table (and view) of the public schema.
+async fn pg_columns(pool: &PgPool) -> BTreeMap<String, BTreeSet<String>> {
+    let rows = sqlx::query(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut tables: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in rows {
+        tables
+            .entry(r.get(0))
+            .or_default()
+            .insert(r.get::<String, _>(1));
+    }
+    tables
+}
+
+async fn sqlite_columns(app: &TestApp) -> BTreeMap<String, BTreeSet<String>> {
+    let db = app.db().await;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')
+         AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let mut tables = BTreeMap::new();
+    for name in names {
+        let cols: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+            .bind(&name)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        tables.insert(name, cols.into_iter().collect());
+    }
+    tables
+}
+
+/// Both backends store the same tables, columns and indexes: a migration
+/// added to one and not the other fails here. PostgreSQL's only extras are
+/// what several writers need (the commit-ordered cursor `messages.pos`).
+#[tokio::test]
+async fn postgres_schema_matches_sqlite() {
+    let pg = Cluster::start();
+    let store = PgStore::connect(&pg.url, 4).await.unwrap();
+    let app = spawn_app().await;
+
+    let mut expected = sqlite_columns(&app).await;
+    expected
+        .get_mut("messages")
+        .expect("SQLite has a messages table")
+        .insert("pos".into());
+    assert_eq!(pg_columns(store.pool()).await, expected);
+
+    let sqlite_indexes: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&app.db().await)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    // Primary keys and UNIQUE columns are indexes of their own in both;
+    // only the named ones are compared.
+    let mut pg_indexes: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'
+         AND indexname NOT LIKE '%_pkey' AND indexname NOT LIKE '%_key'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert!(pg_indexes.remove("messages_unstamped"));
+    assert_eq!(pg_indexes, sqlite_indexes);
+
+    // Migrating again (a second relay starting) changes nothing.
+    let again = PgStore::connect(&pg.url, 2).await.unwrap();
+    again.ping().await.unwrap();
+    let public: i64 = sqlx::query_scalar("SELECT count(*) FROM apps WHERE id = 'app_public'")
+        .fetch_one(again.pool())
+        .await
+        .unwrap();
+    assert_eq!(public, 1);
+    store.close().await;
+    again.close().await;
+}
+
+/// The clients.pending trigger counts open deliveries as SQLite's three do.
+#[tokio::test]
+async fn postgres_pending_counter_follows_deliveries() {
+    let pg = Cluster::start();
+    let store = PgStore::connect(&pg.url, 4).await.unwrap();
+    let db = store.pool();
+    setup_conversation(db).await;
+    sqlx::query(
+        "INSERT INTO clients (id, name, token_hash, created_at) VALUES ('cli_b', 'b', 'x', 0)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    let pending = |id: &'static str| async move {
+        sqlx::query_scalar::<_, i64>("SELECT pending FROM clients WHERE id = $1")
+            .bind(id)
+            .fetch_one(db)
+            .await
+            .unwrap()
+    };
+    let seqs = insert_messages(db, 3).await;
+    for (i, seq) in seqs.iter().enumerate() {
+        let state = if i == 0 { "ready" } else { "queued" };
+        sqlx::query(
+            "INSERT INTO deliveries (message_seq, conversation_id, client_id, state, visible_at, created_at, updated_at)
+             VALUES ($1, 'conv_1', 'cli_a', $2, 0, 0, 0)",
+        )
+        .bind(seq)
+        .bind(state)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    assert_eq!(pending("cli_a").await, 3);
+    let set = |sql: &'static str, seq: i64| async move {
+        sqlx::query(sql).bind(seq).execute(db).await.unwrap();
+    };
+    set(
+        "UPDATE deliveries SET state = 'acked' WHERE message_seq = $1",
+        seqs[0],
+    )
+    .await;
+    set(
+        "UPDATE deliveries SET state = 'ready' WHERE message_seq = $1",
+        seqs[1],
+    )
+    .await;
+    assert_eq!(pending("cli_a").await, 2);
+    set(
+        "UPDATE deliveries SET client_id = 'cli_b' WHERE message_seq = $1",
+        seqs[2],
+    )
+    .await;
+    assert_eq!((pending("cli_a").await, pending("cli_b").await), (1, 1));
+    set(
+        "UPDATE deliveries SET attempts = 5 WHERE message_seq = $1",
+        seqs[2],
+    )
+    .await;
+    assert_eq!(pending("cli_b").await, 1);
+    set("DELETE FROM deliveries WHERE message_seq = $1", seqs[2]).await;
+    set("DELETE FROM deliveries WHERE message_seq = $1", seqs[0]).await;
+    assert_eq!((pending("cli_a").await, pending("cli_b").await), (1, 0));
+    store.close().await;
+}
+
+async fn setup_conversation(db: &PgPool) {
+    sqlx::query(
+        "INSERT INTO clients (id, name, token_hash, created_at) VALUES ('cli_a', 'a', 'x', 0)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
+         VALUES ('conv_1', 'app_public', 'u1', 'cli_a', 0, 0)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+const INSERT_MESSAGE: &str = "INSERT INTO messages
+    (id, conversation_id, app_id, direction, sender, recipient, text, created_at)
+    VALUES ($1, 'conv_1', 'app_public', 'inbound', 'u1', 'agent', 't', 0) RETURNING seq";
+
+async fn insert_messages(db: &PgPool, n: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for _ in 0..n {
+        let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        seqs.push(
+            sqlx::query_scalar(INSERT_MESSAGE)
+                .bind(id)
+                .fetch_one(db)
+                .await
+                .unwrap(),
+        );
+    }
+    seqs
+}
+
+/// Messages committed out of `seq` order (relay A takes seq 1, relay B seq
+/// 2, B commits first) are still read by cursor without a gap: a reader that
+/// saw B's message then finds A's after its cursor, not behind it.
+#[tokio::test]
+async fn postgres_cursor_follows_commit_order() {
+    let pg = Cluster::start();
+    let store = PgStore::connect(&pg.url, 8).await.unwrap();
+    let db = store.pool();
+    setup_conversation(db).await;
+
+    let mut a = db.begin().await.unwrap();
+    let seq_a: i64 = sqlx::query_scalar(INSERT_MESSAGE)
+        .bind("msg_a")
+        .fetch_one(&mut *a)
+        .await
+        .unwrap();
+    let seq_b = insert_messages(db, 1).await[0];
+    assert!(
+        seq_a < seq_b,
+        "the dangerous case: the later seq commits first"
+    );
+    assert_eq!(cursor::stamp(db).await.unwrap(), 1);
+
+    let read = |after: i64| async move {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT pos, seq FROM messages WHERE app_id = 'app_public' AND pos > $1 ORDER BY pos",
+        )
+        .bind(after)
+        .fetch_all(db)
+        .await
+        .unwrap()
+    };
+    let first = read(0).await;
+    assert_eq!(first.iter().map(|r| r.1).collect::<Vec<_>>(), vec![seq_b]);
+    let cursor_after_b = first[0].0;
+
+    a.commit().await.unwrap();
+    // Unstamped, A's message is not readable by cursor yet.
+    assert!(read(cursor_after_b).await.is_empty());
+    assert_eq!(cursor::stamp(db).await.unwrap(), 1);
+    let second = read(cursor_after_b).await;
+    assert_eq!(second.iter().map(|r| r.1).collect::<Vec<_>>(), vec![seq_a]);
+    assert!(second[0].0 > cursor_after_b);
+    // Nothing left to number.
+    assert_eq!(cursor::stamp(db).await.unwrap(), 0);
+    store.close().await;
+}
+
+/// Several writers committing in random order with stamps after each commit,
+/// and a reader tailing the cursor meanwhile: the reader sees every message
+/// exactly once, positions only grow, and a listener hears the stamps.
+#[tokio::test]
+async fn postgres_cursor_under_concurrent_writers() {
+    const WRITERS: usize = 6;
+    const EACH: usize = 60;
+    let pg = Cluster::start();
+    let store = PgStore::connect(&pg.url, 16).await.unwrap();
+    let db = store.pool().clone();
+    setup_conversation(&db).await;
+
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db).await.unwrap();
+    listener.listen(cursor::CHANNEL).await.unwrap();
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let db = db.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let mut tx = db.begin().await.unwrap();
+                let _: i64 = sqlx::query_scalar(INSERT_MESSAGE)
+                    .bind(format!("msg_{w}_{i}"))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                // Hold the transaction open a varying while, so that commits
+                // land out of seq order.
+                tokio::time::sleep(Duration::from_micros(((w * 7 + i * 13) % 5) as u64 * 300))
+                    .await;
+                tx.commit().await.unwrap();
+                cursor::stamp(&db).await.unwrap();
+            }
+        }));
+    }
+    let reader = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<(i64, String)> = Vec::new();
+            let mut after = 0i64;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while seen.len() < WRITERS * EACH && tokio::time::Instant::now() < deadline {
+                let rows = sqlx::query_as::<_, (i64, String)>(
+                    "SELECT pos, id FROM messages WHERE pos > $1 ORDER BY pos LIMIT 50",
+                )
+                .bind(after)
+                .fetch_all(&db)
+                .await
+                .unwrap();
+                if let Some(last) = rows.last() {
+                    after = last.0;
+                }
+                seen.extend(rows);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seen = reader.await.unwrap();
+    assert_eq!(seen.len(), WRITERS * EACH, "the reader missed messages");
+    let ids: BTreeSet<&String> = seen.iter().map(|r| &r.1).collect();
+    assert_eq!(ids.len(), WRITERS * EACH, "the reader saw a message twice");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+    // Each writer's own messages (one conversation, committed in turn) keep
+    // their order.
+    for w in 0..WRITERS {
+        let mine: Vec<usize> = seen
+            .iter()
+            .filter_map(|r| r.1.strip_prefix(&format!("msg_{w}_")))
+            .map(|i| i.parse().unwrap())
+            .collect();
+        assert_eq!(mine, (0..EACH).collect::<Vec<_>>());
+    }
+    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a stamp notifies listeners")
+        .unwrap();
+    assert!(note.payload().parse::<i64>().unwrap() >= 1);
+    store.close().await;
+}
+
+/// One relay leads the background tasks; when its session dies (its process
+/// killed: PostgreSQL ends the session), another relay takes over.
+#[tokio::test]
+async fn postgres_leadership_moves_when_the_leader_dies() {
+    let pg = Cluster::start();
+    let relay_a = PgStore::connect(&pg.url, 4).await.unwrap();
+    let relay_b = PgStore::connect(&pg.url, 4).await.unwrap();
+    let key = clawrelay::store::postgres::leader::MAINTENANCE;
+
+    let mut lead = Leadership::try_acquire(relay_a.pool(), key)
+        .await
+        .unwrap()
+        .expect("the first relay leads");
+    assert!(lead.still_held().await);
+    assert!(Leadership::try_acquire(relay_b.pool(), key)
+        .await
+        .unwrap()
+        .is_none());
+
+    // The leader's session ends as it would when its relay is killed.
+    let pid = lead.backend_pid().await.unwrap();
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(relay_b.pool())
+        .await
+        .unwrap();
+    assert!(ended);
+    let mut next = super::helpers::eventually("relay B takes the lead", || async {
+        Leadership::try_acquire(relay_b.pool(), key).await.unwrap()
+    })
+    .await;
+    assert!(!lead.still_held().await, "the old leader knows it lost");
+    assert!(next.still_held().await);
+
+    // A leader that steps down hands over at once.
+    next.release().await;
+    let again = Leadership::try_acquire(relay_a.pool(), key).await.unwrap();
+    assert!(again.is_some());
+    relay_a.close().await;
+    relay_b.close().await;
+}
