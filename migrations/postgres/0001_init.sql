@@ -109,7 +109,9 @@ CREATE TABLE deliveries (
 );
 
 CREATE INDEX deliveries_claim ON deliveries (client_id, visible_at, message_seq) WHERE state = 'ready';
-CREATE INDEX deliveries_ready_by_conversation ON deliveries (conversation_id) WHERE state = 'ready';
+-- Unique here (an index of lookups only in SQLite, whose one writer cannot
+-- race): at most one ready row per conversation, whatever two relays do.
+CREATE UNIQUE INDEX deliveries_ready_by_conversation ON deliveries (conversation_id) WHERE state = 'ready';
 CREATE INDEX deliveries_queued_by_conversation ON deliveries (conversation_id, message_seq) WHERE state = 'queued';
 CREATE INDEX deliveries_dead ON deliveries (message_seq) WHERE state = 'dead';
 CREATE INDEX deliveries_unassigned ON deliveries (message_seq) WHERE client_id IS NULL;

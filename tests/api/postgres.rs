@@ -3,6 +3,8 @@
 //! directory and a free loopback port, removed afterwards).
 
 use super::helpers::{spawn_app, TestApp};
+use clawrelay::ids::{ClientId, ConversationId, MessageId};
+use clawrelay::store::postgres::deliveries as pgd;
 use clawrelay::store::postgres::{cursor, leader::Leadership, PgStore};
 use sqlx::{PgPool, Row};
 use std::collections::{BTreeMap, BTreeSet};
@@ -416,4 +418,217 @@ async fn postgres_leadership_moves_when_the_leader_dies() {
     assert!(again.is_some());
     relay_a.close().await;
     relay_b.close().await;
+}
+
+/// Stores `n` inbound messages in each of `conversations` conversations of
+/// client cli_a, each in its own transaction as /inbound does (lock the
+/// conversation, insert, enqueue). Returns the conversations.
+async fn enqueue_backlog(db: &PgPool, conversations: usize, n: usize) -> Vec<ConversationId> {
+    sqlx::query(
+        "INSERT INTO clients (id, name, token_hash, created_at) VALUES ('cli_a', 'a', 'x', 0)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for c in 0..conversations {
+        let conv = ConversationId::from_db(format!("conv_{c}"));
+        sqlx::query(
+            "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
+             VALUES ($1, 'app_public', $2, 'cli_a', 0, 0)",
+        )
+        .bind(conv.as_str())
+        .bind(format!("u{c}"))
+        .execute(db)
+        .await
+        .unwrap();
+        ids.push(conv);
+    }
+    let client = ClientId::from_db("cli_a".into());
+    for i in 0..n {
+        for conv in &ids {
+            let mut tx = db.begin().await.unwrap();
+            assert!(pgd::lock_conversation(&mut tx, conv).await.unwrap());
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO messages (id, conversation_id, app_id, direction, sender, recipient, text, created_at)
+                 VALUES ($1, $2, 'app_public', 'inbound', 'u', 'agent', $3, 0) RETURNING seq",
+            )
+            .bind(format!("msg_{}_{i}", conv.as_str()))
+            .bind(conv.as_str())
+            .bind(i.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            let ready = pgd::enqueue(&mut tx, seq, conv, Some(&client), 0)
+                .await
+                .unwrap();
+            assert_eq!(
+                ready,
+                i == 0,
+                "only a conversation's first message is ready"
+            );
+            tx.commit().await.unwrap();
+        }
+    }
+    ids
+}
+
+/// Three relays, two claimers each, claiming for one agent at once: every
+/// message is claimed exactly once within its lease (SKIP LOCKED hands
+/// different rows to concurrent claims, a row leased meanwhile is left
+/// alone), and each conversation's messages are acked in order, one in
+/// flight at a time.
+#[tokio::test]
+async fn postgres_concurrent_claims_take_each_row_once_in_order() {
+    const CONVERSATIONS: usize = 20;
+    const EACH: usize = 10;
+    let pg = Cluster::start();
+    let relays = [
+        PgStore::connect(&pg.url, 6).await.unwrap(),
+        PgStore::connect(&pg.url, 6).await.unwrap(),
+        PgStore::connect(&pg.url, 6).await.unwrap(),
+    ];
+    enqueue_backlog(relays[0].pool(), CONVERSATIONS, EACH).await;
+
+    let mut claimers = Vec::new();
+    for (r, relay) in relays.iter().enumerate() {
+        for k in 0..2 {
+            let db = relay.pool().clone();
+            claimers.push(tokio::spawn(async move {
+                let client = ClientId::from_db("cli_a".into());
+                let owner = format!("relay{r}-{k}");
+                let mut claimed: Vec<(i64, String, String)> = Vec::new();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                let mut idle = 0;
+                while idle < 40 && tokio::time::Instant::now() < deadline {
+                    let now = clawrelay::store::now_ms();
+                    let mut tx = db.begin().await.unwrap();
+                    let due = pgd::due(&mut tx, &client, now, 3).await.unwrap();
+                    let seqs: Vec<i64> = due.iter().map(|d| d.seq).collect();
+                    pgd::lease(&mut tx, &seqs, now + 60_000, now, Some(&owner))
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                    if seqs.is_empty() {
+                        idle += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    idle = 0;
+                    for d in due {
+                        let id: String =
+                            sqlx::query_scalar("SELECT id FROM messages WHERE seq = $1")
+                                .bind(d.seq)
+                                .fetch_one(&db)
+                                .await
+                                .unwrap();
+                        let mut tx = db.begin().await.unwrap();
+                        let acked =
+                            pgd::ack(&mut tx, &client, &MessageId::from_db(id.clone()), now)
+                                .await
+                                .unwrap();
+                        assert_eq!(acked.as_ref(), Some(&d.conversation_id));
+                        pgd::promote_next(&mut tx, &d.conversation_id, now)
+                            .await
+                            .unwrap();
+                        tx.commit().await.unwrap();
+                        claimed.push((d.seq, d.conversation_id.as_str().to_owned(), id));
+                    }
+                }
+                claimed
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    let mut busy_claimers = 0;
+    for c in claimers {
+        let got = c.await.unwrap();
+        busy_claimers += usize::from(!got.is_empty());
+        all.extend(got);
+    }
+    assert_eq!(
+        all.len(),
+        CONVERSATIONS * EACH,
+        "every message claimed once"
+    );
+    let distinct: BTreeSet<i64> = all.iter().map(|c| c.0).collect();
+    assert_eq!(distinct.len(), all.len(), "no message claimed twice");
+    assert!(busy_claimers >= 2, "the claims were spread over claimers");
+    // Acks per conversation in message order: ids end in their index.
+    let mut per_conversation: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
+    for (seq, conv, id) in &all {
+        let i = id.rsplit('_').next().unwrap().parse().unwrap();
+        per_conversation
+            .entry(conv.clone())
+            .or_default()
+            .push((*seq, i));
+    }
+    for (conv, mut acks) in per_conversation {
+        acks.sort();
+        let order: Vec<usize> = acks.iter().map(|a| a.1).collect();
+        assert_eq!(order, (0..EACH).collect::<Vec<_>>(), "order of {conv}");
+    }
+    let open: i64 = sqlx::query_scalar("SELECT pending FROM clients WHERE id = 'cli_a'")
+        .fetch_one(relays[0].pool())
+        .await
+        .unwrap();
+    assert_eq!(open, 0);
+    for r in &relays {
+        r.close().await;
+    }
+}
+
+/// A lease that ends unacked makes the row due again, with its attempt
+/// counted; a claim meanwhile finds nothing and says when to look again.
+#[tokio::test]
+async fn postgres_lease_expiry_redelivers() {
+    let pg = Cluster::start();
+    let store = PgStore::connect(&pg.url, 4).await.unwrap();
+    let db = store.pool();
+    enqueue_backlog(db, 1, 2).await;
+    let client = ClientId::from_db("cli_a".into());
+    let now = clawrelay::store::now_ms();
+
+    let mut tx = db.begin().await.unwrap();
+    let first = pgd::due(&mut tx, &client, now, 10).await.unwrap();
+    assert_eq!(first.len(), 1, "one ready row per conversation");
+    pgd::lease(&mut tx, &[first[0].seq], now + 200, now, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut conn = db.acquire().await.unwrap();
+    assert!(pgd::due(&mut conn, &client, now + 100, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        pgd::next_visible_at(&mut conn, &client, now + 100)
+            .await
+            .unwrap(),
+        Some(now + 200)
+    );
+    let again = pgd::due(&mut conn, &client, now + 200, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].seq, again[0].attempts), (first[0].seq, 1));
+    drop(conn);
+
+    // Out of attempts, the row dies and the next message of its
+    // conversation becomes ready.
+    let mut tx = db.begin().await.unwrap();
+    assert!(pgd::lock_conversation(&mut tx, &first[0].conversation_id)
+        .await
+        .unwrap());
+    pgd::mark_dead(&mut tx, first[0].seq, now).await.unwrap();
+    let promoted = pgd::promote_next(&mut tx, &first[0].conversation_id, now)
+        .await
+        .unwrap();
+    assert_eq!(promoted, Some(Some(client.clone())));
+    tx.commit().await.unwrap();
+    let mut conn = db.acquire().await.unwrap();
+    let next = pgd::due(&mut conn, &client, now + 300, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].seq > first[0].seq);
+    drop(conn);
+    store.close().await;
 }

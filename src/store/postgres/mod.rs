@@ -8,6 +8,7 @@
 //! ([`cursor`]), and leadership of the background tasks ([`leader`]).
 
 pub mod cursor;
+pub mod deliveries;
 pub mod leader;
 
 use super::{StoreError, StoreResult};

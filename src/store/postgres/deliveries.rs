@@ -1,0 +1,219 @@
+//! The delivery queue on PostgreSQL: the statements of `store::deliveries`
+//! the claim path needs, where several relays claim at once.
+//!
+//! The model is SQLite's (one ready row per conversation, the rest queued
+//! behind it; a lease moves `visible_at` past its end). What changes is
+//! concurrency: a claim locks the rows it takes with `FOR UPDATE SKIP
+//! LOCKED`, so relays claiming for the same agent take different rows
+//! instead of waiting for each other, and a row another relay has just
+//! leased is re-checked against its new `visible_at` and left alone. The
+//! one-ready-row rule is enforced by a unique index
+//! (`deliveries_ready_by_conversation`), and writers of a conversation take
+//! turns on its row (`lock_conversation`).
+
+use super::error;
+use crate::ids::{ClientId, ConversationId, MessageId};
+use crate::store::deliveries::Due;
+use crate::store::StoreResult;
+use sqlx::PgConnection;
+
+/// Locks a conversation's row until the transaction ends, so that the
+/// relays writing to one conversation (enqueue, ack, promote) take turns and
+/// its messages commit in `seq` order.
+pub async fn lock_conversation(
+    conn: &mut PgConnection,
+    conversation: &ConversationId,
+) -> StoreResult<bool> {
+    let found = sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+        .bind(conversation.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(error)?;
+    Ok(found.is_some())
+}
+
+/// Queues the delivery of inbound message `seq`: ready if its conversation
+/// has nothing in flight, else queued. Returns whether it is ready. The
+/// caller holds the conversation's lock.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    seq: i64,
+    conversation: &ConversationId,
+    client: Option<&ClientId>,
+    now: i64,
+) -> StoreResult<bool> {
+    let state: String = sqlx::query_scalar(
+        "INSERT INTO deliveries
+            (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
+         VALUES ($1, $2, $3,
+                 CASE WHEN EXISTS (SELECT 1 FROM deliveries
+                                   WHERE conversation_id = $2 AND state = 'ready')
+                      THEN 'queued' ELSE 'ready' END,
+                 0, $4, $4, $4)
+         RETURNING state",
+    )
+    .bind(seq)
+    .bind(conversation.as_str())
+    .bind(client.map(ClientId::as_str))
+    .bind(now)
+    .fetch_one(conn)
+    .await
+    .map_err(error)?;
+    Ok(state == "ready")
+}
+
+/// Up to `limit` of the client's due ready rows, oldest first, locked for
+/// this transaction; rows another relay is claiming right now are skipped.
+pub async fn due(
+    conn: &mut PgConnection,
+    client: &ClientId,
+    now: i64,
+    limit: i64,
+) -> StoreResult<Vec<Due>> {
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT message_seq, conversation_id, attempts FROM deliveries
+         WHERE client_id = $1 AND state = 'ready' AND visible_at <= $2
+         ORDER BY visible_at, message_seq LIMIT $3
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(client.as_str())
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .map_err(error)?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, conversation, attempts)| Due {
+            seq,
+            conversation_id: ConversationId::from_db(conversation),
+            attempts,
+        })
+        .collect())
+}
+
+/// Leases rows until `until`, counting one more attempt each.
+pub async fn lease(
+    conn: &mut PgConnection,
+    seqs: &[i64],
+    until: i64,
+    now: i64,
+    owner: Option<&str>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET attempts = attempts + 1, visible_at = $2, updated_at = $3, lease_owner = $4
+         WHERE message_seq = ANY($1)",
+    )
+    .bind(seqs)
+    .bind(until)
+    .bind(now)
+    .bind(owner)
+    .execute(conn)
+    .await
+    .map_err(error)?;
+    Ok(())
+}
+
+pub async fn mark_dead(conn: &mut PgConnection, seq: i64, now: i64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET state = 'dead', updated_at = $2, lease_owner = NULL WHERE message_seq = $1",
+    )
+    .bind(seq)
+    .bind(now)
+    .execute(conn)
+    .await
+    .map_err(error)?;
+    Ok(())
+}
+
+/// Makes the oldest queued row of a conversation ready, if nothing of it is
+/// ready. Returns the client it belongs to when one was promoted.
+pub async fn promote_next(
+    conn: &mut PgConnection,
+    conversation: &ConversationId,
+    now: i64,
+) -> StoreResult<Option<Option<ClientId>>> {
+    let promoted: Option<Option<String>> = sqlx::query_scalar(
+        "UPDATE deliveries SET state = 'ready', updated_at = $2
+         WHERE message_seq = (SELECT message_seq FROM deliveries
+                              WHERE conversation_id = $1 AND state = 'queued'
+                              ORDER BY message_seq LIMIT 1)
+           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = $1 AND state = 'ready')
+         RETURNING client_id",
+    )
+    .bind(conversation.as_str())
+    .bind(now)
+    .fetch_optional(conn)
+    .await
+    .map_err(error)?;
+    Ok(promoted.map(|c| c.map(ClientId::from_db)))
+}
+
+/// The conversation of the client's claimed delivery of message `id`, with
+/// that conversation locked: an ack locks the conversation before it
+/// changes the row, as every writer of the conversation does.
+pub async fn claimed_conversation(
+    conn: &mut PgConnection,
+    client: &ClientId,
+    id: &MessageId,
+) -> StoreResult<Option<ConversationId>> {
+    let conversation: Option<String> = sqlx::query_scalar(
+        "SELECT d.conversation_id FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+         WHERE m.id = $1 AND d.client_id = $2 AND d.state = 'ready' AND d.attempts > 0",
+    )
+    .bind(id.as_str())
+    .bind(client.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(error)?;
+    let Some(conversation) = conversation.map(ConversationId::from_db) else {
+        return Ok(None);
+    };
+    lock_conversation(conn, &conversation).await?;
+    Ok(Some(conversation))
+}
+
+/// Acks the client's claimed delivery of message `id`. Returns its
+/// conversation when something was acked (not when another relay acked it
+/// first).
+pub async fn ack(
+    conn: &mut PgConnection,
+    client: &ClientId,
+    id: &MessageId,
+    now: i64,
+) -> StoreResult<Option<ConversationId>> {
+    if claimed_conversation(conn, client, id).await?.is_none() {
+        return Ok(None);
+    }
+    let conversation: Option<String> = sqlx::query_scalar(
+        "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
+         WHERE message_seq = (SELECT seq FROM messages WHERE id = $1)
+           AND client_id = $2 AND state = 'ready' AND attempts > 0
+         RETURNING conversation_id",
+    )
+    .bind(id.as_str())
+    .bind(client.as_str())
+    .bind(now)
+    .fetch_optional(conn)
+    .await
+    .map_err(error)?;
+    Ok(conversation.map(ConversationId::from_db))
+}
+
+/// The earliest time one of the client's leased rows becomes due again.
+pub async fn next_visible_at(
+    conn: &mut PgConnection,
+    client: &ClientId,
+    now: i64,
+) -> StoreResult<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT visible_at FROM deliveries
+         WHERE client_id = $1 AND state = 'ready' AND visible_at > $2
+         ORDER BY visible_at LIMIT 1",
+    )
+    .bind(client.as_str())
+    .bind(now)
+    .fetch_optional(conn)
+    .await
+    .map_err(error)
+}
