@@ -7,12 +7,14 @@
 //!   cargo run --release --example bench -- presets          # 1×1, 4×64, 4×256 × full, normal
 //!   cargo run --release --example bench -- queue            # 1k, 100k, 1M pending deliveries
 //!   cargo run --release --example bench -- uploads          # /inbound latency while 10 MiB uploads run
+//!   cargo run --release --example bench -- pg-queue         # claim latency on PostgreSQL (storage only)
 
 // A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
 #![allow(clippy::unwrap_used)]
 
 mod burst;
 mod nexus;
+mod pgqueue;
 mod purge;
 mod queue;
 mod relay;
@@ -110,6 +112,17 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
         sizes: Vec<i64>,
         /// Share of the pending deliveries that are leased and unacked.
+        #[arg(long, default_value_t = 0.2)]
+        leased: f64,
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+    },
+    /// The queue at scale on PostgreSQL, at the storage layer: claim and ack
+    /// transactions with 1k, 100k, 1M pending deliveries (a throwaway
+    /// cluster from scripts/pg.sh).
+    PgQueue {
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
+        sizes: Vec<i64>,
         #[arg(long, default_value_t = 0.2)]
         leased: f64,
         #[arg(long, default_value_t = 5)]
@@ -459,6 +472,42 @@ async fn main() {
                 );
             }
             write_json(&cli.json, serde_json::json!({ "queue": reports }));
+        }
+        Command::PgQueue {
+            sizes,
+            leased,
+            duration,
+        } => {
+            println!(
+                "{:>9} {:>8} {:>10} {:>7} {:>9} {:>9} {:>9} {:>11} {:>11}",
+                "pending",
+                "leased",
+                "preload s",
+                "claims",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "ack p50 ms",
+                "ack p99 ms"
+            );
+            let mut reports = Vec::new();
+            for n in sizes {
+                let r = pgqueue::run(n, leased, Duration::from_secs(duration)).await;
+                println!(
+                    "{:>9} {:>8.2} {:>10.1} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>11.3} {:>11.3}",
+                    r.pending,
+                    r.leased_share,
+                    r.preload_secs,
+                    r.claims,
+                    r.claim_p50_ms,
+                    r.claim_p99_ms,
+                    r.claim_max_ms,
+                    r.ack_p50_ms,
+                    r.ack_p99_ms
+                );
+                reports.push(r);
+            }
+            write_json(&cli.json, serde_json::json!({ "pg_queue": reports }));
         }
     }
 }
