@@ -397,14 +397,18 @@ async fn postgres_leadership_moves_when_the_leader_dies() {
         .unwrap()
         .is_none());
 
-    // The leader's session ends as it would when its relay is killed.
-    let pid = lead.backend_pid().await.unwrap();
-    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .fetch_one(relay_b.pool())
-        .await
-        .unwrap();
-    assert!(ended);
+    // The leader's session ends as it would when its relay is killed: the
+    // session holding the lock, found from outside.
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND (classid::bigint << 32) | objid::bigint = $1",
+    )
+    .bind(key)
+    .fetch_all(relay_b.pool())
+    .await
+    .unwrap();
+    assert_eq!(ended, vec![true], "one session held the lock");
     let mut next = super::helpers::eventually("relay B takes the lead", || async {
         Leadership::try_acquire(relay_b.pool(), key).await.unwrap()
     })

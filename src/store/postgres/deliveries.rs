@@ -149,16 +149,18 @@ pub async fn promote_next(
     Ok(promoted.map(|c| c.map(ClientId::from_db)))
 }
 
-/// The conversation of the client's claimed delivery of message `id`, with
-/// that conversation locked: an ack locks the conversation before it
-/// changes the row, as every writer of the conversation does.
-pub async fn claimed_conversation(
+/// Acks the client's claimed delivery of message `id`. Returns its
+/// conversation when something was acked (not when another relay acked it
+/// first). Like every writer of a conversation, it locks the conversation
+/// before it changes the row.
+pub async fn ack(
     conn: &mut PgConnection,
     client: &ClientId,
     id: &MessageId,
+    now: i64,
 ) -> StoreResult<Option<ConversationId>> {
-    let conversation: Option<String> = sqlx::query_scalar(
-        "SELECT d.conversation_id FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+    let claimed: Option<(i64, String)> = sqlx::query_as(
+        "SELECT d.message_seq, d.conversation_id FROM deliveries d JOIN messages m ON m.seq = d.message_seq
          WHERE m.id = $1 AND d.client_id = $2 AND d.state = 'ready' AND d.attempts > 0",
     )
     .bind(id.as_str())
@@ -166,38 +168,23 @@ pub async fn claimed_conversation(
     .fetch_optional(&mut *conn)
     .await
     .map_err(error)?;
-    let Some(conversation) = conversation.map(ConversationId::from_db) else {
+    let Some((seq, conversation)) = claimed else {
         return Ok(None);
     };
+    let conversation = ConversationId::from_db(conversation);
     lock_conversation(conn, &conversation).await?;
-    Ok(Some(conversation))
-}
-
-/// Acks the client's claimed delivery of message `id`. Returns its
-/// conversation when something was acked (not when another relay acked it
-/// first).
-pub async fn ack(
-    conn: &mut PgConnection,
-    client: &ClientId,
-    id: &MessageId,
-    now: i64,
-) -> StoreResult<Option<ConversationId>> {
-    if claimed_conversation(conn, client, id).await?.is_none() {
-        return Ok(None);
-    }
-    let conversation: Option<String> = sqlx::query_scalar(
+    // Re-checked under the lock: another relay may have acked it meanwhile.
+    let done = sqlx::query(
         "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
-         WHERE message_seq = (SELECT seq FROM messages WHERE id = $1)
-           AND client_id = $2 AND state = 'ready' AND attempts > 0
-         RETURNING conversation_id",
+         WHERE message_seq = $1 AND client_id = $2 AND state = 'ready' AND attempts > 0",
     )
-    .bind(id.as_str())
+    .bind(seq)
     .bind(client.as_str())
     .bind(now)
-    .fetch_optional(conn)
+    .execute(conn)
     .await
     .map_err(error)?;
-    Ok(conversation.map(ConversationId::from_db))
+    Ok((done.rows_affected() == 1).then_some(conversation))
 }
 
 /// The earliest time one of the client's leased rows becomes due again.

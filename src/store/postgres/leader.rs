@@ -50,14 +50,6 @@ impl Leadership {
         held.unwrap_or(false)
     }
 
-    /// The backend process holding the lock (for tests and diagnostics).
-    pub async fn backend_pid(&mut self) -> StoreResult<i32> {
-        sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(error)
-    }
-
     /// Gives the lock up (closing its connection releases it).
     pub async fn release(self) {
         let _ = self.conn.close().await;
