@@ -26,6 +26,12 @@ pub struct LiveEvent {
     #[serde(skip)]
     pub user_id: String,
     pub payload: serde_json::Value,
+    /// The highest stored message of the app announced when this event was
+    /// published (set by [`Hub::publish`]): a stream shows the event after
+    /// the stored messages up to it and before later ones, so a `send` and
+    /// the delta of the next reply keep their order on every stream.
+    #[serde(skip)]
+    pub after: i64,
 }
 
 /// What an app's streams wait on: a wake-up for stored messages (read back
@@ -33,6 +39,8 @@ pub struct LiveEvent {
 struct AppChannel {
     wake: Arc<Notify>,
     live: broadcast::Sender<Arc<LiveEvent>>,
+    /// The highest message sequence number announced by [`Hub::wake_app`].
+    announced: i64,
 }
 
 #[derive(Default)]
@@ -234,6 +242,7 @@ impl Hub {
         inner.apps.entry(app.clone()).or_insert_with(|| AppChannel {
             wake: Arc::new(Notify::new()),
             live: broadcast::channel(self.live_buffer).0,
+            announced: 0,
         })
     }
 
@@ -243,10 +252,19 @@ impl Hub {
         Arc::clone(&self.app_channel(&mut inner, app).wake)
     }
 
-    pub fn wake_app(&self, app: &AppId) {
-        if let Some(c) = self.lock().apps.get(app) {
+    /// Announces stored message `seq` of the app (committed) to its outbox
+    /// polls and streams.
+    pub fn wake_app(&self, app: &AppId, seq: i64) {
+        if let Some(c) = self.lock().apps.get_mut(app) {
+            c.announced = c.announced.max(seq);
             c.wake.notify_waiters();
         }
+    }
+
+    /// The highest stored message of the app announced so far: a read of the
+    /// store that starts now sees every message up to it.
+    pub fn announced(&self, app: &AppId) -> i64 {
+        self.lock().apps.get(app).map_or(0, |c| c.announced)
     }
 
     /// Live-only events of an app, from now on.
@@ -256,8 +274,9 @@ impl Hub {
     }
 
     /// Sends a live-only event to the app's current streams (none: dropped).
-    pub fn publish(&self, app: &AppId, event: LiveEvent) {
+    pub fn publish(&self, app: &AppId, mut event: LiveEvent) {
         if let Some(c) = self.lock().apps.get(app) {
+            event.after = c.announced;
             let _ = c.live.send(Arc::new(event));
         }
     }

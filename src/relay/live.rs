@@ -32,6 +32,7 @@ impl Relay {
                 conversation_id: e.id,
                 user_id: e.user_id.to_string(),
                 payload,
+                after: 0,
             },
         );
     }
@@ -74,6 +75,7 @@ impl Relay {
                 conversation_id: conversation,
                 user_id: user,
                 payload,
+                after: 0,
             },
         );
         Ok(())

@@ -110,14 +110,15 @@ impl Relay {
         let hub = self.hub.clone();
         let ttl_ms = self.rules.ttl_ms;
         let max_pending = self.rules.max_pending;
-        let (message, wake, expired, opened, hooked) = self
+        // `seq` 0: a replay, nothing new to announce.
+        let ((seq, message), wake, expired, opened, hooked) = self
             .store
             .write(move |tx| {
                 let same = |m: &Message| {
                     m.from == from.as_str() && m.text == text && same_attachments(m, &attached)
                 };
                 if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same)? {
-                    return Ok((m, Wake::Nobody, None, false, false));
+                    return Ok(((0, m), Wake::Nobody, None, false, false));
                 }
                 let carried = usable(tx, &attached, &poster)?;
                 let destination =
@@ -155,7 +156,7 @@ impl Relay {
                     (true, None) => Wake::AnyClient,
                 };
                 Ok::<_, Error>((
-                    message,
+                    (seq, message),
                     wake,
                     destination.expired,
                     destination.opened,
@@ -165,7 +166,7 @@ impl Relay {
             .await?;
         self.wake(wake);
         self.wake_webhooks(hooked);
-        self.hub.wake_app(&message.app_id);
+        self.hub.wake_app(&message.app_id, seq);
         if opened {
             self.active_conversations.fetch_add(1, Ordering::Relaxed);
         }
@@ -199,7 +200,7 @@ impl Relay {
         } = reply;
         self.check_text(&text, attached.len())?;
         let rules = self.rules;
-        let (message, promoted, acked, hooked) = self
+        let ((seq, message), promoted, acked, hooked) = self
             .store
             .write(move |tx| {
                 let now = now_ms();
@@ -210,7 +211,7 @@ impl Relay {
                         && same_attachments(m, &attached)
                 };
                 if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same)? {
-                    return Ok((m, None, 0, false));
+                    return Ok(((0, m), None, 0, false));
                 }
                 let owners = conversations::owners(tx, &conversation)?
                     .filter(|o| o.client_id.as_ref() == Some(&client))
@@ -237,7 +238,7 @@ impl Relay {
                     rules.ttl_ms,
                     now,
                 )?;
-                let (_, message) = messages::insert(
+                let (seq, message) = messages::insert(
                     tx,
                     NewMessage {
                         conversation_id: &conversation,
@@ -262,10 +263,10 @@ impl Relay {
                 if let Some(key) = &key {
                     idempotency::record(tx, client.as_str(), key, &message.id, now)?;
                 }
-                Ok::<_, Error>((message, promoted.flatten(), acked, hooked))
+                Ok::<_, Error>(((seq, message), promoted.flatten(), acked, hooked))
             })
             .await?;
-        self.hub.wake_app(&message.app_id);
+        self.hub.wake_app(&message.app_id, seq);
         self.wake_webhooks(hooked);
         let m = crate::metrics::get();
         m.messages.with_label_values(&["outbound"]).inc();

@@ -5,7 +5,10 @@
 //! Stored messages are always read back from the store in sequence order (a
 //! wake-up only says "look again"), so a stream never skips or repeats a
 //! message, whatever order commits are announced in; a consumer that
-//! reconnects with its last cursor continues exactly. They are sent with
+//! reconnects with its last cursor continues exactly. A live-only event keeps
+//! its place among them: it carries the highest message announced when it was
+//! published, and the feed shows it after those messages and before later
+//! ones, even when one read of the store returns both. They are sent with
 //! back-pressure. Live-only events go through a bounded buffer: a consumer
 //! that falls behind by more than `[ws] outgoing_buffer` of them is a slow
 //! consumer and its feed ends. So does the feed of an app whose token is
@@ -20,6 +23,7 @@ use crate::ids::ConversationId;
 use crate::model::Message;
 use crate::relay::Relay;
 use crate::shutdown::Shutdown;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -151,6 +155,18 @@ async fn run(
         },
         _ => None,
     };
+    let wanted = |e: &LiveEvent| {
+        conversation
+            .as_ref()
+            .is_none_or(|c| *c == e.conversation_id)
+            && user.as_ref().is_none_or(|u| u.as_str() == e.user_id)
+    };
+    // Live events taken from the broadcast that must wait for stored
+    // messages announced before them (see `LiveEvent::after`).
+    let mut held: VecDeque<Arc<LiveEvent>> = VecDeque::new();
+    // Every stored message up to this sequence number has been read: the
+    // last complete read started after it was announced.
+    let mut covered = 0i64;
     loop {
         let wake = relay.hub.app_wake(&app);
         let notified = wake.notified();
@@ -158,6 +174,7 @@ async fn run(
         notified.as_mut().enable();
 
         loop {
+            let announced = relay.hub.announced(&app);
             let page = match relay
                 .stream_page(&app, user.as_ref(), conversation.as_ref(), cursor, PAGE)
                 .await
@@ -170,6 +187,18 @@ async fn run(
             };
             let full = page.len() as i64 == PAGE;
             for (seq, message) in page {
+                // The live events published before this message was
+                // announced go first.
+                if !take_live(&mut live, &mut held, wanted, &slow) {
+                    return;
+                }
+                while held.front().is_some_and(|e| e.after < seq) {
+                    if let Some(e) = held.pop_front() {
+                        if tx.send(FeedItem::Live(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 if tx
                     .send(FeedItem::Stored {
                         cursor: seq,
@@ -182,9 +211,24 @@ async fn run(
                 }
                 cursor = seq;
             }
-            if !full {
-                break;
+            if full {
+                continue;
             }
+            covered = covered.max(announced);
+            if !take_live(&mut live, &mut held, wanted, &slow) {
+                return;
+            }
+            // An event published after messages this read may have missed
+            // waits for one more read.
+            if held.back().is_some_and(|e| e.after > covered) {
+                continue;
+            }
+            while let Some(e) = held.pop_front() {
+                if tx.send(FeedItem::Live(e)).await.is_err() {
+                    return;
+                }
+            }
+            break;
         }
 
         // Biased, the wake-up first: a stored message is announced before a
@@ -195,9 +239,12 @@ async fn run(
             _ = &mut notified => {}
             event = live.recv() => match event {
                 Ok(event) => {
-                    if conversation.as_ref().is_some_and(|c| *c != event.conversation_id)
-                        || user.as_ref().is_some_and(|u| u.as_str() != event.user_id)
-                    {
+                    if !wanted(&event) {
+                        continue;
+                    }
+                    if event.after > covered {
+                        // Stored messages announced before it come first.
+                        held.push_back(event);
                         continue;
                     }
                     match tx.try_send(FeedItem::Live(event)) {
@@ -231,6 +278,32 @@ async fn run(
                 }
             }
             _ = &mut stop => return,
+        }
+    }
+}
+
+/// Moves the live events waiting in the broadcast that this feed shows into
+/// `held`. False when the feed must end: it fell behind the broadcast (a
+/// slow consumer) or the broadcast closed.
+fn take_live(
+    live: &mut broadcast::Receiver<Arc<LiveEvent>>,
+    held: &mut VecDeque<Arc<LiveEvent>>,
+    wanted: impl Fn(&LiveEvent) -> bool,
+    slow: &AtomicBool,
+) -> bool {
+    loop {
+        match live.try_recv() {
+            Ok(e) => {
+                if wanted(&e) {
+                    held.push_back(e);
+                }
+            }
+            Err(broadcast::error::TryRecvError::Empty) => return true,
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                slow.store(true, Ordering::Relaxed);
+                return false;
+            }
+            Err(broadcast::error::TryRecvError::Closed) => return false,
         }
     }
 }
