@@ -12,6 +12,7 @@ use crate::ids::{AppId, ClientId, ConversationId};
 use crate::model::ClientState;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, Notify};
 
@@ -26,10 +27,10 @@ pub struct LiveEvent {
     #[serde(skip)]
     pub user_id: String,
     pub payload: serde_json::Value,
-    /// The highest stored message of the app announced when this event was
-    /// published (set by [`Hub::publish`]): a stream shows the event after
-    /// the stored messages up to it and before later ones, so a `send` and
-    /// the delta of the next reply keep their order on every stream.
+    /// The highest stored message announced when this event was published
+    /// (set by [`Hub::publish`]): a stream shows the event after the stored
+    /// messages up to it and before later ones, so a `send` and the delta of
+    /// the next reply keep their order on every stream.
     #[serde(skip)]
     pub after: i64,
 }
@@ -39,8 +40,6 @@ pub struct LiveEvent {
 struct AppChannel {
     wake: Arc<Notify>,
     live: broadcast::Sender<Arc<LiveEvent>>,
-    /// The highest message sequence number announced by [`Hub::wake_app`].
-    announced: i64,
 }
 
 #[derive(Default)]
@@ -81,6 +80,9 @@ pub struct Hub {
     /// Revoked and rotated credentials, for the sockets and streams opened
     /// with them (see [`Revocation`]).
     revocations: broadcast::Sender<Arc<Revocation>>,
+    /// The highest message sequence number announced by [`Hub::wake_app`]
+    /// (sequence numbers are global, commit-ordered).
+    announced: AtomicI64,
 }
 
 /// A client's or app's token stopped being valid at `at` (ms, the credential's
@@ -134,7 +136,8 @@ pub enum RevocationSeen {
 }
 
 impl Hub {
-    pub fn new(liveness: Liveness, started_at: i64, live_buffer: usize) -> Hub {
+    /// `last_seq`: the newest stored message at start (see [`Hub::announced`]).
+    pub fn new(liveness: Liveness, started_at: i64, live_buffer: usize, last_seq: i64) -> Hub {
         Hub {
             inner: Mutex::new(Inner {
                 clients: HashMap::new(),
@@ -145,6 +148,7 @@ impl Hub {
             live_buffer: live_buffer.max(1),
             unassigned_hint: std::sync::atomic::AtomicBool::new(true),
             revocations: broadcast::channel(256).0,
+            announced: AtomicI64::new(last_seq),
         }
     }
 
@@ -242,7 +246,6 @@ impl Hub {
         inner.apps.entry(app.clone()).or_insert_with(|| AppChannel {
             wake: Arc::new(Notify::new()),
             live: broadcast::channel(self.live_buffer).0,
-            announced: 0,
         })
     }
 
@@ -255,16 +258,17 @@ impl Hub {
     /// Announces stored message `seq` of the app (committed) to its outbox
     /// polls and streams.
     pub fn wake_app(&self, app: &AppId, seq: i64) {
-        if let Some(c) = self.lock().apps.get_mut(app) {
-            c.announced = c.announced.max(seq);
+        self.announced.fetch_max(seq, Ordering::SeqCst);
+        if let Some(c) = self.lock().apps.get(app) {
             c.wake.notify_waiters();
         }
     }
 
-    /// The highest stored message of the app announced so far: a read of the
-    /// store that starts now sees every message up to it.
-    pub fn announced(&self, app: &AppId) -> i64 {
-        self.lock().apps.get(app).map_or(0, |c| c.announced)
+    /// The highest stored message (of any app) announced so far, or stored
+    /// before this process started: a read of the store that starts now
+    /// sees every message up to it.
+    pub fn announced(&self) -> i64 {
+        self.announced.load(Ordering::SeqCst)
     }
 
     /// Live-only events of an app, from now on.
@@ -276,7 +280,7 @@ impl Hub {
     /// Sends a live-only event to the app's current streams (none: dropped).
     pub fn publish(&self, app: &AppId, mut event: LiveEvent) {
         if let Some(c) = self.lock().apps.get(app) {
-            event.after = c.announced;
+            event.after = self.announced();
             let _ = c.live.send(Arc::new(event));
         }
     }
@@ -378,6 +382,7 @@ mod tests {
             },
             0,
             16,
+            0,
         ))
     }
 
@@ -412,6 +417,7 @@ mod tests {
             },
             1_000_000,
             16,
+            0,
         ));
         let c = ClientId::generate();
         hub.remember([(c.clone(), Some(0))]);

@@ -114,6 +114,7 @@ enum Wake {
 impl Relay {
     /// The domain over an open store; `started_at` is when this process started.
     pub async fn new(store: Store, config: &Config, started_at: i64) -> Result<Relay, Error> {
+        let last_seq = store::messages::last_seq(store.reader()).await?;
         let hub = Arc::new(Hub::new(
             Liveness {
                 stale_after_ms: (config.clients.stale_after_secs * 1000) as i64,
@@ -121,6 +122,7 @@ impl Relay {
             },
             started_at,
             config.ws.outgoing_buffer,
+            last_seq,
         ));
         let known = store::clients::list(store.reader()).await?;
         hub.remember(known.into_iter().map(|c| (c.id, c.last_seen_at)));

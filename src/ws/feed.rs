@@ -174,7 +174,7 @@ async fn run(
         notified.as_mut().enable();
 
         loop {
-            let announced = relay.hub.announced(&app);
+            let announced = relay.hub.announced();
             let page = match relay
                 .stream_page(&app, user.as_ref(), conversation.as_ref(), cursor, PAGE)
                 .await

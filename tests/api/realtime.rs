@@ -695,3 +695,46 @@ async fn pipelined_agent_requests_keep_each_conversations_order() {
     want.insert(4, "delta".to_owned());
     assert_eq!(seen, want);
 }
+
+/// A live event goes after every stored message that was there before it,
+/// also when a stream replays a backlog of more than one page right after a
+/// restart (the relay knows the newest stored message from the database,
+/// not only from what it announced since it started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_event_follows_the_backlog_a_stream_replays_after_a_restart() {
+    const BACKLOG: usize = 150;
+    let mut app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let first = app.inbound(&web, "alice", "message 0").await;
+    for i in 1..BACKLOG {
+        app.inbound(&web, "alice", &format!("message {i}")).await;
+    }
+    app.restart().await;
+
+    let mut agent = Ws::agent(&app, &client, 1).await;
+    let pushed = agent.event().await["payload"].clone();
+    assert_eq!(pushed["conversationId"], first["conversationId"]);
+    let (mut watcher, _) = Ws::app(&app, &web, Some("0")).await;
+    let r = agent
+        .request(
+            "typing",
+            json!({"conversationId": pushed["conversationId"]}),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+
+    let mut stored_before = 0;
+    loop {
+        let e = watcher.event().await;
+        match e["event"].as_str().unwrap() {
+            "message" => stored_before += 1,
+            "typing" => break,
+            other => panic!("unexpected event {other}: {e}"),
+        }
+    }
+    assert_eq!(
+        stored_before, BACKLOG,
+        "typing came in the middle of the backlog"
+    );
+}
