@@ -13,7 +13,10 @@
 //   7. the only gateway is killed mid-answer and restarted: OpenClaw's restart
 //      recovery answers once, and the delivery is acked only by that answer;
 //   8. a user's image reaches the model (as OpenClaw media), and a file the
-//      agent answers with reaches the app as an attachment, bytes unchanged.
+//      agent answers with reaches the app as an attachment, bytes unchanged;
+//   9. the relay dies mid-turn and is back before the turn ends: the
+//      redelivery on the new connection waits for the running turn and
+//      stores its reply, once.
 // Prints one line per check and "N passed, M failed"; exits non-zero on failure.
 //
 // Each gateway gets the plugin the way a user installs it: `openclaw plugins
@@ -502,6 +505,31 @@ async function main() {
     assert((await clientState(gw1Client.clientId)) === "connected", "gateway-1 is not connected again");
   });
 
+  await check("9. the relay dies mid-turn and is back before the turn ends: the reply is stored once, at once", async () => {
+    // The turn outlives the outage: the plugin reconnects and the relay
+    // delivers the message again while its first turn still runs. That turn
+    // cannot answer on the connection it came from; the redelivery must send
+    // its reply, rather than leave it to the lease (120 s here) or OpenClaw's
+    // restart recovery (minutes).
+    const m = await api("POST", "/inbound", web, { from: "jay", text: "[slow] a turn that outlives a short outage of the relay" });
+    await turnInProgress(m);
+    await kill(relay.child, "SIGKILL");
+    log("relay killed mid-turn, restarting it at once");
+    await startRelay();
+    const reply = await eventually(
+      `the answer to "${m.text}"`,
+      async () => (await replies(m.conversationId)).find((r) => r.text === `echo: ${m.text}`),
+      45_000,
+    );
+    assert(reply.to === "jay", "answered to someone else");
+    await sleep(2000);
+    const n = (await replies(m.conversationId)).filter((r) => r.text === reply.text).length;
+    assert(n === 1, `answered ${n} times`);
+    const d = (await api("GET", `/deliveries?conversationId=${m.conversationId}`, ADMIN)).deliveries.find((x) => x.messageId === m.id);
+    assert(d.state === "acked", `the delivery is ${d.state}`);
+    assert(d.attempts >= 2, `delivered ${d.attempts} times: the relay was back only after the turn ended`);
+  });
+
   await check("6. a model error reaches the user as an error reply, once, and is not retried forever", async () => {
     const { inbound, reply } = await ask(web, "fay", "[fail] this will break", 200_000);
     assert(reply.text.trim().length > 0, "empty error reply");
@@ -590,17 +618,19 @@ async function main() {
     for (const name of ["relay", "gateway-1", "gateway-2", "model"]) {
       console.log(`----- last lines of ${name}.log\n${tail(name)}`);
     }
+    // Last, so that a CI log cut to its tail still names what failed and why.
+    for (const r of results.filter((x) => !x.ok)) console.log(`not ok - ${r.name}: ${r.error}`);
   }
   console.log(`openclaw-e2e: ${passed} passed, ${failed} failed`);
-  return failed === 0 && passed === (only ? only.length : 8);
+  return failed === 0 && passed === (only ? only.length : 9);
 }
 
 let ok = false;
 try {
   ok = await main();
 } catch (e) {
-  log(`aborted: ${e.stack ?? e}`);
   for (const name of ["relay", "gateway-1", "gateway-2", "model"]) console.log(`----- last lines of ${name}.log\n${tail(name)}`);
+  log(`aborted: ${e.stack ?? e}`);
 } finally {
   await Promise.all([...children].map((c) => kill(c)));
 }

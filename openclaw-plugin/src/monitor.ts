@@ -126,10 +126,41 @@ function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/**
+ * Runs tasks one at a time per key, each after the ones before it ended
+ * (fulfilled or not). Keyed by relay message id, it makes a redelivery that
+ * arrives while the message's first turn still runs (the relay died and came
+ * back mid-turn, so the plugin reconnected) wait for that turn. That turn
+ * cannot answer on the connection it came from; it keeps its reply, and the
+ * waiting redelivery sends it on the new one. Without the wait the
+ * redelivery reached OpenClaw first, which skipped it as already taken, and
+ * the kept reply waited for the lease to expire.
+ */
+export class OneAtATime {
+  private readonly last = new Map<string, Promise<void>>();
+
+  run(key: string, task: () => Promise<void>): Promise<void> {
+    const before = this.last.get(key);
+    const p = before ? before.then(task, task) : task();
+    this.last.set(key, p);
+    const forget = () => {
+      if (this.last.get(key) === p) this.last.delete(key);
+    };
+    p.then(forget, forget);
+    return p;
+  }
+
+  /** How many keys have a task running or waiting. */
+  get size(): number {
+    return this.last.size;
+  }
+}
+
 export class AccountMonitor {
   private attempts = 0;
   private authErrorReported = false;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly turns = new OneAtATime();
 
   constructor(
     private readonly ctx: Ctx,
@@ -316,8 +347,13 @@ export class AccountMonitor {
     return messages.some((x) => x.direction === "outbound" && x.timestamp >= m.timestamp && !isInterimNotice(x.text));
   }
 
+  /** Handles a delivery once any earlier delivery of the same message is done. */
+  private handle(m: RelayMessage, sink: ReplySink): Promise<void> {
+    return this.turns.run(m.id, () => this.turn(m, sink));
+  }
+
   /** One relay delivery → one OpenClaw turn → one reply (or an ack). */
-  private async handle(m: RelayMessage, sink: ReplySink): Promise<void> {
+  private async turn(m: RelayMessage, sink: ReplySink): Promise<void> {
     const { log } = this.ctx;
     const forward = this.account.forward;
     const replyId = `oc-${m.id}`;

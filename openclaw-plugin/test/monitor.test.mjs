@@ -1,7 +1,7 @@
-// Unit tests of when a turn that delivered no text acks its delivery (node --test, on dist/).
+// Unit tests of the monitor: when a turn that delivered no text acks its delivery, and turns one at a time per message (node --test, on dist/).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { isInterimNotice, silentByDesign } from "../dist/monitor.js";
+import { isInterimNotice, OneAtATime, silentByDesign } from "../dist/monitor.js";
 
 test("a turn OpenClaw skipped (a redelivery it already took) does not ack", () => {
   assert.equal(silentByDesign({ queuedFinal: false, counts: { tool: 0, block: 0, final: 0 } }), false);
@@ -31,4 +31,30 @@ test("OpenClaw's restart notice is an interim notice; its answers and terminal n
     isInterimNotice("I couldn't continue this session after a gateway restart. Your transcript is safe."),
     false,
   );
+});
+
+test("a redelivery waits for the running turn of the same message, other messages do not", async () => {
+  const turns = new OneAtATime();
+  const events = [];
+  let endFirst;
+  const first = turns.run("msg_1", async () => {
+    events.push("turn 1 starts");
+    await new Promise((r) => (endFirst = r));
+    events.push("turn 1 ends");
+    throw new Error("the connection it came from is gone");
+  });
+  const redelivery = turns.run("msg_1", async () => {
+    events.push("redelivery starts");
+  });
+  const other = turns.run("msg_2", async () => {
+    events.push("other message starts");
+  });
+  await other;
+  assert.deepEqual(events, ["turn 1 starts", "other message starts"]);
+  assert.equal(turns.size, 1);
+  endFirst();
+  await assert.rejects(first);
+  await redelivery;
+  assert.deepEqual(events, ["turn 1 starts", "other message starts", "turn 1 ends", "redelivery starts"]);
+  assert.equal(turns.size, 0, "finished keys are forgotten");
 });
