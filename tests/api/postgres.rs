@@ -620,19 +620,123 @@ async fn postgres_lease_expiry_redelivers() {
     // Out of attempts, the row dies and the next message of its
     // conversation becomes ready.
     let mut tx = db.begin().await.unwrap();
-    assert!(pgd::lock_conversation(&mut tx, &first[0].conversation_id)
-        .await
-        .unwrap());
-    pgd::mark_dead(&mut tx, first[0].seq, now).await.unwrap();
-    let promoted = pgd::promote_next(&mut tx, &first[0].conversation_id, now)
-        .await
-        .unwrap();
-    assert_eq!(promoted, Some(Some(client.clone())));
+    let retired = pgd::retire(&mut tx, &first[0], now).await.unwrap();
+    assert_eq!(
+        retired,
+        pgd::Retired::Dead {
+            promoted: Some(Some(client.clone()))
+        }
+    );
     tx.commit().await.unwrap();
     let mut conn = db.acquire().await.unwrap();
     let next = pgd::due(&mut conn, &client, now + 300, 10).await.unwrap();
     assert_eq!(next.len(), 1);
     assert!(next[0].seq > first[0].seq);
     drop(conn);
+    store.close().await;
+}
+
+/// A claim that finds rows out of attempts retires them (dead, the next
+/// message of the conversation ready) under the conversation's lock, and
+/// never waits for it: here an agent's late ack of one of those rows holds
+/// its conversation and waits for the row the claim holds. The claim leaves
+/// that row to the ack instead of deadlocking with it, and retires the other.
+#[tokio::test]
+async fn postgres_a_dead_letter_never_waits_for_a_busy_conversation() {
+    let pg = Cluster::start();
+    let store = PgStore::connect(&pg.url, 6).await.unwrap();
+    let db = store.pool().clone();
+    let convs = enqueue_backlog(&db, 2, 2).await;
+    let client = ClientId::from_db("cli_a".into());
+    let now = clawrelay::store::now_ms();
+    // Both first messages were delivered 3 times and their leases ended.
+    sqlx::query("UPDATE deliveries SET attempts = 3, visible_at = $1 WHERE state = 'ready'")
+        .bind(now - 1)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    // The claim takes (and locks) both due rows.
+    let mut claim = db.begin().await.unwrap();
+    let due = pgd::due(&mut claim, &client, now, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|d| d.attempts == 3));
+
+    // The late ack of conv_0's row: it locks conv_0, then waits for the row.
+    let ack = {
+        let db = db.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut tx = db.begin().await.unwrap();
+            let id = MessageId::from_db("msg_conv_0_0".into());
+            let acked = pgd::ack(&mut tx, &client, &id, now).await.unwrap();
+            let promoted = match &acked {
+                Some(conv) => pgd::promote_next(&mut tx, conv, now).await.unwrap(),
+                None => None,
+            };
+            tx.commit().await.unwrap();
+            (acked, promoted)
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ack never waited for the claim"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut outcomes = BTreeMap::new();
+    for d in &due {
+        let outcome = tokio::time::timeout(Duration::from_secs(5), pgd::retire(&mut claim, d, now))
+            .await
+            .expect("retiring a row waited for its conversation's lock")
+            .unwrap();
+        outcomes.insert(d.conversation_id.as_str().to_owned(), outcome);
+    }
+    claim.commit().await.unwrap();
+    assert_eq!(outcomes[convs[0].as_str()], pgd::Retired::Busy);
+    assert_eq!(
+        outcomes[convs[1].as_str()],
+        pgd::Retired::Dead {
+            promoted: Some(Some(client.clone()))
+        }
+    );
+
+    // The ack went through once the claim let go of the row.
+    let (acked, promoted) = tokio::time::timeout(Duration::from_secs(10), ack)
+        .await
+        .expect("the ack finishes")
+        .unwrap();
+    assert_eq!(acked.as_ref(), Some(&convs[0]));
+    assert_eq!(promoted, Some(Some(client.clone())));
+
+    let states: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.id, d.state FROM deliveries d JOIN messages m ON m.seq = d.message_seq ORDER BY m.id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let states: Vec<(&str, &str)> = states
+        .iter()
+        .map(|(m, s)| (m.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("msg_conv_0_0", "acked"),
+            ("msg_conv_0_1", "ready"),
+            ("msg_conv_1_0", "dead"),
+            ("msg_conv_1_1", "ready"),
+        ]
+    );
     store.close().await;
 }

@@ -32,6 +32,51 @@ pub async fn lock_conversation(
     Ok(found.is_some())
 }
 
+/// Locks a conversation's row like `lock_conversation` if no other
+/// transaction holds it; returns false at once when one does (or when the
+/// conversation does not exist) instead of waiting.
+///
+/// A claim needs a conversation's lock while it already holds the rows it
+/// took: to let a dead row's successor through. Every other writer takes
+/// the conversation first and the row second (an ack, an enqueue), so a
+/// claim that waited here could deadlock with an ack of the same row.
+pub async fn try_lock_conversation(
+    conn: &mut PgConnection,
+    conversation: &ConversationId,
+) -> StoreResult<bool> {
+    let found = sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE SKIP LOCKED")
+        .bind(conversation.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(error)?;
+    Ok(found.is_some())
+}
+
+/// What became of a due row out of attempts that a claim tried to retire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retired {
+    /// Dead; `promoted` is the client of the conversation's next message
+    /// when one became ready (`Some(None)` when that message has no client).
+    Dead { promoted: Option<Option<ClientId>> },
+    /// Its conversation is busy (another relay is writing to it): the row
+    /// stays as it is, neither leased nor dead, and the next claim retries.
+    Busy,
+}
+
+/// Retires row `due` (locked by this claim, out of attempts): marks it dead
+/// and makes the next message of its conversation ready, under the
+/// conversation's lock so that an enqueue cannot queue a message behind it
+/// meanwhile. When another transaction holds that lock the row is left for
+/// a later claim (see `try_lock_conversation`).
+pub async fn retire(conn: &mut PgConnection, due: &Due, now: i64) -> StoreResult<Retired> {
+    if !try_lock_conversation(conn, &due.conversation_id).await? {
+        return Ok(Retired::Busy);
+    }
+    mark_dead(conn, due.seq, now).await?;
+    let promoted = promote_next(conn, &due.conversation_id, now).await?;
+    Ok(Retired::Dead { promoted })
+}
+
 /// Queues the delivery of inbound message `seq`: ready if its conversation
 /// has nothing in flight, else queued. Returns whether it is ready. The
 /// caller holds the conversation's lock.
