@@ -740,3 +740,87 @@ async fn postgres_a_dead_letter_never_waits_for_a_busy_conversation() {
     );
     store.close().await;
 }
+
+/// Waits until `rx` shows at least `pos`; answers how long that took.
+async fn woken(rx: &mut tokio::sync::watch::Receiver<i64>, pos: i64, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    tokio::time::timeout(limit, rx.wait_for(|seen| *seen >= pos))
+        .await
+        .unwrap_or_else(|_| panic!("position {pos} not seen within {limit:?}"))
+        .unwrap();
+    started.elapsed()
+}
+
+/// A message stamped through relay A wakes relay B by NOTIFY, well before
+/// B's periodic check; when B's listening connection dies, B subscribes
+/// again and reads what it missed; and a position nobody notified (a lost
+/// notification) is found by the periodic check.
+#[tokio::test]
+async fn postgres_wakeups_cross_relays() {
+    let pg = Cluster::start();
+    let a = PgStore::connect(&pg.url, 4).await.unwrap();
+    let b = PgStore::connect(&pg.url, 4).await.unwrap();
+    setup_conversation(a.pool()).await;
+    insert_messages(a.pool(), 3).await;
+    cursor::stamp(a.pool()).await.unwrap();
+
+    // B checks only every 30 s: anything sooner came by NOTIFY.
+    let mut rx =
+        clawrelay::store::postgres::wakeups::listen(b.pool().clone(), Duration::from_secs(30))
+            .await
+            .unwrap();
+    assert_eq!(
+        *rx.borrow(),
+        3,
+        "starts from the database's highest position"
+    );
+    let mut took = Vec::new();
+    for i in 0..20 {
+        insert_messages(a.pool(), 1).await;
+        cursor::stamp(a.pool()).await.unwrap();
+        took.push(woken(&mut rx, 4 + i, Duration::from_secs(10)).await);
+    }
+    took.sort();
+    println!(
+        "relay A's stamp → relay B's wake-up over NOTIFY, 20 messages: p50 {:?}, max {:?}",
+        took[10], took[19]
+    );
+
+    // B's listening connection dies; A stamps meanwhile (that notification
+    // is lost). B subscribes again and reads the highest position.
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
+    )
+    .fetch_one(a.pool())
+    .await
+    .unwrap();
+    assert_eq!(ended, 1, "one relay listens");
+    insert_messages(a.pool(), 1).await;
+    cursor::stamp(a.pool()).await.unwrap();
+    let after_loss = woken(&mut rx, 24, Duration::from_secs(10)).await;
+    println!(
+        "after its listening connection died, relay B saw the next message after {after_loss:?}"
+    );
+
+    // A position given without a notification is found by the periodic
+    // check, and only by it.
+    let mut quick =
+        clawrelay::store::postgres::wakeups::listen(b.pool().clone(), Duration::from_millis(300))
+            .await
+            .unwrap();
+    insert_messages(a.pool(), 1).await;
+    sqlx::query("UPDATE messages SET pos = nextval('messages_pos') WHERE pos IS NULL")
+        .execute(a.pool())
+        .await
+        .unwrap();
+    woken(&mut quick, 25, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        *rx.borrow(),
+        24,
+        "no notification, no wake-up before the 30 s check"
+    );
+    drop((rx, quick));
+    a.close().await;
+    b.close().await;
+}

@@ -5,11 +5,14 @@
 //! What is here is the part of scale-out that does not depend on how the
 //! domain's write operations reach the database: opening and migrating the
 //! database (`migrations/postgres/`), the commit-ordered cursor of messages
-//! ([`cursor`]), and leadership of the background tasks ([`leader`]).
+//! ([`cursor`]), the claim path of the queue ([`deliveries`]), wake-ups
+//! across relays ([`wakeups`]) and leadership of the background tasks
+//! ([`leader`]).
 
 pub mod cursor;
 pub mod deliveries;
 pub mod leader;
+pub mod wakeups;
 
 use super::{StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
