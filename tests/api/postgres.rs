@@ -5,7 +5,7 @@
 use super::helpers::{spawn_app, TestApp};
 use clawrelay::ids::{ClientId, ConversationId, MessageId};
 use clawrelay::store::postgres::deliveries as pgd;
-use clawrelay::store::postgres::{cursor, leader::Leadership, PgStore};
+use clawrelay::store::postgres::{cursor, leader::Leadership, presence, PgStore};
 use sqlx::{PgPool, Row};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -109,7 +109,17 @@ async fn postgres_schema_matches_sqlite() {
         .get_mut("messages")
         .expect("SQLite has a messages table")
         .insert("pos".into());
-    assert_eq!(pg_columns(store.pool()).await, expected);
+    let mut actual = pg_columns(store.pool()).await;
+    // Liveness across relays; one SQLite relay knows its connections.
+    assert_eq!(
+        actual.remove("client_presence"),
+        Some(BTreeSet::from([
+            "client_id".into(),
+            "relay_id".into(),
+            "seen_at".into()
+        ]))
+    );
+    assert_eq!(actual, expected);
 
     let sqlite_indexes: BTreeSet<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'",
@@ -131,6 +141,7 @@ async fn postgres_schema_matches_sqlite() {
     .into_iter()
     .collect();
     assert!(pg_indexes.remove("messages_unstamped"));
+    assert!(pg_indexes.remove("client_presence_seen"));
     assert_eq!(pg_indexes, sqlite_indexes);
 
     // Migrating again (a second relay starting) changes nothing.
@@ -823,4 +834,111 @@ async fn postgres_wakeups_cross_relays() {
     drop((rx, quick));
     a.close().await;
     b.close().await;
+}
+
+/// An agent connected to any relay counts as connected for all of them:
+/// three relays, agent x on relay A and B, agent y on B. Relay C sees both
+/// and assigns to the one with fewer open deliveries. x closing its
+/// connection on A still leaves it on B; when B dies (it stops refreshing,
+/// nothing deletes its rows) both stop counting after the stale window; a
+/// revoked agent never counts.
+#[tokio::test]
+async fn postgres_presence_spans_relays() {
+    let pg = Cluster::start();
+    let a = PgStore::connect(&pg.url, 2).await.unwrap();
+    let b = PgStore::connect(&pg.url, 2).await.unwrap();
+    let c = PgStore::connect(&pg.url, 2).await.unwrap();
+    for (id, pending, revoked) in [
+        ("cli_x", 3, None),
+        ("cli_y", 1, None),
+        ("cli_z", 0, Some(5)),
+    ] {
+        sqlx::query(
+            "INSERT INTO clients (id, name, token_hash, created_at, pending, revoked_at)
+             VALUES ($1, $1, 'h', 0, $2, $3)",
+        )
+        .bind(id)
+        .bind(pending)
+        .bind(revoked)
+        .execute(a.pool())
+        .await
+        .unwrap();
+    }
+    let (x, y, z) = (
+        ClientId::from_db("cli_x".into()),
+        ClientId::from_db("cli_y".into()),
+        ClientId::from_db("cli_z".into()),
+    );
+    let t = 1_000_000;
+    presence::seen(a.pool(), &x, "relay-a", t).await.unwrap();
+    presence::seen(b.pool(), &x, "relay-b", t).await.unwrap();
+    presence::seen(b.pool(), &y, "relay-b", t).await.unwrap();
+    presence::seen(a.pool(), &z, "relay-a", t).await.unwrap();
+    // An older refresh (a slow relay) never moves a row back.
+    presence::seen(a.pool(), &x, "relay-a", t - 500)
+        .await
+        .unwrap();
+
+    let stale = 30_000;
+    let now = t + 1_000;
+    assert_eq!(
+        presence::live(c.pool(), now - stale).await.unwrap(),
+        [x.clone(), y.clone()]
+    );
+    let mut conn = c.pool().acquire().await.unwrap();
+    assert_eq!(
+        presence::least_loaded(&mut conn, now - stale)
+            .await
+            .unwrap(),
+        Some((y.clone(), 1))
+    );
+
+    // x closes its connection on A; it still has one on B.
+    presence::gone(a.pool(), &x, "relay-a").await.unwrap();
+    assert_eq!(
+        presence::live(c.pool(), now - stale).await.unwrap(),
+        [x.clone(), y.clone()]
+    );
+    // y is busier now: x gets the next conversation.
+    sqlx::query("UPDATE clients SET pending = 9 WHERE id = 'cli_y'")
+        .execute(c.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        presence::least_loaded(&mut conn, now - stale)
+            .await
+            .unwrap(),
+        Some((x.clone(), 3))
+    );
+
+    // B dies: nothing refreshes or deletes its rows. Past the stale window
+    // nobody counts; A, still refreshing its revoked z, changes nothing.
+    b.close().await;
+    let later = t + stale + 1;
+    presence::seen(a.pool(), &z, "relay-a", later)
+        .await
+        .unwrap();
+    assert!(presence::live(c.pool(), later - stale)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        presence::least_loaded(&mut conn, later - stale)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        presence::prune(c.pool(), later - stale).await.unwrap(),
+        2,
+        "B's two rows"
+    );
+    assert_eq!(
+        presence::relay_gone(a.pool(), "relay-a").await.unwrap(),
+        1,
+        "A's row of z"
+    );
+    drop(conn);
+    a.close().await;
+    c.close().await;
 }

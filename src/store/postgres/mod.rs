@@ -6,12 +6,14 @@
 //! domain's write operations reach the database: opening and migrating the
 //! database (`migrations/postgres/`), the commit-ordered cursor of messages
 //! ([`cursor`]), the claim path of the queue ([`deliveries`]), wake-ups
-//! across relays ([`wakeups`]) and leadership of the background tasks
+//! across relays ([`wakeups`]), liveness of agents across relays
+//! ([`presence`]) and leadership of the background tasks
 //! ([`leader`]).
 
 pub mod cursor;
 pub mod deliveries;
 pub mod leader;
+pub mod presence;
 pub mod wakeups;
 
 use super::{StoreError, StoreResult};
