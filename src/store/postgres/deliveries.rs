@@ -24,12 +24,12 @@ pub async fn lock_conversation(
     conn: &mut PgConnection,
     conversation: &ConversationId,
 ) -> StoreResult<bool> {
-    let found = sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
-        .bind(conversation.as_str())
-        .fetch_optional(conn)
-        .await
-        .map_err(error)?;
-    Ok(found.is_some())
+    lock_row(
+        conn,
+        conversation,
+        "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
+    )
+    .await
 }
 
 /// Locks a conversation's row like `lock_conversation` if no other
@@ -44,7 +44,20 @@ pub async fn try_lock_conversation(
     conn: &mut PgConnection,
     conversation: &ConversationId,
 ) -> StoreResult<bool> {
-    let found = sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE SKIP LOCKED")
+    lock_row(
+        conn,
+        conversation,
+        "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE SKIP LOCKED",
+    )
+    .await
+}
+
+async fn lock_row(
+    conn: &mut PgConnection,
+    conversation: &ConversationId,
+    sql: &'static str,
+) -> StoreResult<bool> {
+    let found = sqlx::query(sql)
         .bind(conversation.as_str())
         .fetch_optional(conn)
         .await
