@@ -23,8 +23,10 @@ use tokio::sync::watch;
 /// listener started. The listener holds one of the pool's connections; its
 /// task ends when every receiver is dropped.
 pub async fn listen(pool: PgPool, every: Duration) -> StoreResult<watch::Receiver<i64>> {
+    let listener = subscribe(&pool).await.map_err(error)?;
+    // After the LISTEN: what was stamped before it is in this read.
     let (tx, rx) = watch::channel(highest(&pool).await?);
-    tokio::spawn(run(pool, tx, every));
+    tokio::spawn(run(pool, tx, every, listener));
     Ok(rx)
 }
 
@@ -52,9 +54,9 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-async fn run(pool: PgPool, tx: watch::Sender<i64>, every: Duration) {
-    let mut listener: Option<PgListener> = None;
-    let mut check = tokio::time::interval(every);
+async fn run(pool: PgPool, tx: watch::Sender<i64>, every: Duration, listener: PgListener) {
+    let mut listener = Some(listener);
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if listener.is_none() {
