@@ -1,9 +1,8 @@
 //! Apps: the user-facing side and their credentials.
 
-use super::{Credential, StoreResult, Tx};
+use super::{Credential, Reader, StoreResult, Tx};
 use crate::ids::AppId;
 use rusqlite::OptionalExtension;
-use sqlx::SqliteExecutor;
 
 pub struct Row {
     pub id: AppId,
@@ -14,12 +13,14 @@ pub struct Row {
 }
 
 pub fn insert(tx: &Tx, id: &AppId, name: &str, token_hash: &str, now: i64) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached("INSERT INTO apps (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)")?
         .execute((id, name, token_hash, now))?;
     Ok(())
 }
 
-pub async fn list(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Row>> {
+pub async fn list(db: &Reader) -> StoreResult<Vec<Row>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query!(
         r#"SELECT id, name, token_hash IS NULL AS "public!: bool", created_at, revoked_at
            FROM apps ORDER BY created_at, id"#
@@ -39,7 +40,8 @@ pub async fn list(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Row>> {
 }
 
 /// Whether `id` is an app that is not revoked (the public app included).
-pub async fn is_active(ex: impl SqliteExecutor<'_>, id: &AppId) -> StoreResult<bool> {
+pub async fn is_active(db: &Reader, id: &AppId) -> StoreResult<bool> {
+    let ex = db.sqlite()?;
     let found = sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM apps WHERE id = ? AND revoked_at IS NULL) AS "found!: bool""#,
         id
@@ -50,10 +52,8 @@ pub async fn is_active(ex: impl SqliteExecutor<'_>, id: &AppId) -> StoreResult<b
 }
 
 /// The token hash of an app that is not revoked (never the public app's).
-pub async fn credential(
-    ex: impl SqliteExecutor<'_>,
-    id: &AppId,
-) -> StoreResult<Option<Credential>> {
+pub async fn credential(db: &Reader, id: &AppId) -> StoreResult<Option<Credential>> {
+    let ex = db.sqlite()?;
     let row = sqlx::query!(
         r#"SELECT token_hash AS "hash?: String", COALESCE(credentials_changed_at, 0) AS "version!: i64"
            FROM apps WHERE id = ? AND revoked_at IS NULL"#,
@@ -71,6 +71,7 @@ pub async fn credential(
 
 /// Revokes an app. Returns false when there is no such active app with a token.
 pub fn revoke(tx: &Tx, id: &AppId, now: i64) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "UPDATE apps SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL",
@@ -82,6 +83,7 @@ pub fn revoke(tx: &Tx, id: &AppId, now: i64) -> StoreResult<bool> {
 /// Replaces the token hash of an active app. Returns its name, or None
 /// when there is no such app.
 pub fn set_token(tx: &Tx, id: &AppId, token_hash: &str, now: i64) -> StoreResult<Option<String>> {
+    let tx = tx.sqlite()?;
     let name = tx
         .prepare_cached(
             "UPDATE apps SET token_hash = ?2, credentials_changed_at = ?3

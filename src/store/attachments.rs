@@ -7,12 +7,11 @@
 //! attachment, in one transaction. Readers never see a staged blob: only
 //! attachments point at blobs, and only [`finish`] makes one.
 
-use super::{StoreError, StoreResult, Tx};
+use super::{Reader, StoreError, StoreResult, Tx};
 use crate::ids::{AppId, AttachmentId, ClientId, UserId};
 use crate::model::Attachment;
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteExecutor;
 
 /// Who uploads or reads an attachment, as the access rules see them: an app
 /// (`app`), one user of an app (`app` and `user`), or an agent (`client`).
@@ -66,6 +65,7 @@ impl From<rusqlite::Error> for FinishError {
 
 /// Starts a staged blob; returns its id.
 pub fn stage(tx: &Tx, chunk_size: i64, now: i64) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "INSERT INTO blobs (sha256, size, chunk_size, touched_at) VALUES (NULL, 0, ?, ?)",
     )?
@@ -76,6 +76,7 @@ pub fn stage(tx: &Tx, chunk_size: i64, now: i64) -> StoreResult<i64> {
 /// Writes chunk `idx` of a staged blob. False when the blob is gone (the
 /// purge took it as abandoned): the upload cannot go on.
 pub fn append_chunk(tx: &Tx, blob: i64, idx: i64, data: &[u8], now: i64) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let staged = tx
         .prepare_cached("UPDATE blobs SET touched_at = ? WHERE id = ? AND sha256 IS NULL")?
         .execute((now, blob))?;
@@ -90,6 +91,7 @@ pub fn append_chunk(tx: &Tx, blob: i64, idx: i64, data: &[u8], now: i64) -> Stor
 /// Deletes a staged blob and its chunks (an upload that failed or was
 /// refused). A named blob is left alone.
 pub fn drop_staged(tx: &Tx, blob: i64) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached("DELETE FROM blobs WHERE id = ? AND sha256 IS NULL")?
         .execute([blob])?;
     Ok(())
@@ -98,6 +100,7 @@ pub fn drop_staged(tx: &Tx, blob: i64) -> StoreResult<()> {
 /// Deletes up to `limit` staged blobs last written before `before`: uploads
 /// a crash or a lost connection cut short. Returns how many.
 pub fn purge_staged(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "DELETE FROM blobs WHERE id IN
@@ -109,6 +112,7 @@ pub fn purge_staged(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
 
 /// Bytes of live attachments held by the uploader's app (with its users) or agent.
 fn usage(tx: &Tx, party: &Party) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     let used = match (&party.app, &party.client) {
         (Some(app), _) => tx
             .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE app_id = ?")?
@@ -126,13 +130,14 @@ fn usage(tx: &Tx, party: &Party) -> StoreResult<i64> {
 /// the attachment. Returns the attachment and whether its bytes were already
 /// stored.
 pub fn finish(tx: &Tx, a: NewAttachment<'_>) -> Result<(Attachment, bool), FinishError> {
+    let conn = tx.sqlite()?;
     if let Some(quota) = a.quota {
         let used = usage(tx, a.uploader)?;
         if used + a.size > quota {
             return Err(FinishError::Quota { used, quota });
         }
     }
-    let existing: Option<i64> = tx
+    let existing: Option<i64> = conn
         .prepare_cached("SELECT id FROM blobs WHERE sha256 = ?")?
         .query_row([a.sha256], |r| r.get(0))
         .optional()?;
@@ -142,7 +147,7 @@ pub fn finish(tx: &Tx, a: NewAttachment<'_>) -> Result<(Attachment, bool), Finis
             id
         }
         None => {
-            let named = tx
+            let named = conn
                 .prepare_cached(
                     "UPDATE blobs SET sha256 = ?, size = ?, touched_at = ? WHERE id = ? AND sha256 IS NULL",
                 )?
@@ -154,7 +159,7 @@ pub fn finish(tx: &Tx, a: NewAttachment<'_>) -> Result<(Attachment, bool), Finis
         }
     };
     let id = AttachmentId::generate();
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO attachments (id, blob_id, app_id, user_id, client_id, name, mime, size, sha256, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
@@ -188,6 +193,7 @@ pub fn for_message(
     ids: &[AttachmentId],
     poster: &Party,
 ) -> StoreResult<Result<Vec<Attachment>, AttachmentId>> {
+    let tx = tx.sqlite()?;
     let mut stmt = tx.prepare_cached(
         "SELECT a.name, a.mime, a.size, a.sha256 FROM attachments a
          WHERE a.id = ?1 AND EXISTS (SELECT 1 FROM attachment_parties p
@@ -219,6 +225,7 @@ pub fn for_message(
 
 /// Records that message `seq` carries `attachments` (in order).
 pub fn link(tx: &Tx, seq: i64, attachments: &[Attachment], now: i64) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     for (position, a) in attachments.iter().enumerate() {
         tx.prepare_cached(
             "INSERT INTO message_attachments (attachment_id, message_seq, position) VALUES (?, ?, ?)",
@@ -293,11 +300,12 @@ pub struct Download {
 /// The attachment `id` if `reader` may download it: its uploader, or a
 /// principal of a conversation with a message that carries it; `admin`: any.
 pub async fn readable(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     id: &AttachmentId,
     reader: &Party,
     admin: bool,
 ) -> StoreResult<Option<Download>> {
+    let ex = db.sqlite()?;
     let (app, user, client) = (&reader.app, &reader.user, &reader.client);
     let row = sqlx::query!(
         r#"SELECT a.name, a.mime, a.size, a.sha256, a.blob_id, b.chunk_size
@@ -329,11 +337,8 @@ pub async fn readable(
 }
 
 /// Chunk `idx` of a blob.
-pub async fn chunk(
-    ex: impl SqliteExecutor<'_>,
-    blob: i64,
-    idx: i64,
-) -> StoreResult<Option<Vec<u8>>> {
+pub async fn chunk(db: &Reader, blob: i64, idx: i64) -> StoreResult<Option<Vec<u8>>> {
+    let ex = db.sqlite()?;
     let data = sqlx::query_scalar!(
         "SELECT data FROM blob_chunks WHERE blob_id = ? AND idx = ?",
         blob,
@@ -348,6 +353,7 @@ pub async fn chunk(
 /// referenced and created before `unreferenced_before`, and uploads whose
 /// messages are gone (purged). Returns how many.
 pub fn purge_unreferenced(tx: &Tx, unreferenced_before: i64, limit: i64) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "DELETE FROM attachments WHERE id IN
@@ -366,6 +372,7 @@ pub fn purge_unreferenced(tx: &Tx, unreferenced_before: i64, limit: i64) -> Stor
 /// Deletes up to `limit` named blobs no attachment points at (with their
 /// chunks). Returns how many and their bytes.
 pub fn purge_blobs(tx: &Tx, limit: i64) -> StoreResult<(i64, i64)> {
+    let tx = tx.sqlite()?;
     let doomed: Vec<(i64, i64)> = tx
         .prepare_cached(
             "SELECT b.id, b.size FROM blobs b

@@ -1,9 +1,8 @@
 //! Clients: agent instances and their credentials.
 
-use super::{Credential, StoreResult, Tx};
+use super::{Credential, Reader, StoreResult, Tx};
 use crate::ids::ClientId;
 use rusqlite::OptionalExtension;
-use sqlx::SqliteExecutor;
 
 pub struct Row {
     pub id: ClientId,
@@ -15,6 +14,7 @@ pub struct Row {
 }
 
 pub fn insert(tx: &Tx, id: &ClientId, name: &str, token_hash: &str, now: i64) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "INSERT INTO clients (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
     )?
@@ -22,7 +22,8 @@ pub fn insert(tx: &Tx, id: &ClientId, name: &str, token_hash: &str, now: i64) ->
     Ok(())
 }
 
-pub async fn list(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Row>> {
+pub async fn list(db: &Reader) -> StoreResult<Vec<Row>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query!(
         "SELECT id, name, pending, last_seen_at, created_at, revoked_at FROM clients ORDER BY created_at, id"
     )
@@ -42,10 +43,8 @@ pub async fn list(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Row>> {
 }
 
 /// The token hash of a client that is not revoked.
-pub async fn credential(
-    ex: impl SqliteExecutor<'_>,
-    id: &ClientId,
-) -> StoreResult<Option<Credential>> {
+pub async fn credential(db: &Reader, id: &ClientId) -> StoreResult<Option<Credential>> {
+    let ex = db.sqlite()?;
     let row = sqlx::query!(
         r#"SELECT token_hash AS "hash?: String", COALESCE(credentials_changed_at, 0) AS "version!: i64"
            FROM clients WHERE id = ? AND revoked_at IS NULL"#,
@@ -63,6 +62,7 @@ pub async fn credential(
 
 /// Revokes a client. Returns false when there is no such active client.
 pub fn revoke(tx: &Tx, id: &ClientId, now: i64) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "UPDATE clients SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -79,6 +79,7 @@ pub fn set_token(
     token_hash: &str,
     now: i64,
 ) -> StoreResult<Option<String>> {
+    let tx = tx.sqlite()?;
     let name = tx
         .prepare_cached(
             "UPDATE clients SET token_hash = ?2, credentials_changed_at = ?3
@@ -94,6 +95,7 @@ pub fn set_token(
 /// Of the active clients in `live`, the one with the fewest open deliveries
 /// (ties broken at random), with that number.
 pub fn least_loaded(tx: &Tx, live: &[ClientId]) -> StoreResult<Option<(ClientId, i64)>> {
+    let tx = tx.sqlite()?;
     if live.is_empty() {
         return Ok(None);
     }
@@ -110,6 +112,7 @@ pub fn least_loaded(tx: &Tx, live: &[ClientId]) -> StoreResult<Option<(ClientId,
 }
 
 pub fn set_last_seen(tx: &Tx, id: &ClientId, at: i64) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "UPDATE clients SET last_seen_at = ?2 WHERE id = ?1 AND (last_seen_at IS NULL OR last_seen_at < ?2)",
     )?
@@ -119,10 +122,8 @@ pub fn set_last_seen(tx: &Tx, id: &ClientId, at: i64) -> StoreResult<()> {
 
 /// The clients, apps and user sessions whose credential was revoked or
 /// rotated after `since` (ms): their ids and when.
-pub async fn credentials_changed_since(
-    ex: impl SqliteExecutor<'_>,
-    since: i64,
-) -> StoreResult<Vec<(String, i64)>> {
+pub async fn credentials_changed_since(db: &Reader, since: i64) -> StoreResult<Vec<(String, i64)>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query!(
         r#"SELECT id AS "id!", credentials_changed_at AS "at!: i64" FROM clients WHERE credentials_changed_at > ?1
            UNION ALL

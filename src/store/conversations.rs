@@ -4,11 +4,10 @@
 //! idle since before `idle_cutoff` (now − ttl) and the expiry task has not
 //! marked it yet; readers take `idle_cutoff` so both look the same.
 
-use super::{StoreResult, Tx};
+use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, UserId};
 use crate::model::{Conversation, ConversationState};
 use rusqlite::OptionalExtension;
-use sqlx::SqliteExecutor;
 
 /// What the write path needs of a user's active conversation.
 pub struct Active {
@@ -22,6 +21,7 @@ pub struct Active {
 }
 
 pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Active>> {
+    let tx = tx.sqlite()?;
     let row = tx
         .prepare_cached(
             "SELECT c.id, c.client_id, c.updated_at,
@@ -50,6 +50,7 @@ pub fn create(
     client: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<ConversationId> {
+    let tx = tx.sqlite()?;
     let id = ConversationId::generate();
     tx.prepare_cached(
         "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
@@ -61,6 +62,7 @@ pub fn create(
 
 /// Marks a conversation expired as of `at` (the moment its TTL ran out).
 pub fn expire(tx: &Tx, id: &ConversationId, at: i64) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "UPDATE conversations SET expired_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
     )?
@@ -82,6 +84,7 @@ pub fn expire_idle(
     ttl_ms: i64,
     limit: i64,
 ) -> StoreResult<Vec<Expired>> {
+    let tx = tx.sqlite()?;
     let mut stmt = tx.prepare_cached(
         "UPDATE conversations SET expired_at = updated_at + ?2
          WHERE seq IN (SELECT seq FROM conversations
@@ -107,6 +110,7 @@ pub fn expire_or_touch(
     ttl_ms: i64,
     now: i64,
 ) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "UPDATE conversations
          SET expired_at = CASE WHEN updated_at <= ?2 THEN updated_at + ?3 END,
@@ -119,6 +123,7 @@ pub fn expire_or_touch(
 
 /// Records activity. An expired conversation stays expired.
 pub fn touch(tx: &Tx, id: &ConversationId, now: i64) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "UPDATE conversations SET updated_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
     )?
@@ -127,6 +132,7 @@ pub fn touch(tx: &Tx, id: &ConversationId, now: i64) -> StoreResult<()> {
 }
 
 pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached("UPDATE conversations SET client_id = ?2 WHERE id = ?1")?
         .execute((id, client))?;
     Ok(())
@@ -134,6 +140,7 @@ pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> St
 
 /// Assigns every unassigned conversation to `client`. Returns how many.
 pub fn adopt_unassigned(tx: &Tx, client: &ClientId) -> StoreResult<u64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached("UPDATE conversations SET client_id = ?1 WHERE client_id IS NULL")?
         .execute([client])?;
@@ -148,6 +155,7 @@ pub struct Owners {
 }
 
 pub fn owners(tx: &Tx, id: &ConversationId) -> StoreResult<Option<Owners>> {
+    let tx = tx.sqlite()?;
     let row = tx
         .prepare_cached("SELECT app_id, user_id, client_id FROM conversations WHERE id = ?")?
         .query_row([id], |r| {
@@ -162,10 +170,8 @@ pub fn owners(tx: &Tx, id: &ConversationId) -> StoreResult<Option<Owners>> {
 }
 
 /// [`owners`], for readers.
-pub async fn owners_of(
-    ex: impl SqliteExecutor<'_>,
-    id: &ConversationId,
-) -> StoreResult<Option<Owners>> {
+pub async fn owners_of(db: &Reader, id: &ConversationId) -> StoreResult<Option<Owners>> {
+    let ex = db.sqlite()?;
     let row = sqlx::query!(
         "SELECT app_id, user_id, client_id FROM conversations WHERE id = ?",
         id
@@ -214,10 +220,11 @@ impl Row {
 }
 
 pub async fn get(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     id: &ConversationId,
     idle_cutoff: i64,
 ) -> StoreResult<Option<Conversation>> {
+    let ex = db.sqlite()?;
     let row = sqlx::query_as!(
         Row,
         r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
@@ -249,10 +256,11 @@ pub struct Filter<'a> {
 /// filter given leads (user, then client, then app) through its index; the
 /// others are checked on the rows it finds.
 pub async fn list(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     f: Filter<'_>,
     idle_cutoff: i64,
 ) -> StoreResult<Vec<(i64, Conversation)>> {
+    let ex = db.sqlite()?;
     let app = f.app;
     let client = f.client;
     let active: Option<bool> = f.state.map(|s| s == ConversationState::Active);
@@ -357,7 +365,8 @@ pub async fn list(
         .collect())
 }
 
-pub async fn count_active(ex: impl SqliteExecutor<'_>, idle_cutoff: i64) -> StoreResult<i64> {
+pub async fn count_active(db: &Reader, idle_cutoff: i64) -> StoreResult<i64> {
+    let ex = db.sqlite()?;
     let n = sqlx::query_scalar!(
         r#"SELECT COUNT(*) AS "n!: i64" FROM conversations
            WHERE expired_at IS NULL AND updated_at > ?"#,

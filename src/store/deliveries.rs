@@ -1,11 +1,10 @@
 //! The delivery queue (see the `deliveries` table in the migration for the
 //! model: one ready row per conversation, later rows queued behind it).
 
-use super::{StoreResult, Tx};
+use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId};
 use crate::model::{Delivery, DeliveryState, Direction, Message};
 use rusqlite::OptionalExtension;
-use sqlx::SqliteExecutor;
 
 /// Queues the delivery of inbound message `seq`: ready if its conversation has
 /// nothing in flight, else queued behind the conversation's open rows.
@@ -17,6 +16,7 @@ pub fn enqueue(
     client: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let state: String = tx
         .prepare_cached(
             "INSERT INTO deliveries
@@ -33,6 +33,7 @@ pub fn enqueue(
 }
 
 fn has_ready(tx: &Tx, conversation: &ConversationId) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let found = tx
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = ? AND state = 'ready')",
@@ -50,6 +51,7 @@ pub struct Due {
 
 /// Up to `limit` of the client's ready rows that are due, oldest first.
 pub fn due(tx: &Tx, client: &ClientId, now: i64, limit: i64) -> StoreResult<Vec<Due>> {
+    let tx = tx.sqlite()?;
     let mut stmt = tx.prepare_cached(
         "SELECT message_seq, conversation_id, attempts FROM deliveries
          WHERE client_id = ?1 AND state = 'ready' AND visible_at <= ?2
@@ -68,6 +70,7 @@ pub fn due(tx: &Tx, client: &ClientId, now: i64, limit: i64) -> StoreResult<Vec<
 /// Leases ready rows until `until`, counting one more attempt each. `owner`
 /// is the WebSocket session holding the leases (None for an HTTP poll).
 pub fn lease(tx: &Tx, seqs: &[i64], until: i64, now: i64, owner: Option<&str>) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "UPDATE deliveries SET attempts = attempts + 1, visible_at = ?2, updated_at = ?3, lease_owner = ?4
          WHERE message_seq IN (SELECT value FROM json_each(?1))",
@@ -81,6 +84,7 @@ fn json_list(seqs: &[i64]) -> String {
 }
 
 pub fn mark_dead(tx: &Tx, seq: i64, now: i64) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "UPDATE deliveries SET state = 'dead', updated_at = ?2, lease_owner = NULL WHERE message_seq = ?1",
     )?
@@ -96,6 +100,7 @@ pub fn promote_next(
     conversation: &ConversationId,
     now: i64,
 ) -> StoreResult<Option<Option<ClientId>>> {
+    let tx = tx.sqlite()?;
     let promoted = tx
         .prepare_cached(
             "UPDATE deliveries SET state = 'ready', updated_at = ?2
@@ -113,6 +118,7 @@ pub fn promote_next(
 /// Ends the leases a WebSocket session holds: its unacked deliveries are due
 /// again now. Returns how many.
 pub fn release_owner(tx: &Tx, owner: &str, now: i64) -> StoreResult<u64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "UPDATE deliveries SET visible_at = MIN(visible_at, ?2), lease_owner = NULL, updated_at = ?2
@@ -125,6 +131,7 @@ pub fn release_owner(tx: &Tx, owner: &str, now: i64) -> StoreResult<u64> {
 /// Ends every session-held lease: at start, when no socket of a previous run
 /// can be alive.
 pub fn release_all_owned(tx: &Tx, now: i64) -> StoreResult<u64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "UPDATE deliveries SET visible_at = MIN(visible_at, ?1), lease_owner = NULL, updated_at = ?1
@@ -135,7 +142,8 @@ pub fn release_all_owned(tx: &Tx, now: i64) -> StoreResult<u64> {
 }
 
 /// Deliveries a WebSocket session holds under a lease that has not ended.
-pub async fn count_owned(ex: impl SqliteExecutor<'_>, owner: &str, now: i64) -> StoreResult<i64> {
+pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64> {
+    let ex = db.sqlite()?;
     let n = sqlx::query_scalar!(
         r#"SELECT COUNT(*) AS "n!: i64" FROM deliveries
            WHERE lease_owner = ?1 AND state = 'ready' AND visible_at > ?2"#,
@@ -149,11 +157,8 @@ pub async fn count_owned(ex: impl SqliteExecutor<'_>, owner: &str, now: i64) -> 
 
 /// When the client's oldest due, unclaimed delivery became due (for the
 /// oldest-pending gauge): the first entry of its claim range.
-pub async fn oldest_due(
-    ex: impl SqliteExecutor<'_>,
-    client: &ClientId,
-    now: i64,
-) -> StoreResult<Option<i64>> {
+pub async fn oldest_due(db: &Reader, client: &ClientId, now: i64) -> StoreResult<Option<i64>> {
+    let ex = db.sqlite()?;
     let at = sqlx::query_scalar!(
         "SELECT visible_at FROM deliveries
          WHERE client_id = ?1 AND state = 'ready' AND visible_at <= ?2
@@ -169,10 +174,8 @@ pub async fn oldest_due(
 /// When the client's earliest ready row is or was due: in the past, a claim
 /// finds something; in the future, nothing is due before then. None: the
 /// client has no ready row. One look at the claim index, no write.
-pub async fn earliest_ready(
-    ex: impl SqliteExecutor<'_>,
-    client: &ClientId,
-) -> StoreResult<Option<i64>> {
+pub async fn earliest_ready(db: &Reader, client: &ClientId) -> StoreResult<Option<i64>> {
+    let ex = db.sqlite()?;
     let at = sqlx::query_scalar!(
         r#"SELECT MIN(visible_at) AS "at: i64" FROM deliveries
            WHERE client_id = ?1 AND state = 'ready'"#,
@@ -185,6 +188,7 @@ pub async fn earliest_ready(
 
 /// The earliest time one of the client's leased rows becomes due again.
 pub fn next_visible_at(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<Option<i64>> {
+    let tx = tx.sqlite()?;
     let at = tx
         .prepare_cached(
             "SELECT visible_at FROM deliveries
@@ -204,6 +208,7 @@ pub fn ack(
     id: &MessageId,
     now: i64,
 ) -> StoreResult<Option<ConversationId>> {
+    let tx = tx.sqlite()?;
     let conversation = tx
         .prepare_cached(
             "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
@@ -224,6 +229,7 @@ pub fn ack_conversation(
     conversation: &ConversationId,
     now: i64,
 ) -> StoreResult<u64> {
+    let tx = tx.sqlite()?;
     let done = tx
         .prepare_cached(
             "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
@@ -235,6 +241,7 @@ pub fn ack_conversation(
 
 /// Hands every unassigned open delivery to `client`. Returns how many moved.
 pub fn adopt_unassigned(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<u64> {
+    let tx = tx.sqlite()?;
     let moved = tx
         .prepare_cached(
             "UPDATE deliveries SET client_id = ?1, updated_at = ?2
@@ -252,6 +259,7 @@ pub fn move_conversation(
     to: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "UPDATE deliveries SET client_id = ?2, visible_at = MIN(visible_at, ?3), updated_at = ?3,
                 lease_owner = NULL
@@ -269,6 +277,7 @@ pub fn move_conversation(
 /// Conversations with open deliveries held by `client` (every conversation
 /// with a queued row also has a ready one, so the ready rows name them all).
 pub fn open_conversations_of(tx: &Tx, client: &ClientId) -> StoreResult<Vec<ConversationId>> {
+    let tx = tx.sqlite()?;
     let mut stmt = tx.prepare_cached(
         "SELECT conversation_id FROM deliveries WHERE client_id = ? AND state = 'ready'",
     )?;
@@ -280,7 +289,8 @@ pub fn open_conversations_of(tx: &Tx, client: &ClientId) -> StoreResult<Vec<Conv
 /// conversation's current client. Returns the conversation and whether the
 /// row is ready now, or None when `seq` is not a dead delivery.
 pub fn requeue(tx: &Tx, seq: i64, now: i64) -> StoreResult<Option<(ConversationId, bool)>> {
-    let conversation = tx
+    let conn = tx.sqlite()?;
+    let conversation = conn
         .prepare_cached(
             "SELECT conversation_id FROM deliveries WHERE message_seq = ? AND state = 'dead'",
         )?
@@ -291,7 +301,7 @@ pub fn requeue(tx: &Tx, seq: i64, now: i64) -> StoreResult<Option<(ConversationI
     };
     let ready = !has_ready(tx, &conversation)?;
     let state = if ready { "ready" } else { "queued" };
-    tx.prepare_cached(
+    conn.prepare_cached(
         "UPDATE deliveries
          SET state = ?2, attempts = 0, visible_at = ?3, updated_at = ?3,
              client_id = (SELECT client_id FROM conversations WHERE id = deliveries.conversation_id)
@@ -304,6 +314,7 @@ pub fn requeue(tx: &Tx, seq: i64, now: i64) -> StoreResult<Option<(ConversationI
 /// The messages of claimed rows, in claim order, with their attempt numbers.
 /// One statement.
 pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
+    let tx = tx.sqlite()?;
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
@@ -346,11 +357,8 @@ pub struct Filter<'a> {
 
 /// Deliveries, newest first, each with its message. Returns the rows and the
 /// sequence number to pass as `before` for the next page.
-pub async fn list(
-    ex: impl SqliteExecutor<'_>,
-    f: Filter<'_>,
-    now: i64,
-) -> StoreResult<Vec<(i64, Delivery)>> {
+pub async fn list(db: &Reader, f: Filter<'_>, now: i64) -> StoreResult<Vec<(i64, Delivery)>> {
+    let ex = db.sqlite()?;
     // The stored state plus the lease decide the state an admin sees.
     let (stored, leased): (Option<&str>, Option<bool>) = match f.state {
         None => (None, None),

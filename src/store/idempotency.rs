@@ -5,6 +5,7 @@ use crate::ids::{IdempotencyKey, MessageId};
 use rusqlite::OptionalExtension;
 
 pub fn lookup(tx: &Tx, principal: &str, key: &IdempotencyKey) -> StoreResult<Option<MessageId>> {
+    let tx = tx.sqlite()?;
     let id = tx
         .prepare_cached("SELECT message_id FROM idempotency_keys WHERE principal = ? AND key = ?")?
         .query_row((principal, key), |r| r.get(0))
@@ -19,6 +20,7 @@ pub fn record(
     message: &MessageId,
     now: i64,
 ) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO idempotency_keys (principal, key, message_id, created_at) VALUES (?, ?, ?, ?)",
     )?

@@ -1,10 +1,9 @@
 //! Messages: the permanent record of both directions of every conversation.
 
-use super::{StoreResult, Tx};
+use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
 use crate::model::{Attachment, Direction, Message};
 use rusqlite::OptionalExtension;
-use sqlx::SqliteExecutor;
 
 pub struct NewMessage<'a> {
     pub conversation_id: &'a ConversationId,
@@ -56,8 +55,9 @@ impl From<Row> for Message {
 /// Stores a message (and which attachments it carries); returns its sequence
 /// number (its place in commit order).
 pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
+    let conn = tx.sqlite()?;
     let id = MessageId::generate();
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO messages
             (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id,
              attachments)
@@ -76,7 +76,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
         m.reply_id,
         super::attachments::to_column(m.attachments),
     ))?;
-    let seq = tx.last_insert_rowid();
+    let seq = conn.last_insert_rowid();
     super::attachments::link(tx, seq, m.attachments, m.now)?;
     let message = Message {
         id,
@@ -96,6 +96,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
 }
 
 pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
+    let tx = tx.sqlite()?;
     let row = tx
         .prepare_cached(
             "SELECT seq, id, conversation_id, app_id, client_id, direction, sender, recipient, text,
@@ -122,7 +123,8 @@ pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
     Ok(row.map(Message::from))
 }
 
-pub async fn by_seq(ex: impl SqliteExecutor<'_>, seq: i64) -> StoreResult<Option<Message>> {
+pub async fn by_seq(db: &Reader, seq: i64) -> StoreResult<Option<Message>> {
+    let ex = db.sqlite()?;
     let row = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
@@ -136,6 +138,7 @@ pub async fn by_seq(ex: impl SqliteExecutor<'_>, seq: i64) -> StoreResult<Option
 }
 
 pub fn seq_of(tx: &Tx, id: &MessageId) -> StoreResult<Option<i64>> {
+    let tx = tx.sqlite()?;
     let seq = tx
         .prepare_cached("SELECT seq FROM messages WHERE id = ?")?
         .query_row([id], |r| r.get(0))
@@ -145,9 +148,10 @@ pub fn seq_of(tx: &Tx, id: &MessageId) -> StoreResult<Option<i64>> {
 
 /// Every message of a conversation, oldest first.
 pub async fn of_conversation(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     conversation: &ConversationId,
 ) -> StoreResult<Vec<Message>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
@@ -163,11 +167,12 @@ pub async fn of_conversation(
 /// An app's outbound messages after sequence number `after`, in commit order,
 /// each with its sequence number (the outbox cursor).
 pub async fn outbox(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     app: &AppId,
     after: i64,
     limit: i64,
 ) -> StoreResult<Vec<(i64, Message)>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
@@ -187,12 +192,13 @@ pub async fn outbox(
 /// Both directions of an app's conversations (or of one of them) after
 /// sequence number `after`, in commit order: the stored part of a live stream.
 pub async fn stream(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     app: &AppId,
     conversation: Option<&ConversationId>,
     after: i64,
     limit: i64,
 ) -> StoreResult<Vec<(i64, Message)>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
@@ -215,7 +221,7 @@ pub async fn stream(
 /// Read through the user's conversations, so a user's history costs what
 /// that user has, not what the app has.
 pub async fn of_user(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     app: &AppId,
     user: &UserId,
     conversation: Option<&ConversationId>,
@@ -223,6 +229,7 @@ pub async fn of_user(
     limit: i64,
     outbound_only: bool,
 ) -> StoreResult<Vec<(i64, Message)>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT m.seq AS "seq!", m.id, m.conversation_id, m.app_id, m.client_id, m.direction,
@@ -251,7 +258,8 @@ fn numbered(rows: Vec<Row>) -> Vec<(i64, Message)> {
 }
 
 /// The newest sequence number (0 for an empty database): "now" as a cursor.
-pub async fn last_seq(ex: impl SqliteExecutor<'_>) -> StoreResult<i64> {
+pub async fn last_seq(db: &Reader) -> StoreResult<i64> {
+    let ex = db.sqlite()?;
     let seq = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(seq), 0) AS "seq!: i64" FROM messages"#)
         .fetch_one(ex)
         .await?;

@@ -25,6 +25,7 @@ pub mod postgres;
 pub mod retention;
 pub mod sessions;
 pub mod settings;
+mod tx;
 pub mod webhooks;
 mod writer;
 
@@ -35,7 +36,8 @@ use sqlx::{ConnectOptions, Connection};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use writer::{Tx, WriterStats};
+pub use tx::{PgTx, Reader, Tx};
+pub use writer::WriterStats;
 
 /// How long a connection waits for a lock held by another process (the admin
 /// CLI writing while the server runs) before reporting the database busy.
@@ -104,6 +106,10 @@ pub enum StoreError {
     Schema(String),
     #[error("database error: {0}")]
     Other(String),
+    /// The operation has no PostgreSQL statements yet (the relay does not
+    /// start on PostgreSQL until every one has them).
+    #[error("this operation is not available on PostgreSQL yet")]
+    Unsupported,
 }
 
 impl StoreError {
@@ -183,9 +189,22 @@ pub struct Credential {
     pub version: i64,
 }
 
-/// The database: one writer task and a pool of readers.
+/// The database: SQLite's file (one writer thread and a pool of readers),
+/// or a PostgreSQL database several relays share.
 #[derive(Clone)]
 pub struct Store {
+    reader: Reader,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteFile),
+    Postgres(postgres::PgStore),
+}
+
+#[derive(Clone)]
+struct SqliteFile {
     readers: SqlitePool,
     writer: writer::Writer,
     checkpointer: std::sync::Arc<tokio::sync::Mutex<Option<checkpoint::Checkpointer>>>,
@@ -228,46 +247,78 @@ impl Store {
             .await?;
 
         Ok(Store {
-            readers,
-            writer,
-            checkpointer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(
-                checkpoint::Checkpointer::spawn(checkpoints),
-            ))),
-            path: path.to_owned(),
+            reader: Reader::Sqlite(readers.clone()),
+            backend: Backend::Sqlite(SqliteFile {
+                readers,
+                writer,
+                checkpointer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(
+                    checkpoint::Checkpointer::spawn(checkpoints),
+                ))),
+                path: path.to_owned(),
+            }),
         })
     }
 
-    /// Counters of the writer (commits, batch sizes, commit time).
-    pub fn writer_stats(&self) -> &WriterStats {
-        &self.writer.stats
+    /// Connects to the PostgreSQL database at `url` with a pool of up to
+    /// `max_connections` and migrates it (see [`postgres::PgStore`]).
+    pub async fn connect_postgres(url: &str, max_connections: u32) -> StoreResult<Store> {
+        let pg = postgres::PgStore::connect(url, max_connections).await?;
+        Ok(Store {
+            reader: Reader::Postgres(pg.pool().clone()),
+            backend: Backend::Postgres(pg),
+        })
     }
 
-    /// Writes a consistent, verified copy of the database to `dest` (which
-    /// must not exist) while writers go on. Returns its size in bytes.
+    /// Counters of SQLite's writer (commits, batch sizes, commit time); None
+    /// on PostgreSQL, which has no single writer.
+    pub fn writer_stats(&self) -> Option<&WriterStats> {
+        match &self.backend {
+            Backend::Sqlite(file) => Some(&file.writer.stats),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Writes a consistent, verified copy of the SQLite database to `dest`
+    /// (which must not exist) while writers go on. Returns its size in
+    /// bytes. A PostgreSQL database is backed up with `pg_dump`.
     pub async fn backup_to(&self, dest: &Path) -> StoreResult<u64> {
-        backup::backup_to(&self.readers, dest).await
+        match &self.backend {
+            Backend::Sqlite(file) => backup::backup_to(&file.readers, dest).await,
+            Backend::Postgres(_) => Err(StoreError::Unsupported),
+        }
     }
 
     /// Whether the database answers a query.
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query_scalar!(r#"SELECT 1 AS "one!: i64""#)
-            .fetch_one(&self.readers)
-            .await?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(file) => {
+                sqlx::query_scalar!(r#"SELECT 1 AS "one!: i64""#)
+                    .fetch_one(&file.readers)
+                    .await?;
+                Ok(())
+            }
+            Backend::Postgres(pg) => pg.ping().await,
+        }
     }
 
-    /// The read-only connection pool.
-    pub fn reader(&self) -> &SqlitePool {
-        &self.readers
+    /// The connections reads use.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The SQLite file (None on PostgreSQL).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(file) => Some(&file.path),
+            Backend::Postgres(_) => None,
+        }
     }
 
-    /// The size of the write-ahead log in bytes (0 when there is none).
+    /// The size of SQLite's write-ahead log in bytes (0 when there is none,
+    /// and on PostgreSQL).
     pub fn wal_size(&self) -> u64 {
-        std::fs::metadata(wal_path(&self.path))
+        self.path()
+            .and_then(|path| std::fs::metadata(wal_path(path)).ok())
             .map(|m| m.len())
             .unwrap_or(0)
     }
@@ -275,16 +326,20 @@ impl Store {
     /// Runs `op` inside a write transaction and resolves once that transaction
     /// is committed (on disk as far as `[storage] synchronous` promises).
     ///
-    /// Operations submitted concurrently may share one transaction; each runs
-    /// in its own savepoint, so an operation that returns `Err` is rolled back
-    /// alone and its error is returned to its caller only.
+    /// On SQLite, operations submitted concurrently may share one
+    /// transaction; each runs in its own savepoint, so an operation that
+    /// returns `Err` is rolled back alone and its error is returned to its
+    /// caller only. On PostgreSQL each operation is a transaction of its own.
     pub async fn write<T, E, F>(&self, op: F) -> Result<T, E>
     where
         F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.writer.submit(op, true).await
+        match &self.backend {
+            Backend::Sqlite(file) => file.writer.submit(op, true).await,
+            Backend::Postgres(pg) => write_postgres(pg, op, true).await,
+        }
     }
 
     /// Like [`Store::write`], for changes a crash may undo without breaking a
@@ -297,19 +352,81 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.writer.submit(op, false).await
+        match &self.backend {
+            Backend::Sqlite(file) => file.writer.submit(op, false).await,
+            Backend::Postgres(pg) => write_postgres(pg, op, false).await,
+        }
     }
 
-    /// Finishes queued writes and closes every connection. The writer closes
-    /// last: as the last connection it checkpoints the WAL into the main file
-    /// and removes it (a read-only connection cannot), so a stopped relay
-    /// leaves one self-contained file.
+    /// Finishes queued writes and closes every connection. On SQLite the
+    /// writer closes last: as the last connection it checkpoints the WAL into
+    /// the main file and removes it (a read-only connection cannot), so a
+    /// stopped relay leaves one self-contained file.
     pub async fn close(&self) {
-        if let Some(c) = self.checkpointer.lock().await.take() {
-            c.stop().await;
+        match &self.backend {
+            Backend::Sqlite(file) => {
+                if let Some(c) = file.checkpointer.lock().await.take() {
+                    c.stop().await;
+                }
+                file.readers.close().await;
+                file.writer.close().await;
+            }
+            Backend::Postgres(pg) => pg.close().await,
         }
-        self.readers.close().await;
-        self.writer.close().await;
+    }
+}
+
+/// A write on PostgreSQL: one transaction on a pooled connection, `op` run
+/// on a blocking thread (its statements wait for their answers there, see
+/// [`PgTx`]), committed when it returns `Ok` and rolled back otherwise. A
+/// relaxed write commits with `synchronous_commit = off`: PostgreSQL then
+/// answers before the commit record is flushed, and still flushes it before
+/// any later synchronous commit's, so it is never reordered after one.
+async fn write_postgres<T, E, F>(pg: &postgres::PgStore, op: F, durable: bool) -> Result<T, E>
+where
+    F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let mut txn = pg
+        .pool()
+        .begin()
+        .await
+        .map_err(|e| E::from(postgres::error(e)))?;
+    if !durable {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *txn)
+            .await
+            .map_err(|e| E::from(postgres::error(e)))?;
+    }
+    let runtime = tokio::runtime::Handle::current();
+    let ran = tokio::task::spawn_blocking(move || {
+        let tx = Tx::Postgres(PgTx::new(txn, runtime));
+        let result = op(&tx);
+        (result, tx.into_postgres())
+    })
+    .await;
+    let (result, txn) = match ran {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => return Err(E::from(StoreError::Closed)),
+    };
+    let Some(txn) = txn else {
+        return Err(E::from(StoreError::Closed));
+    };
+    match result {
+        Ok(value) => {
+            txn.commit()
+                .await
+                .map_err(|e| E::from(postgres::error(e)))?;
+            Ok(value)
+        }
+        Err(e) => {
+            // A failed rollback leaves nothing committed either: the
+            // connection is closed instead of returned to the pool.
+            let _ = txn.rollback().await;
+            Err(e)
+        }
     }
 }
 

@@ -2,8 +2,7 @@
 //! batches (each batch is one short write, so the writer never stalls behind
 //! a purge).
 
-use super::{StoreResult, Tx};
-use sqlx::SqliteExecutor;
+use super::{Reader, StoreResult, Tx};
 
 /// What a purge removes (or, for a dry run, would remove).
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -57,12 +56,13 @@ impl Purged {
 
 /// Counts what a purge with these cutoffs would remove.
 pub async fn count(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     expired_before: i64,
     keys_before: i64,
     sessions_before: i64,
     unreferenced_before: i64,
 ) -> StoreResult<Purged> {
+    let ex = db.sqlite()?;
     let r = sqlx::query!(
         r#"SELECT
              (SELECT COUNT(*) FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1) AS "conversations!: i64",
@@ -107,6 +107,7 @@ pub async fn count(
 /// Deletes up to `limit` conversations expired before `expired_before`, with
 /// their messages and deliveries.
 pub fn purge_conversations(tx: &Tx, expired_before: i64, limit: i64) -> StoreResult<Purged> {
+    let tx = tx.sqlite()?;
     let ids: Vec<String> = tx
         .prepare_cached(
             "SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ? LIMIT ?",
@@ -141,6 +142,7 @@ pub fn purge_conversations(tx: &Tx, expired_before: i64, limit: i64) -> StoreRes
 
 /// Deletes up to `limit` dead deliveries last touched before `before`.
 pub fn purge_dead(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "DELETE FROM deliveries WHERE message_seq IN
@@ -152,6 +154,7 @@ pub fn purge_dead(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
 
 /// Deletes up to `limit` idempotency keys recorded before `before`.
 pub fn purge_keys(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "DELETE FROM idempotency_keys WHERE (principal, key) IN

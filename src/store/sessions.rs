@@ -1,10 +1,9 @@
 //! User sessions and the built-in accounts that open them by logging in (see
 //! the migration `0008_sessions.sql` for the model).
 
-use super::{StoreResult, Tx};
+use super::{Reader, StoreResult, Tx};
 use crate::ids::{AccountId, AppId, SessionId, UserId};
 use rusqlite::OptionalExtension;
-use sqlx::SqliteExecutor;
 
 pub struct NewSession<'a> {
     pub id: &'a SessionId,
@@ -17,6 +16,7 @@ pub struct NewSession<'a> {
 }
 
 pub fn insert(tx: &Tx, s: NewSession<'_>) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "INSERT INTO sessions (id, app_id, user_id, account_id, token_hash, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -46,10 +46,11 @@ pub struct SessionCredential {
 /// The credential of a session that is neither revoked nor expired, of an
 /// app that is not revoked and (for a login) an account that is not disabled.
 pub async fn credential(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     id: &SessionId,
     now: i64,
 ) -> StoreResult<Option<SessionCredential>> {
+    let ex = db.sqlite()?;
     let row = sqlx::query!(
         r#"SELECT s.token_hash, s.app_id, s.user_id, s.expires_at,
                   COALESCE(a.credentials_changed_at, 0) AS "version!: i64"
@@ -74,6 +75,7 @@ pub async fn credential(
 
 /// Moves a live session's expiry to `expires_at`. None: no such live session.
 pub fn refresh(tx: &Tx, id: &SessionId, now: i64, expires_at: i64) -> StoreResult<Option<i64>> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "UPDATE sessions SET expires_at = ?3
@@ -86,6 +88,7 @@ pub fn refresh(tx: &Tx, id: &SessionId, now: i64, expires_at: i64) -> StoreResul
 
 /// Revokes one session. Returns false when it was not live.
 pub fn revoke(tx: &Tx, id: &SessionId, now: i64) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
@@ -96,6 +99,7 @@ pub fn revoke(tx: &Tx, id: &SessionId, now: i64) -> StoreResult<bool> {
 
 /// Revokes every live session of an account; returns their ids.
 pub fn revoke_for_account(tx: &Tx, account: &AccountId, now: i64) -> StoreResult<Vec<SessionId>> {
+    let tx = tx.sqlite()?;
     let mut stmt = tx.prepare_cached(
         "UPDATE sessions SET revoked_at = ?2
          WHERE account_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 RETURNING id",
@@ -109,6 +113,7 @@ pub fn revoke_for_account(tx: &Tx, account: &AccountId, now: i64) -> StoreResult
 
 /// Deletes sessions that expired or were revoked before `before`.
 pub fn purge(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "DELETE FROM sessions WHERE id IN (
@@ -137,6 +142,7 @@ pub fn insert_account(
     password_hash: &str,
     now: i64,
 ) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "INSERT INTO accounts (id, app_id, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -146,6 +152,7 @@ pub fn insert_account(
 
 /// Whether an account has this login name (inside a write, before inserting).
 pub fn name_taken(tx: &Tx, name: &str) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     Ok(tx
         .prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")?
         .query_row([name], |_| Ok(()))
@@ -156,10 +163,11 @@ pub fn name_taken(tx: &Tx, name: &str) -> StoreResult<bool> {
 /// The accounts with login name `name` (at most one), or all of them, or
 /// those of one app; by name.
 pub async fn accounts(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     name: Option<&str>,
     app: Option<&AppId>,
 ) -> StoreResult<Vec<Account>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query!(
         r#"SELECT id, app_id, name, password_hash, created_at, disabled_at FROM accounts
            WHERE (?1 IS NULL OR name = ?1) AND (?2 IS NULL OR app_id = ?2)
@@ -185,6 +193,7 @@ pub async fn accounts(
 /// Disables (`Some(now)`) or enables (`None`) the account named `name`;
 /// returns its id, None for no such account.
 pub fn set_disabled(tx: &Tx, name: &str, at: Option<i64>) -> StoreResult<Option<AccountId>> {
+    let tx = tx.sqlite()?;
     Ok(tx
         .prepare_cached("UPDATE accounts SET disabled_at = ?2 WHERE name = ?1 RETURNING id")?
         .query_row((name, at), |r| r.get::<_, String>(0))
@@ -194,6 +203,7 @@ pub fn set_disabled(tx: &Tx, name: &str, at: Option<i64>) -> StoreResult<Option<
 
 /// Replaces the password hash of the account named `name`; returns its id.
 pub fn set_password(tx: &Tx, name: &str, password_hash: &str) -> StoreResult<Option<AccountId>> {
+    let tx = tx.sqlite()?;
     Ok(tx
         .prepare_cached("UPDATE accounts SET password_hash = ?2 WHERE name = ?1 RETURNING id")?
         .query_row((name, password_hash), |r| r.get::<_, String>(0))
@@ -244,7 +254,7 @@ mod tests {
             let row: Option<i64> =
                 sqlx::query_scalar("SELECT expires_at FROM sessions WHERE id = ?")
                     .bind(id.as_str())
-                    .fetch_optional(store.reader())
+                    .fetch_optional(store.reader().sqlite().unwrap())
                     .await
                     .unwrap();
             assert_eq!(row.is_some(), kept, "{id}");

@@ -1,11 +1,10 @@
 //! Webhook endpoints, their events and per-endpoint delivery queue (see the
 //! migration `0007_webhooks.sql` for the model).
 
-use super::{StoreResult, Tx};
+use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ConversationId, EventId, WebhookId};
 use crate::model::{WebhookAttempt, WebhookInfo};
 use rusqlite::OptionalExtension;
-use sqlx::SqliteExecutor;
 
 /// Attempts kept per endpoint for the admin API.
 const KEPT_ATTEMPTS: i64 = 100;
@@ -20,6 +19,7 @@ pub struct NewWebhook<'a> {
 }
 
 pub fn insert(tx: &Tx, w: NewWebhook<'_>) -> StoreResult<()> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "INSERT INTO webhooks (id, app_id, url, events, enabled, secret, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?6)",
@@ -38,6 +38,7 @@ pub struct Change<'a> {
 /// Applies `change`. Enabling clears the failure record and makes the
 /// endpoint's pending events due now. Returns false for no such endpoint.
 pub fn update(tx: &Tx, id: &WebhookId, change: Change<'_>, now: i64) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "UPDATE webhooks SET url = COALESCE(?2, url), events = COALESCE(?3, events),
@@ -60,6 +61,7 @@ pub fn update(tx: &Tx, id: &WebhookId, change: Change<'_>, now: i64) -> StoreRes
 
 /// Deletes an endpoint with its queue and attempts. False for no such one.
 pub fn delete(tx: &Tx, id: &WebhookId) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached("DELETE FROM webhook_deliveries WHERE webhook_id = ?")?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM webhook_attempts WHERE webhook_id = ?")?
@@ -78,6 +80,7 @@ pub fn rotate_secret(
     old_until: i64,
     now: i64,
 ) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "UPDATE webhooks SET old_secret = secret, old_secret_until = ?3, secret = ?2, updated_at = ?4
@@ -98,6 +101,7 @@ pub fn record_event(
     payload: impl FnOnce() -> String,
     now: i64,
 ) -> StoreResult<bool> {
+    let tx = tx.sqlite()?;
     let subscribed: bool = tx
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM webhooks
@@ -142,6 +146,7 @@ impl Outcome {
 
 /// Attempts made so far of an endpoint's event.
 pub fn attempts_of(tx: &Tx, id: &WebhookId, event_seq: i64) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     let n = tx
         .prepare_cached(
             "SELECT attempts FROM webhook_deliveries WHERE webhook_id = ? AND event_seq = ?",
@@ -171,6 +176,7 @@ pub struct Recorded {
 /// Records an attempt and its consequences: delivered, or retried later,
 /// or given up; the endpoint's failure run; disabling it past the limit.
 pub fn record_attempt(tx: &Tx, o: &Outcome, retry: &Retry) -> StoreResult<Recorded> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "INSERT INTO webhook_attempts (webhook_id, event_seq, at, status, latency_ms, error, response)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -261,6 +267,7 @@ pub enum ReplayRange<'a> {
 /// Makes the endpoint's events in `range` pending and due now, with a fresh
 /// attempt count. Returns how many.
 pub fn replay(tx: &Tx, id: &WebhookId, range: ReplayRange<'_>, now: i64) -> StoreResult<usize> {
+    let tx = tx.sqlite()?;
     let n = match range {
         ReplayRange::One(event) => tx
             .prepare_cached(
@@ -282,6 +289,7 @@ pub fn replay(tx: &Tx, id: &WebhookId, range: ReplayRange<'_>, now: i64) -> Stor
 /// Deletes up to `limit` events created before `before`, with their queue
 /// rows. Returns how many events.
 pub fn purge_events(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
+    let tx = tx.sqlite()?;
     tx.prepare_cached(
         "DELETE FROM webhook_deliveries WHERE event_seq IN
              (SELECT seq FROM webhook_events WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
@@ -297,7 +305,8 @@ pub fn purge_events(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
 }
 
 /// Events a purge with this cutoff would remove.
-pub async fn count_old_events(ex: impl SqliteExecutor<'_>, before: i64) -> StoreResult<i64> {
+pub async fn count_old_events(db: &Reader, before: i64) -> StoreResult<i64> {
+    let ex = db.sqlite()?;
     let n = sqlx::query_scalar!(
         r#"SELECT COUNT(*) AS "n!: i64" FROM webhook_events WHERE created_at < ?"#,
         before
@@ -317,7 +326,8 @@ pub struct Endpoint {
 }
 
 /// Enabled endpoints of apps that are not revoked.
-pub async fn enabled(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<Endpoint>> {
+pub async fn enabled(db: &Reader) -> StoreResult<Vec<Endpoint>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query!(
         r#"SELECT w.id, w.url, w.secret, w.old_secret, w.old_secret_until
            FROM webhooks w JOIN apps a ON a.id = w.app_id
@@ -346,11 +356,8 @@ pub struct Pending {
 }
 
 /// The endpoint's first `limit` pending events, oldest first.
-pub async fn pending(
-    ex: impl SqliteExecutor<'_>,
-    webhook: &WebhookId,
-    limit: i64,
-) -> StoreResult<Vec<Pending>> {
+pub async fn pending(db: &Reader, webhook: &WebhookId, limit: i64) -> StoreResult<Vec<Pending>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query!(
         r#"SELECT event_seq, conversation_id, next_at FROM webhook_deliveries
            WHERE webhook_id = ?1 AND state = 'pending'
@@ -371,10 +378,8 @@ pub async fn pending(
 }
 
 /// An event's id (the `webhook-id`) and body.
-pub async fn event(
-    ex: impl SqliteExecutor<'_>,
-    seq: i64,
-) -> StoreResult<Option<(EventId, String)>> {
+pub async fn event(db: &Reader, seq: i64) -> StoreResult<Option<(EventId, String)>> {
+    let ex = db.sqlite()?;
     let row = sqlx::query!("SELECT id, payload FROM webhook_events WHERE seq = ?", seq)
         .fetch_optional(ex)
         .await?;
@@ -417,10 +422,11 @@ impl From<InfoRow> for WebhookInfo {
 
 /// Endpoints of `app` (or of every app), or the one with `id`, oldest first.
 pub async fn list(
-    ex: impl SqliteExecutor<'_>,
+    db: &Reader,
     app: Option<&AppId>,
     id: Option<&WebhookId>,
 ) -> StoreResult<Vec<WebhookInfo>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query_as!(
         InfoRow,
         r#"SELECT id, app_id, url, events, enabled AS "enabled!: bool", failures, failing_since,
@@ -438,11 +444,8 @@ pub async fn list(
 }
 
 /// The endpoint's newest attempts, newest first.
-pub async fn attempts(
-    ex: impl SqliteExecutor<'_>,
-    id: &WebhookId,
-    limit: i64,
-) -> StoreResult<Vec<WebhookAttempt>> {
+pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Vec<WebhookAttempt>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query!(
         r#"SELECT e.id AS "event_id!", e.type AS "event_type!", a.at, a.status, a.latency_ms,
                   a.error, a.response
@@ -468,7 +471,8 @@ pub async fn attempts(
 }
 
 /// Per endpoint: pending events and when the oldest of them happened.
-pub async fn backlog(ex: impl SqliteExecutor<'_>) -> StoreResult<Vec<(WebhookId, i64, i64)>> {
+pub async fn backlog(db: &Reader) -> StoreResult<Vec<(WebhookId, i64, i64)>> {
+    let ex = db.sqlite()?;
     let rows = sqlx::query!(
         r#"SELECT d.webhook_id AS "webhook_id!", COUNT(*) AS "pending!: i64", MIN(e.created_at) AS "oldest!: i64"
            FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq

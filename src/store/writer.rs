@@ -20,14 +20,11 @@
 //! Between batches the writer also keeps the write-ahead log bounded (see
 //! [`WalBound`]).
 
-use super::{StoreError, StoreResult};
+use super::{StoreError, StoreResult, Tx};
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-
-/// The writer's connection, inside an open transaction, as operations see it.
-pub type Tx = Connection;
 
 /// Delivers an operation's result once the fate of its transaction is known.
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -134,6 +131,10 @@ fn run(
     full: bool,
     mut wal: WalBound,
 ) {
+    // Operations see the connection as a `Tx`; the writer's own statements
+    // (BEGIN, savepoints, COMMIT) use it directly.
+    let tx = Tx::Sqlite(conn);
+    let Ok(conn) = tx.sqlite() else { return };
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut mode = Sync {
         full,
@@ -157,13 +158,15 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            run_batch(&conn, &mut batch, stats, &mut mode);
-            wal.keep_bounded(&conn);
+            run_batch(&tx, conn, &mut batch, stats, &mut mode);
+            wal.keep_bounded(conn);
         }
     }
     // As the last connection, closing folds the WAL into the database file.
-    if let Err((_, e)) = conn.close() {
-        tracing::warn!(error = %e, "closing the writer's connection failed");
+    if let Tx::Sqlite(conn) = tx {
+        if let Err((_, e)) = conn.close() {
+            tracing::warn!(error = %e, "closing the writer's connection failed");
+        }
     }
     for done in stopped {
         let _ = done.send(());
@@ -187,7 +190,13 @@ fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
     Ok(())
 }
 
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats, mode: &mut Sync) {
+fn run_batch(
+    tx: &Tx,
+    conn: &Connection,
+    batch: &mut Vec<Job>,
+    stats: &WriterStats,
+    mode: &mut Sync,
+) {
     if mode.full {
         let durable = batch.iter().any(|j| j.durable);
         if durable != mode.durable_now {
@@ -227,7 +236,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats, mode:
                 continue;
             }
         }
-        let (ok, completion) = (job.run)(Ok(conn));
+        let (ok, completion) = (job.run)(Ok(tx));
         completions.push(completion);
         if alone {
             failed_alone = !ok;
@@ -431,8 +440,9 @@ mod tests {
                 .unwrap();
             assert_eq!(stored.is_some(), i % 3 != 0, "key k{i}");
         }
-        let ops = store.writer_stats().operations.load(Ordering::Relaxed);
-        let commits = store.writer_stats().commits.load(Ordering::Relaxed);
+        let stats = store.writer_stats().expect("a SQLite store has a writer");
+        let ops = stats.operations.load(Ordering::Relaxed);
+        let commits = stats.commits.load(Ordering::Relaxed);
         assert!(
             ops > commits + 30,
             "the operations shared commits ({ops} in {commits})"

@@ -1,0 +1,124 @@
+//! The handles the domain's storage calls take, on either backend: [`Tx`],
+//! an open write transaction, and [`Reader`], the connections reads use.
+//!
+//! The domain composes store write functions inside one [`Store::write`]
+//! closure, so every multi-row change is one transaction. That closure is
+//! synchronous and shared by both backends. On SQLite it runs on the writer
+//! thread with the writer's connection; on PostgreSQL it runs on a blocking
+//! thread that holds one pooled connection inside one transaction, and each
+//! statement waits for its answer there ([`PgTx`]).
+//!
+//! A store function takes the handle and matches on the backend. Those not
+//! yet written for PostgreSQL ask for their backend with [`Tx::sqlite`] or
+//! [`Reader::sqlite`], which answer [`StoreError::Unsupported`] on
+//! PostgreSQL; the relay does not start on PostgreSQL until none is left.
+//!
+//! [`Store::write`]: super::Store::write
+
+use super::postgres::error as pg_error;
+use super::{StoreError, StoreResult};
+use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use sqlx::query::{Query, QueryAs};
+use sqlx::{FromRow, Postgres, SqlitePool};
+use std::cell::RefCell;
+
+/// An open write transaction.
+pub enum Tx {
+    /// The writer thread's connection (see `writer`).
+    Sqlite(rusqlite::Connection),
+    Postgres(PgTx),
+}
+
+impl Tx {
+    /// The PostgreSQL transaction, once the operation has run.
+    pub(super) fn into_postgres(self) -> Option<sqlx::Transaction<'static, Postgres>> {
+        match self {
+            Tx::Postgres(pg) => Some(pg.txn.into_inner()),
+            Tx::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite connection, for store functions that have no PostgreSQL
+    /// statements yet.
+    pub(crate) fn sqlite(&self) -> StoreResult<&rusqlite::Connection> {
+        match self {
+            Tx::Sqlite(conn) => Ok(conn),
+            Tx::Postgres(_) => Err(StoreError::Unsupported),
+        }
+    }
+}
+
+/// The connections reads use: SQLite's read-only pool, or PostgreSQL's pool.
+#[derive(Clone)]
+pub enum Reader {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Reader {
+    /// The SQLite pool, for store functions that have no PostgreSQL
+    /// statements yet.
+    pub(crate) fn sqlite(&self) -> StoreResult<&SqlitePool> {
+        match self {
+            Reader::Sqlite(pool) => Ok(pool),
+            Reader::Postgres(_) => Err(StoreError::Unsupported),
+        }
+    }
+}
+
+/// A PostgreSQL transaction, driven from a blocking thread: each statement
+/// is run on the runtime and waited for, so the domain's synchronous
+/// closures work unchanged. Never used on a runtime thread (blocking there
+/// would stall every task on it): `Store::write` runs the closure with
+/// `spawn_blocking`.
+pub struct PgTx {
+    txn: RefCell<sqlx::Transaction<'static, Postgres>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PgTx {
+    pub(super) fn new(
+        txn: sqlx::Transaction<'static, Postgres>,
+        runtime: tokio::runtime::Handle,
+    ) -> PgTx {
+        PgTx {
+            txn: RefCell::new(txn),
+            runtime,
+        }
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    pub fn execute(&self, query: Query<'_, Postgres, PgArguments>) -> StoreResult<u64> {
+        let mut txn = self.txn.borrow_mut();
+        let done = self
+            .runtime
+            .block_on(query.execute(&mut **txn))
+            .map_err(pg_error)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Runs a query that returns at most one row.
+    pub fn fetch_optional<O>(
+        &self,
+        query: QueryAs<'_, Postgres, O, PgArguments>,
+    ) -> StoreResult<Option<O>>
+    where
+        O: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let mut txn = self.txn.borrow_mut();
+        self.runtime
+            .block_on(query.fetch_optional(&mut **txn))
+            .map_err(pg_error)
+    }
+
+    /// Runs a query and returns every row.
+    pub fn fetch_all<O>(&self, query: QueryAs<'_, Postgres, O, PgArguments>) -> StoreResult<Vec<O>>
+    where
+        O: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let mut txn = self.txn.borrow_mut();
+        self.runtime
+            .block_on(query.fetch_all(&mut **txn))
+            .map_err(pg_error)
+    }
+}
