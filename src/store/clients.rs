@@ -1,5 +1,6 @@
 //! Clients: agent instances and their credentials.
 
+use super::postgres::error as pg_error;
 use super::{Credential, Reader, StoreResult, Tx};
 use crate::ids::ClientId;
 use rusqlite::OptionalExtension;
@@ -14,60 +15,100 @@ pub struct Row {
 }
 
 pub fn insert(tx: &Tx, id: &ClientId, name: &str, token_hash: &str, now: i64) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
-    tx.prepare_cached(
-        "INSERT INTO clients (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-    )?
-    .execute((id, name, token_hash, now))?;
+    match tx {
+        Tx::Sqlite(c) => {
+            c.prepare_cached(
+                "INSERT INTO clients (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+            )?
+            .execute((id, name, token_hash, now))?;
+        }
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "INSERT INTO clients (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(token_hash)
+                .bind(now),
+            )?;
+        }
+    }
     Ok(())
 }
 
 pub async fn list(db: &Reader) -> StoreResult<Vec<Row>> {
-    let ex = db.sqlite()?;
-    let rows = sqlx::query!(
-        "SELECT id, name, pending, last_seen_at, created_at, revoked_at FROM clients ORDER BY created_at, id"
-    )
-    .fetch_all(ex)
-    .await?;
+    type Columns = (String, String, i64, Option<i64>, i64, Option<i64>);
+    let rows: Vec<Columns> = match db {
+        Reader::Sqlite(pool) => sqlx::query!(
+            "SELECT id, name, pending, last_seen_at, created_at, revoked_at FROM clients ORDER BY created_at, id"
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.name, r.pending, r.last_seen_at, r.created_at, r.revoked_at))
+        .collect(),
+        Reader::Postgres(pool) => sqlx::query_as(
+            "SELECT id, name, pending, last_seen_at, created_at, revoked_at FROM clients ORDER BY created_at, id",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(pg_error)?,
+    };
     Ok(rows
         .into_iter()
-        .map(|r| Row {
-            id: ClientId::from_db(r.id),
-            name: r.name,
-            pending: r.pending,
-            last_seen_at: r.last_seen_at,
-            created_at: r.created_at,
-            revoked_at: r.revoked_at,
-        })
+        .map(
+            |(id, name, pending, last_seen_at, created_at, revoked_at)| Row {
+                id: ClientId::from_db(id),
+                name,
+                pending,
+                last_seen_at,
+                created_at,
+                revoked_at,
+            },
+        )
         .collect())
 }
 
 /// The token hash of a client that is not revoked.
 pub async fn credential(db: &Reader, id: &ClientId) -> StoreResult<Option<Credential>> {
-    let ex = db.sqlite()?;
-    let row = sqlx::query!(
-        r#"SELECT token_hash AS "hash?: String", COALESCE(credentials_changed_at, 0) AS "version!: i64"
-           FROM clients WHERE id = ? AND revoked_at IS NULL"#,
-        id
-    )
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.and_then(|r| {
-        Some(Credential {
-            hash: r.hash?,
-            version: r.version,
-        })
-    }))
+    let row: Option<(String, i64)> = match db {
+        Reader::Sqlite(pool) => sqlx::query!(
+            r#"SELECT token_hash AS "hash!: String", COALESCE(credentials_changed_at, 0) AS "version!: i64"
+               FROM clients WHERE id = ? AND revoked_at IS NULL"#,
+            id
+        )
+        .fetch_optional(pool)
+        .await?
+        .map(|r| (r.hash, r.version)),
+        Reader::Postgres(pool) => sqlx::query_as(
+            "SELECT token_hash, COALESCE(credentials_changed_at, 0)
+             FROM clients WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(pg_error)?,
+    };
+    Ok(row.map(|(hash, version)| Credential { hash, version }))
 }
 
 /// Revokes a client. Returns false when there is no such active client.
 pub fn revoke(tx: &Tx, id: &ClientId, now: i64) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
-    let n = tx
-        .prepare_cached(
-            "UPDATE clients SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-        )?
-        .execute((id, now))?;
+    let n = match tx {
+        Tx::Sqlite(c) => c
+            .prepare_cached(
+                "UPDATE clients SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute((id, now))? as u64,
+        Tx::Postgres(pg) => pg.execute(
+            sqlx::query(
+                "UPDATE clients SET revoked_at = $2, credentials_changed_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(now),
+        )?,
+    };
     Ok(n == 1)
 }
 
@@ -79,60 +120,107 @@ pub fn set_token(
     token_hash: &str,
     now: i64,
 ) -> StoreResult<Option<String>> {
-    let tx = tx.sqlite()?;
-    let name = tx
-        .prepare_cached(
-            "UPDATE clients SET token_hash = ?2, credentials_changed_at = ?3
-             WHERE id = ?1 AND revoked_at IS NULL
-             RETURNING name",
-        )?
-        .query_row((id, token_hash, now), |r| r.get(0))
-        .optional()?;
-    Ok(name)
+    match tx {
+        Tx::Sqlite(c) => Ok(c
+            .prepare_cached(
+                "UPDATE clients SET token_hash = ?2, credentials_changed_at = ?3
+                 WHERE id = ?1 AND revoked_at IS NULL
+                 RETURNING name",
+            )?
+            .query_row((id, token_hash, now), |r| r.get(0))
+            .optional()?),
+        Tx::Postgres(pg) => Ok(pg
+            .fetch_optional(
+                sqlx::query_as::<_, (String,)>(
+                    "UPDATE clients SET token_hash = $2, credentials_changed_at = $3
+                     WHERE id = $1 AND revoked_at IS NULL
+                     RETURNING name",
+                )
+                .bind(id)
+                .bind(token_hash)
+                .bind(now),
+            )?
+            .map(|(name,)| name)),
+    }
 }
 
-/// Of the active clients in `live`, the one with the fewest open deliveries;
 /// Of the active clients in `live`, the one with the fewest open deliveries
 /// (ties broken at random), with that number.
 pub fn least_loaded(tx: &Tx, live: &[ClientId]) -> StoreResult<Option<(ClientId, i64)>> {
-    let tx = tx.sqlite()?;
     if live.is_empty() {
         return Ok(None);
     }
-    let ids = serde_json::to_string(live).unwrap_or_else(|_| "[]".to_owned());
-    let row = tx
-        .prepare_cached(
-            "SELECT id, pending FROM clients
-             WHERE revoked_at IS NULL AND id IN (SELECT value FROM json_each(?1))
-             ORDER BY pending, random() LIMIT 1",
-        )?
-        .query_row([ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .optional()?;
+    let row: Option<(String, i64)> = match tx {
+        Tx::Sqlite(c) => {
+            let ids = serde_json::to_string(live).unwrap_or_else(|_| "[]".to_owned());
+            c.prepare_cached(
+                "SELECT id, pending FROM clients
+                 WHERE revoked_at IS NULL AND id IN (SELECT value FROM json_each(?1))
+                 ORDER BY pending, random() LIMIT 1",
+            )?
+            .query_row([ids], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+        }
+        Tx::Postgres(pg) => pg.fetch_optional(
+            sqlx::query_as(
+                "SELECT id, pending FROM clients
+                 WHERE revoked_at IS NULL AND id = ANY($1)
+                 ORDER BY pending, random() LIMIT 1",
+            )
+            .bind(live.iter().map(ClientId::as_str).collect::<Vec<_>>()),
+        )?,
+    };
     Ok(row.map(|(id, pending)| (ClientId::from_db(id), pending)))
 }
 
 pub fn set_last_seen(tx: &Tx, id: &ClientId, at: i64) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
-    tx.prepare_cached(
-        "UPDATE clients SET last_seen_at = ?2 WHERE id = ?1 AND (last_seen_at IS NULL OR last_seen_at < ?2)",
-    )?
-    .execute((id, at))?;
+    match tx {
+        Tx::Sqlite(c) => {
+            c.prepare_cached(
+                "UPDATE clients SET last_seen_at = ?2 WHERE id = ?1 AND (last_seen_at IS NULL OR last_seen_at < ?2)",
+            )?
+            .execute((id, at))?;
+        }
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "UPDATE clients SET last_seen_at = $2 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
+                )
+                .bind(id)
+                .bind(at),
+            )?;
+        }
+    }
     Ok(())
 }
 
 /// The clients, apps and user sessions whose credential was revoked or
 /// rotated after `since` (ms): their ids and when.
 pub async fn credentials_changed_since(db: &Reader, since: i64) -> StoreResult<Vec<(String, i64)>> {
-    let ex = db.sqlite()?;
-    let rows = sqlx::query!(
-        r#"SELECT id AS "id!", credentials_changed_at AS "at!: i64" FROM clients WHERE credentials_changed_at > ?1
-           UNION ALL
-           SELECT id, credentials_changed_at FROM apps WHERE credentials_changed_at > ?1
-           UNION ALL
-           SELECT id, revoked_at FROM sessions WHERE revoked_at > ?1"#,
-        since
-    )
-    .fetch_all(ex)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.at)).collect())
+    match db {
+        Reader::Sqlite(pool) => Ok(sqlx::query!(
+            r#"SELECT id AS "id!", credentials_changed_at AS "at!: i64" FROM clients WHERE credentials_changed_at > ?1
+               UNION ALL
+               SELECT id, credentials_changed_at FROM apps WHERE credentials_changed_at > ?1
+               UNION ALL
+               SELECT id, revoked_at FROM sessions WHERE revoked_at > ?1"#,
+            since
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.at))
+        .collect()),
+        Reader::Postgres(pool) => sqlx::query_as(
+            "SELECT id, credentials_changed_at FROM clients WHERE credentials_changed_at > $1
+             UNION ALL
+             SELECT id, credentials_changed_at FROM apps WHERE credentials_changed_at > $1
+             UNION ALL
+             SELECT id, revoked_at FROM sessions WHERE revoked_at > $1",
+        )
+        .bind(since)
+        .fetch_all(pool)
+        .await
+        .map_err(pg_error),
+    }
 }

@@ -1,23 +1,45 @@
 //! Server settings kept in the database (the generated admin token's hash).
 
+use super::postgres::error as pg_error;
 use super::{Reader, StoreResult, Tx};
 
 pub const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
 
 pub async fn get(db: &Reader, key: &str) -> StoreResult<Option<String>> {
-    let ex = db.sqlite()?;
-    let value = sqlx::query_scalar!("SELECT value FROM settings WHERE key = ?", key)
-        .fetch_optional(ex)
-        .await?;
-    Ok(value)
+    match db {
+        Reader::Sqlite(pool) => Ok(sqlx::query_scalar!(
+            "SELECT value FROM settings WHERE key = ?",
+            key
+        )
+        .fetch_optional(pool)
+        .await?),
+        Reader::Postgres(pool) => sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error),
+    }
 }
 
 pub fn set(tx: &Tx, key: &str, value: &str) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
-    tx.prepare_cached(
-        "INSERT INTO settings (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute((key, value))?;
+    match tx {
+        Tx::Sqlite(c) => {
+            c.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute((key, value))?;
+        }
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value),
+            )?;
+        }
+    }
     Ok(())
 }

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// A running throwaway cluster; stopped and deleted on drop.
-struct Cluster {
+pub(crate) struct Cluster {
     dir: PathBuf,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub(crate) fn start() -> Cluster {
         static N: AtomicU32 = AtomicU32::new(0);
         // Directly under the temp root: as root the server runs as the
         // `postgres` user, which must reach the directory.
