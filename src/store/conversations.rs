@@ -4,6 +4,7 @@
 //! idle since before `idle_cutoff` (now − ttl) and the expiry task has not
 //! marked it yet; readers take `idle_cutoff` so both look the same.
 
+use super::postgres::error as pg_error;
 use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, UserId};
 use crate::model::{Conversation, ConversationState};
@@ -20,8 +21,44 @@ pub struct Active {
     pub updated_at: i64,
 }
 
+/// The user's active conversation. On PostgreSQL the writers of one user
+/// take turns from here to the end of their transactions (an advisory lock
+/// on the user): two relays taking a first message of the same user at
+/// once would otherwise both open a conversation, and the second would
+/// break the one-active-conversation rule. The second waits, then finds the
+/// first's conversation (each statement sees what committed before it).
 pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Active>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))")
+                    .bind(app)
+                    .bind(user),
+            )?;
+            type Columns = (String, Option<String>, i64, bool, i64);
+            let row: Option<Columns> = pg.fetch_optional(
+                sqlx::query_as(
+                    "SELECT c.id, c.client_id, c.updated_at,
+                            (cl.id IS NOT NULL AND cl.revoked_at IS NULL),
+                            COALESCE(cl.pending, 0)
+                     FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
+                     WHERE c.app_id = $1 AND c.user_id = $2 AND c.expired_at IS NULL",
+                )
+                .bind(app)
+                .bind(user),
+            )?;
+            return Ok(row.map(
+                |(id, client, updated_at, client_active, client_pending)| Active {
+                    id: ConversationId::from_db(id),
+                    client_id: client.map(ClientId::from_db),
+                    client_active,
+                    client_pending,
+                    updated_at,
+                },
+            ));
+        }
+    };
     let row = tx
         .prepare_cached(
             "SELECT c.id, c.client_id, c.updated_at,
@@ -50,8 +87,24 @@ pub fn create(
     client: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<ConversationId> {
-    let tx = tx.sqlite()?;
     let id = ConversationId::generate();
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(&id)
+                .bind(app)
+                .bind(user)
+                .bind(client)
+                .bind(now),
+            )?;
+            return Ok(id);
+        }
+    };
     tx.prepare_cached(
         "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -62,7 +115,19 @@ pub fn create(
 
 /// Marks a conversation expired as of `at` (the moment its TTL ran out).
 pub fn expire(tx: &Tx, id: &ConversationId, at: i64) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "UPDATE conversations SET expired_at = $2 WHERE id = $1 AND expired_at IS NULL",
+                )
+                .bind(id)
+                .bind(at),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached(
         "UPDATE conversations SET expired_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
     )?
@@ -84,7 +149,30 @@ pub fn expire_idle(
     ttl_ms: i64,
     limit: i64,
 ) -> StoreResult<Vec<Expired>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            let rows: Vec<(String, String, String)> = pg.fetch_all(
+                sqlx::query_as(
+                    "UPDATE conversations SET expired_at = updated_at + $2
+                     WHERE seq IN (SELECT seq FROM conversations
+                                   WHERE expired_at IS NULL AND updated_at <= $1 LIMIT $3)
+                     RETURNING id, app_id, user_id",
+                )
+                .bind(idle_cutoff)
+                .bind(ttl_ms)
+                .bind(limit),
+            )?;
+            return Ok(rows
+                .into_iter()
+                .map(|(id, app_id, user_id)| Expired {
+                    id: ConversationId::from_db(id),
+                    app_id: AppId::from_db(app_id),
+                    user_id,
+                })
+                .collect());
+        }
+    };
     let mut stmt = tx.prepare_cached(
         "UPDATE conversations SET expired_at = updated_at + ?2
          WHERE seq IN (SELECT seq FROM conversations
@@ -110,7 +198,24 @@ pub fn expire_or_touch(
     ttl_ms: i64,
     now: i64,
 ) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "UPDATE conversations
+                     SET expired_at = CASE WHEN updated_at <= $2 THEN updated_at + $3 END,
+                         updated_at = CASE WHEN updated_at <= $2 THEN updated_at ELSE $4 END
+                     WHERE id = $1 AND expired_at IS NULL",
+                )
+                .bind(id)
+                .bind(idle_cutoff)
+                .bind(ttl_ms)
+                .bind(now),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached(
         "UPDATE conversations
          SET expired_at = CASE WHEN updated_at <= ?2 THEN updated_at + ?3 END,
@@ -123,7 +228,19 @@ pub fn expire_or_touch(
 
 /// Records activity. An expired conversation stays expired.
 pub fn touch(tx: &Tx, id: &ConversationId, now: i64) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "UPDATE conversations SET updated_at = $2 WHERE id = $1 AND expired_at IS NULL",
+                )
+                .bind(id)
+                .bind(now),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached(
         "UPDATE conversations SET updated_at = ?2 WHERE id = ?1 AND expired_at IS NULL",
     )?
@@ -132,7 +249,17 @@ pub fn touch(tx: &Tx, id: &ConversationId, now: i64) -> StoreResult<()> {
 }
 
 pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query("UPDATE conversations SET client_id = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(client),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached("UPDATE conversations SET client_id = ?2 WHERE id = ?1")?
         .execute((id, client))?;
     Ok(())
@@ -140,7 +267,15 @@ pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> St
 
 /// Assigns every unassigned conversation to `client`. Returns how many.
 pub fn adopt_unassigned(tx: &Tx, client: &ClientId) -> StoreResult<u64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            return pg.execute(
+                sqlx::query("UPDATE conversations SET client_id = $1 WHERE client_id IS NULL")
+                    .bind(client),
+            );
+        }
+    };
     let n = tx
         .prepare_cached("UPDATE conversations SET client_id = ?1 WHERE client_id IS NULL")?
         .execute([client])?;
@@ -155,7 +290,18 @@ pub struct Owners {
 }
 
 pub fn owners(tx: &Tx, id: &ConversationId) -> StoreResult<Option<Owners>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            let row = pg.fetch_optional(
+                sqlx::query_as(
+                    "SELECT app_id, user_id, client_id FROM conversations WHERE id = $1",
+                )
+                .bind(id),
+            )?;
+            return Ok(row.map(Owners::from_columns));
+        }
+    };
     let row = tx
         .prepare_cached("SELECT app_id, user_id, client_id FROM conversations WHERE id = ?")?
         .query_row([id], |r| {
@@ -169,9 +315,31 @@ pub fn owners(tx: &Tx, id: &ConversationId) -> StoreResult<Option<Owners>> {
     Ok(row)
 }
 
+impl Owners {
+    fn from_columns((app_id, user_id, client_id): (String, String, Option<String>)) -> Owners {
+        Owners {
+            app_id: AppId::from_db(app_id),
+            user_id: UserId::from_db(user_id),
+            client_id: client_id.map(ClientId::from_db),
+        }
+    }
+}
+
 /// [`owners`], for readers.
 pub async fn owners_of(db: &Reader, id: &ConversationId) -> StoreResult<Option<Owners>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let row = sqlx::query_as(
+                "SELECT app_id, user_id, client_id FROM conversations WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(row.map(Owners::from_columns));
+        }
+    };
     let row = sqlx::query!(
         "SELECT app_id, user_id, client_id FROM conversations WHERE id = ?",
         id
@@ -185,6 +353,7 @@ pub async fn owners_of(db: &Reader, id: &ConversationId) -> StoreResult<Option<O
     }))
 }
 
+#[derive(sqlx::FromRow)]
 struct Row {
     seq: i64,
     id: String,
@@ -224,7 +393,17 @@ pub async fn get(
     id: &ConversationId,
     idle_cutoff: i64,
 ) -> StoreResult<Option<Conversation>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let row: Option<Row> = sqlx::query_as(&format!("{PG_ROW} WHERE c.id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error)?;
+            return Ok(row.map(|r| r.into_model(idle_cutoff).1));
+        }
+    };
     let row = sqlx::query_as!(
         Row,
         r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
@@ -237,6 +416,13 @@ pub async fn get(
     .await?;
     Ok(row.map(|r| r.into_model(idle_cutoff).1))
 }
+
+/// The columns of [`Row`] on PostgreSQL, before the WHERE clause.
+const PG_ROW: &str =
+    "SELECT c.seq, c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
+        c.expired_at,
+        (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
+ FROM conversations c";
 
 pub struct Filter<'a> {
     pub app: Option<&'a AppId>,
@@ -260,11 +446,47 @@ pub async fn list(
     f: Filter<'_>,
     idle_cutoff: i64,
 ) -> StoreResult<Vec<(i64, Conversation)>> {
-    let ex = db.sqlite()?;
     let app = f.app;
     let client = f.client;
     let active: Option<bool> = f.state.map(|s| s == ConversationState::Active);
     let before = f.before.unwrap_or(i64::MAX);
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            // As on SQLite, the most selective filter given leads, so that
+            // a generic plan still uses its index.
+            let lead = match (f.user.is_some(), client.is_some(), app.is_some()) {
+                (true, _, _) => "c.user_id = $3",
+                (false, true, _) => "c.client_id = $4",
+                (false, false, true) => "c.app_id = $2",
+                (false, false, false) => "TRUE",
+            };
+            let rows: Vec<Row> = sqlx::query_as(&format!(
+                "{PG_ROW}
+                 WHERE {lead}
+                   AND c.seq < $1
+                   AND ($2::text IS NULL OR c.app_id = $2)
+                   AND ($3::text IS NULL OR c.user_id = $3)
+                   AND ($4::text IS NULL OR c.client_id = $4)
+                   AND ($5::boolean IS NULL OR (c.expired_at IS NULL AND c.updated_at > $6) = $5)
+                 ORDER BY c.seq DESC LIMIT $7"
+            ))
+            .bind(before)
+            .bind(app)
+            .bind(f.user)
+            .bind(client)
+            .bind(active)
+            .bind(idle_cutoff)
+            .bind(f.limit)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(rows
+                .into_iter()
+                .map(|r| r.into_model(idle_cutoff))
+                .collect());
+        }
+    };
     let rows = match (f.user.is_some(), client.is_some(), app.is_some()) {
         (true, _, _) => sqlx::query_as!(
             Row,
@@ -366,7 +588,18 @@ pub async fn list(
 }
 
 pub async fn count_active(db: &Reader, idle_cutoff: i64) -> StoreResult<i64> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return sqlx::query_scalar(
+                "SELECT COUNT(*) FROM conversations WHERE expired_at IS NULL AND updated_at > $1",
+            )
+            .bind(idle_cutoff)
+            .fetch_one(pool)
+            .await
+            .map_err(pg_error);
+        }
+    };
     let n = sqlx::query_scalar!(
         r#"SELECT COUNT(*) AS "n!: i64" FROM conversations
            WHERE expired_at IS NULL AND updated_at > ?"#,

@@ -3,8 +3,8 @@
 //! results; a write on PostgreSQL is one transaction.
 
 use super::postgres::Cluster;
-use clawrelay::ids::{AppId, ClientId};
-use clawrelay::store::{apps, clients, settings, Store, StoreError, Synchronous};
+use clawrelay::ids::{AppId, ClientId, IdempotencyKey, MessageId, UserId};
+use clawrelay::store::{apps, clients, idempotency, settings, Store, StoreError, Synchronous};
 
 /// What the admin side does with clients, apps and settings, written as
 /// the domain writes it (closures over `Tx`), and what it reads back, as
@@ -222,4 +222,331 @@ async fn postgres_store_write_is_one_transaction() {
     assert!(store.path().is_none());
     store.ping().await.unwrap();
     store.close().await;
+}
+
+/// Conversations and idempotency keys through the same calls the message
+/// path makes, as comparable lines.
+async fn conversation_transcript(store: &Store) -> Vec<String> {
+    use clawrelay::model::ConversationState;
+    use clawrelay::store::conversations::{self, Filter};
+    let (app, agent, other) = (
+        AppId::generate(),
+        ClientId::generate(),
+        ClientId::generate(),
+    );
+    let (a, o, app2) = (agent.clone(), other.clone(), app.clone());
+    // Users u0..u3: u0 and u1 on `agent`, u2 unassigned, u3 on `other`.
+    let ids = store
+        .write(move |tx| {
+            clients::insert(tx, &a, "agent", "h", 1)?;
+            clients::insert(tx, &o, "other", "h", 1)?;
+            apps::insert(tx, &app2, "site", "h", 1)?;
+            let mut ids = Vec::new();
+            for (i, client) in [Some(&a), Some(&a), None, Some(&o)].into_iter().enumerate() {
+                let user = UserId::parse(&format!("u{i}")).unwrap();
+                assert!(conversations::find_active(tx, &app2, &user)?.is_none());
+                ids.push(conversations::create(
+                    tx,
+                    &app2,
+                    &user,
+                    client,
+                    1000 + i as i64,
+                )?);
+            }
+            Ok::<_, StoreError>(ids)
+        })
+        .await
+        .unwrap();
+    let user = |i: usize| UserId::parse(&format!("u{i}")).unwrap();
+    let mut out = Vec::new();
+    let (app2, ids2, o) = (app.clone(), ids.clone(), other.clone());
+    let lines = store
+        .write(move |tx| {
+            let mut out = Vec::new();
+            let found = conversations::find_active(tx, &app2, &user(0))?.unwrap();
+            out.push(format!(
+                "active u0 same {} client_active {} pending {} updated {}",
+                found.id == ids2[0],
+                found.client_active,
+                found.client_pending,
+                found.updated_at
+            ));
+            conversations::touch(tx, &ids2[0], 5000)?;
+            conversations::expire_or_touch(tx, &ids2[1], 1500, 100, 6000)?; // idle: expires
+            conversations::expire_or_touch(tx, &ids2[3], 500, 100, 6000)?; // touched
+            conversations::set_client(tx, &ids2[0], Some(&o))?;
+            let adopted = conversations::adopt_unassigned(tx, &o)?;
+            let owners =
+                conversations::owners(tx, &ids2[2])?.map(|w| w.client_id == Some(o.clone()));
+            out.push(format!("adopted {adopted} owner of u2 is other {owners:?}"));
+            let expired = conversations::expire_idle(tx, 4000, 50, 10)?;
+            out.push(format!(
+                "expired idle {:?}",
+                expired
+                    .iter()
+                    .map(|e| e.user_id.clone())
+                    .collect::<Vec<_>>()
+            ));
+            conversations::expire(tx, &ids2[3], 7000)?;
+            out.push(format!(
+                "u1 active {} u3 active {}",
+                conversations::find_active(tx, &app2, &user(1))?.is_some(),
+                conversations::find_active(tx, &app2, &user(3))?.is_some()
+            ));
+            Ok::<_, StoreError>(out)
+        })
+        .await
+        .unwrap();
+    out.extend(lines);
+
+    let show = |c: &clawrelay::model::Conversation| {
+        let u = c.user_id.clone();
+        format!(
+            "{u} {:?} created {} updated {} expired {:?} messages {} client {}",
+            c.state,
+            c.created_at,
+            c.updated_at,
+            c.expired_at,
+            c.message_count,
+            match &c.client_id {
+                None => "none",
+                Some(x) if x == &agent => "agent",
+                Some(_) => "other",
+            }
+        )
+    };
+    for (i, id) in ids.iter().enumerate() {
+        let got = conversations::get(store.reader(), id, 2000)
+            .await
+            .unwrap()
+            .unwrap();
+        out.push(format!("get {}", show(&got)));
+        let owners = conversations::owners_of(store.reader(), id)
+            .await
+            .unwrap()
+            .unwrap();
+        out.push(format!("owners of u{i}: {}", owners.user_id.as_str()));
+    }
+    let filters: Vec<(&str, Filter<'_>)> = vec![
+        (
+            "all",
+            Filter {
+                app: None,
+                user: None,
+                client: None,
+                state: None,
+                before: None,
+                limit: 10,
+            },
+        ),
+        (
+            "app, 2",
+            Filter {
+                app: Some(&app),
+                user: None,
+                client: None,
+                state: None,
+                before: None,
+                limit: 2,
+            },
+        ),
+        (
+            "user u3",
+            Filter {
+                app: None,
+                user: Some("u3"),
+                client: None,
+                state: None,
+                before: None,
+                limit: 10,
+            },
+        ),
+        (
+            "client other",
+            Filter {
+                app: None,
+                user: None,
+                client: Some(&other),
+                state: None,
+                before: None,
+                limit: 10,
+            },
+        ),
+        (
+            "active",
+            Filter {
+                app: Some(&app),
+                user: None,
+                client: None,
+                state: Some(ConversationState::Active),
+                before: None,
+                limit: 10,
+            },
+        ),
+        (
+            "expired",
+            Filter {
+                app: None,
+                user: None,
+                client: None,
+                state: Some(ConversationState::Expired),
+                before: None,
+                limit: 10,
+            },
+        ),
+    ];
+    for (name, f) in filters {
+        let rows = conversations::list(store.reader(), f, 2000).await.unwrap();
+        out.push(format!(
+            "list {name}: {:?}",
+            rows.iter()
+                .map(|(_, c)| c.user_id.clone())
+                .collect::<Vec<_>>()
+        ));
+    }
+    let page = conversations::list(
+        store.reader(),
+        Filter {
+            app: None,
+            user: None,
+            client: None,
+            state: None,
+            before: None,
+            limit: 2,
+        },
+        2000,
+    )
+    .await
+    .unwrap();
+    let cursor = page.last().map(|(seq, _)| *seq);
+    let next = conversations::list(
+        store.reader(),
+        Filter {
+            app: None,
+            user: None,
+            client: None,
+            state: None,
+            before: cursor,
+            limit: 10,
+        },
+        2000,
+    )
+    .await
+    .unwrap();
+    out.push(format!(
+        "next page: {:?}",
+        next.iter()
+            .map(|(_, c)| c.user_id.clone())
+            .collect::<Vec<_>>()
+    ));
+    out.push(format!(
+        "count active {}",
+        conversations::count_active(store.reader(), 2000)
+            .await
+            .unwrap()
+    ));
+
+    // Idempotency keys: recorded, found, replaced.
+    let key = IdempotencyKey::parse("retry-1").unwrap();
+    let (m1, m2) = (MessageId::generate(), MessageId::generate());
+    let found = store
+        .write(move |tx| {
+            let before = idempotency::lookup(tx, "app:x", &key)?;
+            idempotency::record(tx, "app:x", &key, &m1, 10)?;
+            let first = idempotency::lookup(tx, "app:x", &key)? == Some(m1.clone());
+            let other_principal = idempotency::lookup(tx, "app:y", &key)?;
+            idempotency::record(tx, "app:x", &key, &m2, 20)?;
+            let replaced = idempotency::lookup(tx, "app:x", &key)? == Some(m2.clone());
+            Ok::<_, StoreError>(format!(
+                "key before {before:?} first {first} other principal {other_principal:?} replaced {replaced}"
+            ))
+        })
+        .await
+        .unwrap();
+    out.push(found);
+    out
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_conversations_like_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&dir.path().join("relay.db"), Synchronous::Full)
+        .await
+        .unwrap();
+    let cluster = Cluster::start();
+    let pg = Store::connect_postgres(&cluster.url, 4).await.unwrap();
+
+    let on_sqlite = conversation_transcript(&sqlite).await;
+    let on_pg = conversation_transcript(&pg).await;
+    assert_eq!(on_sqlite, on_pg);
+    for line in [
+        "adopted 1 owner of u2 is other Some(true)",
+        "u1 active false u3 active false",
+        "key before None first true other principal None replaced true",
+    ] {
+        assert!(on_pg.iter().any(|l| l == line), "{line} not in {on_pg:#?}");
+    }
+    sqlite.close().await;
+    pg.close().await;
+}
+
+/// Two relays taking first messages of one user at once: one conversation
+/// opens, and every writer finds it (the advisory lock of `find_active`);
+/// requests retried with one idempotency key at once: the first recording
+/// wins and every retry finds it.
+#[tokio::test]
+async fn postgres_racing_writers_open_one_conversation_and_keep_one_key() {
+    use clawrelay::store::conversations;
+    let cluster = Cluster::start();
+    let relays = [
+        Store::connect_postgres(&cluster.url, 4).await.unwrap(),
+        Store::connect_postgres(&cluster.url, 4).await.unwrap(),
+    ];
+    let app = AppId::generate();
+    let app2 = app.clone();
+    relays[0]
+        .write(move |tx| apps::insert(tx, &app2, "site", "h", 1))
+        .await
+        .unwrap();
+    // Each race alone: the key's lock would otherwise serialize the users too.
+    for round in 0..10 {
+        let keys = round % 2 == 1;
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = relays[i % 2].clone();
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let user = UserId::parse(&format!("racer-{round}")).unwrap();
+                let key = IdempotencyKey::parse(&format!("k-{round}")).unwrap();
+                store
+                    .write(move |tx| {
+                        if keys {
+                            let kept = match idempotency::lookup(tx, "app:x", &key)? {
+                                Some(m) => m,
+                                None => {
+                                    let m = MessageId::generate();
+                                    idempotency::record(tx, "app:x", &key, &m, 1)?;
+                                    m
+                                }
+                            };
+                            return Ok::<_, StoreError>(kept.to_string());
+                        }
+                        let conversation = match conversations::find_active(tx, &app, &user)? {
+                            Some(active) => active.id,
+                            None => conversations::create(tx, &app, &user, None, 1)?,
+                        };
+                        Ok(conversation.to_string())
+                    })
+                    .await
+            }));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in tasks {
+            seen.insert(t.await.unwrap().expect("no writer fails"));
+        }
+        assert_eq!(seen.len(), 1, "round {round}: {seen:?}");
+    }
+    for r in &relays {
+        r.close().await;
+    }
 }
