@@ -6,6 +6,27 @@ use super::postgres::Cluster;
 use clawrelay::ids::{AppId, ClientId, IdempotencyKey, MessageId, UserId};
 use clawrelay::store::{apps, clients, idempotency, settings, Store, StoreError, Synchronous};
 
+/// Runs `transcript` on a SQLite file and on a throwaway PostgreSQL, asserts
+/// the two are equal and returns PostgreSQL's.
+async fn same_on_both<F, Fut>(transcript: F) -> Vec<String>
+where
+    F: Fn(Store) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&dir.path().join("relay.db"), Synchronous::Full)
+        .await
+        .unwrap();
+    let cluster = Cluster::start();
+    let pg = Store::connect_postgres(&cluster.url, 4).await.unwrap();
+    let on_sqlite = transcript(sqlite.clone()).await;
+    let on_pg = transcript(pg.clone()).await;
+    assert_eq!(on_sqlite, on_pg);
+    sqlite.close().await;
+    pg.close().await;
+    on_pg
+}
+
 /// What the admin side does with clients, apps and settings, written as
 /// the domain writes it (closures over `Tx`), and what it reads back, as
 /// lines comparable across backends (ids are generated, so lines name
@@ -137,16 +158,7 @@ async fn admin_transcript(store: &Store) -> Vec<String> {
 
 #[tokio::test]
 async fn postgres_store_runs_the_domain_writes_like_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::open(&dir.path().join("relay.db"), Synchronous::Full)
-        .await
-        .unwrap();
-    let cluster = Cluster::start();
-    let pg = Store::connect_postgres(&cluster.url, 4).await.unwrap();
-
-    let on_sqlite = admin_transcript(&sqlite).await;
-    let on_pg = admin_transcript(&pg).await;
-    assert_eq!(on_sqlite, on_pg);
+    let on_pg = same_on_both(|store| async move { admin_transcript(&store).await }).await;
     // The transcript says something: revocations, rotations, last seen.
     assert!(
         on_pg.contains(
@@ -158,8 +170,6 @@ async fn postgres_store_runs_the_domain_writes_like_sqlite() {
         on_pg[0].starts_with("revoke true false; set_token Some(\"agent-2\") None"),
         "{on_pg:#?}"
     );
-    sqlite.close().await;
-    pg.close().await;
 }
 
 #[tokio::test]
@@ -469,16 +479,7 @@ async fn conversation_transcript(store: &Store) -> Vec<String> {
 
 #[tokio::test]
 async fn postgres_store_keeps_conversations_like_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::open(&dir.path().join("relay.db"), Synchronous::Full)
-        .await
-        .unwrap();
-    let cluster = Cluster::start();
-    let pg = Store::connect_postgres(&cluster.url, 4).await.unwrap();
-
-    let on_sqlite = conversation_transcript(&sqlite).await;
-    let on_pg = conversation_transcript(&pg).await;
-    assert_eq!(on_sqlite, on_pg);
+    let on_pg = same_on_both(|store| async move { conversation_transcript(&store).await }).await;
     for line in [
         "adopted 1 owner of u2 is other Some(true)",
         "u1 active false u3 active false",
@@ -486,8 +487,6 @@ async fn postgres_store_keeps_conversations_like_sqlite() {
     ] {
         assert!(on_pg.iter().any(|l| l == line), "{line} not in {on_pg:#?}");
     }
-    sqlite.close().await;
-    pg.close().await;
 }
 
 /// Two relays taking first messages of one user at once: one conversation
