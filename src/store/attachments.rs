@@ -225,7 +225,30 @@ pub fn for_message(
 
 /// Records that message `seq` carries `attachments` (in order).
 pub fn link(tx: &Tx, seq: i64, attachments: &[Attachment], now: i64) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            for (position, a) in attachments.iter().enumerate() {
+                pg.execute(
+                    sqlx::query(
+                        "INSERT INTO message_attachments (attachment_id, message_seq, position)
+                         VALUES ($1, $2, $3)",
+                    )
+                    .bind(&a.id)
+                    .bind(seq)
+                    .bind(position as i64),
+                )?;
+                pg.execute(
+                    sqlx::query(
+                        "UPDATE attachments SET referenced_at = $1 WHERE id = $2 AND referenced_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(&a.id),
+                )?;
+            }
+            return Ok(());
+        }
+    };
     for (position, a) in attachments.iter().enumerate() {
         tx.prepare_cached(
             "INSERT INTO message_attachments (attachment_id, message_seq, position) VALUES (?, ?, ?)",

@@ -1,5 +1,6 @@
 //! Messages: the permanent record of both directions of every conversation.
 
+use super::postgres::error as pg_error;
 use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
 use crate::model::{Attachment, Direction, Message};
@@ -18,6 +19,10 @@ pub struct NewMessage<'a> {
     pub now: i64,
 }
 
+/// A message as stored. `seq` is the cursor: on SQLite the row's `seq`
+/// (commit order, one writer), on PostgreSQL its `pos` (numbered after
+/// commit, see `store::postgres::cursor`).
+#[derive(sqlx::FromRow)]
 struct Row {
     seq: i64,
     id: String,
@@ -32,6 +37,13 @@ struct Row {
     reply_id: Option<String>,
     attachments: Option<String>,
 }
+
+/// The columns of [`Row`] on PostgreSQL, the cursor being `pos`: only
+/// messages with a position are read as a stream or an outbox.
+const PG_ROW: &str =
+    "SELECT COALESCE(pos, 0) AS seq, id, conversation_id, app_id, client_id, direction,
+        sender, recipient, text, created_at, reply_id, attachments
+ FROM messages";
 
 impl From<Row> for Message {
     fn from(r: Row) -> Message {
@@ -53,30 +65,42 @@ impl From<Row> for Message {
 }
 
 /// Stores a message (and which attachments it carries); returns its sequence
-/// number (its place in commit order).
+/// number (on SQLite its place in commit order; on PostgreSQL its row
+/// number, and its cursor position is given after commit).
 pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
-    let conn = tx.sqlite()?;
     let id = MessageId::generate();
-    conn.prepare_cached(
-        "INSERT INTO messages
-            (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id,
-             attachments)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute((
-        &id,
-        m.conversation_id,
-        m.app_id,
-        m.client_id,
-        m.direction.as_str(),
-        m.from,
-        m.to,
-        m.text,
-        m.now,
-        m.reply_id,
-        super::attachments::to_column(m.attachments),
-    ))?;
-    let seq = conn.last_insert_rowid();
+    let seq = match tx {
+        Tx::Sqlite(conn) => {
+            insert_sqlite(conn, &id, &m)?;
+            conn.last_insert_rowid()
+        }
+        Tx::Postgres(pg) => {
+            let (seq,): (i64,) = pg
+                .fetch_optional(
+                    sqlx::query_as(
+                        "INSERT INTO messages
+                            (id, conversation_id, app_id, client_id, direction, sender, recipient, text,
+                             created_at, reply_id, attachments)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         RETURNING seq",
+                    )
+                    .bind(&id)
+                    .bind(m.conversation_id)
+                    .bind(m.app_id)
+                    .bind(m.client_id)
+                    .bind(m.direction.as_str())
+                    .bind(m.from)
+                    .bind(m.to)
+                    .bind(m.text)
+                    .bind(m.now)
+                    .bind(m.reply_id)
+                    .bind(super::attachments::to_column(m.attachments)),
+                )?
+                .ok_or_else(|| super::StoreError::Other("INSERT RETURNING gave no row".into()))?;
+            pg.stamp_after_commit();
+            seq
+        }
+    };
     super::attachments::link(tx, seq, m.attachments, m.now)?;
     let message = Message {
         id,
@@ -95,8 +119,42 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
     Ok((seq, message))
 }
 
+fn insert_sqlite(
+    conn: &rusqlite::Connection,
+    id: &MessageId,
+    m: &NewMessage<'_>,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO messages
+            (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id,
+             attachments)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute((
+        id,
+        m.conversation_id,
+        m.app_id,
+        m.client_id,
+        m.direction.as_str(),
+        m.from,
+        m.to,
+        m.text,
+        m.now,
+        m.reply_id,
+        super::attachments::to_column(m.attachments),
+    ))?;
+    Ok(())
+}
+
 pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            let row: Option<Row> =
+                pg.fetch_optional(sqlx::query_as(&format!("{PG_ROW} WHERE id = $1")).bind(id))?;
+            return Ok(row.map(Message::from));
+        }
+    };
     let row = tx
         .prepare_cached(
             "SELECT seq, id, conversation_id, app_id, client_id, direction, sender, recipient, text,
@@ -123,8 +181,19 @@ pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
     Ok(row.map(Message::from))
 }
 
+/// The message at cursor position `seq`.
 pub async fn by_seq(db: &Reader, seq: i64) -> StoreResult<Option<Message>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let row: Option<Row> = sqlx::query_as(&format!("{PG_ROW} WHERE pos = $1"))
+                .bind(seq)
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error)?;
+            return Ok(row.map(Message::from));
+        }
+    };
     let row = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
@@ -137,8 +206,17 @@ pub async fn by_seq(db: &Reader, seq: i64) -> StoreResult<Option<Message>> {
     Ok(row.map(Message::from))
 }
 
+/// A message's row number (the key of its delivery).
 pub fn seq_of(tx: &Tx, id: &MessageId) -> StoreResult<Option<i64>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            let seq: Option<(i64,)> = pg.fetch_optional(
+                sqlx::query_as("SELECT seq FROM messages WHERE id = $1").bind(id),
+            )?;
+            return Ok(seq.map(|(s,)| s));
+        }
+    };
     let seq = tx
         .prepare_cached("SELECT seq FROM messages WHERE id = ?")?
         .query_row([id], |r| r.get(0))
@@ -151,7 +229,20 @@ pub async fn of_conversation(
     db: &Reader,
     conversation: &ConversationId,
 ) -> StoreResult<Vec<Message>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            // A conversation's writers take turns on its row, so its `seq`
+            // order is its commit order.
+            let rows: Vec<Row> =
+                sqlx::query_as(&format!("{PG_ROW} WHERE conversation_id = $1 ORDER BY seq"))
+                    .bind(conversation)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(pg_error)?;
+            return Ok(rows.into_iter().map(Message::from).collect());
+        }
+    };
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
@@ -172,7 +263,22 @@ pub async fn outbox(
     after: i64,
     limit: i64,
 ) -> StoreResult<Vec<(i64, Message)>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let rows: Vec<Row> = sqlx::query_as(&format!(
+                "{PG_ROW} WHERE app_id = $1 AND direction = 'outbound' AND pos > $2
+                 ORDER BY pos LIMIT $3"
+            ))
+            .bind(app)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(numbered(rows));
+        }
+    };
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
@@ -198,7 +304,23 @@ pub async fn stream(
     after: i64,
     limit: i64,
 ) -> StoreResult<Vec<(i64, Message)>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let rows: Vec<Row> = sqlx::query_as(&format!(
+                "{PG_ROW} WHERE app_id = $1 AND pos > $2 AND ($3::text IS NULL OR conversation_id = $3)
+                 ORDER BY pos LIMIT $4"
+            ))
+            .bind(app)
+            .bind(after)
+            .bind(conversation)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(numbered(rows));
+        }
+    };
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
@@ -229,7 +351,29 @@ pub async fn of_user(
     limit: i64,
     outbound_only: bool,
 ) -> StoreResult<Vec<(i64, Message)>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT m.pos AS seq, m.id, m.conversation_id, m.app_id, m.client_id, m.direction,
+                        m.sender, m.recipient, m.text, m.created_at, m.reply_id, m.attachments
+                 FROM conversations c JOIN messages m ON m.conversation_id = c.id
+                 WHERE c.app_id = $1 AND c.user_id = $2 AND m.pos > $3
+                   AND ($4::text IS NULL OR c.id = $4) AND (NOT $5 OR m.direction = 'outbound')
+                 ORDER BY m.pos LIMIT $6",
+            )
+            .bind(app)
+            .bind(user)
+            .bind(after)
+            .bind(conversation)
+            .bind(outbound_only)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(numbered(rows));
+        }
+    };
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT m.seq AS "seq!", m.id, m.conversation_id, m.app_id, m.client_id, m.direction,
@@ -259,7 +403,15 @@ fn numbered(rows: Vec<Row>) -> Vec<(i64, Message)> {
 
 /// The newest sequence number (0 for an empty database): "now" as a cursor.
 pub async fn last_seq(db: &Reader) -> StoreResult<i64> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0)::bigint FROM messages")
+                .fetch_one(pool)
+                .await
+                .map_err(pg_error);
+        }
+    };
     let seq = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(seq), 0) AS "seq!: i64" FROM messages"#)
         .fetch_one(ex)
         .await?;

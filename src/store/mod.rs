@@ -411,7 +411,7 @@ where
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => return Err(E::from(StoreError::Closed)),
     };
-    let Some(txn) = txn else {
+    let Some((txn, stamp)) = txn else {
         return Err(E::from(StoreError::Closed));
     };
     match result {
@@ -419,6 +419,13 @@ where
             txn.commit()
                 .await
                 .map_err(|e| E::from(postgres::error(e)))?;
+            if stamp {
+                // The messages are committed whatever happens here: a stamp
+                // that fails leaves them to the next one.
+                if let Err(e) = postgres::cursor::stamp(pg.pool()).await {
+                    tracing::warn!(error = %e, "numbering committed messages failed; the next stamp will");
+                }
+            }
             Ok(value)
         }
         Err(e) => {

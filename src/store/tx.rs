@@ -20,7 +20,7 @@ use super::{StoreError, StoreResult};
 use sqlx::postgres::{PgArguments, PgPool, PgRow};
 use sqlx::query::{Query, QueryAs};
 use sqlx::{FromRow, Postgres, SqlitePool};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// An open write transaction.
 pub enum Tx {
@@ -30,10 +30,11 @@ pub enum Tx {
 }
 
 impl Tx {
-    /// The PostgreSQL transaction, once the operation has run.
-    pub(super) fn into_postgres(self) -> Option<sqlx::Transaction<'static, Postgres>> {
+    /// The PostgreSQL transaction once the operation has run, and whether
+    /// it stored messages (see [`PgTx::stamp_after_commit`]).
+    pub(super) fn into_postgres(self) -> Option<(sqlx::Transaction<'static, Postgres>, bool)> {
         match self {
-            Tx::Postgres(pg) => Some(pg.txn.into_inner()),
+            Tx::Postgres(pg) => Some((pg.txn.into_inner(), pg.stamp.get())),
             Tx::Sqlite(_) => None,
         }
     }
@@ -74,6 +75,7 @@ impl Reader {
 pub struct PgTx {
     txn: RefCell<sqlx::Transaction<'static, Postgres>>,
     runtime: tokio::runtime::Handle,
+    stamp: Cell<bool>,
 }
 
 impl PgTx {
@@ -84,7 +86,14 @@ impl PgTx {
         PgTx {
             txn: RefCell::new(txn),
             runtime,
+            stamp: Cell::new(false),
         }
+    }
+
+    /// Asks for the cursor's stamp once this transaction has committed: it
+    /// stored messages, which get their positions then.
+    pub fn stamp_after_commit(&self) {
+        self.stamp.set(true);
     }
 
     /// Runs a statement; returns the number of rows it changed.

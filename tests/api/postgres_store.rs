@@ -549,3 +549,253 @@ async fn postgres_racing_writers_open_one_conversation_and_keep_one_key() {
         r.close().await;
     }
 }
+
+/// Messages of two apps' conversations, stored as the message path stores
+/// them and read back the ways the API reads them (outbox and stream pages
+/// resumed from their cursors, a user's history, one conversation).
+async fn message_transcript(store: &Store) -> Vec<String> {
+    use clawrelay::model::{Direction, Message};
+    use clawrelay::store::conversations;
+    use clawrelay::store::messages::{self, NewMessage};
+    let (app, other_app, agent) = (AppId::generate(), AppId::generate(), ClientId::generate());
+    let (app2, other2, agent2) = (app.clone(), other_app.clone(), agent.clone());
+    let (conversations, ids) = store
+        .write(move |tx| {
+            clients::insert(tx, &agent2, "agent", "h", 1)?;
+            apps::insert(tx, &app2, "site", "h", 1)?;
+            apps::insert(tx, &other2, "elsewhere", "h", 1)?;
+            let mut convs = Vec::new();
+            for (a, u) in [(&app2, "ann"), (&app2, "bob"), (&other2, "ann")] {
+                let user = UserId::parse(u).unwrap();
+                convs.push((
+                    a.clone(),
+                    u.to_owned(),
+                    conversations::create(tx, a, &user, Some(&agent2), 1)?,
+                ));
+            }
+            let mut ids = Vec::new();
+            for i in 0..12 {
+                let (a, u, c) = &convs[i % 3];
+                let direction = if i % 2 == 0 {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                };
+                let (from, to) = match direction {
+                    Direction::Inbound => (u.as_str(), "agent"),
+                    Direction::Outbound => ("agent", u.as_str()),
+                };
+                let reply = format!("r{i}");
+                let (_, m) = messages::insert(
+                    tx,
+                    NewMessage {
+                        conversation_id: c,
+                        app_id: a,
+                        client_id: Some(&agent2),
+                        direction,
+                        from,
+                        to,
+                        text: &format!("m{i}"),
+                        reply_id: (i % 4 == 1).then_some(reply.as_str()),
+                        attachments: &[],
+                        now: 100 + i as i64,
+                    },
+                )?;
+                ids.push(m.id);
+            }
+            Ok::<_, StoreError>((convs, ids))
+        })
+        .await
+        .unwrap();
+    let show = |m: &Message| {
+        format!(
+            "{} {:?} {}->{} t{} reply {:?}",
+            m.text, m.direction, m.from, m.to, m.timestamp, m.reply_id
+        )
+    };
+    let texts =
+        |rows: &[(i64, Message)]| rows.iter().map(|(_, m)| m.text.clone()).collect::<Vec<_>>();
+    let mut out = Vec::new();
+    let (first, last) = (ids[0].clone(), ids[11].clone());
+    let got = store
+        .write(move |tx| {
+            Ok::<_, StoreError>((
+                messages::get(tx, &first)?,
+                messages::seq_of(tx, &last)?.is_some(),
+                messages::get(tx, &MessageId::generate())?.is_none(),
+            ))
+        })
+        .await
+        .unwrap();
+    out.push(format!(
+        "get {:?} seq_of known {} unknown none {}",
+        got.0.as_ref().map(show),
+        got.1,
+        got.2
+    ));
+    for (a, u, c) in &conversations {
+        let history = messages::of_conversation(store.reader(), c).await.unwrap();
+        out.push(format!(
+            "conversation {u}@{}: {:?}",
+            if a == &app { "site" } else { "elsewhere" },
+            history.iter().map(show).collect::<Vec<_>>()
+        ));
+    }
+    // The outbox of `app` in pages of 2, each resumed from the last cursor.
+    let mut after = 0;
+    loop {
+        let page = messages::outbox(store.reader(), &app, after, 2)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        out.push(format!("outbox page {:?}", texts(&page)));
+        let cursor = page.last().unwrap().0;
+        assert!(cursor > after, "cursors grow");
+        let at = messages::by_seq(store.reader(), cursor).await.unwrap();
+        assert_eq!(at.map(|m| m.text), page.last().map(|(_, m)| m.text.clone()));
+        after = cursor;
+    }
+    let stream = messages::stream(store.reader(), &app, None, 0, 100)
+        .await
+        .unwrap();
+    out.push(format!("stream {:?}", texts(&stream)));
+    let resumed = messages::stream(store.reader(), &app, None, stream[3].0, 100)
+        .await
+        .unwrap();
+    out.push(format!("stream after the 4th {:?}", texts(&resumed)));
+    let one = messages::stream(store.reader(), &app, Some(&conversations[1].2), 0, 100)
+        .await
+        .unwrap();
+    out.push(format!("stream of bob {:?}", texts(&one)));
+    let ann = UserId::parse("ann").unwrap();
+    for outbound_only in [false, true] {
+        let rows = messages::of_user(store.reader(), &app, &ann, None, 0, 100, outbound_only)
+            .await
+            .unwrap();
+        out.push(format!(
+            "ann on site, outbound only {outbound_only}: {:?}",
+            texts(&rows)
+        ));
+    }
+    let last = messages::last_seq(store.reader()).await.unwrap();
+    out.push(format!(
+        "last cursor is the stream's last: {}",
+        last >= stream.last().unwrap().0
+    ));
+    out
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_messages_like_sqlite() {
+    let on_pg = same_on_both(|store| async move { message_transcript(&store).await }).await;
+    for line in [
+        "outbox page [\"m1\", \"m3\"]",
+        "stream of bob [\"m1\", \"m4\", \"m7\", \"m10\"]",
+        "ann on site, outbound only true: [\"m3\", \"m9\"]",
+    ] {
+        assert!(on_pg.iter().any(|l| l == line), "{line} not in {on_pg:#?}");
+    }
+}
+
+/// Replies stored at once through two relays, read by an app tailing its
+/// outbox through a third: every reply once, cursors increasing, nothing
+/// skipped although the writers commit in any order (the stamp after each
+/// write numbers committed messages in turn).
+#[tokio::test]
+async fn postgres_outbox_tailed_on_another_relay_misses_nothing() {
+    use clawrelay::model::Direction;
+    use clawrelay::store::conversations;
+    use clawrelay::store::messages::{self, NewMessage};
+    let cluster = Cluster::start();
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(Store::connect_postgres(&cluster.url, 4).await.unwrap());
+    }
+    let (app, agent) = (AppId::generate(), ClientId::generate());
+    let (app2, agent2) = (app.clone(), agent.clone());
+    let convs = relays[0]
+        .write(move |tx| {
+            clients::insert(tx, &agent2, "agent", "h", 1)?;
+            apps::insert(tx, &app2, "site", "h", 1)?;
+            (0..8)
+                .map(|i| {
+                    let user = UserId::parse(&format!("u{i}")).unwrap();
+                    conversations::create(tx, &app2, &user, Some(&agent2), 1)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap();
+    const PER_WRITER: usize = 15;
+    let mut writers = Vec::new();
+    for (w, conversation) in convs.into_iter().enumerate() {
+        let store = relays[w % 2].clone();
+        let (app, agent) = (app.clone(), agent.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                let (c, a, g) = (conversation.clone(), app.clone(), agent.clone());
+                store
+                    .write(move |tx| {
+                        messages::insert(
+                            tx,
+                            NewMessage {
+                                conversation_id: &c,
+                                app_id: &a,
+                                client_id: Some(&g),
+                                direction: Direction::Outbound,
+                                from: "agent",
+                                to: "user",
+                                text: &format!("w{w}-{i}"),
+                                reply_id: None,
+                                attachments: &[],
+                                now: 1,
+                            },
+                        )
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let total = 8 * PER_WRITER;
+    let reader = relays[2].clone();
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.len() < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "saw {} of {total}",
+            seen.len()
+        );
+        let page = messages::outbox(reader.reader(), &app, after, 7)
+            .await
+            .unwrap();
+        for (cursor, m) in page {
+            assert!(cursor > after, "cursor {cursor} after {after}");
+            after = cursor;
+            seen.push(m.text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let unique: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), total, "each reply once");
+    // Each writer's replies in its order.
+    for w in 0..8 {
+        let mine: Vec<_> = seen
+            .iter()
+            .filter(|t| t.starts_with(&format!("w{w}-")))
+            .cloned()
+            .collect();
+        let expected: Vec<_> = (0..PER_WRITER).map(|i| format!("w{w}-{i}")).collect();
+        assert_eq!(mine, expected);
+    }
+    for r in &relays {
+        r.close().await;
+    }
+}
