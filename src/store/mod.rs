@@ -29,9 +29,7 @@ mod tx;
 pub mod webhooks;
 mod writer;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -205,7 +203,6 @@ enum Backend {
 
 #[derive(Clone)]
 struct SqliteFile {
-    readers: SqlitePool,
     writer: writer::Writer,
     checkpointer: std::sync::Arc<tokio::sync::Mutex<Option<checkpoint::Checkpointer>>>,
     path: PathBuf,
@@ -247,9 +244,8 @@ impl Store {
             .await?;
 
         Ok(Store {
-            reader: Reader::Sqlite(readers.clone()),
+            reader: Reader::Sqlite(readers),
             backend: Backend::Sqlite(SqliteFile {
-                readers,
                 writer,
                 checkpointer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(
                     checkpoint::Checkpointer::spawn(checkpoints),
@@ -282,18 +278,15 @@ impl Store {
     /// (which must not exist) while writers go on. Returns its size in
     /// bytes. A PostgreSQL database is backed up with `pg_dump`.
     pub async fn backup_to(&self, dest: &Path) -> StoreResult<u64> {
-        match &self.backend {
-            Backend::Sqlite(file) => backup::backup_to(&file.readers, dest).await,
-            Backend::Postgres(_) => Err(StoreError::Unsupported),
-        }
+        backup::backup_to(self.reader.sqlite()?, dest).await
     }
 
     /// Whether the database answers a query.
     pub async fn ping(&self) -> StoreResult<()> {
         match &self.backend {
-            Backend::Sqlite(file) => {
+            Backend::Sqlite(_) => {
                 sqlx::query_scalar!(r#"SELECT 1 AS "one!: i64""#)
-                    .fetch_one(&file.readers)
+                    .fetch_one(self.reader.sqlite()?)
                     .await?;
                 Ok(())
             }
@@ -368,7 +361,9 @@ impl Store {
                 if let Some(c) = file.checkpointer.lock().await.take() {
                     c.stop().await;
                 }
-                file.readers.close().await;
+                if let Reader::Sqlite(readers) = &self.reader {
+                    readers.close().await;
+                }
                 file.writer.close().await;
             }
             Backend::Postgres(pg) => pg.close().await,
