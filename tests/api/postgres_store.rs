@@ -7,8 +7,9 @@ use clawrelay::ids::{AppId, ClientId, IdempotencyKey, MessageId, UserId};
 use clawrelay::store::{apps, clients, idempotency, settings, Store, StoreError, Synchronous};
 
 /// Runs `transcript` on a SQLite file and on a throwaway PostgreSQL, asserts
-/// the two are equal and returns PostgreSQL's.
-async fn same_on_both<F, Fut>(transcript: F) -> Vec<String>
+/// the two are equal and hold each of `expected` (so that a transcript
+/// cannot pass by saying nothing), and returns PostgreSQL's.
+async fn same_on_both<F, Fut>(transcript: F, expected: &[&str])
 where
     F: Fn(Store) -> Fut,
     Fut: std::future::Future<Output = Vec<String>>,
@@ -22,9 +23,11 @@ where
     let on_sqlite = transcript(sqlite.clone()).await;
     let on_pg = transcript(pg.clone()).await;
     assert_eq!(on_sqlite, on_pg);
+    for line in expected {
+        assert!(on_pg.iter().any(|l| l == line), "{line} not in {on_pg:#?}");
+    }
     sqlite.close().await;
     pg.close().await;
-    on_pg
 }
 
 /// What the admin side does with clients, apps and settings, written as
@@ -158,18 +161,15 @@ async fn admin_transcript(store: &Store) -> Vec<String> {
 
 #[tokio::test]
 async fn postgres_store_runs_the_domain_writes_like_sqlite() {
-    let on_pg = same_on_both(|store| async move { admin_transcript(&store).await }).await;
-    // The transcript says something: revocations, rotations, last seen.
-    assert!(
-        on_pg.contains(
-            &"client agent-1 pending 0 seen None created 1001 revoked Some(2000)".to_owned()
-        ),
-        "{on_pg:#?}"
-    );
-    assert!(
-        on_pg[0].starts_with("revoke true false; set_token Some(\"agent-2\") None"),
-        "{on_pg:#?}"
-    );
+    // Revocations, rotations, last seen.
+    same_on_both(
+        |store| async move { admin_transcript(&store).await },
+        &[
+            "revoke true false; set_token Some(\"agent-2\") None; app Some(\"site\") true public false",
+            "client agent-1 pending 0 seen None created 1001 revoked Some(2000)",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -479,14 +479,15 @@ async fn conversation_transcript(store: &Store) -> Vec<String> {
 
 #[tokio::test]
 async fn postgres_store_keeps_conversations_like_sqlite() {
-    let on_pg = same_on_both(|store| async move { conversation_transcript(&store).await }).await;
-    for line in [
-        "adopted 1 owner of u2 is other Some(true)",
-        "u1 active false u3 active false",
-        "key before None first true other principal None replaced true",
-    ] {
-        assert!(on_pg.iter().any(|l| l == line), "{line} not in {on_pg:#?}");
-    }
+    same_on_both(
+        |store| async move { conversation_transcript(&store).await },
+        &[
+            "adopted 1 owner of u2 is other Some(true)",
+            "u1 active false u3 active false",
+            "key before None first true other principal None replaced true",
+        ],
+    )
+    .await;
 }
 
 /// Two relays taking first messages of one user at once: one conversation
@@ -689,14 +690,15 @@ async fn message_transcript(store: &Store) -> Vec<String> {
 
 #[tokio::test]
 async fn postgres_store_keeps_messages_like_sqlite() {
-    let on_pg = same_on_both(|store| async move { message_transcript(&store).await }).await;
-    for line in [
-        "outbox page [\"m1\", \"m3\"]",
-        "stream of bob [\"m1\", \"m4\", \"m7\", \"m10\"]",
-        "ann on site, outbound only true: [\"m3\", \"m9\"]",
-    ] {
-        assert!(on_pg.iter().any(|l| l == line), "{line} not in {on_pg:#?}");
-    }
+    same_on_both(
+        |store| async move { message_transcript(&store).await },
+        &[
+            "outbox page [\"m1\", \"m3\"]",
+            "stream of bob [\"m1\", \"m4\", \"m7\", \"m10\"]",
+            "ann on site, outbound only true: [\"m3\", \"m9\"]",
+        ],
+    )
+    .await;
 }
 
 /// Replies stored at once through two relays, read by an app tailing its
