@@ -76,7 +76,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
         }
         Tx::Postgres(pg) => {
             let (seq,): (i64,) = pg
-                .fetch_optional(
+                .fetch_one(
                     sqlx::query_as(
                         "INSERT INTO messages
                             (id, conversation_id, app_id, client_id, direction, sender, recipient, text,
@@ -95,8 +95,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
                     .bind(m.now)
                     .bind(m.reply_id)
                     .bind(super::attachments::to_column(m.attachments)),
-                )?
-                .ok_or_else(|| super::StoreError::Other("INSERT RETURNING gave no row".into()))?;
+                )?;
             pg.stamp_after_commit();
             seq
         }

@@ -106,6 +106,17 @@ impl PgTx {
         Ok(done.rows_affected())
     }
 
+    /// Runs a query that returns exactly one row.
+    pub fn fetch_one<O>(&self, query: QueryAs<'_, Postgres, O, PgArguments>) -> StoreResult<O>
+    where
+        O: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let mut txn = self.txn.borrow_mut();
+        self.runtime
+            .block_on(query.fetch_one(&mut **txn))
+            .map_err(pg_error)
+    }
+
     /// Runs a query that returns at most one row.
     pub fn fetch_optional<O>(
         &self,
