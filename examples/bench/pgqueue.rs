@@ -3,13 +3,13 @@
 //! with N pending deliveries spread over 100 clients as `queue` spreads
 //! them (a share leased and unacked), then for a bounded time the clients
 //! take turns at a claim transaction (due with SKIP LOCKED, lease, commit)
-//! and an ack transaction (lock the conversation, ack, promote, commit).
-//! Reports the latency of both. No HTTP: compare with `queue` for the
-//! storage's share only.
+//! and an ack transaction (lock the conversation, ack, promote, commit),
+//! each one `Store::write` as the domain makes it. Reports the latency of
+//! both. No HTTP: compare with `queue` for the storage's share only.
 
 use super::relay::percentile;
 use clawrelay::ids::{ClientId, MessageId};
-use clawrelay::store::postgres::{deliveries as pgd, PgStore};
+use clawrelay::store::{deliveries, Reader, Store, StoreError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,8 +61,15 @@ impl Drop for Cluster {
     }
 }
 
-async fn preload(store: &PgStore, n: i64, leased: f64) {
-    let db = store.pool();
+fn pool(store: &Store) -> &sqlx::PgPool {
+    match store.reader() {
+        Reader::Postgres(pool) => pool,
+        Reader::Sqlite(_) => unreachable!("the store was opened on PostgreSQL"),
+    }
+}
+
+async fn preload(store: &Store, n: i64, leased: f64) {
+    let db = pool(store);
     let now = clawrelay::store::now_ms();
     let leased_every = if leased > 0.0 {
         (1.0 / leased).round() as i64
@@ -135,12 +142,11 @@ pub async fn run(n: i64, leased: f64, duration: Duration) -> PgQueueReport {
         dir.path().file_name().unwrap().to_string_lossy()
     ));
     let (_cluster, url) = Cluster::start(&pgdir);
-    let store = PgStore::connect(&url, 4).await.expect("connect");
+    let store = Store::connect_postgres(&url, 4).await.expect("connect");
     let t = Instant::now();
     preload(&store, n, leased).await;
     let preload_secs = t.elapsed().as_secs_f64();
 
-    let db = store.pool();
     let clients: Vec<ClientId> = (0..CLIENTS)
         .map(|k| ClientId::from_db(format!("cli_{k}")))
         .collect();
@@ -154,13 +160,16 @@ pub async fn run(n: i64, leased: f64, duration: Duration) -> PgQueueReport {
             }
             let now = clawrelay::store::now_ms();
             let t = Instant::now();
-            let mut tx = db.begin().await.unwrap();
-            let due = pgd::due(&mut tx, client, now, 10).await.unwrap();
-            let seqs: Vec<i64> = due.iter().map(|d| d.seq).collect();
-            pgd::lease(&mut tx, &seqs, now + 60_000, now, None)
+            let who = client.clone();
+            let seqs = store
+                .write(move |tx| {
+                    let due = deliveries::due(tx, &who, now, 10)?;
+                    let seqs: Vec<i64> = due.iter().map(|d| d.seq).collect();
+                    deliveries::lease(tx, &seqs, now + 60_000, now, None)?;
+                    Ok::<_, StoreError>(seqs)
+                })
                 .await
                 .unwrap();
-            tx.commit().await.unwrap();
             if seqs.is_empty() {
                 empty_in_a_row += 1;
                 continue;
@@ -168,16 +177,19 @@ pub async fn run(n: i64, leased: f64, duration: Duration) -> PgQueueReport {
             claims.push(t.elapsed().as_secs_f64() * 1000.0);
             empty_in_a_row = 0;
             let t = Instant::now();
-            let mut tx = db.begin().await.unwrap();
-            for seq in seqs {
-                let id = MessageId::from_db(format!("msg_{}", seq - 1));
-                if let Some(conversation) = pgd::ack(&mut tx, client, &id, now).await.unwrap() {
-                    pgd::promote_next(&mut tx, &conversation, now)
-                        .await
-                        .unwrap();
-                }
-            }
-            tx.commit().await.unwrap();
+            let who = client.clone();
+            store
+                .write(move |tx| {
+                    for seq in seqs {
+                        let id = MessageId::from_db(format!("msg_{}", seq - 1));
+                        if let Some(conversation) = deliveries::ack(tx, &who, &id, now)? {
+                            deliveries::promote_next(tx, &conversation, now)?;
+                        }
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await
+                .unwrap();
             acks.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }

@@ -17,6 +17,7 @@ use crate::hub::Hub;
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
 use crate::model::Message;
 use crate::store::conversations::Expired;
+use crate::store::deliveries::Retired;
 use crate::store::{clients, conversations, deliveries, now_ms, StoreResult, Tx};
 
 use std::time::Duration;
@@ -293,14 +294,18 @@ impl Relay {
                     let mut promoted = false;
                     for d in due {
                         if d.attempts >= rules.max_attempts {
-                            // Rare: a delivery out of attempts dies here.
-                            deliveries::mark_dead(tx, d.seq, now)?;
+                            // Rare: a delivery out of attempts dies here
+                            // (or, on PostgreSQL, waits for the next claim
+                            // while another relay writes to its conversation).
+                            let Retired::Dead { promoted: next } = deliveries::retire(tx, &d, now)?
+                            else {
+                                continue;
+                            };
                             dead += 1;
                             for m in deliveries::claimed_messages(tx, &[d.seq])? {
                                 hooked |= webhooks::record_dead(tx, &m, d.attempts, now)?;
                             }
-                            promoted |=
-                                deliveries::promote_next(tx, &d.conversation_id, now)?.is_some();
+                            promoted |= next.is_some();
                         } else {
                             lease.push(d.seq);
                         }

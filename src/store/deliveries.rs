@@ -1,6 +1,22 @@
 //! The delivery queue (see the `deliveries` table in the migration for the
 //! model: one ready row per conversation, later rows queued behind it).
+//!
+//! On PostgreSQL several relays claim at once, and two rules keep the model
+//! whole there:
+//! - A claim locks the rows it takes with `FOR UPDATE SKIP LOCKED` (see
+//!   [`due`]): relays claiming for the same agent take different rows
+//!   instead of waiting for each other, and a row another relay has just
+//!   leased is re-checked against its new `visible_at` and left alone.
+//! - The writers of one conversation's rows (enqueue, ack, promote, requeue)
+//!   take turns on the conversation's row ([`lock_conversation`]), always
+//!   before they touch a delivery row. So an enqueue cannot queue a message
+//!   behind a ready row that an ack on another relay is finishing, and the
+//!   one-ready-row rule (enforced by `deliveries_ready_by_conversation`)
+//!   holds. The claim, which holds its rows first, only ever tries that
+//!   lock ([`retire`]).
 
+use super::postgres::error as pg_error;
+use super::tx::PgTx;
 use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId};
 use crate::model::{Delivery, DeliveryState, Direction, Message};
@@ -8,7 +24,8 @@ use rusqlite::OptionalExtension;
 
 /// Queues the delivery of inbound message `seq`: ready if its conversation has
 /// nothing in flight, else queued behind the conversation's open rows.
-/// Returns whether it is ready (claimable now). One statement.
+/// Returns whether it is ready (claimable now). One statement (on
+/// PostgreSQL after the conversation's lock).
 pub fn enqueue(
     tx: &Tx,
     seq: i64,
@@ -16,7 +33,30 @@ pub fn enqueue(
     client: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            lock_conversation(pg, conversation)?;
+            let (state,): (String,) = pg.fetch_one(
+                sqlx::query_as(
+                    "INSERT INTO deliveries
+                        (message_seq, conversation_id, client_id, state, attempts, visible_at,
+                         created_at, updated_at)
+                     VALUES ($1, $2, $3,
+                             CASE WHEN EXISTS (SELECT 1 FROM deliveries
+                                               WHERE conversation_id = $2 AND state = 'ready')
+                                  THEN 'queued' ELSE 'ready' END,
+                             0, $4, $4, $4)
+                     RETURNING state",
+                )
+                .bind(seq)
+                .bind(conversation)
+                .bind(client)
+                .bind(now),
+            )?;
+            return Ok(state == "ready");
+        }
+    };
     let state: String = tx
         .prepare_cached(
             "INSERT INTO deliveries
@@ -32,14 +72,30 @@ pub fn enqueue(
     Ok(state == "ready")
 }
 
-fn has_ready(tx: &Tx, conversation: &ConversationId) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
-    let found = tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = ? AND state = 'ready')",
-        )?
-        .query_row([conversation], |r| r.get(0))?;
-    Ok(found)
+/// Locks a conversation's row until the transaction ends (PostgreSQL), so
+/// that the relays writing to one conversation's deliveries take turns.
+/// Returns false when the conversation does not exist.
+fn lock_conversation(pg: &PgTx, conversation: &ConversationId) -> StoreResult<bool> {
+    let found: Option<(i32,)> = pg.fetch_optional(
+        sqlx::query_as("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE").bind(conversation),
+    )?;
+    Ok(found.is_some())
+}
+
+/// Locks a conversation's row like [`lock_conversation`] if no other
+/// transaction holds it; returns false at once when one does, instead of
+/// waiting.
+///
+/// A claim needs a conversation's lock while it already holds the rows it
+/// took: to let a dead row's successor through. Every other writer takes
+/// the conversation first and the row second (an ack, an enqueue), so a
+/// claim that waited here could deadlock with an ack of the same row.
+fn try_lock_conversation(pg: &PgTx, conversation: &ConversationId) -> StoreResult<bool> {
+    let found: Option<(i32,)> = pg.fetch_optional(
+        sqlx::query_as("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE SKIP LOCKED")
+            .bind(conversation),
+    )?;
+    Ok(found.is_some())
 }
 
 /// A due ready row, as the claim sees it.
@@ -49,9 +105,34 @@ pub struct Due {
     pub attempts: i64,
 }
 
-/// Up to `limit` of the client's ready rows that are due, oldest first.
+/// Up to `limit` of the client's ready rows that are due, oldest first. On
+/// PostgreSQL they are locked until the transaction ends, and rows another
+/// relay is claiming right now are skipped.
 pub fn due(tx: &Tx, client: &ClientId, now: i64, limit: i64) -> StoreResult<Vec<Due>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let rows: Vec<(i64, String, i64)> = pg.fetch_all(
+                sqlx::query_as(
+                    "SELECT message_seq, conversation_id, attempts FROM deliveries
+                     WHERE client_id = $1 AND state = 'ready' AND visible_at <= $2
+                     ORDER BY visible_at, message_seq LIMIT $3
+                     FOR UPDATE SKIP LOCKED",
+                )
+                .bind(client)
+                .bind(now)
+                .bind(limit),
+            )?;
+            return Ok(rows
+                .into_iter()
+                .map(|(seq, conversation, attempts)| Due {
+                    seq,
+                    conversation_id: ConversationId::from_db(conversation),
+                    attempts,
+                })
+                .collect());
+        }
+    };
     let mut stmt = tx.prepare_cached(
         "SELECT message_seq, conversation_id, attempts FROM deliveries
          WHERE client_id = ?1 AND state = 'ready' AND visible_at <= ?2
@@ -70,7 +151,23 @@ pub fn due(tx: &Tx, client: &ClientId, now: i64, limit: i64) -> StoreResult<Vec<
 /// Leases ready rows until `until`, counting one more attempt each. `owner`
 /// is the WebSocket session holding the leases (None for an HTTP poll).
 pub fn lease(tx: &Tx, seqs: &[i64], until: i64, now: i64, owner: Option<&str>) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "UPDATE deliveries
+                     SET attempts = attempts + 1, visible_at = $2, updated_at = $3, lease_owner = $4
+                     WHERE message_seq = ANY($1)",
+                )
+                .bind(seqs)
+                .bind(until)
+                .bind(now)
+                .bind(owner),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached(
         "UPDATE deliveries SET attempts = attempts + 1, visible_at = ?2, updated_at = ?3, lease_owner = ?4
          WHERE message_seq IN (SELECT value FROM json_each(?1))",
@@ -83,24 +180,86 @@ fn json_list(seqs: &[i64]) -> String {
     serde_json::to_string(seqs).unwrap_or_else(|_| "[]".to_owned())
 }
 
-pub fn mark_dead(tx: &Tx, seq: i64, now: i64) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
-    tx.prepare_cached(
-        "UPDATE deliveries SET state = 'dead', updated_at = ?2, lease_owner = NULL WHERE message_seq = ?1",
-    )?
-    .execute((seq, now))?;
+/// What became of a due row out of attempts that a claim tried to retire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retired {
+    /// Dead; `promoted` is the client of the conversation's next message
+    /// when one became ready (`Some(None)` when that message has no client).
+    Dead { promoted: Option<Option<ClientId>> },
+    /// Its conversation is busy (on PostgreSQL, another relay is writing to
+    /// it): the row stays as it is, neither leased nor dead, and the next
+    /// claim retries.
+    Busy,
+}
+
+/// Retires row `due` (taken by this claim, out of attempts): marks it dead
+/// and makes the next message of its conversation ready. On PostgreSQL this
+/// happens under the conversation's lock, so that an enqueue cannot queue a
+/// message behind it meanwhile; when another transaction holds that lock
+/// the row is left for a later claim (see [`try_lock_conversation`]).
+pub fn retire(tx: &Tx, due: &Due, now: i64) -> StoreResult<Retired> {
+    if let Tx::Postgres(pg) = tx {
+        if !try_lock_conversation(pg, &due.conversation_id)? {
+            return Ok(Retired::Busy);
+        }
+    }
+    mark_dead(tx, due.seq, now)?;
+    let promoted = promote_next(tx, &due.conversation_id, now)?;
+    Ok(Retired::Dead { promoted })
+}
+
+fn mark_dead(tx: &Tx, seq: i64, now: i64) -> StoreResult<()> {
+    match tx {
+        Tx::Sqlite(conn) => {
+            conn.prepare_cached(
+                "UPDATE deliveries SET state = 'dead', updated_at = ?2, lease_owner = NULL
+                 WHERE message_seq = ?1",
+            )?
+            .execute((seq, now))?;
+        }
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "UPDATE deliveries SET state = 'dead', updated_at = $2, lease_owner = NULL
+                     WHERE message_seq = $1",
+                )
+                .bind(seq)
+                .bind(now),
+            )?;
+        }
+    }
     Ok(())
 }
 
 /// Makes the oldest queued row of a conversation ready, if nothing of that
 /// conversation is ready. Returns the client it belongs to when one was
-/// promoted. One statement.
+/// promoted. One statement. On PostgreSQL the caller holds the
+/// conversation's lock (taken by the ack, `ack_conversation` or `retire`
+/// before it).
 pub fn promote_next(
     tx: &Tx,
     conversation: &ConversationId,
     now: i64,
 ) -> StoreResult<Option<Option<ClientId>>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let promoted: Option<(Option<String>,)> = pg.fetch_optional(
+                sqlx::query_as(
+                    "UPDATE deliveries SET state = 'ready', updated_at = $2
+                     WHERE message_seq = (SELECT message_seq FROM deliveries
+                                          WHERE conversation_id = $1 AND state = 'queued'
+                                          ORDER BY message_seq LIMIT 1)
+                       AND NOT EXISTS (SELECT 1 FROM deliveries
+                                       WHERE conversation_id = $1 AND state = 'ready')
+                     RETURNING client_id",
+                )
+                .bind(conversation)
+                .bind(now),
+            )?;
+            return Ok(promoted.map(|(c,)| c.map(ClientId::from_db)));
+        }
+    };
     let promoted = tx
         .prepare_cached(
             "UPDATE deliveries SET state = 'ready', updated_at = ?2
@@ -118,7 +277,20 @@ pub fn promote_next(
 /// Ends the leases a WebSocket session holds: its unacked deliveries are due
 /// again now. Returns how many.
 pub fn release_owner(tx: &Tx, owner: &str, now: i64) -> StoreResult<u64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            return pg.execute(
+                sqlx::query(
+                    "UPDATE deliveries
+                     SET visible_at = LEAST(visible_at, $2), lease_owner = NULL, updated_at = $2
+                     WHERE lease_owner = $1",
+                )
+                .bind(owner)
+                .bind(now),
+            );
+        }
+    };
     let n = tx
         .prepare_cached(
             "UPDATE deliveries SET visible_at = MIN(visible_at, ?2), lease_owner = NULL, updated_at = ?2
@@ -129,9 +301,14 @@ pub fn release_owner(tx: &Tx, owner: &str, now: i64) -> StoreResult<u64> {
 }
 
 /// Ends every session-held lease: at start, when no socket of a previous run
-/// can be alive.
+/// can be alive. On PostgreSQL other relays' sockets are alive, so this
+/// releases nothing there: the leases of a relay that died end when their
+/// lease time does, like an HTTP poll's.
 pub fn release_all_owned(tx: &Tx, now: i64) -> StoreResult<u64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(_) => return Ok(0),
+    };
     let n = tx
         .prepare_cached(
             "UPDATE deliveries SET visible_at = MIN(visible_at, ?1), lease_owner = NULL, updated_at = ?1
@@ -143,7 +320,20 @@ pub fn release_all_owned(tx: &Tx, now: i64) -> StoreResult<u64> {
 
 /// Deliveries a WebSocket session holds under a lease that has not ended.
 pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return sqlx::query_scalar(
+                "SELECT COUNT(*) FROM deliveries
+                 WHERE lease_owner = $1 AND state = 'ready' AND visible_at > $2",
+            )
+            .bind(owner)
+            .bind(now)
+            .fetch_one(pool)
+            .await
+            .map_err(pg_error);
+        }
+    };
     let n = sqlx::query_scalar!(
         r#"SELECT COUNT(*) AS "n!: i64" FROM deliveries
            WHERE lease_owner = ?1 AND state = 'ready' AND visible_at > ?2"#,
@@ -158,7 +348,21 @@ pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64>
 /// When the client's oldest due, unclaimed delivery became due (for the
 /// oldest-pending gauge): the first entry of its claim range.
 pub async fn oldest_due(db: &Reader, client: &ClientId, now: i64) -> StoreResult<Option<i64>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return sqlx::query_scalar(
+                "SELECT visible_at FROM deliveries
+                 WHERE client_id = $1 AND state = 'ready' AND visible_at <= $2
+                 ORDER BY visible_at LIMIT 1",
+            )
+            .bind(client)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error);
+        }
+    };
     let at = sqlx::query_scalar!(
         "SELECT visible_at FROM deliveries
          WHERE client_id = ?1 AND state = 'ready' AND visible_at <= ?2
@@ -175,7 +379,18 @@ pub async fn oldest_due(db: &Reader, client: &ClientId, now: i64) -> StoreResult
 /// finds something; in the future, nothing is due before then. None: the
 /// client has no ready row. One look at the claim index, no write.
 pub async fn earliest_ready(db: &Reader, client: &ClientId) -> StoreResult<Option<i64>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return sqlx::query_scalar(
+                "SELECT MIN(visible_at) FROM deliveries WHERE client_id = $1 AND state = 'ready'",
+            )
+            .bind(client)
+            .fetch_one(pool)
+            .await
+            .map_err(pg_error);
+        }
+    };
     let at = sqlx::query_scalar!(
         r#"SELECT MIN(visible_at) AS "at: i64" FROM deliveries
            WHERE client_id = ?1 AND state = 'ready'"#,
@@ -188,7 +403,21 @@ pub async fn earliest_ready(db: &Reader, client: &ClientId) -> StoreResult<Optio
 
 /// The earliest time one of the client's leased rows becomes due again.
 pub fn next_visible_at(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<Option<i64>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let at: Option<(i64,)> = pg.fetch_optional(
+                sqlx::query_as(
+                    "SELECT visible_at FROM deliveries
+                     WHERE client_id = $1 AND state = 'ready' AND visible_at > $2
+                     ORDER BY visible_at LIMIT 1",
+                )
+                .bind(client)
+                .bind(now),
+            )?;
+            return Ok(at.map(|(at,)| at));
+        }
+    };
     let at = tx
         .prepare_cached(
             "SELECT visible_at FROM deliveries
@@ -201,14 +430,18 @@ pub fn next_visible_at(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<Opti
 }
 
 /// Acks the client's claimed delivery of message `id`. Returns its
-/// conversation when something was acked.
+/// conversation when something was acked (on PostgreSQL, not when another
+/// relay acked it first).
 pub fn ack(
     tx: &Tx,
     client: &ClientId,
     id: &MessageId,
     now: i64,
 ) -> StoreResult<Option<ConversationId>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => return ack_postgres(pg, client, id, now),
+    };
     let conversation = tx
         .prepare_cached(
             "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
@@ -221,6 +454,40 @@ pub fn ack(
     Ok(conversation.map(ConversationId::from_db))
 }
 
+/// Finds the claimed row first, then locks its conversation like every
+/// writer of a conversation, then acks it if it is still claimed.
+fn ack_postgres(
+    pg: &PgTx,
+    client: &ClientId,
+    id: &MessageId,
+    now: i64,
+) -> StoreResult<Option<ConversationId>> {
+    let claimed: Option<(i64, String)> = pg.fetch_optional(
+        sqlx::query_as(
+            "SELECT d.message_seq, d.conversation_id
+             FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+             WHERE m.id = $1 AND d.client_id = $2 AND d.state = 'ready' AND d.attempts > 0",
+        )
+        .bind(id)
+        .bind(client),
+    )?;
+    let Some((seq, conversation)) = claimed else {
+        return Ok(None);
+    };
+    let conversation = ConversationId::from_db(conversation);
+    lock_conversation(pg, &conversation)?;
+    let done = pg.execute(
+        sqlx::query(
+            "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
+             WHERE message_seq = $1 AND client_id = $2 AND state = 'ready' AND attempts > 0",
+        )
+        .bind(seq)
+        .bind(client)
+        .bind(now),
+    )?;
+    Ok((done == 1).then_some(conversation))
+}
+
 /// Acks whatever of the conversation the client has claimed (the implicit
 /// ack of `/send`). Returns how many rows were acked.
 pub fn ack_conversation(
@@ -229,7 +496,22 @@ pub fn ack_conversation(
     conversation: &ConversationId,
     now: i64,
 ) -> StoreResult<u64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            lock_conversation(pg, conversation)?;
+            return pg.execute(
+                sqlx::query(
+                    "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
+                     WHERE conversation_id = $1 AND state = 'ready' AND client_id = $2
+                       AND attempts > 0",
+                )
+                .bind(conversation)
+                .bind(client)
+                .bind(now),
+            );
+        }
+    };
     let done = tx
         .prepare_cached(
             "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
@@ -241,7 +523,19 @@ pub fn ack_conversation(
 
 /// Hands every unassigned open delivery to `client`. Returns how many moved.
 pub fn adopt_unassigned(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<u64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            return pg.execute(
+                sqlx::query(
+                    "UPDATE deliveries SET client_id = $1, updated_at = $2
+                     WHERE client_id IS NULL AND state IN ('ready', 'queued')",
+                )
+                .bind(client)
+                .bind(now),
+            );
+        }
+    };
     let moved = tx
         .prepare_cached(
             "UPDATE deliveries SET client_id = ?1, updated_at = ?2
@@ -259,7 +553,33 @@ pub fn move_conversation(
     to: Option<&ClientId>,
     now: i64,
 ) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            lock_conversation(pg, conversation)?;
+            pg.execute(
+                sqlx::query(
+                    "UPDATE deliveries
+                     SET client_id = $2, visible_at = LEAST(visible_at, $3), updated_at = $3,
+                         lease_owner = NULL
+                     WHERE conversation_id = $1 AND state = 'ready'",
+                )
+                .bind(conversation)
+                .bind(to)
+                .bind(now),
+            )?;
+            pg.execute(
+                sqlx::query(
+                    "UPDATE deliveries SET client_id = $2, updated_at = $3
+                     WHERE conversation_id = $1 AND state = 'queued'",
+                )
+                .bind(conversation)
+                .bind(to)
+                .bind(now),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached(
         "UPDATE deliveries SET client_id = ?2, visible_at = MIN(visible_at, ?3), updated_at = ?3,
                 lease_owner = NULL
@@ -277,7 +597,21 @@ pub fn move_conversation(
 /// Conversations with open deliveries held by `client` (every conversation
 /// with a queued row also has a ready one, so the ready rows name them all).
 pub fn open_conversations_of(tx: &Tx, client: &ClientId) -> StoreResult<Vec<ConversationId>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let ids: Vec<(String,)> = pg.fetch_all(
+                sqlx::query_as(
+                    "SELECT conversation_id FROM deliveries WHERE client_id = $1 AND state = 'ready'",
+                )
+                .bind(client),
+            )?;
+            return Ok(ids
+                .into_iter()
+                .map(|(id,)| ConversationId::from_db(id))
+                .collect());
+        }
+    };
     let mut stmt = tx.prepare_cached(
         "SELECT conversation_id FROM deliveries WHERE client_id = ? AND state = 'ready'",
     )?;
@@ -289,7 +623,10 @@ pub fn open_conversations_of(tx: &Tx, client: &ClientId) -> StoreResult<Vec<Conv
 /// conversation's current client. Returns the conversation and whether the
 /// row is ready now, or None when `seq` is not a dead delivery.
 pub fn requeue(tx: &Tx, seq: i64, now: i64) -> StoreResult<Option<(ConversationId, bool)>> {
-    let conn = tx.sqlite()?;
+    let conn = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => return requeue_postgres(pg, seq, now),
+    };
     let conversation = conn
         .prepare_cached(
             "SELECT conversation_id FROM deliveries WHERE message_seq = ? AND state = 'dead'",
@@ -299,7 +636,11 @@ pub fn requeue(tx: &Tx, seq: i64, now: i64) -> StoreResult<Option<(ConversationI
     let Some(conversation) = conversation.map(ConversationId::from_db) else {
         return Ok(None);
     };
-    let ready = !has_ready(tx, &conversation)?;
+    let ready: bool = !conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE conversation_id = ? AND state = 'ready')",
+        )?
+        .query_row([&conversation], |r| r.get::<_, bool>(0))?;
     let state = if ready { "ready" } else { "queued" };
     conn.prepare_cached(
         "UPDATE deliveries
@@ -311,13 +652,62 @@ pub fn requeue(tx: &Tx, seq: i64, now: i64) -> StoreResult<Option<(ConversationI
     Ok(Some((conversation, ready)))
 }
 
+/// `requeue` under the conversation's lock, the dead row re-checked under it.
+fn requeue_postgres(pg: &PgTx, seq: i64, now: i64) -> StoreResult<Option<(ConversationId, bool)>> {
+    let dead = "SELECT conversation_id FROM deliveries WHERE message_seq = $1 AND state = 'dead'";
+    let found: Option<(String,)> = pg.fetch_optional(sqlx::query_as(dead).bind(seq))?;
+    let Some((conversation,)) = found else {
+        return Ok(None);
+    };
+    let conversation = ConversationId::from_db(conversation);
+    lock_conversation(pg, &conversation)?;
+    if pg
+        .fetch_optional::<(String,)>(sqlx::query_as(dead).bind(seq))?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let (state,): (String,) = pg.fetch_one(
+        sqlx::query_as(
+            "UPDATE deliveries
+             SET state = CASE WHEN EXISTS (SELECT 1 FROM deliveries
+                                           WHERE conversation_id = $2 AND state = 'ready')
+                              THEN 'queued' ELSE 'ready' END,
+                 attempts = 0, visible_at = $3, updated_at = $3,
+                 client_id = (SELECT client_id FROM conversations WHERE id = $2)
+             WHERE message_seq = $1
+             RETURNING state",
+        )
+        .bind(seq)
+        .bind(&conversation)
+        .bind(now),
+    )?;
+    Ok(Some((conversation, state == "ready")))
+}
+
 /// The messages of claimed rows, in claim order, with their attempt numbers.
 /// One statement.
 pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
-    let tx = tx.sqlite()?;
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let rows: Vec<ClaimedRow> = pg.fetch_all(
+                sqlx::query_as(
+                    "SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
+                            m.text, m.created_at, d.attempts, m.attachments
+                     FROM unnest($1::bigint[]) WITH ORDINALITY AS j(seq, n)
+                     JOIN deliveries d ON d.message_seq = j.seq
+                     JOIN messages m ON m.seq = d.message_seq
+                     ORDER BY j.n",
+                )
+                .bind(seqs),
+            )?;
+            return Ok(rows.into_iter().map(Message::from).collect());
+        }
+    };
     let mut stmt = tx.prepare_cached(
         "SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
                 m.text, m.created_at, d.attempts, m.attachments
@@ -327,22 +717,54 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
          ORDER BY j.key",
     )?;
     let rows = stmt.query_map([json_list(seqs)], |r| {
-        Ok(Message {
-            id: MessageId::from_db(r.get(0)?),
-            conversation_id: ConversationId::from_db(r.get(1)?),
-            client_id: r.get::<_, Option<String>>(2)?.map(ClientId::from_db),
-            app_id: AppId::from_db(r.get(3)?),
-            direction: Direction::Inbound,
-            from: r.get(4)?,
-            to: r.get(5)?,
+        Ok(ClaimedRow {
+            id: r.get(0)?,
+            conversation_id: r.get(1)?,
+            client_id: r.get(2)?,
+            app_id: r.get(3)?,
+            sender: r.get(4)?,
+            recipient: r.get(5)?,
             text: r.get(6)?,
-            timestamp: r.get(7)?,
-            attempt: Some(r.get(8)?),
-            reply_id: None,
-            attachments: super::attachments::from_column(r.get::<_, Option<String>>(9)?.as_deref()),
+            created_at: r.get(7)?,
+            attempts: r.get(8)?,
+            attachments: r.get(9)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.map(|r| Ok(Message::from(r?))).collect()
+}
+
+/// A claimed row's message, as `claimed_messages` reads it.
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: String,
+    conversation_id: String,
+    client_id: Option<String>,
+    app_id: String,
+    sender: String,
+    recipient: String,
+    text: String,
+    created_at: i64,
+    attempts: i64,
+    attachments: Option<String>,
+}
+
+impl From<ClaimedRow> for Message {
+    fn from(r: ClaimedRow) -> Message {
+        Message {
+            id: MessageId::from_db(r.id),
+            conversation_id: ConversationId::from_db(r.conversation_id),
+            client_id: r.client_id.map(ClientId::from_db),
+            app_id: AppId::from_db(r.app_id),
+            direction: Direction::Inbound,
+            from: r.sender,
+            to: r.recipient,
+            text: r.text,
+            timestamp: r.created_at,
+            attempt: Some(r.attempts),
+            reply_id: None,
+            attachments: super::attachments::from_column(r.attachments.as_deref()),
+        }
+    }
 }
 
 /// Admin listing filter.
@@ -355,10 +777,67 @@ pub struct Filter<'a> {
     pub limit: i64,
 }
 
+/// A row of the admin listing.
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    message_seq: i64,
+    conversation_id: String,
+    client_id: Option<String>,
+    state: String,
+    attempts: i64,
+    visible_at: i64,
+    created_at: i64,
+    updated_at: i64,
+    id: String,
+    message_client_id: Option<String>,
+    app_id: String,
+    sender: String,
+    recipient: String,
+    text: String,
+    attachments: Option<String>,
+}
+
+impl ListRow {
+    fn into_model(self, now: i64) -> (i64, Delivery) {
+        let state = match self.state.as_str() {
+            "queued" => DeliveryState::Queued,
+            "acked" => DeliveryState::Acked,
+            "dead" => DeliveryState::Dead,
+            _ if self.visible_at > now && self.attempts > 0 => DeliveryState::Leased,
+            _ => DeliveryState::Pending,
+        };
+        let conversation_id = ConversationId::from_db(self.conversation_id);
+        let delivery = Delivery {
+            message_id: MessageId::from_db(self.id.clone()),
+            conversation_id: conversation_id.clone(),
+            client_id: self.client_id.map(ClientId::from_db),
+            state,
+            attempts: self.attempts,
+            visible_at: self.visible_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            message: Message {
+                id: MessageId::from_db(self.id),
+                conversation_id,
+                client_id: self.message_client_id.map(ClientId::from_db),
+                app_id: AppId::from_db(self.app_id),
+                direction: Direction::Inbound,
+                from: self.sender,
+                to: self.recipient,
+                text: self.text,
+                timestamp: self.created_at,
+                attempt: None,
+                reply_id: None,
+                attachments: super::attachments::from_column(self.attachments.as_deref()),
+            },
+        };
+        (self.message_seq, delivery)
+    }
+}
+
 /// Deliveries, newest first, each with its message. Returns the rows and the
 /// sequence number to pass as `before` for the next page.
 pub async fn list(db: &Reader, f: Filter<'_>, now: i64) -> StoreResult<Vec<(i64, Delivery)>> {
-    let ex = db.sqlite()?;
     // The stored state plus the lease decide the state an admin sees.
     let (stored, leased): (Option<&str>, Option<bool>) = match f.state {
         None => (None, None),
@@ -371,64 +850,54 @@ pub async fn list(db: &Reader, f: Filter<'_>, now: i64) -> StoreResult<Vec<(i64,
     let client = f.client;
     let conversation = f.conversation;
     let before = f.before.unwrap_or(i64::MAX);
-    let rows = sqlx::query!(
-        r#"SELECT d.message_seq AS "message_seq!", d.conversation_id, d.client_id, d.state, d.attempts, d.visible_at,
-                  d.created_at, d.updated_at,
-                  m.id, m.client_id AS message_client_id, m.app_id, m.sender, m.recipient, m.text,
-                  m.attachments
-           FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-           WHERE d.message_seq < ?1
-             AND (?2 IS NULL OR d.state = ?2)
-             AND (?3 IS NULL OR (d.visible_at > ?4 AND d.attempts > 0) = ?3)
-             AND (?5 IS NULL OR d.client_id = ?5)
-             AND (?6 IS NULL OR d.conversation_id = ?6)
-           ORDER BY d.message_seq DESC LIMIT ?7"#,
-        before,
-        stored,
-        leased,
-        now,
-        client,
-        conversation,
-        f.limit
-    )
-    .fetch_all(ex)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let state = match r.state.as_str() {
-                "queued" => DeliveryState::Queued,
-                "acked" => DeliveryState::Acked,
-                "dead" => DeliveryState::Dead,
-                _ if r.visible_at > now && r.attempts > 0 => DeliveryState::Leased,
-                _ => DeliveryState::Pending,
-            };
-            let conversation_id = ConversationId::from_db(r.conversation_id);
-            let delivery = Delivery {
-                message_id: MessageId::from_db(r.id.clone()),
-                conversation_id: conversation_id.clone(),
-                client_id: r.client_id.map(ClientId::from_db),
-                state,
-                attempts: r.attempts,
-                visible_at: r.visible_at,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-                message: Message {
-                    id: MessageId::from_db(r.id),
-                    conversation_id,
-                    client_id: r.message_client_id.map(ClientId::from_db),
-                    app_id: AppId::from_db(r.app_id),
-                    direction: Direction::Inbound,
-                    from: r.sender,
-                    to: r.recipient,
-                    text: r.text,
-                    timestamp: r.created_at,
-                    attempt: None,
-                    reply_id: None,
-                    attachments: super::attachments::from_column(r.attachments.as_deref()),
-                },
-            };
-            (r.message_seq, delivery)
-        })
-        .collect())
+    let rows =
+        match db {
+            Reader::Sqlite(ex) => sqlx::query_as!(
+                ListRow,
+                r#"SELECT d.message_seq AS "message_seq!", d.conversation_id, d.client_id, d.state,
+                          d.attempts, d.visible_at, d.created_at, d.updated_at,
+                          m.id, m.client_id AS message_client_id, m.app_id, m.sender, m.recipient,
+                          m.text, m.attachments
+                   FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+                   WHERE d.message_seq < ?1
+                     AND (?2 IS NULL OR d.state = ?2)
+                     AND (?3 IS NULL OR (d.visible_at > ?4 AND d.attempts > 0) = ?3)
+                     AND (?5 IS NULL OR d.client_id = ?5)
+                     AND (?6 IS NULL OR d.conversation_id = ?6)
+                   ORDER BY d.message_seq DESC LIMIT ?7"#,
+                before,
+                stored,
+                leased,
+                now,
+                client,
+                conversation,
+                f.limit
+            )
+            .fetch_all(ex)
+            .await?,
+            Reader::Postgres(pool) => sqlx::query_as(
+                "SELECT d.message_seq, d.conversation_id, d.client_id, d.state, d.attempts,
+                    d.visible_at, d.created_at, d.updated_at,
+                    m.id, m.client_id AS message_client_id, m.app_id, m.sender, m.recipient,
+                    m.text, m.attachments
+             FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+             WHERE d.message_seq < $1
+               AND ($2::text IS NULL OR d.state = $2)
+               AND ($3::boolean IS NULL OR (d.visible_at > $4 AND d.attempts > 0) = $3)
+               AND ($5::text IS NULL OR d.client_id = $5)
+               AND ($6::text IS NULL OR d.conversation_id = $6)
+             ORDER BY d.message_seq DESC LIMIT $7",
+            )
+            .bind(before)
+            .bind(stored)
+            .bind(leased)
+            .bind(now)
+            .bind(client)
+            .bind(conversation)
+            .bind(f.limit)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?,
+        };
+    Ok(rows.into_iter().map(|r| r.into_model(now)).collect())
 }

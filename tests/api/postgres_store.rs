@@ -801,3 +801,765 @@ async fn postgres_outbox_tailed_on_another_relay_misses_nothing() {
         r.close().await;
     }
 }
+
+/// Sets up agents `a` and `b`, an app and three conversations (ann and bob
+/// with `a`, cat unassigned), and stores and enqueues inbound messages as
+/// `/inbound` does: ann 3, bob 2, cat 1, named by conversation and index.
+/// Returns the conversations and whether each enqueue was ready.
+async fn delivery_backlog(
+    store: &Store,
+    a: &ClientId,
+    b: &ClientId,
+) -> (Vec<clawrelay::ids::ConversationId>, Vec<bool>) {
+    use clawrelay::model::Direction;
+    use clawrelay::store::messages::{self, NewMessage};
+    use clawrelay::store::{conversations, deliveries};
+    let (a, b) = (a.clone(), b.clone());
+    store
+        .write(move |tx| {
+            clients::insert(tx, &a, "a", "h", 1)?;
+            clients::insert(tx, &b, "b", "h", 1)?;
+            let app = AppId::generate();
+            apps::insert(tx, &app, "site", "h", 1)?;
+            let mut convs = Vec::new();
+            let mut ready = Vec::new();
+            for (user, client, n) in [("ann", Some(&a), 3), ("bob", Some(&a), 2), ("cat", None, 1)]
+            {
+                let user_id = UserId::parse(user).unwrap();
+                let conv = conversations::create(tx, &app, &user_id, client, 1)?;
+                for i in 0..n {
+                    let (seq, _) = messages::insert(
+                        tx,
+                        NewMessage {
+                            conversation_id: &conv,
+                            app_id: &app,
+                            client_id: client,
+                            direction: Direction::Inbound,
+                            from: user,
+                            to: "agent",
+                            text: &format!("{user}{i}"),
+                            reply_id: None,
+                            attachments: &[],
+                            now: 10,
+                        },
+                    )?;
+                    ready.push(deliveries::enqueue(tx, seq, &conv, client, 10)?);
+                }
+                convs.push(conv);
+            }
+            Ok::<_, StoreError>((convs, ready))
+        })
+        .await
+        .unwrap()
+}
+
+/// The delivery queue as the domain drives it: enqueue, claim (due, lease,
+/// the claimed messages), leases that end, acks one by one and per
+/// conversation, the next message promoted, release of a session's leases,
+/// adoption and moves between agents, a row out of attempts retired and
+/// requeued, and the admin listing by each filter.
+async fn delivery_transcript(store: &Store) -> Vec<String> {
+    use clawrelay::model::DeliveryState;
+    use clawrelay::store::deliveries::{self, Filter};
+    let (a, b) = (ClientId::generate(), ClientId::generate());
+    let (convs, ready) = delivery_backlog(store, &a, &b).await;
+    let name = |c: &clawrelay::ids::ConversationId| {
+        ["ann", "bob", "cat"][convs.iter().position(|x| x == c).unwrap()]
+    };
+    let mut out = vec![format!("enqueued ready {ready:?}")];
+    let reader = store.reader().clone();
+    out.push(format!(
+        "a earliest ready {:?}, oldest due at 5 {:?} and at 10 {:?}",
+        deliveries::earliest_ready(&reader, &a).await.unwrap(),
+        deliveries::oldest_due(&reader, &a, 5).await.unwrap(),
+        deliveries::oldest_due(&reader, &a, 10).await.unwrap(),
+    ));
+
+    // A claim as `Relay::claim` makes it: due rows, leased, their messages.
+    let claim = |client: ClientId, now: i64, until: i64, owner: Option<&'static str>| {
+        store.write(move |tx| {
+            let due = deliveries::due(tx, &client, now, 10)?;
+            let seqs: Vec<i64> = due.iter().map(|d| d.seq).collect();
+            deliveries::lease(tx, &seqs, until, now, owner)?;
+            let messages = deliveries::claimed_messages(tx, &seqs)?;
+            let next = deliveries::next_visible_at(tx, &client, now)?;
+            Ok::<_, StoreError>((due, messages, next))
+        })
+    };
+    let show = |(due, messages, next): &(
+        Vec<deliveries::Due>,
+        Vec<clawrelay::model::Message>,
+        Option<i64>,
+    )| {
+        let got: Vec<String> = messages
+            .iter()
+            .map(|m| format!("{} attempt {:?}", m.text, m.attempt))
+            .collect();
+        format!("{} rows {got:?} next visible {next:?}", due.len())
+    };
+    let first = claim(a.clone(), 100, 600, Some("s1")).await.unwrap();
+    out.push(format!("a claims at 100: {}", show(&first)));
+    out.push(format!(
+        "b claims at 100: {}",
+        show(&claim(b.clone(), 100, 600, None).await.unwrap())
+    ));
+    out.push(format!(
+        "a claims at 200: {}",
+        show(&claim(a.clone(), 200, 700, None).await.unwrap())
+    ));
+    out.push(format!(
+        "s1 holds at 200: {}, at 600: {}",
+        deliveries::count_owned(&reader, "s1", 200).await.unwrap(),
+        deliveries::count_owned(&reader, "s1", 600).await.unwrap(),
+    ));
+
+    // Acks: ann's first by a (then again, then by b), bob's per conversation.
+    let ann0 = first.1[0].id.clone();
+    let (a2, b2, bob) = (a.clone(), b.clone(), convs[1].clone());
+    let acks = store
+        .write(move |tx| {
+            let acked = deliveries::ack(tx, &a2, &ann0, 300)?;
+            let promoted = match &acked {
+                Some(c) => deliveries::promote_next(tx, c, 300)?,
+                None => None,
+            };
+            let again = deliveries::ack(tx, &a2, &ann0, 300)?;
+            let by_b = deliveries::ack(tx, &b2, &ann0, 300)?;
+            let unclaimed = deliveries::ack_conversation(tx, &b2, &bob, 300)?;
+            let per_conversation = deliveries::ack_conversation(tx, &a2, &bob, 300)?;
+            let bob_next = deliveries::promote_next(tx, &bob, 300)?;
+            let bob_twice = deliveries::promote_next(tx, &bob, 300)?;
+            Ok::<_, StoreError>((
+                acked,
+                promoted,
+                again,
+                by_b,
+                unclaimed,
+                per_conversation,
+                bob_next,
+                bob_twice,
+            ))
+        })
+        .await
+        .unwrap();
+    out.push(format!(
+        "ack ann0: {:?} promoted {:?}; again {:?}; by b {:?}; bob by b {}, by a {}, \
+         bob's next promoted {:?}, twice {:?}",
+        acks.0.as_ref().map(name),
+        acks.1.as_ref().map(|c| c.as_ref() == Some(&a)),
+        acks.2,
+        acks.3,
+        acks.4,
+        acks.5,
+        acks.6.as_ref().map(|c| c.as_ref() == Some(&a)),
+        acks.7,
+    ));
+
+    // A session's leases end with it: its rows are due again at once.
+    let second = claim(a.clone(), 400, 900, Some("s2")).await.unwrap();
+    out.push(format!("a claims at 400 for s2: {}", show(&second)));
+    let released = store
+        .write(|tx| deliveries::release_owner(tx, "s2", 450))
+        .await
+        .unwrap();
+    out.push(format!(
+        "s2 released {released}; s2 holds {}; a claims at 450: {}",
+        deliveries::count_owned(&reader, "s2", 450).await.unwrap(),
+        show(&claim(a.clone(), 450, 950, None).await.unwrap())
+    ));
+
+    // b adopts the unassigned conversation's row; ann moves to b, with its
+    // lease ended; then what each agent holds.
+    let (a2, b2, ann) = (a.clone(), b.clone(), convs[0].clone());
+    let moved = store
+        .write(move |tx| {
+            clawrelay::store::conversations::adopt_unassigned(tx, &b2)?;
+            let adopted = deliveries::adopt_unassigned(tx, &b2, 500)?;
+            deliveries::move_conversation(tx, &ann, Some(&b2), 500)?;
+            let of_a = deliveries::open_conversations_of(tx, &a2)?;
+            let mut of_b = deliveries::open_conversations_of(tx, &b2)?;
+            of_b.sort_by_key(|c| c.as_str().to_owned());
+            Ok::<_, StoreError>((adopted, of_a, of_b))
+        })
+        .await
+        .unwrap();
+    let mut of_b: Vec<&str> = moved.2.iter().map(name).collect();
+    of_b.sort();
+    out.push(format!(
+        "b adopted {}; a holds {:?}; b holds {of_b:?}",
+        moved.0,
+        moved.1.iter().map(name).collect::<Vec<_>>(),
+    ));
+    out.push(format!(
+        "b claims at 500: {}",
+        show(&claim(b.clone(), 500, 500, None).await.unwrap())
+    ));
+
+    // Cat's row, leased until it is due at once, runs out of attempts: the
+    // claim retires it, and an admin requeues it.
+    for now in [510, 520] {
+        claim(b.clone(), now, now, None).await.unwrap();
+    }
+    let (b2, cat) = (b.clone(), convs[2].clone());
+    let retired = store
+        .write(move |tx| {
+            let due = deliveries::due(tx, &b2, 530, 10)?;
+            let mut outcomes = Vec::new();
+            for d in &due {
+                if d.conversation_id == cat {
+                    outcomes.push((d.attempts, deliveries::retire(tx, d, 530)?, d.seq));
+                }
+            }
+            Ok::<_, StoreError>(outcomes)
+        })
+        .await
+        .unwrap();
+    let (attempts, outcome, cat_seq) = retired[0].clone();
+    out.push(format!(
+        "cat's row after {attempts} attempts retired: {outcome:?}"
+    ));
+    let requeued = store
+        .write(move |tx| {
+            let first = deliveries::requeue(tx, cat_seq, 540)?;
+            let again = deliveries::requeue(tx, cat_seq, 540)?;
+            Ok::<_, StoreError>((first, again))
+        })
+        .await
+        .unwrap();
+    out.push(format!(
+        "requeued {:?}, again {:?}",
+        requeued.0.as_ref().map(|(c, r)| (name(c), r)),
+        requeued.1
+    ));
+
+    // The admin listing, by each filter, at 545.
+    let list = |state, client, conversation, before| {
+        let reader = reader.clone();
+        async move {
+            deliveries::list(
+                &reader,
+                Filter {
+                    state,
+                    client,
+                    conversation,
+                    before,
+                    limit: 3,
+                },
+                545,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let describe = |rows: &[(i64, clawrelay::model::Delivery)]| {
+        rows.iter()
+            .map(|(_, d)| {
+                format!(
+                    "{} {:?} x{} {}",
+                    d.message.text,
+                    d.state,
+                    d.attempts,
+                    d.client_id
+                        .as_ref()
+                        .map_or("-", |c| if c == &a { "a" } else { "b" })
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let page = list(None, None, None, None).await;
+    out.push(format!("list {:?}", describe(&page)));
+    let next = list(None, None, None, Some(page.last().unwrap().0)).await;
+    out.push(format!("list, next page {:?}", describe(&next)));
+    for state in [
+        DeliveryState::Pending,
+        DeliveryState::Leased,
+        DeliveryState::Queued,
+        DeliveryState::Acked,
+        DeliveryState::Dead,
+    ] {
+        let rows = list(Some(state), None, None, None).await;
+        out.push(format!("list {state:?} {:?}", describe(&rows)));
+    }
+    out.push(format!(
+        "list of b {:?}",
+        describe(&list(None, Some(&b), None, None).await)
+    ));
+    out.push(format!(
+        "list of bob {:?}",
+        describe(&list(None, None, Some(&convs[1]), None).await)
+    ));
+    out
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_the_delivery_queue_like_sqlite() {
+    same_on_both(
+        |store| async move { delivery_transcript(&store).await },
+        &[
+            "enqueued ready [true, false, false, true, false, true]",
+            "a claims at 100: 2 rows [\"ann0 attempt Some(1)\", \"bob0 attempt Some(1)\"] next visible Some(600)",
+            "a claims at 200: 0 rows [] next visible Some(600)",
+            "s2 released 2; s2 holds 0; a claims at 450: 2 rows [\"ann1 attempt Some(2)\", \"bob1 attempt Some(2)\"] next visible Some(950)",
+            "b adopted 1; a holds [\"bob\"]; b holds [\"ann\", \"cat\"]",
+            "cat's row after 3 attempts retired: Dead { promoted: None }",
+            "requeued Some((\"cat\", true)), again None",
+            "list of b [\"cat0 Pending x0 b\", \"ann2 Queued x0 b\", \"ann1 Pending x5 b\"]",
+            "list Leased [\"bob1 Leased x2 a\"]",
+        ],
+    )
+    .await;
+}
+
+/// A backlog of inbound messages for one agent (see [`claim_backlog`]).
+struct Backlog {
+    app: AppId,
+    agent: ClientId,
+    /// Each conversation with its messages' ids in order.
+    conversations: Vec<(clawrelay::ids::ConversationId, Vec<MessageId>)>,
+}
+
+impl Backlog {
+    /// Agent `agent`, an app, and `conversations` conversations of theirs.
+    async fn open(store: &Store, agent: &ClientId, conversations: usize) -> Backlog {
+        use clawrelay::store::conversations as convs;
+        let (app, a) = (AppId::generate(), agent.clone());
+        let app2 = app.clone();
+        let ids = store
+            .write(move |tx| {
+                clients::insert(tx, &a, "a", "h", 1)?;
+                apps::insert(tx, &app2, "site", "h", 1)?;
+                let mut ids = Vec::new();
+                for c in 0..conversations {
+                    let user = UserId::parse(&format!("u{c}")).unwrap();
+                    ids.push(convs::create(tx, &app2, &user, Some(&a), 1)?);
+                }
+                Ok::<_, StoreError>(ids)
+            })
+            .await
+            .unwrap();
+        Backlog {
+            app,
+            agent: agent.clone(),
+            conversations: ids.into_iter().map(|c| (c, Vec::new())).collect(),
+        }
+    }
+
+    /// Stores and enqueues message `i` (its text) of each conversation as
+    /// `/inbound` does, one write per message; answers which were ready.
+    async fn add(&mut self, store: &Store, i: usize) -> Vec<bool> {
+        use clawrelay::model::Direction;
+        use clawrelay::store::deliveries;
+        use clawrelay::store::messages::{self, NewMessage};
+        let mut ready = Vec::new();
+        for (conv, messages) in &mut self.conversations {
+            let (app, agent, c) = (self.app.clone(), self.agent.clone(), conv.clone());
+            let (id, is_ready) = store
+                .write(move |tx| {
+                    let (seq, m) = messages::insert(
+                        tx,
+                        NewMessage {
+                            conversation_id: &c,
+                            app_id: &app,
+                            client_id: Some(&agent),
+                            direction: Direction::Inbound,
+                            from: "u",
+                            to: "agent",
+                            text: &i.to_string(),
+                            reply_id: None,
+                            attachments: &[],
+                            now: 10,
+                        },
+                    )?;
+                    let ready = deliveries::enqueue(tx, seq, &c, Some(&agent), 10)?;
+                    Ok::<_, StoreError>((m.id, ready))
+                })
+                .await
+                .unwrap();
+            messages.push(id);
+            ready.push(is_ready);
+        }
+        ready
+    }
+}
+
+/// Agent `agent` with `conversations` conversations of `n` inbound messages
+/// each (texts are the messages' indexes), stored and enqueued as
+/// `/inbound` does, one write per message. Returns each conversation with
+/// its messages' ids in order.
+async fn claim_backlog(
+    store: &Store,
+    agent: &ClientId,
+    conversations: usize,
+    n: usize,
+) -> Vec<(clawrelay::ids::ConversationId, Vec<MessageId>)> {
+    let mut backlog = Backlog::open(store, agent, conversations).await;
+    for i in 0..n {
+        let ready = backlog.add(store, i).await;
+        assert!(
+            ready.iter().all(|r| *r == (i == 0)),
+            "only a conversation's first message is ready"
+        );
+    }
+    backlog.conversations
+}
+
+/// Three relays, two claimers each, claiming for one agent at once through
+/// `Store::write` as `Relay::claim` and `Relay::ack` do, while half of the
+/// messages arrive through a fourth relay: every message is
+/// claimed exactly once within its lease (SKIP LOCKED hands different rows
+/// to concurrent claims, a row leased meanwhile is left alone), and each
+/// conversation's messages go out in order, one in flight at a time: the
+/// log written inside the transactions reads claim 0, ack 0, claim 1, ...
+#[tokio::test]
+async fn postgres_concurrent_claims_take_each_row_once_in_order() {
+    use clawrelay::store::deliveries;
+    use std::sync::{Arc, Mutex};
+    const CONVERSATIONS: usize = 20;
+    const EACH: usize = 10;
+    let cluster = Cluster::start();
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(Store::connect_postgres(&cluster.url, 6).await.unwrap());
+    }
+    let agent = ClientId::generate();
+    let mut backlog = Backlog::open(&relays[0], &agent, CONVERSATIONS).await;
+    for i in 0..EACH / 2 {
+        backlog.add(&relays[0], i).await;
+    }
+    /// (conversation, "claim" or "ack", the message's index), in the order
+    /// the transactions did them.
+    type Log = Arc<Mutex<Vec<(String, &'static str, usize)>>>;
+    let log: Log = Arc::default();
+    // The other half arrives through a fourth relay while the agent works,
+    // each enqueue racing the acks of its conversation.
+    let producing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let producer = {
+        let store = Store::connect_postgres(&cluster.url, 2).await.unwrap();
+        let producing = producing.clone();
+        tokio::spawn(async move {
+            for i in EACH / 2..EACH {
+                backlog.add(&store, i).await;
+            }
+            producing.store(false, std::sync::atomic::Ordering::SeqCst);
+            store.close().await;
+            backlog
+        })
+    };
+
+    let mut claimers = Vec::new();
+    for (r, relay) in relays.iter().enumerate() {
+        for k in 0..2 {
+            let (store, agent, log) = (relay.clone(), agent.clone(), log.clone());
+            let producing = producing.clone();
+            claimers.push(tokio::spawn(async move {
+                let owner: &'static str = Box::leak(format!("relay{r}-{k}").into_boxed_str());
+                let mut claimed = 0;
+                let mut idle = 0;
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+                while idle < 40 && tokio::time::Instant::now() < deadline {
+                    let (who, log2) = (agent.clone(), log.clone());
+                    let messages = store
+                        .write_relaxed(move |tx| {
+                            let now = clawrelay::store::now_ms();
+                            let due = deliveries::due(tx, &who, now, 3)?;
+                            let seqs: Vec<i64> = due.iter().map(|d| d.seq).collect();
+                            deliveries::lease(tx, &seqs, now + 60_000, now, Some(owner))?;
+                            let messages = deliveries::claimed_messages(tx, &seqs)?;
+                            let mut log = log2.lock().unwrap();
+                            for m in &messages {
+                                log.push((
+                                    m.conversation_id.as_str().to_owned(),
+                                    "claim",
+                                    m.text.parse().unwrap(),
+                                ));
+                            }
+                            Ok::<_, StoreError>(messages)
+                        })
+                        .await
+                        .unwrap();
+                    if messages.is_empty() {
+                        if !producing.load(std::sync::atomic::Ordering::SeqCst) {
+                            idle += 1;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    idle = 0;
+                    for m in messages {
+                        assert_eq!(m.attempt, Some(1), "claimed once within its lease");
+                        let (who, log2) = (agent.clone(), log.clone());
+                        store
+                            .write(move |tx| {
+                                let now = clawrelay::store::now_ms();
+                                let acked = deliveries::ack(tx, &who, &m.id, now)?;
+                                assert_eq!(acked.as_ref(), Some(&m.conversation_id));
+                                deliveries::promote_next(tx, &m.conversation_id, now)?;
+                                log2.lock().unwrap().push((
+                                    m.conversation_id.as_str().to_owned(),
+                                    "ack",
+                                    m.text.parse().unwrap(),
+                                ));
+                                Ok::<_, StoreError>(())
+                            })
+                            .await
+                            .unwrap();
+                        claimed += 1;
+                    }
+                }
+                claimed
+            }));
+        }
+    }
+    let backlog = producer.await.unwrap();
+    let mut busy_claimers = 0;
+    let mut total = 0;
+    for c in claimers {
+        let n = c.await.unwrap();
+        busy_claimers += usize::from(n > 0);
+        total += n;
+    }
+    assert_eq!(total, CONVERSATIONS * EACH, "every message claimed once");
+    assert!(busy_claimers >= 2, "the claims were spread over claimers");
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    for (conv, _) in &backlog.conversations {
+        let steps: Vec<(&str, usize)> = log
+            .iter()
+            .filter(|(c, _, _)| c == conv.as_str())
+            .map(|(_, kind, i)| (*kind, *i))
+            .collect();
+        let expected: Vec<(&str, usize)> =
+            (0..EACH).flat_map(|i| [("claim", i), ("ack", i)]).collect();
+        assert_eq!(steps, expected, "the turns of {conv}");
+    }
+    let live = [agent.clone()];
+    let open = relays[1]
+        .write(move |tx| clients::least_loaded(tx, &live))
+        .await
+        .unwrap();
+    assert_eq!(open, Some((agent.clone(), 0)), "nothing left open");
+    for r in &relays {
+        r.close().await;
+    }
+}
+
+/// A claim that finds rows out of attempts retires them (dead, the next
+/// message of the conversation ready) under the conversation's lock, and
+/// never waits for it: here an agent's late ack of one of those rows holds
+/// its conversation and waits for the row the claim holds. The claim leaves
+/// that row to the ack instead of deadlocking with it (PostgreSQL would
+/// abort one of the two), and retires the other.
+#[tokio::test]
+async fn postgres_a_dead_letter_never_waits_for_a_busy_conversation() {
+    use clawrelay::store::deliveries::{self, Retired};
+    use clawrelay::store::{Reader, Tx};
+    use std::time::{Duration, Instant};
+    let cluster = Cluster::start();
+    let store = Store::connect_postgres(&cluster.url, 6).await.unwrap();
+    let Reader::Postgres(db) = store.reader().clone() else {
+        unreachable!()
+    };
+    let agent = ClientId::generate();
+    let backlog = claim_backlog(&store, &agent, 2, 2).await;
+    let now = clawrelay::store::now_ms();
+    // Both first messages were delivered 3 times and their leases ended.
+    sqlx::query("UPDATE deliveries SET attempts = 3, visible_at = $1 WHERE state = 'ready'")
+        .bind(now - 1)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    // The claim takes (and locks) both due rows, lets the test start the
+    // ack, waits until the ack waits for one of its rows, then retires both.
+    let (took, taken) = tokio::sync::oneshot::channel();
+    let claim = {
+        let (agent, store) = (agent.clone(), store.clone());
+        async move {
+            store
+                .write(move |tx| {
+                    let due = deliveries::due(tx, &agent, now, 10)?;
+                    assert_eq!(due.len(), 2);
+                    assert!(due.iter().all(|d| d.attempts == 3));
+                    took.send(()).unwrap();
+                    let Tx::Postgres(pg) = tx else { unreachable!() };
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    loop {
+                        let (waiting,): (i64,) = pg.fetch_one(sqlx::query_as(
+                            "SELECT count(*) FROM pg_locks WHERE NOT granted",
+                        ))?;
+                        if waiting > 0 {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "the ack never waited for the claim"
+                        );
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let started = Instant::now();
+                    let mut outcomes = Vec::new();
+                    for d in &due {
+                        outcomes.push((d.conversation_id.clone(), deliveries::retire(tx, d, now)?));
+                    }
+                    Ok::<_, StoreError>((outcomes, started.elapsed()))
+                })
+                .await
+        }
+    };
+    let claim = tokio::spawn(claim);
+    taken.await.unwrap();
+    // The late ack of the first conversation's row: it locks that
+    // conversation, then waits for the row.
+    let ack = {
+        let (agent, id, store) = (agent.clone(), backlog[0].1[0].clone(), store.clone());
+        tokio::spawn(async move {
+            store
+                .write(move |tx| {
+                    let acked = deliveries::ack(tx, &agent, &id, now)?;
+                    let promoted = match &acked {
+                        Some(conv) => deliveries::promote_next(tx, conv, now)?,
+                        None => None,
+                    };
+                    Ok::<_, StoreError>((acked, promoted))
+                })
+                .await
+        })
+    };
+    let (outcomes, retiring) = claim.await.unwrap().unwrap();
+    assert!(
+        retiring < Duration::from_secs(1),
+        "retiring took {retiring:?}"
+    );
+    assert_eq!(
+        outcomes,
+        [
+            (backlog[0].0.clone(), Retired::Busy),
+            (
+                backlog[1].0.clone(),
+                Retired::Dead {
+                    promoted: Some(Some(agent.clone()))
+                }
+            ),
+        ]
+    );
+
+    // The ack went through once the claim let go of the row.
+    let (acked, promoted) = tokio::time::timeout(Duration::from_secs(10), ack)
+        .await
+        .expect("the ack finishes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.as_ref(), Some(&backlog[0].0));
+    assert_eq!(promoted, Some(Some(agent.clone())));
+
+    let states: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.id, d.state FROM deliveries d JOIN messages m ON m.seq = d.message_seq",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let state_of = |id: &MessageId| {
+        states
+            .iter()
+            .find(|(m, _)| m == id.as_str())
+            .map(|(_, s)| s.as_str())
+            .unwrap()
+    };
+    let got: Vec<&str> = backlog
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().map(state_of))
+        .collect();
+    assert_eq!(got, ["acked", "ready", "dead", "ready"]);
+    store.close().await;
+}
+
+/// An inbound message arriving while an agent's ack of the conversation's
+/// message in flight is still open (on another relay) waits for that ack,
+/// then finds nothing in flight and is ready at once. Were it not to wait,
+/// it would see the acked row still ready, queue behind it, and stay queued
+/// for ever: the ack's promotion ran before the new row existed. (The ack
+/// holds the conversation's lock; the new message's insert already waits
+/// for it through its foreign key, and the enqueue takes it too.)
+#[tokio::test]
+async fn postgres_an_enqueue_racing_an_ack_is_not_stranded() {
+    use clawrelay::store::deliveries;
+    use clawrelay::store::Tx;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let cluster = Cluster::start();
+    let (a, b) = (
+        Store::connect_postgres(&cluster.url, 4).await.unwrap(),
+        Store::connect_postgres(&cluster.url, 4).await.unwrap(),
+    );
+    let agent = ClientId::generate();
+    let mut backlog = Backlog::open(&a, &agent, 1).await;
+    assert_eq!(backlog.add(&a, 0).await, [true]);
+    let who = agent.clone();
+    let claimed = a
+        .write(move |tx| {
+            let due = deliveries::due(tx, &who, 100, 10)?;
+            let seqs: Vec<i64> = due.iter().map(|d| d.seq).collect();
+            deliveries::lease(tx, &seqs, 60_000, 100, None)?;
+            deliveries::claimed_messages(tx, &seqs)
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    // The ack on relay a stays open until the enqueue on relay b has
+    // either finished or is seen waiting for a lock.
+    let (acked_tx, acked) = tokio::sync::oneshot::channel();
+    let enqueued = Arc::new(AtomicBool::new(false));
+    let ack = {
+        let (store, who, id, enqueued) = (
+            a.clone(),
+            agent.clone(),
+            claimed[0].id.clone(),
+            enqueued.clone(),
+        );
+        tokio::spawn(async move {
+            store
+                .write(move |tx| {
+                    let conversation = deliveries::ack(tx, &who, &id, 200)?;
+                    let promoted =
+                        deliveries::promote_next(tx, conversation.as_ref().unwrap(), 200)?;
+                    acked_tx.send(()).unwrap();
+                    let Tx::Postgres(pg) = tx else { unreachable!() };
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    let mut enqueue_waited = false;
+                    while !enqueued.load(Ordering::SeqCst) && !enqueue_waited {
+                        assert!(
+                            Instant::now() < deadline,
+                            "the enqueue neither ended nor waited"
+                        );
+                        std::thread::sleep(Duration::from_millis(10));
+                        let (waiting,): (i64,) = pg.fetch_one(sqlx::query_as(
+                            "SELECT count(*) FROM pg_locks WHERE NOT granted",
+                        ))?;
+                        enqueue_waited = waiting > 0;
+                    }
+                    Ok::<_, StoreError>((promoted, enqueue_waited))
+                })
+                .await
+        })
+    };
+    acked.await.unwrap();
+    let ready = backlog.add(&b, 1).await;
+    enqueued.store(true, Ordering::SeqCst);
+    let (promoted, enqueue_waited) = ack.await.unwrap().unwrap();
+    assert_eq!(promoted, None, "nothing was queued when the ack promoted");
+    assert!(enqueue_waited, "the enqueue waited for the ack");
+    assert_eq!(
+        ready,
+        [true],
+        "the new message is ready, not queued behind the acked one"
+    );
+    let who = agent.clone();
+    let due = b
+        .write(move |tx| deliveries::due(tx, &who, 300, 10))
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "the new message is claimable");
+    a.close().await;
+    b.close().await;
+}

@@ -5,13 +5,12 @@
 //! What is here is the part of scale-out that does not depend on how the
 //! domain's write operations reach the database: opening and migrating the
 //! database (`migrations/postgres/`), the commit-ordered cursor of messages
-//! ([`cursor`]), the claim path of the queue ([`deliveries`]), wake-ups
-//! across relays ([`wakeups`]), liveness of agents across relays
-//! ([`presence`]) and leadership of the background tasks
-//! ([`leader`]).
+//! ([`cursor`]), wake-ups across relays ([`wakeups`]), liveness of agents
+//! across relays ([`presence`]) and leadership of the background tasks
+//! ([`leader`]). The statements of the domain's reads and writes live in
+//! the store's modules beside SQLite's, one arm per backend.
 
 pub mod cursor;
-pub mod deliveries;
 pub mod leader;
 pub mod presence;
 pub mod wakeups;
