@@ -6,7 +6,16 @@
 //! (or drops it for an existing blob with the same content) and records the
 //! attachment, in one transaction. Readers never see a staged blob: only
 //! attachments point at blobs, and only [`finish`] makes one.
+//!
+//! On PostgreSQL, where relays write at once, rows in use are locked
+//! against the purges: [`finish`] shares the blob it reuses and
+//! [`for_message`] the attachments it hands to a message, and the purges
+//! skip locked rows and re-check that nothing uses a row as they delete it.
+//! Uploads of one party take turns in [`finish`] (its quota), and so do
+//! uploads of one content (its name, `sha256`).
 
+use super::postgres::error as pg_error;
+use super::tx::PgTx;
 use super::{Reader, StoreError, StoreResult, Tx};
 use crate::ids::{AppId, AttachmentId, ClientId, UserId};
 use crate::model::Attachment;
@@ -45,6 +54,20 @@ pub struct NewAttachment<'a> {
     pub now: i64,
 }
 
+impl NewAttachment<'_> {
+    /// The attachment as the API shows it, once recorded as `id`.
+    fn attachment(&self, id: AttachmentId) -> Attachment {
+        Attachment {
+            url: Attachment::url_of(&id),
+            id,
+            name: self.name.to_owned(),
+            mime: self.mime.to_owned(),
+            size: self.size,
+            sha256: self.sha256.to_owned(),
+        }
+    }
+}
+
 /// Why [`finish`] refused an upload.
 #[derive(Debug, thiserror::Error)]
 pub enum FinishError {
@@ -65,7 +88,20 @@ impl From<rusqlite::Error> for FinishError {
 
 /// Starts a staged blob; returns its id.
 pub fn stage(tx: &Tx, chunk_size: i64, now: i64) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let (id,): (i64,) = pg.fetch_one(
+                sqlx::query_as(
+                    "INSERT INTO blobs (sha256, size, chunk_size, touched_at)
+                     VALUES (NULL, 0, $1, $2) RETURNING id",
+                )
+                .bind(chunk_size)
+                .bind(now),
+            )?;
+            return Ok(id);
+        }
+    };
     tx.prepare_cached(
         "INSERT INTO blobs (sha256, size, chunk_size, touched_at) VALUES (NULL, 0, ?, ?)",
     )?
@@ -76,7 +112,26 @@ pub fn stage(tx: &Tx, chunk_size: i64, now: i64) -> StoreResult<i64> {
 /// Writes chunk `idx` of a staged blob. False when the blob is gone (the
 /// purge took it as abandoned): the upload cannot go on.
 pub fn append_chunk(tx: &Tx, blob: i64, idx: i64, data: &[u8], now: i64) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let staged = pg.execute(
+                sqlx::query("UPDATE blobs SET touched_at = $1 WHERE id = $2 AND sha256 IS NULL")
+                    .bind(now)
+                    .bind(blob),
+            )?;
+            if staged == 0 {
+                return Ok(false);
+            }
+            pg.execute(
+                sqlx::query("INSERT INTO blob_chunks (blob_id, idx, data) VALUES ($1, $2, $3)")
+                    .bind(blob)
+                    .bind(idx)
+                    .bind(data),
+            )?;
+            return Ok(true);
+        }
+    };
     let staged = tx
         .prepare_cached("UPDATE blobs SET touched_at = ? WHERE id = ? AND sha256 IS NULL")?
         .execute((now, blob))?;
@@ -91,7 +146,15 @@ pub fn append_chunk(tx: &Tx, blob: i64, idx: i64, data: &[u8], now: i64) -> Stor
 /// Deletes a staged blob and its chunks (an upload that failed or was
 /// refused). A named blob is left alone.
 pub fn drop_staged(tx: &Tx, blob: i64) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query("DELETE FROM blobs WHERE id = $1 AND sha256 IS NULL").bind(blob),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached("DELETE FROM blobs WHERE id = ? AND sha256 IS NULL")?
         .execute([blob])?;
     Ok(())
@@ -100,7 +163,22 @@ pub fn drop_staged(tx: &Tx, blob: i64) -> StoreResult<()> {
 /// Deletes up to `limit` staged blobs last written before `before`: uploads
 /// a crash or a lost connection cut short. Returns how many.
 pub fn purge_staged(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            // An upload writing a chunk right now holds its blob: skipped.
+            let n = pg.execute(
+                sqlx::query(
+                    "DELETE FROM blobs WHERE id IN
+                         (SELECT id FROM blobs WHERE sha256 IS NULL AND touched_at < $1
+                          LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                )
+                .bind(before)
+                .bind(limit),
+            )?;
+            return Ok(n as i64);
+        }
+    };
     let n = tx
         .prepare_cached(
             "DELETE FROM blobs WHERE id IN
@@ -112,7 +190,26 @@ pub fn purge_staged(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
 
 /// Bytes of live attachments held by the uploader's app (with its users) or agent.
 fn usage(tx: &Tx, party: &Party) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let sql = match (&party.app, &party.client) {
+                (Some(_), _) => {
+                    "SELECT COALESCE(SUM(size), 0)::BIGINT FROM attachments WHERE app_id = $1"
+                }
+                (None, Some(_)) => {
+                    "SELECT COALESCE(SUM(size), 0)::BIGINT FROM attachments WHERE client_id = $1"
+                }
+                (None, None) => return Ok(0),
+            };
+            let owner = party.app.as_ref().map_or_else(
+                || party.client.as_ref().map(ClientId::as_str),
+                |a| Some(a.as_str()),
+            );
+            let (used,): (i64,) = pg.fetch_one(sqlx::query_as(sql).bind(owner))?;
+            return Ok(used);
+        }
+    };
     let used = match (&party.app, &party.client) {
         (Some(app), _) => tx
             .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE app_id = ?")?
@@ -130,7 +227,10 @@ fn usage(tx: &Tx, party: &Party) -> StoreResult<i64> {
 /// the attachment. Returns the attachment and whether its bytes were already
 /// stored.
 pub fn finish(tx: &Tx, a: NewAttachment<'_>) -> Result<(Attachment, bool), FinishError> {
-    let conn = tx.sqlite()?;
+    let conn = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => return finish_postgres(tx, pg, a),
+    };
     if let Some(quota) = a.quota {
         let used = usage(tx, a.uploader)?;
         if used + a.size > quota {
@@ -175,15 +275,78 @@ pub fn finish(tx: &Tx, a: NewAttachment<'_>) -> Result<(Attachment, bool), Finis
         a.sha256,
         a.now,
     ))?;
-    let attachment = Attachment {
-        url: Attachment::url_of(&id),
-        id,
-        name: a.name.to_owned(),
-        mime: a.mime.to_owned(),
-        size: a.size,
-        sha256: a.sha256.to_owned(),
+    Ok((a.attachment(id), existing.is_some()))
+}
+
+/// [`finish`] on PostgreSQL: the uploader's turn (for its quota), then the
+/// content's turn (for its name), then the same steps as on SQLite, the
+/// reused blob shared against the purge.
+fn finish_postgres(
+    tx: &Tx,
+    pg: &PgTx,
+    a: NewAttachment<'_>,
+) -> Result<(Attachment, bool), FinishError> {
+    if let Some(quota) = a.quota {
+        let owner = match (&a.uploader.app, &a.uploader.client) {
+            (Some(app), _) => app.as_str(),
+            (None, Some(client)) => client.as_str(),
+            (None, None) => "",
+        };
+        pg.execute(
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 3))").bind(owner),
+        )?;
+        let used = usage(tx, a.uploader)?;
+        if used + a.size > quota {
+            return Err(FinishError::Quota { used, quota });
+        }
+    }
+    pg.execute(
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 4))").bind(a.sha256),
+    )?;
+    let existing: Option<(i64,)> = pg.fetch_optional(
+        sqlx::query_as("SELECT id FROM blobs WHERE sha256 = $1 FOR SHARE").bind(a.sha256),
+    )?;
+    let blob = match existing {
+        Some((id,)) => {
+            drop_staged(tx, a.blob)?;
+            id
+        }
+        None => {
+            let named = pg.execute(
+                sqlx::query(
+                    "UPDATE blobs SET sha256 = $1, size = $2, touched_at = $3
+                     WHERE id = $4 AND sha256 IS NULL",
+                )
+                .bind(a.sha256)
+                .bind(a.size)
+                .bind(a.now)
+                .bind(a.blob),
+            )?;
+            if named == 0 {
+                return Err(FinishError::Gone);
+            }
+            a.blob
+        }
     };
-    Ok((attachment, existing.is_some()))
+    let id = AttachmentId::generate();
+    pg.execute(
+        sqlx::query(
+            "INSERT INTO attachments
+                (id, blob_id, app_id, user_id, client_id, name, mime, size, sha256, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&id)
+        .bind(blob)
+        .bind(&a.uploader.app)
+        .bind(&a.uploader.user)
+        .bind(&a.uploader.client)
+        .bind(a.name)
+        .bind(a.mime)
+        .bind(a.size)
+        .bind(a.sha256)
+        .bind(a.now),
+    )?;
+    Ok((a.attachment(id), existing.is_some()))
 }
 
 /// The attachments `ids` for a new message by `poster`, in order, or the
@@ -193,7 +356,42 @@ pub fn for_message(
     ids: &[AttachmentId],
     poster: &Party,
 ) -> StoreResult<Result<Vec<Attachment>, AttachmentId>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                // Shared until the message is stored: the purge skips it.
+                let row: Option<(String, String, i64, String)> = pg.fetch_optional(
+                    sqlx::query_as(
+                        "SELECT a.name, a.mime, a.size, a.sha256 FROM attachments a
+                         WHERE a.id = $1 AND EXISTS (SELECT 1 FROM attachment_parties p
+                             WHERE p.attachment_id = a.id
+                               AND (($2::text IS NOT NULL AND p.app_id = $2
+                                     AND ($3::text IS NULL OR p.user_id = $3))
+                                    OR ($4::text IS NOT NULL AND p.client_id = $4)))
+                         FOR SHARE OF a",
+                    )
+                    .bind(id)
+                    .bind(&poster.app)
+                    .bind(&poster.user)
+                    .bind(&poster.client),
+                )?;
+                match row {
+                    Some((name, mime, size, sha256)) => found.push(Attachment {
+                        id: id.clone(),
+                        name,
+                        mime,
+                        size,
+                        sha256,
+                        url: Attachment::url_of(id),
+                    }),
+                    None => return Ok(Err(id.clone())),
+                }
+            }
+            return Ok(Ok(found));
+        }
+    };
     let mut stmt = tx.prepare_cached(
         "SELECT a.name, a.mime, a.size, a.sha256 FROM attachments a
          WHERE a.id = ?1 AND EXISTS (SELECT 1 FROM attachment_parties p
@@ -328,8 +526,43 @@ pub async fn readable(
     reader: &Party,
     admin: bool,
 ) -> StoreResult<Option<Download>> {
-    let ex = db.sqlite()?;
     let (app, user, client) = (&reader.app, &reader.user, &reader.client);
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let row: Option<(String, String, i64, String, i64, i64)> = sqlx::query_as(
+                "SELECT a.name, a.mime, a.size, a.sha256, a.blob_id, b.chunk_size
+                 FROM attachments a JOIN blobs b ON b.id = a.blob_id
+                 WHERE a.id = $1 AND ($5 OR EXISTS (SELECT 1 FROM attachment_parties p
+                     WHERE p.attachment_id = a.id
+                       AND (($2::text IS NOT NULL AND p.app_id = $2
+                             AND ($3::text IS NULL OR p.user_id = $3))
+                            OR ($4::text IS NOT NULL AND p.client_id = $4))))",
+            )
+            .bind(id)
+            .bind(app)
+            .bind(user)
+            .bind(client)
+            .bind(admin)
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(
+                row.map(|(name, mime, size, sha256, blob, chunk_size)| Download {
+                    attachment: Attachment {
+                        url: Attachment::url_of(id),
+                        id: id.clone(),
+                        name,
+                        mime,
+                        size,
+                        sha256,
+                    },
+                    blob,
+                    chunk_size,
+                }),
+            );
+        }
+    };
     let row = sqlx::query!(
         r#"SELECT a.name, a.mime, a.size, a.sha256, a.blob_id, b.chunk_size
            FROM attachments a JOIN blobs b ON b.id = a.blob_id
@@ -361,7 +594,19 @@ pub async fn readable(
 
 /// Chunk `idx` of a blob.
 pub async fn chunk(db: &Reader, blob: i64, idx: i64) -> StoreResult<Option<Vec<u8>>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return sqlx::query_scalar(
+                "SELECT data FROM blob_chunks WHERE blob_id = $1 AND idx = $2",
+            )
+            .bind(blob)
+            .bind(idx)
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error);
+        }
+    };
     let data = sqlx::query_scalar!(
         "SELECT data FROM blob_chunks WHERE blob_id = ? AND idx = ?",
         blob,
@@ -376,7 +621,31 @@ pub async fn chunk(db: &Reader, blob: i64, idx: i64) -> StoreResult<Option<Vec<u
 /// referenced and created before `unreferenced_before`, and uploads whose
 /// messages are gone (purged). Returns how many.
 pub fn purge_unreferenced(tx: &Tx, unreferenced_before: i64, limit: i64) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            // Attachments a message is being stored with are shared
+            // (`for_message`): skipped; the outer statement re-checks that
+            // no message carries what it deletes.
+            let n = pg.execute(
+                sqlx::query(
+                    "DELETE FROM attachments d
+                     WHERE d.id IN
+                         (SELECT id FROM attachments
+                          WHERE (referenced_at IS NULL AND created_at < $1)
+                             OR (referenced_at IS NOT NULL
+                                 AND NOT EXISTS (SELECT 1 FROM message_attachments ma
+                                                 WHERE ma.attachment_id = attachments.id))
+                          LIMIT $2 FOR UPDATE SKIP LOCKED)
+                       AND NOT EXISTS (SELECT 1 FROM message_attachments ma
+                                       WHERE ma.attachment_id = d.id)",
+                )
+                .bind(unreferenced_before)
+                .bind(limit),
+            )?;
+            return Ok(n as i64);
+        }
+    };
     let n = tx
         .prepare_cached(
             "DELETE FROM attachments WHERE id IN
@@ -395,7 +664,10 @@ pub fn purge_unreferenced(tx: &Tx, unreferenced_before: i64, limit: i64) -> Stor
 /// Deletes up to `limit` named blobs no attachment points at (with their
 /// chunks). Returns how many and their bytes.
 pub fn purge_blobs(tx: &Tx, limit: i64) -> StoreResult<(i64, i64)> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => return purge_blobs_postgres(pg, limit),
+    };
     let doomed: Vec<(i64, i64)> = tx
         .prepare_cached(
             "SELECT b.id, b.size FROM blobs b
@@ -412,4 +684,35 @@ pub fn purge_blobs(tx: &Tx, limit: i64) -> StoreResult<(i64, i64)> {
         bytes += size;
     }
     Ok((doomed.len() as i64, bytes))
+}
+
+/// [`purge_blobs`] on PostgreSQL: a blob an upload is reusing right now is
+/// shared (`finish`) and skipped; each delete re-checks, in its own
+/// statement, that no attachment points at the blob.
+fn purge_blobs_postgres(pg: &PgTx, limit: i64) -> StoreResult<(i64, i64)> {
+    let doomed: Vec<(i64,)> = pg.fetch_all(
+        sqlx::query_as(
+            "SELECT b.id FROM blobs b
+             WHERE b.sha256 IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.blob_id = b.id)
+             LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit),
+    )?;
+    let (mut count, mut bytes) = (0, 0);
+    for (id,) in doomed {
+        let gone: Option<(i64,)> = pg.fetch_optional(
+            sqlx::query_as(
+                "DELETE FROM blobs b WHERE b.id = $1
+                   AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.blob_id = b.id)
+                 RETURNING b.size",
+            )
+            .bind(id),
+        )?;
+        if let Some((size,)) = gone {
+            count += 1;
+            bytes += size;
+        }
+    }
+    Ok((count, bytes))
 }

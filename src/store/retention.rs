@@ -2,6 +2,7 @@
 //! batches (each batch is one short write, so the writer never stalls behind
 //! a purge).
 
+use super::postgres::error as pg_error;
 use super::{Reader, StoreResult, Tx};
 
 /// What a purge removes (or, for a dry run, would remove).
@@ -62,7 +63,54 @@ pub async fn count(
     sessions_before: i64,
     unreferenced_before: i64,
 ) -> StoreResult<Purged> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            type Counts = (i64, i64, i64, i64, i64, i64, i64, i64);
+            let r: Counts = sqlx::query_as(
+                "SELECT
+                   (SELECT COUNT(*) FROM conversations WHERE expired_at IS NOT NULL AND expired_at < $1),
+                   (SELECT COUNT(*) FROM messages WHERE conversation_id IN
+                       (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < $1)),
+                   (SELECT COUNT(*) FROM deliveries WHERE message_seq IN
+                       (SELECT seq FROM messages WHERE conversation_id IN
+                           (SELECT id FROM conversations
+                            WHERE expired_at IS NOT NULL AND expired_at < $1))),
+                   (SELECT COUNT(*) FROM deliveries WHERE state = 'dead' AND updated_at < $1
+                       AND conversation_id NOT IN
+                           (SELECT id FROM conversations
+                            WHERE expired_at IS NOT NULL AND expired_at < $1)),
+                   (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < $2),
+                   (SELECT COUNT(*) FROM webhook_events WHERE created_at < $1),
+                   (SELECT COUNT(*) FROM sessions WHERE expires_at < $3 OR revoked_at < $3),
+                   (SELECT COUNT(*) FROM attachments a
+                       WHERE (a.referenced_at IS NOT NULL OR a.created_at < $4)
+                         AND NOT EXISTS (SELECT 1 FROM message_attachments ma
+                             JOIN messages m ON m.seq = ma.message_seq
+                             JOIN conversations c ON c.id = m.conversation_id
+                             WHERE ma.attachment_id = a.id
+                               AND (c.expired_at IS NULL OR c.expired_at >= $1)))",
+            )
+            .bind(expired_before)
+            .bind(keys_before)
+            .bind(sessions_before)
+            .bind(unreferenced_before)
+            .fetch_one(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(Purged {
+                conversations: r.0,
+                messages: r.1,
+                deliveries: r.2,
+                dead_deliveries: r.3,
+                idempotency_keys: r.4,
+                webhook_events: r.5,
+                sessions: r.6,
+                attachments: r.7,
+                ..Purged::default()
+            });
+        }
+    };
     let r = sqlx::query!(
         r#"SELECT
              (SELECT COUNT(*) FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1) AS "conversations!: i64",
@@ -107,7 +155,41 @@ pub async fn count(
 /// Deletes up to `limit` conversations expired before `expired_before`, with
 /// their messages and deliveries.
 pub fn purge_conversations(tx: &Tx, expired_before: i64, limit: i64) -> StoreResult<Purged> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let ids: Vec<(String,)> = pg.fetch_all(
+                sqlx::query_as(
+                    "SELECT id FROM conversations
+                     WHERE expired_at IS NOT NULL AND expired_at < $1 LIMIT $2",
+                )
+                .bind(expired_before)
+                .bind(limit),
+            )?;
+            if ids.is_empty() {
+                return Ok(Purged::default());
+            }
+            let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
+            let deliveries = pg.execute(
+                sqlx::query(
+                    "DELETE FROM deliveries WHERE message_seq IN
+                         (SELECT seq FROM messages WHERE conversation_id = ANY($1))",
+                )
+                .bind(&ids),
+            )?;
+            let messages = pg.execute(
+                sqlx::query("DELETE FROM messages WHERE conversation_id = ANY($1)").bind(&ids),
+            )?;
+            let conversations =
+                pg.execute(sqlx::query("DELETE FROM conversations WHERE id = ANY($1)").bind(&ids))?;
+            return Ok(Purged {
+                conversations: conversations as i64,
+                messages: messages as i64,
+                deliveries: deliveries as i64,
+                ..Purged::default()
+            });
+        }
+    };
     let ids: Vec<String> = tx
         .prepare_cached(
             "SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ? LIMIT ?",
@@ -142,7 +224,21 @@ pub fn purge_conversations(tx: &Tx, expired_before: i64, limit: i64) -> StoreRes
 
 /// Deletes up to `limit` dead deliveries last touched before `before`.
 pub fn purge_dead(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n = pg.execute(
+                sqlx::query(
+                    "DELETE FROM deliveries WHERE message_seq IN
+                         (SELECT message_seq FROM deliveries
+                          WHERE state = 'dead' AND updated_at < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(limit),
+            )?;
+            return Ok(n as i64);
+        }
+    };
     let n = tx
         .prepare_cached(
             "DELETE FROM deliveries WHERE message_seq IN
@@ -154,7 +250,20 @@ pub fn purge_dead(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
 
 /// Deletes up to `limit` idempotency keys recorded before `before`.
 pub fn purge_keys(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n = pg.execute(
+                sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE (principal, key) IN
+                         (SELECT principal, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(limit),
+            )?;
+            return Ok(n as i64);
+        }
+    };
     let n = tx
         .prepare_cached(
             "DELETE FROM idempotency_keys WHERE (principal, key) IN

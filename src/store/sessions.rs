@@ -1,6 +1,7 @@
 //! User sessions and the built-in accounts that open them by logging in (see
 //! the migration `0008_sessions.sql` for the model).
 
+use super::postgres::error as pg_error;
 use super::{Reader, StoreResult, Tx};
 use crate::ids::{AccountId, AppId, SessionId, UserId};
 use rusqlite::OptionalExtension;
@@ -16,7 +17,26 @@ pub struct NewSession<'a> {
 }
 
 pub fn insert(tx: &Tx, s: NewSession<'_>) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "INSERT INTO sessions
+                        (id, app_id, user_id, account_id, token_hash, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(s.id)
+                .bind(s.app)
+                .bind(s.user)
+                .bind(s.account)
+                .bind(s.token_hash)
+                .bind(s.now)
+                .bind(s.expires_at),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached(
         "INSERT INTO sessions (id, app_id, user_id, account_id, token_hash, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -50,7 +70,34 @@ pub async fn credential(
     id: &SessionId,
     now: i64,
 ) -> StoreResult<Option<SessionCredential>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
+                "SELECT s.token_hash, s.app_id, s.user_id, s.expires_at,
+                        COALESCE(a.credentials_changed_at, 0)
+                 FROM sessions s
+                 JOIN apps a ON a.id = s.app_id
+                 LEFT JOIN accounts acc ON acc.id = s.account_id
+                 WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
+                   AND a.revoked_at IS NULL AND acc.disabled_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(
+                row.map(|(hash, app, user, expires_at, version)| SessionCredential {
+                    hash,
+                    app: AppId::from_db(app),
+                    user: UserId::from_db(user),
+                    version,
+                    expires_at,
+                }),
+            );
+        }
+    };
     let row = sqlx::query!(
         r#"SELECT s.token_hash, s.app_id, s.user_id, s.expires_at,
                   COALESCE(a.credentials_changed_at, 0) AS "version!: i64"
@@ -75,7 +122,23 @@ pub async fn credential(
 
 /// Moves a live session's expiry to `expires_at`. None: no such live session.
 pub fn refresh(tx: &Tx, id: &SessionId, now: i64, expires_at: i64) -> StoreResult<Option<i64>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n = pg.execute(
+                sqlx::query(
+                    "UPDATE sessions SET expires_at = $3
+                     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2
+                       AND EXISTS (SELECT 1 FROM apps
+                                   WHERE id = sessions.app_id AND revoked_at IS NULL)",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(expires_at),
+            )?;
+            return Ok((n == 1).then_some(expires_at));
+        }
+    };
     let n = tx
         .prepare_cached(
             "UPDATE sessions SET expires_at = ?3
@@ -88,7 +151,20 @@ pub fn refresh(tx: &Tx, id: &SessionId, now: i64, expires_at: i64) -> StoreResul
 
 /// Revokes one session. Returns false when it was not live.
 pub fn revoke(tx: &Tx, id: &SessionId, now: i64) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n = pg.execute(
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2
+                     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+                )
+                .bind(id)
+                .bind(now),
+            )?;
+            return Ok(n == 1);
+        }
+    };
     let n = tx
         .prepare_cached(
             "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
@@ -99,7 +175,24 @@ pub fn revoke(tx: &Tx, id: &SessionId, now: i64) -> StoreResult<bool> {
 
 /// Revokes every live session of an account; returns their ids.
 pub fn revoke_for_account(tx: &Tx, account: &AccountId, now: i64) -> StoreResult<Vec<SessionId>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let ids: Vec<(String,)> = pg.fetch_all(
+                sqlx::query_as(
+                    "UPDATE sessions SET revoked_at = $2
+                     WHERE account_id = $1 AND revoked_at IS NULL AND expires_at > $2
+                     RETURNING id",
+                )
+                .bind(account)
+                .bind(now),
+            )?;
+            return Ok(ids
+                .into_iter()
+                .map(|(id,)| SessionId::from_db(id))
+                .collect());
+        }
+    };
     let mut stmt = tx.prepare_cached(
         "UPDATE sessions SET revoked_at = ?2
          WHERE account_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 RETURNING id",
@@ -113,7 +206,22 @@ pub fn revoke_for_account(tx: &Tx, account: &AccountId, now: i64) -> StoreResult
 
 /// Deletes sessions that expired or were revoked before `before`.
 pub fn purge(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n = pg.execute(
+                sqlx::query(
+                    "DELETE FROM sessions WHERE id IN (
+                        SELECT id FROM sessions WHERE expires_at < $1
+                        UNION SELECT id FROM sessions WHERE revoked_at < $1
+                        LIMIT $2)",
+                )
+                .bind(before)
+                .bind(limit),
+            )?;
+            return Ok(n as i64);
+        }
+    };
     let n = tx
         .prepare_cached(
             "DELETE FROM sessions WHERE id IN (
@@ -142,7 +250,23 @@ pub fn insert_account(
     password_hash: &str,
     now: i64,
 ) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "INSERT INTO accounts (id, app_id, name, password_hash, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id)
+                .bind(app)
+                .bind(name)
+                .bind(password_hash)
+                .bind(now),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached(
         "INSERT INTO accounts (id, app_id, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -151,8 +275,23 @@ pub fn insert_account(
 }
 
 /// Whether an account has this login name (inside a write, before inserting).
+/// On PostgreSQL the writers asking for one name take turns from here to the
+/// end of their transactions (an advisory lock), so two relays creating the
+/// same account at once see each other's instead of colliding on the
+/// unique index.
 pub fn name_taken(tx: &Tx, name: &str) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 2))").bind(name),
+            )?;
+            let found: Option<(i32,)> = pg.fetch_optional(
+                sqlx::query_as("SELECT 1 FROM accounts WHERE name = $1").bind(name),
+            )?;
+            return Ok(found.is_some());
+        }
+    };
     Ok(tx
         .prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")?
         .query_row([name], |_| Ok(()))
@@ -167,7 +306,34 @@ pub async fn accounts(
     name: Option<&str>,
     app: Option<&AppId>,
 ) -> StoreResult<Vec<Account>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let rows: Vec<(String, String, String, String, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT id, app_id, name, password_hash, created_at, disabled_at FROM accounts
+                 WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR app_id = $2)
+                 ORDER BY name",
+            )
+            .bind(name)
+            .bind(app)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(rows
+                .into_iter()
+                .map(
+                    |(id, app, name, password_hash, created_at, disabled_at)| Account {
+                        id: AccountId::from_db(id),
+                        app: AppId::from_db(app),
+                        name,
+                        password_hash,
+                        created_at,
+                        disabled_at,
+                    },
+                )
+                .collect());
+        }
+    };
     let rows = sqlx::query!(
         r#"SELECT id, app_id, name, password_hash, created_at, disabled_at FROM accounts
            WHERE (?1 IS NULL OR name = ?1) AND (?2 IS NULL OR app_id = ?2)
@@ -193,7 +359,17 @@ pub async fn accounts(
 /// Disables (`Some(now)`) or enables (`None`) the account named `name`;
 /// returns its id, None for no such account.
 pub fn set_disabled(tx: &Tx, name: &str, at: Option<i64>) -> StoreResult<Option<AccountId>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let id: Option<(String,)> = pg.fetch_optional(
+                sqlx::query_as("UPDATE accounts SET disabled_at = $2 WHERE name = $1 RETURNING id")
+                    .bind(name)
+                    .bind(at),
+            )?;
+            return Ok(id.map(|(id,)| AccountId::from_db(id)));
+        }
+    };
     Ok(tx
         .prepare_cached("UPDATE accounts SET disabled_at = ?2 WHERE name = ?1 RETURNING id")?
         .query_row((name, at), |r| r.get::<_, String>(0))
@@ -203,7 +379,19 @@ pub fn set_disabled(tx: &Tx, name: &str, at: Option<i64>) -> StoreResult<Option<
 
 /// Replaces the password hash of the account named `name`; returns its id.
 pub fn set_password(tx: &Tx, name: &str, password_hash: &str) -> StoreResult<Option<AccountId>> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let id: Option<(String,)> = pg.fetch_optional(
+                sqlx::query_as(
+                    "UPDATE accounts SET password_hash = $2 WHERE name = $1 RETURNING id",
+                )
+                .bind(name)
+                .bind(password_hash),
+            )?;
+            return Ok(id.map(|(id,)| AccountId::from_db(id)));
+        }
+    };
     Ok(tx
         .prepare_cached("UPDATE accounts SET password_hash = ?2 WHERE name = ?1 RETURNING id")?
         .query_row((name, password_hash), |r| r.get::<_, String>(0))

@@ -1,6 +1,8 @@
 //! Webhook endpoints, their events and per-endpoint delivery queue (see the
 //! migration `0007_webhooks.sql` for the model).
 
+use super::postgres::error as pg_error;
+use super::tx::PgTx;
 use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ConversationId, EventId, WebhookId};
 use crate::model::{WebhookAttempt, WebhookInfo};
@@ -19,7 +21,24 @@ pub struct NewWebhook<'a> {
 }
 
 pub fn insert(tx: &Tx, w: NewWebhook<'_>) -> StoreResult<()> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(
+                    "INSERT INTO webhooks (id, app_id, url, events, enabled, secret, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, 1, $5, $6, $6)",
+                )
+                .bind(w.id)
+                .bind(w.app_id)
+                .bind(w.url)
+                .bind(w.events)
+                .bind(w.secret)
+                .bind(w.now),
+            )?;
+            return Ok(());
+        }
+    };
     tx.prepare_cached(
         "INSERT INTO webhooks (id, app_id, url, events, enabled, secret, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?6)",
@@ -38,7 +57,38 @@ pub struct Change<'a> {
 /// Applies `change`. Enabling clears the failure record and makes the
 /// endpoint's pending events due now. Returns false for no such endpoint.
 pub fn update(tx: &Tx, id: &WebhookId, change: Change<'_>, now: i64) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n = pg.execute(
+                sqlx::query(
+                    "UPDATE webhooks SET url = COALESCE($2, url), events = COALESCE($3, events),
+                         enabled = COALESCE($4, enabled),
+                         failures = CASE WHEN $4 = 1 THEN 0 ELSE failures END,
+                         failing_since = CASE WHEN $4 = 1 THEN NULL ELSE failing_since END,
+                         disabled_reason = CASE WHEN $4 IS NOT NULL THEN NULL ELSE disabled_reason END,
+                         updated_at = $5
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(change.url)
+                .bind(change.events)
+                .bind(change.enabled.map(i64::from))
+                .bind(now),
+            )?;
+            if n == 1 && change.enabled == Some(true) {
+                pg.execute(
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET next_at = $2
+                         WHERE webhook_id = $1 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(now),
+                )?;
+            }
+            return Ok(n == 1);
+        }
+    };
     let n = tx
         .prepare_cached(
             "UPDATE webhooks SET url = COALESCE(?2, url), events = COALESCE(?3, events),
@@ -61,7 +111,17 @@ pub fn update(tx: &Tx, id: &WebhookId, change: Change<'_>, now: i64) -> StoreRes
 
 /// Deletes an endpoint with its queue and attempts. False for no such one.
 pub fn delete(tx: &Tx, id: &WebhookId) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(
+                sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1").bind(id),
+            )?;
+            pg.execute(sqlx::query("DELETE FROM webhook_attempts WHERE webhook_id = $1").bind(id))?;
+            let n = pg.execute(sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id))?;
+            return Ok(n == 1);
+        }
+    };
     tx.prepare_cached("DELETE FROM webhook_deliveries WHERE webhook_id = ?")?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM webhook_attempts WHERE webhook_id = ?")?
@@ -80,7 +140,23 @@ pub fn rotate_secret(
     old_until: i64,
     now: i64,
 ) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n = pg.execute(
+                sqlx::query(
+                    "UPDATE webhooks
+                     SET old_secret = secret, old_secret_until = $3, secret = $2, updated_at = $4
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(sealed)
+                .bind(old_until)
+                .bind(now),
+            )?;
+            return Ok(n == 1);
+        }
+    };
     let n = tx
         .prepare_cached(
             "UPDATE webhooks SET old_secret = secret, old_secret_until = ?3, secret = ?2, updated_at = ?4
@@ -101,7 +177,49 @@ pub fn record_event(
     payload: impl FnOnce() -> String,
     now: i64,
 ) -> StoreResult<bool> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let (subscribed,): (bool,) = pg.fetch_one(
+                sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM webhooks
+                                    WHERE app_id = $1
+                                      AND position(' ' || $2 || ' ' IN ' ' || events || ' ') > 0)",
+                )
+                .bind(app)
+                .bind(kind),
+            )?;
+            if !subscribed {
+                return Ok(false);
+            }
+            let (seq,): (i64,) = pg.fetch_one(
+                sqlx::query_as(
+                    "INSERT INTO webhook_events (id, app_id, type, conversation_id, payload, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                )
+                .bind(EventId::generate())
+                .bind(app)
+                .bind(kind)
+                .bind(conversation)
+                .bind(payload())
+                .bind(now),
+            )?;
+            pg.execute(
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries
+                        (webhook_id, event_seq, conversation_id, state, attempts, next_at, updated_at)
+                     SELECT id, $1, $2, 'pending', 0, $3, $3 FROM webhooks
+                     WHERE app_id = $4 AND position(' ' || $5 || ' ' IN ' ' || events || ' ') > 0",
+                )
+                .bind(seq)
+                .bind(conversation)
+                .bind(now)
+                .bind(app)
+                .bind(kind),
+            )?;
+            return Ok(true);
+        }
+    };
     let subscribed: bool = tx
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM webhooks
@@ -146,7 +264,19 @@ impl Outcome {
 
 /// Attempts made so far of an endpoint's event.
 pub fn attempts_of(tx: &Tx, id: &WebhookId, event_seq: i64) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n: Option<(i64,)> = pg.fetch_optional(
+                sqlx::query_as(
+                    "SELECT attempts FROM webhook_deliveries WHERE webhook_id = $1 AND event_seq = $2",
+                )
+                .bind(id)
+                .bind(event_seq),
+            )?;
+            return Ok(n.map_or(0, |(n,)| n));
+        }
+    };
     let n = tx
         .prepare_cached(
             "SELECT attempts FROM webhook_deliveries WHERE webhook_id = ? AND event_seq = ?",
@@ -176,7 +306,10 @@ pub struct Recorded {
 /// Records an attempt and its consequences: delivered, or retried later,
 /// or given up; the endpoint's failure run; disabling it past the limit.
 pub fn record_attempt(tx: &Tx, o: &Outcome, retry: &Retry) -> StoreResult<Recorded> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => return record_attempt_postgres(pg, o, retry),
+    };
     tx.prepare_cached(
         "INSERT INTO webhook_attempts (webhook_id, event_seq, at, status, latency_ms, error, response)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -229,14 +362,7 @@ pub fn record_attempt(tx: &Tx, o: &Outcome, retry: &Retry) -> StoreResult<Record
         )
         .optional()?;
     recorded.gave_up = state.as_deref() == Some("failed");
-    let reason = format!(
-        "disabled after {} failed attempts in a row; last: {}",
-        retry.disable_after,
-        o.error
-            .clone()
-            .or_else(|| o.status.map(|s| format!("HTTP {s}")))
-            .unwrap_or_default()
-    );
+    let reason = disabled_reason(o, retry);
     let disabled: Option<i64> = tx
         .prepare_cached(
             "UPDATE webhooks SET failures = failures + 1, failing_since = COALESCE(failing_since, ?2),
@@ -254,6 +380,93 @@ pub fn record_attempt(tx: &Tx, o: &Outcome, retry: &Retry) -> StoreResult<Record
     Ok(recorded)
 }
 
+/// Why an endpoint is disabled after `retry.disable_after` failures.
+fn disabled_reason(o: &Outcome, retry: &Retry) -> String {
+    format!(
+        "disabled after {} failed attempts in a row; last: {}",
+        retry.disable_after,
+        o.error
+            .clone()
+            .or_else(|| o.status.map(|s| format!("HTTP {s}")))
+            .unwrap_or_default()
+    )
+}
+
+fn record_attempt_postgres(pg: &PgTx, o: &Outcome, retry: &Retry) -> StoreResult<Recorded> {
+    pg.execute(
+        sqlx::query(
+            "INSERT INTO webhook_attempts (webhook_id, event_seq, at, status, latency_ms, error, response)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&o.webhook_id)
+        .bind(o.event_seq)
+        .bind(o.at)
+        .bind(o.status.map(i64::from))
+        .bind(o.latency_ms)
+        .bind(&o.error)
+        .bind(&o.response),
+    )?;
+    pg.execute(
+        sqlx::query(
+            "DELETE FROM webhook_attempts WHERE webhook_id = $1 AND seq <=
+                 (SELECT seq FROM webhook_attempts WHERE webhook_id = $1
+                  ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(&o.webhook_id)
+        .bind(KEPT_ATTEMPTS),
+    )?;
+    let mut recorded = Recorded::default();
+    if o.delivered() {
+        pg.execute(
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = $3
+                 WHERE webhook_id = $1 AND event_seq = $2 AND state = 'pending'",
+            )
+            .bind(&o.webhook_id)
+            .bind(o.event_seq)
+            .bind(o.at),
+        )?;
+        pg.execute(
+            sqlx::query(
+                "UPDATE webhooks SET failures = 0, failing_since = NULL WHERE id = $1 AND failures > 0",
+            )
+            .bind(&o.webhook_id),
+        )?;
+        return Ok(recorded);
+    }
+    let state: Option<(String,)> = pg.fetch_optional(
+        sqlx::query_as(
+            "UPDATE webhook_deliveries
+             SET attempts = attempts + 1, next_at = $3, updated_at = $4,
+                 state = CASE WHEN (SELECT created_at FROM webhook_events WHERE seq = $2) < $5
+                              THEN 'failed' ELSE 'pending' END
+             WHERE webhook_id = $1 AND event_seq = $2 AND state = 'pending'
+             RETURNING state",
+        )
+        .bind(&o.webhook_id)
+        .bind(o.event_seq)
+        .bind(retry.next_at)
+        .bind(o.at)
+        .bind(retry.give_up_before),
+    )?;
+    recorded.gave_up = state.is_some_and(|(s,)| s == "failed");
+    let disabled: Option<(i64,)> = pg.fetch_optional(
+        sqlx::query_as(
+            "UPDATE webhooks SET failures = failures + 1, failing_since = COALESCE(failing_since, $2),
+                 enabled = CASE WHEN $3 > 0 AND failures + 1 >= $3 THEN 0 ELSE enabled END,
+                 disabled_reason = CASE WHEN $3 > 0 AND failures + 1 >= $3 AND enabled = 1
+                                        THEN $4 ELSE disabled_reason END
+             WHERE id = $1 RETURNING enabled",
+        )
+        .bind(&o.webhook_id)
+        .bind(o.at)
+        .bind(retry.disable_after)
+        .bind(disabled_reason(o, retry)),
+    )?;
+    recorded.disabled = disabled.is_some_and(|(enabled,)| enabled == 0);
+    Ok(recorded)
+}
+
 /// Which events a replay sends again.
 pub enum ReplayRange<'a> {
     One(&'a EventId),
@@ -267,7 +480,38 @@ pub enum ReplayRange<'a> {
 /// Makes the endpoint's events in `range` pending and due now, with a fresh
 /// attempt count. Returns how many.
 pub fn replay(tx: &Tx, id: &WebhookId, range: ReplayRange<'_>, now: i64) -> StoreResult<usize> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let n = match range {
+                ReplayRange::One(event) => pg.execute(
+                    sqlx::query(
+                        "UPDATE webhook_deliveries
+                         SET state = 'pending', attempts = 0, next_at = $3, updated_at = $3
+                         WHERE webhook_id = $1
+                           AND event_seq = (SELECT seq FROM webhook_events WHERE id = $2)",
+                    )
+                    .bind(id)
+                    .bind(event)
+                    .bind(now),
+                )?,
+                ReplayRange::Between { since, until } => pg.execute(
+                    sqlx::query(
+                        "UPDATE webhook_deliveries
+                         SET state = 'pending', attempts = 0, next_at = $4, updated_at = $4
+                         WHERE webhook_id = $1 AND event_seq IN
+                             (SELECT seq FROM webhook_events
+                              WHERE created_at >= $2 AND created_at < $3)",
+                    )
+                    .bind(id)
+                    .bind(since)
+                    .bind(until)
+                    .bind(now),
+                )?,
+            };
+            return Ok(n as usize);
+        }
+    };
     let n = match range {
         ReplayRange::One(event) => tx
             .prepare_cached(
@@ -289,7 +533,27 @@ pub fn replay(tx: &Tx, id: &WebhookId, range: ReplayRange<'_>, now: i64) -> Stor
 /// Deletes up to `limit` events created before `before`, with their queue
 /// rows. Returns how many events.
 pub fn purge_events(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
-    let tx = tx.sqlite()?;
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            let (seqs,): (Vec<i64>,) = pg.fetch_one(
+                sqlx::query_as(
+                    "SELECT COALESCE(array_agg(seq), '{}') FROM
+                         (SELECT seq FROM webhook_events WHERE created_at < $1
+                          ORDER BY created_at LIMIT $2) old",
+                )
+                .bind(before)
+                .bind(limit),
+            )?;
+            pg.execute(
+                sqlx::query("DELETE FROM webhook_deliveries WHERE event_seq = ANY($1)").bind(&seqs),
+            )?;
+            let n = pg.execute(
+                sqlx::query("DELETE FROM webhook_events WHERE seq = ANY($1)").bind(&seqs),
+            )?;
+            return Ok(n as i64);
+        }
+    };
     tx.prepare_cached(
         "DELETE FROM webhook_deliveries WHERE event_seq IN
              (SELECT seq FROM webhook_events WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
@@ -306,7 +570,16 @@ pub fn purge_events(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
 
 /// Events a purge with this cutoff would remove.
 pub async fn count_old_events(db: &Reader, before: i64) -> StoreResult<i64> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events WHERE created_at < $1")
+                .bind(before)
+                .fetch_one(pool)
+                .await
+                .map_err(pg_error);
+        }
+    };
     let n = sqlx::query_scalar!(
         r#"SELECT COUNT(*) AS "n!: i64" FROM webhook_events WHERE created_at < ?"#,
         before
@@ -327,7 +600,31 @@ pub struct Endpoint {
 
 /// Enabled endpoints of apps that are not revoked.
 pub async fn enabled(db: &Reader) -> StoreResult<Vec<Endpoint>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            type Row = (String, String, Vec<u8>, Option<Vec<u8>>, Option<i64>);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT w.id, w.url, w.secret, w.old_secret, w.old_secret_until
+                 FROM webhooks w JOIN apps a ON a.id = w.app_id
+                 WHERE w.enabled = 1 AND a.revoked_at IS NULL
+                 ORDER BY w.seq",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(rows
+                .into_iter()
+                .map(|(id, url, secret, old_secret, old_secret_until)| Endpoint {
+                    id: WebhookId::from_db(id),
+                    url,
+                    secret,
+                    old_secret,
+                    old_secret_until,
+                })
+                .collect());
+        }
+    };
     let rows = sqlx::query!(
         r#"SELECT w.id, w.url, w.secret, w.old_secret, w.old_secret_until
            FROM webhooks w JOIN apps a ON a.id = w.app_id
@@ -357,7 +654,29 @@ pub struct Pending {
 
 /// The endpoint's first `limit` pending events, oldest first.
 pub async fn pending(db: &Reader, webhook: &WebhookId, limit: i64) -> StoreResult<Vec<Pending>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+                "SELECT event_seq, conversation_id, next_at FROM webhook_deliveries
+                 WHERE webhook_id = $1 AND state = 'pending'
+                 ORDER BY event_seq LIMIT $2",
+            )
+            .bind(webhook)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(rows
+                .into_iter()
+                .map(|(event_seq, conversation, next_at)| Pending {
+                    event_seq,
+                    conversation_id: ConversationId::from_db(conversation),
+                    next_at,
+                })
+                .collect());
+        }
+    };
     let rows = sqlx::query!(
         r#"SELECT event_seq, conversation_id, next_at FROM webhook_deliveries
            WHERE webhook_id = ?1 AND state = 'pending'
@@ -379,13 +698,25 @@ pub async fn pending(db: &Reader, webhook: &WebhookId, limit: i64) -> StoreResul
 
 /// An event's id (the `webhook-id`) and body.
 pub async fn event(db: &Reader, seq: i64) -> StoreResult<Option<(EventId, String)>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let row: Option<(String, String)> =
+                sqlx::query_as("SELECT id, payload FROM webhook_events WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(pg_error)?;
+            return Ok(row.map(|(id, payload)| (EventId::from_db(id), payload)));
+        }
+    };
     let row = sqlx::query!("SELECT id, payload FROM webhook_events WHERE seq = ?", seq)
         .fetch_optional(ex)
         .await?;
     Ok(row.map(|r| (EventId::from_db(r.id), r.payload)))
 }
 
+#[derive(sqlx::FromRow)]
 struct InfoRow {
     id: String,
     app_id: String,
@@ -426,7 +757,25 @@ pub async fn list(
     app: Option<&AppId>,
     id: Option<&WebhookId>,
 ) -> StoreResult<Vec<WebhookInfo>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let rows: Vec<InfoRow> = sqlx::query_as(
+                "SELECT id, app_id, url, events, enabled = 1 AS enabled, failures, failing_since,
+                        disabled_reason, old_secret_until, created_at, updated_at,
+                        (SELECT COUNT(*) FROM webhook_deliveries d
+                         WHERE d.webhook_id = w.id AND d.state = 'pending') AS backlog
+                 FROM webhooks w WHERE ($1::text IS NULL OR app_id = $1) AND ($2::text IS NULL OR id = $2)
+                 ORDER BY seq",
+            )
+            .bind(app)
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(rows.into_iter().map(WebhookInfo::from).collect());
+        }
+    };
     let rows = sqlx::query_as!(
         InfoRow,
         r#"SELECT id, app_id, url, events, enabled AS "enabled!: bool", failures, failing_since,
@@ -445,17 +794,32 @@ pub async fn list(
 
 /// The endpoint's newest attempts, newest first.
 pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Vec<WebhookAttempt>> {
-    let ex = db.sqlite()?;
-    let rows = sqlx::query!(
-        r#"SELECT e.id AS "event_id!", e.type AS "event_type!", a.at, a.status, a.latency_ms,
-                  a.error, a.response
-           FROM webhook_attempts a JOIN webhook_events e ON e.seq = a.event_seq
-           WHERE a.webhook_id = ?1 ORDER BY a.seq DESC LIMIT ?2"#,
-        id,
-        limit
-    )
-    .fetch_all(ex)
-    .await?;
+    let rows = match db {
+        Reader::Sqlite(ex) => {
+            sqlx::query_as!(
+                AttemptRow,
+                r#"SELECT e.id AS "event_id!", e.type AS "event_type!", a.at, a.status,
+                          a.latency_ms, a.error, a.response
+                   FROM webhook_attempts a JOIN webhook_events e ON e.seq = a.event_seq
+                   WHERE a.webhook_id = ?1 ORDER BY a.seq DESC LIMIT ?2"#,
+                id,
+                limit
+            )
+            .fetch_all(ex)
+            .await?
+        }
+        Reader::Postgres(pool) => sqlx::query_as(
+            "SELECT e.id AS event_id, e.type AS event_type, a.at, a.status, a.latency_ms,
+                    a.error, a.response
+             FROM webhook_attempts a JOIN webhook_events e ON e.seq = a.event_seq
+             WHERE a.webhook_id = $1 ORDER BY a.seq DESC LIMIT $2",
+        )
+        .bind(id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .map_err(pg_error)?,
+    };
     Ok(rows
         .into_iter()
         .map(|r| WebhookAttempt {
@@ -470,9 +834,36 @@ pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Ve
         .collect())
 }
 
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    event_id: String,
+    event_type: String,
+    at: i64,
+    status: Option<i64>,
+    latency_ms: i64,
+    error: Option<String>,
+    response: Option<String>,
+}
+
 /// Per endpoint: pending events and when the oldest of them happened.
 pub async fn backlog(db: &Reader) -> StoreResult<Vec<(WebhookId, i64, i64)>> {
-    let ex = db.sqlite()?;
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT d.webhook_id, COUNT(*), MIN(e.created_at)
+                 FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq
+                 WHERE d.state = 'pending' GROUP BY d.webhook_id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?;
+            return Ok(rows
+                .into_iter()
+                .map(|(id, pending, oldest)| (WebhookId::from_db(id), pending, oldest))
+                .collect());
+        }
+    };
     let rows = sqlx::query!(
         r#"SELECT d.webhook_id AS "webhook_id!", COUNT(*) AS "pending!: i64", MIN(e.created_at) AS "oldest!: i64"
            FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq

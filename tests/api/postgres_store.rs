@@ -1563,3 +1563,687 @@ async fn postgres_an_enqueue_racing_an_ack_is_not_stranded() {
     a.close().await;
     b.close().await;
 }
+
+/// Sessions and the accounts behind them: logins opened, refreshed,
+/// revoked one by one and per account, credentials as an app's rotation,
+/// an account's disabling and a revoked app end them, and the purge of
+/// ended sessions.
+async fn session_transcript(store: &Store) -> Vec<String> {
+    use clawrelay::ids::{AccountId, SessionId};
+    use clawrelay::store::sessions::{self, NewSession};
+    let (app, account) = (AppId::generate(), AccountId::generate());
+    let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
+    let (app2, account2, ids2) = (app.clone(), account.clone(), ids.clone());
+    let mut out = Vec::new();
+    let setup = store
+        .write(move |tx| {
+            apps::insert(tx, &app2, "site", "h", 1)?;
+            let free = sessions::name_taken(tx, "ann")?;
+            sessions::insert_account(tx, &account2, &app2, "ann", "pw1", 5)?;
+            let taken = sessions::name_taken(tx, "ann")?;
+            let user = UserId::parse("ann").unwrap();
+            for (i, id) in ids2.iter().enumerate() {
+                sessions::insert(
+                    tx,
+                    NewSession {
+                        id,
+                        app: &app2,
+                        user: &user,
+                        account: (i < 2).then_some(&account2),
+                        token_hash: &format!("t{i}"),
+                        now: 10,
+                        expires_at: 1000 + i as i64,
+                    },
+                )?;
+            }
+            Ok::<_, StoreError>((free, taken))
+        })
+        .await
+        .unwrap();
+    out.push(format!("name taken before {}, after {}", setup.0, setup.1));
+    let show = |c: Option<sessions::SessionCredential>| {
+        c.map(|c| {
+            format!(
+                "{} {} v{} until {}",
+                c.hash,
+                c.user.as_str(),
+                c.version,
+                c.expires_at
+            )
+        })
+    };
+    for id in &ids {
+        out.push(format!(
+            "credential at 500 {:?}",
+            show(sessions::credential(store.reader(), id, 500).await.unwrap())
+        ));
+    }
+    let ids2 = ids.clone();
+    let changed = store
+        .write(move |tx| {
+            Ok::<_, StoreError>((
+                sessions::refresh(tx, &ids2[0], 500, 5000)?,
+                sessions::refresh(tx, &ids2[3], 2000, 5000)?,
+                sessions::revoke(tx, &ids2[2], 600)?,
+                sessions::revoke(tx, &ids2[2], 600)?,
+            ))
+        })
+        .await
+        .unwrap();
+    out.push(format!(
+        "refresh live {:?}, expired {:?}; revoke {}, again {}",
+        changed.0, changed.1, changed.2, changed.3
+    ));
+    out.push(format!(
+        "after: 0 at 2000 {:?}, 2 at 700 {:?}",
+        show(
+            sessions::credential(store.reader(), &ids[0], 2000)
+                .await
+                .unwrap()
+        ),
+        show(
+            sessions::credential(store.reader(), &ids[2], 700)
+                .await
+                .unwrap()
+        ),
+    ));
+    let account2 = account.clone();
+    let accounts = store
+        .write(move |tx| {
+            let disabled = sessions::set_disabled(tx, "ann", Some(800))?;
+            let nobody = sessions::set_disabled(tx, "bob", Some(800))?;
+            let password = sessions::set_password(tx, "ann", "pw2")?;
+            let revoked = sessions::revoke_for_account(tx, &account2, 900)?;
+            Ok::<_, StoreError>((disabled, nobody, password, revoked))
+        })
+        .await
+        .unwrap();
+    out.push(format!(
+        "disable ann {}, bob {:?}; password ann {}; revoked for account {:?}",
+        accounts.0.as_ref() == Some(&account),
+        accounts.1,
+        accounts.2.as_ref() == Some(&account),
+        {
+            // A set: in no particular order.
+            let mut revoked: Vec<usize> = accounts
+                .3
+                .iter()
+                .map(|s| ids.iter().position(|x| x == s).unwrap())
+                .collect();
+            revoked.sort();
+            revoked
+        }
+    ));
+    for (name, app) in [(Some("ann"), None), (None, Some(&app)), (Some("bob"), None)] {
+        let rows = sessions::accounts(store.reader(), name, app).await.unwrap();
+        out.push(format!(
+            "accounts {name:?}: {:?}",
+            rows.iter()
+                .map(|a| format!(
+                    "{} {} {} {:?}",
+                    a.name, a.password_hash, a.created_at, a.disabled_at
+                ))
+                .collect::<Vec<_>>()
+        ));
+    }
+    out.push(format!(
+        "credential of 3 (no account) at 900 {:?}",
+        show(
+            sessions::credential(store.reader(), &ids[3], 900)
+                .await
+                .unwrap()
+        )
+    ));
+    let purged = store
+        .write(|tx| sessions::purge(tx, 1002, 100))
+        .await
+        .unwrap();
+    out.push(format!("purged before 1002: {purged}"));
+    out
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_sessions_like_sqlite() {
+    same_on_both(
+        |store| async move { session_transcript(&store).await },
+        &[
+            "name taken before false, after true",
+            "refresh live Some(5000), expired None; revoke true, again false",
+            "disable ann true, bob None; password ann true; revoked for account [0, 1]",
+            "accounts Some(\"ann\"): [\"ann pw2 5 Some(800)\"]",
+            "credential of 3 (no account) at 900 Some(\"t3 ann v0 until 1003\")",
+        ],
+    )
+    .await;
+}
+
+/// Webhook endpoints and their queue: events recorded for subscribers only,
+/// attempts delivered, retried, given up and disabling an endpoint past its
+/// limit, re-enabling, replays, a secret rotation, the admin listing and
+/// the purge of old events.
+async fn webhook_transcript(store: &Store) -> Vec<String> {
+    use clawrelay::ids::{ConversationId, WebhookId};
+    use clawrelay::store::conversations;
+    use clawrelay::store::webhooks::{self, Change, NewWebhook, Outcome, ReplayRange, Retry};
+    let (app, hooks) = (
+        AppId::generate(),
+        [WebhookId::generate(), WebhookId::generate()],
+    );
+    let (app2, hooks2) = (app.clone(), hooks.clone());
+    let conv: ConversationId = store
+        .write(move |tx| {
+            apps::insert(tx, &app2, "site", "h", 1)?;
+            for (id, events) in hooks2.iter().zip(["message delivery.dead", "message"]) {
+                webhooks::insert(
+                    tx,
+                    NewWebhook {
+                        id,
+                        app_id: &app2,
+                        url: "http://127.0.0.1:9/hook",
+                        events,
+                        secret: b"sealed-secret",
+                        now: 10,
+                    },
+                )?;
+            }
+            conversations::create(tx, &app2, &UserId::parse("ann").unwrap(), None, 10)
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let (app2, conv2) = (app.clone(), conv.clone());
+    let recorded = store
+        .write(move |tx| {
+            let mut r = Vec::new();
+            for (i, kind) in [
+                "message",
+                "delivery.dead",
+                "conversation.expired",
+                "message",
+            ]
+            .iter()
+            .enumerate()
+            {
+                r.push(webhooks::record_event(
+                    tx,
+                    &app2,
+                    kind,
+                    &conv2,
+                    || format!("{{\"n\":{i}}}"),
+                    100 + i as i64,
+                )?);
+            }
+            Ok::<_, StoreError>(r)
+        })
+        .await
+        .unwrap();
+    out.push(format!("recorded {recorded:?}"));
+    let name = |id: &WebhookId| if id == &hooks[0] { "h0" } else { "h1" };
+    let list = |store: Store| async move {
+        webhooks::list(store.reader(), None, None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| {
+                format!(
+                    "{:?} enabled {} failures {} since {:?} reason {:?} backlog {} old until {:?} updated {}",
+                    w.events, w.enabled, w.failures, w.failing_since, w.disabled_reason, w.backlog,
+                    w.old_secret_until, w.updated_at
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    out.push(format!("list {:?}", list(store.clone()).await));
+    let endpoints = webhooks::enabled(store.reader()).await.unwrap();
+    out.push(format!(
+        "enabled {:?}",
+        endpoints
+            .iter()
+            .map(|e| (name(&e.id), e.secret.clone()))
+            .collect::<Vec<_>>()
+    ));
+    let pending = webhooks::pending(store.reader(), &hooks[0], 10)
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    for p in &pending {
+        let (_, body) = webhooks::event(store.reader(), p.event_seq)
+            .await
+            .unwrap()
+            .unwrap();
+        bodies.push((body, p.next_at, p.conversation_id == conv));
+    }
+    out.push(format!("h0 pending {bodies:?}"));
+    let seqs: Vec<i64> = pending.iter().map(|p| p.event_seq).collect();
+
+    // h0: the first event delivered, the second fails twice (given up the
+    // second time), the third fails and disables the endpoint (limit 3).
+    let (h0, s) = (hooks[0].clone(), seqs.clone());
+    let attempts = store
+        .write(move |tx| {
+            let outcome = |seq: i64, status: Option<u16>, at: i64| Outcome {
+                webhook_id: h0.clone(),
+                event_seq: seq,
+                at,
+                status,
+                latency_ms: 7,
+                error: status.is_none().then(|| "connection refused".to_owned()),
+                response: status.map(|s| format!("body {s}")),
+            };
+            let retry = |give_up_before: i64| Retry {
+                next_at: 900,
+                give_up_before,
+                disable_after: 3,
+            };
+            let mut r = Vec::new();
+            for (seq, status, at, give_up) in [
+                (s[0], Some(204), 200, 0),
+                (s[1], Some(500), 210, 0),
+                (s[1], None, 220, 1000),
+                (s[2], Some(503), 230, 0),
+            ] {
+                let rec = webhooks::record_attempt(tx, &outcome(seq, status, at), &retry(give_up))?;
+                r.push(format!(
+                    "attempt {} gave up {} disabled {} attempts now {}",
+                    status.map_or("refused".to_owned(), |s| s.to_string()),
+                    rec.gave_up,
+                    rec.disabled,
+                    webhooks::attempts_of(tx, &h0, seq)?
+                ));
+            }
+            Ok::<_, StoreError>(r)
+        })
+        .await
+        .unwrap();
+    out.extend(attempts);
+    out.push(format!("list {:?}", list(store.clone()).await));
+    let tried = webhooks::attempts(store.reader(), &hooks[0], 3)
+        .await
+        .unwrap();
+    out.push(format!(
+        "h0 attempts {:?}",
+        tried
+            .iter()
+            .map(|a| format!(
+                "{} {} {:?} {:?} {:?}",
+                a.event_type, a.at, a.status, a.error, a.response
+            ))
+            .collect::<Vec<_>>()
+    ));
+    let mut backlog = webhooks::backlog(store.reader()).await.unwrap();
+    backlog.sort_by_key(|b| name(&b.0));
+    out.push(format!(
+        "backlog {:?}",
+        backlog
+            .iter()
+            .map(|(id, n, oldest)| (name(id), n, oldest))
+            .collect::<Vec<_>>()
+    ));
+
+    let (h0, h1) = (hooks[0].clone(), hooks[1].clone());
+    let changed = store
+        .write(move |tx| {
+            let enable = webhooks::update(
+                tx,
+                &h0,
+                Change {
+                    url: Some("http://127.0.0.1:9/new"),
+                    events: None,
+                    enabled: Some(true),
+                },
+                300,
+            )?;
+            let unknown = webhooks::update(
+                tx,
+                &WebhookId::generate(),
+                Change {
+                    url: None,
+                    events: None,
+                    enabled: Some(false),
+                },
+                300,
+            )?;
+            let replayed = webhooks::replay(
+                tx,
+                &h0,
+                ReplayRange::Between {
+                    since: 100,
+                    until: 102,
+                },
+                310,
+            )?;
+            let rotated = webhooks::rotate_secret(tx, &h1, b"new-secret", 5000, 320)?;
+            let deleted = webhooks::delete(tx, &h1)?;
+            let again = webhooks::delete(tx, &h1)?;
+            Ok::<_, StoreError>((enable, unknown, replayed, rotated, deleted, again))
+        })
+        .await
+        .unwrap();
+    out.push(format!(
+        "enable, unknown, replayed, rotated, deleted, again: {changed:?}"
+    ));
+    out.push(format!("list {:?}", list(store.clone()).await));
+    let (event_id, _) = webhooks::event(store.reader(), seqs[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let h0 = hooks[0].clone();
+    let one = store
+        .write(move |tx| webhooks::replay(tx, &h0, ReplayRange::One(&event_id), 330))
+        .await
+        .unwrap();
+    out.push(format!(
+        "replayed one {one}; old events before 102: {}",
+        webhooks::count_old_events(store.reader(), 102)
+            .await
+            .unwrap()
+    ));
+    let purged = store
+        .write(|tx| webhooks::purge_events(tx, 102, 100))
+        .await
+        .unwrap();
+    out.push(format!(
+        "purged {purged}; h0 pending now {}",
+        webhooks::pending(store.reader(), &hooks[0], 10)
+            .await
+            .unwrap()
+            .len()
+    ));
+    out
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_webhooks_like_sqlite() {
+    same_on_both(
+        |store| async move { webhook_transcript(&store).await },
+        &[
+            "recorded [true, true, false, true]",
+            "attempt 204 gave up false disabled false attempts now 1",
+            "attempt refused gave up true disabled false attempts now 2",
+            "attempt 503 gave up false disabled true attempts now 1",
+            "purged 2; h0 pending now 1",
+        ],
+    )
+    .await;
+}
+
+/// Attachments and retention: uploads staged in chunks and finished (new
+/// content, shared content, over quota, gone), which a poster may attach,
+/// a message carrying two, who may download them and their bytes; then
+/// the conversation expires and retention counts and purges it with its
+/// messages, deliveries, dead deliveries, old keys, the attachments no
+/// message carries any more, unused blobs and abandoned uploads.
+async fn attachment_transcript(store: &Store) -> Vec<String> {
+    use clawrelay::model::Direction;
+    use clawrelay::store::attachments::{self, FinishError, NewAttachment, Party};
+    use clawrelay::store::messages::{self, NewMessage};
+    use clawrelay::store::{conversations, deliveries, retention};
+    let (app, agent, other) = (
+        AppId::generate(),
+        ClientId::generate(),
+        ClientId::generate(),
+    );
+    let (app2, agent2, other2) = (app.clone(), agent.clone(), other.clone());
+    let mut out = Vec::new();
+    let (conv, results) = store
+        .write(move |tx| {
+            apps::insert(tx, &app2, "site", "h", 1)?;
+            clients::insert(tx, &agent2, "agent", "h", 1)?;
+            clients::insert(tx, &other2, "other", "h", 1)?;
+            let ann = UserId::parse("ann").unwrap();
+            let conv = conversations::create(tx, &app2, &ann, Some(&agent2), 10)?;
+            let uploader = Party {
+                app: Some(app2.clone()),
+                user: Some(ann.clone()),
+                client: None,
+            };
+            let mut results = Vec::new();
+            let upload = |content: &[&[u8]], sha: &str, quota: Option<i64>, drop: bool| {
+                let blob = attachments::stage(tx, 4, 20)?;
+                for (i, c) in content.iter().enumerate() {
+                    attachments::append_chunk(tx, blob, i as i64, c, 20)?;
+                }
+                if drop {
+                    attachments::drop_staged(tx, blob)?;
+                }
+                let size = content.iter().map(|c| c.len() as i64).sum();
+                let done = attachments::finish(
+                    tx,
+                    NewAttachment {
+                        blob,
+                        sha256: sha,
+                        size,
+                        name: &format!("{sha}.txt"),
+                        mime: "text/plain",
+                        uploader: &uploader,
+                        quota,
+                        now: 30,
+                    },
+                );
+                let late = attachments::append_chunk(tx, blob, 9, b"x", 31)?;
+                Ok::<_, StoreError>((done, late))
+            };
+            for (content, sha, quota, drop) in [
+                (&[&b"abcd"[..], &b"ef"[..]][..], "sha-x", Some(100), false),
+                (&[&b"abcd"[..], &b"ef"[..]][..], "sha-x", None, false),
+                (&[&b"zz"[..]][..], "sha-z", None, false),
+                (&[&b"yyyy"[..]][..], "sha-y", Some(15), false),
+                (&[&b"ww"[..]][..], "sha-w", None, true),
+            ] {
+                let (done, late) = upload(content, sha, quota, drop)?;
+                results.push(match done {
+                    Ok((a, shared)) => Ok((a, shared, late)),
+                    Err(FinishError::Store(e)) => return Err(e),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+            Ok((conv, results))
+        })
+        .await
+        .unwrap();
+    for r in &results {
+        out.push(match r {
+            Ok((a, shared, late)) => format!(
+                "finished {} {} {} {} shared {shared} chunk after finish {late}",
+                a.name, a.mime, a.size, a.sha256
+            ),
+            Err(e) => format!("refused: {e}"),
+        });
+    }
+    let ids: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|(a, _, _)| a.id.clone()))
+        .collect();
+    let (app2, agent2, conv2, ids2) = (app.clone(), agent.clone(), conv.clone(), ids.clone());
+    let (by_user, by_agent, message) = store
+        .write(move |tx| {
+            let ann = Party {
+                app: Some(app2.clone()),
+                user: Some(UserId::parse("ann").unwrap()),
+                client: None,
+            };
+            let by_user = attachments::for_message(tx, &ids2[..2], &ann)?;
+            let by_agent = attachments::for_message(tx, &ids2[..1], &Party::client(&agent2))?;
+            let carried = by_user.clone().unwrap();
+            let (seq, m) = messages::insert(
+                tx,
+                NewMessage {
+                    conversation_id: &conv2,
+                    app_id: &app2,
+                    client_id: Some(&agent2),
+                    direction: Direction::Inbound,
+                    from: "ann",
+                    to: "agent",
+                    text: "see attached",
+                    reply_id: None,
+                    attachments: &carried,
+                    now: 40,
+                },
+            )?;
+            deliveries::enqueue(tx, seq, &conv2, Some(&agent2), 40)?;
+            Ok::<_, StoreError>((by_user, by_agent, m))
+        })
+        .await
+        .unwrap();
+    let names = |list: &[clawrelay::model::Attachment]| {
+        list.iter().map(|a| a.name.clone()).collect::<Vec<_>>()
+    };
+    out.push(format!(
+        "ann may attach {:?}; the agent before the message {:?}; the message carries {:?}",
+        by_user
+            .as_ref()
+            .map(|l| names(l))
+            .map_err(|id| ids.iter().position(|x| x == id)),
+        by_agent
+            .as_ref()
+            .map(|l| names(l))
+            .map_err(|id| ids.iter().position(|x| x == id)),
+        names(&message.attachments)
+    ));
+    let readers = [
+        (
+            "ann",
+            Party {
+                app: Some(app.clone()),
+                user: Some(UserId::parse("ann").unwrap()),
+                client: None,
+            },
+            false,
+        ),
+        (
+            "bob",
+            Party {
+                app: Some(app.clone()),
+                user: Some(UserId::parse("bob").unwrap()),
+                client: None,
+            },
+            false,
+        ),
+        (
+            "the app",
+            Party {
+                app: Some(app.clone()),
+                user: None,
+                client: None,
+            },
+            false,
+        ),
+        ("the agent", Party::client(&agent), false),
+        ("another agent", Party::client(&other), false),
+        ("an admin", Party::default(), true),
+    ];
+    for (who, party, admin) in &readers {
+        let mut seen = Vec::new();
+        for id in &ids {
+            let got = attachments::readable(store.reader(), id, party, *admin)
+                .await
+                .unwrap();
+            seen.push(got.map(|d| (d.attachment.name, d.chunk_size)));
+        }
+        out.push(format!("{who} may download {seen:?}"));
+    }
+    let first = attachments::readable(store.reader(), &ids[0], &readers[5].1, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut bytes = Vec::new();
+    for idx in 0..3 {
+        bytes.push(
+            attachments::chunk(store.reader(), first.blob, idx)
+                .await
+                .unwrap(),
+        );
+    }
+    out.push(format!("chunks of the first {bytes:?}"));
+
+    // Retention: a dead delivery of another conversation, an old key, an
+    // abandoned upload, then ann's conversation expires at 100.
+    let (app2, agent2, conv2) = (app.clone(), agent.clone(), conv.clone());
+    store
+        .write(move |tx| {
+            let bob = UserId::parse("bob").unwrap();
+            let other_conv = conversations::create(tx, &app2, &bob, Some(&agent2), 10)?;
+            let (seq, m) = messages::insert(
+                tx,
+                NewMessage {
+                    conversation_id: &other_conv,
+                    app_id: &app2,
+                    client_id: Some(&agent2),
+                    direction: Direction::Inbound,
+                    from: "bob",
+                    to: "agent",
+                    text: "never answered",
+                    reply_id: None,
+                    attachments: &[],
+                    now: 50,
+                },
+            )?;
+            deliveries::enqueue(tx, seq, &other_conv, Some(&agent2), 50)?;
+            let due = deliveries::due(tx, &agent2, 60, 10)?;
+            for d in due.iter().filter(|d| d.seq == seq) {
+                deliveries::retire(tx, d, 60)?;
+            }
+            idempotency::record(
+                tx,
+                app2.as_str(),
+                &IdempotencyKey::parse("old").unwrap(),
+                &m.id,
+                55,
+            )?;
+            attachments::stage(tx, 4, 56)?;
+            conversations::expire(tx, &conv2, 100)?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let counted = retention::count(store.reader(), 200, 200, 0, 35)
+        .await
+        .unwrap();
+    out.push(format!("retention would purge {counted:?}"));
+    let purged = store
+        .write(|tx| {
+            let mut p = retention::purge_conversations(tx, 200, 50)?;
+            p.dead_deliveries = retention::purge_dead(tx, 200, 100)?;
+            p.idempotency_keys = retention::purge_keys(tx, 200, 100)?;
+            let staged = attachments::purge_staged(tx, 57, 10)?;
+            p.attachments = attachments::purge_unreferenced(tx, 35, 100)?;
+            let (blobs, bytes) = attachments::purge_blobs(tx, 10)?;
+            p.blobs = staged + blobs;
+            p.blob_bytes = bytes;
+            Ok::<_, StoreError>(p)
+        })
+        .await
+        .unwrap();
+    out.push(format!("purged {purged:?}"));
+    let after = retention::count(store.reader(), 200, 200, 0, 35)
+        .await
+        .unwrap();
+    out.push(format!("then nothing is left: {}", after.is_empty()));
+    out.push(format!(
+        "the first attachment after the purge: {:?}",
+        attachments::readable(store.reader(), &ids[0], &readers[5].1, true)
+            .await
+            .unwrap()
+            .map(|d| d.attachment.name)
+    ));
+    out
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_attachments_and_retention_like_sqlite() {
+    same_on_both(
+        |store| async move { attachment_transcript(&store).await },
+        &[
+            "finished sha-x.txt text/plain 6 sha-x shared true chunk after finish false",
+            "refused: quota exceeded: 14 bytes held, 15 allowed",
+            "refused: the staged upload is gone",
+            "the agent may download [Some((\"sha-x.txt\", 4)), Some((\"sha-x.txt\", 4)), None]",
+            "chunks of the first [Some([97, 98, 99, 100]), Some([101, 102]), None]",
+            "purged Purged { conversations: 1, messages: 1, deliveries: 1, dead_deliveries: 1, \
+             idempotency_keys: 1, webhook_events: 0, sessions: 0, attachments: 3, blobs: 4, \
+             blob_bytes: 8 }",
+            "then nothing is left: true",
+        ],
+    )
+    .await;
+}
