@@ -4,7 +4,7 @@
 //! `main` use the same path (tests bind port 0).
 
 use crate::auth::Auth;
-use crate::config::Config;
+use crate::config::{Config, Storage};
 use crate::error::Error;
 use crate::relay::Relay;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
@@ -38,6 +38,17 @@ pub enum StartError {
     Setup(#[from] Error),
 }
 
+/// Opens the configured database: PostgreSQL when `[storage] url` is set,
+/// else the SQLite file `[storage] path`. `create`: a PostgreSQL database
+/// without the schema gets it (the SQLite file's existence is the caller's
+/// to check, see `store::check_path`).
+pub async fn open_store(storage: &Storage, create: bool) -> Result<Store, StoreError> {
+    match storage.postgres_url() {
+        Some(url) => Store::connect_postgres_with(url, storage.max_connections, create).await,
+        None => Store::open(&storage.path, storage.options()).await,
+    }
+}
+
 pub struct App {
     state: AppState,
     trigger: ShutdownTrigger,
@@ -46,7 +57,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let store = Store::open(&config.storage.path, config.storage.options()).await?;
+        let store = open_store(&config.storage, true).await?;
         let (auth, generated_admin_token) = Auth::new(
             store.clone(),
             config.server.admin_token.as_ref().map(|s| s.expose()),

@@ -57,16 +57,55 @@ impl Default for Server {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
     pub path: PathBuf,
+    /// A PostgreSQL URL: when set, the relay keeps its data there instead of
+    /// in the SQLite file `path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Connections to PostgreSQL this relay opens at most.
+    pub max_connections: u32,
     pub synchronous: Synchronous,
     /// The write-ahead log is checkpointed and truncated past this size.
     pub wal_limit_mb: u64,
 }
 
+/// Debug shows the URL without its password.
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("path", &self.path)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("max_connections", &self.max_connections)
+            .field("synchronous", &self.synchronous)
+            .field("wal_limit_mb", &self.wal_limit_mb)
+            .finish()
+    }
+}
+
 impl Storage {
+    /// The PostgreSQL URL, if PostgreSQL is selected.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.url.as_deref().filter(|u| !u.is_empty())
+    }
+
+    /// The database as messages name it: the SQLite file, or the
+    /// PostgreSQL URL without its password.
+    pub fn describe(&self) -> String {
+        match self.postgres_url() {
+            Some(url) => redact_url(url),
+            None => {
+                let path = &self.path;
+                std::path::absolute(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .display()
+                    .to_string()
+            }
+        }
+    }
+
     pub fn options(&self) -> crate::store::Options {
         crate::store::Options {
             synchronous: self.synchronous,
@@ -79,6 +118,8 @@ impl Default for Storage {
     fn default() -> Self {
         Storage {
             path: PathBuf::from("clawrelay.db"),
+            url: None,
+            max_connections: 16,
             synchronous: Synchronous::Full,
             wal_limit_mb: 64,
         }
@@ -402,6 +443,33 @@ impl Config {
     }
 }
 
+/// A database URL fit to show: its password (in the authority or as a
+/// `password` parameter) replaced by `***`. What does not parse as a URL is
+/// not shown at all.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "(a URL that does not parse)".to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
 /// A secret string whose `Debug` prints nothing.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -525,9 +593,12 @@ impl Config {
             .collect()
     }
 
-    /// The configuration as TOML, as `config check` prints it.
+    /// The configuration as TOML, as `config check` prints it (a database
+    /// password is not shown).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        let mut shown = self.clone();
+        shown.storage.url = self.storage.url.as_deref().map(redact_url);
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 
     /// Checks ranges and relations between keys.
@@ -538,6 +609,18 @@ impl Config {
                 "server.bind: `{}` is not an IP address",
                 self.server.bind
             ));
+        }
+        if let Some(url) = self.storage.postgres_url() {
+            let scheme = url::Url::parse(url).map(|u| u.scheme().to_owned());
+            if !matches!(scheme.as_deref(), Ok("postgres" | "postgresql")) {
+                return bad(format!(
+                    "storage.url: `{}` is not a PostgreSQL URL; expected postgres://user:password@host:port/database (or leave it out to use the SQLite file storage.path)",
+                    redact_url(url)
+                ));
+            }
+        }
+        if !(1..=1000).contains(&self.storage.max_connections) {
+            return bad("storage.max_connections must be between 1 and 1000".into());
         }
         if !(1..=1 << 20).contains(&self.storage.wal_limit_mb) {
             return bad("storage.wal_limit_mb must be between 1 and 1048576".into());

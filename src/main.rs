@@ -8,6 +8,7 @@ use clawrelay::ids::{AppId, ClientId, EventId, WebhookId};
 use clawrelay::relay::webhooks::Replay;
 use clawrelay::relay::Relay;
 use clawrelay::shutdown::ShutdownTrigger;
+use clawrelay::store::postgres::leader::{self, Leadership};
 use clawrelay::store::{now_ms, Store};
 use clawrelay::telemetry;
 use clawrelay::webhook::vault::Vault;
@@ -27,6 +28,16 @@ struct Cli {
     /// The SQLite database file (overrides [storage] path).
     #[arg(long, global = true, value_name = "PATH")]
     db: Option<PathBuf>,
+    /// A PostgreSQL database to use instead of the SQLite file
+    /// (postgres://user:password@host:port/database; overrides [storage] url).
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    database_url: Option<String>,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -74,8 +85,11 @@ enum Command {
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
     /// Write a consistent, verified copy of the database to PATH (a new
-    /// file), while the relay keeps running.
+    /// file), while the relay keeps running. (On PostgreSQL: use pg_dump.)
     Backup { path: PathBuf },
+    /// Create the database's schema, or bring it up to this version's, and
+    /// exit (the server does the same when it starts).
+    Migrate,
     /// Check or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -254,7 +268,17 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let mut config = Config::load_with_env(cli.config.as_deref(), std::env::vars())
         .map_err(|e| e.to_string())?;
+    if let Some(url) = cli.database_url.filter(|u| !u.is_empty()) {
+        config.storage.url = Some(url);
+    }
     if let Some(db) = cli.db {
+        if config.storage.postgres_url().is_some() {
+            return Err(format!(
+                "both a SQLite file (--db {}) and a PostgreSQL database ({}, from --database-url, DATABASE_URL or [storage] url) are given; choose one",
+                db.display(),
+                config.storage.describe()
+            ));
+        }
         config.storage.path = db;
     }
     match cli.command {
@@ -290,6 +314,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             relay.store.close().await;
             out
+        }
+        Command::Backup { .. } if config.storage.postgres_url().is_some() => Err(format!(
+            "the relay's database is PostgreSQL ({}): back it up with pg_dump, e.g. \
+             pg_dump --format=custom --file=clawrelay.dump \"$DATABASE_URL\", and restore with pg_restore (see README: Backup and restore)",
+            config.storage.describe()
+        )),
+        Command::Migrate => {
+            config.validate().map_err(|e| e.to_string())?;
+            let store = open_store(&config, true).await?;
+            store.close().await;
+            println!("database {} is migrated", config.storage.describe());
+            Ok(())
         }
         Command::Backup { path } => {
             let db = config.storage.path.display().to_string();
@@ -370,14 +406,20 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 async fn serve(config: Config) -> Result<(), String> {
     let addr = format!("{}:{}", config.server.bind, config.server.port);
-    let db = config.storage.path.display().to_string();
+    let db = config.storage.describe();
     // The port first: a start that cannot listen leaves no new database behind.
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    clawrelay::store::check_path(&config.storage.path, true)
-        .map_err(|e| format!("cannot open database {db}: {e}"))?;
-    let _lock = lock_database(&config.storage.path)?;
+    // Held while the server runs: one server per database.
+    let (_file_lock, _pg_lock) = match config.storage.postgres_url() {
+        Some(url) => (None, Some(lock_postgres(url, &db).await?)),
+        None => {
+            clawrelay::store::check_path(&config.storage.path, true)
+                .map_err(|e| format!("cannot open database {db}: {e}"))?;
+            (Some(lock_database(&config.storage.path)?), None)
+        }
+    };
     let app = App::build(config)
         .await
         .map_err(|e| format!("cannot open database {db}: {e}"))?;
@@ -413,6 +455,28 @@ async fn stop_on_signal(trigger: ShutdownTrigger) {
     trigger.trigger();
 }
 
+/// Takes the PostgreSQL database's server lock (a session advisory lock held
+/// on a connection of its own for as long as the server runs): until the
+/// relays of one database share their wake-ups, connected agents and
+/// background tasks, a second server there is refused, for the reason
+/// `lock_database` gives.
+async fn lock_postgres(url: &str, db: &str) -> Result<Leadership, String> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot open database {db}: {e}"))?;
+    let held = Leadership::try_acquire(&pool, leader::keys::SERVER)
+        .await
+        .map_err(|e| format!("cannot open database {db}: {e}"))?;
+    held.ok_or_else(|| {
+        format!(
+            "another clawrelay server is already running on database {db}; stop it first \
+             (several relays on one PostgreSQL database are not supported yet: see docs/postgres.md)"
+        )
+    })
+}
+
 /// Holds an exclusive lock on `<db>.lock` for as long as the server runs: a
 /// second server on the same database would split the wake-ups between the
 /// two processes (a long poll on one is not woken by a message posted to the
@@ -441,8 +505,15 @@ fn lock_database(db: &std::path::Path) -> Result<std::fs::File, String> {
 }
 
 /// Opens the database an admin command works on: an existing one only,
-/// unless `create`; says which file it is on stderr.
+/// unless `create`; says which one it is on stderr.
 async fn open_store(config: &Config, create: bool) -> Result<Store, String> {
+    if config.storage.postgres_url().is_some() {
+        let db = config.storage.describe();
+        eprintln!("clawrelay: database {db}");
+        return clawrelay::app::open_store(&config.storage, create)
+            .await
+            .map_err(|e| format!("cannot open database {db}: {e}"));
+    }
     let path = &config.storage.path;
     let shown = std::path::absolute(path).unwrap_or_else(|_| path.clone());
     let db = shown.display().to_string();

@@ -258,7 +258,17 @@ impl Store {
     /// Connects to the PostgreSQL database at `url` with a pool of up to
     /// `max_connections` and migrates it (see [`postgres::PgStore`]).
     pub async fn connect_postgres(url: &str, max_connections: u32) -> StoreResult<Store> {
-        let pg = postgres::PgStore::connect(url, max_connections).await?;
+        Store::connect_postgres_with(url, max_connections, true).await
+    }
+
+    /// Like [`connect_postgres`](Store::connect_postgres); without `create`
+    /// a database with no clawrelay schema is refused, not set up.
+    pub async fn connect_postgres_with(
+        url: &str,
+        max_connections: u32,
+        create: bool,
+    ) -> StoreResult<Store> {
+        let pg = postgres::PgStore::connect_with(url, max_connections, create).await?;
         Ok(Store {
             reader: Reader::Postgres(pg.pool().clone()),
             backend: Backend::Postgres(pg),

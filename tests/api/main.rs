@@ -19,6 +19,7 @@ mod idempotency;
 mod metrics;
 mod openapi;
 mod postgres;
+mod postgres_serve;
 mod postgres_store;
 mod rate_limits;
 mod realtime;

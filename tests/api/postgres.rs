@@ -395,7 +395,7 @@ async fn postgres_leadership_moves_when_the_leader_dies() {
     let pg = Cluster::start();
     let relay_a = PgStore::connect(&pg.url, 4).await.unwrap();
     let relay_b = PgStore::connect(&pg.url, 4).await.unwrap();
-    let key = clawrelay::store::postgres::leader::MAINTENANCE;
+    let key = clawrelay::store::postgres::leader::keys::MAINTENANCE;
 
     let mut lead = Leadership::try_acquire(relay_a.pool(), key)
         .await

@@ -11,8 +11,6 @@ use super::error;
 use crate::store::StoreResult;
 use sqlx::PgPool;
 
-/// The advisory lock that makes stamps take turns (`claw` and 1).
-const STAMP_LOCK: i64 = 0x636c_6177_0001;
 /// Where a stamp announces new positions: the payload is the highest one.
 pub const CHANNEL: &str = "clawrelay_messages";
 /// Rows numbered per transaction, so a backlog never makes one huge stamp.
@@ -37,7 +35,7 @@ async fn stamp_batch(pool: &PgPool) -> StoreResult<u64> {
     // Taken before the statements below take their snapshots, so this stamp
     // sees every row the previous one numbered.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(STAMP_LOCK)
+        .bind(super::leader::keys::STAMP)
         .execute(&mut *tx)
         .await
         .map_err(error)?;

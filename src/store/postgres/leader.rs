@@ -8,8 +8,19 @@ use super::error;
 use crate::store::StoreResult;
 use sqlx::{Connection, PgConnection, PgPool};
 
-/// The lock of the maintenance tasks (`claw` and 2).
-pub const MAINTENANCE: i64 = 0x636c_6177_0002;
+/// The session-level advisory locks, one key per use (`claw` and a
+/// number), listed together so that no two uses share one. (Transaction
+/// locks on hashed names, in `conversations`, `idempotency`, `sessions` and
+/// `attachments`, are 64-bit hashes: a clash with these is not a concern.)
+pub mod keys {
+    /// Stamps of the message cursor take turns on it (`cursor::stamp`).
+    pub const STAMP: i64 = 0x636c_6177_0001;
+    /// Held by the relay that runs the maintenance tasks.
+    pub const MAINTENANCE: i64 = 0x636c_6177_0002;
+    /// Held by a server while it runs: one server per database, until
+    /// relays share their wake-ups, connected agents and tasks.
+    pub const SERVER: i64 = 0x636c_6177_0003;
+}
 
 /// A held advisory lock, on a connection of its own (taken out of the pool,
 /// so that returning it can never hand the lock to other work).

@@ -37,6 +37,17 @@ impl PgStore {
     /// knows. Relays starting together are safe: the migrator holds an
     /// advisory lock while it runs.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PgStore> {
+        PgStore::connect_with(url, max_connections, true).await
+    }
+
+    /// Like [`connect`](PgStore::connect), but when the database has no
+    /// clawrelay schema yet and `create` is false, refuses instead of
+    /// creating it (admin commands do not set up a database by accident).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        create: bool,
+    ) -> StoreResult<PgStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| {
                 StoreError::Schema(format!(
@@ -44,6 +55,8 @@ impl PgStore {
                 ))
             })?
             .application_name("clawrelay")
+            // Notices ("already exists, skipping") are not the relay's news.
+            .options([("client_min_messages", "warning")])
             .disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -51,6 +64,21 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(error)?;
+        if !create {
+            let found: bool =
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(error)?;
+            if !found {
+                pool.close().await;
+                return Err(StoreError::Schema(
+                    "the database has no clawrelay schema yet; start the server on it, run \
+                     `clawrelay migrate`, or pass --create"
+                        .to_owned(),
+                ));
+            }
+        }
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await

@@ -1,0 +1,155 @@
+//! The relay on PostgreSQL, as an operator runs it: the real binary chosen
+//! onto a throwaway PostgreSQL 15 by `DATABASE_URL`, its admin commands,
+//! one server per database, and a round trip that survives kill -9.
+
+use super::helpers::{free_port, wait_ready, ADMIN};
+use super::postgres::Cluster;
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+
+/// Runs `clawrelay args…` with `DATABASE_URL=url`; returns (ok, stdout, stderr).
+fn cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env_remove("CLAWRELAY_STORAGE__PATH")
+        .output()
+        .expect("run clawrelay");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn token_of(stdout: &str) -> String {
+    let v: Value = serde_json::from_str(stdout).expect("the command prints JSON");
+    v["token"].as_str().expect("a token").to_owned()
+}
+
+fn serve(url: &str, port: u16) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        .args(["serve", "--port", &port.to_string()])
+        .env("DATABASE_URL", url)
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start clawrelay")
+}
+
+#[tokio::test]
+async fn postgres_relay_runs_on_database_url() {
+    let cluster = Cluster::start();
+    let url = cluster.url.clone();
+
+    // An admin command does not set up a database by accident.
+    let (ok, _, err) = cli(&url, &["client", "list"]);
+    assert!(!ok);
+    assert!(err.contains("no clawrelay schema"), "{err}");
+    assert!(err.contains("clawrelay migrate"), "{err}");
+    let (ok, out, err) = cli(&url, &["migrate"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("is migrated"), "{out}");
+    let (ok, agent, err) = cli(&url, &["client", "create", "--name", "bot"]);
+    assert!(ok, "{err}");
+    let (ok, site, err) = cli(&url, &["app", "create", "--name", "site"]);
+    assert!(ok, "{err}");
+    let (agent, site) = (token_of(&agent), token_of(&site));
+
+    // Not both backends at once; a backup is pg_dump's job.
+    let (ok, _, err) = cli(&url, &["client", "list", "--db", "/tmp/x.db"]);
+    assert!(!ok && err.contains("choose one"), "{err}");
+    let (ok, _, err) = cli(&url, &["backup", "/tmp/clawrelay-never-written.db"]);
+    assert!(!ok && err.contains("pg_dump"), "{err}");
+    // The password is never shown.
+    let (ok, out, err) = cli(
+        "postgres://relay:hunter2-secret@db.example:5432/relay",
+        &["config", "check"],
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(
+        out.contains("postgres://relay:***@db.example:5432/relay"),
+        "{out}"
+    );
+    let (ok, _, err) = cli("sqlite://relay.db", &["config", "check"]);
+    assert!(!ok && err.contains("storage.url"), "{err}");
+
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let mut first = serve(&url, port);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+
+    // One server per database, for now.
+    let second = serve(&url, free_port())
+        .wait_with_output()
+        .expect("second server");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("already running"), "{err}");
+
+    let post = |path: &str, token: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let inbound: Value = post("/inbound", &site, json!({ "from": "ann", "text": "hello" }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inbound["text"], "hello");
+    let polled: Value = http
+        .get(format!("{base}/poll?wait=5"))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message = &polled["messages"][0];
+    assert_eq!(message["id"], inbound["id"]);
+    let sent = post(
+        "/send",
+        &agent,
+        json!({ "to": "ann", "text": "hi ann", "conversationId": message["conversationId"] }),
+    )
+    .await
+    .unwrap();
+    assert!(sent.status().is_success(), "{:?}", sent.text().await);
+
+    // kill -9: what was answered is there after a restart, and the dead
+    // server's lock went with its session.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let port = free_port();
+    let mut again = serve(&url, port);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+    let outbox: Value = http
+        .get(format!("{base}/outbox"))
+        .bearer_auth(&site)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["hi ann"]);
+    let ready = http.get(format!("{base}/ready")).send().await.unwrap();
+    assert!(ready.status().is_success());
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
