@@ -39,6 +39,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --locked
+
+# The whole API suite again with every test app on PostgreSQL (a database
+# each, on one throwaway cluster); the tests about the SQLite file itself say
+# so and pass over. The postgres_* tests, which start clusters of their own,
+# ran above.
+# (Directly under /tmp: as root the cluster runs as `postgres`, which must
+# reach its directory.)
+pg_dir=/tmp/clawrelay-suite-pg-$$
+trap 'bash scripts/pg.sh stop "$pg_dir" > /dev/null 2>&1 || true' EXIT
+TEST_POSTGRES_URL=$(bash scripts/pg.sh start "$pg_dir")
+echo "the API suite on PostgreSQL ($TEST_POSTGRES_URL)"
+TEST_POSTGRES_URL=$TEST_POSTGRES_URL cargo test --locked --test api -- --skip postgres
+bash scripts/pg.sh stop "$pg_dir"
+trap - EXIT
 e2e/fuzz/run.sh
 e2e/webchat/run.sh
 e2e/openclaw/run.sh

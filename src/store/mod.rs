@@ -421,9 +421,17 @@ where
     };
     match result {
         Ok(value) => {
+            let started = std::time::Instant::now();
             txn.commit()
                 .await
                 .map_err(|e| E::from(postgres::error(e)))?;
+            // The same series as SQLite's writer (one operation per commit).
+            let durability = if durable { "full" } else { "relaxed" };
+            let m = crate::metrics::get();
+            m.commit_seconds
+                .with_label_values(&[durability])
+                .observe(started.elapsed().as_secs_f64());
+            m.batch_size.with_label_values(&[durability]).observe(1.0);
             if stamp {
                 // The messages are committed whatever happens here: a stamp
                 // that fails leaves them to the next one.

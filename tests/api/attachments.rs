@@ -650,7 +650,12 @@ async fn the_purge_deletes_attachments_nobody_needs_and_frees_their_space() {
     // Never sent: goes after unreferenced_ttl_secs.
     let unsent = upload_ok(&app, &web, "", vec![b'u'; 1 << 20], "text/plain").await;
     assert_eq!(app.scalar("SELECT COUNT(*) FROM blobs").await, 2);
-    let free_before = app.scalar("PRAGMA freelist_count").await;
+    let on_sqlite = app.on_sqlite();
+    let free_before = if on_sqlite {
+        app.scalar("PRAGMA freelist_count").await
+    } else {
+        0
+    };
 
     eventually("both attachments to be purged", || async {
         (app.scalar("SELECT COUNT(*) FROM blobs").await == 0).then_some(())
@@ -665,7 +670,11 @@ async fn the_purge_deletes_attachments_nobody_needs_and_frees_their_space() {
         assert_eq!(status, 404);
     }
     // The 3 MiB are free pages now (reused by the next writes; VACUUM
-    // returns them to the file system).
+    // returns them to the file system). PostgreSQL's VACUUM frees them
+    // in its own time.
+    if !on_sqlite {
+        return;
+    }
     let freed = (app.scalar("PRAGMA freelist_count").await - free_before)
         * app.scalar("PRAGMA page_size").await;
     assert!(freed >= 3 << 20, "only {freed} bytes were freed");
@@ -732,7 +741,11 @@ async fn websocket_messages_carry_attachments_and_the_backup_holds_them() {
     }
     assert_eq!(seen, [up["id"].clone(), answer["id"].clone()]);
 
-    // `clawrelay backup` copies the files with the messages.
+    // `clawrelay backup` copies the files with the messages (SQLite's
+    // backup; PostgreSQL's is pg_dump).
+    if !app.on_sqlite() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("copy.db");
     app.cli(&["backup", backup.to_str().unwrap()]);

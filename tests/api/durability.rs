@@ -132,6 +132,9 @@ async fn kill_9_right_after_2xx_loses_no_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_leaves_one_self_contained_file_that_is_a_valid_backup() {
+    if sqlite_only("about the SQLite file and its write-ahead log") {
+        return;
+    }
     let mut app = spawn_app().await;
     let (_, web) = app.create_app("web").await;
     let m = app.inbound(&web, "alice", "keep me").await;
@@ -162,6 +165,9 @@ async fn a_graceful_stop_leaves_one_self_contained_file_that_is_a_valid_backup()
 /// when a checkpoint caught up with it and no reader uses it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_ahead_log_stays_bounded_under_continuous_writes() {
+    if sqlite_only("about SQLite's write-ahead log") {
+        return;
+    }
     let app = spawn_with(|c| c.storage.wal_limit_mb = 1).await;
     let (_, _client) = app.create_client("agent").await;
     let (_, web) = app.create_app("web").await;

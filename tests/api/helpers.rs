@@ -1,6 +1,11 @@
 //! Test harness: the real application on 127.0.0.1:0 against a temp SQLite
 //! file, talked to over HTTP. `restart` stops it (graceful) and starts a new
 //! one on the same file.
+//!
+//! With `TEST_POSTGRES_URL` set to a PostgreSQL URL (scripts/test.sh
+//! sets it for its second run of this suite, on a throwaway cluster), each
+//! app gets a new database of that server instead, and the tests that are
+//! about the SQLite file itself say so and pass over it ([`sqlite_only`]).
 
 use clawrelay::app::App;
 use clawrelay::config::{Config, Secret};
@@ -51,10 +56,48 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }
 
+/// The PostgreSQL server the suite runs on, if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// True (after saying why on stderr) when the suite runs on PostgreSQL and
+/// this test is about the SQLite file itself: the caller returns.
+pub fn sqlite_only(why: &str) -> bool {
+    let on_postgres = postgres_server().is_some();
+    if on_postgres {
+        eprintln!("passed over on PostgreSQL: {why}");
+    }
+    on_postgres
+}
+
+/// A new, empty database on the suite's PostgreSQL server; its URL.
+async fn new_postgres_database(server: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(server)
+        .await
+        .expect("TEST_POSTGRES_URL accepts connections");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let _ = admin.close().await;
+    let mut url = url::Url::parse(server).expect("TEST_POSTGRES_URL is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = fast_config();
     config.storage.path = dir.path().join("relay.db");
+    if let Some(server) = postgres_server() {
+        config.storage.url = Some(new_postgres_database(&server).await);
+        config.storage.max_connections = 8;
+    }
     tweak(&mut config);
     let (base, trigger, server) = start(config.clone()).await;
     TestApp {
@@ -242,10 +285,49 @@ impl TestApp {
 
     /// One number from the database (a COUNT, a PRAGMA).
     pub async fn scalar(&self, sql: &str) -> i64 {
+        if let Some(url) = &self.config.storage.url {
+            let db = sqlx::PgPool::connect(url).await.expect("connect");
+            let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.expect(sql);
+            db.close().await;
+            return n;
+        }
         let db = self.db().await;
         let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.expect(sql);
         db.close().await;
         n
+    }
+
+    /// A text column of every row `sql` returns, on either backend.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        if let Some(url) = &self.config.storage.url {
+            let db = sqlx::PgPool::connect(url).await.expect("connect");
+            let rows = sqlx::query_scalar(sql).fetch_all(&db).await.expect(sql);
+            db.close().await;
+            return rows;
+        }
+        let db = self.db().await;
+        let rows = sqlx::query_scalar(sql).fetch_all(&db).await.expect(sql);
+        db.close().await;
+        rows
+    }
+
+    /// One binary value from the database, on either backend.
+    pub async fn blob(&self, sql: &str) -> Vec<u8> {
+        if let Some(url) = &self.config.storage.url {
+            let db = sqlx::PgPool::connect(url).await.expect("connect");
+            let v = sqlx::query_scalar(sql).fetch_one(&db).await.expect(sql);
+            db.close().await;
+            return v;
+        }
+        let db = self.db().await;
+        let v = sqlx::query_scalar(sql).fetch_one(&db).await.expect(sql);
+        db.close().await;
+        v
+    }
+
+    /// Whether the app runs on the SQLite file (not on PostgreSQL).
+    pub fn on_sqlite(&self) -> bool {
+        self.config.storage.url.is_none()
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -322,10 +404,13 @@ impl TestApp {
     /// whether it succeeded, its stdout and its stderr.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
         use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clawrelay"));
+        match &self.config.storage.url {
+            Some(url) => command.arg("--database-url").arg(url),
+            None => command.arg("--db").arg(&self.config.storage.path),
+        };
+        let mut child = command
             .args(args)
-            .arg("--db")
-            .arg(&self.config.storage.path)
             .env("LOG_LEVEL", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -372,7 +457,6 @@ impl TestApp {
 
     /// Row counts of every table: to show a failed request wrote nothing.
     pub async fn row_counts(&self) -> Vec<(String, i64)> {
-        let db = self.db().await;
         let mut out = Vec::new();
         for table in [
             "clients",
@@ -386,13 +470,9 @@ impl TestApp {
             "webhook_events",
             "webhook_deliveries",
         ] {
-            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-                .fetch_one(&db)
-                .await
-                .expect("count");
+            let n = self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await;
             out.push((table.to_owned(), n));
         }
-        db.close().await;
         out
     }
 }

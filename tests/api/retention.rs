@@ -7,13 +7,7 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn count(app: &TestApp, table: &str) -> i64 {
-    let db = app.db().await;
-    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    db.close().await;
-    n
+    app.scalar(&format!("SELECT COUNT(*) FROM {table}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +96,11 @@ async fn purge_dry_run_counts_and_purge_deletes() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     app.stop().await;
 
-    let db = app.config.storage.path.to_str().unwrap().to_owned();
+    // The database: the SQLite file, or the PostgreSQL URL.
+    let (db_flag, db) = match &app.config.storage.url {
+        Some(url) => ("--database-url", url.clone()),
+        None => ("--db", app.config.storage.path.to_str().unwrap().to_owned()),
+    };
     // The CLI reads its own configuration: the same retention as the server's.
     let config = app.config.storage.path.with_extension("toml");
     std::fs::write(
@@ -123,17 +121,17 @@ async fn purge_dry_run_counts_and_purge_deletes() {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    let preview = run(&["purge", "--dry-run", "--db", &db, "--config", &config]);
+    let preview = run(&["purge", "--dry-run", db_flag, &db, "--config", &config]);
     assert!(
         preview.starts_with("would delete: 3 conversations, 3 messages, 3 deliveries"),
         "{preview}"
     );
-    let done = run(&["purge", "--db", &db, "--config", &config]);
+    let done = run(&["purge", db_flag, &db, "--config", &config]);
     assert!(
         done.starts_with("deleted: 3 conversations, 3 messages, 3 deliveries"),
         "{done}"
     );
-    let after = run(&["purge", "--dry-run", "--db", &db, "--config", &config]);
+    let after = run(&["purge", "--dry-run", db_flag, &db, "--config", &config]);
     assert!(
         after.starts_with("would delete: 0 conversations, 0 messages, 0 deliveries"),
         "{after}"
