@@ -1,5 +1,4 @@
-//! The queue at scale on PostgreSQL, at the storage layer (the relay cannot
-//! run on PostgreSQL yet): a throwaway cluster (scripts/pg.sh) preloaded
+//! The queue at scale on PostgreSQL, at the storage layer: a throwaway cluster (scripts/pg.sh) preloaded
 //! with N pending deliveries spread over 100 clients as `queue` spreads
 //! them (a share leased and unacked), then for a bounded time the clients
 //! take turns at a claim transaction (due with SKIP LOCKED, lease, commit)

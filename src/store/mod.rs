@@ -104,9 +104,9 @@ pub enum StoreError {
     Schema(String),
     #[error("database error: {0}")]
     Other(String),
-    /// The operation has no PostgreSQL statements yet (the relay does not
-    /// start on PostgreSQL until every one has them).
-    #[error("this operation is not available on PostgreSQL yet")]
+    /// The operation is the SQLite file's own (a file backup, say): on
+    /// PostgreSQL its tools do it.
+    #[error("this operation is for the SQLite file; on PostgreSQL use its own tools (pg_dump)")]
     Unsupported,
 }
 

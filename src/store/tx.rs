@@ -8,10 +8,10 @@
 //! thread that holds one pooled connection inside one transaction, and each
 //! statement waits for its answer there ([`PgTx`]).
 //!
-//! A store function takes the handle and matches on the backend. Those not
-//! yet written for PostgreSQL ask for their backend with [`Tx::sqlite`] or
-//! [`Reader::sqlite`], which answer [`StoreError::Unsupported`] on
-//! PostgreSQL; the relay does not start on PostgreSQL until none is left.
+//! A store function takes the handle and matches on the backend. What only
+//! SQLite's file has (its backup, checkpoints, the writer's counters) asks
+//! for it with [`Tx::sqlite`] or [`Reader::sqlite`], which answer
+//! [`StoreError::Unsupported`] on PostgreSQL.
 //!
 //! [`Store::write`]: super::Store::write
 
@@ -39,8 +39,7 @@ impl Tx {
         }
     }
 
-    /// The SQLite connection, for store functions that have no PostgreSQL
-    /// statements yet.
+    /// The SQLite connection, for what only the SQLite file has.
     pub(crate) fn sqlite(&self) -> StoreResult<&rusqlite::Connection> {
         match self {
             Tx::Sqlite(conn) => Ok(conn),
@@ -57,8 +56,7 @@ pub enum Reader {
 }
 
 impl Reader {
-    /// The SQLite pool, for store functions that have no PostgreSQL
-    /// statements yet.
+    /// The SQLite pool, for what only the SQLite file has (its backup).
     pub(crate) fn sqlite(&self) -> StoreResult<&SqlitePool> {
         match self {
             Reader::Sqlite(pool) => Ok(pool),

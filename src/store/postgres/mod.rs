@@ -1,6 +1,6 @@
-//! The PostgreSQL backend, for several relays sharing one database (work in
-//! progress: the relay does not select it yet; see `docs/postgres.md` for
-//! what is built and what remains).
+//! The PostgreSQL backend (`[storage] url`): one relay runs on it today;
+//! several relays sharing one database are in progress (see
+//! `docs/postgres.md` for what is built and what remains).
 //!
 //! What is here is the part of scale-out that does not depend on how the
 //! domain's write operations reach the database: opening and migrating the
