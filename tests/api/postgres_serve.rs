@@ -39,6 +39,12 @@ fn serve(url: &str, port: u16) -> std::process::Child {
         .expect("start clawrelay")
 }
 
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let reply = http.get(url).bearer_auth(token).send().await.unwrap();
+    assert!(reply.status().is_success(), "GET {url}: {}", reply.status());
+    reply.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn postgres_relay_runs_on_database_url() {
     let cluster = Cluster::start();
@@ -104,15 +110,7 @@ async fn postgres_relay_runs_on_database_url() {
         .await
         .unwrap();
     assert_eq!(inbound["text"], "hello");
-    let polled: Value = http
-        .get(format!("{base}/poll?wait=5"))
-        .bearer_auth(&agent)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let polled = get_json(&http, &format!("{base}/poll?wait=5"), &agent).await;
     let message = &polled["messages"][0];
     assert_eq!(message["id"], inbound["id"]);
     let sent = post(
@@ -132,15 +130,7 @@ async fn postgres_relay_runs_on_database_url() {
     let mut again = serve(&url, port);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &base).await;
-    let outbox: Value = http
-        .get(format!("{base}/outbox"))
-        .bearer_auth(&site)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let outbox = get_json(&http, &format!("{base}/outbox"), &site).await;
     let texts: Vec<&str> = outbox["messages"]
         .as_array()
         .unwrap()
