@@ -507,20 +507,13 @@ fn lock_database(db: &std::path::Path) -> Result<std::fs::File, String> {
 /// Opens the database an admin command works on: an existing one only,
 /// unless `create`; says which one it is on stderr.
 async fn open_store(config: &Config, create: bool) -> Result<Store, String> {
-    if config.storage.postgres_url().is_some() {
-        let db = config.storage.describe();
-        eprintln!("clawrelay: database {db}");
-        return clawrelay::app::open_store(&config.storage, create)
-            .await
-            .map_err(|e| format!("cannot open database {db}: {e}"));
+    let db = config.storage.describe();
+    if config.storage.postgres_url().is_none() {
+        clawrelay::store::check_path(&config.storage.path, create)
+            .map_err(|e| format!("cannot open database {db}: {e}"))?;
     }
-    let path = &config.storage.path;
-    let shown = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-    let db = shown.display().to_string();
-    clawrelay::store::check_path(path, create)
-        .map_err(|e| format!("cannot open database {db}: {e}"))?;
     eprintln!("clawrelay: database {db}");
-    Store::open(path, config.storage.options())
+    clawrelay::app::open_store(&config.storage, create)
         .await
         .map_err(|e| format!("cannot open database {db}: {e}"))
 }

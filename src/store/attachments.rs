@@ -39,6 +39,16 @@ impl Party {
             ..Party::default()
         }
     }
+
+    /// Whose quota an upload counts against: its app's (with the app's
+    /// users; `true`) or its agent's, by id. None for nobody's.
+    fn quota_owner(&self) -> Option<(bool, &str)> {
+        match (&self.app, &self.client) {
+            (Some(app), _) => Some((true, app.as_str())),
+            (None, Some(client)) => Some((false, client.as_str())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// A finished upload, before it has its row.
@@ -190,36 +200,28 @@ pub fn purge_staged(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
 
 /// Bytes of live attachments held by the uploader's app (with its users) or agent.
 fn usage(tx: &Tx, party: &Party) -> StoreResult<i64> {
-    let tx = match tx {
-        Tx::Sqlite(conn) => conn,
-        Tx::Postgres(pg) => {
-            let sql = match (&party.app, &party.client) {
-                (Some(_), _) => {
-                    "SELECT COALESCE(SUM(size), 0)::BIGINT FROM attachments WHERE app_id = $1"
-                }
-                (None, Some(_)) => {
-                    "SELECT COALESCE(SUM(size), 0)::BIGINT FROM attachments WHERE client_id = $1"
-                }
-                (None, None) => return Ok(0),
+    let Some((by_app, owner)) = party.quota_owner() else {
+        return Ok(0);
+    };
+    match tx {
+        Tx::Sqlite(conn) => {
+            let sql = if by_app {
+                "SELECT COALESCE(SUM(size), 0) FROM attachments WHERE app_id = ?"
+            } else {
+                "SELECT COALESCE(SUM(size), 0) FROM attachments WHERE client_id = ?"
             };
-            let owner = party.app.as_ref().map_or_else(
-                || party.client.as_ref().map(ClientId::as_str),
-                |a| Some(a.as_str()),
-            );
-            let (used,): (i64,) = pg.fetch_one(sqlx::query_as(sql).bind(owner))?;
-            return Ok(used);
+            Ok(conn.prepare_cached(sql)?.query_row([owner], |r| r.get(0))?)
         }
-    };
-    let used = match (&party.app, &party.client) {
-        (Some(app), _) => tx
-            .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE app_id = ?")?
-            .query_row([app], |r| r.get(0))?,
-        (None, Some(client)) => tx
-            .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE client_id = ?")?
-            .query_row([client], |r| r.get(0))?,
-        (None, None) => 0,
-    };
-    Ok(used)
+        Tx::Postgres(pg) => {
+            let sql = if by_app {
+                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM attachments WHERE app_id = $1"
+            } else {
+                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM attachments WHERE client_id = $1"
+            };
+            let (used,): (i64,) = pg.fetch_one(sqlx::query_as(sql).bind(owner))?;
+            Ok(used)
+        }
+    }
 }
 
 /// Completes an upload: names the staged blob by its hash (or, when a blob
@@ -287,11 +289,7 @@ fn finish_postgres(
     a: NewAttachment<'_>,
 ) -> Result<(Attachment, bool), FinishError> {
     if let Some(quota) = a.quota {
-        let owner = match (&a.uploader.app, &a.uploader.client) {
-            (Some(app), _) => app.as_str(),
-            (None, Some(client)) => client.as_str(),
-            (None, None) => "",
-        };
+        let owner = a.uploader.quota_owner().map_or("", |(_, id)| id);
         pg.execute(
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 3))").bind(owner),
         )?;
