@@ -109,6 +109,10 @@ fn the_relay_runs_as_an_unprivileged_user_with_the_installed_modes() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    // It listens first, then creates its database: give it the time to.
+    while served && !state.join("clawrelay.db").exists() && started.elapsed() < PATIENCE {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let _ = relay.kill();
     let out = relay.wait_with_output().unwrap();
     assert!(

@@ -280,6 +280,12 @@ async fn an_unknown_id_takes_as_long_as_a_wrong_secret() {
 /// answer on one WebSocket take far less than the 40 ms of a delayed ACK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_frames_on_one_socket_are_not_delayed() {
+    // The socket is the same on both backends; on PostgreSQL an inbound
+    // write alone (a transaction, then the cursor's stamp) can take longer
+    // than the delayed ACK this measures against, under a loaded test run.
+    if sqlite_only("measures the socket, with writes cheaper than a delayed ACK on SQLite") {
+        return;
+    }
     let app = spawn_app().await;
     let (_, web) = app.create_app("web").await;
     let (mut ws, _) = Ws::app(&app, &web, None).await;

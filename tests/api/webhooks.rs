@@ -115,6 +115,21 @@ impl Receiver {
     }
 }
 
+/// The endpoint's attempts (newest first) once the relay has recorded at
+/// least `n`: a receiver has a delivery before the relay records how the
+/// attempt went.
+async fn recorded_attempts(app: &TestApp, hook: &str, n: usize) -> Vec<Value> {
+    eventually(&format!("{n} attempts recorded"), || async {
+        let r = app
+            .get(&format!("/webhooks/{hook}/attempts?limit=100"), ADMIN)
+            .await
+            .ok();
+        let a = r["attempts"].as_array()?.clone();
+        (a.len() >= n).then_some(a)
+    })
+    .await
+}
+
 async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -280,7 +295,7 @@ async fn claimed(app: &TestApp, app_token: &str, client: &str, user: &str) -> Va
     got.into_iter().find(|m| m["from"] == user).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reply_arrives_once_signed_and_in_order_per_conversation() {
     let Fixture {
         app,
@@ -341,6 +356,7 @@ async fn every_reply_arrives_once_signed_and_in_order_per_conversation() {
     }
 
     // The admin view: nothing waiting, 15 successful attempts.
+    let attempts = recorded_attempts(&app, &hook, 15).await;
     let info = app.get(&format!("/webhooks/{hook}"), ADMIN).await.ok();
     assert_eq!(info["backlog"], 0);
     assert_eq!(info["failures"], 0);
@@ -348,11 +364,6 @@ async fn every_reply_arrives_once_signed_and_in_order_per_conversation() {
         info.get("secret").is_none(),
         "the secret is shown only once"
     );
-    let attempts = app
-        .get(&format!("/webhooks/{hook}/attempts?limit=100"), ADMIN)
-        .await
-        .ok();
-    let attempts = attempts["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 15);
     assert!(attempts
         .iter()
@@ -380,7 +391,7 @@ async fn every_reply_arrives_once_signed_and_in_order_per_conversation() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_retried_with_growing_delays_until_the_receiver_recovers() {
     let Fixture {
         app,
@@ -411,13 +422,8 @@ async fn failures_are_retried_with_growing_delays_until_the_receiver_recovers() 
         "delays grow: {gaps:?}"
     );
 
-    let attempts = app
-        .get(&format!("/webhooks/{hook}/attempts"), ADMIN)
-        .await
-        .ok();
-    let statuses: Vec<i64> = attempts["attempts"]
-        .as_array()
-        .unwrap()
+    let attempts = recorded_attempts(&app, &hook, 4).await;
+    let statuses: Vec<i64> = attempts
         .iter()
         .map(|a| a["status"].as_i64().unwrap())
         .collect();
@@ -429,7 +435,7 @@ async fn failures_are_retried_with_growing_delays_until_the_receiver_recovers() 
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_hangs_or_closes_is_retried() {
     let Fixture {
         app,
@@ -445,11 +451,7 @@ async fn a_receiver_that_hangs_or_closes_is_retried() {
 
     rx.wait_delivered(1).await;
     assert_eq!(rx.got().len(), 3);
-    let attempts = app
-        .get(&format!("/webhooks/{hook}/attempts"), ADMIN)
-        .await
-        .ok();
-    let a = attempts["attempts"].as_array().unwrap();
+    let a = recorded_attempts(&app, &hook, 3).await;
     assert_eq!(a.len(), 3);
     assert!(
         a[2]["error"]
@@ -571,7 +573,7 @@ async fn kill_9_with_events_pending_loses_none() {
     relay.child.wait().unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_endpoint_stops_receiving_and_resumes_after_enable() {
     let Fixture {
         app,
@@ -596,7 +598,7 @@ async fn a_disabled_endpoint_stops_receiving_and_resumes_after_enable() {
     assert_eq!(got[0].body["data"]["text"], "while disabled");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_keeps_failing_is_disabled_with_the_reason() {
     let tweak = |c: &mut clawrelay::config::Config| {
         c.webhooks.disable_after_failures = 3;
@@ -636,7 +638,7 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_the_reason() {
     assert_eq!(got[0].body["data"]["text"], "answer");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_and_malformed_targets_are_refused_at_creation() {
     // The default policy: public addresses only.
     let app = spawn_app().await;
@@ -710,7 +712,7 @@ async fn private_and_malformed_targets_are_refused_at_creation() {
     .ok();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_secret_verifies_during_the_grace_period() {
     let Fixture {
         app,
@@ -755,7 +757,7 @@ async fn a_rotated_secret_verifies_during_the_grace_period() {
     assert_eq!(got[1].verified_by, vec![2]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_and_dead_letters_are_pushed_and_events_can_be_replayed() {
     let tweak = |c: &mut clawrelay::config::Config| {
         c.delivery.max_attempts = 1;
@@ -905,7 +907,7 @@ fn readme_verifiers_accept_it_and_refuse_a_changed_body(secret: &str, got: &Got)
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_takes_the_webhook_key_along() {
     if sqlite_only("clawrelay backup is SQLite's; PostgreSQL's is pg_dump") {
         return;
