@@ -69,7 +69,10 @@ impl Reader {
 /// is run on the runtime and waited for, so the domain's synchronous
 /// closures work unchanged. Never used on a runtime thread (blocking there
 /// would stall every task on it): `Store::write` runs the closure with
-/// `spawn_blocking`.
+/// `spawn_blocking`. The statements' I/O is driven by the runtime's own
+/// threads: on a current-thread runtime, whatever blocks that one thread
+/// (a synchronous call inside an async task) holds every PostgreSQL write
+/// up with it. The relay's runtime is multi-threaded.
 pub struct PgTx {
     txn: RefCell<sqlx::Transaction<'static, Postgres>>,
     runtime: tokio::runtime::Handle,
