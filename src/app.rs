@@ -108,6 +108,14 @@ impl App {
     /// tasks and closes the database.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let state = self.state;
+        // Relays sharing a PostgreSQL database: joined before the tasks, so
+        // that a relay starting alone leads them from its first tick.
+        let cluster = match &state.relay.cluster {
+            Some(c) => Some(
+                crate::cluster::start(state.relay.clone(), c.clone(), state.shutdown.clone()).await,
+            ),
+            None => None,
+        };
         let interval = Duration::from_secs(state.config.tasks.maintenance_interval_secs);
         let maintenance = tokio::spawn(tasks::maintenance(
             state.relay.clone(),
@@ -166,6 +174,9 @@ impl App {
         let _ = retention.await;
         let _ = credentials.await;
         let _ = webhooks.await;
+        if let Some(c) = cluster {
+            let _ = c.await;
+        }
         // WebSocket sessions outlive the HTTP server (they are upgraded
         // connections): wait for each to close with 1001 and release its
         // deliveries before the store closes.

@@ -35,6 +35,17 @@ pub struct LiveEvent {
     pub after: i64,
 }
 
+impl LiveEvent {
+    /// Every kind of live event.
+    pub const KINDS: [&'static str; 4] =
+        ["reply.delta", "typing", "progress", "conversation.expired"];
+
+    /// The kind named `name`, if it is one.
+    pub fn kind(name: &str) -> Option<&'static str> {
+        LiveEvent::KINDS.into_iter().find(|k| *k == name)
+    }
+}
+
 /// What an app's streams wait on: a wake-up for stored messages (read back
 /// from the store in order) and a bounded broadcast of live-only events.
 struct AppChannel {
@@ -46,6 +57,11 @@ struct AppChannel {
 struct Presence {
     /// Last poll seen by this process (ms), or loaded from the db at start.
     last_seen: Option<i64>,
+    /// The newest time another relay sharing the database saw the client
+    /// (see `crate::cluster`): liveness is the newer of the two.
+    elsewhere: Option<i64>,
+    /// This process's evidence last reported to the other relays.
+    reported: Option<i64>,
     /// Value of `last_seen` last written to the database.
     persisted: Option<i64>,
     /// Long polls (and later sockets) of this client open right now.
@@ -264,6 +280,16 @@ impl Hub {
         }
     }
 
+    /// Announces that stored messages up to cursor `upto` (of any app) are
+    /// readable, stored through another relay sharing the database: wakes
+    /// every app's outbox polls and streams.
+    pub fn announce_all(&self, upto: i64) {
+        self.announced.fetch_max(upto, Ordering::SeqCst);
+        for c in self.lock().apps.values() {
+            c.wake.notify_waiters();
+        }
+    }
+
     /// The highest stored message (of any app) announced so far, or stored
     /// before this process started: a read of the store that starts now
     /// sees every message up to it.
@@ -277,11 +303,20 @@ impl Hub {
         self.app_channel(&mut inner, app).live.subscribe()
     }
 
-    /// Sends a live-only event to the app's current streams (none: dropped).
-    pub fn publish(&self, app: &AppId, mut event: LiveEvent) {
+    /// Sends a live-only event to the app's current streams (none: dropped),
+    /// after the stored messages announced so far. Returns it as sent.
+    pub fn publish(&self, app: &AppId, mut event: LiveEvent) -> Arc<LiveEvent> {
+        event.after = self.announced();
+        let event = Arc::new(event);
+        self.deliver(app, event.clone());
+        event
+    }
+
+    /// Sends an event another relay published (its `after` kept) to the
+    /// app's current streams here.
+    pub fn deliver(&self, app: &AppId, event: Arc<LiveEvent>) {
         if let Some(c) = self.lock().apps.get(app) {
-            event.after = self.announced();
-            let _ = c.live.send(Arc::new(event));
+            let _ = c.live.send(event);
         }
     }
 
@@ -289,7 +324,7 @@ impl Hub {
         if p.attached > 0 {
             return ClientState::Connected;
         }
-        let Some(seen) = p.last_seen else {
+        let Some(seen) = p.last_seen.max(p.elsewhere) else {
             return ClientState::Registered;
         };
         let age = now - seen;
@@ -339,6 +374,56 @@ impl Hub {
                 if p.persisted < Some(seen) {
                     p.persisted = Some(seen);
                     out.push((id.clone(), seen));
+                }
+            }
+        }
+        out
+    }
+
+    /// Raises what other relays saw of each client (ms): see
+    /// [`Presence::elsewhere`].
+    pub fn seen_elsewhere(&self, seen: impl IntoIterator<Item = (ClientId, i64)>) {
+        let mut inner = self.lock();
+        for (id, at) in seen {
+            let p = inner.clients.entry(id).or_default();
+            p.elsewhere = p.elsewhere.max(Some(at));
+        }
+    }
+
+    /// The timing rules of liveness.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
+    }
+
+    /// Takes back [`Hub::seen_here`]'s marks (reporting them failed): the
+    /// next call reports them again.
+    pub fn unreport(&self, seen: Vec<(ClientId, i64)>) {
+        let mut inner = self.lock();
+        for (id, at) in seen {
+            if let Some(p) = inner.clients.get_mut(&id) {
+                if p.reported == Some(at) {
+                    p.reported = None;
+                }
+            }
+        }
+    }
+
+    /// This process's own evidence of its clients not yet reported to the
+    /// other relays, marked reported: a client attached now counts as seen
+    /// at `now` (so it is reported on every call), another one at its last
+    /// poll. What other relays reported is never reported back.
+    pub fn seen_here(&self, now: i64) -> Vec<(ClientId, i64)> {
+        let mut out = Vec::new();
+        for (id, p) in self.lock().clients.iter_mut() {
+            let at = if p.attached > 0 {
+                Some(now)
+            } else {
+                p.last_seen
+            };
+            if let Some(at) = at {
+                if p.reported < Some(at) {
+                    p.reported = Some(at);
+                    out.push((id.clone(), at));
                 }
             }
         }
@@ -445,6 +530,30 @@ mod tests {
             waited.is_err(),
             "a later session is not closed by an older change"
         );
+    }
+
+    #[test]
+    fn clients_seen_by_other_relays_count_and_are_not_reported_back() {
+        let hub = hub();
+        let (here, there) = (ClientId::generate(), ClientId::generate());
+        hub.touch(&here, 1_000_000);
+        hub.seen_elsewhere([(there.clone(), 1_010_000)]);
+        let mut live = hub.live_clients(1_020_000);
+        live.sort();
+        let mut both = vec![here.clone(), there.clone()];
+        both.sort();
+        assert_eq!(live, both);
+        // Later evidence from elsewhere keeps `here` connected too.
+        hub.seen_elsewhere([(here.clone(), 1_025_000)]);
+        assert_eq!(hub.state(&here, 1_050_000), ClientState::Connected);
+        assert_eq!(hub.state(&there, 1_050_000), ClientState::Stale);
+        // Only this process's own evidence goes out, once.
+        assert_eq!(hub.seen_here(1_050_000), vec![(here.clone(), 1_000_000)]);
+        assert!(hub.seen_here(1_060_000).is_empty());
+        // An attached client is reported at every call.
+        let _guard = hub.attach(&there);
+        assert_eq!(hub.seen_here(1_070_000), vec![(there.clone(), 1_070_000)]);
+        assert_eq!(hub.seen_here(1_071_000), vec![(there.clone(), 1_071_000)]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! clawrelay: a durable message relay between apps (the user-facing side) and
-//! AI agent instances, on one SQLite file.
+//! AI agent instances, on one SQLite file (or several relays on one
+//! PostgreSQL database).
 //!
 //! A tour, from the outside in:
 //! - [`app`] builds the application and serves it on a listener;
@@ -7,8 +8,10 @@
 //!   the app stream that Server-Sent Events share), [`auth`] the credentials
 //!   and the extractors that guard them;
 //! - [`relay`] is the domain (inbound, send, poll, ack, admin), [`hub`] its
-//!   in-memory wake-ups and liveness;
-//! - [`store`] holds every SQL statement, behind one group-committing writer;
+//!   in-memory wake-ups and liveness, [`cluster`] what relays sharing a
+//!   PostgreSQL database share of it (wake-ups, liveness, leadership);
+//! - [`store`] holds every SQL statement: SQLite behind one group-committing
+//!   writer, PostgreSQL in each module's second arm;
 //! - [`webhook`] pushes events to apps' HTTP endpoints (signing, target
 //!   checks, the dispatcher);
 //! - [`config`], [`error`], [`ids`], [`model`], [`tasks`], [`telemetry`] are
@@ -16,6 +19,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -8,7 +8,6 @@ use clawrelay::ids::{AppId, ClientId, EventId, WebhookId};
 use clawrelay::relay::webhooks::Replay;
 use clawrelay::relay::Relay;
 use clawrelay::shutdown::ShutdownTrigger;
-use clawrelay::store::postgres::leader::{self, Leadership};
 use clawrelay::store::{now_ms, Store};
 use clawrelay::telemetry;
 use clawrelay::webhook::vault::Vault;
@@ -411,13 +410,14 @@ async fn serve(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    // Held while the server runs: one server per database.
-    let (_file_lock, _pg_lock) = match config.storage.postgres_url() {
-        Some(url) => (None, Some(lock_postgres(url, &db).await?)),
+    // Held while the server runs: one server per SQLite file. Relays on one
+    // PostgreSQL database share their work (`clawrelay::cluster`).
+    let _file_lock = match config.storage.postgres_url() {
+        Some(_) => None,
         None => {
             clawrelay::store::check_path(&config.storage.path, true)
                 .map_err(|e| format!("cannot open database {db}: {e}"))?;
-            (Some(lock_database(&config.storage.path)?), None)
+            Some(lock_database(&config.storage.path)?)
         }
     };
     let app = App::build(config)
@@ -453,28 +453,6 @@ async fn stop_on_signal(trigger: ShutdownTrigger) {
     }
     tracing::info!("shutting down: finishing in-flight requests");
     trigger.trigger();
-}
-
-/// Takes the PostgreSQL database's server lock (a session advisory lock held
-/// on a connection of its own for as long as the server runs): until the
-/// relays of one database share their wake-ups, connected agents and
-/// background tasks, a second server there is refused, for the reason
-/// `lock_database` gives.
-async fn lock_postgres(url: &str, db: &str) -> Result<Leadership, String> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .map_err(|e| format!("cannot open database {db}: {e}"))?;
-    let held = Leadership::try_acquire(&pool, leader::keys::SERVER)
-        .await
-        .map_err(|e| format!("cannot open database {db}: {e}"))?;
-    held.ok_or_else(|| {
-        format!(
-            "another clawrelay server is already running on database {db}; stop it first \
-             (several relays on one PostgreSQL database are not supported yet: see docs/postgres.md)"
-        )
-    })
 }
 
 /// Holds an exclusive lock on `<db>.lock` for as long as the server runs: a

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub connected_agents: IntGauge,
     pub app_streams: IntGauge,
     pub active_conversations: IntGauge,
+    pub leader: IntGauge,
     /// Size of the database's write-ahead log, bytes.
     pub wal_bytes: IntGauge,
     /// Checkpoints that reset the write-ahead log, by outcome (done, busy).
@@ -134,6 +135,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "clawrelay_active_conversations",
             "Conversations not expired",
         )?,
+        leader: IntGauge::new(
+            "clawrelay_leader",
+            "1 while this relay runs the background tasks (always on SQLite; on PostgreSQL the relay holding the lead)",
+        )?,
         wal_bytes: IntGauge::new(
             "clawrelay_wal_bytes",
             "Size of the database's write-ahead log (-wal file), bytes",
@@ -204,6 +209,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(m.connected_agents.clone()))?;
     r.register(Box::new(m.app_streams.clone()))?;
     r.register(Box::new(m.active_conversations.clone()))?;
+    r.register(Box::new(m.leader.clone()))?;
     r.register(Box::new(m.wal_bytes.clone()))?;
     r.register(Box::new(m.wal_truncations.clone()))?;
     r.register(Box::new(m.webhook_attempts.clone()))?;

@@ -55,10 +55,14 @@ pub async fn maintenance(
 }
 
 /// Every `interval`: purge what is older than the retention (bounded per
-/// run; the rest waits for the next one).
+/// run; the rest waits for the next one). Of relays sharing a database,
+/// only the leader purges.
 pub async fn retention(relay: Arc<Relay>, interval: Duration, shutdown: Shutdown) {
     let mut ticks = Ticks::new(interval, shutdown);
     while ticks.next().await {
+        if !relay.leads() {
+            continue;
+        }
         match relay.purge(Some(1000)).await {
             Ok(p) if !p.is_empty() => tracing::info!(
                 conversations = p.conversations,

@@ -85,6 +85,7 @@ impl Relay {
         m.connected_agents
             .set(self.hub.live_clients(now).len() as i64);
         m.active_conversations.set(self.active_conversations());
+        m.leader.set(i64::from(self.leads()));
         m.wal_bytes.set(self.store.wal_size() as i64);
         m.webhook_backlog.reset();
         m.webhook_lag_seconds.reset();

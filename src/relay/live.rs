@@ -25,7 +25,7 @@ fn valid_kind(kind: &str) -> bool {
 impl Relay {
     pub(super) fn publish_expired(&self, e: Expired) {
         let payload = json!({ "conversationId": e.id, "userId": e.user_id });
-        self.hub.publish(
+        self.publish(
             &e.app_id,
             LiveEvent {
                 event: "conversation.expired",
@@ -68,7 +68,7 @@ impl Relay {
         if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), fields) {
             p.extend(extra);
         }
-        self.hub.publish(
+        self.publish(
             &app,
             LiveEvent {
                 event,

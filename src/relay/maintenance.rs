@@ -1,5 +1,7 @@
 //! The periodic maintenance tick: persists poll times, marks idle
 //! conversations expired, and moves work away from clients that are gone.
+//! Of relays sharing a database, each persists its own poll times; only the
+//! leader expires and moves (`crate::cluster`).
 
 use super::delivery::move_all_from;
 use super::{webhooks, Relay, Wake};
@@ -36,7 +38,11 @@ impl Relay {
         }
 
         let rules = self.rules;
+        let leads = self.leads();
         for _ in 0..EXPIRE_BATCHES_PER_TICK {
+            if !leads {
+                break;
+            }
             let expired = self
                 .store
                 .write_relaxed(move |tx| {
@@ -72,7 +78,7 @@ impl Relay {
         self.active_conversations
             .store(active, std::sync::atomic::Ordering::Relaxed);
         let live = self.hub.live_clients(now);
-        if !live.is_empty() {
+        if leads && !live.is_empty() {
             let gone: Vec<_> = clients::list(self.store.reader())
                 .await?
                 .into_iter()

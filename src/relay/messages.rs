@@ -166,7 +166,7 @@ impl Relay {
             .await?;
         self.wake(wake);
         self.wake_webhooks(hooked);
-        self.hub.wake_app(&message.app_id, seq);
+        self.announce(&message.app_id, seq);
         if opened {
             self.active_conversations.fetch_add(1, Ordering::Relaxed);
         }
@@ -266,7 +266,7 @@ impl Relay {
                 Ok::<_, Error>(((seq, message), promoted.flatten(), acked, hooked))
             })
             .await?;
-        self.hub.wake_app(&message.app_id, seq);
+        self.announce(&message.app_id, seq);
         self.wake_webhooks(hooked);
         let m = crate::metrics::get();
         m.messages.with_label_values(&["outbound"]).inc();

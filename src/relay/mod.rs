@@ -27,7 +27,7 @@ pub mod webhooks;
 use crate::config::Config;
 use crate::error::Error;
 use crate::hub::{Hub, Liveness};
-use crate::ids::ClientId;
+use crate::ids::{AppId, ClientId};
 use crate::store::{self, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +93,8 @@ pub struct Relay {
     pub hub: Arc<Hub>,
     pub rules: Rules,
     pub webhooks: crate::webhook::Webhooks,
+    /// The other relays sharing the database (PostgreSQL), if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Conversations not expired: counted at start and by every maintenance
     /// tick, raised by each conversation opened in between. Read by
     /// `/health` and `/metrics` without touching the database.
@@ -135,11 +137,18 @@ impl Relay {
             store::conversations::count_active(store.reader(), rules.idle_cutoff(store::now_ms()))
                 .await?;
         let webhooks = crate::webhook::Webhooks::from_config(config).map_err(Error::Internal)?;
+        let cluster = store.postgres().map(|pg| {
+            Arc::new(crate::cluster::Cluster::join(
+                pg.clone(),
+                hub.liveness().stale_after_ms,
+            ))
+        });
         Ok(Relay {
             store,
             hub,
             rules,
             webhooks,
+            cluster,
             active_conversations: std::sync::atomic::AtomicI64::new(active),
             upload_turn: tokio::sync::Semaphore::new(1),
         })
@@ -152,14 +161,44 @@ impl Relay {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether this relay runs the background tasks: always on SQLite; on
+    /// PostgreSQL while it leads the relays sharing the database.
+    pub fn leads(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.leads())
+    }
+
+    /// Wakes the polls and sockets that new work is for, on every relay.
     fn wake(&self, wake: Wake) {
         match wake {
             Wake::Nobody => {}
-            Wake::Client(c) => self.hub.wake_client(&c),
+            Wake::Client(c) => {
+                self.hub.wake_client(&c);
+                if let Some(cluster) = &self.cluster {
+                    cluster.wake_client(&c);
+                }
+            }
             Wake::AnyClient => {
                 self.hub.note_unassigned();
-                self.hub.wake_all_clients()
+                self.hub.wake_all_clients();
+                if let Some(cluster) = &self.cluster {
+                    cluster.wake_any_client();
+                }
             }
+        }
+    }
+
+    /// Announces stored message `seq` of `app`, just committed, to the
+    /// app's outbox polls and streams here (the other relays hear of it
+    /// from the stamp of the cursor).
+    fn announce(&self, app: &AppId, seq: i64) {
+        self.hub.wake_app(app, self.store.cursor_after_write(seq));
+    }
+
+    /// Sends a live-only event to the app's streams, on every relay.
+    fn publish(&self, app: &AppId, event: crate::hub::LiveEvent) {
+        let event = self.hub.publish(app, event);
+        if let Some(cluster) = &self.cluster {
+            cluster.forward(app, &event);
         }
     }
 

@@ -77,7 +77,7 @@ pub(super) fn record_dead(tx: &Tx, m: &Message, attempts: i64, now: i64) -> Stor
 
 impl Relay {
     /// Wakes the dispatcher after a commit that queued events.
-    pub(super) fn wake_webhooks(&self, queued: bool) {
+    pub(crate) fn wake_webhooks(&self, queued: bool) {
         if queued {
             self.webhooks.wake.notify_one();
         }

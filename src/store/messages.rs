@@ -77,11 +77,17 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
         Tx::Postgres(pg) => {
             let (seq,): (i64,) = pg
                 .fetch_one(
+                    // The conversation's row is locked first, as every
+                    // writer of a conversation's rows locks it (see
+                    // `deliveries`): the insert's foreign key alone takes a
+                    // share lock, and two writers holding it (an inbound
+                    // message and a reply) would deadlock upgrading it.
                     sqlx::query_as(
-                        "INSERT INTO messages
+                        "WITH c AS (SELECT id FROM conversations WHERE id = $2 FOR UPDATE)
+                         INSERT INTO messages
                             (id, conversation_id, app_id, client_id, direction, sender, recipient, text,
                              created_at, reply_id, attachments)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM c
                          RETURNING seq",
                     )
                     .bind(&id)

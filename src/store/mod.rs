@@ -304,6 +304,27 @@ impl Store {
         }
     }
 
+    /// The cursor up to which a read started now sees every message, once a
+    /// write that stored message `seq` has returned: `seq` itself on SQLite
+    /// (its single writer commits in `seq` order); on PostgreSQL, where the
+    /// cursor is the position stamped after commit, the highest position
+    /// this relay's stamps found given.
+    pub fn cursor_after_write(&self, seq: i64) -> i64 {
+        match &self.backend {
+            Backend::Sqlite(_) => seq,
+            Backend::Postgres(pg) => pg.stamped(),
+        }
+    }
+
+    /// The PostgreSQL store (None on SQLite): what relays sharing the
+    /// database coordinate through (`crate::cluster`).
+    pub fn postgres(&self) -> Option<&postgres::PgStore> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg),
+        }
+    }
+
     /// The connections reads use.
     pub fn reader(&self) -> &Reader {
         &self.reader
@@ -387,6 +408,13 @@ impl Store {
 /// relaxed write commits with `synchronous_commit = off`: PostgreSQL then
 /// answers before the commit record is flushed, and still flushes it before
 /// any later synchronous commit's, so it is never reordered after one.
+///
+/// The commit (and the cursor's stamp after it) happens on that blocking
+/// thread too, not in the caller's future: a transaction ends as soon as
+/// `op` returns, however the caller polls. (A caller that awaited another
+/// write before polling this one, as a socket that claims while its
+/// requests run, would otherwise hold this transaction's locks open while
+/// that other write waits for them.)
 async fn write_postgres<T, E, F>(pg: &postgres::PgStore, op: F, durable: bool) -> Result<T, E>
 where
     F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
@@ -405,48 +433,47 @@ where
             .map_err(|e| E::from(postgres::error(e)))?;
     }
     let runtime = tokio::runtime::Handle::current();
+    let pg = pg.clone();
     let ran = tokio::task::spawn_blocking(move || {
-        let tx = Tx::Postgres(PgTx::new(txn, runtime));
+        let tx = Tx::Postgres(PgTx::new(txn, runtime.clone()));
         let result = op(&tx);
-        (result, tx.into_postgres())
+        let Some((txn, stamp)) = tx.into_postgres() else {
+            return Err(E::from(StoreError::Closed));
+        };
+        let value = match result {
+            Ok(value) => value,
+            Err(e) => {
+                // A failed rollback leaves nothing committed either: the
+                // connection is closed instead of returned to the pool.
+                let _ = runtime.block_on(txn.rollback());
+                return Err(e);
+            }
+        };
+        let started = std::time::Instant::now();
+        runtime
+            .block_on(txn.commit())
+            .map_err(|e| E::from(postgres::error(e)))?;
+        // The same series as SQLite's writer (one operation per commit).
+        let durability = if durable { "full" } else { "relaxed" };
+        let m = crate::metrics::get();
+        m.commit_seconds
+            .with_label_values(&[durability])
+            .observe(started.elapsed().as_secs_f64());
+        m.batch_size.with_label_values(&[durability]).observe(1.0);
+        if stamp {
+            // The messages are committed whatever happens here: a stamp
+            // that fails leaves them to the next one.
+            if let Err(e) = runtime.block_on(pg.stamp()) {
+                tracing::warn!(error = %e, "numbering committed messages failed; the next stamp will");
+            }
+        }
+        Ok(value)
     })
     .await;
-    let (result, txn) = match ran {
+    match ran {
         Ok(done) => done,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => return Err(E::from(StoreError::Closed)),
-    };
-    let Some((txn, stamp)) = txn else {
-        return Err(E::from(StoreError::Closed));
-    };
-    match result {
-        Ok(value) => {
-            let started = std::time::Instant::now();
-            txn.commit()
-                .await
-                .map_err(|e| E::from(postgres::error(e)))?;
-            // The same series as SQLite's writer (one operation per commit).
-            let durability = if durable { "full" } else { "relaxed" };
-            let m = crate::metrics::get();
-            m.commit_seconds
-                .with_label_values(&[durability])
-                .observe(started.elapsed().as_secs_f64());
-            m.batch_size.with_label_values(&[durability]).observe(1.0);
-            if stamp {
-                // The messages are committed whatever happens here: a stamp
-                // that fails leaves them to the next one.
-                if let Err(e) = postgres::cursor::stamp(pg.pool()).await {
-                    tracing::warn!(error = %e, "numbering committed messages failed; the next stamp will");
-                }
-            }
-            Ok(value)
-        }
-        Err(e) => {
-            // A failed rollback leaves nothing committed either: the
-            // connection is closed instead of returned to the pool.
-            let _ = txn.rollback().await;
-            Err(e)
-        }
+        Err(_) => Err(E::from(StoreError::Closed)),
     }
 }
 

@@ -12,7 +12,8 @@
 //! delivered one no longer holds up its conversation). Everything it knows
 //! is in the database, so a restart resumes where it stopped (an attempt cut
 //! short, or answered but not yet recorded, is made again with the same
-//! `webhook-id`).
+//! `webhook-id`). Of relays sharing a PostgreSQL database, only the leader
+//! dispatches (`crate::cluster`); a new leader resumes the same way.
 
 use super::sign;
 use super::target::GuardedResolver;
@@ -139,7 +140,10 @@ pub async fn run(relay: Arc<Relay>, shutdown: Shutdown) {
         let woken = wh.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        if rescan {
+        // Of relays sharing a database, only the leader sends.
+        if rescan && !relay.leads() {
+            deadline = tokio::time::Instant::now() + RESCAN;
+        } else if rescan {
             let next_due = match scan(&relay, &client, &mut busy, &mut tasks, &mut targets).await {
                 Ok(next) => next,
                 Err(e) => {

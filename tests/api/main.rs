@@ -6,6 +6,7 @@ mod assignment;
 mod attachments;
 mod auth_matrix;
 mod bad_input;
+mod cluster;
 mod concurrency;
 mod dead_letters;
 mod deploy;

@@ -46,6 +46,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The server's log says what PostgreSQL saw (deadlocks, say).
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- PostgreSQL's log, last lines ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh");
         let _ = Command::new("bash")
             .args([script, "stop"])
@@ -277,7 +286,8 @@ async fn postgres_cursor_follows_commit_order() {
         seq_a < seq_b,
         "the dangerous case: the later seq commits first"
     );
-    assert_eq!(cursor::stamp(db).await.unwrap(), 1);
+    let first_stamp = cursor::stamp(db).await.unwrap();
+    assert_eq!(first_stamp.numbered, 1);
 
     let read = |after: i64| async move {
         sqlx::query_as::<_, (i64, i64)>(
@@ -291,16 +301,25 @@ async fn postgres_cursor_follows_commit_order() {
     let first = read(0).await;
     assert_eq!(first.iter().map(|r| r.1).collect::<Vec<_>>(), vec![seq_b]);
     let cursor_after_b = first[0].0;
+    assert_eq!(first_stamp.highest, cursor_after_b);
 
     a.commit().await.unwrap();
     // Unstamped, A's message is not readable by cursor yet.
     assert!(read(cursor_after_b).await.is_empty());
-    assert_eq!(cursor::stamp(db).await.unwrap(), 1);
+    let second_stamp = cursor::stamp(db).await.unwrap();
+    assert_eq!(second_stamp.numbered, 1);
     let second = read(cursor_after_b).await;
     assert_eq!(second.iter().map(|r| r.1).collect::<Vec<_>>(), vec![seq_a]);
     assert!(second[0].0 > cursor_after_b);
-    // Nothing left to number.
-    assert_eq!(cursor::stamp(db).await.unwrap(), 0);
+    assert_eq!(second_stamp.highest, second[0].0);
+    // Nothing left to number; the highest position is still known.
+    assert_eq!(
+        cursor::stamp(db).await.unwrap(),
+        cursor::Stamped {
+            numbered: 0,
+            highest: second[0].0
+        }
+    );
     store.close().await;
 }
 
@@ -384,7 +403,15 @@ async fn postgres_cursor_under_concurrent_writers() {
         .await
         .expect("a stamp notifies listeners")
         .unwrap();
-    assert!(note.payload().parse::<i64>().unwrap() >= 1);
+    // The highest position, then the apps whose messages it numbered.
+    let mut words = note.payload().split(' ');
+    assert!(words.next().unwrap().parse::<i64>().unwrap() >= 1);
+    assert_eq!(
+        words.collect::<Vec<_>>(),
+        ["app_public"],
+        "{}",
+        note.payload()
+    );
     store.close().await;
 }
 
@@ -461,7 +488,8 @@ async fn postgres_wakeups_cross_relays() {
     let mut rx =
         clawrelay::store::postgres::wakeups::listen(b.pool().clone(), Duration::from_secs(30))
             .await
-            .unwrap();
+            .unwrap()
+            .positions;
     assert_eq!(
         *rx.borrow(),
         3,
@@ -500,7 +528,8 @@ async fn postgres_wakeups_cross_relays() {
     let mut quick =
         clawrelay::store::postgres::wakeups::listen(b.pool().clone(), Duration::from_millis(300))
             .await
-            .unwrap();
+            .unwrap()
+            .positions;
     insert_messages(a.pool(), 1).await;
     sqlx::query("UPDATE messages SET pos = nextval('messages_pos') WHERE pos IS NULL")
         .execute(a.pool())
@@ -518,109 +547,82 @@ async fn postgres_wakeups_cross_relays() {
     b.close().await;
 }
 
-/// An agent connected to any relay counts as connected for all of them:
-/// three relays, agent x on relay A and B, agent y on B. Relay C sees both
-/// and assigns to the one with fewer open deliveries. x closing its
-/// connection on A still leaves it on B; when B dies (it stops refreshing,
-/// nothing deletes its rows) both stop counting after the stale window; a
-/// revoked agent never counts.
+/// An agent seen by any relay counts for all of them: three relays, agent x
+/// seen by relay A and B, agent y by B. Relay C reads the newest time any
+/// relay saw each; a late refresh never moves a row back; when B dies (it
+/// stops refreshing, nothing deletes its rows) its agents age out; a revoked
+/// agent and an agent deleted meanwhile never count.
 #[tokio::test]
 async fn postgres_presence_spans_relays() {
     let pg = Cluster::start();
     let a = PgStore::connect(&pg.url, 2).await.unwrap();
     let b = PgStore::connect(&pg.url, 2).await.unwrap();
     let c = PgStore::connect(&pg.url, 2).await.unwrap();
-    for (id, pending, revoked) in [
-        ("cli_x", 3, None),
-        ("cli_y", 1, None),
-        ("cli_z", 0, Some(5)),
-    ] {
+    for (id, revoked) in [("cli_x", None), ("cli_y", None), ("cli_z", Some(5))] {
         sqlx::query(
-            "INSERT INTO clients (id, name, token_hash, created_at, pending, revoked_at)
-             VALUES ($1, $1, 'h', 0, $2, $3)",
+            "INSERT INTO clients (id, name, token_hash, created_at, revoked_at)
+             VALUES ($1, $1, 'h', 0, $2)",
         )
         .bind(id)
-        .bind(pending)
         .bind(revoked)
         .execute(a.pool())
         .await
         .unwrap();
     }
-    let (x, y, z) = (
-        ClientId::from_db("cli_x".into()),
-        ClientId::from_db("cli_y".into()),
-        ClientId::from_db("cli_z".into()),
-    );
+    let id = |s: &str| ClientId::from_db(s.into());
+    let (x, y, z) = (id("cli_x"), id("cli_y"), id("cli_z"));
     let t = 1_000_000;
-    presence::seen(a.pool(), &x, "relay-a", t).await.unwrap();
-    presence::seen(b.pool(), &x, "relay-b", t).await.unwrap();
-    presence::seen(b.pool(), &y, "relay-b", t).await.unwrap();
-    presence::seen(a.pool(), &z, "relay-a", t).await.unwrap();
+    presence::seen(
+        a.pool(),
+        "relay-a",
+        &[(x.clone(), t), (z.clone(), t), (id("cli_deleted"), t)],
+    )
+    .await
+    .unwrap();
+    presence::seen(b.pool(), "relay-b", &[(x.clone(), t - 100), (y.clone(), t)])
+        .await
+        .unwrap();
     // An older refresh (a slow relay) never moves a row back.
-    presence::seen(a.pool(), &x, "relay-a", t - 500)
+    presence::seen(a.pool(), "relay-a", &[(x.clone(), t - 500)])
         .await
         .unwrap();
 
     let stale = 30_000;
     let now = t + 1_000;
     assert_eq!(
-        presence::live(c.pool(), now - stale).await.unwrap(),
-        [x.clone(), y.clone()]
+        presence::recent(c.pool(), now - stale).await.unwrap(),
+        [(x.clone(), t), (y.clone(), t)],
+        "the newest time per agent; not the revoked z, not an unknown id"
     );
-    let mut conn = c.pool().acquire().await.unwrap();
-    assert_eq!(
-        presence::least_loaded(&mut conn, now - stale)
-            .await
-            .unwrap(),
-        Some((y.clone(), 1))
-    );
-
-    // x closes its connection on A; it still has one on B.
-    presence::gone(a.pool(), &x, "relay-a").await.unwrap();
-    assert_eq!(
-        presence::live(c.pool(), now - stale).await.unwrap(),
-        [x.clone(), y.clone()]
-    );
-    // y is busier now: x gets the next conversation.
-    sqlx::query("UPDATE clients SET pending = 9 WHERE id = 'cli_y'")
-        .execute(c.pool())
+    presence::seen(b.pool(), "relay-b", &[(y.clone(), t + 200)])
         .await
         .unwrap();
     assert_eq!(
-        presence::least_loaded(&mut conn, now - stale)
-            .await
-            .unwrap(),
-        Some((x.clone(), 3))
+        presence::recent(c.pool(), now - stale).await.unwrap(),
+        [(x.clone(), t), (y.clone(), t + 200)]
     );
 
     // B dies: nothing refreshes or deletes its rows. Past the stale window
     // nobody counts; A, still refreshing its revoked z, changes nothing.
     b.close().await;
-    let later = t + stale + 1;
-    presence::seen(a.pool(), &z, "relay-a", later)
+    let later = t + stale + 1_000;
+    presence::seen(a.pool(), "relay-a", &[(z.clone(), later)])
         .await
         .unwrap();
-    assert!(presence::live(c.pool(), later - stale)
+    assert!(presence::recent(c.pool(), later - stale)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        presence::least_loaded(&mut conn, later - stale)
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
         presence::prune(c.pool(), later - stale).await.unwrap(),
-        2,
-        "B's two rows"
+        3,
+        "A's row of x, B's two rows"
     );
     assert_eq!(
         presence::relay_gone(a.pool(), "relay-a").await.unwrap(),
         1,
         "A's row of z"
     );
-    drop(conn);
     a.close().await;
     c.close().await;
 }

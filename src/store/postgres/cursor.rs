@@ -11,26 +11,44 @@ use super::error;
 use crate::store::StoreResult;
 use sqlx::PgPool;
 
-/// Where a stamp announces new positions: the payload is the highest one.
+/// Where a stamp announces new positions: the payload is the highest one,
+/// then the apps whose messages it numbered, space-separated (left out when
+/// they would not fit: then any app's may be new).
 pub const CHANNEL: &str = "clawrelay_messages";
+/// The longest payload with apps in it (NOTIFY takes just under 8000 bytes).
+const MAX_PAYLOAD: usize = 4000;
 /// Rows numbered per transaction, so a backlog never makes one huge stamp.
 const BATCH: i64 = 10_000;
 
+/// What a stamp did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamped {
+    /// Messages it numbered.
+    pub numbered: u64,
+    /// The highest position given so far (by it or an earlier stamp): every
+    /// message committed before the stamp began has a position up to it.
+    pub highest: i64,
+}
+
 /// Gives a position to every committed message without one, in `seq` order,
-/// and notifies [`CHANNEL`] when it numbered any. Returns how many it
-/// numbered.
-pub async fn stamp(pool: &PgPool) -> StoreResult<u64> {
+/// and notifies [`CHANNEL`] when it numbered any.
+pub async fn stamp(pool: &PgPool) -> StoreResult<Stamped> {
     let mut total = 0;
     loop {
-        let n = stamp_batch(pool).await?;
+        let (n, highest) = stamp_batch(pool).await?;
         total += n;
         if n < BATCH as u64 {
-            return Ok(total);
+            return Ok(Stamped {
+                numbered: total,
+                highest,
+            });
         }
     }
 }
 
-async fn stamp_batch(pool: &PgPool) -> StoreResult<u64> {
+/// Numbers up to [`BATCH`] messages; returns how many and the highest
+/// position given so far.
+async fn stamp_batch(pool: &PgPool) -> StoreResult<(u64, i64)> {
     let mut tx = pool.begin().await.map_err(error)?;
     // Taken before the statements below take their snapshots, so this stamp
     // sees every row the previous one numbered.
@@ -39,15 +57,20 @@ async fn stamp_batch(pool: &PgPool) -> StoreResult<u64> {
         .execute(&mut *tx)
         .await
         .map_err(error)?;
-    let due: Vec<i64> =
-        sqlx::query_scalar("SELECT seq FROM messages WHERE pos IS NULL ORDER BY seq LIMIT $1")
+    let due: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, app_id FROM messages WHERE pos IS NULL ORDER BY seq LIMIT $1")
             .bind(BATCH)
             .fetch_all(&mut *tx)
             .await
             .map_err(error)?;
     if due.is_empty() {
+        // Under the lock: every position given is committed and visible.
+        let highest: i64 = sqlx::query_scalar("SELECT coalesce(max(pos), 0) FROM messages")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(error)?;
         tx.rollback().await.map_err(error)?;
-        return Ok(0);
+        return Ok((0, highest));
     }
     let n = due.len() as i64;
     // One block of n numbers from the sequence (only stamps draw from it,
@@ -59,22 +82,31 @@ async fn stamp_batch(pool: &PgPool) -> StoreResult<u64> {
             .await
             .map_err(error)?;
     let positions: Vec<i64> = (last - n + 1..=last).collect();
+    let (seqs, apps): (Vec<i64>, std::collections::BTreeSet<String>) = due.into_iter().unzip();
+    let mut payload = last.to_string();
+    for app in &apps {
+        payload.push(' ');
+        payload.push_str(app);
+    }
+    if payload.len() > MAX_PAYLOAD {
+        payload = last.to_string();
+    }
     sqlx::query(
         "UPDATE messages m SET pos = d.pos
          FROM UNNEST($1::bigint[], $2::bigint[]) AS d (seq, pos)
          WHERE m.seq = d.seq",
     )
-    .bind(&due)
+    .bind(&seqs)
     .bind(&positions)
     .execute(&mut *tx)
     .await
     .map_err(error)?;
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
-        .bind(last.to_string())
+        .bind(payload)
         .execute(&mut *tx)
         .await
         .map_err(error)?;
     tx.commit().await.map_err(error)?;
-    Ok(n as u64)
+    Ok((n as u64, last))
 }

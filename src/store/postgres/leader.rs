@@ -15,11 +15,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 pub mod keys {
     /// Stamps of the message cursor take turns on it (`cursor::stamp`).
     pub const STAMP: i64 = 0x636c_6177_0001;
-    /// Held by the relay that runs the maintenance tasks.
+    /// Held by the relay that runs the background tasks (`crate::cluster`).
     pub const MAINTENANCE: i64 = 0x636c_6177_0002;
-    /// Held by a server while it runs: one server per database, until
-    /// relays share their wake-ups, connected agents and tasks.
-    pub const SERVER: i64 = 0x636c_6177_0003;
 }
 
 /// A held advisory lock, on a connection of its own (taken out of the pool,
@@ -32,18 +29,33 @@ pub struct Leadership {
 impl Leadership {
     /// Takes the lock `key` if no other session holds it.
     pub async fn try_acquire(pool: &PgPool, key: i64) -> StoreResult<Option<Leadership>> {
-        let mut conn = pool.acquire().await.map_err(error)?.detach();
+        let conn = pool.acquire().await.map_err(error)?.detach();
+        match Leadership::try_take(conn, key).await? {
+            Ok(held) => Ok(Some(held)),
+            Err(conn) => {
+                conn.close().await.map_err(error)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Takes the lock `key` on `conn` (a connection of its own, out of any
+    /// pool) if no other session holds it; else gives `conn` back for the
+    /// next attempt.
+    pub async fn try_take(
+        mut conn: PgConnection,
+        key: i64,
+    ) -> StoreResult<Result<Leadership, PgConnection>> {
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
             .fetch_one(&mut conn)
             .await
             .map_err(error)?;
-        if got {
-            Ok(Some(Leadership { conn, key }))
+        Ok(if got {
+            Ok(Leadership { conn, key })
         } else {
-            conn.close().await.map_err(error)?;
-            Ok(None)
-        }
+            Err(conn)
+        })
     }
 
     /// Whether this session still holds the lock. False once the connection

@@ -1,14 +1,14 @@
-//! The PostgreSQL backend (`[storage] url`): one relay runs on it today;
-//! several relays sharing one database are in progress (see
-//! `docs/postgres.md` for what is built and what remains).
+//! The PostgreSQL backend (`[storage] url`): several relays share one
+//! database and behave as one relay (`docs/postgres.md`).
 //!
 //! What is here is the part of scale-out that does not depend on how the
 //! domain's write operations reach the database: opening and migrating the
 //! database (`migrations/postgres/`), the commit-ordered cursor of messages
 //! ([`cursor`]), wake-ups across relays ([`wakeups`]), liveness of agents
 //! across relays ([`presence`]) and leadership of the background tasks
-//! ([`leader`]). The statements of the domain's reads and writes live in
-//! the store's modules beside SQLite's, one arm per backend.
+//! ([`leader`]); `crate::cluster` puts them to work. The statements of the
+//! domain's reads and writes live in the store's modules beside SQLite's,
+//! one arm per backend.
 
 pub mod cursor;
 pub mod leader;
@@ -29,6 +29,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The highest message position this relay's stamps found given (see
+    /// [`cursor::Stamped::highest`]).
+    stamped: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl PgStore {
@@ -86,11 +89,29 @@ impl PgStore {
                 sqlx::migrate::MigrateError::Execute(inner) => error(inner),
                 other => StoreError::from(other),
             })?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            stamped: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Numbers the committed messages without a position (see
+    /// [`cursor::stamp`]) and remembers the highest position given.
+    pub async fn stamp(&self) -> StoreResult<cursor::Stamped> {
+        let done = cursor::stamp(&self.pool).await?;
+        self.stamped
+            .fetch_max(done.highest, std::sync::atomic::Ordering::SeqCst);
+        Ok(done)
+    }
+
+    /// The highest position this relay's stamps found given: a message this
+    /// relay stored and stamped has a position up to it.
+    pub fn stamped(&self) -> i64 {
+        self.stamped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the database answers a query.
@@ -118,7 +139,10 @@ pub(crate) fn error(e: sqlx::Error) -> StoreError {
             let message = db.message().to_owned();
             match code.get(..2).unwrap_or("") {
                 // Deadlock detected, serialization failure, lock not available.
-                "40" | "55" => StoreError::Busy,
+                "40" | "55" => {
+                    tracing::warn!(sqlstate = %code, detail = %message, "PostgreSQL aborted a transaction; answered as unavailable");
+                    StoreError::Busy
+                }
                 // Insufficient resources: disk full (53100), out of memory,
                 // too many connections.
                 "53" if code == "53100" => StoreError::Full,

@@ -1,33 +1,80 @@
 //! Cross-relay wake-ups: the highest message position any relay has
-//! stamped, as a `watch` value each relay's long polls and streams can wait
-//! on.
+//! stamped, as a `watch` value each relay's long polls and streams wait on,
+//! and signals relays send each other (an agent to wake, a live event).
 //!
 //! Every stamp notifies [`cursor::CHANNEL`] with the highest position it
 //! gave (`cursor::stamp`), so a message stored through relay A wakes a
-//! waiter on relay B within a round trip. Notifications are not durable: one
-//! sent while the listening connection is down is lost. So the listener
-//! reads the highest position itself whenever it (re)subscribes, after its
-//! LISTEN, so that a stamp is either in that read or notified afterwards;
-//! and once per `every` in any case. A lost notification only delays a
-//! waiter until then.
+//! waiter on relay B within a round trip; [`signal`] notifies [`SIGNALS`].
+//! Notifications are not durable: one sent while the listening connection
+//! is down is lost. So the listener reads the highest position itself
+//! whenever it (re)subscribes, after its LISTEN, so that a stamp is either
+//! in that read or notified afterwards, and once per `every` in any case;
+//! and it reports [`Heard::Missed`] then, so that whoever listens looks
+//! again at everything a lost signal may have been about. A lost
+//! notification only delays a waiter until then.
 
 use super::{cursor, error};
 use crate::store::StoreResult;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-/// Starts listening on `pool`'s database. The receiver's value is the
-/// highest stamped position seen, never lower than the database's when the
-/// listener started. The listener holds one of the pool's connections; its
-/// task ends when every receiver is dropped.
-pub async fn listen(pool: PgPool, every: Duration) -> StoreResult<watch::Receiver<i64>> {
+/// Where relays signal each other; the payload is the sender's business.
+pub const SIGNALS: &str = "clawrelay_signals";
+/// The largest payload PostgreSQL's NOTIFY takes is just under 8000 bytes.
+pub const MAX_SIGNAL_BYTES: usize = 7900;
+/// Signals heard but not yet taken, before the listener reports them missed.
+const BACKLOG: usize = 4096;
+
+/// What the listener heard.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// Messages up to position `upto` are readable; `apps` are those whose
+    /// messages the stamp numbered (None: any app's may be new, as when a
+    /// periodic check found the position risen).
+    Stamped {
+        upto: i64,
+        apps: Option<Vec<String>>,
+    },
+    /// A [`signal`]'s payload.
+    Signal(String),
+    /// Signals may have been lost (the listening connection was down, or
+    /// the receiver fell behind): look again at everything.
+    Missed,
+}
+
+/// A relay's ears: positions and signals.
+pub struct Listening {
+    /// The highest stamped position seen, never lower than the database's
+    /// when the listener started.
+    pub positions: watch::Receiver<i64>,
+    pub heard: mpsc::Receiver<Heard>,
+}
+
+/// Starts listening on `pool`'s database. The listener holds one of the
+/// pool's connections; its task ends when the positions' receivers are
+/// dropped.
+pub async fn listen(pool: PgPool, every: Duration) -> StoreResult<Listening> {
     let listener = subscribe(&pool).await.map_err(error)?;
     // After the LISTEN: what was stamped before it is in this read.
-    let (tx, rx) = watch::channel(highest(&pool).await?);
-    tokio::spawn(run(pool, tx, every, listener));
-    Ok(rx)
+    let (tx, positions) = watch::channel(highest(&pool).await?);
+    let (heard_tx, heard) = mpsc::channel(BACKLOG);
+    tokio::spawn(run(pool, tx, heard_tx, every, listener));
+    Ok(Listening { positions, heard })
+}
+
+/// Notifies [`SIGNALS`] with each payload (at most [`MAX_SIGNAL_BYTES`]
+/// each), in one transaction: listeners hear them in this order. Identical
+/// payloads of one call are heard once.
+pub async fn signal(pool: &PgPool, payloads: &[String]) -> StoreResult<()> {
+    sqlx::query("SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p")
+        .bind(SIGNALS)
+        .bind(payloads)
+        .execute(pool)
+        .await
+        .map_err(error)?;
+    Ok(())
 }
 
 /// The highest position given so far.
@@ -38,23 +85,73 @@ pub async fn highest(pool: &PgPool) -> StoreResult<i64> {
         .map_err(error)
 }
 
-fn raise(tx: &watch::Sender<i64>, pos: i64) {
+/// Raises the highest position seen; says whether it rose.
+fn raise(tx: &watch::Sender<i64>, pos: i64) -> bool {
     tx.send_if_modified(|seen| {
         let higher = pos > *seen;
         if higher {
             *seen = pos;
         }
         higher
-    });
+    })
+}
+
+/// A position read rather than notified: any app's messages may be new.
+fn checked(tx: &watch::Sender<i64>, ears: &mut Ears, pos: i64) {
+    if raise(tx, pos) {
+        ears.hear(Heard::Stamped {
+            upto: pos,
+            apps: None,
+        });
+    }
+}
+
+/// A stamp's notification: `<position>[ <app>...]`.
+fn parse_stamp(payload: &str) -> Option<Heard> {
+    let mut parts = payload.split(' ');
+    let upto = parts.next()?.parse::<i64>().ok()?;
+    let apps: Vec<String> = parts.map(str::to_owned).collect();
+    Some(Heard::Stamped {
+        upto,
+        apps: (!apps.is_empty()).then_some(apps),
+    })
 }
 
 async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(cursor::CHANNEL).await?;
+    listener.listen_all([cursor::CHANNEL, SIGNALS]).await?;
     Ok(listener)
 }
 
-async fn run(pool: PgPool, tx: watch::Sender<i64>, every: Duration, listener: PgListener) {
+/// Passes heard signals on; once one could not be, reports [`Heard::Missed`]
+/// as soon as there is room again.
+struct Ears {
+    tx: mpsc::Sender<Heard>,
+    missed: bool,
+}
+
+impl Ears {
+    fn hear(&mut self, heard: Heard) {
+        if self.missed {
+            self.missed = self.tx.try_send(Heard::Missed).is_err();
+        }
+        if !self.missed && self.tx.try_send(heard).is_err() {
+            self.missed = true;
+        }
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    tx: watch::Sender<i64>,
+    heard: mpsc::Sender<Heard>,
+    every: Duration,
+    listener: PgListener,
+) {
+    let mut ears = Ears {
+        tx: heard,
+        missed: false,
+    };
     let mut listener = Some(listener);
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -67,11 +164,13 @@ async fn run(pool: PgPool, tx: watch::Sender<i64>, every: Duration, listener: Pg
                     "cannot listen for other relays' messages; checking every {every:?} instead"
                 ),
             }
-            // After the LISTEN: what was stamped before it is in this read.
+            // After the LISTEN: what was stamped before it is in this read,
+            // and what was signalled before it is looked at again.
             match highest(&pool).await {
-                Ok(pos) => raise(&tx, pos),
+                Ok(pos) => checked(&tx, &mut ears, pos),
                 Err(e) => tracing::warn!(error = %e, "cannot read the highest message position"),
             }
+            ears.hear(Heard::Missed);
         }
         let notified = async {
             match listener.as_mut() {
@@ -82,9 +181,14 @@ async fn run(pool: PgPool, tx: watch::Sender<i64>, every: Duration, listener: Pg
         tokio::select! {
             () = tx.closed() => return,
             got = notified => match got {
-                Ok(Some(n)) => match n.payload().parse::<i64>() {
-                    Ok(pos) => raise(&tx, pos),
-                    Err(_) => tracing::warn!(payload = n.payload(), "unexpected notification on {}", cursor::CHANNEL),
+                Ok(Some(n)) if n.channel() == SIGNALS => ears.hear(Heard::Signal(n.payload().to_owned())),
+                Ok(Some(n)) => match parse_stamp(n.payload()) {
+                    Some(Heard::Stamped { upto, apps }) => {
+                        // Apps are woken even when their stamp came in late.
+                        raise(&tx, upto);
+                        ears.hear(Heard::Stamped { upto, apps });
+                    }
+                    _ => tracing::warn!(payload = n.payload(), "unexpected notification on {}", cursor::CHANNEL),
                 },
                 // The connection was lost: subscribe again, then read.
                 Ok(None) => listener = None,
@@ -94,10 +198,15 @@ async fn run(pool: PgPool, tx: watch::Sender<i64>, every: Duration, listener: Pg
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
-            _ = check.tick() => match highest(&pool).await {
-                Ok(pos) => raise(&tx, pos),
-                Err(e) => tracing::warn!(error = %e, "cannot read the highest message position"),
-            },
+            _ = check.tick() => {
+                match highest(&pool).await {
+                    Ok(pos) => checked(&tx, &mut ears, pos),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the highest message position"),
+                }
+                if listener.is_none() {
+                    ears.hear(Heard::Missed);
+                }
+            }
         }
     }
 }

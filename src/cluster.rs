@@ -1,0 +1,388 @@
+//! Relays sharing one PostgreSQL database behave as one relay. The store
+//! already makes every write safe from any relay; what one relay keeps in
+//! memory (its [`Hub`](crate::hub::Hub)) is shared here:
+//!
+//! - **Wake-ups.** A relay that wakes an agent (new work for it, or
+//!   unassigned work) or publishes a live event (`reply.delta`, `typing`,
+//!   ...) also signals the other relays (`wakeups::signal`, in order, from
+//!   one task), and each stamp of the message cursor tells every relay
+//!   which apps' messages became readable. A lost notification only delays:
+//!   when the listening connection was down, everything is woken.
+//! - **Liveness.** Each relay writes when it last saw its agents
+//!   (`presence`, every [`Cluster::refresh_every`]) and reads what all of
+//!   them saw, so an agent connected anywhere counts as connected for
+//!   assignment, stickiness and moving work away from gone agents.
+//! - **Leadership.** One relay at a time holds a session advisory lock and
+//!   runs the background tasks (expiry, reassignment, retention, webhook
+//!   delivery), the periodic stamp and the pruning of old presence rows.
+//!   When it dies PostgreSQL ends its session, and another relay takes
+//!   the lock within [`LEAD_EVERY`].
+//!
+//! On SQLite there is one relay and no cluster: it always leads.
+
+use crate::hub::LiveEvent;
+use crate::ids::{AppId, ClientId, ConversationId};
+use crate::relay::Relay;
+use crate::shutdown::Shutdown;
+use crate::store::now_ms;
+use crate::store::postgres::leader::{keys, Leadership};
+use crate::store::postgres::wakeups::{self, Heard, MAX_SIGNAL_BYTES};
+use crate::store::postgres::{presence, PgStore};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often a relay that does not lead tries to, and the leader checks it
+/// still does (and stamps what a failed stamp left).
+pub const LEAD_EVERY: Duration = Duration::from_secs(1);
+/// How often the listener reads the highest position even when notified.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Signals waiting to be sent before new ones are dropped (with a warning).
+const OUTGOING: usize = 8192;
+/// Signals sent per statement.
+const SIGNALS_PER_NOTIFY: usize = 256;
+/// Leader ticks between prunes of old presence rows.
+const PRUNE_EVERY_TICKS: u64 = 60;
+
+/// What relays tell each other.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// The sending relay (it ignores its own signals).
+    from: String,
+    /// Numbers the sender's signals: no two payloads are identical, so
+    /// PostgreSQL never folds two into one.
+    n: u64,
+    #[serde(flatten)]
+    signal: Signal,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Signal {
+    /// New work for this agent.
+    Wake { client: String },
+    /// Unassigned work: whichever agent looks first adopts it.
+    AnyClient,
+    /// A live event for an app's streams.
+    Live {
+        app: String,
+        conversation: String,
+        user: String,
+        event: String,
+        payload: serde_json::Value,
+        after: i64,
+    },
+}
+
+/// This relay's membership of the cluster.
+pub struct Cluster {
+    id: String,
+    pg: PgStore,
+    leading: AtomicBool,
+    outgoing: mpsc::Sender<String>,
+    sent: AtomicU64,
+    /// How often this relay writes when it saw its agents.
+    refresh_every: Duration,
+}
+
+impl Cluster {
+    /// Joins the relays on `pg`'s database; `stale_after_ms` is the clients'
+    /// stale window (presence is refreshed four times within it, at least
+    /// once a second). Starts the task that sends this relay's signals.
+    pub fn join(pg: PgStore, stale_after_ms: i64) -> Cluster {
+        let (outgoing, rx) = mpsc::channel(OUTGOING);
+        tokio::spawn(send_signals(pg.pool().clone(), rx));
+        Cluster {
+            id: format!("rly_{}", uuid::Uuid::new_v4().simple()),
+            pg,
+            leading: AtomicBool::new(false),
+            outgoing,
+            sent: AtomicU64::new(0),
+            refresh_every: Duration::from_millis((stale_after_ms / 4).clamp(100, 1000) as u64),
+        }
+    }
+
+    /// This relay's id in `client_presence` and in its signals.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether this relay runs the background tasks now.
+    pub fn leads(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Tells the other relays to wake `client`'s polls and sockets.
+    pub fn wake_client(&self, client: &ClientId) {
+        self.send(Signal::Wake {
+            client: client.to_string(),
+        });
+    }
+
+    /// Tells the other relays that unassigned work waits.
+    pub fn wake_any_client(&self) {
+        self.send(Signal::AnyClient);
+    }
+
+    /// Sends a live event published here to the app's streams on the other
+    /// relays. An event too large for a notification (a `progress` event's
+    /// data can be 64 KiB) reaches only the streams on this relay.
+    pub fn forward(&self, app: &AppId, event: &LiveEvent) {
+        self.send(Signal::Live {
+            app: app.to_string(),
+            conversation: event.conversation_id.to_string(),
+            user: event.user_id.clone(),
+            event: event.event.to_owned(),
+            payload: event.payload.clone(),
+            after: event.after,
+        });
+    }
+
+    fn send(&self, signal: Signal) {
+        let envelope = Envelope {
+            from: self.id.clone(),
+            n: self.sent.fetch_add(1, Ordering::Relaxed),
+            signal,
+        };
+        let Ok(payload) = serde_json::to_string(&envelope) else {
+            return;
+        };
+        if payload.len() > MAX_SIGNAL_BYTES {
+            tracing::debug!(
+                bytes = payload.len(),
+                "a live event too large for a notification reaches this relay's streams only"
+            );
+            return;
+        }
+        if self.outgoing.try_send(payload).is_err() {
+            tracing::warn!("signals to the other relays are backing up; one was dropped (they catch up by their periodic checks)");
+        }
+    }
+}
+
+/// Sends queued signals in order, as many per statement as are waiting.
+async fn send_signals(pool: sqlx::PgPool, mut rx: mpsc::Receiver<String>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, SIGNALS_PER_NOTIFY).await > 0 {
+        if let Err(e) = wakeups::signal(&pool, &batch).await {
+            tracing::warn!(error = %e, signals = batch.len(), "cannot signal the other relays; they catch up by their periodic checks");
+        }
+        batch.clear();
+    }
+}
+
+/// What a heard signal does here.
+fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
+    let hub = &relay.hub;
+    match heard {
+        Heard::Stamped { upto, apps } => {
+            match apps {
+                Some(apps) => {
+                    for app in apps.iter().filter_map(|a| AppId::parse(a)) {
+                        hub.wake_app(&app, upto);
+                    }
+                }
+                None => hub.announce_all(upto),
+            }
+            // New messages may have queued webhook events.
+            relay.wake_webhooks(cluster.leads());
+        }
+        Heard::Missed => {
+            hub.announce_all(0);
+            hub.note_unassigned();
+            hub.wake_all_clients();
+            relay.wake_webhooks(cluster.leads());
+        }
+        Heard::Signal(payload) => {
+            let envelope: Envelope = match serde_json::from_str(&payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unexpected signal from another relay");
+                    return;
+                }
+            };
+            if envelope.from == cluster.id {
+                return;
+            }
+            match envelope.signal {
+                Signal::Wake { client } => {
+                    if let Some(c) = ClientId::parse(&client) {
+                        hub.wake_client(&c);
+                    }
+                }
+                Signal::AnyClient => {
+                    hub.note_unassigned();
+                    hub.wake_all_clients();
+                }
+                Signal::Live {
+                    app,
+                    conversation,
+                    user,
+                    event,
+                    payload,
+                    after,
+                } => {
+                    let (Some(app), Some(conversation_id), Some(event)) = (
+                        AppId::parse(&app),
+                        ConversationId::parse(&conversation),
+                        LiveEvent::kind(&event),
+                    ) else {
+                        return;
+                    };
+                    hub.deliver(
+                        &app,
+                        Arc::new(LiveEvent {
+                            event,
+                            conversation_id,
+                            user_id: user,
+                            payload,
+                            after,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The cluster's side of a relay: starts listening to the other relays and
+/// makes a first bid for the lead (so that a relay starting alone leads
+/// before it serves), then runs until shutdown: hears the other relays,
+/// shares liveness, and leads when it can. When it stops it gives the lead
+/// up and deletes this relay's presence rows.
+pub async fn start(
+    relay: Arc<Relay>,
+    cluster: Arc<Cluster>,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let pool = cluster.pg.pool().clone();
+    let ears = wakeups::listen(pool.clone(), CHECK_EVERY).await;
+    let mut leadership = Lead::default();
+    leadership.tick(&relay, &cluster).await;
+    share_liveness(&relay, &cluster).await;
+    tokio::spawn(async move {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        let mut ears = match ears {
+            Ok(ears) => ears,
+            Err(e) => loop {
+                tracing::warn!(error = %e, "cannot listen to the other relays; trying again");
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(LEAD_EVERY) => {}
+                }
+                if let Ok(ears) = wakeups::listen(pool.clone(), CHECK_EVERY).await {
+                    break ears;
+                }
+            },
+        };
+        let mut refresh = tokio::time::interval(cluster.refresh_every);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lead = tokio::time::interval(LEAD_EVERY);
+        lead.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(heard) = ears.heard.recv() => apply(&relay, &cluster, heard),
+                _ = refresh.tick() => share_liveness(&relay, &cluster).await,
+                _ = lead.tick() => leadership.tick(&relay, &cluster).await,
+            }
+        }
+        leadership.resign(&cluster).await;
+        if let Err(e) = presence::relay_gone(&pool, &cluster.id).await {
+            tracing::warn!(error = %e, "cannot delete this relay's presence rows; they age out");
+        }
+    })
+}
+
+/// Writes when this relay saw its agents, reads when any relay did.
+async fn share_liveness(relay: &Relay, cluster: &Cluster) {
+    let pool = cluster.pg.pool();
+    let now = now_ms();
+    let here = relay.hub.seen_here(now);
+    if let Err(e) = presence::seen(pool, &cluster.id, &here).await {
+        tracing::warn!(error = %e, "cannot record which agents this relay sees");
+        relay.hub.unreport(here);
+    }
+    let since = now - relay.hub.liveness().disconnected_after_ms;
+    match presence::recent(pool, since).await {
+        Ok(seen) => relay.hub.seen_elsewhere(seen),
+        Err(e) => tracing::warn!(error = %e, "cannot read which agents the other relays see"),
+    }
+}
+
+/// This relay's bid for leadership.
+#[derive(Default)]
+struct Lead {
+    held: Option<Leadership>,
+    /// The connection attempts are made on while another relay leads.
+    candidate: Option<sqlx::PgConnection>,
+    ticks: u64,
+}
+
+impl Lead {
+    async fn tick(&mut self, relay: &Relay, cluster: &Cluster) {
+        if let Some(held) = self.held.as_mut() {
+            if !held.still_held().await {
+                tracing::warn!(relay = %cluster.id, "lost the lead of the background tasks (its database session ended)");
+                self.held = None;
+                cluster.leading.store(false, Ordering::SeqCst);
+            }
+        }
+        if self.held.is_none() {
+            let conn = match self.candidate.take() {
+                Some(conn) => conn,
+                None => match cluster.pg.pool().acquire().await {
+                    Ok(conn) => conn.detach(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no connection to bid for the lead");
+                        return;
+                    }
+                },
+            };
+            match Leadership::try_take(conn, keys::MAINTENANCE).await {
+                Ok(Ok(held)) => {
+                    tracing::info!(relay = %cluster.id, "leading the background tasks");
+                    self.held = Some(held);
+                    cluster.leading.store(true, Ordering::SeqCst);
+                    // Work the last leader left unassigned, events it left unsent.
+                    relay.hub.note_unassigned();
+                    relay.wake_webhooks(true);
+                }
+                Ok(Err(conn)) => self.candidate = Some(conn),
+                Err(e) => tracing::debug!(error = %e, "bidding for the lead failed"),
+            }
+        }
+        if self.held.is_some() {
+            self.duties(relay, cluster).await;
+        }
+    }
+
+    /// What only the leader does, besides the background tasks.
+    async fn duties(&mut self, relay: &Relay, cluster: &Cluster) {
+        // A stamp that failed after its commit left messages unnumbered.
+        if let Err(e) = cluster.pg.stamp().await {
+            tracing::warn!(error = %e, "the periodic stamp of the message cursor failed");
+        }
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
+            let before = now_ms() - 2 * relay.hub.liveness().disconnected_after_ms;
+            if let Err(e) = presence::prune(cluster.pg.pool(), before).await {
+                tracing::warn!(error = %e, "cannot prune old presence rows");
+            }
+        }
+    }
+
+    async fn resign(&mut self, cluster: &Cluster) {
+        cluster.leading.store(false, Ordering::SeqCst);
+        if let Some(held) = self.held.take() {
+            held.release().await;
+        }
+        if let Some(conn) = self.candidate.take() {
+            use sqlx::Connection;
+            let _ = conn.close().await;
+        }
+    }
+}
