@@ -122,3 +122,281 @@ fn the_relay_runs_as_an_unprivileged_user_with_the_installed_modes() {
     );
     assert!(state.join("clawrelay.db").exists());
 }
+
+const CLUSTER_UNIT: &str = include_str!("../../deploy/cluster/clawrelay@.service");
+const CLUSTER_NGINX: &str = include_str!("../../deploy/cluster/nginx.conf");
+
+#[test]
+fn systemd_accepts_the_cluster_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = CLUSTER_UNIT.replace("/usr/local/bin/clawrelay", env!("CARGO_BIN_EXE_clawrelay"));
+    let env = dir.path().join("env");
+    std::fs::write(&env, "DATABASE_URL=postgres://x@127.0.0.1/x\n").unwrap();
+    let unit = unit.replace("/etc/clawrelay/env", env.to_str().unwrap());
+    // An instance of the template, as `systemctl enable clawrelay@9871` makes.
+    let path = dir.path().join("clawrelay@9871.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("clawrelay@9871.service:"), "{stderr}");
+}
+
+/// The lines of the unit's header that start with `#   `, without it.
+fn install_commands(unit: &str) -> String {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// deploy/cluster as shipped: three relays run as an unprivileged user
+/// with the unit's command line, the config, webhook key and environment
+/// file its install commands make, on one PostgreSQL; nginx with
+/// deploy/cluster/nginx.conf in front (its TLS lines swapped for a plain
+/// port: no certificate here). A round trip through nginx; the unit's
+/// admin command; then kill -9 of a relay, and nginx keeps serving
+/// through the other two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cluster_deploy_serves_through_nginx() {
+    let pg = super::postgres::Cluster::start();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let etc = root.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let at = |name: &str| etc.join(name).to_str().unwrap().to_owned();
+    let commands = install_commands(CLUSTER_UNIT);
+    // The config and key the install commands write (a sed and openssl).
+    assert!(commands.contains(
+        r#"sed 's|^key_file = ""|key_file = "/etc/clawrelay/webhook.key"|' config.example.toml"#
+    ));
+    let config = include_str!("../../config.example.toml").replace(
+        r#"key_file = """#,
+        &format!(r#"key_file = "{}""#, at("webhook.key")),
+    );
+    assert_ne!(config, include_str!("../../config.example.toml"));
+    std::fs::write(at("config.toml"), config).unwrap();
+    assert!(commands.contains("openssl rand -hex 32 | sudo install -m 0640 -o root -g clawrelay /dev/stdin /etc/clawrelay/webhook.key"));
+    std::fs::write(at("webhook.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    assert!(commands.contains("printf 'DATABASE_URL="));
+    std::fs::write(
+        at("env"),
+        format!("DATABASE_URL={}\nADMIN_TOKEN={ADMIN}\n", pg.url),
+    )
+    .unwrap();
+    for (name, owner, mode) in [
+        ("", "root:nogroup", 0o750),
+        ("config.toml", "root:nogroup", 0o640),
+        ("webhook.key", "root:nogroup", 0o640),
+        ("env", "root:root", 0o600),
+    ] {
+        let path = etc.join(name);
+        assert!(Command::new("chown")
+            .arg(owner)
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(mode)).unwrap();
+    }
+
+    // The unit's command line, as systemd runs it: as the service user
+    // (nobody:nogroup plays clawrelay), with the environment file read by
+    // root first.
+    let exec = CLUSTER_UNIT
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let env: Vec<(String, String)> = std::fs::read_to_string(at("env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let start = |port: u16| {
+        let line = exec
+            .replace("/usr/local/bin/clawrelay", env!("CARGO_BIN_EXE_clawrelay"))
+            .replace("/etc/clawrelay/config.toml", &at("config.toml"))
+            .replace("%i", &port.to_string());
+        let mut words = line.split_whitespace();
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(words.next().unwrap())
+            .args(words)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LOG_LEVEL", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("setpriv (util-linux) runs the relay as nobody")
+    };
+    let mut relays: Vec<std::process::Child> = ports.iter().map(|p| start(*p)).collect();
+    let http = reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    for port in &ports {
+        wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
+    }
+
+    // nginx with the shipped configuration: the relays' ports in its
+    // upstream, a plain port instead of TLS.
+    let nginx_port = free_port();
+    let mut site = CLUSTER_NGINX.to_owned();
+    for (shipped, port) in ["9871", "9872", "9873"].iter().zip(&ports) {
+        assert!(site.contains(&format!("127.0.0.1:{shipped} ")));
+        site = site.replace(
+            &format!("127.0.0.1:{shipped} "),
+            &format!("127.0.0.1:{port} "),
+        );
+    }
+    let site: String = site
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ssl_certificate"))
+        .map(|l| {
+            l.replace(
+                "listen 443 ssl http2;",
+                &format!("listen 127.0.0.1:{nginx_port};"),
+            )
+            .replace("listen 80;", &format!("listen 127.0.0.1:{};", free_port()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let run = root.path().join("nginx");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::write(run.join("clawrelay.conf"), site).unwrap();
+    let r = run.display();
+    std::fs::write(
+        run.join("nginx.conf"),
+        format!(
+            "pid {r}/nginx.pid;\nerror_log {r}/error.log;\nevents {{}}\nhttp {{\n\
+             access_log off;\nclient_body_temp_path {r}/body;\nproxy_temp_path {r}/proxy;\n\
+             fastcgi_temp_path {r}/fastcgi;\nuwsgi_temp_path {r}/uwsgi;\nscgi_temp_path {r}/scgi;\n\
+             include {r}/clawrelay.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    let nginx_bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nginx (Debian package nginx) is installed");
+    let mut nginx = Command::new(nginx_bin)
+        .args(["-p", &r.to_string(), "-c"])
+        .arg(run.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nginx");
+    let base = format!("http://127.0.0.1:{nginx_port}");
+    wait_ready(&http, &base).await;
+
+    // The unit's admin command, as root with the environment file.
+    let admin = commands
+        .lines()
+        .find(|l| l.contains("client create"))
+        .unwrap()
+        .strip_prefix("sudo sh -c '")
+        .unwrap()
+        .trim_end_matches('\'')
+        .replace("/etc/clawrelay/env", &at("env"))
+        .replace("/etc/clawrelay/config.toml", &at("config.toml"))
+        .replace(
+            "exec clawrelay",
+            &format!("exec {}", env!("CARGO_BIN_EXE_clawrelay")),
+        );
+    let out = Command::new("sh").args(["-c", &admin]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let agent = agent["token"].as_str().unwrap().to_owned();
+    let web: serde_json::Value = http
+        .post(format!("{base}/apps"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "name": "web" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let web = web["token"].as_str().unwrap().to_owned();
+
+    let round_trip = |i: usize| {
+        let (http, base, agent, web) = (http.clone(), base.clone(), agent.clone(), web.clone());
+        async move {
+            let posted = http
+                .post(format!("{base}/inbound"))
+                .bearer_auth(&web)
+                .json(&serde_json::json!({ "from": format!("user{i}"), "text": format!("hello {i}") }))
+                .send()
+                .await
+                .unwrap();
+            assert!(posted.status().is_success(), "{}", posted.status());
+            let polled: serde_json::Value = http
+                .get(format!("{base}/poll?wait=10"))
+                .bearer_auth(&agent)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let m = &polled["messages"][0];
+            assert_eq!(m["text"], format!("hello {i}"), "{polled}");
+            let sent = http
+                .post(format!("{base}/send"))
+                .bearer_auth(&agent)
+                .json(&serde_json::json!({ "to": m["from"], "conversationId": m["conversationId"], "text": format!("hi {i}") }))
+                .send()
+                .await
+                .unwrap();
+            assert!(sent.status().is_success(), "{}", sent.status());
+        }
+    };
+    for i in 0..6 {
+        round_trip(i).await;
+    }
+    // kill -9 one relay: nginx carries on with the other two.
+    relays[0].kill().unwrap();
+    relays[0].wait().unwrap();
+    for i in 6..12 {
+        round_trip(i).await;
+    }
+    let outbox: serde_json::Value = http
+        .get(format!("{base}/outbox?limit=100"))
+        .bearer_auth(&web)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("hi {i}")).collect();
+    assert_eq!(texts, expected);
+    // SIGTERM: the master stops its workers (SIGKILL would orphan them).
+    let _ = Command::new("kill")
+        .args(["-TERM", &nginx.id().to_string()])
+        .status();
+    let _ = nginx.wait();
+    for relay in &mut relays {
+        let _ = relay.kill();
+        let _ = relay.wait();
+    }
+}
