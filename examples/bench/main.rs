@@ -8,11 +8,13 @@
 //!   cargo run --release --example bench -- queue            # 1k, 100k, 1M pending deliveries
 //!   cargo run --release --example bench -- uploads          # /inbound latency while 10 MiB uploads run
 //!   cargo run --release --example bench -- pg-queue         # claim latency on PostgreSQL (storage only)
+//!   cargo run --release --example bench -- cluster          # SQLite vs 1 and 3 relays on PostgreSQL
 
 // A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
 #![allow(clippy::unwrap_used)]
 
 mod burst;
+mod cluster;
 mod nexus;
 mod pgqueue;
 mod purge;
@@ -116,6 +118,19 @@ enum Command {
         leased: f64,
         #[arg(long, default_value_t = 5)]
         duration: u64,
+    },
+    /// Scale-out: round trips on SQLite, on PostgreSQL with one relay and
+    /// with three relays sharing the database (fresh each run).
+    Cluster {
+        /// Loads, AGENTSxUSERS.
+        #[arg(long, value_delimiter = ',', default_value = "4x64,16x256")]
+        loads: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Transport::Poll)]
+        transport: Transport,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
     },
     /// The queue at scale on PostgreSQL, at the storage layer: claim and ack
     /// transactions with 1k, 100k, 1M pending deliveries (a throwaway
@@ -472,6 +487,32 @@ async fn main() {
                 );
             }
             write_json(&cli.json, serde_json::json!({ "queue": reports }));
+        }
+        Command::Cluster {
+            loads,
+            transport,
+            duration,
+            warmup,
+        } => {
+            let parsed: Vec<(usize, usize)> = loads
+                .iter()
+                .map(|l| {
+                    let (a, u) = l
+                        .split_once('x')
+                        .expect("a load is AGENTSxUSERS, e.g. 4x64");
+                    (a.parse().expect("agents"), u.parse().expect("users"))
+                })
+                .collect();
+            let load = Load {
+                agents: 0,
+                users: 0,
+                transport,
+                warmup: Duration::from_secs(warmup),
+                duration: Duration::from_secs(duration),
+            };
+            let rows = cluster::run(&bin, &parsed, &load).await;
+            cluster::print(&rows);
+            write_json(&cli.json, serde_json::json!({ "cluster": rows }));
         }
         Command::PgQueue {
             sizes,

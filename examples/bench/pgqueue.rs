@@ -30,10 +30,10 @@ pub struct PgQueueReport {
 }
 
 /// A throwaway cluster, removed on drop.
-struct Cluster(PathBuf);
+pub struct Cluster(PathBuf);
 
 impl Cluster {
-    fn start(dir: &Path) -> (Cluster, String) {
+    pub fn start(dir: &Path) -> (Cluster, String) {
         let out = Command::new("bash")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
             .arg("start")

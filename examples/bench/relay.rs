@@ -7,6 +7,12 @@ use std::time::{Duration, Instant};
 
 pub const ADMIN: &str = "bench-admin-token";
 
+/// Where a started relay keeps its data.
+enum Database<'a> {
+    File(&'a Path),
+    Url(&'a str),
+}
+
 pub struct RelayProc {
     child: Child,
     pub base: String,
@@ -23,6 +29,21 @@ impl RelayProc {
     pub async fn start_with(
         bin: &Path,
         db: &Path,
+        sync: &str,
+        dir: &Path,
+        extra: &str,
+    ) -> RelayProc {
+        Self::start_on(bin, Database::File(db), sync, dir, extra).await
+    }
+
+    /// Starts `bin` on a PostgreSQL database (several may share it).
+    pub async fn start_postgres(bin: &Path, url: &str, dir: &Path) -> RelayProc {
+        Self::start_on(bin, Database::Url(url), "full", dir, "").await
+    }
+
+    async fn start_on(
+        bin: &Path,
+        db: Database<'_>,
         sync: &str,
         dir: &Path,
         extra: &str,
@@ -47,8 +68,13 @@ impl RelayProc {
         let mut child = Command::new(bin)
             .args(["serve", "--port", &port.to_string(), "--config"])
             .arg(&config)
-            .arg("--db")
-            .arg(db)
+            .args(match db {
+                Database::File(path) => [std::ffi::OsStr::new("--db"), path.as_os_str()],
+                Database::Url(url) => [
+                    std::ffi::OsStr::new("--database-url"),
+                    std::ffi::OsStr::new(url),
+                ],
+            })
             .env("ADMIN_TOKEN", ADMIN)
             .env("LOG_LEVEL", "warn")
             .stdout(Stdio::null())

@@ -194,12 +194,22 @@ async fn stats(http: &reqwest::Client, base: &str) -> (u64, u64) {
 }
 
 pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
+    run_on(std::slice::from_ref(relay), load, synchronous).await
+}
+
+/// The load on relays sharing one database: agent k connects to relay
+/// k mod n, user u posts to relay u mod n, the app reads its outbox (or
+/// stream) through the first relay. CPU is the relays' sum.
+pub async fn run_on(relays: &[RelayProc], load: &Load, synchronous: &str) -> Report {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client");
-    let base = relay.base.clone();
+    let bases: Vec<String> = relays.iter().map(|r| r.base.clone()).collect();
+    let on = |i: usize| bases[i % bases.len()].clone();
+    let base = on(0);
+    let cpu = || relays.iter().map(RelayProc::cpu_secs).sum::<f64>();
     let app = post(
         &http,
         format!("{base}/apps"),
@@ -239,8 +249,8 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
         .expect("webhook");
     }
 
-    for token in agent_tokens {
-        let (http, base, shared) = (http.clone(), base.clone(), shared.clone());
+    for (k, token) in agent_tokens.into_iter().enumerate() {
+        let (http, base, shared) = (http.clone(), on(k), shared.clone());
         let transport = load.transport;
         tasks.push(tokio::spawn(async move {
             match transport {
@@ -272,7 +282,7 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
     for u in 0..load.users {
         let (http, base, token, shared, waiters) = (
             http.clone(),
-            base.clone(),
+            on(u),
             app_token.clone(),
             shared.clone(),
             waiters.clone(),
@@ -289,7 +299,7 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
 
     tokio::time::sleep(load.warmup).await;
     let (c0, o0) = stats(&http, &base).await;
-    let cpu0 = relay.cpu_secs();
+    let cpu0 = cpu();
     shared.measuring.store(true, Ordering::SeqCst);
     let window_start = clawrelay::store::now_ms();
     let t0 = Instant::now();
@@ -297,7 +307,7 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
     shared.measuring.store(false, Ordering::SeqCst);
     let window = (window_start, clawrelay::store::now_ms());
     let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = relay.cpu_secs();
+    let cpu1 = cpu();
     let (c1, o1) = stats(&http, &base).await;
     shared.stop.store(true, Ordering::SeqCst);
     for t in &tasks {
@@ -320,7 +330,10 @@ pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
             span: window,
             secs,
             cpu_secs: cpu1 - cpu0,
-            peak_rss_mib: relay.peak_rss_mib(),
+            peak_rss_mib: relays
+                .iter()
+                .map(RelayProc::peak_rss_mib)
+                .fold(0.0, f64::max),
         })
     }
 }
