@@ -6,7 +6,7 @@
 //! relay and its leases come back; when the leader dies, another relay
 //! takes the background tasks over.
 
-use super::helpers::{eventually, free_port, wait_ready, ADMIN};
+use super::helpers::{eventually, free_port, get_json, post_json, wait_ready, ADMIN};
 use super::postgres::Cluster;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -81,16 +81,13 @@ async fn leads(http: &reqwest::Client, base: &str) -> Option<bool> {
 }
 
 async fn create(http: &reqwest::Client, base: &str, kind: &str, name: &str) -> String {
-    let reply: Value = http
-        .post(format!("{base}/{kind}"))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = post_json(
+        http,
+        &format!("{base}/{kind}"),
+        ADMIN,
+        json!({ "name": name }),
+    )
+    .await;
     reply["token"].as_str().expect("a token").to_owned()
 }
 
@@ -240,15 +237,12 @@ async fn outbox(
     into: &mut BTreeMap<String, Vec<String>>,
 ) -> i64 {
     loop {
-        let page: Value = http
-            .get(format!("{base}/outbox?after={after}&limit=100"))
-            .bearer_auth(site)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(
+            http,
+            &format!("{base}/outbox?after={after}&limit=100"),
+            site,
+        )
+        .await;
         let messages = page["messages"].as_array().expect("an outbox page");
         for m in messages {
             into.entry(m["to"].as_str().unwrap().to_owned())
@@ -388,15 +382,8 @@ async fn postgres_cluster_of_three_relays() {
         );
     }
     // Both agents took part: conversations spread over the cluster.
-    let conversations: Value = http
-        .get(format!("{}/conversations?limit=100", b.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conversations =
+        get_json(&http, &format!("{}/conversations?limit=100", b.base), ADMIN).await;
     let holders: std::collections::BTreeSet<&str> = conversations["conversations"]
         .as_array()
         .unwrap()
@@ -464,15 +451,12 @@ async fn postgres_cluster_of_three_relays() {
     }
     let deadline = Instant::now() + Duration::from_secs(TTL_SECS + 20);
     loop {
-        let active: Value = http
-            .get(format!("{}/conversations?state=active&limit=100", c.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let active = get_json(
+            &http,
+            &format!("{}/conversations?state=active&limit=100", c.base),
+            ADMIN,
+        )
+        .await;
         if active["conversations"].as_array().unwrap().is_empty() {
             break;
         }

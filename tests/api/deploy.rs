@@ -320,48 +320,35 @@ async fn postgres_cluster_deploy_serves_through_nginx() {
     );
     let agent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let agent = agent["token"].as_str().unwrap().to_owned();
-    let web: serde_json::Value = http
-        .post(format!("{base}/apps"))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({ "name": "web" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let web = post_json(
+        &http,
+        &format!("{base}/apps"),
+        ADMIN,
+        serde_json::json!({ "name": "web" }),
+    )
+    .await;
     let web = web["token"].as_str().unwrap().to_owned();
 
     let round_trip = |i: usize| {
         let (http, base, agent, web) = (http.clone(), base.clone(), agent.clone(), web.clone());
         async move {
-            let posted = http
-                .post(format!("{base}/inbound"))
-                .bearer_auth(&web)
-                .json(&serde_json::json!({ "from": format!("user{i}"), "text": format!("hello {i}") }))
-                .send()
-                .await
-                .unwrap();
-            assert!(posted.status().is_success(), "{}", posted.status());
-            let polled: serde_json::Value = http
-                .get(format!("{base}/poll?wait=10"))
-                .bearer_auth(&agent)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            post_json(
+                &http,
+                &format!("{base}/inbound"),
+                &web,
+                serde_json::json!({ "from": format!("user{i}"), "text": format!("hello {i}") }),
+            )
+            .await;
+            let polled = get_json(&http, &format!("{base}/poll?wait=10"), &agent).await;
             let m = &polled["messages"][0];
             assert_eq!(m["text"], format!("hello {i}"), "{polled}");
-            let sent = http
-                .post(format!("{base}/send"))
-                .bearer_auth(&agent)
-                .json(&serde_json::json!({ "to": m["from"], "conversationId": m["conversationId"], "text": format!("hi {i}") }))
-                .send()
-                .await
-                .unwrap();
-            assert!(sent.status().is_success(), "{}", sent.status());
+            post_json(
+                &http,
+                &format!("{base}/send"),
+                &agent,
+                serde_json::json!({ "to": m["from"], "conversationId": m["conversationId"], "text": format!("hi {i}") }),
+            )
+            .await;
         }
     };
     for i in 0..6 {
@@ -373,15 +360,7 @@ async fn postgres_cluster_deploy_serves_through_nginx() {
     for i in 6..12 {
         round_trip(i).await;
     }
-    let outbox: serde_json::Value = http
-        .get(format!("{base}/outbox?limit=100"))
-        .bearer_auth(&web)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let outbox = get_json(&http, &format!("{base}/outbox?limit=100"), &web).await;
     let texts: Vec<&str> = outbox["messages"]
         .as_array()
         .unwrap()

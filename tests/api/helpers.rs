@@ -544,6 +544,32 @@ pub fn start_binary(db: &std::path::Path, env: &[(&str, &str)]) -> Relay {
     }
 }
 
+/// GET `url` with `token`: asserts a 2xx answer, returns its JSON. For
+/// relays a test runs as processes (a `TestApp` has `get`).
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let reply = http.get(url).bearer_auth(token).send().await.unwrap();
+    assert!(reply.status().is_success(), "GET {url}: {}", reply.status());
+    reply.json().await.unwrap()
+}
+
+/// POST `body` as JSON to `url` with `token`: asserts a 2xx answer,
+/// returns its JSON.
+pub async fn post_json(http: &reqwest::Client, url: &str, token: &str, body: Value) -> Value {
+    let reply = http
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        reply.status().is_success(),
+        "POST {url}: {}",
+        reply.status()
+    );
+    reply.json().await.unwrap()
+}
+
 pub async fn wait_ready(http: &reqwest::Client, base: &str) {
     eventually("the relay answers /health", || async {
         let r = http.get(format!("{base}/health")).send().await.ok()?;

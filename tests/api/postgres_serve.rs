@@ -3,7 +3,7 @@
 //! second server joining the first, and a round trip across the two that
 //! survives kill -9.
 
-use super::helpers::{free_port, wait_ready, ADMIN};
+use super::helpers::{free_port, get_json, wait_ready, ADMIN};
 use super::postgres::Cluster;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -38,12 +38,6 @@ fn serve(url: &str, port: u16) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start clawrelay")
-}
-
-async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
-    let reply = http.get(url).bearer_auth(token).send().await.unwrap();
-    assert!(reply.status().is_success(), "GET {url}: {}", reply.status());
-    reply.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -103,7 +97,7 @@ async fn postgres_relay_runs_on_database_url() {
             .json(&body)
             .send()
     };
-    let poll_url = format!("{base_b}/poll?wait=10");
+    let poll_url = format!("{base_b}/poll?wait=30");
     let poll = get_json(&http, &poll_url, &agent);
     let inbound = async {
         // The poll is waiting on the second server by now.
@@ -121,9 +115,13 @@ async fn postgres_relay_runs_on_database_url() {
         (reply.json::<Value>().await.unwrap(), at)
     };
     let (polled, (inbound, posted_at)) = tokio::join!(poll, inbound);
-    println!(
-        "an inbound message on relay A woke a long poll on relay B after {:?}",
-        posted_at.elapsed()
+    let woke_after = posted_at.elapsed();
+    println!("an inbound message on relay A woke a long poll on relay B after {woke_after:?}");
+    // The poll ends after 30 s anyway and then claims once more: well
+    // before that, it was woken. (The bound is loose on purpose.)
+    assert!(
+        woke_after < std::time::Duration::from_secs(15),
+        "the poll on relay B was not woken: it returned after {woke_after:?}"
     );
     assert_eq!(inbound["text"], "hello");
     let message = &polled["messages"][0];
