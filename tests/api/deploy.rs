@@ -237,7 +237,7 @@ async fn postgres_cluster_deploy_serves_through_nginx() {
             .spawn()
             .expect("setpriv (util-linux) runs the relay as nobody")
     };
-    let mut relays: Vec<std::process::Child> = ports.iter().map(|p| start(*p)).collect();
+    let mut relays: Vec<Reaped> = ports.iter().map(|p| Reaped(start(*p), "-KILL")).collect();
     let http = reqwest::Client::builder()
         .timeout(PATIENCE)
         .build()
@@ -288,13 +288,17 @@ async fn postgres_cluster_deploy_serves_through_nginx() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("nginx (Debian package nginx) is installed");
-    let mut nginx = Command::new(nginx_bin)
-        .args(["-p", &r.to_string(), "-c"])
-        .arg(run.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start nginx");
+    // SIGTERM: the master stops its workers (SIGKILL would orphan them).
+    let nginx = Reaped(
+        Command::new(nginx_bin)
+            .args(["-p", &r.to_string(), "-c"])
+            .arg(run.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nginx"),
+        "-TERM",
+    );
     let base = format!("http://127.0.0.1:{nginx_port}");
     wait_ready(&http, &base).await;
 
@@ -355,8 +359,7 @@ async fn postgres_cluster_deploy_serves_through_nginx() {
         round_trip(i).await;
     }
     // kill -9 one relay: nginx carries on with the other two.
-    relays[0].kill().unwrap();
-    relays[0].wait().unwrap();
+    relays.remove(0);
     for i in 6..12 {
         round_trip(i).await;
     }
@@ -369,13 +372,19 @@ async fn postgres_cluster_deploy_serves_through_nginx() {
         .collect();
     let expected: Vec<String> = (0..12).map(|i| format!("hi {i}")).collect();
     assert_eq!(texts, expected);
-    // SIGTERM: the master stops its workers (SIGKILL would orphan them).
-    let _ = Command::new("kill")
-        .args(["-TERM", &nginx.id().to_string()])
-        .status();
-    let _ = nginx.wait();
-    for relay in &mut relays {
-        let _ = relay.kill();
-        let _ = relay.wait();
+    drop(nginx);
+    drop(relays);
+}
+
+/// A process stopped with the signal given when dropped (also when an
+/// assertion fails), and waited for.
+struct Reaped(std::process::Child, &'static str);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args([self.1, &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
     }
 }

@@ -28,16 +28,35 @@ fn token_of(stdout: &str) -> String {
     v["token"].as_str().expect("a token").to_owned()
 }
 
-fn serve(url: &str, port: u16) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_clawrelay"))
-        .args(["serve", "--port", &port.to_string()])
-        .env("DATABASE_URL", url)
-        .env("ADMIN_TOKEN", ADMIN)
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start clawrelay")
+/// A server process, killed (SIGKILL) at the latest when dropped: a failed
+/// assertion leaves no server behind.
+struct Server(std::process::Child);
+
+impl Server {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve(url: &str, port: u16) -> Server {
+    Server(
+        Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+            .args(["serve", "--port", &port.to_string()])
+            .env("DATABASE_URL", url)
+            .env("ADMIN_TOKEN", ADMIN)
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start clawrelay"),
+    )
 }
 
 #[tokio::test]
@@ -135,12 +154,10 @@ async fn postgres_relay_runs_on_database_url() {
     .await
     .unwrap();
     assert!(sent.status().is_success(), "{:?}", sent.text().await);
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
 
     // kill -9: what was answered is there after a restart.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     let port = free_port();
     let mut again = serve(&url, port);
     let base = format!("http://127.0.0.1:{port}");
@@ -155,6 +172,5 @@ async fn postgres_relay_runs_on_database_url() {
     assert_eq!(texts, ["hi ann"]);
     let ready = http.get(format!("{base}/ready")).send().await.unwrap();
     assert!(ready.status().is_success());
-    again.kill().unwrap();
-    again.wait().unwrap();
+    again.kill();
 }
