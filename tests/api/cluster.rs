@@ -476,6 +476,7 @@ async fn postgres_cluster_of_three_relays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_cluster_streams_a_reply_across_relays() {
     use super::helpers::spawn_with;
+    use super::realtime::{stream_a_reply, STREAMED_REPLY};
     use super::ws_client::{Sse, Ws};
     let pg = Cluster::start();
     let url = pg.url.clone();
@@ -498,38 +499,8 @@ async fn postgres_cluster_streams_a_reply_across_relays() {
         "pushed after {latency:?}"
     );
     assert_eq!(pushed["id"], m["id"]);
-    let conv = pushed["conversationId"].clone();
-    let ok = |r: Value| assert_eq!(r["ok"], true, "{r}");
-    ok(agent
-        .request("typing", json!({"conversationId": conv}))
-        .await);
-    for piece in ["Once ", "upon ", "a time."] {
-        ok(agent
-            .request(
-                "reply.delta",
-                json!({"conversationId": conv, "replyId": "r1", "text": piece}),
-            )
-            .await);
-    }
-    ok(agent
-        .request(
-            "progress",
-            json!({"conversationId": conv, "kind": "tool_start", "data": {"name": "exec"}}),
-        )
-        .await);
-    ok(agent
-        .request("send", json!({"conversationId": conv, "to": "alice", "text": "Once upon a time.", "replyId": "r1"}))
-        .await);
-
-    let expected = [
-        "message",
-        "typing",
-        "reply.delta",
-        "reply.delta",
-        "reply.delta",
-        "progress",
-        "message",
-    ];
+    stream_a_reply(&mut agent, &pushed["conversationId"]).await;
+    let expected = STREAMED_REPLY;
     let mut ws_events = Vec::new();
     for _ in 0..expected.len() {
         ws_events.push(watcher.event().await);

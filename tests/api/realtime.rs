@@ -38,6 +38,52 @@ async fn an_agent_socket_gets_a_message_pushed_the_moment_it_is_posted() {
     assert!(app.poll(&client, "").await.is_empty());
 }
 
+/// What an app's streams show, in order, for a message the agent answers
+/// with [`stream_a_reply`]: the message, then the reply's events.
+pub(crate) const STREAMED_REPLY: [&str; 7] = [
+    "message",
+    "typing",
+    "reply.delta",
+    "reply.delta",
+    "reply.delta",
+    "progress",
+    "message",
+];
+
+/// The agent answers conversation `conv` (with user alice) as a streamed
+/// reply: typing, "Once upon a time." in three deltas of reply r1, a
+/// `tool_start` progress event, then the whole reply sent. Every request
+/// is answered ok.
+pub(crate) async fn stream_a_reply(agent: &mut Ws, conv: &Value) {
+    let ok = |what: &str, r: Value| assert_eq!(r["ok"], true, "{what}: {r}");
+    ok(
+        "typing",
+        agent
+            .request("typing", json!({"conversationId": conv}))
+            .await,
+    );
+    for piece in ["Once ", "upon ", "a time."] {
+        let r = agent
+            .request(
+                "reply.delta",
+                json!({"conversationId": conv, "replyId": "r1", "text": piece}),
+            )
+            .await;
+        ok("reply.delta", r);
+    }
+    let r = agent
+        .request(
+            "progress",
+            json!({"conversationId": conv, "kind": "tool_start", "data": {"name": "exec"}}),
+        )
+        .await;
+    ok("progress", r);
+    let sent = agent
+        .request("send", json!({"conversationId": conv, "to": "alice", "text": "Once upon a time.", "replyId": "r1"}))
+        .await;
+    ok("send", sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_reply_reaches_websocket_and_sse_apps_in_order_and_the_final_message_once() {
     let app = spawn_app().await;
@@ -51,42 +97,8 @@ async fn a_streamed_reply_reaches_websocket_and_sse_apps_in_order_and_the_final_
     let m = app.inbound(&web, "alice", "tell me a story").await;
     let pushed = agent.event().await["payload"].clone();
     let conv = pushed["conversationId"].clone();
-    assert_eq!(
-        agent
-            .request("typing", json!({"conversationId": conv}))
-            .await["ok"],
-        true
-    );
-    for piece in ["Once ", "upon ", "a time."] {
-        let r = agent
-            .request(
-                "reply.delta",
-                json!({"conversationId": conv, "replyId": "r1", "text": piece}),
-            )
-            .await;
-        assert_eq!(r["ok"], true, "{r}");
-    }
-    let r = agent
-        .request(
-            "progress",
-            json!({"conversationId": conv, "kind": "tool_start", "data": {"name": "exec"}}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
-    let sent = agent
-        .request("send", json!({"conversationId": conv, "to": "alice", "text": "Once upon a time.", "replyId": "r1"}))
-        .await;
-    assert_eq!(sent["ok"], true, "{sent}");
-
-    let expected = [
-        "message",
-        "typing",
-        "reply.delta",
-        "reply.delta",
-        "reply.delta",
-        "progress",
-        "message",
-    ];
+    stream_a_reply(&mut agent, &conv).await;
+    let expected = STREAMED_REPLY;
     let mut ws_events = Vec::new();
     for _ in 0..expected.len() {
         ws_events.push(watcher.event().await);
