@@ -3,8 +3,9 @@
 //! memory (its [`Hub`](crate::hub::Hub)) is shared here:
 //!
 //! - **Wake-ups.** A relay that wakes an agent (new work for it, or
-//!   unassigned work) or publishes a live event (`reply.delta`, `typing`,
-//!   ...) also signals the other relays (`wakeups::signal`, in order, from
+//!   unassigned work), publishes a live event (`reply.delta`, `typing`,
+//!   ...) or queues webhook events while another relay leads also signals
+//!   the other relays (`wakeups::signal`, in order, from
 //!   one task), and each stamp of the message cursor tells every relay
 //!   which apps' messages became readable. A lost notification only delays:
 //!   when the listening connection was down, everything is woken.
@@ -65,6 +66,8 @@ enum Signal {
     Wake { client: String },
     /// Unassigned work: whichever agent looks first adopts it.
     AnyClient,
+    /// Webhook events were queued: for the leader's dispatcher.
+    Webhooks,
     /// A live event for an app's streams.
     Live {
         app: String,
@@ -104,11 +107,6 @@ impl Cluster {
         }
     }
 
-    /// This relay's id in `client_presence` and in its signals.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Whether this relay runs the background tasks now.
     pub fn leads(&self) -> bool {
         self.leading.load(Ordering::SeqCst)
@@ -124,6 +122,11 @@ impl Cluster {
     /// Tells the other relays that unassigned work waits.
     pub fn wake_any_client(&self) {
         self.send(Signal::AnyClient);
+    }
+
+    /// Tells the leader that webhook events were queued.
+    pub fn wake_webhooks(&self) {
+        self.send(Signal::Webhooks);
     }
 
     /// Sends a live event published here to the app's streams on the other
@@ -177,18 +180,14 @@ async fn send_signals(pool: sqlx::PgPool, mut rx: mpsc::Receiver<String>) {
 fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
     let hub = &relay.hub;
     match heard {
-        Heard::Stamped { upto, apps } => {
-            match apps {
-                Some(apps) => {
-                    for app in apps.iter().filter_map(|a| AppId::parse(a)) {
-                        hub.wake_app(&app, upto);
-                    }
+        Heard::Stamped { upto, apps } => match apps {
+            Some(apps) => {
+                for app in apps.iter().filter_map(|a| AppId::parse(a)) {
+                    hub.wake_app(&app, upto);
                 }
-                None => hub.announce_all(upto),
             }
-            // New messages may have queued webhook events.
-            relay.wake_webhooks(cluster.leads());
-        }
+            None => hub.announce_all(upto),
+        },
         Heard::Missed => {
             hub.announce_all(0);
             hub.note_unassigned();
@@ -216,6 +215,7 @@ fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
                     hub.note_unassigned();
                     hub.wake_all_clients();
                 }
+                Signal::Webhooks => relay.wake_webhooks(cluster.leads()),
                 Signal::Live {
                     app,
                     conversation,
@@ -267,14 +267,15 @@ pub async fn start(
         tokio::pin!(stop);
         let mut ears = match ears {
             Ok(ears) => ears,
-            Err(e) => loop {
+            Err(mut e) => loop {
                 tracing::warn!(error = %e, "cannot listen to the other relays; trying again");
                 tokio::select! {
                     _ = &mut stop => return,
                     _ = tokio::time::sleep(LEAD_EVERY) => {}
                 }
-                if let Ok(ears) = wakeups::listen(pool.clone(), CHECK_EVERY).await {
-                    break ears;
+                match wakeups::listen(pool.clone(), CHECK_EVERY).await {
+                    Ok(ears) => break ears,
+                    Err(again) => e = again,
                 }
             },
         };

@@ -76,10 +76,15 @@ pub(super) fn record_dead(tx: &Tx, m: &Message, attempts: i64, now: i64) -> Stor
 }
 
 impl Relay {
-    /// Wakes the dispatcher after a commit that queued events.
+    /// Wakes the dispatcher after a commit that queued events: this relay's,
+    /// and, when another relay sharing the database leads (and so
+    /// dispatches), the leader's.
     pub(crate) fn wake_webhooks(&self, queued: bool) {
         if queued {
             self.webhooks.wake.notify_one();
+            if let Some(cluster) = self.cluster.as_ref().filter(|c| !c.leads()) {
+                cluster.wake_webhooks();
+            }
         }
     }
 
