@@ -22,15 +22,7 @@ pub fn insert(tx: &Tx, id: &AppId, name: &str, token_hash: &str, now: i64) -> St
             .execute((id, name, token_hash, now))?;
         }
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO apps (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(id)
-                .bind(name)
-                .bind(token_hash)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::apps::insert(id.as_str(), name, token_hash, now))?;
         }
     }
     Ok(())
@@ -48,13 +40,10 @@ pub async fn list(db: &Reader) -> StoreResult<Vec<Row>> {
         .into_iter()
         .map(|r| (r.id, r.name, r.public, r.created_at, r.revoked_at))
         .collect(),
-        Reader::Postgres(pool) => sqlx::query_as(
-            "SELECT id, name, token_hash IS NULL, created_at, revoked_at
-             FROM apps ORDER BY created_at, id",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(pg_error)?,
+        Reader::Postgres(pool) => pgsql::apps::list()
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?,
     };
     Ok(rows
         .into_iter()
@@ -77,11 +66,8 @@ pub async fn is_active(db: &Reader, id: &AppId) -> StoreResult<bool> {
         )
         .fetch_one(pool)
         .await?),
-        Reader::Postgres(pool) => sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM apps WHERE id = $1 AND revoked_at IS NULL)",
-        )
-        .bind(id)
-        .fetch_one(pool)
+        Reader::Postgres(pool) => pgsql::apps::is_active(id.as_str())
+            .fetch_one(pool)
         .await
         .map_err(pg_error),
     }
@@ -98,12 +84,8 @@ pub async fn credential(db: &Reader, id: &AppId) -> StoreResult<Option<Credentia
         .fetch_optional(pool)
         .await?
         .map(|r| (r.hash, r.version)),
-        Reader::Postgres(pool) => sqlx::query_as(
-            "SELECT token_hash, COALESCE(credentials_changed_at, 0)
-             FROM apps WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .fetch_optional(pool)
+        Reader::Postgres(pool) => pgsql::apps::credential(id.as_str())
+            .fetch_optional(pool)
         .await
         .map_err(pg_error)?,
     };
@@ -123,13 +105,7 @@ pub fn revoke(tx: &Tx, id: &AppId, now: i64) -> StoreResult<bool> {
                 "UPDATE apps SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL AND token_hash IS NOT NULL",
             )?
             .execute((id, now))? as u64,
-        Tx::Postgres(pg) => pg.execute(
-            sqlx::query(
-                "UPDATE apps SET revoked_at = $2, credentials_changed_at = $2 WHERE id = $1 AND revoked_at IS NULL AND token_hash IS NOT NULL",
-            )
-            .bind(id)
-            .bind(now),
-        )?,
+        Tx::Postgres(pg) => pg.execute(pgsql::apps::revoke(id.as_str(), now))?,
     };
     Ok(n == 1)
 }
@@ -146,17 +122,6 @@ pub fn set_token(tx: &Tx, id: &AppId, token_hash: &str, now: i64) -> StoreResult
             )?
             .query_row((id, token_hash, now), |r| r.get(0))
             .optional()?),
-        Tx::Postgres(pg) => Ok(pg
-            .fetch_optional(
-                sqlx::query_as::<_, (String,)>(
-                    "UPDATE apps SET token_hash = $2, credentials_changed_at = $3
-                     WHERE id = $1 AND revoked_at IS NULL AND token_hash IS NOT NULL
-                     RETURNING name",
-                )
-                .bind(id)
-                .bind(token_hash)
-                .bind(now),
-            )?
-            .map(|(name,)| name)),
+        Tx::Postgres(pg) => pg.fetch_optional(pgsql::apps::set_token(id.as_str(), token_hash, now)),
     }
 }

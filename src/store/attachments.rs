@@ -101,14 +101,7 @@ pub fn stage(tx: &Tx, chunk_size: i64, now: i64) -> StoreResult<i64> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let (id,): (i64,) = pg.fetch_one(
-                sqlx::query_as(
-                    "INSERT INTO blobs (sha256, size, chunk_size, touched_at)
-                     VALUES (NULL, 0, $1, $2) RETURNING id",
-                )
-                .bind(chunk_size)
-                .bind(now),
-            )?;
+            let id = pg.fetch_one(pgsql::attachments::stage(chunk_size, now))?;
             return Ok(id);
         }
     };
@@ -125,20 +118,11 @@ pub fn append_chunk(tx: &Tx, blob: i64, idx: i64, data: &[u8], now: i64) -> Stor
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let staged = pg.execute(
-                sqlx::query("UPDATE blobs SET touched_at = $1 WHERE id = $2 AND sha256 IS NULL")
-                    .bind(now)
-                    .bind(blob),
-            )?;
+            let staged = pg.execute(pgsql::attachments::touch_staged(blob, now))?;
             if staged == 0 {
                 return Ok(false);
             }
-            pg.execute(
-                sqlx::query("INSERT INTO blob_chunks (blob_id, idx, data) VALUES ($1, $2, $3)")
-                    .bind(blob)
-                    .bind(idx)
-                    .bind(data),
-            )?;
+            pg.execute(pgsql::attachments::insert_chunk(blob, idx, data))?;
             return Ok(true);
         }
     };
@@ -159,9 +143,7 @@ pub fn drop_staged(tx: &Tx, blob: i64) -> StoreResult<()> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query("DELETE FROM blobs WHERE id = $1 AND sha256 IS NULL").bind(blob),
-            )?;
+            pg.execute(pgsql::attachments::drop_staged(blob))?;
             return Ok(());
         }
     };
@@ -177,15 +159,7 @@ pub fn purge_staged(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             // An upload writing a chunk right now holds its blob: skipped.
-            let n = pg.execute(
-                sqlx::query(
-                    "DELETE FROM blobs WHERE id IN
-                         (SELECT id FROM blobs WHERE sha256 IS NULL AND touched_at < $1
-                          LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                )
-                .bind(before)
-                .bind(limit),
-            )?;
+            let n = pg.execute(pgsql::attachments::purge_staged(before, limit))?;
             return Ok(n as i64);
         }
     };
@@ -213,12 +187,11 @@ fn usage(tx: &Tx, party: &Party) -> StoreResult<i64> {
             Ok(conn.prepare_cached(sql)?.query_row([owner], |r| r.get(0))?)
         }
         Tx::Postgres(pg) => {
-            let sql = if by_app {
-                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM attachments WHERE app_id = $1"
+            let used = if by_app {
+                pg.fetch_one(pgsql::attachments::usage_of_app(owner))?
             } else {
-                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM attachments WHERE client_id = $1"
+                pg.fetch_one(pgsql::attachments::usage_of_client(owner))?
             };
-            let (used,): (i64,) = pg.fetch_one(sqlx::query_as(sql).bind(owner))?;
             Ok(used)
         }
     }
@@ -290,36 +263,23 @@ fn finish_postgres(
 ) -> Result<(Attachment, bool), FinishError> {
     if let Some(quota) = a.quota {
         let owner = a.uploader.quota_owner().map_or("", |(_, id)| id);
-        pg.execute(
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 3))").bind(owner),
-        )?;
+        pg.execute(pgsql::attachments::lock_uploader(owner))?;
         let used = usage(tx, a.uploader)?;
         if used + a.size > quota {
             return Err(FinishError::Quota { used, quota });
         }
     }
-    pg.execute(
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 4))").bind(a.sha256),
-    )?;
-    let existing: Option<(i64,)> = pg.fetch_optional(
-        sqlx::query_as("SELECT id FROM blobs WHERE sha256 = $1 FOR SHARE").bind(a.sha256),
-    )?;
+    pg.execute(pgsql::attachments::lock_content(a.sha256))?;
+    let existing = pg.fetch_optional(pgsql::attachments::blob_with(a.sha256))?;
     let blob = match existing {
-        Some((id,)) => {
+        Some(id) => {
             drop_staged(tx, a.blob)?;
             id
         }
         None => {
-            let named = pg.execute(
-                sqlx::query(
-                    "UPDATE blobs SET sha256 = $1, size = $2, touched_at = $3
-                     WHERE id = $4 AND sha256 IS NULL",
-                )
-                .bind(a.sha256)
-                .bind(a.size)
-                .bind(a.now)
-                .bind(a.blob),
-            )?;
+            let named = pg.execute(pgsql::attachments::name_blob(
+                a.blob, a.sha256, a.size, a.now,
+            ))?;
             if named == 0 {
                 return Err(FinishError::Gone);
             }
@@ -327,23 +287,18 @@ fn finish_postgres(
         }
     };
     let id = AttachmentId::generate();
-    pg.execute(
-        sqlx::query(
-            "INSERT INTO attachments
-                (id, blob_id, app_id, user_id, client_id, name, mime, size, sha256, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&id)
-        .bind(blob)
-        .bind(&a.uploader.app)
-        .bind(&a.uploader.user)
-        .bind(&a.uploader.client)
-        .bind(a.name)
-        .bind(a.mime)
-        .bind(a.size)
-        .bind(a.sha256)
-        .bind(a.now),
-    )?;
+    pg.execute(pgsql::attachments::insert(
+        id.as_str(),
+        blob,
+        a.uploader.app.as_ref().map(AppId::as_str),
+        a.uploader.user.as_ref().map(UserId::as_str),
+        a.uploader.client.as_ref().map(ClientId::as_str),
+        a.name,
+        a.mime,
+        a.size,
+        a.sha256,
+        a.now,
+    ))?;
     Ok((a.attachment(id), existing.is_some()))
 }
 
@@ -360,21 +315,12 @@ pub fn for_message(
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
                 // Shared until the message is stored: the purge skips it.
-                let row: Option<(String, String, i64, String)> = pg.fetch_optional(
-                    sqlx::query_as(
-                        "SELECT a.name, a.mime, a.size, a.sha256 FROM attachments a
-                         WHERE a.id = $1 AND EXISTS (SELECT 1 FROM attachment_parties p
-                             WHERE p.attachment_id = a.id
-                               AND (($2::text IS NOT NULL AND p.app_id = $2
-                                     AND ($3::text IS NULL OR p.user_id = $3))
-                                    OR ($4::text IS NOT NULL AND p.client_id = $4)))
-                         FOR SHARE OF a",
-                    )
-                    .bind(id)
-                    .bind(&poster.app)
-                    .bind(&poster.user)
-                    .bind(&poster.client),
-                )?;
+                let row = pg.fetch_optional(pgsql::attachments::for_message(
+                    id.as_str(),
+                    poster.app.as_ref().map(AppId::as_str),
+                    poster.user.as_ref().map(UserId::as_str),
+                    poster.client.as_ref().map(ClientId::as_str),
+                ))?;
                 match row {
                     Some((name, mime, size, sha256)) => found.push(Attachment {
                         id: id.clone(),
@@ -425,22 +371,12 @@ pub fn link(tx: &Tx, seq: i64, attachments: &[Attachment], now: i64) -> StoreRes
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
             for (position, a) in attachments.iter().enumerate() {
-                pg.execute(
-                    sqlx::query(
-                        "INSERT INTO message_attachments (attachment_id, message_seq, position)
-                         VALUES ($1, $2, $3)",
-                    )
-                    .bind(&a.id)
-                    .bind(seq)
-                    .bind(position as i64),
-                )?;
-                pg.execute(
-                    sqlx::query(
-                        "UPDATE attachments SET referenced_at = $1 WHERE id = $2 AND referenced_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(&a.id),
-                )?;
+                pg.execute(pgsql::attachments::link(
+                    a.id.as_str(),
+                    seq,
+                    position as i64,
+                ))?;
+                pg.execute(pgsql::attachments::mark_referenced(a.id.as_str(), now))?;
             }
             return Ok(());
         }
@@ -528,20 +464,13 @@ pub async fn readable(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let row: Option<(String, String, i64, String, i64, i64)> = sqlx::query_as(
-                "SELECT a.name, a.mime, a.size, a.sha256, a.blob_id, b.chunk_size
-                 FROM attachments a JOIN blobs b ON b.id = a.blob_id
-                 WHERE a.id = $1 AND ($5 OR EXISTS (SELECT 1 FROM attachment_parties p
-                     WHERE p.attachment_id = a.id
-                       AND (($2::text IS NOT NULL AND p.app_id = $2
-                             AND ($3::text IS NULL OR p.user_id = $3))
-                            OR ($4::text IS NOT NULL AND p.client_id = $4))))",
+            let row = pgsql::attachments::readable(
+                id.as_str(),
+                app.as_ref().map(AppId::as_str),
+                user.as_ref().map(UserId::as_str),
+                client.as_ref().map(ClientId::as_str),
+                admin,
             )
-            .bind(id)
-            .bind(app)
-            .bind(user)
-            .bind(client)
-            .bind(admin)
             .fetch_optional(pool)
             .await
             .map_err(pg_error)?;
@@ -595,14 +524,10 @@ pub async fn chunk(db: &Reader, blob: i64, idx: i64) -> StoreResult<Option<Vec<u
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            return sqlx::query_scalar(
-                "SELECT data FROM blob_chunks WHERE blob_id = $1 AND idx = $2",
-            )
-            .bind(blob)
-            .bind(idx)
-            .fetch_optional(pool)
-            .await
-            .map_err(pg_error);
+            return pgsql::attachments::chunk(blob, idx)
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error);
         }
     };
     let data = sqlx::query_scalar!(
@@ -625,22 +550,7 @@ pub fn purge_unreferenced(tx: &Tx, unreferenced_before: i64, limit: i64) -> Stor
             // Attachments a message is being stored with are shared
             // (`for_message`): skipped; the outer statement re-checks that
             // no message carries what it deletes.
-            let n = pg.execute(
-                sqlx::query(
-                    "DELETE FROM attachments d
-                     WHERE d.id IN
-                         (SELECT id FROM attachments
-                          WHERE (referenced_at IS NULL AND created_at < $1)
-                             OR (referenced_at IS NOT NULL
-                                 AND NOT EXISTS (SELECT 1 FROM message_attachments ma
-                                                 WHERE ma.attachment_id = attachments.id))
-                          LIMIT $2 FOR UPDATE SKIP LOCKED)
-                       AND NOT EXISTS (SELECT 1 FROM message_attachments ma
-                                       WHERE ma.attachment_id = d.id)",
-                )
-                .bind(unreferenced_before)
-                .bind(limit),
-            )?;
+            let n = pg.execute(pgsql::attachments::purge(unreferenced_before, limit))?;
             return Ok(n as i64);
         }
     };
@@ -688,26 +598,11 @@ pub fn purge_blobs(tx: &Tx, limit: i64) -> StoreResult<(i64, i64)> {
 /// shared (`finish`) and skipped; each delete re-checks, in its own
 /// statement, that no attachment points at the blob.
 fn purge_blobs_postgres(pg: &PgTx, limit: i64) -> StoreResult<(i64, i64)> {
-    let doomed: Vec<(i64,)> = pg.fetch_all(
-        sqlx::query_as(
-            "SELECT b.id FROM blobs b
-             WHERE b.sha256 IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.blob_id = b.id)
-             LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(limit),
-    )?;
+    let doomed = pg.fetch_all(pgsql::attachments::orphan_blobs(limit))?;
     let (mut count, mut bytes) = (0, 0);
-    for (id,) in doomed {
-        let gone: Option<(i64,)> = pg.fetch_optional(
-            sqlx::query_as(
-                "DELETE FROM blobs b WHERE b.id = $1
-                   AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.blob_id = b.id)
-                 RETURNING b.size",
-            )
-            .bind(id),
-        )?;
-        if let Some((size,)) = gone {
+    for id in doomed {
+        let gone = pg.fetch_optional(pgsql::attachments::delete_orphan_blob(id))?;
+        if let Some(size) = gone {
             count += 1;
             bytes += size;
         }

@@ -23,15 +23,7 @@ pub fn insert(tx: &Tx, id: &ClientId, name: &str, token_hash: &str, now: i64) ->
             .execute((id, name, token_hash, now))?;
         }
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO clients (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(id)
-                .bind(name)
-                .bind(token_hash)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::clients::insert(id.as_str(), name, token_hash, now))?;
         }
     }
     Ok(())
@@ -48,10 +40,8 @@ pub async fn list(db: &Reader) -> StoreResult<Vec<Row>> {
         .into_iter()
         .map(|r| (r.id, r.name, r.pending, r.last_seen_at, r.created_at, r.revoked_at))
         .collect(),
-        Reader::Postgres(pool) => sqlx::query_as(
-            "SELECT id, name, pending, last_seen_at, created_at, revoked_at FROM clients ORDER BY created_at, id",
-        )
-        .fetch_all(pool)
+        Reader::Postgres(pool) => pgsql::clients::list()
+            .fetch_all(pool)
         .await
         .map_err(pg_error)?,
     };
@@ -81,12 +71,8 @@ pub async fn credential(db: &Reader, id: &ClientId) -> StoreResult<Option<Creden
         .fetch_optional(pool)
         .await?
         .map(|r| (r.hash, r.version)),
-        Reader::Postgres(pool) => sqlx::query_as(
-            "SELECT token_hash, COALESCE(credentials_changed_at, 0)
-             FROM clients WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .fetch_optional(pool)
+        Reader::Postgres(pool) => pgsql::clients::credential(id.as_str())
+            .fetch_optional(pool)
         .await
         .map_err(pg_error)?,
     };
@@ -101,13 +87,7 @@ pub fn revoke(tx: &Tx, id: &ClientId, now: i64) -> StoreResult<bool> {
                 "UPDATE clients SET revoked_at = ?2, credentials_changed_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             )?
             .execute((id, now))? as u64,
-        Tx::Postgres(pg) => pg.execute(
-            sqlx::query(
-                "UPDATE clients SET revoked_at = $2, credentials_changed_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-            )
-            .bind(id)
-            .bind(now),
-        )?,
+        Tx::Postgres(pg) => pg.execute(pgsql::clients::revoke(id.as_str(), now))?,
     };
     Ok(n == 1)
 }
@@ -129,18 +109,9 @@ pub fn set_token(
             )?
             .query_row((id, token_hash, now), |r| r.get(0))
             .optional()?),
-        Tx::Postgres(pg) => Ok(pg
-            .fetch_optional(
-                sqlx::query_as::<_, (String,)>(
-                    "UPDATE clients SET token_hash = $2, credentials_changed_at = $3
-                     WHERE id = $1 AND revoked_at IS NULL
-                     RETURNING name",
-                )
-                .bind(id)
-                .bind(token_hash)
-                .bind(now),
-            )?
-            .map(|(name,)| name)),
+        Tx::Postgres(pg) => {
+            pg.fetch_optional(pgsql::clients::set_token(id.as_str(), token_hash, now))
+        }
     }
 }
 
@@ -161,14 +132,9 @@ pub fn least_loaded(tx: &Tx, live: &[ClientId]) -> StoreResult<Option<(ClientId,
             .query_row([ids], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
         }
-        Tx::Postgres(pg) => pg.fetch_optional(
-            sqlx::query_as(
-                "SELECT id, pending FROM clients
-                 WHERE revoked_at IS NULL AND id = ANY($1)
-                 ORDER BY pending, random() LIMIT 1",
-            )
-            .bind(live.iter().map(ClientId::as_str).collect::<Vec<_>>()),
-        )?,
+        Tx::Postgres(pg) => pg.fetch_optional(pgsql::clients::least_loaded(
+            &live.iter().map(ClientId::as_str).collect::<Vec<_>>(),
+        ))?,
     };
     Ok(row.map(|(id, pending)| (ClientId::from_db(id), pending)))
 }
@@ -182,13 +148,7 @@ pub fn set_last_seen(tx: &Tx, id: &ClientId, at: i64) -> StoreResult<()> {
             .execute((id, at))?;
         }
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "UPDATE clients SET last_seen_at = $2 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
-                )
-                .bind(id)
-                .bind(at),
-            )?;
+            pg.execute(pgsql::clients::set_last_seen(id.as_str(), at))?;
         }
     }
     Ok(())
@@ -211,15 +171,8 @@ pub async fn credentials_changed_since(db: &Reader, since: i64) -> StoreResult<V
         .into_iter()
         .map(|r| (r.id, r.at))
         .collect()),
-        Reader::Postgres(pool) => sqlx::query_as(
-            "SELECT id, credentials_changed_at FROM clients WHERE credentials_changed_at > $1
-             UNION ALL
-             SELECT id, credentials_changed_at FROM apps WHERE credentials_changed_at > $1
-             UNION ALL
-             SELECT id, revoked_at FROM sessions WHERE revoked_at > $1",
-        )
-        .bind(since)
-        .fetch_all(pool)
+        Reader::Postgres(pool) => pgsql::clients::credentials_changed_since(since)
+            .fetch_all(pool)
         .await
         .map_err(pg_error),
     }

@@ -31,23 +31,11 @@ pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Ac
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))")
-                    .bind(app)
-                    .bind(user),
-            )?;
-            type Columns = (String, Option<String>, i64, bool, i64);
-            let row: Option<Columns> = pg.fetch_optional(
-                sqlx::query_as(
-                    "SELECT c.id, c.client_id, c.updated_at,
-                            (cl.id IS NOT NULL AND cl.revoked_at IS NULL),
-                            COALESCE(cl.pending, 0)
-                     FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
-                     WHERE c.app_id = $1 AND c.user_id = $2 AND c.expired_at IS NULL",
-                )
-                .bind(app)
-                .bind(user),
-            )?;
+            pg.execute(pgsql::conversations::lock_user(app.as_str(), user.as_str()))?;
+            let row = pg.fetch_optional(pgsql::conversations::find_active(
+                app.as_str(),
+                user.as_str(),
+            ))?;
             return Ok(row.map(
                 |(id, client, updated_at, client_active, client_pending)| Active {
                     id: ConversationId::from_db(id),
@@ -91,17 +79,13 @@ pub fn create(
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO conversations (id, app_id, user_id, client_id, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $5)",
-                )
-                .bind(&id)
-                .bind(app)
-                .bind(user)
-                .bind(client)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::conversations::create(
+                id.as_str(),
+                app.as_str(),
+                user.as_str(),
+                client.map(ClientId::as_str),
+                now,
+            ))?;
             return Ok(id);
         }
     };
@@ -118,13 +102,7 @@ pub fn expire(tx: &Tx, id: &ConversationId, at: i64) -> StoreResult<()> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "UPDATE conversations SET expired_at = $2 WHERE id = $1 AND expired_at IS NULL",
-                )
-                .bind(id)
-                .bind(at),
-            )?;
+            pg.execute(pgsql::conversations::mark_expired(id.as_str(), at))?;
             return Ok(());
         }
     };
@@ -152,17 +130,11 @@ pub fn expire_idle(
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            let rows: Vec<(String, String, String)> = pg.fetch_all(
-                sqlx::query_as(
-                    "UPDATE conversations SET expired_at = updated_at + $2
-                     WHERE seq IN (SELECT seq FROM conversations
-                                   WHERE expired_at IS NULL AND updated_at <= $1 LIMIT $3)
-                     RETURNING id, app_id, user_id",
-                )
-                .bind(idle_cutoff)
-                .bind(ttl_ms)
-                .bind(limit),
-            )?;
+            let rows = pg.fetch_all(pgsql::conversations::expire_idle(
+                idle_cutoff,
+                ttl_ms,
+                limit,
+            ))?;
             return Ok(rows
                 .into_iter()
                 .map(|(id, app_id, user_id)| Expired {
@@ -201,18 +173,12 @@ pub fn expire_or_touch(
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "UPDATE conversations
-                     SET expired_at = CASE WHEN updated_at <= $2 THEN updated_at + $3 END,
-                         updated_at = CASE WHEN updated_at <= $2 THEN updated_at ELSE $4 END
-                     WHERE id = $1 AND expired_at IS NULL",
-                )
-                .bind(id)
-                .bind(idle_cutoff)
-                .bind(ttl_ms)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::conversations::expire_or_touch(
+                id.as_str(),
+                idle_cutoff,
+                ttl_ms,
+                now,
+            ))?;
             return Ok(());
         }
     };
@@ -231,13 +197,7 @@ pub fn touch(tx: &Tx, id: &ConversationId, now: i64) -> StoreResult<()> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "UPDATE conversations SET updated_at = $2 WHERE id = $1 AND expired_at IS NULL",
-                )
-                .bind(id)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::conversations::touch(id.as_str(), now))?;
             return Ok(());
         }
     };
@@ -252,11 +212,10 @@ pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> St
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query("UPDATE conversations SET client_id = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(client),
-            )?;
+            pg.execute(pgsql::conversations::assign(
+                id.as_str(),
+                client.map(ClientId::as_str),
+            ))?;
             return Ok(());
         }
     };
@@ -270,10 +229,7 @@ pub fn adopt_unassigned(tx: &Tx, client: &ClientId) -> StoreResult<u64> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            return pg.execute(
-                sqlx::query("UPDATE conversations SET client_id = $1 WHERE client_id IS NULL")
-                    .bind(client),
-            );
+            return pg.execute(pgsql::conversations::adopt_unassigned(client.as_str()));
         }
     };
     let n = tx
@@ -293,12 +249,7 @@ pub fn owners(tx: &Tx, id: &ConversationId) -> StoreResult<Option<Owners>> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            let row = pg.fetch_optional(
-                sqlx::query_as(
-                    "SELECT app_id, user_id, client_id FROM conversations WHERE id = $1",
-                )
-                .bind(id),
-            )?;
+            let row = pg.fetch_optional(pgsql::conversations::owners(id.as_str()))?;
             return Ok(row.map(Owners::from_columns));
         }
     };
@@ -330,13 +281,10 @@ pub async fn owners_of(db: &Reader, id: &ConversationId) -> StoreResult<Option<O
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let row = sqlx::query_as(
-                "SELECT app_id, user_id, client_id FROM conversations WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .map_err(pg_error)?;
+            let row = pgsql::conversations::owners(id.as_str())
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(row.map(Owners::from_columns));
         }
     };
@@ -353,7 +301,6 @@ pub async fn owners_of(db: &Reader, id: &ConversationId) -> StoreResult<Option<O
     }))
 }
 
-#[derive(sqlx::FromRow)]
 struct Row {
     seq: i64,
     id: String,
@@ -364,6 +311,22 @@ struct Row {
     updated_at: i64,
     expired_at: Option<i64>,
     message_count: i64,
+}
+
+impl From<pgsql::conversations::Conversation> for Row {
+    fn from(r: pgsql::conversations::Conversation) -> Row {
+        Row {
+            seq: r.seq,
+            id: r.id,
+            app_id: r.app_id,
+            user_id: r.user_id,
+            client_id: r.client_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            expired_at: r.expired_at,
+            message_count: r.message_count,
+        }
+    }
 }
 
 impl Row {
@@ -396,11 +359,11 @@ pub async fn get(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let row: Option<Row> = sqlx::query_as(&format!("{PG_ROW} WHERE c.id = $1"))
-                .bind(id)
+            let row = pgsql::conversations::get(id.as_str())
                 .fetch_optional(pool)
                 .await
-                .map_err(pg_error)?;
+                .map_err(pg_error)?
+                .map(Row::from);
             return Ok(row.map(|r| r.into_model(idle_cutoff).1));
         }
     };
@@ -416,13 +379,6 @@ pub async fn get(
     .await?;
     Ok(row.map(|r| r.into_model(idle_cutoff).1))
 }
-
-/// The columns of [`Row`] on PostgreSQL, before the WHERE clause.
-const PG_ROW: &str =
-    "SELECT c.seq, c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-        c.expired_at,
-        (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
- FROM conversations c";
 
 pub struct Filter<'a> {
     pub app: Option<&'a AppId>,
@@ -455,35 +411,29 @@ pub async fn list(
         Reader::Postgres(pool) => {
             // As on SQLite, the most selective filter given leads, so that
             // a generic plan still uses its index.
+            use pgsql::conversations::Lead;
             let lead = match (f.user.is_some(), client.is_some(), app.is_some()) {
-                (true, _, _) => "c.user_id = $3",
-                (false, true, _) => "c.client_id = $4",
-                (false, false, true) => "c.app_id = $2",
-                (false, false, false) => "TRUE",
+                (true, _, _) => Lead::User,
+                (false, true, _) => Lead::Client,
+                (false, false, true) => Lead::App,
+                (false, false, false) => Lead::None,
             };
-            let rows: Vec<Row> = sqlx::query_as(&format!(
-                "{PG_ROW}
-                 WHERE {lead}
-                   AND c.seq < $1
-                   AND ($2::text IS NULL OR c.app_id = $2)
-                   AND ($3::text IS NULL OR c.user_id = $3)
-                   AND ($4::text IS NULL OR c.client_id = $4)
-                   AND ($5::boolean IS NULL OR (c.expired_at IS NULL AND c.updated_at > $6) = $5)
-                 ORDER BY c.seq DESC LIMIT $7"
-            ))
-            .bind(before)
-            .bind(app)
-            .bind(f.user)
-            .bind(client)
-            .bind(active)
-            .bind(idle_cutoff)
-            .bind(f.limit)
-            .fetch_all(pool)
+            let rows = pgsql::conversations::list(
+                pool,
+                lead,
+                before,
+                app.map(AppId::as_str),
+                f.user,
+                client.map(ClientId::as_str),
+                active,
+                idle_cutoff,
+                f.limit,
+            )
             .await
             .map_err(pg_error)?;
             return Ok(rows
                 .into_iter()
-                .map(|r| r.into_model(idle_cutoff))
+                .map(|r| Row::from(r).into_model(idle_cutoff))
                 .collect());
         }
     };
@@ -591,13 +541,10 @@ pub async fn count_active(db: &Reader, idle_cutoff: i64) -> StoreResult<i64> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            return sqlx::query_scalar(
-                "SELECT COUNT(*) FROM conversations WHERE expired_at IS NULL AND updated_at > $1",
-            )
-            .bind(idle_cutoff)
-            .fetch_one(pool)
-            .await
-            .map_err(pg_error);
+            return pgsql::conversations::count_active(idle_cutoff)
+                .fetch_one(pool)
+                .await
+                .map_err(pg_error);
         }
     };
     let n = sqlx::query_scalar!(

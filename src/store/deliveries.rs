@@ -37,23 +37,12 @@ pub fn enqueue(
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             lock_conversation(pg, conversation)?;
-            let (state,): (String,) = pg.fetch_one(
-                sqlx::query_as(
-                    "INSERT INTO deliveries
-                        (message_seq, conversation_id, client_id, state, attempts, visible_at,
-                         created_at, updated_at)
-                     VALUES ($1, $2, $3,
-                             CASE WHEN EXISTS (SELECT 1 FROM deliveries
-                                               WHERE conversation_id = $2 AND state = 'ready')
-                                  THEN 'queued' ELSE 'ready' END,
-                             0, $4, $4, $4)
-                     RETURNING state",
-                )
-                .bind(seq)
-                .bind(conversation)
-                .bind(client)
-                .bind(now),
-            )?;
+            let state = pg.fetch_one(pgsql::deliveries::enqueue(
+                seq,
+                conversation.as_str(),
+                client.map(ClientId::as_str),
+                now,
+            ))?;
             return Ok(state == "ready");
         }
     };
@@ -76,9 +65,7 @@ pub fn enqueue(
 /// that the relays writing to one conversation's deliveries take turns.
 /// Returns false when the conversation does not exist.
 fn lock_conversation(pg: &PgTx, conversation: &ConversationId) -> StoreResult<bool> {
-    let found: Option<(i32,)> = pg.fetch_optional(
-        sqlx::query_as("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE").bind(conversation),
-    )?;
+    let found = pg.fetch_optional(pgsql::deliveries::lock_conversation(conversation.as_str()))?;
     Ok(found.is_some())
 }
 
@@ -91,10 +78,9 @@ fn lock_conversation(pg: &PgTx, conversation: &ConversationId) -> StoreResult<bo
 /// the conversation first and the row second (an ack, an enqueue), so a
 /// claim that waited here could deadlock with an ack of the same row.
 fn try_lock_conversation(pg: &PgTx, conversation: &ConversationId) -> StoreResult<bool> {
-    let found: Option<(i32,)> = pg.fetch_optional(
-        sqlx::query_as("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE SKIP LOCKED")
-            .bind(conversation),
-    )?;
+    let found = pg.fetch_optional(pgsql::deliveries::try_lock_conversation(
+        conversation.as_str(),
+    ))?;
     Ok(found.is_some())
 }
 
@@ -112,17 +98,7 @@ pub fn due(tx: &Tx, client: &ClientId, now: i64, limit: i64) -> StoreResult<Vec<
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let rows: Vec<(i64, String, i64)> = pg.fetch_all(
-                sqlx::query_as(
-                    "SELECT message_seq, conversation_id, attempts FROM deliveries
-                     WHERE client_id = $1 AND state = 'ready' AND visible_at <= $2
-                     ORDER BY visible_at, message_seq LIMIT $3
-                     FOR UPDATE SKIP LOCKED",
-                )
-                .bind(client)
-                .bind(now)
-                .bind(limit),
-            )?;
+            let rows = pg.fetch_all(pgsql::deliveries::due(client.as_str(), now, limit))?;
             return Ok(rows
                 .into_iter()
                 .map(|(seq, conversation, attempts)| Due {
@@ -154,17 +130,7 @@ pub fn lease(tx: &Tx, seqs: &[i64], until: i64, now: i64, owner: Option<&str>) -
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "UPDATE deliveries
-                     SET attempts = attempts + 1, visible_at = $2, updated_at = $3, lease_owner = $4
-                     WHERE message_seq = ANY($1)",
-                )
-                .bind(seqs)
-                .bind(until)
-                .bind(now)
-                .bind(owner),
-            )?;
+            pg.execute(pgsql::deliveries::lease(seqs, until, now, owner))?;
             return Ok(());
         }
     };
@@ -218,14 +184,7 @@ fn mark_dead(tx: &Tx, seq: i64, now: i64) -> StoreResult<()> {
             .execute((seq, now))?;
         }
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "UPDATE deliveries SET state = 'dead', updated_at = $2, lease_owner = NULL
-                     WHERE message_seq = $1",
-                )
-                .bind(seq)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::deliveries::mark_dead(seq, now))?;
         }
     }
     Ok(())
@@ -244,20 +203,9 @@ pub fn promote_next(
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let promoted: Option<(Option<String>,)> = pg.fetch_optional(
-                sqlx::query_as(
-                    "UPDATE deliveries SET state = 'ready', updated_at = $2
-                     WHERE message_seq = (SELECT message_seq FROM deliveries
-                                          WHERE conversation_id = $1 AND state = 'queued'
-                                          ORDER BY message_seq LIMIT 1)
-                       AND NOT EXISTS (SELECT 1 FROM deliveries
-                                       WHERE conversation_id = $1 AND state = 'ready')
-                     RETURNING client_id",
-                )
-                .bind(conversation)
-                .bind(now),
-            )?;
-            return Ok(promoted.map(|(c,)| c.map(ClientId::from_db)));
+            let promoted =
+                pg.fetch_optional(pgsql::deliveries::promote(conversation.as_str(), now))?;
+            return Ok(promoted.map(|c| c.map(ClientId::from_db)));
         }
     };
     let promoted = tx
@@ -280,15 +228,7 @@ pub fn release_owner(tx: &Tx, owner: &str, now: i64) -> StoreResult<u64> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            return pg.execute(
-                sqlx::query(
-                    "UPDATE deliveries
-                     SET visible_at = LEAST(visible_at, $2), lease_owner = NULL, updated_at = $2
-                     WHERE lease_owner = $1",
-                )
-                .bind(owner)
-                .bind(now),
-            );
+            return pg.execute(pgsql::deliveries::release_leases(owner, now));
         }
     };
     let n = tx
@@ -323,15 +263,10 @@ pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64>
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            return sqlx::query_scalar(
-                "SELECT COUNT(*) FROM deliveries
-                 WHERE lease_owner = $1 AND state = 'ready' AND visible_at > $2",
-            )
-            .bind(owner)
-            .bind(now)
-            .fetch_one(pool)
-            .await
-            .map_err(pg_error);
+            return pgsql::deliveries::count_leased_by(owner, now)
+                .fetch_one(pool)
+                .await
+                .map_err(pg_error);
         }
     };
     let n = sqlx::query_scalar!(
@@ -351,16 +286,10 @@ pub async fn oldest_due(db: &Reader, client: &ClientId, now: i64) -> StoreResult
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            return sqlx::query_scalar(
-                "SELECT visible_at FROM deliveries
-                 WHERE client_id = $1 AND state = 'ready' AND visible_at <= $2
-                 ORDER BY visible_at LIMIT 1",
-            )
-            .bind(client)
-            .bind(now)
-            .fetch_optional(pool)
-            .await
-            .map_err(pg_error);
+            return pgsql::deliveries::oldest_due(client.as_str(), now)
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error);
         }
     };
     let at = sqlx::query_scalar!(
@@ -382,13 +311,10 @@ pub async fn earliest_ready(db: &Reader, client: &ClientId) -> StoreResult<Optio
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            return sqlx::query_scalar(
-                "SELECT MIN(visible_at) FROM deliveries WHERE client_id = $1 AND state = 'ready'",
-            )
-            .bind(client)
-            .fetch_one(pool)
-            .await
-            .map_err(pg_error);
+            return pgsql::deliveries::earliest_ready(client.as_str())
+                .fetch_one(pool)
+                .await
+                .map_err(pg_error);
         }
     };
     let at = sqlx::query_scalar!(
@@ -406,16 +332,7 @@ pub fn next_visible_at(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<Opti
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let at: Option<(i64,)> = pg.fetch_optional(
-                sqlx::query_as(
-                    "SELECT visible_at FROM deliveries
-                     WHERE client_id = $1 AND state = 'ready' AND visible_at > $2
-                     ORDER BY visible_at LIMIT 1",
-                )
-                .bind(client)
-                .bind(now),
-            )?;
-            return Ok(at.map(|(at,)| at));
+            return pg.fetch_optional(pgsql::deliveries::next_due(client.as_str(), now));
         }
     };
     let at = tx
@@ -462,29 +379,13 @@ fn ack_postgres(
     id: &MessageId,
     now: i64,
 ) -> StoreResult<Option<ConversationId>> {
-    let claimed: Option<(i64, String)> = pg.fetch_optional(
-        sqlx::query_as(
-            "SELECT d.message_seq, d.conversation_id
-             FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-             WHERE m.id = $1 AND d.client_id = $2 AND d.state = 'ready' AND d.attempts > 0",
-        )
-        .bind(id)
-        .bind(client),
-    )?;
+    let claimed = pg.fetch_optional(pgsql::deliveries::claimed(id.as_str(), client.as_str()))?;
     let Some((seq, conversation)) = claimed else {
         return Ok(None);
     };
     let conversation = ConversationId::from_db(conversation);
     lock_conversation(pg, &conversation)?;
-    let done = pg.execute(
-        sqlx::query(
-            "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
-             WHERE message_seq = $1 AND client_id = $2 AND state = 'ready' AND attempts > 0",
-        )
-        .bind(seq)
-        .bind(client)
-        .bind(now),
-    )?;
+    let done = pg.execute(pgsql::deliveries::ack(seq, client.as_str(), now))?;
     Ok((done == 1).then_some(conversation))
 }
 
@@ -500,16 +401,11 @@ pub fn ack_conversation(
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             lock_conversation(pg, conversation)?;
-            return pg.execute(
-                sqlx::query(
-                    "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
-                     WHERE conversation_id = $1 AND state = 'ready' AND client_id = $2
-                       AND attempts > 0",
-                )
-                .bind(conversation)
-                .bind(client)
-                .bind(now),
-            );
+            return pg.execute(pgsql::deliveries::ack_conversation(
+                conversation.as_str(),
+                client.as_str(),
+                now,
+            ));
         }
     };
     let done = tx
@@ -526,14 +422,7 @@ pub fn adopt_unassigned(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<u64
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            return pg.execute(
-                sqlx::query(
-                    "UPDATE deliveries SET client_id = $1, updated_at = $2
-                     WHERE client_id IS NULL AND state IN ('ready', 'queued')",
-                )
-                .bind(client)
-                .bind(now),
-            );
+            return pg.execute(pgsql::deliveries::adopt_unassigned(client.as_str(), now));
         }
     };
     let moved = tx
@@ -557,26 +446,16 @@ pub fn move_conversation(
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             lock_conversation(pg, conversation)?;
-            pg.execute(
-                sqlx::query(
-                    "UPDATE deliveries
-                     SET client_id = $2, visible_at = LEAST(visible_at, $3), updated_at = $3,
-                         lease_owner = NULL
-                     WHERE conversation_id = $1 AND state = 'ready'",
-                )
-                .bind(conversation)
-                .bind(to)
-                .bind(now),
-            )?;
-            pg.execute(
-                sqlx::query(
-                    "UPDATE deliveries SET client_id = $2, updated_at = $3
-                     WHERE conversation_id = $1 AND state = 'queued'",
-                )
-                .bind(conversation)
-                .bind(to)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::deliveries::move_ready(
+                conversation.as_str(),
+                to.map(ClientId::as_str),
+                now,
+            ))?;
+            pg.execute(pgsql::deliveries::move_queued(
+                conversation.as_str(),
+                to.map(ClientId::as_str),
+                now,
+            ))?;
             return Ok(());
         }
     };
@@ -600,16 +479,8 @@ pub fn open_conversations_of(tx: &Tx, client: &ClientId) -> StoreResult<Vec<Conv
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let ids: Vec<(String,)> = pg.fetch_all(
-                sqlx::query_as(
-                    "SELECT conversation_id FROM deliveries WHERE client_id = $1 AND state = 'ready'",
-                )
-                .bind(client),
-            )?;
-            return Ok(ids
-                .into_iter()
-                .map(|(id,)| ConversationId::from_db(id))
-                .collect());
+            let ids = pg.fetch_all(pgsql::deliveries::open_conversations_of(client.as_str()))?;
+            return Ok(ids.into_iter().map(ConversationId::from_db).collect());
         }
     };
     let mut stmt = tx.prepare_cached(
@@ -654,34 +525,16 @@ pub fn requeue(tx: &Tx, seq: i64, now: i64) -> StoreResult<Option<(ConversationI
 
 /// `requeue` under the conversation's lock, the dead row re-checked under it.
 fn requeue_postgres(pg: &PgTx, seq: i64, now: i64) -> StoreResult<Option<(ConversationId, bool)>> {
-    let dead = "SELECT conversation_id FROM deliveries WHERE message_seq = $1 AND state = 'dead'";
-    let found: Option<(String,)> = pg.fetch_optional(sqlx::query_as(dead).bind(seq))?;
-    let Some((conversation,)) = found else {
+    let found = pg.fetch_optional(pgsql::deliveries::dead(seq))?;
+    let Some(conversation) = found else {
         return Ok(None);
     };
     let conversation = ConversationId::from_db(conversation);
     lock_conversation(pg, &conversation)?;
-    if pg
-        .fetch_optional::<(String,)>(sqlx::query_as(dead).bind(seq))?
-        .is_none()
-    {
+    if pg.fetch_optional(pgsql::deliveries::dead(seq))?.is_none() {
         return Ok(None);
     }
-    let (state,): (String,) = pg.fetch_one(
-        sqlx::query_as(
-            "UPDATE deliveries
-             SET state = CASE WHEN EXISTS (SELECT 1 FROM deliveries
-                                           WHERE conversation_id = $2 AND state = 'ready')
-                              THEN 'queued' ELSE 'ready' END,
-                 attempts = 0, visible_at = $3, updated_at = $3,
-                 client_id = (SELECT client_id FROM conversations WHERE id = $2)
-             WHERE message_seq = $1
-             RETURNING state",
-        )
-        .bind(seq)
-        .bind(&conversation)
-        .bind(now),
-    )?;
+    let state = pg.fetch_one(pgsql::deliveries::requeue(seq, conversation.as_str(), now))?;
     Ok(Some((conversation, state == "ready")))
 }
 
@@ -694,18 +547,24 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let rows: Vec<ClaimedRow> = pg.fetch_all(
-                sqlx::query_as(
-                    "SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
-                            m.text, m.created_at, d.attempts, m.attachments
-                     FROM unnest($1::bigint[]) WITH ORDINALITY AS j(seq, n)
-                     JOIN deliveries d ON d.message_seq = j.seq
-                     JOIN messages m ON m.seq = d.message_seq
-                     ORDER BY j.n",
-                )
-                .bind(seqs),
-            )?;
-            return Ok(rows.into_iter().map(Message::from).collect());
+            let rows = pg.fetch_all(pgsql::deliveries::claimed_messages(seqs))?;
+            return Ok(rows
+                .into_iter()
+                .map(|r| {
+                    Message::from(ClaimedRow {
+                        id: r.id,
+                        conversation_id: r.conversation_id,
+                        client_id: r.client_id,
+                        app_id: r.app_id,
+                        sender: r.sender,
+                        recipient: r.recipient,
+                        text: r.text,
+                        created_at: r.created_at,
+                        attempts: r.attempts,
+                        attachments: r.attachments,
+                    })
+                })
+                .collect());
         }
     };
     let mut stmt = tx.prepare_cached(
@@ -734,7 +593,6 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
 }
 
 /// A claimed row's message, as `claimed_messages` reads it.
-#[derive(sqlx::FromRow)]
 struct ClaimedRow {
     id: String,
     conversation_id: String,
@@ -778,7 +636,6 @@ pub struct Filter<'a> {
 }
 
 /// A row of the admin listing.
-#[derive(sqlx::FromRow)]
 struct ListRow {
     message_seq: i64,
     conversation_id: String,
@@ -875,29 +732,37 @@ pub async fn list(db: &Reader, f: Filter<'_>, now: i64) -> StoreResult<Vec<(i64,
             )
             .fetch_all(ex)
             .await?,
-            Reader::Postgres(pool) => sqlx::query_as(
-                "SELECT d.message_seq, d.conversation_id, d.client_id, d.state, d.attempts,
-                    d.visible_at, d.created_at, d.updated_at,
-                    m.id, m.client_id AS message_client_id, m.app_id, m.sender, m.recipient,
-                    m.text, m.attachments
-             FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-             WHERE d.message_seq < $1
-               AND ($2::text IS NULL OR d.state = $2)
-               AND ($3::boolean IS NULL OR (d.visible_at > $4 AND d.attempts > 0) = $3)
-               AND ($5::text IS NULL OR d.client_id = $5)
-               AND ($6::text IS NULL OR d.conversation_id = $6)
-             ORDER BY d.message_seq DESC LIMIT $7",
+            Reader::Postgres(pool) => pgsql::deliveries::list(
+                before,
+                stored,
+                leased,
+                now,
+                client.map(ClientId::as_str),
+                conversation.map(ConversationId::as_str),
+                f.limit,
             )
-            .bind(before)
-            .bind(stored)
-            .bind(leased)
-            .bind(now)
-            .bind(client)
-            .bind(conversation)
-            .bind(f.limit)
             .fetch_all(pool)
             .await
-            .map_err(pg_error)?,
+            .map_err(pg_error)?
+            .into_iter()
+            .map(|r| ListRow {
+                message_seq: r.message_seq,
+                conversation_id: r.conversation_id,
+                client_id: r.client_id,
+                state: r.state,
+                attempts: r.attempts,
+                visible_at: r.visible_at,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+                id: r.id,
+                message_client_id: r.message_client_id,
+                app_id: r.app_id,
+                sender: r.sender,
+                recipient: r.recipient,
+                text: r.text,
+                attachments: r.attachments,
+            })
+            .collect(),
         };
     Ok(rows.into_iter().map(|r| r.into_model(now)).collect())
 }

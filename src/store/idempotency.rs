@@ -13,19 +13,9 @@ pub fn lookup(tx: &Tx, principal: &str, key: &IdempotencyKey) -> StoreResult<Opt
             // Requests with one key take turns until their transactions
             // end, so a retry racing its original on another relay waits
             // and then finds what the original recorded.
-            pg.execute(
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 1))")
-                    .bind(principal)
-                    .bind(key),
-            )?;
-            let id: Option<(String,)> = pg.fetch_optional(
-                sqlx::query_as(
-                    "SELECT message_id FROM idempotency_keys WHERE principal = $1 AND key = $2",
-                )
-                .bind(principal)
-                .bind(key),
-            )?;
-            return Ok(id.map(|(id,)| MessageId::from_db(id)));
+            pg.execute(pgsql::idempotency::lock(principal, key.as_str()))?;
+            let id = pg.fetch_optional(pgsql::idempotency::lookup(principal, key.as_str()))?;
+            return Ok(id.map(MessageId::from_db));
         }
     };
     let id = tx
@@ -45,18 +35,12 @@ pub fn record(
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (principal, key, message_id, created_at)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (principal, key)
-                     DO UPDATE SET message_id = excluded.message_id, created_at = excluded.created_at",
-                )
-                .bind(principal)
-                .bind(key)
-                .bind(message)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::idempotency::record(
+                principal,
+                key.as_str(),
+                message.as_str(),
+                now,
+            ))?;
             return Ok(());
         }
     };

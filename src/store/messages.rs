@@ -22,7 +22,6 @@ pub struct NewMessage<'a> {
 /// A message as stored. `seq` is the cursor: on SQLite the row's `seq`
 /// (commit order, one writer), on PostgreSQL its `pos` (numbered after
 /// commit, see `store::postgres::cursor`).
-#[derive(sqlx::FromRow)]
 struct Row {
     seq: i64,
     id: String,
@@ -38,12 +37,24 @@ struct Row {
     attachments: Option<String>,
 }
 
-/// The columns of [`Row`] on PostgreSQL, the cursor being `pos`: only
-/// messages with a position are read as a stream or an outbox.
-const PG_ROW: &str =
-    "SELECT COALESCE(pos, 0) AS seq, id, conversation_id, app_id, client_id, direction,
-        sender, recipient, text, created_at, reply_id, attachments
- FROM messages";
+impl From<pgsql::messages::Message> for Row {
+    fn from(r: pgsql::messages::Message) -> Row {
+        Row {
+            seq: r.seq,
+            id: r.id,
+            conversation_id: r.conversation_id,
+            app_id: r.app_id,
+            client_id: r.client_id,
+            direction: r.direction,
+            sender: r.sender,
+            recipient: r.recipient,
+            text: r.text,
+            created_at: r.created_at,
+            reply_id: r.reply_id,
+            attachments: r.attachments,
+        }
+    }
+}
 
 impl From<Row> for Message {
     fn from(r: Row) -> Message {
@@ -75,33 +86,20 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
             conn.last_insert_rowid()
         }
         Tx::Postgres(pg) => {
-            let (seq,): (i64,) = pg
-                .fetch_one(
-                    // The conversation's row is locked first, as every
-                    // writer of a conversation's rows locks it (see
-                    // `deliveries`): the insert's foreign key alone takes a
-                    // share lock, and two writers holding it (an inbound
-                    // message and a reply) would deadlock upgrading it.
-                    sqlx::query_as(
-                        "WITH c AS (SELECT id FROM conversations WHERE id = $2 FOR UPDATE)
-                         INSERT INTO messages
-                            (id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-                             created_at, reply_id, attachments)
-                         SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM c
-                         RETURNING seq",
-                    )
-                    .bind(&id)
-                    .bind(m.conversation_id)
-                    .bind(m.app_id)
-                    .bind(m.client_id)
-                    .bind(m.direction.as_str())
-                    .bind(m.from)
-                    .bind(m.to)
-                    .bind(m.text)
-                    .bind(m.now)
-                    .bind(m.reply_id)
-                    .bind(super::attachments::to_column(m.attachments)),
-                )?;
+            // Locks the conversation's row first (see the statement).
+            let seq = pg.fetch_one(pgsql::messages::insert(
+                id.as_str(),
+                m.conversation_id.as_str(),
+                m.app_id.as_str(),
+                m.client_id.map(ClientId::as_str),
+                m.direction.as_str(),
+                m.from,
+                m.to,
+                m.text,
+                m.now,
+                m.reply_id,
+                super::attachments::to_column(m.attachments).as_deref(),
+            ))?;
             pg.stamp_after_commit();
             seq
         }
@@ -155,9 +153,8 @@ pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            let row: Option<Row> =
-                pg.fetch_optional(sqlx::query_as(&format!("{PG_ROW} WHERE id = $1")).bind(id))?;
-            return Ok(row.map(Message::from));
+            let row = pg.fetch_optional(pgsql::messages::get(id.as_str()))?;
+            return Ok(row.map(|r| Message::from(Row::from(r))));
         }
     };
     let row = tx
@@ -191,12 +188,11 @@ pub async fn by_seq(db: &Reader, seq: i64) -> StoreResult<Option<Message>> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let row: Option<Row> = sqlx::query_as(&format!("{PG_ROW} WHERE pos = $1"))
-                .bind(seq)
+            let row = pgsql::messages::at(seq)
                 .fetch_optional(pool)
                 .await
                 .map_err(pg_error)?;
-            return Ok(row.map(Message::from));
+            return Ok(row.map(|r| Message::from(Row::from(r))));
         }
     };
     let row = sqlx::query_as!(
@@ -216,10 +212,7 @@ pub fn seq_of(tx: &Tx, id: &MessageId) -> StoreResult<Option<i64>> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            let seq: Option<(i64,)> = pg.fetch_optional(
-                sqlx::query_as("SELECT seq FROM messages WHERE id = $1").bind(id),
-            )?;
-            return Ok(seq.map(|(s,)| s));
+            return pg.fetch_optional(pgsql::messages::seq_of(id.as_str()));
         }
     };
     let seq = tx
@@ -237,15 +230,14 @@ pub async fn of_conversation(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            // A conversation's writers take turns on its row, so its `seq`
-            // order is its commit order.
-            let rows: Vec<Row> =
-                sqlx::query_as(&format!("{PG_ROW} WHERE conversation_id = $1 ORDER BY seq"))
-                    .bind(conversation)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(pg_error)?;
-            return Ok(rows.into_iter().map(Message::from).collect());
+            let rows = pgsql::messages::of_conversation(conversation.as_str())
+                .fetch_all(pool)
+                .await
+                .map_err(pg_error)?;
+            return Ok(rows
+                .into_iter()
+                .map(|r| Message::from(Row::from(r)))
+                .collect());
         }
     };
     let rows = sqlx::query_as!(
@@ -271,16 +263,10 @@ pub async fn outbox(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let rows: Vec<Row> = sqlx::query_as(&format!(
-                "{PG_ROW} WHERE app_id = $1 AND direction = 'outbound' AND pos > $2
-                 ORDER BY pos LIMIT $3"
-            ))
-            .bind(app)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
-            .map_err(pg_error)?;
+            let rows = pgsql::messages::outbox(app.as_str(), after, limit)
+                .fetch_all(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(numbered(rows));
         }
     };
@@ -312,14 +298,12 @@ pub async fn stream(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let rows: Vec<Row> = sqlx::query_as(&format!(
-                "{PG_ROW} WHERE app_id = $1 AND pos > $2 AND ($3::text IS NULL OR conversation_id = $3)
-                 ORDER BY pos LIMIT $4"
-            ))
-            .bind(app)
-            .bind(after)
-            .bind(conversation)
-            .bind(limit)
+            let rows = pgsql::messages::stream(
+                app.as_str(),
+                after,
+                conversation.map(ConversationId::as_str),
+                limit,
+            )
             .fetch_all(pool)
             .await
             .map_err(pg_error)?;
@@ -359,20 +343,14 @@ pub async fn of_user(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let rows: Vec<Row> = sqlx::query_as(
-                "SELECT m.pos AS seq, m.id, m.conversation_id, m.app_id, m.client_id, m.direction,
-                        m.sender, m.recipient, m.text, m.created_at, m.reply_id, m.attachments
-                 FROM conversations c JOIN messages m ON m.conversation_id = c.id
-                 WHERE c.app_id = $1 AND c.user_id = $2 AND m.pos > $3
-                   AND ($4::text IS NULL OR c.id = $4) AND (NOT $5 OR m.direction = 'outbound')
-                 ORDER BY m.pos LIMIT $6",
+            let rows = pgsql::messages::user_stream(
+                app.as_str(),
+                user.as_str(),
+                after,
+                conversation.map(ConversationId::as_str),
+                outbound_only,
+                limit,
             )
-            .bind(app)
-            .bind(user)
-            .bind(after)
-            .bind(conversation)
-            .bind(outbound_only)
-            .bind(limit)
             .fetch_all(pool)
             .await
             .map_err(pg_error)?;
@@ -400,9 +378,12 @@ pub async fn of_user(
 }
 
 /// Rows as (cursor, message).
-fn numbered(rows: Vec<Row>) -> Vec<(i64, Message)> {
+fn numbered(rows: Vec<impl Into<Row>>) -> Vec<(i64, Message)> {
     rows.into_iter()
-        .map(|r| (r.seq, Message::from(r)))
+        .map(|r| {
+            let r: Row = r.into();
+            (r.seq, Message::from(r))
+        })
         .collect()
 }
 
@@ -411,7 +392,7 @@ pub async fn last_seq(db: &Reader) -> StoreResult<i64> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            return sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0)::bigint FROM messages")
+            return pgsql::messages::highest_position()
                 .fetch_one(pool)
                 .await
                 .map_err(pg_error);

@@ -427,7 +427,7 @@ where
         .await
         .map_err(|e| E::from(postgres::error(e)))?;
     if !durable {
-        sqlx::query("SET LOCAL synchronous_commit = off")
+        pgsql::store::commit_without_flush()
             .execute(&mut *txn)
             .await
             .map_err(|e| E::from(postgres::error(e)))?;

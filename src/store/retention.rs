@@ -66,47 +66,24 @@ pub async fn count(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            type Counts = (i64, i64, i64, i64, i64, i64, i64, i64);
-            let r: Counts = sqlx::query_as(
-                "SELECT
-                   (SELECT COUNT(*) FROM conversations WHERE expired_at IS NOT NULL AND expired_at < $1),
-                   (SELECT COUNT(*) FROM messages WHERE conversation_id IN
-                       (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < $1)),
-                   (SELECT COUNT(*) FROM deliveries WHERE message_seq IN
-                       (SELECT seq FROM messages WHERE conversation_id IN
-                           (SELECT id FROM conversations
-                            WHERE expired_at IS NOT NULL AND expired_at < $1))),
-                   (SELECT COUNT(*) FROM deliveries WHERE state = 'dead' AND updated_at < $1
-                       AND conversation_id NOT IN
-                           (SELECT id FROM conversations
-                            WHERE expired_at IS NOT NULL AND expired_at < $1)),
-                   (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < $2),
-                   (SELECT COUNT(*) FROM webhook_events WHERE created_at < $1),
-                   (SELECT COUNT(*) FROM sessions WHERE expires_at < $3 OR revoked_at < $3),
-                   (SELECT COUNT(*) FROM attachments a
-                       WHERE (a.referenced_at IS NOT NULL OR a.created_at < $4)
-                         AND NOT EXISTS (SELECT 1 FROM message_attachments ma
-                             JOIN messages m ON m.seq = ma.message_seq
-                             JOIN conversations c ON c.id = m.conversation_id
-                             WHERE ma.attachment_id = a.id
-                               AND (c.expired_at IS NULL OR c.expired_at >= $1)))",
+            let r = pgsql::retention::due(
+                expired_before,
+                keys_before,
+                sessions_before,
+                unreferenced_before,
             )
-            .bind(expired_before)
-            .bind(keys_before)
-            .bind(sessions_before)
-            .bind(unreferenced_before)
             .fetch_one(pool)
             .await
             .map_err(pg_error)?;
             return Ok(Purged {
-                conversations: r.0,
-                messages: r.1,
-                deliveries: r.2,
-                dead_deliveries: r.3,
-                idempotency_keys: r.4,
-                webhook_events: r.5,
-                sessions: r.6,
-                attachments: r.7,
+                conversations: r.conversations,
+                messages: r.messages,
+                deliveries: r.deliveries,
+                dead_deliveries: r.dead_deliveries,
+                idempotency_keys: r.idempotency_keys,
+                webhook_events: r.webhook_events,
+                sessions: r.sessions,
+                attachments: r.attachments,
                 ..Purged::default()
             });
         }
@@ -158,30 +135,16 @@ pub fn purge_conversations(tx: &Tx, expired_before: i64, limit: i64) -> StoreRes
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let ids: Vec<(String,)> = pg.fetch_all(
-                sqlx::query_as(
-                    "SELECT id FROM conversations
-                     WHERE expired_at IS NOT NULL AND expired_at < $1 LIMIT $2",
-                )
-                .bind(expired_before)
-                .bind(limit),
-            )?;
+            let ids = pg.fetch_all(pgsql::retention::expired_conversations(
+                expired_before,
+                limit,
+            ))?;
             if ids.is_empty() {
                 return Ok(Purged::default());
             }
-            let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
-            let deliveries = pg.execute(
-                sqlx::query(
-                    "DELETE FROM deliveries WHERE message_seq IN
-                         (SELECT seq FROM messages WHERE conversation_id = ANY($1))",
-                )
-                .bind(&ids),
-            )?;
-            let messages = pg.execute(
-                sqlx::query("DELETE FROM messages WHERE conversation_id = ANY($1)").bind(&ids),
-            )?;
-            let conversations =
-                pg.execute(sqlx::query("DELETE FROM conversations WHERE id = ANY($1)").bind(&ids))?;
+            let deliveries = pg.execute(pgsql::retention::delete_deliveries_of(&ids))?;
+            let messages = pg.execute(pgsql::retention::delete_messages_of(&ids))?;
+            let conversations = pg.execute(pgsql::retention::delete_conversations(&ids))?;
             return Ok(Purged {
                 conversations: conversations as i64,
                 messages: messages as i64,
@@ -227,15 +190,7 @@ pub fn purge_dead(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n = pg.execute(
-                sqlx::query(
-                    "DELETE FROM deliveries WHERE message_seq IN
-                         (SELECT message_seq FROM deliveries
-                          WHERE state = 'dead' AND updated_at < $1 LIMIT $2)",
-                )
-                .bind(before)
-                .bind(limit),
-            )?;
+            let n = pg.execute(pgsql::retention::delete_dead_deliveries(before, limit))?;
             return Ok(n as i64);
         }
     };
@@ -253,14 +208,7 @@ pub fn purge_keys(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n = pg.execute(
-                sqlx::query(
-                    "DELETE FROM idempotency_keys WHERE (principal, key) IN
-                         (SELECT principal, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
-                )
-                .bind(before)
-                .bind(limit),
-            )?;
+            let n = pg.execute(pgsql::retention::delete_idempotency_keys(before, limit))?;
             return Ok(n as i64);
         }
     };

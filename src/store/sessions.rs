@@ -20,20 +20,15 @@ pub fn insert(tx: &Tx, s: NewSession<'_>) -> StoreResult<()> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO sessions
-                        (id, app_id, user_id, account_id, token_hash, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(s.id)
-                .bind(s.app)
-                .bind(s.user)
-                .bind(s.account)
-                .bind(s.token_hash)
-                .bind(s.now)
-                .bind(s.expires_at),
-            )?;
+            pg.execute(pgsql::sessions::insert(
+                s.id.as_str(),
+                s.app.as_str(),
+                s.user.as_str(),
+                s.account.map(AccountId::as_str),
+                s.token_hash,
+                s.now,
+                s.expires_at,
+            ))?;
             return Ok(());
         }
     };
@@ -73,20 +68,10 @@ pub async fn credential(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
-                "SELECT s.token_hash, s.app_id, s.user_id, s.expires_at,
-                        COALESCE(a.credentials_changed_at, 0)
-                 FROM sessions s
-                 JOIN apps a ON a.id = s.app_id
-                 LEFT JOIN accounts acc ON acc.id = s.account_id
-                 WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
-                   AND a.revoked_at IS NULL AND acc.disabled_at IS NULL",
-            )
-            .bind(id)
-            .bind(now)
-            .fetch_optional(pool)
-            .await
-            .map_err(pg_error)?;
+            let row = pgsql::sessions::credential(id.as_str(), now)
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(
                 row.map(|(hash, app, user, expires_at, version)| SessionCredential {
                     hash,
@@ -125,17 +110,7 @@ pub fn refresh(tx: &Tx, id: &SessionId, now: i64, expires_at: i64) -> StoreResul
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n = pg.execute(
-                sqlx::query(
-                    "UPDATE sessions SET expires_at = $3
-                     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2
-                       AND EXISTS (SELECT 1 FROM apps
-                                   WHERE id = sessions.app_id AND revoked_at IS NULL)",
-                )
-                .bind(id)
-                .bind(now)
-                .bind(expires_at),
-            )?;
+            let n = pg.execute(pgsql::sessions::refresh(id.as_str(), now, expires_at))?;
             return Ok((n == 1).then_some(expires_at));
         }
     };
@@ -154,14 +129,7 @@ pub fn revoke(tx: &Tx, id: &SessionId, now: i64) -> StoreResult<bool> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n = pg.execute(
-                sqlx::query(
-                    "UPDATE sessions SET revoked_at = $2
-                     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
-                )
-                .bind(id)
-                .bind(now),
-            )?;
+            let n = pg.execute(pgsql::sessions::revoke(id.as_str(), now))?;
             return Ok(n == 1);
         }
     };
@@ -178,19 +146,8 @@ pub fn revoke_for_account(tx: &Tx, account: &AccountId, now: i64) -> StoreResult
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let ids: Vec<(String,)> = pg.fetch_all(
-                sqlx::query_as(
-                    "UPDATE sessions SET revoked_at = $2
-                     WHERE account_id = $1 AND revoked_at IS NULL AND expires_at > $2
-                     RETURNING id",
-                )
-                .bind(account)
-                .bind(now),
-            )?;
-            return Ok(ids
-                .into_iter()
-                .map(|(id,)| SessionId::from_db(id))
-                .collect());
+            let ids = pg.fetch_all(pgsql::sessions::revoke_of_account(account.as_str(), now))?;
+            return Ok(ids.into_iter().map(SessionId::from_db).collect());
         }
     };
     let mut stmt = tx.prepare_cached(
@@ -209,16 +166,7 @@ pub fn purge(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n = pg.execute(
-                sqlx::query(
-                    "DELETE FROM sessions WHERE id IN (
-                        SELECT id FROM sessions WHERE expires_at < $1
-                        UNION SELECT id FROM sessions WHERE revoked_at < $1
-                        LIMIT $2)",
-                )
-                .bind(before)
-                .bind(limit),
-            )?;
+            let n = pg.execute(pgsql::sessions::delete_ended(before, limit))?;
             return Ok(n as i64);
         }
     };
@@ -253,17 +201,13 @@ pub fn insert_account(
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO accounts (id, app_id, name, password_hash, created_at)
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(id)
-                .bind(app)
-                .bind(name)
-                .bind(password_hash)
-                .bind(now),
-            )?;
+            pg.execute(pgsql::sessions::insert_account(
+                id.as_str(),
+                app.as_str(),
+                name,
+                password_hash,
+                now,
+            ))?;
             return Ok(());
         }
     };
@@ -283,13 +227,8 @@ pub fn name_taken(tx: &Tx, name: &str) -> StoreResult<bool> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 2))").bind(name),
-            )?;
-            let found: Option<(i32,)> = pg.fetch_optional(
-                sqlx::query_as("SELECT 1 FROM accounts WHERE name = $1").bind(name),
-            )?;
-            return Ok(found.is_some());
+            pg.execute(pgsql::sessions::lock_account_name(name))?;
+            return pg.fetch_one(pgsql::sessions::account_name_taken(name));
         }
     };
     Ok(tx
@@ -309,16 +248,10 @@ pub async fn accounts(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let rows: Vec<(String, String, String, String, i64, Option<i64>)> = sqlx::query_as(
-                "SELECT id, app_id, name, password_hash, created_at, disabled_at FROM accounts
-                 WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR app_id = $2)
-                 ORDER BY name",
-            )
-            .bind(name)
-            .bind(app)
-            .fetch_all(pool)
-            .await
-            .map_err(pg_error)?;
+            let rows = pgsql::sessions::accounts(name, app.map(AppId::as_str))
+                .fetch_all(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(rows
                 .into_iter()
                 .map(
@@ -362,12 +295,8 @@ pub fn set_disabled(tx: &Tx, name: &str, at: Option<i64>) -> StoreResult<Option<
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let id: Option<(String,)> = pg.fetch_optional(
-                sqlx::query_as("UPDATE accounts SET disabled_at = $2 WHERE name = $1 RETURNING id")
-                    .bind(name)
-                    .bind(at),
-            )?;
-            return Ok(id.map(|(id,)| AccountId::from_db(id)));
+            let id = pg.fetch_optional(pgsql::sessions::set_disabled(name, at))?;
+            return Ok(id.map(AccountId::from_db));
         }
     };
     Ok(tx
@@ -382,14 +311,8 @@ pub fn set_password(tx: &Tx, name: &str, password_hash: &str) -> StoreResult<Opt
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let id: Option<(String,)> = pg.fetch_optional(
-                sqlx::query_as(
-                    "UPDATE accounts SET password_hash = $2 WHERE name = $1 RETURNING id",
-                )
-                .bind(name)
-                .bind(password_hash),
-            )?;
-            return Ok(id.map(|(id,)| AccountId::from_db(id)));
+            let id = pg.fetch_optional(pgsql::sessions::set_password(name, password_hash))?;
+            return Ok(id.map(AccountId::from_db));
         }
     };
     Ok(tx

@@ -13,8 +13,7 @@ pub async fn get(db: &Reader, key: &str) -> StoreResult<Option<String>> {
         )
         .fetch_optional(pool)
         .await?),
-        Reader::Postgres(pool) => sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
+        Reader::Postgres(pool) => pgsql::settings::get(key)
             .fetch_optional(pool)
             .await
             .map_err(pg_error),
@@ -31,14 +30,7 @@ pub fn set(tx: &Tx, key: &str, value: &str) -> StoreResult<()> {
             .execute((key, value))?;
         }
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO settings (key, value) VALUES ($1, $2)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(key)
-                .bind(value),
-            )?;
+            pg.execute(pgsql::settings::set(key, value))?;
         }
     }
     Ok(())

@@ -17,9 +17,9 @@
 
 use super::postgres::error as pg_error;
 use super::{StoreError, StoreResult};
-use sqlx::postgres::{PgArguments, PgPool, PgRow};
-use sqlx::query::{Query, QueryAs};
-use sqlx::{FromRow, Postgres, SqlitePool};
+use pgsql::{Row, Rows, Statement};
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, SqlitePool};
 use std::cell::{Cell, RefCell};
 
 /// An open write transaction.
@@ -98,7 +98,7 @@ impl PgTx {
     }
 
     /// Runs a statement; returns the number of rows it changed.
-    pub fn execute(&self, query: Query<'_, Postgres, PgArguments>) -> StoreResult<u64> {
+    pub fn execute(&self, query: Statement) -> StoreResult<u64> {
         let mut txn = self.txn.borrow_mut();
         let done = self
             .runtime
@@ -107,10 +107,11 @@ impl PgTx {
         Ok(done.rows_affected())
     }
 
-    /// Runs a query that returns exactly one row.
-    pub fn fetch_one<O>(&self, query: QueryAs<'_, Postgres, O, PgArguments>) -> StoreResult<O>
+    /// Runs a statement that returns exactly one row.
+    pub fn fetch_one<O, F>(&self, query: Rows<F>) -> StoreResult<O>
     where
-        O: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        F: Row<O>,
+        O: Send + Unpin,
     {
         let mut txn = self.txn.borrow_mut();
         self.runtime
@@ -118,13 +119,11 @@ impl PgTx {
             .map_err(pg_error)
     }
 
-    /// Runs a query that returns at most one row.
-    pub fn fetch_optional<O>(
-        &self,
-        query: QueryAs<'_, Postgres, O, PgArguments>,
-    ) -> StoreResult<Option<O>>
+    /// Runs a statement that returns at most one row.
+    pub fn fetch_optional<O, F>(&self, query: Rows<F>) -> StoreResult<Option<O>>
     where
-        O: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        F: Row<O>,
+        O: Send + Unpin,
     {
         let mut txn = self.txn.borrow_mut();
         self.runtime
@@ -132,10 +131,11 @@ impl PgTx {
             .map_err(pg_error)
     }
 
-    /// Runs a query and returns every row.
-    pub fn fetch_all<O>(&self, query: QueryAs<'_, Postgres, O, PgArguments>) -> StoreResult<Vec<O>>
+    /// Runs a statement and returns every row.
+    pub fn fetch_all<O, F>(&self, query: Rows<F>) -> StoreResult<Vec<O>>
     where
-        O: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        F: Row<O>,
+        O: Send + Unpin,
     {
         let mut txn = self.txn.borrow_mut();
         self.runtime

@@ -24,18 +24,14 @@ pub fn insert(tx: &Tx, w: NewWebhook<'_>) -> StoreResult<()> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO webhooks (id, app_id, url, events, enabled, secret, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, 1, $5, $6, $6)",
-                )
-                .bind(w.id)
-                .bind(w.app_id)
-                .bind(w.url)
-                .bind(w.events)
-                .bind(w.secret)
-                .bind(w.now),
-            )?;
+            pg.execute(pgsql::webhooks::insert(
+                w.id.as_str(),
+                w.app_id.as_str(),
+                w.url,
+                w.events,
+                w.secret,
+                w.now,
+            ))?;
             return Ok(());
         }
     };
@@ -60,31 +56,15 @@ pub fn update(tx: &Tx, id: &WebhookId, change: Change<'_>, now: i64) -> StoreRes
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n = pg.execute(
-                sqlx::query(
-                    "UPDATE webhooks SET url = COALESCE($2, url), events = COALESCE($3, events),
-                         enabled = COALESCE($4, enabled),
-                         failures = CASE WHEN $4 = 1 THEN 0 ELSE failures END,
-                         failing_since = CASE WHEN $4 = 1 THEN NULL ELSE failing_since END,
-                         disabled_reason = CASE WHEN $4 IS NOT NULL THEN NULL ELSE disabled_reason END,
-                         updated_at = $5
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(change.url)
-                .bind(change.events)
-                .bind(change.enabled.map(i64::from))
-                .bind(now),
-            )?;
+            let n = pg.execute(pgsql::webhooks::update(
+                id.as_str(),
+                change.url,
+                change.events,
+                change.enabled.map(i64::from),
+                now,
+            ))?;
             if n == 1 && change.enabled == Some(true) {
-                pg.execute(
-                    sqlx::query(
-                        "UPDATE webhook_deliveries SET next_at = $2
-                         WHERE webhook_id = $1 AND state = 'pending'",
-                    )
-                    .bind(id)
-                    .bind(now),
-                )?;
+                pg.execute(pgsql::webhooks::due_now(id.as_str(), now))?;
             }
             return Ok(n == 1);
         }
@@ -114,11 +94,9 @@ pub fn delete(tx: &Tx, id: &WebhookId) -> StoreResult<bool> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            pg.execute(
-                sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1").bind(id),
-            )?;
-            pg.execute(sqlx::query("DELETE FROM webhook_attempts WHERE webhook_id = $1").bind(id))?;
-            let n = pg.execute(sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id))?;
+            pg.execute(pgsql::webhooks::delete_deliveries(id.as_str()))?;
+            pg.execute(pgsql::webhooks::delete_attempts(id.as_str()))?;
+            let n = pg.execute(pgsql::webhooks::delete(id.as_str()))?;
             return Ok(n == 1);
         }
     };
@@ -143,17 +121,12 @@ pub fn rotate_secret(
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n = pg.execute(
-                sqlx::query(
-                    "UPDATE webhooks
-                     SET old_secret = secret, old_secret_until = $3, secret = $2, updated_at = $4
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(sealed)
-                .bind(old_until)
-                .bind(now),
-            )?;
+            let n = pg.execute(pgsql::webhooks::rotate_secret(
+                id.as_str(),
+                sealed,
+                old_until,
+                now,
+            ))?;
             return Ok(n == 1);
         }
     };
@@ -180,43 +153,25 @@ pub fn record_event(
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let (subscribed,): (bool,) = pg.fetch_one(
-                sqlx::query_as(
-                    "SELECT EXISTS (SELECT 1 FROM webhooks
-                                    WHERE app_id = $1
-                                      AND position(' ' || $2 || ' ' IN ' ' || events || ' ') > 0)",
-                )
-                .bind(app)
-                .bind(kind),
-            )?;
+            let subscribed = pg.fetch_one(pgsql::webhooks::subscribed(app.as_str(), kind))?;
             if !subscribed {
                 return Ok(false);
             }
-            let (seq,): (i64,) = pg.fetch_one(
-                sqlx::query_as(
-                    "INSERT INTO webhook_events (id, app_id, type, conversation_id, payload, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-                )
-                .bind(EventId::generate())
-                .bind(app)
-                .bind(kind)
-                .bind(conversation)
-                .bind(payload())
-                .bind(now),
-            )?;
-            pg.execute(
-                sqlx::query(
-                    "INSERT INTO webhook_deliveries
-                        (webhook_id, event_seq, conversation_id, state, attempts, next_at, updated_at)
-                     SELECT id, $1, $2, 'pending', 0, $3, $3 FROM webhooks
-                     WHERE app_id = $4 AND position(' ' || $5 || ' ' IN ' ' || events || ' ') > 0",
-                )
-                .bind(seq)
-                .bind(conversation)
-                .bind(now)
-                .bind(app)
-                .bind(kind),
-            )?;
+            let seq = pg.fetch_one(pgsql::webhooks::insert_event(
+                EventId::generate().as_str(),
+                app.as_str(),
+                kind,
+                conversation.as_str(),
+                &payload(),
+                now,
+            ))?;
+            pg.execute(pgsql::webhooks::queue_event(
+                seq,
+                conversation.as_str(),
+                now,
+                app.as_str(),
+                kind,
+            ))?;
             return Ok(true);
         }
     };
@@ -267,14 +222,8 @@ pub fn attempts_of(tx: &Tx, id: &WebhookId, event_seq: i64) -> StoreResult<i64> 
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n: Option<(i64,)> = pg.fetch_optional(
-                sqlx::query_as(
-                    "SELECT attempts FROM webhook_deliveries WHERE webhook_id = $1 AND event_seq = $2",
-                )
-                .bind(id)
-                .bind(event_seq),
-            )?;
-            return Ok(n.map_or(0, |(n,)| n));
+            let n = pg.fetch_optional(pgsql::webhooks::attempts_of(id.as_str(), event_seq))?;
+            return Ok(n.unwrap_or(0));
         }
     };
     let n = tx
@@ -393,77 +342,38 @@ fn disabled_reason(o: &Outcome, retry: &Retry) -> String {
 }
 
 fn record_attempt_postgres(pg: &PgTx, o: &Outcome, retry: &Retry) -> StoreResult<Recorded> {
-    pg.execute(
-        sqlx::query(
-            "INSERT INTO webhook_attempts (webhook_id, event_seq, at, status, latency_ms, error, response)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&o.webhook_id)
-        .bind(o.event_seq)
-        .bind(o.at)
-        .bind(o.status.map(i64::from))
-        .bind(o.latency_ms)
-        .bind(&o.error)
-        .bind(&o.response),
-    )?;
-    pg.execute(
-        sqlx::query(
-            "DELETE FROM webhook_attempts WHERE webhook_id = $1 AND seq <=
-                 (SELECT seq FROM webhook_attempts WHERE webhook_id = $1
-                  ORDER BY seq DESC LIMIT 1 OFFSET $2)",
-        )
-        .bind(&o.webhook_id)
-        .bind(KEPT_ATTEMPTS),
-    )?;
+    let webhook = o.webhook_id.as_str();
+    pg.execute(pgsql::webhooks::insert_attempt(
+        webhook,
+        o.event_seq,
+        o.at,
+        o.status.map(i64::from),
+        o.latency_ms,
+        o.error.as_deref(),
+        o.response.as_deref(),
+    ))?;
+    pg.execute(pgsql::webhooks::trim_attempts(webhook, KEPT_ATTEMPTS))?;
     let mut recorded = Recorded::default();
     if o.delivered() {
-        pg.execute(
-            sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = $3
-                 WHERE webhook_id = $1 AND event_seq = $2 AND state = 'pending'",
-            )
-            .bind(&o.webhook_id)
-            .bind(o.event_seq)
-            .bind(o.at),
-        )?;
-        pg.execute(
-            sqlx::query(
-                "UPDATE webhooks SET failures = 0, failing_since = NULL WHERE id = $1 AND failures > 0",
-            )
-            .bind(&o.webhook_id),
-        )?;
+        pg.execute(pgsql::webhooks::mark_delivered(webhook, o.event_seq, o.at))?;
+        pg.execute(pgsql::webhooks::clear_failures(webhook))?;
         return Ok(recorded);
     }
-    let state: Option<(String,)> = pg.fetch_optional(
-        sqlx::query_as(
-            "UPDATE webhook_deliveries
-             SET attempts = attempts + 1, next_at = $3, updated_at = $4,
-                 state = CASE WHEN (SELECT created_at FROM webhook_events WHERE seq = $2) < $5
-                              THEN 'failed' ELSE 'pending' END
-             WHERE webhook_id = $1 AND event_seq = $2 AND state = 'pending'
-             RETURNING state",
-        )
-        .bind(&o.webhook_id)
-        .bind(o.event_seq)
-        .bind(retry.next_at)
-        .bind(o.at)
-        .bind(retry.give_up_before),
-    )?;
-    recorded.gave_up = state.is_some_and(|(s,)| s == "failed");
-    let disabled: Option<(i64,)> = pg.fetch_optional(
-        sqlx::query_as(
-            "UPDATE webhooks SET failures = failures + 1, failing_since = COALESCE(failing_since, $2),
-                 enabled = CASE WHEN $3 > 0 AND failures + 1 >= $3 THEN 0 ELSE enabled END,
-                 disabled_reason = CASE WHEN $3 > 0 AND failures + 1 >= $3 AND enabled = 1
-                                        THEN $4 ELSE disabled_reason END
-             WHERE id = $1 RETURNING enabled",
-        )
-        .bind(&o.webhook_id)
-        .bind(o.at)
-        .bind(retry.disable_after)
-        .bind(disabled_reason(o, retry)),
-    )?;
-    recorded.disabled = disabled.is_some_and(|(enabled,)| enabled == 0);
+    let state = pg.fetch_optional(pgsql::webhooks::mark_failed_attempt(
+        webhook,
+        o.event_seq,
+        retry.next_at,
+        o.at,
+        retry.give_up_before,
+    ))?;
+    recorded.gave_up = state.as_deref() == Some("failed");
+    let disabled = pg.fetch_optional(pgsql::webhooks::count_failure(
+        webhook,
+        o.at,
+        retry.disable_after,
+        &disabled_reason(o, retry),
+    ))?;
+    recorded.disabled = disabled == Some(0);
     Ok(recorded)
 }
 
@@ -484,29 +394,13 @@ pub fn replay(tx: &Tx, id: &WebhookId, range: ReplayRange<'_>, now: i64) -> Stor
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             let n = match range {
-                ReplayRange::One(event) => pg.execute(
-                    sqlx::query(
-                        "UPDATE webhook_deliveries
-                         SET state = 'pending', attempts = 0, next_at = $3, updated_at = $3
-                         WHERE webhook_id = $1
-                           AND event_seq = (SELECT seq FROM webhook_events WHERE id = $2)",
-                    )
-                    .bind(id)
-                    .bind(event)
-                    .bind(now),
-                )?,
+                ReplayRange::One(event) => pg.execute(pgsql::webhooks::replay_one(
+                    id.as_str(),
+                    event.as_str(),
+                    now,
+                ))?,
                 ReplayRange::Between { since, until } => pg.execute(
-                    sqlx::query(
-                        "UPDATE webhook_deliveries
-                         SET state = 'pending', attempts = 0, next_at = $4, updated_at = $4
-                         WHERE webhook_id = $1 AND event_seq IN
-                             (SELECT seq FROM webhook_events
-                              WHERE created_at >= $2 AND created_at < $3)",
-                    )
-                    .bind(id)
-                    .bind(since)
-                    .bind(until)
-                    .bind(now),
+                    pgsql::webhooks::replay_between(id.as_str(), since, until, now),
                 )?,
             };
             return Ok(n as usize);
@@ -536,21 +430,9 @@ pub fn purge_events(tx: &Tx, before: i64, limit: i64) -> StoreResult<i64> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let (seqs,): (Vec<i64>,) = pg.fetch_one(
-                sqlx::query_as(
-                    "SELECT COALESCE(array_agg(seq), '{}') FROM
-                         (SELECT seq FROM webhook_events WHERE created_at < $1
-                          ORDER BY created_at LIMIT $2) old",
-                )
-                .bind(before)
-                .bind(limit),
-            )?;
-            pg.execute(
-                sqlx::query("DELETE FROM webhook_deliveries WHERE event_seq = ANY($1)").bind(&seqs),
-            )?;
-            let n = pg.execute(
-                sqlx::query("DELETE FROM webhook_events WHERE seq = ANY($1)").bind(&seqs),
-            )?;
+            let seqs = pg.fetch_one(pgsql::webhooks::old_events(before, limit))?;
+            pg.execute(pgsql::webhooks::delete_deliveries_of_events(&seqs))?;
+            let n = pg.execute(pgsql::webhooks::delete_events(&seqs))?;
             return Ok(n as i64);
         }
     };
@@ -573,8 +455,7 @@ pub async fn count_old_events(db: &Reader, before: i64) -> StoreResult<i64> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            return sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events WHERE created_at < $1")
-                .bind(before)
+            return pgsql::webhooks::count_events_before(before)
                 .fetch_one(pool)
                 .await
                 .map_err(pg_error);
@@ -603,16 +484,10 @@ pub async fn enabled(db: &Reader) -> StoreResult<Vec<Endpoint>> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            type Row = (String, String, Vec<u8>, Option<Vec<u8>>, Option<i64>);
-            let rows: Vec<Row> = sqlx::query_as(
-                "SELECT w.id, w.url, w.secret, w.old_secret, w.old_secret_until
-                 FROM webhooks w JOIN apps a ON a.id = w.app_id
-                 WHERE w.enabled = 1 AND a.revoked_at IS NULL
-                 ORDER BY w.seq",
-            )
-            .fetch_all(pool)
-            .await
-            .map_err(pg_error)?;
+            let rows = pgsql::webhooks::enabled()
+                .fetch_all(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(rows
                 .into_iter()
                 .map(|(id, url, secret, old_secret, old_secret_until)| Endpoint {
@@ -657,16 +532,10 @@ pub async fn pending(db: &Reader, webhook: &WebhookId, limit: i64) -> StoreResul
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-                "SELECT event_seq, conversation_id, next_at FROM webhook_deliveries
-                 WHERE webhook_id = $1 AND state = 'pending'
-                 ORDER BY event_seq LIMIT $2",
-            )
-            .bind(webhook)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
-            .map_err(pg_error)?;
+            let rows = pgsql::webhooks::pending(webhook.as_str(), limit)
+                .fetch_all(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(rows
                 .into_iter()
                 .map(|(event_seq, conversation, next_at)| Pending {
@@ -701,12 +570,10 @@ pub async fn event(db: &Reader, seq: i64) -> StoreResult<Option<(EventId, String
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let row: Option<(String, String)> =
-                sqlx::query_as("SELECT id, payload FROM webhook_events WHERE seq = $1")
-                    .bind(seq)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(pg_error)?;
+            let row = pgsql::webhooks::event(seq)
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(row.map(|(id, payload)| (EventId::from_db(id), payload)));
         }
     };
@@ -716,7 +583,6 @@ pub async fn event(db: &Reader, seq: i64) -> StoreResult<Option<(EventId, String
     Ok(row.map(|r| (EventId::from_db(r.id), r.payload)))
 }
 
-#[derive(sqlx::FromRow)]
 struct InfoRow {
     id: String,
     app_id: String,
@@ -760,20 +626,29 @@ pub async fn list(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let rows: Vec<InfoRow> = sqlx::query_as(
-                "SELECT id, app_id, url, events, enabled = 1 AS enabled, failures, failing_since,
-                        disabled_reason, old_secret_until, created_at, updated_at,
-                        (SELECT COUNT(*) FROM webhook_deliveries d
-                         WHERE d.webhook_id = w.id AND d.state = 'pending') AS backlog
-                 FROM webhooks w WHERE ($1::text IS NULL OR app_id = $1) AND ($2::text IS NULL OR id = $2)
-                 ORDER BY seq",
-            )
-            .bind(app)
-            .bind(id)
-            .fetch_all(pool)
-            .await
-            .map_err(pg_error)?;
-            return Ok(rows.into_iter().map(WebhookInfo::from).collect());
+            let rows = pgsql::webhooks::list(app.map(AppId::as_str), id.map(WebhookId::as_str))
+                .fetch_all(pool)
+                .await
+                .map_err(pg_error)?;
+            return Ok(rows
+                .into_iter()
+                .map(|r| {
+                    WebhookInfo::from(InfoRow {
+                        id: r.id,
+                        app_id: r.app_id,
+                        url: r.url,
+                        events: r.events,
+                        enabled: r.enabled,
+                        failures: r.failures,
+                        failing_since: r.failing_since,
+                        disabled_reason: r.disabled_reason,
+                        backlog: r.backlog,
+                        old_secret_until: r.old_secret_until,
+                        created_at: r.created_at,
+                        updated_at: r.updated_at,
+                    })
+                })
+                .collect());
         }
     };
     let rows = sqlx::query_as!(
@@ -808,17 +683,21 @@ pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Ve
             .fetch_all(ex)
             .await?
         }
-        Reader::Postgres(pool) => sqlx::query_as(
-            "SELECT e.id AS event_id, e.type AS event_type, a.at, a.status, a.latency_ms,
-                    a.error, a.response
-             FROM webhook_attempts a JOIN webhook_events e ON e.seq = a.event_seq
-             WHERE a.webhook_id = $1 ORDER BY a.seq DESC LIMIT $2",
-        )
-        .bind(id)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-        .map_err(pg_error)?,
+        Reader::Postgres(pool) => pgsql::webhooks::attempts(id.as_str(), limit)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?
+            .into_iter()
+            .map(|r| AttemptRow {
+                event_id: r.event_id,
+                event_type: r.event_type,
+                at: r.at,
+                status: r.status,
+                latency_ms: r.latency_ms,
+                error: r.error,
+                response: r.response,
+            })
+            .collect(),
     };
     Ok(rows
         .into_iter()
@@ -834,7 +713,6 @@ pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Ve
         .collect())
 }
 
-#[derive(sqlx::FromRow)]
 struct AttemptRow {
     event_id: String,
     event_type: String,
@@ -850,14 +728,10 @@ pub async fn backlog(db: &Reader) -> StoreResult<Vec<(WebhookId, i64, i64)>> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-                "SELECT d.webhook_id, COUNT(*), MIN(e.created_at)
-                 FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq
-                 WHERE d.state = 'pending' GROUP BY d.webhook_id",
-            )
-            .fetch_all(pool)
-            .await
-            .map_err(pg_error)?;
+            let rows = pgsql::webhooks::backlog()
+                .fetch_all(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(rows
                 .into_iter()
                 .map(|(id, pending, oldest)| (WebhookId::from_db(id), pending, oldest))

@@ -1383,9 +1383,10 @@ async fn postgres_a_dead_letter_never_waits_for_a_busy_conversation() {
                     let Tx::Postgres(pg) = tx else { unreachable!() };
                     let deadline = Instant::now() + Duration::from_secs(20);
                     loop {
-                        let (waiting,): (i64,) = pg.fetch_one(sqlx::query_as(
-                            "SELECT count(*) FROM pg_locks WHERE NOT granted",
-                        ))?;
+                        let waiting: i64 = pg.fetch_one(
+                            sqlx::query("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                                .try_map(|r: sqlx::postgres::PgRow| sqlx::Row::try_get(&r, 0)),
+                        )?;
                         if waiting > 0 {
                             break;
                         }
@@ -1533,9 +1534,10 @@ async fn postgres_an_enqueue_racing_an_ack_is_not_stranded() {
                             "the enqueue neither ended nor waited"
                         );
                         std::thread::sleep(Duration::from_millis(10));
-                        let (waiting,): (i64,) = pg.fetch_one(sqlx::query_as(
-                            "SELECT count(*) FROM pg_locks WHERE NOT granted",
-                        ))?;
+                        let waiting: i64 = pg.fetch_one(
+                            sqlx::query("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                                .try_map(|r: sqlx::postgres::PgRow| sqlx::Row::try_get(&r, 0)),
+                        )?;
                         enqueue_waited = waiting > 0;
                     }
                     Ok::<_, StoreError>((promoted, enqueue_waited))

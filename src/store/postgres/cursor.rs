@@ -52,20 +52,17 @@ async fn stamp_batch(pool: &PgPool) -> StoreResult<(u64, i64)> {
     let mut tx = pool.begin().await.map_err(error)?;
     // Taken before the statements below take their snapshots, so this stamp
     // sees every row the previous one numbered.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(super::leader::keys::STAMP)
+    pgsql::cursor::lock(super::leader::keys::STAMP)
         .execute(&mut *tx)
         .await
         .map_err(error)?;
-    let due: Vec<(i64, String)> =
-        sqlx::query_as("SELECT seq, app_id FROM messages WHERE pos IS NULL ORDER BY seq LIMIT $1")
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(error)?;
+    let due = pgsql::cursor::unnumbered(BATCH)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(error)?;
     if due.is_empty() {
         // Under the lock: every position given is committed and visible.
-        let highest: i64 = sqlx::query_scalar("SELECT coalesce(max(pos), 0) FROM messages")
+        let highest = pgsql::cursor::highest()
             .fetch_one(&mut *tx)
             .await
             .map_err(error)?;
@@ -75,12 +72,10 @@ async fn stamp_batch(pool: &PgPool) -> StoreResult<(u64, i64)> {
     let n = due.len() as i64;
     // One block of n numbers from the sequence (only stamps draw from it,
     // and they take turns).
-    let last: i64 =
-        sqlx::query_scalar("SELECT setval('messages_pos', nextval('messages_pos') + $1 - 1)")
-            .bind(n)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(error)?;
+    let last = pgsql::cursor::draw(n)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(error)?;
     let positions: Vec<i64> = (last - n + 1..=last).collect();
     let (seqs, apps): (Vec<i64>, std::collections::BTreeSet<String>) = due.into_iter().unzip();
     let mut payload = last.to_string();
@@ -91,19 +86,11 @@ async fn stamp_batch(pool: &PgPool) -> StoreResult<(u64, i64)> {
     if payload.len() > MAX_PAYLOAD {
         payload = last.to_string();
     }
-    sqlx::query(
-        "UPDATE messages m SET pos = d.pos
-         FROM UNNEST($1::bigint[], $2::bigint[]) AS d (seq, pos)
-         WHERE m.seq = d.seq",
-    )
-    .bind(&seqs)
-    .bind(&positions)
-    .execute(&mut *tx)
-    .await
-    .map_err(error)?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload)
+    pgsql::cursor::number(&seqs, &positions)
+        .execute(&mut *tx)
+        .await
+        .map_err(error)?;
+    pgsql::cursor::notify(CHANNEL, &payload)
         .execute(&mut *tx)
         .await
         .map_err(error)?;

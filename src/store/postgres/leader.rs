@@ -46,8 +46,7 @@ impl Leadership {
         mut conn: PgConnection,
         key: i64,
     ) -> StoreResult<Result<Leadership, PgConnection>> {
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
+        let got = pgsql::leader::try_lock(key)
             .fetch_one(&mut conn)
             .await
             .map_err(error)?;
@@ -62,14 +61,9 @@ impl Leadership {
     /// is gone (the database restarted, or ended the session): the lock went
     /// with it, and another relay may lead by now.
     pub async fn still_held(&mut self) -> bool {
-        let held: Result<bool, _> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks
-                            WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-                              AND objsubid = 1 AND (classid::bigint << 32) | objid::bigint = $1)",
-        )
-        .bind(self.key)
-        .fetch_one(&mut self.conn)
-        .await;
+        let held = pgsql::leader::holds(self.key)
+            .fetch_one(&mut self.conn)
+            .await;
         held.unwrap_or(false)
     }
 

@@ -68,11 +68,10 @@ impl PgStore {
             .await
             .map_err(error)?;
         if !create {
-            let found: bool =
-                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-                    .fetch_one(&pool)
-                    .await
-                    .map_err(error)?;
+            let found = pgsql::store::migrated()
+                .fetch_one(&pool)
+                .await
+                .map_err(error)?;
             if !found {
                 pool.close().await;
                 return Err(StoreError::Schema(
@@ -116,8 +115,8 @@ impl PgStore {
 
     /// Whether the database answers a query.
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        pgsql::store::ping()
+            .fetch_one(&self.pool)
             .await
             .map_err(error)?;
         Ok(())

@@ -22,37 +22,20 @@ pub async fn seen(pool: &PgPool, relay: &str, seen: &[(ClientId, i64)]) -> Store
     }
     let ids: Vec<&str> = seen.iter().map(|(c, _)| c.as_str()).collect();
     let times: Vec<i64> = seen.iter().map(|(_, at)| *at).collect();
-    sqlx::query(
-        "INSERT INTO client_presence (client_id, relay_id, seen_at)
-         SELECT s.client_id, $1, s.seen_at
-         FROM UNNEST($2::text[], $3::bigint[]) AS s (client_id, seen_at)
-         WHERE EXISTS (SELECT 1 FROM clients c WHERE c.id = s.client_id)
-         ON CONFLICT (client_id, relay_id) DO UPDATE SET seen_at = EXCLUDED.seen_at
-         WHERE client_presence.seen_at < EXCLUDED.seen_at",
-    )
-    .bind(relay)
-    .bind(&ids)
-    .bind(&times)
-    .execute(pool)
-    .await
-    .map_err(error)?;
+    pgsql::presence::seen(relay, &ids, &times)
+        .execute(pool)
+        .await
+        .map_err(error)?;
     Ok(())
 }
 
 /// The active agents some relay saw at or after `since` (ms), each with the
 /// newest time any relay saw it.
 pub async fn recent(pool: &PgPool, since: i64) -> StoreResult<Vec<(ClientId, i64)>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT p.client_id, max(p.seen_at) FROM client_presence p
-         JOIN clients c ON c.id = p.client_id AND c.revoked_at IS NULL
-         WHERE p.seen_at >= $1
-         GROUP BY p.client_id
-         ORDER BY p.client_id",
-    )
-    .bind(since)
-    .fetch_all(pool)
-    .await
-    .map_err(error)?;
+    let rows = pgsql::presence::recent(since)
+        .fetch_all(pool)
+        .await
+        .map_err(error)?;
     Ok(rows
         .into_iter()
         .map(|(id, at)| (ClientId::from_db(id), at))
@@ -62,8 +45,7 @@ pub async fn recent(pool: &PgPool, since: i64) -> StoreResult<Vec<(ClientId, i64
 /// `relay` shuts down: its rows go (what they said lives on in the other
 /// relays' memory and in `clients.last_seen_at`).
 pub async fn relay_gone(pool: &PgPool, relay: &str) -> StoreResult<u64> {
-    let done = sqlx::query("DELETE FROM client_presence WHERE relay_id = $1")
-        .bind(relay)
+    let done = pgsql::presence::relay_gone(relay)
         .execute(pool)
         .await
         .map_err(error)?;
@@ -72,8 +54,7 @@ pub async fn relay_gone(pool: &PgPool, relay: &str) -> StoreResult<u64> {
 
 /// Deletes rows not refreshed since `before` (ms): relays that died.
 pub async fn prune(pool: &PgPool, before: i64) -> StoreResult<u64> {
-    let done = sqlx::query("DELETE FROM client_presence WHERE seen_at < $1")
-        .bind(before)
+    let done = pgsql::presence::prune(before)
         .execute(pool)
         .await
         .map_err(error)?;

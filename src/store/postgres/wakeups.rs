@@ -68,10 +68,8 @@ pub async fn listen(pool: PgPool, every: Duration) -> StoreResult<Listening> {
 /// each), in one transaction: listeners hear them in this order. Identical
 /// payloads of one call are heard once.
 pub async fn signal(pool: &PgPool, payloads: &[String]) -> StoreResult<()> {
-    sqlx::query("SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p")
-        .bind(SIGNALS)
-        .bind(payloads)
-        .execute(pool)
+    pgsql::wakeups::notify_all(SIGNALS, payloads)
+        .fetch_one(pool)
         .await
         .map_err(error)?;
     Ok(())
@@ -79,7 +77,7 @@ pub async fn signal(pool: &PgPool, payloads: &[String]) -> StoreResult<()> {
 
 /// The highest position given so far.
 pub async fn highest(pool: &PgPool) -> StoreResult<i64> {
-    sqlx::query_scalar("SELECT coalesce(max(pos), 0) FROM messages")
+    pgsql::cursor::highest()
         .fetch_one(pool)
         .await
         .map_err(error)

@@ -1,0 +1,340 @@
+//! The delivery queue (`src/store/deliveries.rs`, which says how relays
+//! take turns on a conversation's rows).
+
+use crate::{Row, Rows, Statement};
+
+/// Queues message `seq`'s delivery: ready unless the conversation has a
+/// ready row, else queued behind it. Returns the state given.
+pub fn enqueue(
+    seq: i64,
+    conversation: &str,
+    client: Option<&str>,
+    now: i64,
+) -> Rows<impl Row<String>> {
+    sqlx::query!(
+        "INSERT INTO deliveries
+            (message_seq, conversation_id, client_id, state, attempts, visible_at,
+             created_at, updated_at)
+         VALUES ($1, $2, $3,
+                 CASE WHEN EXISTS (SELECT 1 FROM deliveries
+                                   WHERE conversation_id = $2 AND state = 'ready')
+                      THEN 'queued' ELSE 'ready' END,
+                 0, $4, $4, $4)
+         RETURNING state",
+        seq,
+        conversation,
+        client,
+        now
+    )
+    .map(|r| r.state)
+}
+
+/// Locks a conversation's row until the transaction ends; a row when it
+/// exists.
+pub fn lock_conversation(conversation: &str) -> Rows<impl Row<bool>> {
+    sqlx::query!(
+        r#"SELECT true AS "locked!" FROM conversations WHERE id = $1 FOR UPDATE"#,
+        conversation
+    )
+    .map(|r| r.locked)
+}
+
+/// Like [`lock_conversation`], but no row at once when another transaction
+/// holds the lock.
+pub fn try_lock_conversation(conversation: &str) -> Rows<impl Row<bool>> {
+    sqlx::query!(
+        r#"SELECT true AS "locked!" FROM conversations WHERE id = $1 FOR UPDATE SKIP LOCKED"#,
+        conversation
+    )
+    .map(|r| r.locked)
+}
+
+/// Up to `limit` of the client's due ready rows, oldest first, locked;
+/// rows other transactions hold are skipped. Seq, conversation, attempts.
+pub fn due(client: &str, now: i64, limit: i64) -> Rows<impl Row<(i64, String, i64)>> {
+    sqlx::query!(
+        "SELECT message_seq, conversation_id, attempts FROM deliveries
+         WHERE client_id = $1 AND state = 'ready' AND visible_at <= $2
+         ORDER BY visible_at, message_seq LIMIT $3
+         FOR UPDATE SKIP LOCKED",
+        client,
+        now,
+        limit
+    )
+    .map(|r| (r.message_seq, r.conversation_id, r.attempts))
+}
+
+pub fn lease(seqs: &[i64], until: i64, now: i64, owner: Option<&str>) -> Statement {
+    sqlx::query!(
+        "UPDATE deliveries
+         SET attempts = attempts + 1, visible_at = $2, updated_at = $3, lease_owner = $4
+         WHERE message_seq = ANY($1)",
+        seqs,
+        until,
+        now,
+        owner
+    )
+}
+
+pub fn mark_dead(seq: i64, now: i64) -> Statement {
+    sqlx::query!(
+        "UPDATE deliveries SET state = 'dead', updated_at = $2, lease_owner = NULL
+         WHERE message_seq = $1",
+        seq,
+        now
+    )
+}
+
+/// Makes the conversation's first queued row ready when none is; returns
+/// that row's client.
+pub fn promote(conversation: &str, now: i64) -> Rows<impl Row<Option<String>>> {
+    sqlx::query!(
+        "UPDATE deliveries SET state = 'ready', updated_at = $2
+         WHERE message_seq = (SELECT message_seq FROM deliveries
+                              WHERE conversation_id = $1 AND state = 'queued'
+                              ORDER BY message_seq LIMIT 1)
+           AND NOT EXISTS (SELECT 1 FROM deliveries
+                           WHERE conversation_id = $1 AND state = 'ready')
+         RETURNING client_id",
+        conversation,
+        now
+    )
+    .map(|r| r.client_id)
+}
+
+/// Ends the leases a WebSocket session held: its rows are due now.
+pub fn release_leases(owner: &str, now: i64) -> Statement {
+    sqlx::query!(
+        "UPDATE deliveries
+         SET visible_at = LEAST(visible_at, $2), lease_owner = NULL, updated_at = $2
+         WHERE lease_owner = $1",
+        owner,
+        now
+    )
+}
+
+pub fn count_leased_by(owner: &str, now: i64) -> Rows<impl Row<i64>> {
+    sqlx::query!(
+        r#"SELECT COUNT(*) AS "n!" FROM deliveries
+           WHERE lease_owner = $1 AND state = 'ready' AND visible_at > $2"#,
+        owner,
+        now
+    )
+    .map(|r| r.n)
+}
+
+/// When the client's oldest due ready row became due.
+pub fn oldest_due(client: &str, now: i64) -> Rows<impl Row<i64>> {
+    sqlx::query!(
+        "SELECT visible_at FROM deliveries
+         WHERE client_id = $1 AND state = 'ready' AND visible_at <= $2
+         ORDER BY visible_at LIMIT 1",
+        client,
+        now
+    )
+    .map(|r| r.visible_at)
+}
+
+/// When the client's earliest ready row is (or was) due.
+pub fn earliest_ready(client: &str) -> Rows<impl Row<Option<i64>>> {
+    sqlx::query!(
+        "SELECT MIN(visible_at) AS at FROM deliveries WHERE client_id = $1 AND state = 'ready'",
+        client
+    )
+    .map(|r| r.at)
+}
+
+/// When the client's next leased ready row comes due.
+pub fn next_due(client: &str, now: i64) -> Rows<impl Row<i64>> {
+    sqlx::query!(
+        "SELECT visible_at FROM deliveries
+         WHERE client_id = $1 AND state = 'ready' AND visible_at > $2
+         ORDER BY visible_at LIMIT 1",
+        client,
+        now
+    )
+    .map(|r| r.visible_at)
+}
+
+/// The row and conversation of message `id` when the client has claimed it.
+pub fn claimed(id: &str, client: &str) -> Rows<impl Row<(i64, String)>> {
+    sqlx::query!(
+        "SELECT d.message_seq, d.conversation_id
+         FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+         WHERE m.id = $1 AND d.client_id = $2 AND d.state = 'ready' AND d.attempts > 0",
+        id,
+        client
+    )
+    .map(|r| (r.message_seq, r.conversation_id))
+}
+
+pub fn ack(seq: i64, client: &str, now: i64) -> Statement {
+    sqlx::query!(
+        "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
+         WHERE message_seq = $1 AND client_id = $2 AND state = 'ready' AND attempts > 0",
+        seq,
+        client,
+        now
+    )
+}
+
+pub fn ack_conversation(conversation: &str, client: &str, now: i64) -> Statement {
+    sqlx::query!(
+        "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
+         WHERE conversation_id = $1 AND state = 'ready' AND client_id = $2
+           AND attempts > 0",
+        conversation,
+        client,
+        now
+    )
+}
+
+pub fn adopt_unassigned(client: &str, now: i64) -> Statement {
+    sqlx::query!(
+        "UPDATE deliveries SET client_id = $1, updated_at = $2
+         WHERE client_id IS NULL AND state IN ('ready', 'queued')",
+        client,
+        now
+    )
+}
+
+/// Moves the conversation's ready row to client `to`, due now.
+pub fn move_ready(conversation: &str, to: Option<&str>, now: i64) -> Statement {
+    sqlx::query!(
+        "UPDATE deliveries
+         SET client_id = $2, visible_at = LEAST(visible_at, $3), updated_at = $3,
+             lease_owner = NULL
+         WHERE conversation_id = $1 AND state = 'ready'",
+        conversation,
+        to,
+        now
+    )
+}
+
+pub fn move_queued(conversation: &str, to: Option<&str>, now: i64) -> Statement {
+    sqlx::query!(
+        "UPDATE deliveries SET client_id = $2, updated_at = $3
+         WHERE conversation_id = $1 AND state = 'queued'",
+        conversation,
+        to,
+        now
+    )
+}
+
+pub fn open_conversations_of(client: &str) -> Rows<impl Row<String>> {
+    sqlx::query!(
+        "SELECT conversation_id FROM deliveries WHERE client_id = $1 AND state = 'ready'",
+        client
+    )
+    .map(|r| r.conversation_id)
+}
+
+/// The conversation of row `seq` when it is dead.
+pub fn dead(seq: i64) -> Rows<impl Row<String>> {
+    sqlx::query!(
+        "SELECT conversation_id FROM deliveries WHERE message_seq = $1 AND state = 'dead'",
+        seq
+    )
+    .map(|r| r.conversation_id)
+}
+
+/// Gives dead row `seq` of `conversation` fresh attempts, ready unless the
+/// conversation has a ready row, for the conversation's client. Returns the
+/// state given.
+pub fn requeue(seq: i64, conversation: &str, now: i64) -> Rows<impl Row<String>> {
+    sqlx::query!(
+        "UPDATE deliveries
+         SET state = CASE WHEN EXISTS (SELECT 1 FROM deliveries
+                                       WHERE conversation_id = $2 AND state = 'ready')
+                          THEN 'queued' ELSE 'ready' END,
+             attempts = 0, visible_at = $3, updated_at = $3,
+             client_id = (SELECT client_id FROM conversations WHERE id = $2)
+         WHERE message_seq = $1
+         RETURNING state",
+        seq,
+        conversation,
+        now
+    )
+    .map(|r| r.state)
+}
+
+/// A claimed row's message.
+pub struct Claimed {
+    pub id: String,
+    pub conversation_id: String,
+    pub client_id: Option<String>,
+    pub app_id: String,
+    pub sender: String,
+    pub recipient: String,
+    pub text: String,
+    pub created_at: i64,
+    pub attempts: i64,
+    pub attachments: Option<String>,
+}
+
+/// The messages of rows `seqs`, in that order.
+pub fn claimed_messages(seqs: &[i64]) -> Rows<impl Row<Claimed>> {
+    sqlx::query_as!(
+        Claimed,
+        "SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
+                m.text, m.created_at, d.attempts, m.attachments
+         FROM unnest($1::bigint[]) WITH ORDINALITY AS j(seq, n)
+         JOIN deliveries d ON d.message_seq = j.seq
+         JOIN messages m ON m.seq = d.message_seq
+         ORDER BY j.n",
+        seqs
+    )
+}
+
+/// A row of the admin listing, with its message.
+pub struct Listed {
+    pub message_seq: i64,
+    pub conversation_id: String,
+    pub client_id: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub visible_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub id: String,
+    pub message_client_id: Option<String>,
+    pub app_id: String,
+    pub sender: String,
+    pub recipient: String,
+    pub text: String,
+    pub attachments: Option<String>,
+}
+
+/// Rows with `message_seq < before`, newest first; `leased` compares with
+/// whether the row is claimed and its lease runs after `now`.
+pub fn list(
+    before: i64,
+    state: Option<&str>,
+    leased: Option<bool>,
+    now: i64,
+    client: Option<&str>,
+    conversation: Option<&str>,
+    limit: i64,
+) -> Rows<impl Row<Listed>> {
+    sqlx::query_as!(
+        Listed,
+        "SELECT d.message_seq, d.conversation_id, d.client_id, d.state, d.attempts,
+                d.visible_at, d.created_at, d.updated_at,
+                m.id, m.client_id AS message_client_id, m.app_id, m.sender, m.recipient,
+                m.text, m.attachments
+         FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+         WHERE d.message_seq < $1
+           AND ($2::text IS NULL OR d.state = $2)
+           AND ($3::boolean IS NULL OR (d.visible_at > $4 AND d.attempts > 0) = $3)
+           AND ($5::text IS NULL OR d.client_id = $5)
+           AND ($6::text IS NULL OR d.conversation_id = $6)
+         ORDER BY d.message_seq DESC LIMIT $7",
+        before,
+        state,
+        leased,
+        now,
+        client,
+        conversation,
+        limit
+    )
+}

@@ -1,0 +1,42 @@
+//! Liveness across relays (`src/store/postgres/presence.rs`).
+
+use crate::{Row, Rows, Statement};
+
+/// Records that `relay` saw agent `clients[i]` at `times[i]` (ms); a row
+/// never moves back in time.
+pub fn seen(relay: &str, clients: &[&str], times: &[i64]) -> Statement {
+    sqlx::query!(
+        "INSERT INTO client_presence (client_id, relay_id, seen_at)
+         SELECT s.client_id, $1, s.seen_at
+         FROM UNNEST($2::text[], $3::bigint[]) AS s (client_id, seen_at)
+         WHERE EXISTS (SELECT 1 FROM clients c WHERE c.id = s.client_id)
+         ON CONFLICT (client_id, relay_id) DO UPDATE SET seen_at = EXCLUDED.seen_at
+         WHERE client_presence.seen_at < EXCLUDED.seen_at",
+        relay,
+        clients as &[&str],
+        times
+    )
+}
+
+/// The active agents some relay saw at or after `since`, each with the
+/// newest time any relay saw it.
+pub fn recent(since: i64) -> Rows<impl Row<(String, i64)>> {
+    sqlx::query!(
+        r#"SELECT p.client_id, max(p.seen_at) AS "seen_at!" FROM client_presence p
+           JOIN clients c ON c.id = p.client_id AND c.revoked_at IS NULL
+           WHERE p.seen_at >= $1
+           GROUP BY p.client_id
+           ORDER BY p.client_id"#,
+        since
+    )
+    .map(|r| (r.client_id, r.seen_at))
+}
+
+pub fn relay_gone(relay: &str) -> Statement {
+    sqlx::query!("DELETE FROM client_presence WHERE relay_id = $1", relay)
+}
+
+/// Deletes rows not refreshed since `before`.
+pub fn prune(before: i64) -> Statement {
+    sqlx::query!("DELETE FROM client_presence WHERE seen_at < $1", before)
+}
