@@ -301,54 +301,29 @@ pub async fn owners_of(db: &Reader, id: &ConversationId) -> StoreResult<Option<O
     }))
 }
 
-struct Row {
-    seq: i64,
-    id: String,
-    app_id: String,
-    user_id: String,
-    client_id: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-    expired_at: Option<i64>,
-    message_count: i64,
-}
+/// A conversation as listed (the row type both backends read, defined with
+/// the PostgreSQL statements).
+type Row = pgsql::conversations::Conversation;
 
-impl From<pgsql::conversations::Conversation> for Row {
-    fn from(r: pgsql::conversations::Conversation) -> Row {
-        Row {
-            seq: r.seq,
-            id: r.id,
-            app_id: r.app_id,
-            user_id: r.user_id,
-            client_id: r.client_id,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            expired_at: r.expired_at,
-            message_count: r.message_count,
-        }
-    }
-}
-
-impl Row {
-    fn into_model(self, idle_cutoff: i64) -> (i64, Conversation) {
-        let expired = self.expired_at.is_some() || self.updated_at <= idle_cutoff;
-        let conversation = Conversation {
-            id: ConversationId::from_db(self.id),
-            app_id: AppId::from_db(self.app_id),
-            user_id: self.user_id,
-            client_id: self.client_id.map(ClientId::from_db),
-            state: if expired {
-                ConversationState::Expired
-            } else {
-                ConversationState::Active
-            },
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            expired_at: self.expired_at,
-            message_count: self.message_count,
-        };
-        (self.seq, conversation)
-    }
+/// The conversation of `row`, with its sequence number (the cursor).
+fn into_model(row: Row, idle_cutoff: i64) -> (i64, Conversation) {
+    let expired = row.expired_at.is_some() || row.updated_at <= idle_cutoff;
+    let conversation = Conversation {
+        id: ConversationId::from_db(row.id),
+        app_id: AppId::from_db(row.app_id),
+        user_id: row.user_id,
+        client_id: row.client_id.map(ClientId::from_db),
+        state: if expired {
+            ConversationState::Expired
+        } else {
+            ConversationState::Active
+        },
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        expired_at: row.expired_at,
+        message_count: row.message_count,
+    };
+    (row.seq, conversation)
 }
 
 pub async fn get(
@@ -362,9 +337,8 @@ pub async fn get(
             let row = pgsql::conversations::get(id.as_str())
                 .fetch_optional(pool)
                 .await
-                .map_err(pg_error)?
-                .map(Row::from);
-            return Ok(row.map(|r| r.into_model(idle_cutoff).1));
+                .map_err(pg_error)?;
+            return Ok(row.map(|r| into_model(r, idle_cutoff).1));
         }
     };
     let row = sqlx::query_as!(
@@ -377,7 +351,7 @@ pub async fn get(
     )
     .fetch_optional(ex)
     .await?;
-    Ok(row.map(|r| r.into_model(idle_cutoff).1))
+    Ok(row.map(|r| into_model(r, idle_cutoff).1))
 }
 
 pub struct Filter<'a> {
@@ -433,7 +407,7 @@ pub async fn list(
             .map_err(pg_error)?;
             return Ok(rows
                 .into_iter()
-                .map(|r| Row::from(r).into_model(idle_cutoff))
+                .map(|r| into_model(r, idle_cutoff))
                 .collect());
         }
     };
@@ -533,7 +507,7 @@ pub async fn list(
     };
     Ok(rows
         .into_iter()
-        .map(|r| r.into_model(idle_cutoff))
+        .map(|r| into_model(r, idle_cutoff))
         .collect())
 }
 

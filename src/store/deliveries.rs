@@ -548,23 +548,7 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             let rows = pg.fetch_all(pgsql::deliveries::claimed_messages(seqs))?;
-            return Ok(rows
-                .into_iter()
-                .map(|r| {
-                    Message::from(ClaimedRow {
-                        id: r.id,
-                        conversation_id: r.conversation_id,
-                        client_id: r.client_id,
-                        app_id: r.app_id,
-                        sender: r.sender,
-                        recipient: r.recipient,
-                        text: r.text,
-                        created_at: r.created_at,
-                        attempts: r.attempts,
-                        attachments: r.attachments,
-                    })
-                })
-                .collect());
+            return Ok(rows.into_iter().map(Message::from).collect());
         }
     };
     let mut stmt = tx.prepare_cached(
@@ -592,19 +576,9 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
     rows.map(|r| Ok(Message::from(r?))).collect()
 }
 
-/// A claimed row's message, as `claimed_messages` reads it.
-struct ClaimedRow {
-    id: String,
-    conversation_id: String,
-    client_id: Option<String>,
-    app_id: String,
-    sender: String,
-    recipient: String,
-    text: String,
-    created_at: i64,
-    attempts: i64,
-    attachments: Option<String>,
-}
+/// A claimed row's message, as `claimed_messages` reads it (the row type
+/// both backends read, defined with the PostgreSQL statements).
+type ClaimedRow = pgsql::deliveries::Claimed;
 
 impl From<ClaimedRow> for Message {
     fn from(r: ClaimedRow) -> Message {
@@ -635,61 +609,45 @@ pub struct Filter<'a> {
     pub limit: i64,
 }
 
-/// A row of the admin listing.
-struct ListRow {
-    message_seq: i64,
-    conversation_id: String,
-    client_id: Option<String>,
-    state: String,
-    attempts: i64,
-    visible_at: i64,
-    created_at: i64,
-    updated_at: i64,
-    id: String,
-    message_client_id: Option<String>,
-    app_id: String,
-    sender: String,
-    recipient: String,
-    text: String,
-    attachments: Option<String>,
-}
+/// A row of the admin listing (the row type both backends read, defined
+/// with the PostgreSQL statements).
+type ListRow = pgsql::deliveries::Listed;
 
-impl ListRow {
-    fn into_model(self, now: i64) -> (i64, Delivery) {
-        let state = match self.state.as_str() {
-            "queued" => DeliveryState::Queued,
-            "acked" => DeliveryState::Acked,
-            "dead" => DeliveryState::Dead,
-            _ if self.visible_at > now && self.attempts > 0 => DeliveryState::Leased,
-            _ => DeliveryState::Pending,
-        };
-        let conversation_id = ConversationId::from_db(self.conversation_id);
-        let delivery = Delivery {
-            message_id: MessageId::from_db(self.id.clone()),
-            conversation_id: conversation_id.clone(),
-            client_id: self.client_id.map(ClientId::from_db),
-            state,
-            attempts: self.attempts,
-            visible_at: self.visible_at,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            message: Message {
-                id: MessageId::from_db(self.id),
-                conversation_id,
-                client_id: self.message_client_id.map(ClientId::from_db),
-                app_id: AppId::from_db(self.app_id),
-                direction: Direction::Inbound,
-                from: self.sender,
-                to: self.recipient,
-                text: self.text,
-                timestamp: self.created_at,
-                attempt: None,
-                reply_id: None,
-                attachments: super::attachments::from_column(self.attachments.as_deref()),
-            },
-        };
-        (self.message_seq, delivery)
-    }
+/// The delivery of `row`, with its sequence number (the cursor).
+fn listed(row: ListRow, now: i64) -> (i64, Delivery) {
+    let state = match row.state.as_str() {
+        "queued" => DeliveryState::Queued,
+        "acked" => DeliveryState::Acked,
+        "dead" => DeliveryState::Dead,
+        _ if row.visible_at > now && row.attempts > 0 => DeliveryState::Leased,
+        _ => DeliveryState::Pending,
+    };
+    let conversation_id = ConversationId::from_db(row.conversation_id);
+    let delivery = Delivery {
+        message_id: MessageId::from_db(row.id.clone()),
+        conversation_id: conversation_id.clone(),
+        client_id: row.client_id.map(ClientId::from_db),
+        state,
+        attempts: row.attempts,
+        visible_at: row.visible_at,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        message: Message {
+            id: MessageId::from_db(row.id),
+            conversation_id,
+            client_id: row.message_client_id.map(ClientId::from_db),
+            app_id: AppId::from_db(row.app_id),
+            direction: Direction::Inbound,
+            from: row.sender,
+            to: row.recipient,
+            text: row.text,
+            timestamp: row.created_at,
+            attempt: None,
+            reply_id: None,
+            attachments: super::attachments::from_column(row.attachments.as_deref()),
+        },
+    };
+    (row.message_seq, delivery)
 }
 
 /// Deliveries, newest first, each with its message. Returns the rows and the
@@ -745,24 +703,7 @@ pub async fn list(db: &Reader, f: Filter<'_>, now: i64) -> StoreResult<Vec<(i64,
             .await
             .map_err(pg_error)?
             .into_iter()
-            .map(|r| ListRow {
-                message_seq: r.message_seq,
-                conversation_id: r.conversation_id,
-                client_id: r.client_id,
-                state: r.state,
-                attempts: r.attempts,
-                visible_at: r.visible_at,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-                id: r.id,
-                message_client_id: r.message_client_id,
-                app_id: r.app_id,
-                sender: r.sender,
-                recipient: r.recipient,
-                text: r.text,
-                attachments: r.attachments,
-            })
             .collect(),
         };
-    Ok(rows.into_iter().map(|r| r.into_model(now)).collect())
+    Ok(rows.into_iter().map(|r| listed(r, now)).collect())
 }

@@ -19,42 +19,11 @@ pub struct NewMessage<'a> {
     pub now: i64,
 }
 
-/// A message as stored. `seq` is the cursor: on SQLite the row's `seq`
+/// A message as stored (the row type both backends read, defined with the
+/// PostgreSQL statements). `seq` is the cursor: on SQLite the row's `seq`
 /// (commit order, one writer), on PostgreSQL its `pos` (numbered after
 /// commit, see `store::postgres::cursor`).
-struct Row {
-    seq: i64,
-    id: String,
-    conversation_id: String,
-    app_id: String,
-    client_id: Option<String>,
-    direction: String,
-    sender: String,
-    recipient: String,
-    text: String,
-    created_at: i64,
-    reply_id: Option<String>,
-    attachments: Option<String>,
-}
-
-impl From<pgsql::messages::Message> for Row {
-    fn from(r: pgsql::messages::Message) -> Row {
-        Row {
-            seq: r.seq,
-            id: r.id,
-            conversation_id: r.conversation_id,
-            app_id: r.app_id,
-            client_id: r.client_id,
-            direction: r.direction,
-            sender: r.sender,
-            recipient: r.recipient,
-            text: r.text,
-            created_at: r.created_at,
-            reply_id: r.reply_id,
-            attachments: r.attachments,
-        }
-    }
-}
+type Row = pgsql::messages::Message;
 
 impl From<Row> for Message {
     fn from(r: Row) -> Message {
@@ -154,7 +123,7 @@ pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
             let row = pg.fetch_optional(pgsql::messages::get(id.as_str()))?;
-            return Ok(row.map(|r| Message::from(Row::from(r))));
+            return Ok(row.map(Message::from));
         }
     };
     let row = tx
@@ -192,7 +161,7 @@ pub async fn by_seq(db: &Reader, seq: i64) -> StoreResult<Option<Message>> {
                 .fetch_optional(pool)
                 .await
                 .map_err(pg_error)?;
-            return Ok(row.map(|r| Message::from(Row::from(r))));
+            return Ok(row.map(Message::from));
         }
     };
     let row = sqlx::query_as!(
@@ -234,10 +203,7 @@ pub async fn of_conversation(
                 .fetch_all(pool)
                 .await
                 .map_err(pg_error)?;
-            return Ok(rows
-                .into_iter()
-                .map(|r| Message::from(Row::from(r)))
-                .collect());
+            return Ok(rows.into_iter().map(Message::from).collect());
         }
     };
     let rows = sqlx::query_as!(
@@ -378,12 +344,9 @@ pub async fn of_user(
 }
 
 /// Rows as (cursor, message).
-fn numbered(rows: Vec<impl Into<Row>>) -> Vec<(i64, Message)> {
+fn numbered(rows: Vec<Row>) -> Vec<(i64, Message)> {
     rows.into_iter()
-        .map(|r| {
-            let r: Row = r.into();
-            (r.seq, Message::from(r))
-        })
+        .map(|r| (r.seq, Message::from(r)))
         .collect()
 }
 

@@ -583,20 +583,9 @@ pub async fn event(db: &Reader, seq: i64) -> StoreResult<Option<(EventId, String
     Ok(row.map(|r| (EventId::from_db(r.id), r.payload)))
 }
 
-struct InfoRow {
-    id: String,
-    app_id: String,
-    url: String,
-    events: String,
-    enabled: bool,
-    failures: i64,
-    failing_since: Option<i64>,
-    disabled_reason: Option<String>,
-    backlog: i64,
-    old_secret_until: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-}
+/// An endpoint as listed (the row type both backends read, defined with the
+/// PostgreSQL statements).
+type InfoRow = pgsql::webhooks::Info;
 
 impl From<InfoRow> for WebhookInfo {
     fn from(r: InfoRow) -> WebhookInfo {
@@ -630,25 +619,7 @@ pub async fn list(
                 .fetch_all(pool)
                 .await
                 .map_err(pg_error)?;
-            return Ok(rows
-                .into_iter()
-                .map(|r| {
-                    WebhookInfo::from(InfoRow {
-                        id: r.id,
-                        app_id: r.app_id,
-                        url: r.url,
-                        events: r.events,
-                        enabled: r.enabled,
-                        failures: r.failures,
-                        failing_since: r.failing_since,
-                        disabled_reason: r.disabled_reason,
-                        backlog: r.backlog,
-                        old_secret_until: r.old_secret_until,
-                        created_at: r.created_at,
-                        updated_at: r.updated_at,
-                    })
-                })
-                .collect());
+            return Ok(rows.into_iter().map(WebhookInfo::from).collect());
         }
     };
     let rows = sqlx::query_as!(
@@ -688,15 +659,6 @@ pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Ve
             .await
             .map_err(pg_error)?
             .into_iter()
-            .map(|r| AttemptRow {
-                event_id: r.event_id,
-                event_type: r.event_type,
-                at: r.at,
-                status: r.status,
-                latency_ms: r.latency_ms,
-                error: r.error,
-                response: r.response,
-            })
             .collect(),
     };
     Ok(rows
@@ -713,15 +675,9 @@ pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Ve
         .collect())
 }
 
-struct AttemptRow {
-    event_id: String,
-    event_type: String,
-    at: i64,
-    status: Option<i64>,
-    latency_ms: i64,
-    error: Option<String>,
-    response: Option<String>,
-}
+/// An attempt as listed (the row type both backends read, defined with the
+/// PostgreSQL statements).
+type AttemptRow = pgsql::webhooks::Attempt;
 
 /// Per endpoint: pending events and when the oldest of them happened.
 pub async fn backlog(db: &Reader) -> StoreResult<Vec<(WebhookId, i64, i64)>> {
