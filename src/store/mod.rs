@@ -1,4 +1,6 @@
-//! The storage layer. Every SQL statement of clawrelay lives under this module.
+//! The storage layer. Every SQL statement of clawrelay lives under this module
+//! (PostgreSQL's in `postgres/sql/`, a crate of its own so that sqlx checks
+//! them at compile time against PostgreSQL, as it checks SQLite's reads here).
 //!
 //! SQLite runs in WAL mode. Writes go through one writer connection owned by
 //! the [`writer`] thread, which runs each operation inside `BEGIN IMMEDIATE`

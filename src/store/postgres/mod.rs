@@ -6,9 +6,12 @@
 //! database (`migrations/postgres/`), the commit-ordered cursor of messages
 //! ([`cursor`]), wake-ups across relays ([`wakeups`]), liveness of agents
 //! across relays ([`presence`]) and leadership of the background tasks
-//! ([`leader`]); `crate::cluster` puts them to work. The statements of the
-//! domain's reads and writes live in the store's modules beside SQLite's,
-//! one arm per backend.
+//! ([`leader`]); `crate::cluster` puts them to work. The domain's reads and
+//! writes are in the store's modules beside SQLite's, one arm per backend.
+//!
+//! Every PostgreSQL statement, these modules' and the store's, is in `sql/`
+//! (the `clawrelay-pgsql` crate, imported as `pgsql`): checked at compile
+//! time against `migrations/postgres/`, one function per statement.
 
 pub mod cursor;
 pub mod leader;
