@@ -411,99 +411,42 @@ pub async fn list(
                 .collect());
         }
     };
+    /// The statement led by `$lead` (a WHERE condition, a literal).
+    macro_rules! led_by {
+        ($lead:tt) => {
+            sqlx::query_as!(
+                Row,
+                r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at,
+                          c.updated_at, c.expired_at,
+                          (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)
+                              AS "message_count!: i64"
+                   FROM conversations c
+                   WHERE "#
+                    + $lead
+                    + r#"
+                     AND c.seq < ?1
+                     AND (?2 IS NULL OR c.app_id = ?2)
+                     AND (?3 IS NULL OR c.user_id = ?3)
+                     AND (?4 IS NULL OR c.client_id = ?4)
+                     AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
+                   ORDER BY c.seq DESC LIMIT ?7"#,
+                before,
+                app,
+                f.user,
+                client,
+                active,
+                idle_cutoff,
+                f.limit
+            )
+            .fetch_all(ex)
+            .await?
+        };
+    }
     let rows = match (f.user.is_some(), client.is_some(), app.is_some()) {
-        (true, _, _) => sqlx::query_as!(
-            Row,
-            r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-                  c.expired_at,
-                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
-           FROM conversations c
-           WHERE c.user_id = ?3
-             AND c.seq < ?1
-             AND (?2 IS NULL OR c.app_id = ?2)
-             AND (?3 IS NULL OR c.user_id = ?3)
-             AND (?4 IS NULL OR c.client_id = ?4)
-             AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
-           ORDER BY c.seq DESC LIMIT ?7"#,
-            before,
-            app,
-            f.user,
-            client,
-            active,
-            idle_cutoff,
-            f.limit
-        )
-        .fetch_all(ex)
-        .await?,
-        (false, true, _) => sqlx::query_as!(
-            Row,
-            r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-                  c.expired_at,
-                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
-           FROM conversations c
-           WHERE c.client_id = ?4
-             AND c.seq < ?1
-             AND (?2 IS NULL OR c.app_id = ?2)
-             AND (?3 IS NULL OR c.user_id = ?3)
-             AND (?4 IS NULL OR c.client_id = ?4)
-             AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
-           ORDER BY c.seq DESC LIMIT ?7"#,
-            before,
-            app,
-            f.user,
-            client,
-            active,
-            idle_cutoff,
-            f.limit
-        )
-        .fetch_all(ex)
-        .await?,
-        (false, false, true) => sqlx::query_as!(
-            Row,
-            r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-                  c.expired_at,
-                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
-           FROM conversations c
-           WHERE c.app_id = ?2
-             AND c.seq < ?1
-             AND (?2 IS NULL OR c.app_id = ?2)
-             AND (?3 IS NULL OR c.user_id = ?3)
-             AND (?4 IS NULL OR c.client_id = ?4)
-             AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
-           ORDER BY c.seq DESC LIMIT ?7"#,
-            before,
-            app,
-            f.user,
-            client,
-            active,
-            idle_cutoff,
-            f.limit
-        )
-        .fetch_all(ex)
-        .await?,
-        (false, false, false) => sqlx::query_as!(
-            Row,
-            r#"SELECT c.seq AS "seq!", c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-                  c.expired_at,
-                  (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!: i64"
-           FROM conversations c
-           WHERE 1
-             AND c.seq < ?1
-             AND (?2 IS NULL OR c.app_id = ?2)
-             AND (?3 IS NULL OR c.user_id = ?3)
-             AND (?4 IS NULL OR c.client_id = ?4)
-             AND (?5 IS NULL OR (c.expired_at IS NULL AND c.updated_at > ?6) = ?5)
-           ORDER BY c.seq DESC LIMIT ?7"#,
-            before,
-            app,
-            f.user,
-            client,
-            active,
-            idle_cutoff,
-            f.limit
-        )
-        .fetch_all(ex)
-        .await?,
+        (true, _, _) => led_by!("c.user_id = ?3"),
+        (false, true, _) => led_by!("c.client_id = ?4"),
+        (false, false, true) => led_by!("c.app_id = ?2"),
+        (false, false, false) => led_by!("1"),
     };
     Ok(rows
         .into_iter()

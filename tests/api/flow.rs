@@ -82,6 +82,70 @@ async fn seed_flow_register_poll_inbound_reply_outbox_second_turn() {
     assert_eq!(health["conversations"], 1);
 }
 
+/// The ids of a `GET /conversations` page, newest first.
+async fn listed(app: &TestApp, query: &str) -> Vec<String> {
+    let page = app.get(&format!("/conversations{query}"), ADMIN).await.ok();
+    page["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Each filter of the conversation listing can lead (the store has one
+/// statement per leading filter); the others still apply to what it finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conversation_listing_filters_by_user_client_and_app() {
+    let app = spawn_app().await;
+    let (first_id, first) = app.create_client("first").await;
+    let (second_id, second) = app.create_client("second").await;
+    let (shop_id, shop) = app.create_app("shop").await;
+    let (blog_id, blog) = app.create_app("blog").await;
+
+    // Only the first client is connected: alice's conversation is its.
+    app.poll(&first, "").await;
+    let alice = app.inbound(&shop, "alice", "hi").await["conversationId"].clone();
+    // The second has less work now: bob's is the second's.
+    app.poll(&second, "").await;
+    let bob = app.inbound(&blog, "bob", "hi").await["conversationId"].clone();
+    // The first answers alice, so has less work again: carol's is its.
+    let got = app.poll(&first, "").await;
+    app.send(&first, &got[0], "hello").await;
+    let carol = app.inbound(&shop, "carol", "hi").await["conversationId"].clone();
+    let ids = [alice, bob, carol].map(|c| c.as_str().unwrap().to_owned());
+    let [alice, bob, carol] = [0, 1, 2].map(|i| ids[i].as_str());
+
+    assert_eq!(listed(&app, "").await, [carol, bob, alice]);
+    assert_eq!(listed(&app, "?userId=bob").await, [bob]);
+    assert_eq!(
+        listed(&app, &format!("?clientId={first_id}")).await,
+        [carol, alice]
+    );
+    assert_eq!(listed(&app, &format!("?clientId={second_id}")).await, [bob]);
+    assert_eq!(
+        listed(&app, &format!("?appId={shop_id}")).await,
+        [carol, alice]
+    );
+    assert_eq!(
+        listed(&app, &format!("?appId={blog_id}&userId=bob")).await,
+        [bob]
+    );
+    assert!(listed(&app, &format!("?appId={blog_id}&userId=alice"))
+        .await
+        .is_empty());
+    assert!(
+        listed(&app, &format!("?clientId={second_id}&appId={shop_id}"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        listed(&app, &format!("?clientId={first_id}&userId=carol")).await,
+        [carol]
+    );
+    assert_eq!(listed(&app, "?state=active&limit=2").await, [carol, bob]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_answers_as_soon_as_a_message_arrives() {
     let app = spawn_app().await;

@@ -171,103 +171,41 @@ pub async fn list(
     idle_cutoff: i64,
     limit: i64,
 ) -> Result<Vec<Conversation>, sqlx::Error> {
+    /// The statement led by `$lead` (a WHERE condition, a literal); the
+    /// other filters are checked on the rows it finds.
+    macro_rules! led_by {
+        ($lead:tt) => {
+            sqlx::query_as!(
+                Conversation,
+                r#"SELECT c.seq, c.id, c.app_id, c.user_id, c.client_id, c.created_at,
+                          c.updated_at, c.expired_at,
+                          (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)
+                              AS "message_count!"
+                   FROM conversations c
+                   WHERE "# + $lead + r#"
+                     AND c.seq < $1
+                     AND ($2::text IS NULL OR c.app_id = $2)
+                     AND ($3::text IS NULL OR c.user_id = $3)
+                     AND ($4::text IS NULL OR c.client_id = $4)
+                     AND ($5::boolean IS NULL OR (c.expired_at IS NULL AND c.updated_at > $6) = $5)
+                   ORDER BY c.seq DESC LIMIT $7"#,
+                before,
+                app,
+                user,
+                client,
+                active,
+                idle_cutoff,
+                limit
+            )
+            .fetch_all(pool)
+            .await
+        };
+    }
     match lead {
-        Lead::User => {
-            sqlx::query_as!(
-                Conversation,
-                r#"SELECT c.seq, c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-                          c.expired_at,
-                          (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!"
-                   FROM conversations c
-                   WHERE c.user_id = $3
-                     AND c.seq < $1
-                     AND ($2::text IS NULL OR c.app_id = $2)
-                     AND ($4::text IS NULL OR c.client_id = $4)
-                     AND ($5::boolean IS NULL OR (c.expired_at IS NULL AND c.updated_at > $6) = $5)
-                   ORDER BY c.seq DESC LIMIT $7"#,
-                before,
-                app,
-                user,
-                client,
-                active,
-                idle_cutoff,
-                limit
-            )
-            .fetch_all(pool)
-            .await
-        }
-        Lead::Client => {
-            sqlx::query_as!(
-                Conversation,
-                r#"SELECT c.seq, c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-                          c.expired_at,
-                          (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!"
-                   FROM conversations c
-                   WHERE c.client_id = $4
-                     AND c.seq < $1
-                     AND ($2::text IS NULL OR c.app_id = $2)
-                     AND ($3::text IS NULL OR c.user_id = $3)
-                     AND ($5::boolean IS NULL OR (c.expired_at IS NULL AND c.updated_at > $6) = $5)
-                   ORDER BY c.seq DESC LIMIT $7"#,
-                before,
-                app,
-                user,
-                client,
-                active,
-                idle_cutoff,
-                limit
-            )
-            .fetch_all(pool)
-            .await
-        }
-        Lead::App => {
-            sqlx::query_as!(
-                Conversation,
-                r#"SELECT c.seq, c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-                          c.expired_at,
-                          (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!"
-                   FROM conversations c
-                   WHERE c.app_id = $2
-                     AND c.seq < $1
-                     AND ($3::text IS NULL OR c.user_id = $3)
-                     AND ($4::text IS NULL OR c.client_id = $4)
-                     AND ($5::boolean IS NULL OR (c.expired_at IS NULL AND c.updated_at > $6) = $5)
-                   ORDER BY c.seq DESC LIMIT $7"#,
-                before,
-                app,
-                user,
-                client,
-                active,
-                idle_cutoff,
-                limit
-            )
-            .fetch_all(pool)
-            .await
-        }
-        Lead::None => {
-            sqlx::query_as!(
-                Conversation,
-                r#"SELECT c.seq, c.id, c.app_id, c.user_id, c.client_id, c.created_at, c.updated_at,
-                          c.expired_at,
-                          (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS "message_count!"
-                   FROM conversations c
-                   WHERE c.seq < $1
-                     AND ($2::text IS NULL OR c.app_id = $2)
-                     AND ($3::text IS NULL OR c.user_id = $3)
-                     AND ($4::text IS NULL OR c.client_id = $4)
-                     AND ($5::boolean IS NULL OR (c.expired_at IS NULL AND c.updated_at > $6) = $5)
-                   ORDER BY c.seq DESC LIMIT $7"#,
-                before,
-                app,
-                user,
-                client,
-                active,
-                idle_cutoff,
-                limit
-            )
-            .fetch_all(pool)
-            .await
-        }
+        Lead::User => led_by!("c.user_id = $3"),
+        Lead::Client => led_by!("c.client_id = $4"),
+        Lead::App => led_by!("c.app_id = $2"),
+        Lead::None => led_by!("TRUE"),
     }
 }
 
