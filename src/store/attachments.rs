@@ -49,6 +49,15 @@ impl Party {
             (None, None) => None,
         }
     }
+
+    /// App, user and client as the PostgreSQL statements take them.
+    fn ids(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (
+            self.app.as_ref().map(AppId::as_str),
+            self.user.as_ref().map(UserId::as_str),
+            self.client.as_ref().map(ClientId::as_str),
+        )
+    }
 }
 
 /// A finished upload, before it has its row.
@@ -287,12 +296,13 @@ fn finish_postgres(
         }
     };
     let id = AttachmentId::generate();
+    let (app, user, client) = a.uploader.ids();
     pg.execute(pgsql::attachments::insert(
         id.as_str(),
         blob,
-        a.uploader.app.as_ref().map(AppId::as_str),
-        a.uploader.user.as_ref().map(UserId::as_str),
-        a.uploader.client.as_ref().map(ClientId::as_str),
+        app,
+        user,
+        client,
         a.name,
         a.mime,
         a.size,
@@ -313,13 +323,14 @@ pub fn for_message(
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             let mut found = Vec::with_capacity(ids.len());
+            let (app, user, client) = poster.ids();
             for id in ids {
                 // Shared until the message is stored: the purge skips it.
                 let row = pg.fetch_optional(pgsql::attachments::for_message(
                     id.as_str(),
-                    poster.app.as_ref().map(AppId::as_str),
-                    poster.user.as_ref().map(UserId::as_str),
-                    poster.client.as_ref().map(ClientId::as_str),
+                    app,
+                    user,
+                    client,
                 ))?;
                 match row {
                     Some((name, mime, size, sha256)) => found.push(Attachment {
@@ -464,16 +475,11 @@ pub async fn readable(
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            let row = pgsql::attachments::readable(
-                id.as_str(),
-                app.as_ref().map(AppId::as_str),
-                user.as_ref().map(UserId::as_str),
-                client.as_ref().map(ClientId::as_str),
-                admin,
-            )
-            .fetch_optional(pool)
-            .await
-            .map_err(pg_error)?;
+            let (app, user, client) = reader.ids();
+            let row = pgsql::attachments::readable(id.as_str(), app, user, client, admin)
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error)?;
             return Ok(
                 row.map(|(name, mime, size, sha256, blob, chunk_size)| Download {
                     attachment: Attachment {

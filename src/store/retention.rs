@@ -75,20 +75,11 @@ pub async fn count(
             .fetch_one(pool)
             .await
             .map_err(pg_error)?;
-            return Ok(Purged {
-                conversations: r.conversations,
-                messages: r.messages,
-                deliveries: r.deliveries,
-                dead_deliveries: r.dead_deliveries,
-                idempotency_keys: r.idempotency_keys,
-                webhook_events: r.webhook_events,
-                sessions: r.sessions,
-                attachments: r.attachments,
-                ..Purged::default()
-            });
+            return Ok(Purged::from(r));
         }
     };
-    let r = sqlx::query!(
+    let r = sqlx::query_as!(
+        Due,
         r#"SELECT
              (SELECT COUNT(*) FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1) AS "conversations!: i64",
              (SELECT COUNT(*) FROM messages WHERE conversation_id IN
@@ -98,9 +89,9 @@ pub async fn count(
                      (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1))) AS "deliveries!: i64",
              (SELECT COUNT(*) FROM deliveries WHERE state = 'dead' AND updated_at < ?1
                  AND conversation_id NOT IN
-                     (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1)) AS "dead!: i64",
-             (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < ?2) AS "keys!: i64",
-             (SELECT COUNT(*) FROM webhook_events WHERE created_at < ?1) AS "events!: i64",
+                     (SELECT id FROM conversations WHERE expired_at IS NOT NULL AND expired_at < ?1)) AS "dead_deliveries!: i64",
+             (SELECT COUNT(*) FROM idempotency_keys WHERE created_at < ?2) AS "idempotency_keys!: i64",
+             (SELECT COUNT(*) FROM webhook_events WHERE created_at < ?1) AS "webhook_events!: i64",
              (SELECT COUNT(*) FROM sessions WHERE expires_at < ?3 OR revoked_at < ?3) AS "sessions!: i64",
              (SELECT COUNT(*) FROM attachments a
                  WHERE (a.referenced_at IS NOT NULL OR a.created_at < ?4)
@@ -116,17 +107,27 @@ pub async fn count(
     )
     .fetch_one(ex)
     .await?;
-    Ok(Purged {
-        conversations: r.conversations,
-        messages: r.messages,
-        deliveries: r.deliveries,
-        dead_deliveries: r.dead,
-        idempotency_keys: r.keys,
-        webhook_events: r.events,
-        sessions: r.sessions,
-        attachments: r.attachments,
-        ..Purged::default()
-    })
+    Ok(Purged::from(r))
+}
+
+/// What a dry run counts (the row type both backends read, defined with the
+/// PostgreSQL statements).
+type Due = pgsql::retention::Due;
+
+impl From<Due> for Purged {
+    fn from(r: Due) -> Purged {
+        Purged {
+            conversations: r.conversations,
+            messages: r.messages,
+            deliveries: r.deliveries,
+            dead_deliveries: r.dead_deliveries,
+            idempotency_keys: r.idempotency_keys,
+            webhook_events: r.webhook_events,
+            sessions: r.sessions,
+            attachments: r.attachments,
+            ..Purged::default()
+        }
+    }
 }
 
 /// Deletes up to `limit` conversations expired before `expired_before`, with

@@ -16,10 +16,10 @@
 //! plain `&str` here; the typed ids are the relay's.
 //!
 //! The structs here (`messages::Message`, `conversations::Conversation`,
-//! `deliveries::Claimed` and `Listed`, `webhooks::Info` and `Attempt`) are
-//! rows as both backends read them: the relay's SQLite queries read into
-//! them too, since the relay's crate depends on this one and not the other
-//! way.
+//! `deliveries::Claimed` and `Listed`, `webhooks::Info` and `Attempt`,
+//! `retention::Due`) are rows as both backends read them: the relay's
+//! SQLite queries read into them too, since the relay's crate depends on
+//! this one and not the other way.
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::Postgres;
