@@ -701,9 +701,7 @@ pub async fn list(db: &Reader, f: Filter<'_>, now: i64) -> StoreResult<Vec<(i64,
             )
             .fetch_all(pool)
             .await
-            .map_err(pg_error)?
-            .into_iter()
-            .collect(),
+            .map_err(pg_error)?,
         };
     Ok(rows.into_iter().map(|r| listed(r, now)).collect())
 }

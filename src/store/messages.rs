@@ -355,7 +355,7 @@ pub async fn last_seq(db: &Reader) -> StoreResult<i64> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
-            return pgsql::messages::highest_position()
+            return pgsql::cursor::highest()
                 .fetch_one(pool)
                 .await
                 .map_err(pg_error);

@@ -657,9 +657,7 @@ pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Ve
         Reader::Postgres(pool) => pgsql::webhooks::attempts(id.as_str(), limit)
             .fetch_all(pool)
             .await
-            .map_err(pg_error)?
-            .into_iter()
-            .collect(),
+            .map_err(pg_error)?,
     };
     Ok(rows
         .into_iter()

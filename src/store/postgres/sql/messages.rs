@@ -154,7 +154,3 @@ pub fn user_stream(
         limit
     )
 }
-
-pub fn highest_position() -> Rows<impl Row<i64>> {
-    sqlx::query!(r#"SELECT COALESCE(MAX(pos), 0)::bigint AS "pos!" FROM messages"#).map(|r| r.pos)
-}
