@@ -278,8 +278,8 @@ impl Relay {
         self.store
             .write_relaxed(move |tx| {
                 let now = now_ms();
-                if adopt && conversations::adopt_unassigned(tx, &client)? > 0 {
-                    deliveries::adopt_unassigned(tx, &client, now)?;
+                if adopt {
+                    conversations::adopt_unassigned(tx, &client, now)?;
                 }
                 let mut claimed = Vec::new();
                 let mut dead = 0u64;

@@ -224,17 +224,37 @@ pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> St
     Ok(())
 }
 
-/// Assigns every unassigned conversation to `client`. Returns how many.
-pub fn adopt_unassigned(tx: &Tx, client: &ClientId) -> StoreResult<u64> {
+/// Assigns every unassigned conversation to `client`, with its open
+/// deliveries. Returns how many conversations.
+///
+/// On PostgreSQL the conversations are locked first (skipping those another
+/// transaction holds: an adoption racing this one, or an inbound message
+/// being added, which wakes the agents again when it commits), and only
+/// their deliveries move, read after the locks are held: a conversation
+/// and its deliveries always go to the same agent. (Moving every unassigned
+/// delivery in a second statement once handed one agent the deliveries of
+/// conversations a concurrent adoption took.)
+pub fn adopt_unassigned(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<u64> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            return pg.execute(pgsql::conversations::adopt_unassigned(client.as_str()));
+            let taken = pg.fetch_all(pgsql::conversations::adopt_unassigned(client.as_str()))?;
+            if !taken.is_empty() {
+                pg.execute(pgsql::deliveries::adopt(client.as_str(), &taken, now))?;
+            }
+            return Ok(taken.len() as u64);
         }
     };
     let n = tx
         .prepare_cached("UPDATE conversations SET client_id = ?1 WHERE client_id IS NULL")?
         .execute([client])?;
+    if n > 0 {
+        tx.prepare_cached(
+            "UPDATE deliveries SET client_id = ?1, updated_at = ?2
+             WHERE client_id IS NULL AND state IN ('ready', 'queued')",
+        )?
+        .execute((client, now))?;
+    }
     Ok(n as u64)
 }
 
@@ -245,11 +265,15 @@ pub struct Owners {
     pub client_id: Option<ClientId>,
 }
 
+/// The owners of a conversation a write is about to change. On PostgreSQL
+/// its row is locked first, as every writer of a conversation locks it, so
+/// the owners read stay true until the transaction ends (a reply checked
+/// against its agent cannot be stored after the conversation moved).
 pub fn owners(tx: &Tx, id: &ConversationId) -> StoreResult<Option<Owners>> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
-            let row = pg.fetch_optional(pgsql::conversations::owners(id.as_str()))?;
+            let row = pg.fetch_optional(pgsql::conversations::owners_locked(id.as_str()))?;
             return Ok(row.map(Owners::from_columns));
         }
     };

@@ -37,12 +37,9 @@ pub fn enqueue(
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             lock_conversation(pg, conversation)?;
-            let state = pg.fetch_one(pgsql::deliveries::enqueue(
-                seq,
-                conversation.as_str(),
-                client.map(ClientId::as_str),
-                now,
-            ))?;
+            // The conversation's client under its lock (see the statement).
+            let state =
+                pg.fetch_one(pgsql::deliveries::enqueue(seq, conversation.as_str(), now))?;
             return Ok(state == "ready");
         }
     };
@@ -415,23 +412,6 @@ pub fn ack_conversation(
         )?
         .execute((conversation, client, now))?;
     Ok(done as u64)
-}
-
-/// Hands every unassigned open delivery to `client`. Returns how many moved.
-pub fn adopt_unassigned(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<u64> {
-    let tx = match tx {
-        Tx::Sqlite(conn) => conn,
-        Tx::Postgres(pg) => {
-            return pg.execute(pgsql::deliveries::adopt_unassigned(client.as_str(), now));
-        }
-    };
-    let moved = tx
-        .prepare_cached(
-            "UPDATE deliveries SET client_id = ?1, updated_at = ?2
-             WHERE client_id IS NULL AND state IN ('ready', 'queued')",
-        )?
-        .execute((client, now))?;
-    Ok(moved as u64)
 }
 
 /// Moves a conversation's open deliveries to `to` (None: unassigned). A lease

@@ -523,3 +523,171 @@ async fn postgres_cluster_streams_a_reply_across_relays() {
     assert_eq!(ws_events[6]["payload"]["message"]["replyId"], "r1");
     assert!(watcher.quiet_for(300).await, "the final message came once");
 }
+
+/// What the adopting agents of one round saw.
+#[derive(Default)]
+struct Adoption {
+    /// Answers refused with 404 `conversation_not_found`: the delivery was
+    /// handed to an agent its conversation does not belong to.
+    refused: u64,
+    answered: u64,
+}
+
+/// An agent of the adoption race: long-polls `base` until `stop`, answers
+/// each message there, and counts answers the relay refuses as not its
+/// conversation's (a mismatch) instead of failing at once.
+async fn adopting_agent(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    seen: Arc<Mutex<Adoption>>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let page = get_json(&http, &format!("{base}/poll?wait=1&max=10"), &token).await;
+        for m in page["messages"].as_array().cloned().unwrap_or_default() {
+            let answer = http
+                .post(format!("{base}/send"))
+                .bearer_auth(&token)
+                .json(&json!({
+                    "to": m["from"],
+                    "conversationId": m["conversationId"],
+                    "text": format!("re: {}", m["text"].as_str().unwrap()),
+                }))
+                .send()
+                .await
+                .unwrap();
+            match answer.status().as_u16() {
+                200 => seen.lock().unwrap().answered += 1,
+                404 => seen.lock().unwrap().refused += 1,
+                other => panic!("send answered {other}: {}", answer.text().await.unwrap()),
+            }
+        }
+    }
+}
+
+/// Work that waits with no agent connected is adopted by the first agents
+/// to poll, conversation and deliveries together: users open conversations
+/// through two relays while agents start polling on the third, round after
+/// round (each round's agents are new, the last round's revoked). Every
+/// delivery stays with its conversation's agent, so every answer is taken
+/// and every message answered. (Adoption once updated conversations and
+/// deliveries in two statements that took separate snapshots and no
+/// conversation lock: a concurrent adoption could take a conversation's
+/// delivery while another took the conversation, and the agent holding the
+/// delivery got 404 for its answer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_cluster_adopts_unassigned_work_with_its_conversation() {
+    const ROUNDS: usize = 6;
+    const AGENTS: usize = 6;
+    const USERS: usize = 32;
+    let pg = Cluster::start();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let nodes = [
+        Node::start(&pg.url),
+        Node::start(&pg.url),
+        Node::start(&pg.url),
+    ];
+    for n in &nodes {
+        wait_ready(&http, &n.base).await;
+    }
+    let (a, b, c) = (&nodes[0].base, &nodes[1].base, &nodes[2].base);
+    let site = create(&http, a, "apps", "site").await;
+    let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let mut cursor = 0;
+    let (mut refused, mut answered) = (0, 0);
+    for round in 0..ROUNDS {
+        let mut agents = Vec::new();
+        for k in 0..AGENTS {
+            let reply = post_json(
+                &http,
+                &format!("{c}/clients"),
+                ADMIN,
+                json!({ "name": format!("agent-{round}-{k}") }),
+            )
+            .await;
+            agents.push((
+                reply["clientId"].as_str().unwrap().to_owned(),
+                reply["token"].as_str().unwrap().to_owned(),
+            ));
+        }
+        // First messages of new users through A and B (no agent is
+        // connected: their conversations wait unassigned) while the
+        // agents start polling on C, all at once.
+        let seen = Arc::new(Mutex::new(Adoption::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let users: Vec<String> = (0..USERS).map(|u| format!("r{round}u{u}")).collect();
+        let (through_a, through_b) = users.split_at(USERS / 2);
+        let posting = futures_util::future::join(
+            post_all(&http, a, &site, through_a, 2, "adopt"),
+            post_all(&http, b, &site, through_b, 2, "adopt"),
+        );
+        let polling: Vec<_> = agents
+            .iter()
+            .map(|(_, token)| {
+                tokio::spawn(adopting_agent(
+                    http.clone(),
+                    c.clone(),
+                    token.clone(),
+                    seen.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let (mut posted, more) = posting.await;
+        posted.extend(more);
+        let total: usize = posted.values().map(Vec::len).sum();
+        // Every message is answered (a refused answer never is: its
+        // message goes round its attempts to the dead letters).
+        let mut answers = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            cursor = outbox(&http, c, &site, cursor, &mut answers).await;
+            let got: usize = answers.values().map(Vec::len).sum();
+            if got >= total {
+                break;
+            }
+            if Instant::now() > deadline || seen.lock().unwrap().refused > 0 {
+                let mismatched: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM deliveries d JOIN conversations c ON c.id = d.conversation_id
+                     WHERE d.state IN ('ready', 'queued') AND d.client_id IS DISTINCT FROM c.client_id",
+                )
+                .fetch_one(&db)
+                .await
+                .unwrap();
+                panic!(
+                    "round {round}: {got} of {total} answered, {} answers refused as another agent's \
+                     conversation, {mismatched} open deliveries held by an agent their conversation \
+                     does not belong to",
+                    seen.lock().unwrap().refused
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        for p in polling {
+            p.await.unwrap();
+        }
+        {
+            let seen = seen.lock().unwrap();
+            refused += seen.refused;
+            answered += seen.answered;
+        }
+        // The next round's conversations find no agent connected.
+        for (id, _) in &agents {
+            let gone = http
+                .delete(format!("{c}/clients/{id}"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            assert!(gone.status().is_success(), "{}", gone.status());
+        }
+    }
+    println!("{ROUNDS} rounds: {answered} answers taken, {refused} refused");
+    assert_eq!(refused, 0);
+    assert_eq!(answered, (ROUNDS * USERS * 2) as u64);
+}

@@ -107,17 +107,33 @@ pub fn assign(id: &str, client: Option<&str>) -> Statement {
     )
 }
 
-pub fn adopt_unassigned(client: &str) -> Statement {
+/// Assigns the unassigned conversations no other transaction holds to
+/// `client`, locking them until the transaction ends; returns their ids.
+pub fn adopt_unassigned(client: &str) -> Rows<impl Row<String>> {
     sqlx::query!(
-        "UPDATE conversations SET client_id = $1 WHERE client_id IS NULL",
+        "UPDATE conversations SET client_id = $1
+         WHERE id IN (SELECT id FROM conversations WHERE client_id IS NULL
+                      ORDER BY id FOR UPDATE SKIP LOCKED)
+         RETURNING id",
         client
     )
+    .map(|r| r.id)
 }
 
 /// App, user and client.
 pub fn owners(id: &str) -> Rows<impl Row<(String, String, Option<String>)>> {
     sqlx::query!(
         "SELECT app_id, user_id, client_id FROM conversations WHERE id = $1",
+        id
+    )
+    .map(|r| (r.app_id, r.user_id, r.client_id))
+}
+
+/// App, user and client, the conversation's row locked until the
+/// transaction ends (a writer of the conversation takes its turn first).
+pub fn owners_locked(id: &str) -> Rows<impl Row<(String, String, Option<String>)>> {
+    sqlx::query!(
+        "SELECT app_id, user_id, client_id FROM conversations WHERE id = $1 FOR UPDATE",
         id
     )
     .map(|r| (r.app_id, r.user_id, r.client_id))

@@ -5,25 +5,24 @@ use crate::{Row, Rows, Statement};
 
 /// Queues message `seq`'s delivery: ready unless the conversation has a
 /// ready row, else queued behind it. Returns the state given.
-pub fn enqueue(
-    seq: i64,
-    conversation: &str,
-    client: Option<&str>,
-    now: i64,
-) -> Rows<impl Row<String>> {
+///
+/// The row goes to the conversation's client as the caller's lock on the
+/// conversation finds it: the conversation may have been adopted or moved
+/// since the caller looked (a delivery is always its conversation's).
+pub fn enqueue(seq: i64, conversation: &str, now: i64) -> Rows<impl Row<String>> {
     sqlx::query!(
         "INSERT INTO deliveries
             (message_seq, conversation_id, client_id, state, attempts, visible_at,
              created_at, updated_at)
-         VALUES ($1, $2, $3,
-                 CASE WHEN EXISTS (SELECT 1 FROM deliveries
-                                   WHERE conversation_id = $2 AND state = 'ready')
-                      THEN 'queued' ELSE 'ready' END,
-                 0, $4, $4, $4)
+         SELECT $1, c.id, c.client_id,
+                CASE WHEN EXISTS (SELECT 1 FROM deliveries
+                                  WHERE conversation_id = $2 AND state = 'ready')
+                     THEN 'queued' ELSE 'ready' END,
+                0, $3, $3, $3
+         FROM conversations c WHERE c.id = $2
          RETURNING state",
         seq,
         conversation,
-        client,
         now
     )
     .map(|r| r.state)
@@ -189,11 +188,14 @@ pub fn ack_conversation(conversation: &str, client: &str, now: i64) -> Statement
     )
 }
 
-pub fn adopt_unassigned(client: &str, now: i64) -> Statement {
+/// Hands the open deliveries of `conversations` (just adopted by
+/// `client`, and locked) to it.
+pub fn adopt(client: &str, conversations: &[String], now: i64) -> Statement {
     sqlx::query!(
-        "UPDATE deliveries SET client_id = $1, updated_at = $2
-         WHERE client_id IS NULL AND state IN ('ready', 'queued')",
+        "UPDATE deliveries SET client_id = $1, updated_at = $3
+         WHERE conversation_id = ANY($2) AND state IN ('ready', 'queued')",
         client,
+        conversations,
         now
     )
 }
