@@ -6,6 +6,9 @@
 #   scripts/pg.sh start DIR   prints the database URL (postgres://...)
 #   scripts/pg.sh stop DIR    stops the server and deletes DIR
 #
+# PG_SERVER_OPTIONS adds server settings at start (e.g. the benchmark's
+# "-c shared_preload_libraries=pg_stat_statements").
+#
 # Needs Debian's `postgresql` package (PostgreSQL 15 on bookworm): when its
 # programs are missing and this runs as root with apt-get, it installs it.
 # PostgreSQL refuses to run as root, so as root the cluster runs as the
@@ -67,7 +70,7 @@ start)
     }
     # fsync stays on: the tests check durability, not only behaviour.
     as_owner "$bin/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --silent \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200" \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200 ${PG_SERVER_OPTIONS:-}" \
         start || {
         cat "$dir/server.log" >&2
         exit 1

@@ -6,8 +6,8 @@
 //!   unassigned work), publishes a live event (`reply.delta`, `typing`,
 //!   ...) or queues webhook events while another relay leads also signals
 //!   the other relays (`wakeups::signal`, in order, from
-//!   one task), and each stamp of the message cursor tells every relay
-//!   which apps' messages became readable. A lost notification only delays:
+//!   one task), and each transaction that stores messages tells every
+//!   relay which apps' messages it stored. A lost notification only delays:
 //!   when the listening connection was down, everything is woken.
 //! - **Liveness.** Each relay writes when it last saw its agents
 //!   (`presence`, every [`Cluster::refresh_every`]) and reads what all of
@@ -15,7 +15,8 @@
 //!   assignment, stickiness and moving work away from gone agents.
 //! - **Leadership.** One relay at a time holds a session advisory lock and
 //!   runs the background tasks (expiry, reassignment, retention, webhook
-//!   delivery), the periodic stamp and the pruning of old presence rows.
+//!   delivery), folds the open-delivery counts and prunes old presence
+//!   rows.
 //!   When it dies PostgreSQL ends its session, and another relay takes
 //!   the lock within [`LEAD_EVERY`].
 //!
@@ -30,13 +31,13 @@ use crate::store::postgres::leader::{keys, Leadership};
 use crate::store::postgres::wakeups::{self, Heard, MAX_SIGNAL_BYTES};
 use crate::store::postgres::{presence, PgStore};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How often a relay that does not lead tries to, and the leader checks it
-/// still does (and stamps what a failed stamp left).
+/// still does (and folds the open-delivery counts).
 pub const LEAD_EVERY: Duration = Duration::from_secs(1);
 /// How often the listener reads the highest position even when notified.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -62,6 +63,9 @@ struct Envelope {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Signal {
+    /// A relay started: the others count it at once (they send nothing
+    /// while they think they are alone).
+    Hello,
     /// New work for this agent.
     Wake { client: String },
     /// Unassigned work: whichever agent looks first adopts it.
@@ -86,8 +90,14 @@ pub struct Cluster {
     leading: AtomicBool,
     outgoing: mpsc::Sender<String>,
     sent: AtomicU64,
-    /// How often this relay writes when it saw its agents.
+    /// How often this relay writes when it saw its agents (and that it is
+    /// alive).
     refresh_every: Duration,
+    /// Other relays alive at the last refresh: while there are none, this
+    /// relay sends no signals and no notices of stored messages (nobody
+    /// would hear them; a relay that starts looks at everything at first,
+    /// see `wakeups`).
+    others: Arc<AtomicI64>,
 }
 
 impl Cluster {
@@ -97,6 +107,12 @@ impl Cluster {
     pub fn join(pg: PgStore, stale_after_ms: i64) -> Cluster {
         let (outgoing, rx) = mpsc::channel(OUTGOING);
         tokio::spawn(send_signals(pg.pool().clone(), rx));
+        let others = Arc::new(AtomicI64::new(0));
+        tokio::spawn(send_notices(
+            pg.pool().clone(),
+            pg.notices().clone(),
+            others.clone(),
+        ));
         Cluster {
             id: format!("rly_{}", uuid::Uuid::new_v4().simple()),
             pg,
@@ -104,6 +120,7 @@ impl Cluster {
             outgoing,
             sent: AtomicU64::new(0),
             refresh_every: Duration::from_millis((stale_after_ms / 4).clamp(100, 1000) as u64),
+            others,
         }
     }
 
@@ -144,6 +161,9 @@ impl Cluster {
     }
 
     fn send(&self, signal: Signal) {
+        if self.others.load(Ordering::Relaxed) == 0 && !matches!(signal, Signal::Hello) {
+            return;
+        }
         let envelope = Envelope {
             from: self.id.clone(),
             n: self.sent.fetch_add(1, Ordering::Relaxed),
@@ -173,6 +193,24 @@ async fn send_signals(pool: sqlx::PgPool, mut rx: mpsc::Receiver<String>) {
             tracing::warn!(error = %e, signals = batch.len(), "cannot signal the other relays; they catch up by their periodic checks");
         }
         batch.clear();
+    }
+}
+
+/// Tells the other relays of the messages this one stored, once per
+/// batch of commits (see `cursor::Notices`), while there are others.
+async fn send_notices(
+    pool: sqlx::PgPool,
+    notices: Arc<crate::store::postgres::cursor::Notices>,
+    others: Arc<AtomicI64>,
+) {
+    loop {
+        let (top, apps) = notices.take().await;
+        if others.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        if let Err(e) = crate::store::postgres::cursor::notify(&pool, top, &apps).await {
+            tracing::warn!(error = %e, "cannot tell the other relays of stored messages; they catch up by their periodic checks");
+        }
     }
 }
 
@@ -214,6 +252,9 @@ fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
                 Signal::AnyClient => {
                     hub.note_unassigned();
                     hub.wake_all_clients();
+                }
+                Signal::Hello => {
+                    cluster.others.fetch_max(1, Ordering::Relaxed);
                 }
                 Signal::Webhooks => relay.wake_webhooks(cluster.leads()),
                 Signal::Live {
@@ -262,6 +303,8 @@ pub async fn start(
     let mut leadership = Lead::default();
     leadership.tick(&relay, &cluster).await;
     share_liveness(&relay, &cluster).await;
+    // Listening already: the others start telling this relay at once.
+    cluster.send(Signal::Hello);
     tokio::spawn(async move {
         let stop = shutdown.wait();
         tokio::pin!(stop);
@@ -298,10 +341,20 @@ pub async fn start(
     })
 }
 
-/// Writes when this relay saw its agents, reads when any relay did.
+/// Writes when this relay saw its agents (and that it is alive), reads when
+/// any relay did (and how many others are alive).
 async fn share_liveness(relay: &Relay, cluster: &Cluster) {
     let pool = cluster.pg.pool();
     let now = now_ms();
+    let since = now - 3 * cluster.refresh_every.as_millis() as i64;
+    match presence::alive(pool, &cluster.id, now, since).await {
+        Ok(n) => cluster.others.store(n, Ordering::Relaxed),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record that this relay is alive");
+            // Unknown: tell whoever may listen.
+            cluster.others.store(1, Ordering::Relaxed);
+        }
+    }
     let here = relay.hub.seen_here(now);
     if let Err(e) = presence::seen(pool, &cluster.id, &here).await {
         tracing::warn!(error = %e, "cannot record which agents this relay sees");
@@ -363,9 +416,8 @@ impl Lead {
 
     /// What only the leader does, besides the background tasks.
     async fn duties(&mut self, relay: &Relay, cluster: &Cluster) {
-        // A stamp that failed after its commit left messages unnumbered.
-        if let Err(e) = cluster.pg.stamp().await {
-            tracing::warn!(error = %e, "the periodic stamp of the message cursor failed");
+        if let Err(e) = cluster.pg.fold_pending().await {
+            tracing::warn!(error = %e, "folding the open-delivery counts failed");
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(PRUNE_EVERY_TICKS) {

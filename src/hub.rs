@@ -51,6 +51,8 @@ impl LiveEvent {
 struct AppChannel {
     wake: Arc<Notify>,
     live: broadcast::Sender<Arc<LiveEvent>>,
+    /// The highest cursor of the app's messages announced so far.
+    announced: i64,
 }
 
 #[derive(Default)]
@@ -96,10 +98,15 @@ pub struct Hub {
     /// Revoked and rotated credentials, for the sockets and streams opened
     /// with them (see [`Revocation`]).
     revocations: broadcast::Sender<Arc<Revocation>>,
-    /// The highest message sequence number announced by [`Hub::wake_app`]
-    /// (sequence numbers are global, commit-ordered).
+    /// The highest message cursor announced by [`Hub::wake_app`] (cursors
+    /// are global).
     announced: AtomicI64,
+    /// [`Hub::kept`]'s list and when it was made.
+    kept: std::sync::Mutex<(i64, Arc<Vec<ClientId>>)>,
 }
+
+/// How long (ms) [`Hub::kept`]'s list is reused: being gone takes minutes.
+const KEPT_FOR: i64 = 100;
 
 /// A client's or app's token stopped being valid at `at` (ms, the credential's
 /// new version): every socket or stream of that principal opened with an
@@ -165,6 +172,7 @@ impl Hub {
             unassigned_hint: std::sync::atomic::AtomicBool::new(true),
             revocations: broadcast::channel(256).0,
             announced: AtomicI64::new(last_seq),
+            kept: std::sync::Mutex::new((0, Arc::new(Vec::new()))),
         }
     }
 
@@ -259,9 +267,11 @@ impl Hub {
     }
 
     fn app_channel<'a>(&self, inner: &'a mut Inner, app: &AppId) -> &'a AppChannel {
+        let announced = self.announced();
         inner.apps.entry(app.clone()).or_insert_with(|| AppChannel {
             wake: Arc::new(Notify::new()),
             live: broadcast::channel(self.live_buffer).0,
+            announced,
         })
     }
 
@@ -275,9 +285,17 @@ impl Hub {
     /// polls and streams.
     pub fn wake_app(&self, app: &AppId, seq: i64) {
         self.announced.fetch_max(seq, Ordering::SeqCst);
-        if let Some(c) = self.lock().apps.get(app) {
+        if let Some(c) = self.lock().apps.get_mut(app) {
+            c.announced = c.announced.max(seq);
             c.wake.notify_waiters();
         }
+    }
+
+    /// The highest cursor of the app's stored messages announced so far (or
+    /// of any app's, announced before the app's first reader came).
+    pub fn app_announced(&self, app: &AppId) -> i64 {
+        let mut inner = self.lock();
+        self.app_channel(&mut inner, app).announced
     }
 
     /// Announces that stored messages up to cursor `upto` (of any app) are
@@ -285,14 +303,16 @@ impl Hub {
     /// every app's outbox polls and streams.
     pub fn announce_all(&self, upto: i64) {
         self.announced.fetch_max(upto, Ordering::SeqCst);
-        for c in self.lock().apps.values() {
+        for c in self.lock().apps.values_mut() {
+            c.announced = c.announced.max(upto);
             c.wake.notify_waiters();
         }
     }
 
     /// The highest stored message (of any app) announced so far, or stored
     /// before this process started: a read of the store that starts now
-    /// sees every message up to it.
+    /// sees every message up to it, once the store says it is readable
+    /// (`Store::readable_beyond`; at once on SQLite).
     pub fn announced(&self) -> i64 {
         self.announced.load(Ordering::SeqCst)
     }
@@ -353,6 +373,24 @@ impl Hub {
             .filter(|(_, p)| self.state_of(p, now) == ClientState::Connected)
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// The clients not gone now (see [`Hub::is_gone`]), as of at most
+    /// [`KEPT_FOR`] ago: a conversation stays with one of them.
+    pub fn kept(&self, now: i64) -> Arc<Vec<ClientId>> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if now - kept.0 > KEPT_FOR || now < kept.0 {
+            let starting = now - self.started_at <= self.liveness.disconnected_after_ms;
+            let list: Vec<ClientId> = self
+                .lock()
+                .clients
+                .iter()
+                .filter(|(_, p)| starting || self.state_of(p, now) != ClientState::Disconnected)
+                .map(|(c, _)| c.clone())
+                .collect();
+            *kept = (now, Arc::new(list));
+        }
+        kept.1.clone()
     }
 
     /// Whether `client` has been gone so long that its conversations should move.

@@ -17,6 +17,7 @@ mod burst;
 mod cluster;
 mod nexus;
 mod pgqueue;
+mod pgstats;
 mod purge;
 mod queue;
 mod relay;
@@ -131,6 +132,17 @@ enum Command {
         duration: u64,
         #[arg(long, default_value_t = 3)]
         warmup: u64,
+        /// Also run one and three relays each held to this many cores (a
+        /// cgroup v1 `cpu` quota: hosts of that size), e.g. 0.25.
+        #[arg(long)]
+        hold: Option<f64>,
+        /// Also run SQLite with this relay binary (an earlier version), in
+        /// the same run.
+        #[arg(long)]
+        sqlite_baseline: Option<PathBuf>,
+        /// Which setups to run: sqlite, pg1 (one relay on PostgreSQL), pg3.
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,pg1,pg3")]
+        setups: Vec<String>,
     },
     /// The queue at scale on PostgreSQL, at the storage layer: claim and ack
     /// transactions with 1k, 100k, 1M pending deliveries (a throwaway
@@ -493,6 +505,9 @@ async fn main() {
             transport,
             duration,
             warmup,
+            hold,
+            sqlite_baseline,
+            setups,
         } => {
             let parsed: Vec<(usize, usize)> = loads
                 .iter()
@@ -510,7 +525,12 @@ async fn main() {
                 warmup: Duration::from_secs(warmup),
                 duration: Duration::from_secs(duration),
             };
-            let rows = cluster::run(&bin, &parsed, &load).await;
+            let options = cluster::Options {
+                setups: &setups,
+                hold,
+                sqlite_baseline: sqlite_baseline.as_deref(),
+            };
+            let rows = cluster::run(&bin, &parsed, &load, &options).await;
             cluster::print(&rows);
             write_json(&cli.json, serde_json::json!({ "cluster": rows }));
         }

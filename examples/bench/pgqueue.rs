@@ -179,7 +179,7 @@ pub async fn run(n: i64, leased: f64, duration: Duration) -> PgQueueReport {
             let who = client.clone();
             store
                 .write(move |tx| {
-                    for seq in seqs {
+                    for seq in &seqs {
                         let id = MessageId::from_db(format!("msg_{}", seq - 1));
                         if let Some(conversation) = deliveries::ack(tx, &who, &id, now)? {
                             deliveries::promote_next(tx, &conversation, now)?;

@@ -128,6 +128,28 @@ impl RelayProc {
         cpu_secs_of(self.pid())
     }
 
+    /// Holds the relay to `cores` of CPU, as if it ran on a host that size:
+    /// a cgroup (v1 `cpu` controller, `cfs_quota_us` of a 100 ms period) of
+    /// its own, removed when the returned hold is dropped after the relay
+    /// stopped.
+    pub fn hold_cpu(&self, cores: f64) -> CpuHold {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/cgroup/cpu/clawrelay-bench-{}-{}",
+            std::process::id(),
+            self.pid()
+        ));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("create {} (cgroup v1 cpu controller): {e}", dir.display()));
+        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").expect("cpu.cfs_period_us");
+        std::fs::write(
+            dir.join("cpu.cfs_quota_us"),
+            ((cores * 100_000.0) as u64).to_string(),
+        )
+        .expect("cpu.cfs_quota_us");
+        std::fs::write(dir.join("cgroup.procs"), self.pid().to_string()).expect("cgroup.procs");
+        CpuHold(dir)
+    }
+
     /// Peak resident set size, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         status_mib_of(self.pid(), "VmHWM:")
@@ -196,7 +218,7 @@ pub fn status_mib_of(pid: u32, field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -241,4 +263,19 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// A relay's CPU limit (see [`RelayProc::hold_cpu`]).
+pub struct CpuHold(PathBuf);
+
+impl Drop for CpuHold {
+    fn drop(&mut self) {
+        // Empty once its process ended; retried briefly while it exits.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

@@ -66,6 +66,9 @@ pub struct Report {
     /// The measured window, Unix ms (to pick the relay's records of it).
     #[serde(skip)]
     pub window: (i64, i64),
+    /// What PostgreSQL did in the window (on PostgreSQL, when measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg: Option<super::pgstats::PgNumbers>,
 }
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<String>>>>;
@@ -141,6 +144,7 @@ impl Shared {
             lag_p50_ms: lag(0.50),
             lag_p99_ms: lag(0.99),
             window: w.span,
+            pg: None,
         }
     }
 
@@ -194,13 +198,19 @@ async fn stats(http: &reqwest::Client, base: &str) -> (u64, u64) {
 }
 
 pub async fn run(relay: &RelayProc, load: &Load, synchronous: &str) -> Report {
-    run_on(std::slice::from_ref(relay), load, synchronous).await
+    run_on(std::slice::from_ref(relay), load, synchronous, None).await
 }
 
 /// The load on relays sharing one database: agent k connects to relay
 /// k mod n, user u posts to relay u mod n, the app reads its outbox (or
-/// stream) through the first relay. CPU is the relays' sum.
-pub async fn run_on(relays: &[RelayProc], load: &Load, synchronous: &str) -> Report {
+/// stream) through the first relay. CPU is the relays' sum. `pg` measures
+/// what PostgreSQL did over the same window.
+pub async fn run_on(
+    relays: &[RelayProc],
+    load: &Load,
+    synchronous: &str,
+    pg: Option<&super::pgstats::Probe>,
+) -> Report {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(60))
@@ -299,6 +309,9 @@ pub async fn run_on(relays: &[RelayProc], load: &Load, synchronous: &str) -> Rep
 
     tokio::time::sleep(load.warmup).await;
     let (c0, o0) = stats(&http, &base).await;
+    if let Some(pg) = pg {
+        pg.start().await;
+    }
     let cpu0 = cpu();
     shared.measuring.store(true, Ordering::SeqCst);
     let window_start = clawrelay::store::now_ms();
@@ -308,6 +321,10 @@ pub async fn run_on(relays: &[RelayProc], load: &Load, synchronous: &str) -> Rep
     let window = (window_start, clawrelay::store::now_ms());
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = cpu();
+    let pg = match pg {
+        Some(pg) => Some(pg.finish().await),
+        None => None,
+    };
     let (c1, o1) = stats(&http, &base).await;
     shared.stop.store(true, Ordering::SeqCst);
     for t in &tasks {
@@ -316,6 +333,7 @@ pub async fn run_on(relays: &[RelayProc], load: &Load, synchronous: &str) -> Rep
 
     let commits = c1.saturating_sub(c0);
     Report {
+        pg,
         commits_per_sec: commits as f64 / secs,
         operations_per_commit: if commits > 0 {
             o1.saturating_sub(o0) as f64 / commits as f64

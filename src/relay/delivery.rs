@@ -18,6 +18,7 @@ use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
 use crate::model::Message;
 use crate::store::conversations::Expired;
 use crate::store::deliveries::Retired;
+use crate::store::postgres::engine;
 use crate::store::{clients, conversations, deliveries, now_ms, StoreResult, Tx};
 
 use std::time::Duration;
@@ -257,6 +258,54 @@ impl Relay {
         max: i64,
         owner: Option<String>,
     ) -> Result<Claim, Error> {
+        let mut taken = Vec::new();
+        if let (Some(engine), false) = (&self.engine, self.hub.unassigned_hinted()) {
+            let claimed = engine
+                .claim(engine::Claim {
+                    client: client.clone(),
+                    max,
+                    owner: owner.clone(),
+                })
+                .await?;
+            let m = crate::metrics::get();
+            m.claimed.inc_by(claimed.messages.len() as u64);
+            let again = claimed
+                .messages
+                .iter()
+                .filter(|x| x.attempt.unwrap_or(1) > 1)
+                .count();
+            m.redelivered.inc_by(again as u64);
+            if !claimed.exhausted {
+                return Ok(Claim {
+                    messages: claimed.messages,
+                    dead: 0,
+                    hooked: false,
+                    next_due: claimed.next_due,
+                });
+            }
+            // A due delivery is out of attempts: the general claim below
+            // retires it (and claims what room is left).
+            taken = claimed.messages;
+        }
+        let mut claim = self
+            .general_claim(client, max - taken.len() as i64, owner)
+            .await?;
+        if !taken.is_empty() {
+            taken.append(&mut claim.messages);
+            claim.messages = taken;
+            claim.next_due = None;
+        }
+        Ok(claim)
+    }
+
+    /// A claim as one general write: adopts unassigned work when hinted,
+    /// retires deliveries out of attempts.
+    async fn general_claim(
+        &self,
+        client: ClientId,
+        max: i64,
+        owner: Option<String>,
+    ) -> Result<Claim, Error> {
         // A wake-up with nothing due (a lease of the client ending later, an
         // ack elsewhere, work that another poll took) costs one read, not a
         // write transaction.
@@ -361,16 +410,16 @@ impl Relay {
                     not_acked: Vec::new(),
                 };
                 let mut promoted = false;
-                for id in ids {
-                    match deliveries::ack(tx, &client, &id, now)? {
+                for id in &ids {
+                    match deliveries::ack(tx, &client, id, now)? {
                         Some(c) => {
                             promoted |= deliveries::promote_next(tx, &c, now)?.is_some();
-                            outcome.acked.push(id);
+                            outcome.acked.push(id.clone());
                         }
-                        None => outcome.not_acked.push(id),
+                        None => outcome.not_acked.push(id.clone()),
                     }
                 }
-                Ok::<_, Error>((outcome, promoted.then_some(client)))
+                Ok::<_, Error>((outcome, promoted.then(|| client.clone())))
             })
             .await?;
         crate::metrics::get()

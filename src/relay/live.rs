@@ -6,7 +6,6 @@ use super::Relay;
 use crate::error::Error;
 use crate::hub::LiveEvent;
 use crate::ids::{AppId, ClientId, ConversationId, ReplyId, UserId};
-use crate::model::Message;
 use crate::store::conversations::Expired;
 use crate::store::{conversations, messages};
 use serde_json::{json, Value};
@@ -149,7 +148,7 @@ impl Relay {
         conversation: Option<&ConversationId>,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, Message)>, Error> {
+    ) -> Result<messages::Page, Error> {
         let reader = self.store.reader();
         Ok(match user {
             None => messages::stream(reader, app, conversation, after, limit).await?,

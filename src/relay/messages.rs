@@ -5,10 +5,13 @@ use super::delivery::conversation_for;
 use super::{webhooks, Relay, Wake};
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::ids::{AppId, AttachmentId, ClientId, ConversationId, IdempotencyKey, ReplyId, UserId};
+use crate::ids::{
+    AppId, AttachmentId, ClientId, ConversationId, EventId, IdempotencyKey, ReplyId, UserId,
+};
 use crate::model::{Attachment, ConversationWithMessages, Direction, Message};
 use crate::store::attachments::{self, Party};
 use crate::store::messages::NewMessage;
+use crate::store::postgres::engine;
 use crate::store::{conversations, deliveries, idempotency, messages, now_ms, Tx};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -60,6 +63,11 @@ fn usable(tx: &Tx, ids: &[AttachmentId], poster: &Party) -> Result<Vec<Attachmen
     })
 }
 
+/// The longest an outbox read waits for replies stored but not yet
+/// readable (see [`Relay::outbox_page`]): normally milliseconds, while a
+/// write that began earlier commits.
+const READABLE_WAIT: Duration = Duration::from_secs(2);
+
 /// A page of an app's outbox.
 pub struct OutboxPage {
     pub messages: Vec<Message>,
@@ -106,6 +114,29 @@ impl Relay {
         } = post;
         self.check_text(&text, attached.len())?;
         let now = now_ms();
+        if let (Some(engine), true) = (&self.engine, attached.is_empty()) {
+            let request = engine::Inbound {
+                app: app.clone(),
+                user: from.clone(),
+                text: text.clone(),
+                key: key.clone(),
+                now,
+                kept: self.hub.kept(now),
+            };
+            if let Some(stored) = engine.inbound(request).await? {
+                let wake = match (&stored.message.client_id, stored.ready) {
+                    (Some(c), true) => Wake::Client(c.clone()),
+                    _ => Wake::Nobody,
+                };
+                self.wake(wake);
+                self.announce(&stored.message.app_id, stored.cursor);
+                crate::metrics::get()
+                    .messages
+                    .with_label_values(&["inbound"])
+                    .inc();
+                return Ok(stored.message);
+            }
+        }
         let live = self.hub.live_clients(now);
         let hub = self.hub.clone();
         let ttl_ms = self.rules.ttl_ms;
@@ -124,7 +155,7 @@ impl Relay {
                 let destination =
                     conversation_for(tx, &hub, &app, &from, &live, ttl_ms, max_pending, now)?;
                 let (conversation, client) = (destination.conversation, destination.client);
-                let (seq, message) = messages::insert(
+                let stored = messages::insert(
                     tx,
                     NewMessage {
                         conversation_id: &conversation,
@@ -139,7 +170,8 @@ impl Relay {
                         now,
                     },
                 )?;
-                let ready = deliveries::enqueue(tx, seq, &conversation, client.as_ref(), now)?;
+                let ready =
+                    deliveries::enqueue(tx, stored.seq, &conversation, client.as_ref(), now)?;
                 let mut hooked = false;
                 if let Some(e) = &destination.expired {
                     hooked = webhooks::record_expired(tx, e, now)?;
@@ -148,7 +180,7 @@ impl Relay {
                     conversations::touch(tx, &conversation, now)?;
                 }
                 if let Some(key) = &key {
-                    idempotency::record(tx, app.as_str(), key, &message.id, now)?;
+                    idempotency::record(tx, app.as_str(), key, &stored.message.id, now)?;
                 }
                 let wake = match (ready, client) {
                     (false, _) => Wake::Nobody,
@@ -156,7 +188,7 @@ impl Relay {
                     (true, None) => Wake::AnyClient,
                 };
                 Ok::<_, Error>((
-                    (seq, message),
+                    (stored.cursor, stored.message),
                     wake,
                     destination.expired,
                     destination.opened,
@@ -200,6 +232,32 @@ impl Relay {
         } = reply;
         self.check_text(&text, attached.len())?;
         let rules = self.rules;
+        if let (Some(engine), true) = (&self.engine, attached.is_empty()) {
+            let now = now_ms();
+            let request = engine::Reply {
+                client: client.clone(),
+                conversation: conversation.clone(),
+                to: to.clone(),
+                text: text.clone(),
+                reply_id: reply_id.as_ref().map(|r| r.as_str().to_owned()),
+                key: key.clone(),
+                ack,
+                now,
+            };
+            let body = |m: &Message| webhooks::reply_body(m, now);
+            let event = EventId::generate().as_str().to_owned();
+            if let Some(sent) = engine.send(request, body, event).await? {
+                self.announce(&sent.message.app_id, sent.cursor);
+                self.wake_webhooks(sent.hooked);
+                let m = crate::metrics::get();
+                m.messages.with_label_values(&["outbound"]).inc();
+                m.acked.inc_by(sent.acked);
+                if let Some(c) = sent.promoted {
+                    self.wake(Wake::Client(c));
+                }
+                return Ok(sent.message);
+            }
+        }
         let ((seq, message), promoted, acked, hooked) = self
             .store
             .write(move |tx| {
@@ -238,7 +296,7 @@ impl Relay {
                     rules.ttl_ms,
                     now,
                 )?;
-                let (seq, message) = messages::insert(
+                let stored = messages::insert(
                     tx,
                     NewMessage {
                         conversation_id: &conversation,
@@ -253,7 +311,7 @@ impl Relay {
                         now,
                     },
                 )?;
-                let hooked = webhooks::record_reply(tx, &message, now)?;
+                let hooked = webhooks::record_reply(tx, &stored.message, now)?;
                 let (acked, promoted) = if ack {
                     let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;
                     (acked, deliveries::promote_next(tx, &conversation, now)?)
@@ -261,9 +319,14 @@ impl Relay {
                     (0, None)
                 };
                 if let Some(key) = &key {
-                    idempotency::record(tx, client.as_str(), key, &message.id, now)?;
+                    idempotency::record(tx, client.as_str(), key, &stored.message.id, now)?;
                 }
-                Ok::<_, Error>(((seq, message), promoted.flatten(), acked, hooked))
+                Ok::<_, Error>((
+                    (stored.cursor, stored.message),
+                    promoted.flatten(),
+                    acked,
+                    hooked,
+                ))
             })
             .await?;
         self.announce(&message.app_id, seq);
@@ -296,13 +359,7 @@ impl Relay {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let reader = self.store.reader();
-            let rows = match user {
-                None => messages::outbox(reader, &app, after, limit).await?,
-                Some(user) => {
-                    messages::of_user(reader, &app, user, None, after, limit, true).await?
-                }
-            };
+            let rows = self.outbox_page(&app, user, after, limit).await?;
             if !rows.is_empty() || Instant::now() >= deadline {
                 let cursor = rows.last().map(|(seq, _)| *seq).unwrap_or(after);
                 return Ok(OutboxPage {
@@ -314,6 +371,42 @@ impl Relay {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = &mut stop => return Ok(OutboxPage { messages: Vec::new(), cursor: after }),
+            }
+        }
+    }
+
+    /// A page of the outbox that holds every reply this relay knows was
+    /// stored before it: on PostgreSQL a reply committed while an older
+    /// transaction still ran is readable only once that one ends, so a read
+    /// that could not see one yet waits for it (up to [`READABLE_WAIT`])
+    /// and reads again. A reply is in the outbox once its `/send` answered.
+    async fn outbox_page(
+        &self,
+        app: &AppId,
+        user: Option<&UserId>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Message)>, Error> {
+        let waited_until = Instant::now() + READABLE_WAIT;
+        loop {
+            let target = self.hub.app_announced(app);
+            let reader = self.store.reader();
+            let page = match user {
+                None => messages::outbox(reader, app, after, limit).await?,
+                Some(user) => {
+                    messages::of_user(reader, app, user, None, after, limit, true).await?
+                }
+            };
+            let full = page.messages.len() as i64 >= limit;
+            if page.horizon > target || full {
+                return Ok(page.messages);
+            }
+            let readable = self.store.readable_beyond(target);
+            if tokio::time::timeout_at(waited_until, readable)
+                .await
+                .is_err()
+            {
+                return Ok(page.messages);
             }
         }
     }

@@ -95,6 +95,9 @@ pub struct Relay {
     pub webhooks: crate::webhook::Webhooks,
     /// The other relays sharing the database (PostgreSQL), if any.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The hot operations as batched statements (PostgreSQL; on SQLite the
+    /// writer batches every write).
+    engine: Option<crate::store::postgres::engine::Engine>,
     /// Conversations not expired: counted at start and by every maintenance
     /// tick, raised by each conversation opened in between. Read by
     /// `/health` and `/metrics` without touching the database.
@@ -143,12 +146,25 @@ impl Relay {
                 hub.liveness().stale_after_ms,
             ))
         });
+        let engine = store.postgres().map(|pg| {
+            crate::store::postgres::engine::Engine::start(
+                pg.pool().clone(),
+                pg.notices().clone(),
+                crate::store::postgres::engine::Rules {
+                    ttl_ms: rules.ttl_ms,
+                    max_pending: rules.max_pending,
+                    lease_ms: rules.lease_ms,
+                    max_attempts: rules.max_attempts,
+                },
+            )
+        });
         Ok(Relay {
             store,
             hub,
             rules,
             webhooks,
             cluster,
+            engine,
             active_conversations: std::sync::atomic::AtomicI64::new(active),
             upload_turn: tokio::sync::Semaphore::new(1),
         })
@@ -187,11 +203,11 @@ impl Relay {
         }
     }
 
-    /// Announces stored message `seq` of `app`, just committed, to the
-    /// app's outbox polls and streams here (the other relays hear of it
-    /// from the stamp of the cursor).
-    fn announce(&self, app: &AppId, seq: i64) {
-        self.hub.wake_app(app, self.store.cursor_after_write(seq));
+    /// Announces the stored message at `cursor` of `app`, just committed,
+    /// to the app's outbox polls and streams here (the other relays hear of
+    /// it from the notification its transaction sent).
+    fn announce(&self, app: &AppId, cursor: i64) {
+        self.hub.wake_app(app, cursor);
     }
 
     /// Sends a live-only event to the app's streams, on every relay.

@@ -34,9 +34,14 @@ pub(super) fn record_reply(tx: &Tx, m: &Message, now: i64) -> StoreResult<bool> 
         &m.app_id,
         "message",
         &m.conversation_id,
-        || envelope("message", now, json!(m)),
+        || reply_body(m, now),
         now,
     )
+}
+
+/// The webhook body of a reply stored at `now`.
+pub(super) fn reply_body(m: &Message, now: i64) -> String {
+    envelope("message", now, json!(m))
 }
 
 /// Records `conversation.expired`, in the caller's transaction.
@@ -319,6 +324,7 @@ impl Relay {
             .observe(outcome.latency_ms as f64 / 1000.0);
         let jitter = f64::from(OsRng.next_u32()) / f64::from(u32::MAX);
         let at = outcome.at;
+        let (status, failure) = (outcome.status, outcome.error.clone());
         let written = self
             .store
             .write_relaxed(move |tx| {
@@ -328,14 +334,13 @@ impl Relay {
                     give_up_before: at - rules.horizon_ms,
                     disable_after: rules.disable_after,
                 };
-                let recorded = webhooks::record_attempt(tx, &outcome, &retry)?;
-                Ok::<_, Error>((recorded, outcome))
+                webhooks::record_attempt(tx, &outcome, &retry)
             })
             .await;
         match written {
-            Ok((recorded, outcome)) => {
+            Ok(recorded) => {
                 if !delivered {
-                    tracing::warn!(webhook = %endpoint, status = ?outcome.status, error = outcome.error.as_deref().unwrap_or(""), "webhook attempt failed");
+                    tracing::warn!(webhook = %endpoint, status = ?status, error = failure.as_deref().unwrap_or(""), "webhook attempt failed");
                 }
                 if recorded.gave_up {
                     tracing::warn!(webhook = %endpoint, "webhook event given up after the retry horizon");

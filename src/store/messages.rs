@@ -21,9 +21,50 @@ pub struct NewMessage<'a> {
 
 /// A message as stored (the row type both backends read, defined with the
 /// PostgreSQL statements). `seq` is the cursor: on SQLite the row's `seq`
-/// (commit order, one writer), on PostgreSQL its `pos` (numbered after
-/// commit, see `store::postgres::cursor`).
+/// (commit order, one writer), on PostgreSQL its `pos` (see
+/// `store::postgres::cursor`).
 type Row = pgsql::messages::Message;
+
+/// A message just stored.
+pub struct Inserted {
+    /// Its row (what its delivery and attachments refer to).
+    pub seq: i64,
+    /// Its cursor position: `seq` on SQLite, `pos` on PostgreSQL.
+    pub cursor: i64,
+    pub message: Message,
+}
+
+/// A page of a cursor read: messages with their cursors, oldest first, and
+/// the position below which the read saw every message stored (`i64::MAX`
+/// on SQLite, whose one writer commits in cursor order; on PostgreSQL a
+/// message stored while an older transaction still runs is readable only
+/// once that one ends, see `store::postgres::cursor`).
+pub struct Page {
+    pub messages: Vec<(i64, Message)>,
+    pub horizon: i64,
+}
+
+impl Page {
+    fn sqlite(rows: Vec<Row>) -> Page {
+        Page {
+            messages: numbered(rows),
+            horizon: i64::MAX,
+        }
+    }
+
+    fn postgres(rows: Vec<pgsql::messages::Paged>) -> Page {
+        let mut horizon = i64::MAX;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (h, message) = row.into_parts();
+            horizon = horizon.min(h);
+            if let Some(m) = message {
+                messages.push((m.seq, Message::from(m)));
+            }
+        }
+        Page { messages, horizon }
+    }
+}
 
 impl From<Row> for Message {
     fn from(r: Row) -> Message {
@@ -44,19 +85,18 @@ impl From<Row> for Message {
     }
 }
 
-/// Stores a message (and which attachments it carries); returns its sequence
-/// number (on SQLite its place in commit order; on PostgreSQL its row
-/// number, and its cursor position is given after commit).
-pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
+/// Stores a message (and which attachments it carries).
+pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
     let id = MessageId::generate();
-    let seq = match tx {
+    let (seq, cursor) = match tx {
         Tx::Sqlite(conn) => {
             insert_sqlite(conn, &id, &m)?;
-            conn.last_insert_rowid()
+            let seq = conn.last_insert_rowid();
+            (seq, seq)
         }
         Tx::Postgres(pg) => {
             // Locks the conversation's row first (see the statement).
-            let seq = pg.fetch_one(pgsql::messages::insert(
+            let (seq, pos) = pg.fetch_one(pgsql::messages::insert(
                 id.as_str(),
                 m.conversation_id.as_str(),
                 m.app_id.as_str(),
@@ -69,8 +109,8 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
                 m.reply_id,
                 super::attachments::to_column(m.attachments).as_deref(),
             ))?;
-            pg.stamp_after_commit();
-            seq
+            pg.stored(pos, m.app_id.as_str());
+            (seq, pos)
         }
     };
     super::attachments::link(tx, seq, m.attachments, m.now)?;
@@ -88,7 +128,11 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<(i64, Message)> {
         reply_id: m.reply_id.map(str::to_owned),
         attachments: m.attachments.to_vec(),
     };
-    Ok((seq, message))
+    Ok(Inserted {
+        seq,
+        cursor,
+        message,
+    })
 }
 
 fn insert_sqlite(
@@ -218,14 +262,9 @@ pub async fn of_conversation(
     Ok(rows.into_iter().map(Message::from).collect())
 }
 
-/// An app's outbound messages after sequence number `after`, in commit order,
-/// each with its sequence number (the outbox cursor).
-pub async fn outbox(
-    db: &Reader,
-    app: &AppId,
-    after: i64,
-    limit: i64,
-) -> StoreResult<Vec<(i64, Message)>> {
+/// An app's outbound messages after cursor `after`, in cursor order, each
+/// with its cursor.
+pub async fn outbox(db: &Reader, app: &AppId, after: i64, limit: i64) -> StoreResult<Page> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
@@ -233,7 +272,7 @@ pub async fn outbox(
                 .fetch_all(pool)
                 .await
                 .map_err(pg_error)?;
-            return Ok(numbered(rows));
+            return Ok(Page::postgres(rows));
         }
     };
     let rows = sqlx::query_as!(
@@ -249,18 +288,18 @@ pub async fn outbox(
     )
     .fetch_all(ex)
     .await?;
-    Ok(numbered(rows))
+    Ok(Page::sqlite(rows))
 }
 
 /// Both directions of an app's conversations (or of one of them) after
-/// sequence number `after`, in commit order: the stored part of a live stream.
+/// cursor `after`, in cursor order: the stored part of a live stream.
 pub async fn stream(
     db: &Reader,
     app: &AppId,
     conversation: Option<&ConversationId>,
     after: i64,
     limit: i64,
-) -> StoreResult<Vec<(i64, Message)>> {
+) -> StoreResult<Page> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
@@ -273,7 +312,7 @@ pub async fn stream(
             .fetch_all(pool)
             .await
             .map_err(pg_error)?;
-            return Ok(numbered(rows));
+            return Ok(Page::postgres(rows));
         }
     };
     let rows = sqlx::query_as!(
@@ -290,11 +329,11 @@ pub async fn stream(
     )
     .fetch_all(ex)
     .await?;
-    Ok(numbered(rows))
+    Ok(Page::sqlite(rows))
 }
 
 /// The messages of one user's conversations of an app (or of one of them)
-/// after `after`, in commit order; only the replies with `outbound_only`.
+/// after `after`, in cursor order; only the replies with `outbound_only`.
 /// Read through the user's conversations, so a user's history costs what
 /// that user has, not what the app has.
 pub async fn of_user(
@@ -305,7 +344,7 @@ pub async fn of_user(
     after: i64,
     limit: i64,
     outbound_only: bool,
-) -> StoreResult<Vec<(i64, Message)>> {
+) -> StoreResult<Page> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
@@ -320,7 +359,7 @@ pub async fn of_user(
             .fetch_all(pool)
             .await
             .map_err(pg_error)?;
-            return Ok(numbered(rows));
+            return Ok(Page::postgres(rows));
         }
     };
     let rows = sqlx::query_as!(
@@ -340,7 +379,7 @@ pub async fn of_user(
     )
     .fetch_all(ex)
     .await?;
-    Ok(numbered(rows))
+    Ok(Page::sqlite(rows))
 }
 
 /// Rows as (cursor, message).

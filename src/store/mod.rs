@@ -306,15 +306,13 @@ impl Store {
         }
     }
 
-    /// The cursor up to which a read started now sees every message, once a
-    /// write that stored message `seq` has returned: `seq` itself on SQLite
-    /// (its single writer commits in `seq` order); on PostgreSQL, where the
-    /// cursor is the position stamped after commit, the highest position
-    /// this relay's stamps found given.
-    pub fn cursor_after_write(&self, seq: i64) -> i64 {
-        match &self.backend {
-            Backend::Sqlite(_) => seq,
-            Backend::Postgres(pg) => pg.stamped(),
+    /// Resolves once a cursor read starting now sees every message up to
+    /// position `pos`: at once on SQLite (its one writer commits in cursor
+    /// order); on PostgreSQL once every transaction older than the one that
+    /// stored it has ended (see [`postgres::cursor`]).
+    pub async fn readable_beyond(&self, pos: i64) {
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.horizon().beyond(pos).await;
         }
     }
 
@@ -355,10 +353,12 @@ impl Store {
     /// On SQLite, operations submitted concurrently may share one
     /// transaction; each runs in its own savepoint, so an operation that
     /// returns `Err` is rolled back alone and its error is returned to its
-    /// caller only. On PostgreSQL each operation is a transaction of its own.
+    /// caller only. On PostgreSQL each operation is a transaction of its own,
+    /// and runs again when PostgreSQL aborted it as a deadlock (hence
+    /// `FnMut`: `op` must be safe to run again after a rollback).
     pub async fn write<T, E, F>(&self, op: F) -> Result<T, E>
     where
-        F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
+        F: FnMut(&Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
@@ -374,7 +374,7 @@ impl Store {
     /// skip the fsync; it is still never reordered after a later durable one.
     pub async fn write_relaxed<T, E, F>(&self, op: F) -> Result<T, E>
     where
-        F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
+        F: FnMut(&Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
@@ -411,65 +411,71 @@ impl Store {
 /// answers before the commit record is flushed, and still flushes it before
 /// any later synchronous commit's, so it is never reordered after one.
 ///
-/// The commit (and the cursor's stamp after it) happens on that blocking
-/// thread too, not in the caller's future: a transaction ends as soon as
-/// `op` returns, however the caller polls. (A caller that awaited another
-/// write before polling this one, as a socket that claims while its
-/// requests run, would otherwise hold this transaction's locks open while
-/// that other write waits for them.)
-async fn write_postgres<T, E, F>(pg: &postgres::PgStore, op: F, durable: bool) -> Result<T, E>
+/// A transaction PostgreSQL aborted as a deadlock or a serialization
+/// failure (it ran at the same time as another that took the same rows in
+/// another order) is rolled back and `op` runs again, up to
+/// [`postgres::RETRIES`] times, before its caller hears of it (503).
+///
+/// When `op` stored messages, the other relays' readers hear of them once
+/// it committed (see [`postgres::cursor::Notices`]).
+///
+/// The commit happens on that blocking thread too, not in the caller's
+/// future: a transaction ends as soon as `op` returns, however the caller
+/// polls. (A caller that awaited another write before polling this one, as
+/// a socket that claims while its requests run, would otherwise hold this
+/// transaction's locks open while that other write waits for them.)
+async fn write_postgres<T, E, F>(pg: &postgres::PgStore, mut op: F, durable: bool) -> Result<T, E>
 where
-    F: FnOnce(&Tx) -> Result<T, E> + Send + 'static,
+    F: FnMut(&Tx) -> Result<T, E> + Send + 'static,
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    let mut txn = pg
-        .pool()
-        .begin()
-        .await
-        .map_err(|e| E::from(postgres::error(e)))?;
-    if !durable {
-        pgsql::store::commit_without_flush()
-            .execute(&mut *txn)
-            .await
-            .map_err(|e| E::from(postgres::error(e)))?;
-    }
     let runtime = tokio::runtime::Handle::current();
-    let pg = pg.clone();
+    let pool = pg.pool().clone();
+    let notices = pg.notices().clone();
     let ran = tokio::task::spawn_blocking(move || {
-        let tx = Tx::Postgres(PgTx::new(txn, runtime.clone()));
-        let result = op(&tx);
-        let Some((txn, stamp)) = tx.into_postgres() else {
-            return Err(E::from(StoreError::Closed));
-        };
-        let value = match result {
-            Ok(value) => value,
-            Err(e) => {
-                // A failed rollback leaves nothing committed either: the
-                // connection is closed instead of returned to the pool.
-                let _ = runtime.block_on(txn.rollback());
-                return Err(e);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = runtime.block_on(postgres::begin(&pool, durable));
+            let txn = attempt.map_err(|e| E::from(postgres::error(e)))?;
+            let tx = Tx::Postgres(PgTx::new(txn, runtime.clone()));
+            let result = op(&tx);
+            let aborted = tx.aborted();
+            let Some((txn, stored)) = tx.into_postgres() else {
+                return Err(E::from(StoreError::Closed));
+            };
+            let value = match result {
+                Ok(value) => value,
+                Err(e) => {
+                    // A failed rollback leaves nothing committed either: the
+                    // connection is closed instead of returned to the pool.
+                    let _ = runtime.block_on(txn.rollback());
+                    if aborted && tries <= postgres::RETRIES {
+                        tracing::debug!(tries, "PostgreSQL aborted a write; running it again");
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            let started = std::time::Instant::now();
+            match runtime.block_on(txn.commit()) {
+                Ok(()) => {}
+                Err(e) if postgres::retryable(&e) && tries <= postgres::RETRIES => continue,
+                Err(e) => return Err(E::from(postgres::error(e))),
             }
-        };
-        let started = std::time::Instant::now();
-        runtime
-            .block_on(txn.commit())
-            .map_err(|e| E::from(postgres::error(e)))?;
-        // The same series as SQLite's writer (one operation per commit).
-        let durability = if durable { "full" } else { "relaxed" };
-        let m = crate::metrics::get();
-        m.commit_seconds
-            .with_label_values(&[durability])
-            .observe(started.elapsed().as_secs_f64());
-        m.batch_size.with_label_values(&[durability]).observe(1.0);
-        if stamp {
-            // The messages are committed whatever happens here: a stamp
-            // that fails leaves them to the next one.
-            if let Err(e) = runtime.block_on(pg.stamp()) {
-                tracing::warn!(error = %e, "numbering committed messages failed; the next stamp will");
+            if stored.top > 0 {
+                notices.stored(stored.top, stored.apps.iter().map(String::as_str));
             }
+            // The same series as SQLite's writer (one operation per commit).
+            let durability = if durable { "full" } else { "relaxed" };
+            let m = crate::metrics::get();
+            m.commit_seconds
+                .with_label_values(&[durability])
+                .observe(started.elapsed().as_secs_f64());
+            m.batch_size.with_label_values(&[durability]).observe(1.0);
+            return Ok(value);
         }
-        Ok(value)
     })
     .await;
     match ran {

@@ -20,7 +20,7 @@ use super::{StoreError, StoreResult};
 use pgsql::{Row, Rows, Statement};
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, SqlitePool};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 /// An open write transaction.
 pub enum Tx {
@@ -30,12 +30,21 @@ pub enum Tx {
 }
 
 impl Tx {
-    /// The PostgreSQL transaction once the operation has run, and whether
-    /// it stored messages (see [`PgTx::stamp_after_commit`]).
-    pub(super) fn into_postgres(self) -> Option<(sqlx::Transaction<'static, Postgres>, bool)> {
+    /// The PostgreSQL transaction once the operation has run, and the
+    /// messages it stored (see [`PgTx::stored`]).
+    pub(super) fn into_postgres(self) -> Option<(sqlx::Transaction<'static, Postgres>, Stored)> {
         match self {
-            Tx::Postgres(pg) => Some((pg.txn.into_inner(), pg.stamp.get())),
+            Tx::Postgres(pg) => Some((pg.txn.into_inner(), pg.stored.into_inner())),
             Tx::Sqlite(_) => None,
+        }
+    }
+
+    /// Whether PostgreSQL aborted this transaction for a concurrent one
+    /// (false on SQLite).
+    pub(super) fn aborted(&self) -> bool {
+        match self {
+            Tx::Postgres(pg) => pg.aborted.get(),
+            Tx::Sqlite(_) => false,
         }
     }
 
@@ -76,7 +85,18 @@ impl Reader {
 pub struct PgTx {
     txn: RefCell<sqlx::Transaction<'static, Postgres>>,
     runtime: tokio::runtime::Handle,
-    stamp: Cell<bool>,
+    stored: RefCell<Stored>,
+    /// A statement failed because PostgreSQL aborted the transaction for a
+    /// concurrent one (see `postgres::retryable`): the write may run again.
+    aborted: std::cell::Cell<bool>,
+}
+
+/// The messages a transaction stored: their highest position and apps, for
+/// the notification the other relays' readers wake on.
+#[derive(Default)]
+pub(crate) struct Stored {
+    pub top: i64,
+    pub apps: Vec<String>,
 }
 
 impl PgTx {
@@ -87,14 +107,28 @@ impl PgTx {
         PgTx {
             txn: RefCell::new(txn),
             runtime,
-            stamp: Cell::new(false),
+            stored: RefCell::default(),
+            aborted: std::cell::Cell::new(false),
         }
     }
 
-    /// Asks for the cursor's stamp once this transaction has committed: it
-    /// stored messages, which get their positions then.
-    pub fn stamp_after_commit(&self) {
-        self.stamp.set(true);
+    /// The store's error for a failed statement; notes an abort that a run
+    /// again may get past.
+    fn failed(&self, e: sqlx::Error) -> StoreError {
+        if super::postgres::retryable(&e) {
+            self.aborted.set(true);
+        }
+        pg_error(e)
+    }
+
+    /// Notes a message this transaction stored, at position `pos`, of
+    /// `app`: the other relays hear of it when the transaction commits.
+    pub fn stored(&self, pos: i64, app: &str) {
+        let mut stored = self.stored.borrow_mut();
+        stored.top = stored.top.max(pos);
+        if !stored.apps.iter().any(|a| a == app) {
+            stored.apps.push(app.to_owned());
+        }
     }
 
     /// Runs a statement; returns the number of rows it changed.
@@ -103,7 +137,7 @@ impl PgTx {
         let done = self
             .runtime
             .block_on(query.execute(&mut **txn))
-            .map_err(pg_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(done.rows_affected())
     }
 
@@ -116,7 +150,7 @@ impl PgTx {
         let mut txn = self.txn.borrow_mut();
         self.runtime
             .block_on(query.fetch_one(&mut **txn))
-            .map_err(pg_error)
+            .map_err(|e| self.failed(e))
     }
 
     /// Runs a statement that returns at most one row.
@@ -128,7 +162,7 @@ impl PgTx {
         let mut txn = self.txn.borrow_mut();
         self.runtime
             .block_on(query.fetch_optional(&mut **txn))
-            .map_err(pg_error)
+            .map_err(|e| self.failed(e))
     }
 
     /// Runs a statement and returns every row.
@@ -140,6 +174,6 @@ impl PgTx {
         let mut txn = self.txn.borrow_mut();
         self.runtime
             .block_on(query.fetch_all(&mut **txn))
-            .map_err(pg_error)
+            .map_err(|e| self.failed(e))
     }
 }

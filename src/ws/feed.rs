@@ -173,8 +173,13 @@ async fn run(
         tokio::pin!(notified);
         notified.as_mut().enable();
 
+        // Whether a message announced to this app was not readable yet by
+        // the last read (see `Page::horizon`): then the feed reads again
+        // once it is.
+        let mut behind: Option<i64>;
         loop {
             let announced = relay.hub.announced();
+            let target = relay.hub.app_announced(&app);
             let page = match relay
                 .stream_page(&app, user.as_ref(), conversation.as_ref(), cursor, PAGE)
                 .await
@@ -185,6 +190,8 @@ async fn run(
                     return;
                 }
             };
+            let horizon = page.horizon;
+            let page = page.messages;
             let full = page.len() as i64 == PAGE;
             for (seq, message) in page {
                 // The live events published before this message was
@@ -214,19 +221,26 @@ async fn run(
             if full {
                 continue;
             }
-            covered = covered.max(announced);
+            // What this read saw: everything announced before it began, up
+            // to the position its snapshot could read.
+            covered = covered.max(announced.min(horizon.saturating_sub(1)));
             if !take_live(&mut live, &mut held, wanted, &slow) {
                 return;
             }
-            // An event published after messages this read may have missed
-            // waits for one more read.
-            if held.back().is_some_and(|e| e.after > covered) {
-                continue;
-            }
-            while let Some(e) = held.pop_front() {
-                if tx.send(FeedItem::Live(e)).await.is_err() {
-                    return;
+            while held.front().is_some_and(|e| e.after <= covered) {
+                if let Some(e) = held.pop_front() {
+                    if tx.send(FeedItem::Live(e)).await.is_err() {
+                        return;
+                    }
                 }
+            }
+            // An event published after messages this read may have missed
+            // waits for one more read (once they are readable, when this
+            // read could not see them yet).
+            let need = held.back().map_or(target, |e| e.after.max(target));
+            behind = (need >= horizon).then_some(need);
+            if !held.is_empty() && behind.is_none() {
+                continue;
             }
             break;
         }
@@ -234,9 +248,16 @@ async fn run(
         // Biased, the wake-up first: a stored message is announced before a
         // live event that followed it (a `send`, then a delta of the next
         // reply) is published, so when both are ready the message goes first.
+        let readable = async {
+            match behind {
+                Some(target) => relay.store.readable_beyond(target).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = &mut notified => {}
+            _ = readable => {}
             event = live.recv() => match event {
                 Ok(event) => {
                     if !wanted(&event) {

@@ -105,7 +105,8 @@ async fn sqlite_columns(app: &TestApp) -> BTreeMap<String, BTreeSet<String>> {
 
 /// Both backends store the same tables, columns and indexes: a migration
 /// added to one and not the other fails here. PostgreSQL's only extras are
-/// what several writers need (the commit-ordered cursor `messages.pos`).
+/// what several writers need (the global cursor `messages.pos`, liveness
+/// across relays, open-delivery counts per session).
 #[tokio::test]
 async fn postgres_schema_matches_sqlite() {
     let pg = Cluster::start();
@@ -126,6 +127,24 @@ async fn postgres_schema_matches_sqlite() {
             "relay_id".into(),
             "seen_at".into()
         ]))
+    );
+    // Open-delivery counts no two writers share, and the cursor's base:
+    // what several writers need.
+    assert_eq!(
+        actual.remove("client_pending"),
+        Some(BTreeSet::from([
+            "client_id".into(),
+            "backend".into(),
+            "n".into()
+        ]))
+    );
+    assert_eq!(
+        actual.remove("cursor_base"),
+        Some(BTreeSet::from(["one".into(), "base".into()]))
+    );
+    assert_eq!(
+        actual.remove("relays"),
+        Some(BTreeSet::from(["id".into(), "seen_at".into()]))
     );
     assert_eq!(actual, expected);
 
@@ -148,8 +167,11 @@ async fn postgres_schema_matches_sqlite() {
     .unwrap()
     .into_iter()
     .collect();
-    assert!(pg_indexes.remove("messages_unstamped"));
     assert!(pg_indexes.remove("client_presence_seen"));
+    // On PostgreSQL a conversation's activity is not indexed, so that the
+    // update each message makes stays on its page (see migration 0003).
+    let mut sqlite_indexes = sqlite_indexes;
+    assert!(sqlite_indexes.remove("conversations_idle"));
     assert_eq!(pg_indexes, sqlite_indexes);
 
     // Migrating again (a second relay starting) changes nothing.
@@ -164,7 +186,8 @@ async fn postgres_schema_matches_sqlite() {
     again.close().await;
 }
 
-/// The clients.pending trigger counts open deliveries as SQLite's three do.
+/// The open-delivery trigger counts open deliveries as SQLite's three do
+/// (in rows per database session, added up by `client_pending`).
 #[tokio::test]
 async fn postgres_pending_counter_follows_deliveries() {
     let pg = Cluster::start();
@@ -178,7 +201,7 @@ async fn postgres_pending_counter_follows_deliveries() {
     .await
     .unwrap();
     let pending = |id: &'static str| async move {
-        sqlx::query_scalar::<_, i64>("SELECT pending FROM clients WHERE id = $1")
+        sqlx::query_scalar::<_, i64>("SELECT client_pending($1)")
             .bind(id)
             .fetch_one(db)
             .await
@@ -227,6 +250,17 @@ async fn postgres_pending_counter_follows_deliveries() {
     set("DELETE FROM deliveries WHERE message_seq = $1", seqs[2]).await;
     set("DELETE FROM deliveries WHERE message_seq = $1", seqs[0]).await;
     assert_eq!((pending("cli_a").await, pending("cli_b").await), (1, 0));
+    // The leader folds the per-session counts into clients.pending: the
+    // sums stay, the per-session rows go.
+    assert_eq!(store.fold_pending().await.unwrap(), 1);
+    assert_eq!((pending("cli_a").await, pending("cli_b").await), (1, 0));
+    let (folded, rows): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT pending FROM clients WHERE id = 'cli_a'), (SELECT count(*) FROM client_pending)",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!((folded, rows), (1, 0));
     store.close().await;
 }
 
@@ -265,9 +299,24 @@ async fn insert_messages(db: &PgPool, n: usize) -> Vec<i64> {
     seqs
 }
 
-/// Messages committed out of `seq` order (relay A takes seq 1, relay B seq
-/// 2, B commits first) are still read by cursor without a gap: a reader that
-/// saw B's message then finds A's after its cursor, not behind it.
+/// The cursor read as the relay reads it: positions after `after` that a
+/// statement starting now can read (`readable_pos()`), in order.
+async fn read_cursor(db: &PgPool, after: i64) -> Vec<(i64, i64)> {
+    sqlx::query_as::<_, (i64, i64)>(
+        "SELECT pos, seq FROM messages
+         WHERE app_id = 'app_public' AND pos > $1 AND pos < readable_pos() ORDER BY pos",
+    )
+    .bind(after)
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+/// Messages committed out of order (relay A stores first, relay B second, B
+/// commits first) are still read by cursor without a gap: B's message is
+/// not readable while A's transaction runs, so no reader passes it before
+/// A's is there; then both are, A's first. Positions stored by the stamps
+/// of earlier versions stay below every new one.
 #[tokio::test]
 async fn postgres_cursor_follows_commit_order() {
     let pg = Cluster::start();
@@ -284,48 +333,120 @@ async fn postgres_cursor_follows_commit_order() {
     let seq_b = insert_messages(db, 1).await[0];
     assert!(
         seq_a < seq_b,
-        "the dangerous case: the later seq commits first"
+        "the dangerous case: the later message commits first"
     );
-    let first_stamp = cursor::stamp(db).await.unwrap();
-    assert_eq!(first_stamp.numbered, 1);
-
-    let read = |after: i64| async move {
-        sqlx::query_as::<_, (i64, i64)>(
-            "SELECT pos, seq FROM messages WHERE app_id = 'app_public' AND pos > $1 ORDER BY pos",
-        )
-        .bind(after)
-        .fetch_all(db)
+    // B committed, but A's transaction (older) still runs: nothing is
+    // readable yet, so no reader can move past A's place.
+    assert!(read_cursor(db, 0).await.is_empty());
+    let readable: i64 = sqlx::query_scalar("SELECT readable_pos()")
+        .fetch_one(db)
         .await
-        .unwrap()
-    };
-    let first = read(0).await;
-    assert_eq!(first.iter().map(|r| r.1).collect::<Vec<_>>(), vec![seq_b]);
-    let cursor_after_b = first[0].0;
-    assert_eq!(first_stamp.highest, cursor_after_b);
+        .unwrap();
+    let pos_b: i64 = sqlx::query_scalar("SELECT pos FROM messages WHERE seq = $1")
+        .bind(seq_b)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert!(
+        readable <= pos_b,
+        "B's message is beyond the readable position"
+    );
 
     a.commit().await.unwrap();
-    // Unstamped, A's message is not readable by cursor yet.
-    assert!(read(cursor_after_b).await.is_empty());
-    let second_stamp = cursor::stamp(db).await.unwrap();
-    assert_eq!(second_stamp.numbered, 1);
-    let second = read(cursor_after_b).await;
-    assert_eq!(second.iter().map(|r| r.1).collect::<Vec<_>>(), vec![seq_a]);
-    assert!(second[0].0 > cursor_after_b);
-    assert_eq!(second_stamp.highest, second[0].0);
-    // Nothing left to number; the highest position is still known.
+    let both = read_cursor(db, 0).await;
     assert_eq!(
-        cursor::stamp(db).await.unwrap(),
-        cursor::Stamped {
-            numbered: 0,
-            highest: second[0].0
-        }
+        both.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![seq_a, seq_b],
+        "A's message first: its transaction is the older"
     );
+    // A reader that had read up to A's message finds B's after it.
+    assert_eq!(
+        read_cursor(db, both[0].0)
+            .await
+            .iter()
+            .map(|r| r.1)
+            .collect::<Vec<_>>(),
+        vec![seq_b]
+    );
+    // Three messages in one transaction: positions in the order stored.
+    let mut tx = db.begin().await.unwrap();
+    for n in 0..3 {
+        sqlx::query(INSERT_MESSAGE)
+            .bind(format!("msg_t{n}"))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM messages WHERE pos > $1 AND pos < readable_pos() ORDER BY pos",
+    )
+    .bind(both[1].0)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert_eq!(ids, ["msg_t0", "msg_t1", "msg_t2"]);
     store.close().await;
 }
 
-/// Several writers committing in random order with stamps after each commit,
-/// and a reader tailing the cursor meanwhile: the reader sees every message
-/// exactly once, positions only grow, and a listener hears the stamps.
+/// Cursors apps hold from before this version (positions the stamps gave)
+/// keep working: the migration numbers what no stamp reached, and every new
+/// position is above the old ones, also after a restore into a cluster
+/// whose transaction ids are lower than the positions stored.
+#[tokio::test]
+async fn postgres_cursor_keeps_positions_of_earlier_versions() {
+    let pg = Cluster::start();
+    let db = PgPool::connect(&pg.url).await.unwrap();
+    // The schema as the previous version left it, with stamped and
+    // unstamped messages.
+    let mut before = sqlx::migrate!("./migrations/postgres");
+    before.migrations = std::borrow::Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 3)
+            .cloned()
+            .collect(),
+    );
+    before.run(&db).await.unwrap();
+    setup_conversation(&db).await;
+    let old_seqs = insert_messages(&db, 3).await;
+    sqlx::query("UPDATE messages SET pos = 5000000000 + seq WHERE seq = $1 OR seq = $2")
+        .bind(old_seqs[0])
+        .bind(old_seqs[1])
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("SELECT setval('messages_pos', 5000000000 + $1)")
+        .bind(old_seqs[1])
+        .execute(&db)
+        .await
+        .unwrap();
+    let held_cursor = 5_000_000_000 + old_seqs[0];
+
+    // This version migrates: the unstamped one gets the next old position,
+    // and positions jump above them all (the base is raised: this cluster's
+    // transaction ids are far below 5e9 >> 20).
+    let store = PgStore::connect(&pg.url, 4).await.unwrap();
+    let base: i64 = sqlx::query_scalar("SELECT base FROM cursor_base")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(base > 0, "the base rose above the stored positions");
+    let new = insert_messages(store.pool(), 1).await[0];
+    let after_held = read_cursor(store.pool(), held_cursor).await;
+    assert_eq!(
+        after_held.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![old_seqs[1], old_seqs[2], new],
+        "the held cursor resumes with the old messages after it, then the new one"
+    );
+    assert!(after_held.windows(2).all(|w| w[0].0 < w[1].0));
+    store.close().await;
+}
+
+/// Several writers committing in random order, and a reader tailing the
+/// cursor meanwhile: the reader sees every message exactly once, positions
+/// only grow, and each writer's order is kept.
 #[tokio::test]
 async fn postgres_cursor_under_concurrent_writers() {
     const WRITERS: usize = 6;
@@ -334,9 +455,6 @@ async fn postgres_cursor_under_concurrent_writers() {
     let store = PgStore::connect(&pg.url, 16).await.unwrap();
     let db = store.pool().clone();
     setup_conversation(&db).await;
-
-    let mut listener = sqlx::postgres::PgListener::connect_with(&db).await.unwrap();
-    listener.listen(cursor::CHANNEL).await.unwrap();
 
     let mut writers = Vec::new();
     for w in 0..WRITERS {
@@ -350,11 +468,10 @@ async fn postgres_cursor_under_concurrent_writers() {
                     .await
                     .unwrap();
                 // Hold the transaction open a varying while, so that commits
-                // land out of seq order.
+                // land out of the order the transactions began in.
                 tokio::time::sleep(Duration::from_micros(((w * 7 + i * 13) % 5) as u64 * 300))
                     .await;
                 tx.commit().await.unwrap();
-                cursor::stamp(&db).await.unwrap();
             }
         }));
     }
@@ -366,7 +483,8 @@ async fn postgres_cursor_under_concurrent_writers() {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             while seen.len() < WRITERS * EACH && tokio::time::Instant::now() < deadline {
                 let rows = sqlx::query_as::<_, (i64, String)>(
-                    "SELECT pos, id FROM messages WHERE pos > $1 ORDER BY pos LIMIT 50",
+                    "SELECT pos, id FROM messages
+                     WHERE pos > $1 AND pos < readable_pos() ORDER BY pos LIMIT 50",
                 )
                 .bind(after)
                 .fetch_all(&db)
@@ -389,8 +507,6 @@ async fn postgres_cursor_under_concurrent_writers() {
     let ids: BTreeSet<&String> = seen.iter().map(|r| &r.1).collect();
     assert_eq!(ids.len(), WRITERS * EACH, "the reader saw a message twice");
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
-    // Each writer's own messages (one conversation, committed in turn) keep
-    // their order.
     for w in 0..WRITERS {
         let mine: Vec<usize> = seen
             .iter()
@@ -399,19 +515,6 @@ async fn postgres_cursor_under_concurrent_writers() {
             .collect();
         assert_eq!(mine, (0..EACH).collect::<Vec<_>>());
     }
-    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())
-        .await
-        .expect("a stamp notifies listeners")
-        .unwrap();
-    // The highest position, then the apps whose messages it numbered.
-    let mut words = note.payload().split(' ');
-    assert!(words.next().unwrap().parse::<i64>().unwrap() >= 1);
-    assert_eq!(
-        words.collect::<Vec<_>>(),
-        ["app_public"],
-        "{}",
-        note.payload()
-    );
     store.close().await;
 }
 
@@ -471,7 +574,30 @@ async fn woken(rx: &mut tokio::sync::watch::Receiver<i64>, pos: i64, limit: Dura
     started.elapsed()
 }
 
-/// A message stamped through relay A wakes relay B by NOTIFY, well before
+/// Stores a message as the relay does: its transaction notifies the other
+/// relays of it when it commits. Returns its position.
+async fn store_and_notify(db: &PgPool) -> i64 {
+    let mut tx = db.begin().await.unwrap();
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let pos: i64 = sqlx::query_scalar(
+        "INSERT INTO messages (id, conversation_id, app_id, direction, sender, recipient, text, created_at)
+         VALUES ($1, 'conv_1', 'app_public', 'inbound', 'u1', 'agent', 't', 0) RETURNING pos",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify($1, notice($2, ARRAY['app_public']))")
+        .bind(cursor::CHANNEL)
+        .bind(pos)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pos
+}
+
+/// A message stored through relay A wakes relay B by NOTIFY, well before
 /// B's periodic check; when B's listening connection dies, B subscribes
 /// again and reads what it missed; and a position nobody notified (a lost
 /// notification) is found by the periodic check.
@@ -481,8 +607,10 @@ async fn postgres_wakeups_cross_relays() {
     let a = PgStore::connect(&pg.url, 4).await.unwrap();
     let b = PgStore::connect(&pg.url, 4).await.unwrap();
     setup_conversation(a.pool()).await;
-    insert_messages(a.pool(), 3).await;
-    cursor::stamp(a.pool()).await.unwrap();
+    let mut last = 0;
+    for _ in 0..3 {
+        last = store_and_notify(a.pool()).await;
+    }
 
     // B checks only every 30 s: anything sooner came by NOTIFY.
     let mut rx =
@@ -492,23 +620,23 @@ async fn postgres_wakeups_cross_relays() {
             .positions;
     assert_eq!(
         *rx.borrow(),
-        3,
+        last,
         "starts from the database's highest position"
     );
     let mut took = Vec::new();
-    for i in 0..20 {
-        insert_messages(a.pool(), 1).await;
-        cursor::stamp(a.pool()).await.unwrap();
-        took.push(woken(&mut rx, 4 + i, Duration::from_secs(10)).await);
+    for _ in 0..20 {
+        let pos = store_and_notify(a.pool()).await;
+        took.push(woken(&mut rx, pos, Duration::from_secs(10)).await);
     }
     took.sort();
     println!(
-        "relay A's stamp → relay B's wake-up over NOTIFY, 20 messages: p50 {:?}, max {:?}",
+        "a message stored through relay A → relay B's wake-up over NOTIFY, 20 messages: p50 {:?}, max {:?}",
         took[10], took[19]
     );
 
-    // B's listening connection dies; A stamps meanwhile (that notification
-    // is lost). B subscribes again and reads the highest position.
+    // B's listening connection dies; A stores a message meanwhile (that
+    // notification is lost). B subscribes again and reads the highest
+    // position.
     let ended: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
     )
@@ -516,30 +644,37 @@ async fn postgres_wakeups_cross_relays() {
     .await
     .unwrap();
     assert_eq!(ended, 1, "one relay listens");
-    insert_messages(a.pool(), 1).await;
-    cursor::stamp(a.pool()).await.unwrap();
-    let after_loss = woken(&mut rx, 24, Duration::from_secs(10)).await;
+    let lost = insert_messages(a.pool(), 1).await[0];
+    let lost_pos: i64 = sqlx::query_scalar("SELECT pos FROM messages WHERE seq = $1")
+        .bind(lost)
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+    let after_loss = woken(&mut rx, lost_pos, Duration::from_secs(10)).await;
     println!(
         "after its listening connection died, relay B saw the next message after {after_loss:?}"
     );
 
-    // A position given without a notification is found by the periodic
-    // check, and only by it.
+    // A message stored without a notification is found by the periodic
+    // check, and only by it (once B's first seconds, when it looks often,
+    // are over).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut quick =
         clawrelay::store::postgres::wakeups::listen(b.pool().clone(), Duration::from_millis(300))
             .await
             .unwrap()
             .positions;
-    insert_messages(a.pool(), 1).await;
-    sqlx::query("UPDATE messages SET pos = nextval('messages_pos') WHERE pos IS NULL")
-        .execute(a.pool())
+    let silent = insert_messages(a.pool(), 1).await[0];
+    let silent_pos: i64 = sqlx::query_scalar("SELECT pos FROM messages WHERE seq = $1")
+        .bind(silent)
+        .fetch_one(a.pool())
         .await
         .unwrap();
-    woken(&mut quick, 25, Duration::from_secs(5)).await;
+    woken(&mut quick, silent_pos, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         *rx.borrow(),
-        24,
+        lost_pos,
         "no notification, no wake-up before the 30 s check"
     );
     drop((rx, quick));

@@ -587,7 +587,7 @@ async fn message_transcript(store: &Store) -> Vec<String> {
                     Direction::Outbound => ("agent", u.as_str()),
                 };
                 let reply = format!("r{i}");
-                let (_, m) = messages::insert(
+                let m = messages::insert(
                     tx,
                     NewMessage {
                         conversation_id: c,
@@ -601,7 +601,8 @@ async fn message_transcript(store: &Store) -> Vec<String> {
                         attachments: &[],
                         now: 100 + i as i64,
                     },
-                )?;
+                )?
+                .message;
                 ids.push(m.id);
             }
             Ok::<_, StoreError>((convs, ids))
@@ -647,7 +648,8 @@ async fn message_transcript(store: &Store) -> Vec<String> {
     loop {
         let page = messages::outbox(store.reader(), &app, after, 2)
             .await
-            .unwrap();
+            .unwrap()
+            .messages;
         if page.is_empty() {
             break;
         }
@@ -660,21 +662,25 @@ async fn message_transcript(store: &Store) -> Vec<String> {
     }
     let stream = messages::stream(store.reader(), &app, None, 0, 100)
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     out.push(format!("stream {:?}", texts(&stream)));
     let resumed = messages::stream(store.reader(), &app, None, stream[3].0, 100)
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     out.push(format!("stream after the 4th {:?}", texts(&resumed)));
     let one = messages::stream(store.reader(), &app, Some(&conversations[1].2), 0, 100)
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     out.push(format!("stream of bob {:?}", texts(&one)));
     let ann = UserId::parse("ann").unwrap();
     for outbound_only in [false, true] {
         let rows = messages::of_user(store.reader(), &app, &ann, None, 0, 100, outbound_only)
             .await
-            .unwrap();
+            .unwrap()
+            .messages;
         out.push(format!(
             "ann on site, outbound only {outbound_only}: {:?}",
             texts(&rows)
@@ -774,7 +780,8 @@ async fn postgres_outbox_tailed_on_another_relay_misses_nothing() {
         );
         let page = messages::outbox(reader.reader(), &app, after, 7)
             .await
-            .unwrap();
+            .unwrap()
+            .messages;
         for (cursor, m) in page {
             assert!(cursor > after, "cursor {cursor} after {after}");
             after = cursor;
@@ -828,7 +835,7 @@ async fn delivery_backlog(
                 let user_id = UserId::parse(user).unwrap();
                 let conv = conversations::create(tx, &app, &user_id, client, 1)?;
                 for i in 0..n {
-                    let (seq, _) = messages::insert(
+                    let seq = messages::insert(
                         tx,
                         NewMessage {
                             conversation_id: &conv,
@@ -842,7 +849,8 @@ async fn delivery_backlog(
                             attachments: &[],
                             now: 10,
                         },
-                    )?;
+                    )?
+                    .seq;
                     ready.push(deliveries::enqueue(tx, seq, &conv, client, 10)?);
                 }
                 convs.push(conv);
@@ -1154,7 +1162,9 @@ impl Backlog {
             let (app, agent, c) = (self.app.clone(), self.agent.clone(), conv.clone());
             let (id, is_ready) = store
                 .write(move |tx| {
-                    let (seq, m) = messages::insert(
+                    let messages::Inserted {
+                        seq, message: m, ..
+                    } = messages::insert(
                         tx,
                         NewMessage {
                             conversation_id: &c,
@@ -1370,6 +1380,7 @@ async fn postgres_a_dead_letter_never_waits_for_a_busy_conversation() {
     // The claim takes (and locks) both due rows, lets the test start the
     // ack, waits until the ack waits for one of its rows, then retires both.
     let (took, taken) = tokio::sync::oneshot::channel();
+    let mut took = Some(took);
     let claim = {
         let (agent, store) = (agent.clone(), store.clone());
         async move {
@@ -1378,7 +1389,7 @@ async fn postgres_a_dead_letter_never_waits_for_a_busy_conversation() {
                     let due = deliveries::due(tx, &agent, now, 10)?;
                     assert_eq!(due.len(), 2);
                     assert!(due.iter().all(|d| d.attempts == 3));
-                    took.send(()).unwrap();
+                    took.take().unwrap().send(()).unwrap();
                     let Tx::Postgres(pg) = tx else { unreachable!() };
                     let deadline = Instant::now() + Duration::from_secs(20);
                     loop {
@@ -1509,6 +1520,7 @@ async fn postgres_an_enqueue_racing_an_ack_is_not_stranded() {
     // The ack on relay a stays open until the enqueue on relay b has
     // either finished or is seen waiting for a lock.
     let (acked_tx, acked) = tokio::sync::oneshot::channel();
+    let mut acked_tx = Some(acked_tx);
     let enqueued = Arc::new(AtomicBool::new(false));
     let ack = {
         let (store, who, id, enqueued) = (
@@ -1523,7 +1535,7 @@ async fn postgres_an_enqueue_racing_an_ack_is_not_stranded() {
                     let conversation = deliveries::ack(tx, &who, &id, 200)?;
                     let promoted =
                         deliveries::promote_next(tx, conversation.as_ref().unwrap(), 200)?;
-                    acked_tx.send(()).unwrap();
+                    acked_tx.take().unwrap().send(()).unwrap();
                     let Tx::Postgres(pg) = tx else { unreachable!() };
                     let deadline = Instant::now() + Duration::from_secs(20);
                     let mut enqueue_waited = false;
@@ -2066,7 +2078,9 @@ async fn attachment_transcript(store: &Store) -> Vec<String> {
             let by_user = attachments::for_message(tx, &ids2[..2], &ann)?;
             let by_agent = attachments::for_message(tx, &ids2[..1], &Party::client(&agent2))?;
             let carried = by_user.clone().unwrap();
-            let (seq, m) = messages::insert(
+            let messages::Inserted {
+                seq, message: m, ..
+            } = messages::insert(
                 tx,
                 NewMessage {
                     conversation_id: &conv2,
@@ -2164,7 +2178,9 @@ async fn attachment_transcript(store: &Store) -> Vec<String> {
         .write(move |tx| {
             let bob = UserId::parse("bob").unwrap();
             let other_conv = conversations::create(tx, &app2, &bob, Some(&agent2), 10)?;
-            let (seq, m) = messages::insert(
+            let messages::Inserted {
+                seq, message: m, ..
+            } = messages::insert(
                 tx,
                 NewMessage {
                     conversation_id: &other_conv,

@@ -1,99 +1,185 @@
-//! The global cursor of messages on PostgreSQL: `messages.pos`, numbered
-//! after commit (why and how: `migrations/postgres/0001_init.sql`, at the
-//! messages table).
+//! The global cursor of messages on PostgreSQL: `messages.pos`, given when
+//! a message is stored (the storing transaction's id and the message's
+//! order in it; why and how: `migrations/postgres/0003_engine.sql`).
 //!
-//! Outbox pages and app streams read `pos > cursor ORDER BY pos`; an app
-//! that reconnects to another relay resumes from the same cursor with
-//! nothing missed or repeated, because positions become visible only in
-//! increasing order.
+//! Outbox pages and app streams read `pos > cursor ORDER BY pos`, below the
+//! readable position of their statement's snapshot: every transaction with
+//! a lower id has ended then, so a reader never later finds a message
+//! behind a position it has passed, on any relay. No writer waits for
+//! another and nothing runs after a commit.
+//!
+//! A message committed while an older transaction still runs is stored but
+//! not yet readable. A reader that was told of such a message (its position
+//! is not below the horizon its read reported) waits on [`Horizon`] for the
+//! readable position to pass it, then reads again.
 
 use super::error;
 use crate::store::StoreResult;
 use sqlx::PgPool;
+use std::time::Duration;
+use tokio::sync::watch;
 
-/// Where a stamp announces new positions: the payload is the highest one,
-/// then the apps whose messages it numbered, space-separated (left out when
-/// they would not fit: then any app's may be new).
+/// Where stored messages are announced: the payload is the highest
+/// position, then the apps whose messages were stored, space-separated
+/// (left out when they would not fit: then any app's may be new). Sent by
+/// the transaction that stores them, delivered when it commits.
 pub const CHANNEL: &str = "clawrelay_messages";
-/// The longest payload with apps in it (NOTIFY takes just under 8000 bytes).
-const MAX_PAYLOAD: usize = 4000;
-/// Rows numbered per transaction, so a backlog never makes one huge stamp.
-const BATCH: i64 = 10_000;
 
-/// What a stamp did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamped {
-    /// Messages it numbered.
-    pub numbered: u64,
-    /// The highest position given so far (by it or an earlier stamp): every
-    /// message committed before the stamp began has a position up to it.
-    pub highest: i64,
+/// The first and the longest pause between two looks at the readable
+/// position while a reader waits for it.
+const FIRST_LOOK: Duration = Duration::from_micros(500);
+const LONGEST_PAUSE: Duration = Duration::from_millis(20);
+
+/// The highest position stored (0 for none).
+pub async fn highest(pool: &PgPool) -> StoreResult<i64> {
+    pgsql::cursor::highest()
+        .fetch_one(pool)
+        .await
+        .map_err(error)
 }
 
-/// Gives a position to every committed message without one, in `seq` order,
-/// and notifies [`CHANNEL`] when it numbered any.
-pub async fn stamp(pool: &PgPool) -> StoreResult<Stamped> {
-    let mut total = 0;
-    loop {
-        let (n, highest) = stamp_batch(pool).await?;
-        total += n;
-        if n < BATCH as u64 {
-            return Ok(Stamped {
-                numbered: total,
-                highest,
-            });
+/// Keeps new positions above the stored ones (a database restored into a
+/// cluster whose transaction ids are lower than those that stored its
+/// messages): run by every relay when it connects.
+pub async fn ensure_base(pool: &PgPool) -> StoreResult<i64> {
+    pgsql::cursor::ensure_base()
+        .fetch_one(pool)
+        .await
+        .map_err(error)
+}
+
+/// The readable position as this relay last saw it, and the readers
+/// waiting for it to pass a position. One task looks at the database while
+/// anyone waits (a cheap statement, every [`FIRST_LOOK`] at first, then
+/// less often while the position does not move), and not at all otherwise;
+/// every cursor read also reports what it saw.
+pub struct Horizon {
+    seen: watch::Sender<i64>,
+    wanted: watch::Sender<i64>,
+}
+
+impl Horizon {
+    /// Starts the task that looks for waiting readers. It ends when the
+    /// returned `Horizon` is dropped.
+    pub fn start(pool: PgPool) -> std::sync::Arc<Horizon> {
+        let horizon = std::sync::Arc::new(Horizon {
+            seen: watch::channel(0).0,
+            wanted: watch::channel(0).0,
+        });
+        let weak = std::sync::Arc::downgrade(&horizon);
+        let mut wanted = horizon.wanted.subscribe();
+        tokio::spawn(async move {
+            loop {
+                // Sleeps until a reader waits for more than was seen.
+                let target = {
+                    let Some(h) = weak.upgrade() else { return };
+                    let seen = *h.seen.borrow();
+                    let target = *wanted.borrow_and_update();
+                    if target < seen {
+                        drop(h);
+                        if wanted.changed().await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    target
+                };
+                let mut pause = FIRST_LOOK;
+                loop {
+                    tokio::time::sleep(pause).await;
+                    let Some(h) = weak.upgrade() else { return };
+                    match pgsql::cursor::readable().fetch_one(&pool).await {
+                        Ok(pos) => h.saw(pos),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the readable message position")
+                        }
+                    }
+                    if *h.seen.borrow() > target.max(*h.wanted.borrow()) {
+                        break;
+                    }
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                }
+            }
+        });
+        horizon
+    }
+
+    /// Records a readable position some read saw.
+    pub fn saw(&self, pos: i64) {
+        self.seen.send_if_modified(|seen| {
+            let higher = pos > *seen;
+            if higher {
+                *seen = pos;
+            }
+            higher
+        });
+    }
+
+    /// Resolves once a read starting now sees every message up to `pos`.
+    pub async fn beyond(&self, pos: i64) {
+        let mut seen = self.seen.subscribe();
+        if *seen.borrow_and_update() > pos {
+            return;
+        }
+        self.wanted.send_if_modified(|wanted| {
+            let higher = pos > *wanted;
+            if higher {
+                *wanted = pos;
+            }
+            higher
+        });
+        let _ = seen.wait_for(|seen| *seen > pos).await;
+    }
+}
+
+/// Messages this relay stored that the other relays have not been told of
+/// yet: the highest position and the apps. Writers add to it after their
+/// commits; the cluster's task takes it and notifies [`CHANNEL`] once for
+/// everything added while its last notification was sent (a notification
+/// in the writing transaction would make every commit wait for the others':
+/// PostgreSQL queues notifications under one lock held through the commit).
+#[derive(Default)]
+pub struct Notices {
+    pending: std::sync::Mutex<(i64, std::collections::BTreeSet<String>)>,
+    added: tokio::sync::Notify,
+}
+
+impl Notices {
+    /// Messages up to position `top` of `apps` were committed.
+    pub fn stored<'a>(&self, top: i64, apps: impl IntoIterator<Item = &'a str>) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        pending.0 = pending.0.max(top);
+        for app in apps {
+            if !pending.1.contains(app) {
+                pending.1.insert(app.to_owned());
+            }
+        }
+        drop(pending);
+        self.added.notify_one();
+    }
+
+    /// Waits for stored messages, then takes what was added.
+    pub async fn take(&self) -> (i64, Vec<String>) {
+        loop {
+            if let Ok(mut pending) = self.pending.lock() {
+                if pending.0 > 0 {
+                    let (top, apps) = std::mem::take(&mut *pending);
+                    return (top, apps.into_iter().collect());
+                }
+            }
+            self.added.notified().await;
         }
     }
 }
 
-/// Numbers up to [`BATCH`] messages; returns how many and the highest
-/// position given so far.
-async fn stamp_batch(pool: &PgPool) -> StoreResult<(u64, i64)> {
-    let mut tx = pool.begin().await.map_err(error)?;
-    // Taken before the statements below take their snapshots, so this stamp
-    // sees every row the previous one numbered.
-    pgsql::cursor::lock(super::leader::keys::STAMP)
-        .execute(&mut *tx)
+/// Tells the other relays of stored messages: the notification the
+/// listener of each hears (see `wakeups`).
+pub async fn notify(pool: &PgPool, top: i64, apps: &[String]) -> StoreResult<()> {
+    pgsql::cursor::notify(CHANNEL, top, apps)
+        .execute(pool)
         .await
         .map_err(error)?;
-    let due = pgsql::cursor::unnumbered(BATCH)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(error)?;
-    if due.is_empty() {
-        // Under the lock: every position given is committed and visible.
-        let highest = pgsql::cursor::highest()
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(error)?;
-        tx.rollback().await.map_err(error)?;
-        return Ok((0, highest));
-    }
-    let n = due.len() as i64;
-    // One block of n numbers from the sequence (only stamps draw from it,
-    // and they take turns).
-    let last = pgsql::cursor::draw(n)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(error)?;
-    let positions: Vec<i64> = (last - n + 1..=last).collect();
-    let (seqs, apps): (Vec<i64>, std::collections::BTreeSet<String>) = due.into_iter().unzip();
-    let mut payload = last.to_string();
-    for app in &apps {
-        payload.push(' ');
-        payload.push_str(app);
-    }
-    if payload.len() > MAX_PAYLOAD {
-        payload = last.to_string();
-    }
-    pgsql::cursor::number(&seqs, &positions)
-        .execute(&mut *tx)
-        .await
-        .map_err(error)?;
-    pgsql::cursor::notify(CHANNEL, &payload)
-        .execute(&mut *tx)
-        .await
-        .map_err(error)?;
-    tx.commit().await.map_err(error)?;
-    Ok((n as u64, last))
+    Ok(())
 }

@@ -13,8 +13,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 /// locks on hashed names, in `conversations`, `idempotency`, `sessions` and
 /// `attachments`, are 64-bit hashes: a clash with these is not a concern.)
 pub mod keys {
-    /// Stamps of the message cursor take turns on it (`cursor::stamp`).
-    pub const STAMP: i64 = 0x636c_6177_0001;
+    // 0x636c_6177_0001 was the cursor's stamps' (before version 0003 of
+    // the schema): not to be reused.
     /// Held by the relay that runs the background tasks (`crate::cluster`).
     pub const MAINTENANCE: i64 = 0x636c_6177_0002;
 }
@@ -67,8 +67,13 @@ impl Leadership {
         held.unwrap_or(false)
     }
 
-    /// Gives the lock up (closing its connection releases it).
-    pub async fn release(self) {
+    /// Gives the lock up: released at once (the session would release it
+    /// when it ends, which PostgreSQL notices a moment after the connection
+    /// closes), then the connection closes.
+    pub async fn release(mut self) {
+        let _ = pgsql::leader::unlock(self.key)
+            .fetch_one(&mut self.conn)
+            .await;
         let _ = self.conn.close().await;
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! What is here is the part of scale-out that does not depend on how the
 //! domain's write operations reach the database: opening and migrating the
-//! database (`migrations/postgres/`), the commit-ordered cursor of messages
+//! database (`migrations/postgres/`), the global cursor of messages
 //! ([`cursor`]), wake-ups across relays ([`wakeups`]), liveness of agents
 //! across relays ([`presence`]) and leadership of the background tasks
 //! ([`leader`]); `crate::cluster` puts them to work. The domain's reads and
@@ -13,7 +13,9 @@
 //! (the `clawrelay-pgsql` crate, imported as `pgsql`): checked at compile
 //! time against `migrations/postgres/`, one function per statement.
 
+mod batch;
 pub mod cursor;
+pub mod engine;
 pub mod leader;
 pub mod presence;
 pub mod wakeups;
@@ -32,9 +34,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// The highest message position this relay's stamps found given (see
-    /// [`cursor::Stamped::highest`]).
-    stamped: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The readable message position, and the readers waiting for it.
+    horizon: std::sync::Arc<cursor::Horizon>,
+    /// Stored messages the other relays are to hear of.
+    notices: std::sync::Arc<cursor::Notices>,
 }
 
 impl PgStore {
@@ -67,6 +70,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection that broke fails its statement, which reports the
+            // database unavailable; a ping before every use would cost a
+            // round trip each time.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(error)?;
@@ -91,9 +98,11 @@ impl PgStore {
                 sqlx::migrate::MigrateError::Execute(inner) => error(inner),
                 other => StoreError::from(other),
             })?;
+        cursor::ensure_base(&pool).await?;
         Ok(PgStore {
+            horizon: cursor::Horizon::start(pool.clone()),
+            notices: Default::default(),
             pool,
-            stamped: Default::default(),
         })
     }
 
@@ -101,19 +110,26 @@ impl PgStore {
         &self.pool
     }
 
-    /// Numbers the committed messages without a position (see
-    /// [`cursor::stamp`]) and remembers the highest position given.
-    pub async fn stamp(&self) -> StoreResult<cursor::Stamped> {
-        let done = cursor::stamp(&self.pool).await?;
-        self.stamped
-            .fetch_max(done.highest, std::sync::atomic::Ordering::SeqCst);
-        Ok(done)
+    /// The readable message position as this relay knows it, and the
+    /// readers waiting for it to move.
+    pub fn horizon(&self) -> &cursor::Horizon {
+        &self.horizon
     }
 
-    /// The highest position this relay's stamps found given: a message this
-    /// relay stored and stamped has a position up to it.
-    pub fn stamped(&self) -> i64 {
-        self.stamped.load(std::sync::atomic::Ordering::SeqCst)
+    /// Stored messages the other relays are to hear of (see
+    /// [`cursor::Notices`]).
+    pub fn notices(&self) -> &std::sync::Arc<cursor::Notices> {
+        &self.notices
+    }
+
+    /// Folds the per-session open-delivery counts into `clients.pending`
+    /// (see `migrations/postgres/0003_engine.sql`); returns how many
+    /// clients changed.
+    pub async fn fold_pending(&self) -> StoreResult<i64> {
+        pgsql::engine::fold_pending()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error)
     }
 
     /// Whether the database answers a query.
@@ -127,6 +143,35 @@ impl PgStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How many times a write PostgreSQL aborted (a deadlock, a serialization
+/// failure) runs again before its caller hears of it.
+pub const RETRIES: u32 = 3;
+
+/// Begins a write transaction; a relaxed one (`durable` false) commits
+/// without waiting for the flush.
+pub(crate) async fn begin(
+    pool: &PgPool,
+    durable: bool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut txn = pool.begin().await?;
+    if !durable {
+        pgsql::store::commit_without_flush()
+            .execute(&mut *txn)
+            .await?;
+    }
+    Ok(txn)
+}
+
+/// Whether PostgreSQL aborted the transaction for running at the same time
+/// as another (deadlock detected, serialization failure): it may succeed if
+/// run again.
+pub(crate) fn retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+        _ => false,
     }
 }
 

@@ -49,11 +49,28 @@ pub async fn relay_gone(pool: &PgPool, relay: &str) -> StoreResult<u64> {
         .execute(pool)
         .await
         .map_err(error)?;
+    pgsql::presence::relay_left(relay)
+        .execute(pool)
+        .await
+        .map_err(error)?;
     Ok(done.rows_affected())
+}
+
+/// Records that `relay` is alive now; returns how many other relays said
+/// so at or after `since` (ms).
+pub async fn alive(pool: &PgPool, relay: &str, now: i64, since: i64) -> StoreResult<i64> {
+    pgsql::presence::alive(relay, now, since)
+        .fetch_one(pool)
+        .await
+        .map_err(error)
 }
 
 /// Deletes rows not refreshed since `before` (ms): relays that died.
 pub async fn prune(pool: &PgPool, before: i64) -> StoreResult<u64> {
+    pgsql::presence::prune_relays(before)
+        .execute(pool)
+        .await
+        .map_err(error)?;
     let done = pgsql::presence::prune(before)
         .execute(pool)
         .await

@@ -24,6 +24,9 @@ use tokio::sync::{mpsc, watch};
 pub const SIGNALS: &str = "clawrelay_signals";
 /// The largest payload PostgreSQL's NOTIFY takes is just under 8000 bytes.
 pub const MAX_SIGNAL_BYTES: usize = 7900;
+/// How long a relay that just started looks at everything, and how often.
+const STARTING: Duration = Duration::from_secs(3);
+const STARTING_CHECK: Duration = Duration::from_millis(250);
 /// Signals heard but not yet taken, before the listener reports them missed.
 const BACKLOG: usize = 4096;
 
@@ -75,12 +78,9 @@ pub async fn signal(pool: &PgPool, payloads: &[String]) -> StoreResult<()> {
     Ok(())
 }
 
-/// The highest position given so far.
+/// The highest position stored so far.
 pub async fn highest(pool: &PgPool) -> StoreResult<i64> {
-    pgsql::cursor::highest()
-        .fetch_one(pool)
-        .await
-        .map_err(error)
+    cursor::highest(pool).await
 }
 
 /// Raises the highest position seen; says whether it rose.
@@ -153,6 +153,12 @@ async fn run(
     let mut listener = Some(listener);
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A relay that just started is not yet known to the others, which send
+    // nothing while they think they are alone (until their next refresh of
+    // who is alive, within a second): it looks at everything often at first.
+    let starting_until = tokio::time::Instant::now() + STARTING;
+    let mut starting = tokio::time::interval(STARTING_CHECK);
+    starting.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if listener.is_none() {
             match subscribe(&pool).await {
@@ -196,6 +202,13 @@ async fn run(
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
+            _ = starting.tick(), if tokio::time::Instant::now() < starting_until => {
+                match highest(&pool).await {
+                    Ok(pos) => checked(&tx, &mut ears, pos),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the highest message position"),
+                }
+                ears.hear(Heard::Missed);
+            }
             _ = check.tick() => {
                 match highest(&pool).await {
                     Ok(pos) => checked(&tx, &mut ears, pos),

@@ -16,8 +16,8 @@ pub fn insert(id: &str, name: &str, token_hash: &str, now: i64) -> Statement {
 #[allow(clippy::type_complexity)]
 pub fn list() -> Rows<impl Row<(String, String, i64, Option<i64>, i64, Option<i64>)>> {
     sqlx::query!(
-        "SELECT id, name, pending, last_seen_at, created_at, revoked_at
-         FROM clients ORDER BY created_at, id"
+        r#"SELECT id, name, client_pending(id) AS "pending!", last_seen_at, created_at, revoked_at
+           FROM clients ORDER BY created_at, id"#
     )
     .map(|r| {
         (
@@ -67,9 +67,9 @@ pub fn set_token(id: &str, token_hash: &str, now: i64) -> Rows<impl Row<String>>
 /// deliveries (ties at random), with that number.
 pub fn least_loaded(live: &[&str]) -> Rows<impl Row<(String, i64)>> {
     sqlx::query!(
-        "SELECT id, pending FROM clients
-         WHERE revoked_at IS NULL AND id = ANY($1)
-         ORDER BY pending, random() LIMIT 1",
+        r#"SELECT id, client_pending(id) AS "pending!" FROM clients
+           WHERE revoked_at IS NULL AND id = ANY($1)
+           ORDER BY 2, random() LIMIT 1"#,
         live as &[&str]
     )
     .map(|r| (r.id, r.pending))

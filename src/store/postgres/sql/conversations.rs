@@ -22,7 +22,7 @@ pub fn find_active(
     sqlx::query!(
         r#"SELECT c.id, c.client_id, c.updated_at,
                   (cl.id IS NOT NULL AND cl.revoked_at IS NULL) AS "client_active!",
-                  COALESCE(cl.pending, 0) AS "client_pending!"
+                  COALESCE(client_pending(cl.id), 0) AS "client_pending!"
            FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
            WHERE c.app_id = $1 AND c.user_id = $2 AND c.expired_at IS NULL"#,
         app,

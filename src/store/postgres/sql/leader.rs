@@ -19,3 +19,8 @@ pub fn holds(key: i64) -> Rows<impl Row<bool>> {
     )
     .map(|r| r.held)
 }
+
+/// Gives the session-level advisory lock `key` up.
+pub fn unlock(key: i64) -> Rows<impl Row<bool>> {
+    sqlx::query!(r#"SELECT pg_advisory_unlock($1) AS "released!""#, key).map(|r| r.released)
+}

@@ -30,6 +30,7 @@ pub mod clients;
 pub mod conversations;
 pub mod cursor;
 pub mod deliveries;
+pub mod engine;
 pub mod idempotency;
 pub mod leader;
 pub mod messages;

@@ -1,6 +1,6 @@
 //! Messages (`src/store/messages.rs`). Streams and outboxes read a
-//! message's cursor position (`pos`) as its `seq`: only messages with a
-//! position are read that way.
+//! message's cursor position (`pos`) as its `seq`, and only positions below
+//! `readable_pos()` (see `migrations/postgres/0003_engine.sql`).
 
 use crate::{Row, Rows};
 
@@ -20,11 +20,12 @@ pub struct Message {
     pub attachments: Option<String>,
 }
 
-/// Stores a message; returns its row number. The conversation's row is
-/// locked first, as every writer of a conversation's rows locks it (see
-/// `deliveries`): the insert's foreign key alone takes a share lock, and
-/// two writers holding it (an inbound message and a reply) would deadlock
-/// upgrading it.
+/// Stores a message; returns its row number and its cursor position (given
+/// by the column's default, see `migrations/postgres/0003_engine.sql`). The
+/// conversation's row is locked first, as every writer of a conversation's
+/// rows locks it (see `deliveries`): the insert's foreign key alone takes a
+/// share lock, and two writers holding it (an inbound message and a reply)
+/// would deadlock upgrading it.
 #[allow(clippy::too_many_arguments)]
 pub fn insert(
     id: &str,
@@ -38,14 +39,14 @@ pub fn insert(
     now: i64,
     reply_id: Option<&str>,
     attachments: Option<&str>,
-) -> Rows<impl Row<i64>> {
+) -> Rows<impl Row<(i64, i64)>> {
     sqlx::query!(
         "WITH c AS (SELECT id FROM conversations WHERE id = $2 FOR UPDATE)
          INSERT INTO messages
             (id, conversation_id, app_id, client_id, direction, sender, recipient, text,
              created_at, reply_id, attachments)
          SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM c
-         RETURNING seq",
+         RETURNING seq, pos",
         id,
         conversation,
         app,
@@ -58,13 +59,13 @@ pub fn insert(
         reply_id,
         attachments
     )
-    .map(|r| r.seq)
+    .map(|r| (r.seq, r.pos))
 }
 
 pub fn get(id: &str) -> Rows<impl Row<Message>> {
     sqlx::query_as!(
         Message,
-        r#"SELECT COALESCE(pos, 0) AS "seq!", id, conversation_id, app_id, client_id, direction,
+        r#"SELECT pos AS seq, id, conversation_id, app_id, client_id, direction,
                   sender, recipient, text, created_at, reply_id, attachments
            FROM messages WHERE id = $1"#,
         id
@@ -74,7 +75,7 @@ pub fn get(id: &str) -> Rows<impl Row<Message>> {
 pub fn at(pos: i64) -> Rows<impl Row<Message>> {
     sqlx::query_as!(
         Message,
-        r#"SELECT COALESCE(pos, 0) AS "seq!", id, conversation_id, app_id, client_id, direction,
+        r#"SELECT pos AS seq, id, conversation_id, app_id, client_id, direction,
                   sender, recipient, text, created_at, reply_id, attachments
            FROM messages WHERE pos = $1"#,
         pos
@@ -85,44 +86,127 @@ pub fn seq_of(id: &str) -> Rows<impl Row<i64>> {
     sqlx::query!("SELECT seq FROM messages WHERE id = $1", id).map(|r| r.seq)
 }
 
-/// A conversation's messages in `seq` order, which is its commit order (its
-/// writers take turns on its row).
+/// A conversation's messages in cursor order: the order its streams show
+/// (each writer of a conversation locks its row, so it is also the order of
+/// their commits but for writes that ran at once).
 pub fn of_conversation(conversation: &str) -> Rows<impl Row<Message>> {
     sqlx::query_as!(
         Message,
-        r#"SELECT COALESCE(pos, 0) AS "seq!", id, conversation_id, app_id, client_id, direction,
+        r#"SELECT pos AS seq, id, conversation_id, app_id, client_id, direction,
                   sender, recipient, text, created_at, reply_id, attachments
-           FROM messages WHERE conversation_id = $1 ORDER BY seq"#,
+           FROM messages WHERE conversation_id = $1 ORDER BY pos"#,
         conversation
     )
 }
 
-pub fn outbox(app: &str, after: i64, limit: i64) -> Rows<impl Row<Message>> {
+/// A row of a cursor read: the position below which the read saw every
+/// message (`readable_pos()` of its snapshot), and a message (none when the
+/// read found nothing: the one row carries the horizon alone).
+pub struct Paged {
+    pub horizon: i64,
+    pub seq: Option<i64>,
+    pub id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub app_id: Option<String>,
+    pub client_id: Option<String>,
+    pub direction: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub text: Option<String>,
+    pub created_at: Option<i64>,
+    pub reply_id: Option<String>,
+    pub attachments: Option<String>,
+}
+
+impl Paged {
+    /// The read's horizon, and its message if the row has one.
+    pub fn into_parts(self) -> (i64, Option<Message>) {
+        let message = match (
+            self.seq,
+            self.id,
+            self.conversation_id,
+            self.app_id,
+            self.direction,
+            self.sender,
+            self.recipient,
+            self.text,
+            self.created_at,
+        ) {
+            (
+                Some(seq),
+                Some(id),
+                Some(conversation_id),
+                Some(app_id),
+                Some(direction),
+                Some(sender),
+                Some(recipient),
+                Some(text),
+                Some(created_at),
+            ) => Some(Message {
+                seq,
+                id,
+                conversation_id,
+                app_id,
+                client_id: self.client_id,
+                direction,
+                sender,
+                recipient,
+                text,
+                created_at,
+                reply_id: self.reply_id,
+                attachments: self.attachments,
+            }),
+            _ => None,
+        };
+        (self.horizon, message)
+    }
+}
+
+/// An app's replies after position `after`, up to `limit`, readable now.
+pub fn outbox(app: &str, after: i64, limit: i64) -> Rows<impl Row<Paged>> {
     sqlx::query_as!(
-        Message,
-        r#"SELECT COALESCE(pos, 0) AS "seq!", id, conversation_id, app_id, client_id, direction,
-                  sender, recipient, text, created_at, reply_id, attachments
-           FROM messages WHERE app_id = $1 AND direction = 'outbound' AND pos > $2
-           ORDER BY pos LIMIT $3"#,
+        Paged,
+        r#"SELECT h.horizon AS "horizon!", m.pos AS "seq?", m.id AS "id?",
+                  m.conversation_id AS "conversation_id?", m.app_id AS "app_id?",
+                  m.client_id AS "client_id?", m.direction AS "direction?",
+                  m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
+                  m.created_at AS "created_at?", m.reply_id AS "reply_id?",
+                  m.attachments AS "attachments?"
+           FROM (SELECT readable_pos() AS horizon) h
+           LEFT JOIN LATERAL (
+               SELECT * FROM messages
+               WHERE app_id = $1 AND direction = 'outbound' AND pos > $2 AND pos < h.horizon
+               ORDER BY pos LIMIT $3) m ON true
+           ORDER BY m.pos"#,
         app,
         after,
         limit
     )
 }
 
+/// Both directions of an app's conversations (or of one of them) after
+/// position `after`, readable now.
 pub fn stream(
     app: &str,
     after: i64,
     conversation: Option<&str>,
     limit: i64,
-) -> Rows<impl Row<Message>> {
+) -> Rows<impl Row<Paged>> {
     sqlx::query_as!(
-        Message,
-        r#"SELECT COALESCE(pos, 0) AS "seq!", id, conversation_id, app_id, client_id, direction,
-                  sender, recipient, text, created_at, reply_id, attachments
-           FROM messages
-           WHERE app_id = $1 AND pos > $2 AND ($3::text IS NULL OR conversation_id = $3)
-           ORDER BY pos LIMIT $4"#,
+        Paged,
+        r#"SELECT h.horizon AS "horizon!", m.pos AS "seq?", m.id AS "id?",
+                  m.conversation_id AS "conversation_id?", m.app_id AS "app_id?",
+                  m.client_id AS "client_id?", m.direction AS "direction?",
+                  m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
+                  m.created_at AS "created_at?", m.reply_id AS "reply_id?",
+                  m.attachments AS "attachments?"
+           FROM (SELECT readable_pos() AS horizon) h
+           LEFT JOIN LATERAL (
+               SELECT * FROM messages
+               WHERE app_id = $1 AND pos > $2 AND pos < h.horizon
+                 AND ($3::text IS NULL OR conversation_id = $3)
+               ORDER BY pos LIMIT $4) m ON true
+           ORDER BY m.pos"#,
         app,
         after,
         conversation,
@@ -130,6 +214,9 @@ pub fn stream(
     )
 }
 
+/// The messages of one user's conversations of an app (or of one of them;
+/// only the replies with `outbound_only`) after position `after`, readable
+/// now.
 pub fn user_stream(
     app: &str,
     user: &str,
@@ -137,15 +224,22 @@ pub fn user_stream(
     conversation: Option<&str>,
     outbound_only: bool,
     limit: i64,
-) -> Rows<impl Row<Message>> {
+) -> Rows<impl Row<Paged>> {
     sqlx::query_as!(
-        Message,
-        r#"SELECT m.pos AS "seq!", m.id, m.conversation_id, m.app_id, m.client_id, m.direction,
-                  m.sender, m.recipient, m.text, m.created_at, m.reply_id, m.attachments
-           FROM conversations c JOIN messages m ON m.conversation_id = c.id
-           WHERE c.app_id = $1 AND c.user_id = $2 AND m.pos > $3
-             AND ($4::text IS NULL OR c.id = $4) AND (NOT $5 OR m.direction = 'outbound')
-           ORDER BY m.pos LIMIT $6"#,
+        Paged,
+        r#"SELECT h.horizon AS "horizon!", m.pos AS "seq?", m.id AS "id?",
+                  m.conversation_id AS "conversation_id?", m.app_id AS "app_id?",
+                  m.client_id AS "client_id?", m.direction AS "direction?",
+                  m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
+                  m.created_at AS "created_at?", m.reply_id AS "reply_id?",
+                  m.attachments AS "attachments?"
+           FROM (SELECT readable_pos() AS horizon) h
+           LEFT JOIN LATERAL (
+               SELECT m.* FROM conversations c JOIN messages m ON m.conversation_id = c.id
+               WHERE c.app_id = $1 AND c.user_id = $2 AND m.pos > $3 AND m.pos < h.horizon
+                 AND ($4::text IS NULL OR c.id = $4) AND (NOT $5 OR m.direction = 'outbound')
+               ORDER BY m.pos LIMIT $6) m ON true
+           ORDER BY m.pos"#,
         app,
         user,
         after,

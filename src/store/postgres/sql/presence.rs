@@ -40,3 +40,26 @@ pub fn relay_gone(relay: &str) -> Statement {
 pub fn prune(before: i64) -> Statement {
     sqlx::query!("DELETE FROM client_presence WHERE seen_at < $1", before)
 }
+
+/// Records that `relay` is alive at `now`; returns how many other relays
+/// were alive at or after `since`.
+pub fn alive(relay: &str, now: i64, since: i64) -> Rows<impl Row<i64>> {
+    sqlx::query!(
+        r#"WITH me AS (INSERT INTO relays (id, seen_at) VALUES ($1, $2)
+                       ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at)
+           SELECT count(*) AS "others!" FROM relays WHERE id <> $1 AND seen_at >= $3"#,
+        relay,
+        now,
+        since
+    )
+    .map(|r| r.others)
+}
+
+pub fn relay_left(relay: &str) -> Statement {
+    sqlx::query!("DELETE FROM relays WHERE id = $1", relay)
+}
+
+/// Deletes relays not alive since `before`.
+pub fn prune_relays(before: i64) -> Statement {
+    sqlx::query!("DELETE FROM relays WHERE seen_at < $1", before)
+}
