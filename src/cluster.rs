@@ -31,7 +31,7 @@ use crate::store::postgres::leader::{keys, Leadership};
 use crate::store::postgres::wakeups::{self, Heard, MAX_SIGNAL_BYTES};
 use crate::store::postgres::{presence, PgStore};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,19 +45,21 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 const OUTGOING: usize = 8192;
 /// Signals sent per statement.
 const SIGNALS_PER_NOTIFY: usize = 256;
+/// Room an envelope takes besides its signals.
+const ENVELOPE_BYTES: usize = 128;
 /// Leader ticks between prunes of old presence rows.
 const PRUNE_EVERY_TICKS: u64 = 60;
 
-/// What relays tell each other.
+/// What relays tell each other: the signals one relay sent at once (as
+/// many as fit one notification).
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
     /// The sending relay (it ignores its own signals).
     from: String,
-    /// Numbers the sender's signals: no two payloads are identical, so
-    /// PostgreSQL never folds two into one.
+    /// Numbers the sender's notifications: no two payloads are identical,
+    /// so PostgreSQL never folds two into one.
     n: u64,
-    #[serde(flatten)]
-    signal: Signal,
+    signals: Vec<Signal>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -89,7 +91,6 @@ pub struct Cluster {
     pg: PgStore,
     leading: AtomicBool,
     outgoing: mpsc::Sender<String>,
-    sent: AtomicU64,
     /// How often this relay writes when it saw its agents (and that it is
     /// alive).
     refresh_every: Duration,
@@ -106,19 +107,20 @@ impl Cluster {
     /// once a second). Starts the task that sends this relay's signals.
     pub fn join(pg: PgStore, stale_after_ms: i64) -> Cluster {
         let (outgoing, rx) = mpsc::channel(OUTGOING);
-        tokio::spawn(send_signals(pg.pool().clone(), rx));
         let others = Arc::new(AtomicI64::new(0));
-        tokio::spawn(send_notices(
+        let id = format!("rly_{}", uuid::Uuid::new_v4().simple());
+        tokio::spawn(send_signals(
             pg.pool().clone(),
+            id.clone(),
+            rx,
             pg.notices().clone(),
             others.clone(),
         ));
         Cluster {
-            id: format!("rly_{}", uuid::Uuid::new_v4().simple()),
+            id,
             pg,
             leading: AtomicBool::new(false),
             outgoing,
-            sent: AtomicU64::new(0),
             refresh_every: Duration::from_millis((stale_after_ms / 4).clamp(100, 1000) as u64),
             others,
         }
@@ -164,15 +166,10 @@ impl Cluster {
         if self.others.load(Ordering::Relaxed) == 0 && !matches!(signal, Signal::Hello) {
             return;
         }
-        let envelope = Envelope {
-            from: self.id.clone(),
-            n: self.sent.fetch_add(1, Ordering::Relaxed),
-            signal,
-        };
-        let Ok(payload) = serde_json::to_string(&envelope) else {
+        let Ok(payload) = serde_json::to_string(&signal) else {
             return;
         };
-        if payload.len() > MAX_SIGNAL_BYTES {
+        if payload.len() > MAX_SIGNAL_BYTES - ENVELOPE_BYTES {
             tracing::debug!(
                 bytes = payload.len(),
                 "a live event too large for a notification reaches this relay's streams only"
@@ -185,33 +182,79 @@ impl Cluster {
     }
 }
 
-/// Sends queued signals in order, as many per statement as are waiting.
-async fn send_signals(pool: sqlx::PgPool, mut rx: mpsc::Receiver<String>) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, SIGNALS_PER_NOTIFY).await > 0 {
-        if let Err(e) = wakeups::signal(&pool, &batch).await {
-            tracing::warn!(error = %e, signals = batch.len(), "cannot signal the other relays; they catch up by their periodic checks");
-        }
-        batch.clear();
-    }
-}
-
-/// Tells the other relays of the messages this one stored, once per
-/// batch of commits (see `cursor::Notices`), while there are others.
-async fn send_notices(
+/// Sends queued signals in order and notices of stored messages (see
+/// `cursor::Notices`), as many per statement as are waiting, while other
+/// relays are alive to hear them.
+async fn send_signals(
     pool: sqlx::PgPool,
+    from: String,
+    mut rx: mpsc::Receiver<String>,
     notices: Arc<crate::store::postgres::cursor::Notices>,
     others: Arc<AtomicI64>,
 ) {
+    let mut batch = Vec::new();
+    let mut sent = 0u64;
     loop {
-        let (top, apps) = notices.take().await;
-        if others.load(Ordering::Relaxed) == 0 {
+        let stored = tokio::select! {
+            n = rx.recv_many(&mut batch, SIGNALS_PER_NOTIFY) => {
+                if n == 0 {
+                    return;
+                }
+                notices.try_take()
+            }
+            taken = notices.take() => {
+                while batch.len() < SIGNALS_PER_NOTIFY {
+                    match rx.try_recv() {
+                        Ok(signal) => batch.push(signal),
+                        Err(_) => break,
+                    }
+                }
+                Some(taken)
+            }
+        };
+        // A relay alone still sends its hello (queued only then).
+        if others.load(Ordering::Relaxed) == 0 && stored.is_some() && batch.is_empty() {
             continue;
         }
-        if let Err(e) = crate::store::postgres::cursor::notify(&pool, top, &apps).await {
-            tracing::warn!(error = %e, "cannot tell the other relays of stored messages; they catch up by their periodic checks");
+        let stored = stored.filter(|_| others.load(Ordering::Relaxed) > 0);
+        let n = batch.len();
+        let payloads = envelopes(&from, &mut sent, batch.drain(..));
+        if let Err(e) = wakeups::signal(&pool, payloads, stored).await {
+            tracing::warn!(error = %e, signals = n, "cannot signal the other relays; they catch up by their periodic checks");
         }
     }
+}
+
+/// The notifications that carry `signals` (each a serialized [`Signal`]):
+/// [`Envelope`]s, as few as fit [`MAX_SIGNAL_BYTES`] each.
+fn envelopes(from: &str, sent: &mut u64, signals: impl Iterator<Item = String>) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut open: Option<String> = None;
+    for signal in signals {
+        if let Some(p) = open.as_mut() {
+            if p.len() + signal.len() + 2 <= MAX_SIGNAL_BYTES {
+                p.push(',');
+                p.push_str(&signal);
+                continue;
+            }
+        }
+        if let Some(mut p) = open.take() {
+            p.push_str("]}");
+            payloads.push(p);
+        }
+        *sent += 1;
+        let head = serde_json::json!({ "from": from, "n": *sent }).to_string();
+        // `{"from":…,"n":…` then `,"signals":[` and the signals.
+        let mut p = head[..head.len() - 1].to_owned();
+        p.push_str(",\"signals\":[");
+        p.push_str(&signal);
+        open = Some(p);
+    }
+    if let Some(mut p) = open {
+        p.push_str("]}");
+        payloads.push(p);
+    }
+    payloads
 }
 
 /// What a heard signal does here.
@@ -243,47 +286,55 @@ fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
             if envelope.from == cluster.id {
                 return;
             }
-            match envelope.signal {
-                Signal::Wake { client } => {
-                    if let Some(c) = ClientId::parse(&client) {
-                        hub.wake_client(&c);
-                    }
-                }
-                Signal::AnyClient => {
-                    hub.note_unassigned();
-                    hub.wake_all_clients();
-                }
-                Signal::Hello => {
-                    cluster.others.fetch_max(1, Ordering::Relaxed);
-                }
-                Signal::Webhooks => relay.wake_webhooks(cluster.leads()),
-                Signal::Live {
-                    app,
-                    conversation,
-                    user,
+            for signal in envelope.signals {
+                apply_signal(relay, cluster, signal);
+            }
+        }
+    }
+}
+
+/// What a signal from another relay does here.
+fn apply_signal(relay: &Relay, cluster: &Cluster, signal: Signal) {
+    let hub = &relay.hub;
+    match signal {
+        Signal::Wake { client } => {
+            if let Some(c) = ClientId::parse(&client) {
+                hub.wake_client(&c);
+            }
+        }
+        Signal::AnyClient => {
+            hub.note_unassigned();
+            hub.wake_all_clients();
+        }
+        Signal::Hello => {
+            cluster.others.fetch_max(1, Ordering::Relaxed);
+        }
+        Signal::Webhooks => relay.wake_webhooks(cluster.leads()),
+        Signal::Live {
+            app,
+            conversation,
+            user,
+            event,
+            payload,
+            after,
+        } => {
+            let (Some(app), Some(conversation_id), Some(event)) = (
+                AppId::parse(&app),
+                ConversationId::parse(&conversation),
+                LiveEvent::kind(&event),
+            ) else {
+                return;
+            };
+            hub.deliver(
+                &app,
+                Arc::new(LiveEvent {
                     event,
+                    conversation_id,
+                    user_id: user,
                     payload,
                     after,
-                } => {
-                    let (Some(app), Some(conversation_id), Some(event)) = (
-                        AppId::parse(&app),
-                        ConversationId::parse(&conversation),
-                        LiveEvent::kind(&event),
-                    ) else {
-                        return;
-                    };
-                    hub.deliver(
-                        &app,
-                        Arc::new(LiveEvent {
-                            event,
-                            conversation_id,
-                            user_id: user,
-                            payload,
-                            after,
-                        }),
-                    );
-                }
-            }
+                }),
+            );
         }
     }
 }

@@ -587,9 +587,12 @@ async fn store_and_notify(db: &PgPool) -> i64 {
     .fetch_one(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("SELECT pg_notify($1, notice($2, ARRAY['app_public']))")
+    sqlx::query("SELECT pg_notify($1, $2)")
         .bind(cursor::CHANNEL)
-        .bind(pos)
+        .bind(clawrelay::store::postgres::wakeups::notice(
+            pos,
+            &["app_public".to_owned()],
+        ))
         .execute(&mut *tx)
         .await
         .unwrap();

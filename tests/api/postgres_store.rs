@@ -1488,8 +1488,8 @@ async fn postgres_a_dead_letter_never_waits_for_a_busy_conversation() {
 /// then finds nothing in flight and is ready at once. Were it not to wait,
 /// it would see the acked row still ready, queue behind it, and stay queued
 /// for ever: the ack's promotion ran before the new row existed. (The ack
-/// holds the conversation's lock; the new message's insert already waits
-/// for it through its foreign key, and the enqueue takes it too.)
+/// holds the conversation's lock; the new message's insert takes it first,
+/// and the enqueue takes it too.)
 #[tokio::test]
 async fn postgres_an_enqueue_racing_an_ack_is_not_stranded() {
     use clawrelay::store::deliveries;

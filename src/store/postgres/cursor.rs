@@ -163,23 +163,20 @@ impl Notices {
     /// Waits for stored messages, then takes what was added.
     pub async fn take(&self) -> (i64, Vec<String>) {
         loop {
-            if let Ok(mut pending) = self.pending.lock() {
-                if pending.0 > 0 {
-                    let (top, apps) = std::mem::take(&mut *pending);
-                    return (top, apps.into_iter().collect());
-                }
+            if let Some(taken) = self.try_take() {
+                return taken;
             }
             self.added.notified().await;
         }
     }
-}
 
-/// Tells the other relays of stored messages: the notification the
-/// listener of each hears (see `wakeups`).
-pub async fn notify(pool: &PgPool, top: i64, apps: &[String]) -> StoreResult<()> {
-    pgsql::cursor::notify(CHANNEL, top, apps)
-        .execute(pool)
-        .await
-        .map_err(error)?;
-    Ok(())
+    /// Takes what was added, if anything.
+    pub fn try_take(&self) -> Option<(i64, Vec<String>)> {
+        let mut pending = self.pending.lock().ok()?;
+        if pending.0 == 0 {
+            return None;
+        }
+        let (top, apps) = std::mem::take(&mut *pending);
+        Some((top, apps.into_iter().collect()))
+    }
 }

@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 
 /// Lanes per kind of request: batches written at once (see [`Batcher`]).
-const LANES: usize = 2;
+const LANES: usize = 1;
 /// The largest batch.
 const MAX_BATCH: usize = 256;
 

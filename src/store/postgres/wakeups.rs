@@ -27,6 +27,8 @@ pub const MAX_SIGNAL_BYTES: usize = 7900;
 /// How long a relay that just started looks at everything, and how often.
 const STARTING: Duration = Duration::from_secs(3);
 const STARTING_CHECK: Duration = Duration::from_millis(250);
+/// The longest notice of stored messages that names its apps.
+const MAX_NOTICE_APPS: usize = 4000;
 /// Signals heard but not yet taken, before the listener reports them missed.
 const BACKLOG: usize = 4096;
 
@@ -68,14 +70,43 @@ pub async fn listen(pool: PgPool, every: Duration) -> StoreResult<Listening> {
 }
 
 /// Notifies [`SIGNALS`] with each payload (at most [`MAX_SIGNAL_BYTES`]
-/// each), in one transaction: listeners hear them in this order. Identical
-/// payloads of one call are heard once.
-pub async fn signal(pool: &PgPool, payloads: &[String]) -> StoreResult<()> {
-    pgsql::wakeups::notify_all(SIGNALS, payloads)
+/// each), then [`cursor::CHANNEL`] of `stored` messages (the highest
+/// position and the apps), in one statement: listeners hear them in this
+/// order. Identical payloads of one call are heard once.
+pub async fn signal(
+    pool: &PgPool,
+    payloads: Vec<String>,
+    stored: Option<(i64, Vec<String>)>,
+) -> StoreResult<()> {
+    let mut channels = vec![SIGNALS; payloads.len()];
+    let mut payloads = payloads;
+    if let Some((top, apps)) = stored {
+        channels.push(cursor::CHANNEL);
+        payloads.push(notice(top, &apps));
+    }
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    pgsql::wakeups::notify_all(&channels, &payloads)
         .fetch_one(pool)
         .await
         .map_err(error)?;
     Ok(())
+}
+
+/// The notification of stored messages: the highest position, then the
+/// apps, space-separated (left out when they would not fit: then any app's
+/// messages may be new). Read by [`parse_stamp`].
+pub fn notice(top: i64, apps: &[String]) -> String {
+    let mut payload = top.to_string();
+    for app in apps {
+        payload.push(' ');
+        payload.push_str(app);
+    }
+    if payload.len() > MAX_NOTICE_APPS {
+        payload = top.to_string();
+    }
+    payload
 }
 
 /// The highest position stored so far.
@@ -104,7 +135,7 @@ fn checked(tx: &watch::Sender<i64>, ears: &mut Ears, pos: i64) {
     }
 }
 
-/// A stamp's notification: `<position>[ <app>...]`.
+/// A notice of stored messages (see [`notice`]): `<position>[ <app>...]`.
 fn parse_stamp(payload: &str) -> Option<Heard> {
     let mut parts = payload.split(' ');
     let upto = parts.next()?.parse::<i64>().ok()?;

@@ -1,7 +1,7 @@
 //! The message cursor (`src/store/postgres/cursor.rs`; how positions are
 //! given and read: `migrations/postgres/0003_engine.sql`).
 
-use crate::{Row, Rows, Statement};
+use crate::{Row, Rows};
 
 /// The highest position stored (0 for none).
 pub fn highest() -> Rows<impl Row<i64>> {
@@ -17,10 +17,4 @@ pub fn readable() -> Rows<impl Row<i64>> {
 /// cluster); returns the base added to transaction ids.
 pub fn ensure_base() -> Rows<impl Row<i64>> {
     sqlx::query!(r#"SELECT ensure_cursor_base() AS "base!""#).map(|r| r.base)
-}
-
-/// Notifies `channel` with the stored messages' notice (the highest
-/// position, then the apps) when the transaction commits.
-pub fn notify(channel: &str, top: i64, apps: &[String]) -> Statement {
-    sqlx::query!("SELECT pg_notify($1, notice($2, $3))", channel, top, apps)
 }

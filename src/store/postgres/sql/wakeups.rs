@@ -2,12 +2,12 @@
 
 use crate::{Row, Rows};
 
-/// Notifies `channel` once per payload, in order, when the statement's
-/// transaction commits; returns how many.
-pub fn notify_all(channel: &str, payloads: &[String]) -> Rows<impl Row<i64>> {
+/// Notifies `channels[i]` with `payloads[i]`, in order, when the
+/// statement's transaction commits; returns how many.
+pub fn notify_all(channels: &[&str], payloads: &[String]) -> Rows<impl Row<i64>> {
     sqlx::query!(
-        r#"SELECT count(pg_notify($1, p)) AS "n!" FROM unnest($2::text[]) AS p"#,
-        channel,
+        r#"SELECT count(pg_notify(t.c, t.p)) AS "n!" FROM unnest($1::text[], $2::text[]) AS t (c, p)"#,
+        channels as &[&str],
         payloads
     )
     .map(|r| r.n)
