@@ -261,7 +261,7 @@ fn envelopes(from: &str, sent: &mut u64, signals: impl Iterator<Item = String>) 
 fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
     let hub = &relay.hub;
     match heard {
-        Heard::Stamped { upto, apps } => match apps {
+        Heard::Stored { upto, apps } => match apps {
             Some(apps) => {
                 for app in apps.iter().filter_map(|a| AppId::parse(a)) {
                     hub.wake_app(&app, upto);

@@ -1,13 +1,15 @@
 //! The queue at scale on PostgreSQL, at the storage layer: a throwaway cluster (scripts/pg.sh) preloaded
 //! with N pending deliveries spread over 100 clients as `queue` spreads
 //! them (a share leased and unacked), then for a bounded time the clients
-//! take turns at a claim transaction (due with SKIP LOCKED, lease, commit)
-//! and an ack transaction (lock the conversation, ack, promote, commit),
-//! each one `Store::write` as the domain makes it. Reports the latency of
-//! both. No HTTP: compare with `queue` for the storage's share only.
+//! take turns at a claim (the relay's batched claim statement, through its
+//! batcher) and an ack transaction (lock the conversation, ack, promote,
+//! commit: a `Store::write` as the domain's `/ack` makes it). Reports the
+//! latency of both. No HTTP: compare with `queue` for the storage's share
+//! only.
 
 use super::relay::percentile;
 use clawrelay::ids::{ClientId, MessageId};
+use clawrelay::store::postgres::engine::{Claim, Engine, Rules};
 use clawrelay::store::{deliveries, Reader, Store, StoreError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -99,13 +101,7 @@ async fn preload(store: &Store, n: i64, leased: f64) {
     ] {
         sqlx::query(sql).bind(n).bind(now).execute(db).await.unwrap();
     }
-    // The pending counter's trigger would update a client row once per
-    // delivery (and leave as many dead row versions); the preload sets the
-    // counters once instead.
-    sqlx::query("ALTER TABLE deliveries DISABLE TRIGGER deliveries_pending")
-        .execute(db)
-        .await
-        .unwrap();
+    // One statement: the open-delivery counts are added up once for it.
     sqlx::query(
         "INSERT INTO deliveries (message_seq, conversation_id, client_id, state, attempts, visible_at, created_at, updated_at)
          SELECT i + 1, 'conv_' || i, 'cli_' || (i % 100), 'ready',
@@ -116,17 +112,6 @@ async fn preload(store: &Store, n: i64, leased: f64) {
     .bind(n)
     .bind(leased_every)
     .bind(now)
-    .execute(db)
-    .await
-    .unwrap();
-    sqlx::query("ALTER TABLE deliveries ENABLE TRIGGER deliveries_pending")
-        .execute(db)
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE clients c SET pending = (SELECT count(*) FROM deliveries d
-                                         WHERE d.client_id = c.id AND d.state IN ('ready', 'queued'))",
-    )
     .execute(db)
     .await
     .unwrap();
@@ -145,6 +130,18 @@ pub async fn run(n: i64, leased: f64, duration: Duration) -> PgQueueReport {
     let t = Instant::now();
     preload(&store, n, leased).await;
     let preload_secs = t.elapsed().as_secs_f64();
+    // Claims as the relay makes them: through its batched claim statement.
+    let pg = store.postgres().expect("a PostgreSQL store");
+    let engine = Engine::start(
+        pg.pool().clone(),
+        pg.notices().clone(),
+        Rules {
+            ttl_ms: 86_400_000,
+            max_pending: 1 << 40,
+            lease_ms: 60_000,
+            max_attempts: 5,
+        },
+    );
 
     let clients: Vec<ClientId> = (0..CLIENTS)
         .map(|k| ClientId::from_db(format!("cli_{k}")))
@@ -159,16 +156,20 @@ pub async fn run(n: i64, leased: f64, duration: Duration) -> PgQueueReport {
             }
             let now = clawrelay::store::now_ms();
             let t = Instant::now();
-            let who = client.clone();
-            let seqs = store
-                .write(move |tx| {
-                    let due = deliveries::due(tx, &who, now, 10)?;
-                    let seqs: Vec<i64> = due.iter().map(|d| d.seq).collect();
-                    deliveries::lease(tx, &seqs, now + 60_000, now, None)?;
-                    Ok::<_, StoreError>(seqs)
+            let claimed = engine
+                .claim(Claim {
+                    client: client.clone(),
+                    max: 10,
+                    owner: None,
                 })
                 .await
                 .unwrap();
+            let seqs: Vec<i64> = claimed
+                .messages
+                .iter()
+                .filter_map(|m| m.id.as_str().strip_prefix("msg_")?.parse::<i64>().ok())
+                .map(|i| i + 1)
+                .collect();
             if seqs.is_empty() {
                 empty_in_a_row += 1;
                 continue;

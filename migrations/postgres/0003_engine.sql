@@ -252,6 +252,25 @@ CREATE TABLE relays (
 -- single writes never wait for each other in a cycle. A batch is one
 -- transaction: the relay answers its requests after it commits.
 
+-- Takes the turn of each idempotency key (`p_principal[i]`, `p_key[i]`; the
+-- general path's lock) in one order; answers those already used, as
+-- "principal key".
+CREATE FUNCTION lock_keys(p_principal TEXT[], p_key TEXT[]) RETURNS TEXT[] LANGUAGE plpgsql AS $$
+DECLARE
+    h BIGINT;
+    used TEXT[];
+BEGIN
+    FOR h IN SELECT DISTINCT hashtextextended(t.p || ' ' || t.k, 1)
+             FROM unnest(p_principal, p_key) AS t (p, k) WHERE t.k IS NOT NULL ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(h);
+    END LOOP;
+    SELECT coalesce(array_agg(ik.principal || ' ' || ik.key), '{}') INTO used
+    FROM idempotency_keys ik, unnest(p_principal, p_key) AS t (p, k)
+    WHERE t.k IS NOT NULL AND ik.principal = t.p AND ik.key = t.k;
+    RETURN used;
+END
+$$;
+
 -- Inbound messages of users whose active conversation is with a client that
 -- is active, not revoked, in `kept` (the relay's not-gone clients) and
 -- below `max_pending`. Anything else (a first message, an expiry, a move,
@@ -274,7 +293,6 @@ DECLARE
     i INTEGER;
     k INTEGER;
     a INTEGER;
-    h BIGINT;
     -- Idempotency keys already used ("app key").
     used TEXT[] := '{}';
     -- The requests' users ("app user").
@@ -303,13 +321,7 @@ DECLARE
     stored_keys BOOLEAN := false;
 BEGIN
     IF keyed THEN
-        FOR h IN SELECT DISTINCT hashtextextended(t.a || ' ' || t.k, 1)
-                 FROM unnest(p_app, p_key) AS t (a, k) WHERE t.k IS NOT NULL ORDER BY 1 LOOP
-            PERFORM pg_advisory_xact_lock(h);
-        END LOOP;
-        SELECT coalesce(array_agg(ik.principal || ' ' || ik.key), '{}') INTO used
-        FROM idempotency_keys ik, unnest(p_app, p_key) AS t (a, k)
-        WHERE t.k IS NOT NULL AND ik.principal = t.a AND ik.key = t.k;
+        used := lock_keys(p_app, p_key);
     END IF;
     FOR i IN 1 .. cnt LOOP
         wanted := wanted || (p_app[i] || ' ' || p_user[i]);
@@ -517,7 +529,6 @@ DECLARE
     keyed BOOLEAN := cardinality(array_remove(p_key, NULL)) > 0;
     i INTEGER;
     k INTEGER;
-    h BIGINT;
     used TEXT[] := '{}';
     -- The conversations, as locked: id, app, user, client.
     c_id TEXT[];
@@ -547,13 +558,7 @@ DECLARE
     stored_keys BOOLEAN := false;
 BEGIN
     IF keyed THEN
-        FOR h IN SELECT DISTINCT hashtextextended(t.a || ' ' || t.k, 1)
-                 FROM unnest(p_client, p_key) AS t (a, k) WHERE t.k IS NOT NULL ORDER BY 1 LOOP
-            PERFORM pg_advisory_xact_lock(h);
-        END LOOP;
-        SELECT coalesce(array_agg(ik.principal || ' ' || ik.key), '{}') INTO used
-        FROM idempotency_keys ik, unnest(p_client, p_key) AS t (a, k)
-        WHERE t.k IS NOT NULL AND ik.principal = t.a AND ik.key = t.k;
+        used := lock_keys(p_client, p_key);
     END IF;
     SELECT array_agg(x.id), array_agg(x.app_id), array_agg(x.user_id), array_agg(x.client_id)
     INTO c_id, c_app, c_user, c_client

@@ -167,6 +167,18 @@ struct Claim {
     next_due: Option<i64>,
 }
 
+/// Counts claimed messages, and those of them delivered again, in the
+/// metrics.
+fn count_claimed(messages: &[Message]) {
+    let m = crate::metrics::get();
+    m.claimed.inc_by(messages.len() as u64);
+    let again = messages
+        .iter()
+        .filter(|x| x.attempt.unwrap_or(1) > 1)
+        .count();
+    m.redelivered.inc_by(again as u64);
+}
+
 /// What `/ack` did with each id.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -267,14 +279,7 @@ impl Relay {
                     owner: owner.clone(),
                 })
                 .await?;
-            let m = crate::metrics::get();
-            m.claimed.inc_by(claimed.messages.len() as u64);
-            let again = claimed
-                .messages
-                .iter()
-                .filter(|x| x.attempt.unwrap_or(1) > 1)
-                .count();
-            m.redelivered.inc_by(again as u64);
+            count_claimed(&claimed.messages);
             if !claimed.exhausted {
                 return Ok(Claim {
                     messages: claimed.messages,
@@ -386,15 +391,8 @@ impl Relay {
             })
             .await
             .inspect(|claim| {
-                let m = crate::metrics::get();
-                m.claimed.inc_by(claim.messages.len() as u64);
-                let again = claim
-                    .messages
-                    .iter()
-                    .filter(|x| x.attempt.unwrap_or(1) > 1)
-                    .count();
-                m.redelivered.inc_by(again as u64);
-                m.dead.inc_by(claim.dead);
+                count_claimed(&claim.messages);
+                crate::metrics::get().dead.inc_by(claim.dead);
                 self.wake_webhooks(claim.hooked);
             })
     }

@@ -1,13 +1,15 @@
 //! Cross-relay wake-ups: the highest message position any relay has
-//! stamped, as a `watch` value each relay's long polls and streams wait on,
-//! and signals relays send each other (an agent to wake, a live event).
+//! announced, as a `watch` value, and signals relays send each other (an
+//! agent to wake, a live event).
 //!
-//! Every stamp notifies [`cursor::CHANNEL`] with the highest position it
-//! gave (`cursor::stamp`), so a message stored through relay A wakes a
-//! waiter on relay B within a round trip; [`signal`] notifies [`SIGNALS`].
+//! A relay that stored messages notifies [`cursor::CHANNEL`] with the
+//! highest position and their apps once they committed ([`signal`], with
+//! its signals on [`SIGNALS`]), so a message stored through relay A wakes a
+//! waiter on relay B within a round trip.
+//!
 //! Notifications are not durable: one sent while the listening connection
 //! is down is lost. So the listener reads the highest position itself
-//! whenever it (re)subscribes, after its LISTEN, so that a stamp is either
+//! whenever it (re)subscribes, after its LISTEN, so that a message is either
 //! in that read or notified afterwards, and once per `every` in any case;
 //! and it reports [`Heard::Missed`] then, so that whoever listens looks
 //! again at everything a lost signal may have been about. A lost
@@ -36,9 +38,9 @@ const BACKLOG: usize = 4096;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Heard {
     /// Messages up to position `upto` are readable; `apps` are those whose
-    /// messages the stamp numbered (None: any app's may be new, as when a
+    /// messages were stored (None: any app's may be new, as when a
     /// periodic check found the position risen).
-    Stamped {
+    Stored {
         upto: i64,
         apps: Option<Vec<String>>,
     },
@@ -51,7 +53,7 @@ pub enum Heard {
 
 /// A relay's ears: positions and signals.
 pub struct Listening {
-    /// The highest stamped position seen, never lower than the database's
+    /// The highest notified position seen, never lower than the database's
     /// when the listener started.
     pub positions: watch::Receiver<i64>,
     pub heard: mpsc::Receiver<Heard>,
@@ -62,7 +64,7 @@ pub struct Listening {
 /// dropped.
 pub async fn listen(pool: PgPool, every: Duration) -> StoreResult<Listening> {
     let listener = subscribe(&pool).await.map_err(error)?;
-    // After the LISTEN: what was stamped before it is in this read.
+    // After the LISTEN: what was stored before it is in this read.
     let (tx, positions) = watch::channel(highest(&pool).await?);
     let (heard_tx, heard) = mpsc::channel(BACKLOG);
     tokio::spawn(run(pool, tx, heard_tx, every, listener));
@@ -96,7 +98,7 @@ pub async fn signal(
 
 /// The notification of stored messages: the highest position, then the
 /// apps, space-separated (left out when they would not fit: then any app's
-/// messages may be new). Read by [`parse_stamp`].
+/// messages may be new). Read by [`parse_notice`].
 pub fn notice(top: i64, apps: &[String]) -> String {
     let mut payload = top.to_string();
     for app in apps {
@@ -128,7 +130,7 @@ fn raise(tx: &watch::Sender<i64>, pos: i64) -> bool {
 /// A position read rather than notified: any app's messages may be new.
 fn checked(tx: &watch::Sender<i64>, ears: &mut Ears, pos: i64) {
     if raise(tx, pos) {
-        ears.hear(Heard::Stamped {
+        ears.hear(Heard::Stored {
             upto: pos,
             apps: None,
         });
@@ -136,11 +138,11 @@ fn checked(tx: &watch::Sender<i64>, ears: &mut Ears, pos: i64) {
 }
 
 /// A notice of stored messages (see [`notice`]): `<position>[ <app>...]`.
-fn parse_stamp(payload: &str) -> Option<Heard> {
+fn parse_notice(payload: &str) -> Option<Heard> {
     let mut parts = payload.split(' ');
     let upto = parts.next()?.parse::<i64>().ok()?;
     let apps: Vec<String> = parts.map(str::to_owned).collect();
-    Some(Heard::Stamped {
+    Some(Heard::Stored {
         upto,
         apps: (!apps.is_empty()).then_some(apps),
     })
@@ -199,7 +201,7 @@ async fn run(
                     "cannot listen for other relays' messages; checking every {every:?} instead"
                 ),
             }
-            // After the LISTEN: what was stamped before it is in this read,
+            // After the LISTEN: what was stored before it is in this read,
             // and what was signalled before it is looked at again.
             match highest(&pool).await {
                 Ok(pos) => checked(&tx, &mut ears, pos),
@@ -217,11 +219,11 @@ async fn run(
             () = tx.closed() => return,
             got = notified => match got {
                 Ok(Some(n)) if n.channel() == SIGNALS => ears.hear(Heard::Signal(n.payload().to_owned())),
-                Ok(Some(n)) => match parse_stamp(n.payload()) {
-                    Some(Heard::Stamped { upto, apps }) => {
-                        // Apps are woken even when their stamp came in late.
+                Ok(Some(n)) => match parse_notice(n.payload()) {
+                    Some(Heard::Stored { upto, apps }) => {
+                        // Apps are woken even when their notice came in late.
                         raise(&tx, upto);
-                        ears.hear(Heard::Stamped { upto, apps });
+                        ears.hear(Heard::Stored { upto, apps });
                     }
                     _ => tracing::warn!(payload = n.payload(), "unexpected notification on {}", cursor::CHANNEL),
                 },

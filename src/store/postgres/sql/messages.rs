@@ -162,22 +162,34 @@ impl Paged {
     }
 }
 
+/// A cursor read: `$inner` selects the messages (`m`, every column of
+/// `messages`) after a cursor and below `h.horizon`, the readable position
+/// of the statement's snapshot; the row with a NULL message carries the
+/// horizon when there are none.
+macro_rules! paged {
+    ($inner:tt, $($arg:expr),+ $(,)?) => {
+        sqlx::query_as!(
+            Paged,
+            r#"SELECT h.horizon AS "horizon!", m.pos AS "seq?", m.id AS "id?",
+                      m.conversation_id AS "conversation_id?", m.app_id AS "app_id?",
+                      m.client_id AS "client_id?", m.direction AS "direction?",
+                      m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
+                      m.created_at AS "created_at?", m.reply_id AS "reply_id?",
+                      m.attachments AS "attachments?"
+               FROM (SELECT readable_pos() AS horizon) h
+               LEFT JOIN LATERAL ("# + $inner + r#") m ON true
+               ORDER BY m.pos"#,
+            $($arg),+
+        )
+    };
+}
+
 /// An app's replies after position `after`, up to `limit`, readable now.
 pub fn outbox(app: &str, after: i64, limit: i64) -> Rows<impl Row<Paged>> {
-    sqlx::query_as!(
-        Paged,
-        r#"SELECT h.horizon AS "horizon!", m.pos AS "seq?", m.id AS "id?",
-                  m.conversation_id AS "conversation_id?", m.app_id AS "app_id?",
-                  m.client_id AS "client_id?", m.direction AS "direction?",
-                  m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
-                  m.created_at AS "created_at?", m.reply_id AS "reply_id?",
-                  m.attachments AS "attachments?"
-           FROM (SELECT readable_pos() AS horizon) h
-           LEFT JOIN LATERAL (
-               SELECT * FROM messages
-               WHERE app_id = $1 AND direction = 'outbound' AND pos > $2 AND pos < h.horizon
-               ORDER BY pos LIMIT $3) m ON true
-           ORDER BY m.pos"#,
+    paged!(
+        "SELECT * FROM messages
+         WHERE app_id = $1 AND direction = 'outbound' AND pos > $2 AND pos < h.horizon
+         ORDER BY pos LIMIT $3",
         app,
         after,
         limit
@@ -192,21 +204,11 @@ pub fn stream(
     conversation: Option<&str>,
     limit: i64,
 ) -> Rows<impl Row<Paged>> {
-    sqlx::query_as!(
-        Paged,
-        r#"SELECT h.horizon AS "horizon!", m.pos AS "seq?", m.id AS "id?",
-                  m.conversation_id AS "conversation_id?", m.app_id AS "app_id?",
-                  m.client_id AS "client_id?", m.direction AS "direction?",
-                  m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
-                  m.created_at AS "created_at?", m.reply_id AS "reply_id?",
-                  m.attachments AS "attachments?"
-           FROM (SELECT readable_pos() AS horizon) h
-           LEFT JOIN LATERAL (
-               SELECT * FROM messages
-               WHERE app_id = $1 AND pos > $2 AND pos < h.horizon
-                 AND ($3::text IS NULL OR conversation_id = $3)
-               ORDER BY pos LIMIT $4) m ON true
-           ORDER BY m.pos"#,
+    paged!(
+        "SELECT * FROM messages
+         WHERE app_id = $1 AND pos > $2 AND pos < h.horizon
+           AND ($3::text IS NULL OR conversation_id = $3)
+         ORDER BY pos LIMIT $4",
         app,
         after,
         conversation,
@@ -225,21 +227,11 @@ pub fn user_stream(
     outbound_only: bool,
     limit: i64,
 ) -> Rows<impl Row<Paged>> {
-    sqlx::query_as!(
-        Paged,
-        r#"SELECT h.horizon AS "horizon!", m.pos AS "seq?", m.id AS "id?",
-                  m.conversation_id AS "conversation_id?", m.app_id AS "app_id?",
-                  m.client_id AS "client_id?", m.direction AS "direction?",
-                  m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
-                  m.created_at AS "created_at?", m.reply_id AS "reply_id?",
-                  m.attachments AS "attachments?"
-           FROM (SELECT readable_pos() AS horizon) h
-           LEFT JOIN LATERAL (
-               SELECT m.* FROM conversations c JOIN messages m ON m.conversation_id = c.id
-               WHERE c.app_id = $1 AND c.user_id = $2 AND m.pos > $3 AND m.pos < h.horizon
-                 AND ($4::text IS NULL OR c.id = $4) AND (NOT $5 OR m.direction = 'outbound')
-               ORDER BY m.pos LIMIT $6) m ON true
-           ORDER BY m.pos"#,
+    paged!(
+        "SELECT m.* FROM conversations c JOIN messages m ON m.conversation_id = c.id
+         WHERE c.app_id = $1 AND c.user_id = $2 AND m.pos > $3 AND m.pos < h.horizon
+           AND ($4::text IS NULL OR c.id = $4) AND (NOT $5 OR m.direction = 'outbound')
+         ORDER BY m.pos LIMIT $6",
         app,
         user,
         after,
