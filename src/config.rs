@@ -62,14 +62,25 @@ impl Default for Server {
 pub struct Storage {
     pub path: PathBuf,
     /// A PostgreSQL URL: when set, the relay keeps its data there instead of
-    /// in the SQLite file `path`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// in the SQLite file `path`. Empty in a file (`url = ""`): none.
+    #[serde(deserialize_with = "empty_is_none", serialize_with = "none_is_empty")]
     pub url: Option<String>,
     /// Connections to PostgreSQL this relay opens at most.
     pub max_connections: u32,
     pub synchronous: Synchronous,
     /// The write-ahead log is checkpointed and truncated past this size.
     pub wal_limit_mb: u64,
+}
+
+/// An empty string (a key documented but not set) reads as None.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    Ok(v.filter(|s| !s.is_empty()))
+}
+
+/// None is written as an empty string (TOML has no null).
+fn none_is_empty<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_deref().unwrap_or(""))
 }
 
 /// Debug shows the URL without its password.

@@ -17,24 +17,51 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::TooLarge {
-                    code: "body_too_large",
-                    message: "the request body is over the limit ([limits] max_body_bytes)".into(),
-                }
-            } else {
-                Error::bad_request("unreadable_body", rejection.body_text())
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            if e.classify() == serde_json::error::Category::Data {
-                Error::invalid("invalid_field", e.to_string())
-            } else {
-                Error::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-            }
-        })
+        let bytes = body_bytes(req, state).await?;
+        parse(&bytes).map(ApiJson)
     }
+}
+
+/// A JSON body whose fields are all optional: an empty body (no bytes, or
+/// only white space) is the default, as `{}` is; anything else as
+/// [`ApiJson`].
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse(&bytes).map(OptionalJson)
+    }
+}
+
+/// The body, bounded by `[limits] max_body_bytes`.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::TooLarge {
+                code: "body_too_large",
+                message: "the request body is over the limit ([limits] max_body_bytes)".into(),
+            }
+        } else {
+            Error::bad_request("unreadable_body", rejection.body_text())
+        }
+    })
+}
+
+/// Unreadable JSON is a 400, a missing or mistyped field a 422.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            Error::invalid("invalid_field", e.to_string())
+        } else {
+            Error::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        }
+    })
 }
 
 /// A query string; a malformed one is a 400 that names the problem.

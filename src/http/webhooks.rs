@@ -3,7 +3,7 @@
 
 use super::admin::Done;
 use super::auth::AdminAuth;
-use super::extract::{limit, ApiJson, ApiPath, ApiQuery};
+use super::extract::{limit, ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::app::AppState;
 use crate::error::{Error, ErrorResponse};
 use crate::ids::{AppId, EventId, WebhookId};
@@ -190,8 +190,9 @@ pub(crate) async fn delete(
 }
 
 /// Replaces the secret (shown only here); the old one also signs during the grace period.
+/// The body may be left out (its one field is optional).
 #[utoipa::path(post, path = "/webhooks/{id}/secret", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Webhook id")), request_body = RotateBody, responses(
+    params(("id" = String, Path, description = "Webhook id")), request_body = Option<RotateBody>, responses(
     (status = 200, body = IssuedWebhook),
     (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
     (status = 404, body = ErrorResponse), (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse),
@@ -201,7 +202,7 @@ pub(crate) async fn rotate(
     State(state): State<AppState>,
     _: AdminAuth,
     ApiPath(id): ApiPath<String>,
-    ApiJson(body): ApiJson<RotateBody>,
+    OptionalJson(body): OptionalJson<RotateBody>,
 ) -> Result<Json<IssuedWebhook>, Error> {
     let id = webhook_id(&id)?;
     Ok(Json(

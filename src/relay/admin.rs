@@ -93,9 +93,12 @@ impl Relay {
             m.webhook_backlog
                 .with_label_values(&[id.as_str()])
                 .set(pending);
+            // An endpoint with nothing pending reads 0, as an idle agent's
+            // queue does.
+            let lag = oldest.map_or(0, |at| (now - at).max(0) / 1000);
             m.webhook_lag_seconds
                 .with_label_values(&[id.as_str()])
-                .set((now - oldest).max(0) / 1000);
+                .set(lag);
         }
         Ok(crate::metrics::render())
     }

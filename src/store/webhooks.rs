@@ -677,8 +677,9 @@ pub async fn attempts(db: &Reader, id: &WebhookId, limit: i64) -> StoreResult<Ve
 /// PostgreSQL statements).
 type AttemptRow = pgsql::webhooks::Attempt;
 
-/// Per endpoint: pending events and when the oldest of them happened.
-pub async fn backlog(db: &Reader) -> StoreResult<Vec<(WebhookId, i64, i64)>> {
+/// Every endpoint: its pending events and when the oldest of them happened
+/// (None: nothing pending).
+pub async fn backlog(db: &Reader) -> StoreResult<Vec<(WebhookId, i64, Option<i64>)>> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
         Reader::Postgres(pool) => {
@@ -693,14 +694,16 @@ pub async fn backlog(db: &Reader) -> StoreResult<Vec<(WebhookId, i64, i64)>> {
         }
     };
     let rows = sqlx::query!(
-        r#"SELECT d.webhook_id AS "webhook_id!", COUNT(*) AS "pending!: i64", MIN(e.created_at) AS "oldest!: i64"
-           FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq
-           WHERE d.state = 'pending' GROUP BY d.webhook_id"#
+        r#"SELECT w.id AS "id!", COUNT(e.seq) AS "pending!: i64", MIN(e.created_at) AS "oldest: i64"
+           FROM webhooks w
+           LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id AND d.state = 'pending'
+           LEFT JOIN webhook_events e ON e.seq = d.event_seq
+           GROUP BY w.id"#
     )
     .fetch_all(ex)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| (WebhookId::from_db(r.webhook_id), r.pending, r.oldest))
+        .map(|r| (WebhookId::from_db(r.id), r.pending, r.oldest))
         .collect())
 }

@@ -598,6 +598,82 @@ async fn a_disabled_endpoint_stops_receiving_and_resumes_after_enable() {
     assert_eq!(got[0].body["data"]["text"], "while disabled");
 }
 
+/// The gauge of a metric line `name{webhook="hook"} value`, if listed.
+fn webhook_gauge(metrics: &str, name: &str, hook: &str) -> Option<f64> {
+    let prefix = format!("{name}{{webhook=\"{hook}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+/// An endpoint's backlog and lag gauges read 0 while nothing is pending
+/// (as an idle agent's queue gauges do), the backlog while events wait, and
+/// 0 again once they are delivered: they never vanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_gauges_read_zero_when_nothing_is_pending() {
+    let Fixture {
+        app,
+        rx,
+        app_token,
+        client,
+        hook,
+        ..
+    } = fixture(|_| {}, json!({})).await;
+    let gauges = || async {
+        let text = app.metrics().await;
+        (
+            webhook_gauge(&text, "clawrelay_webhook_backlog", &hook),
+            webhook_gauge(&text, "clawrelay_webhook_lag_seconds", &hook),
+        )
+    };
+    assert_eq!(gauges().await, (Some(0.0), Some(0.0)), "a new endpoint");
+    patch(&app, &hook, json!({"enabled": false})).await;
+    let m = claimed(&app, &app_token, &client, "u1").await;
+    app.send(&client, &m, "held back").await;
+    assert_eq!(gauges().await.0, Some(1.0), "one event waits");
+    patch(&app, &hook, json!({"enabled": true})).await;
+    rx.wait_delivered(1).await;
+    eventually("the backlog is recorded delivered", || async {
+        (gauges().await == (Some(0.0), Some(0.0))).then_some(())
+    })
+    .await;
+}
+
+/// `POST /webhooks/:id/secret` with no body rotates with the default grace
+/// (its only field is optional), as `{}` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotates_without_a_body() {
+    let Fixture {
+        app, hook, secret, ..
+    } = fixture(|_| {}, json!({})).await;
+    for body in ["", "  \n"] {
+        let r = app
+            .raw(
+                Method::POST,
+                &format!("/webhooks/{hook}/secret"),
+                Some(ADMIN),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{body:?}: {}", r.body);
+        assert_ne!(r.body["secret"].as_str().unwrap(), secret);
+        assert!(
+            r.body["oldSecretUntil"].is_i64(),
+            "the default grace applies"
+        );
+    }
+    let r = app
+        .raw(
+            Method::POST,
+            &format!("/webhooks/{hook}/secret"),
+            Some(ADMIN),
+            "{",
+        )
+        .await;
+    assert_eq!(r.status, 400, "unreadable JSON is still refused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_keeps_failing_is_disabled_with_the_reason() {
     let tweak = |c: &mut clawrelay::config::Config| {

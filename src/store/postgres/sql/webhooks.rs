@@ -374,11 +374,15 @@ pub fn attempts(id: &str, limit: i64) -> Rows<impl Row<Attempt>> {
 }
 
 /// Per endpoint: pending events and when the oldest of them happened.
-pub fn backlog() -> Rows<impl Row<(String, i64, i64)>> {
+/// Every endpoint, its pending events and when the oldest of them happened
+/// (none: nothing pending).
+pub fn backlog() -> Rows<impl Row<(String, i64, Option<i64>)>> {
     sqlx::query!(
-        r#"SELECT d.webhook_id, COUNT(*) AS "pending!", MIN(e.created_at) AS "oldest!"
-           FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq
-           WHERE d.state = 'pending' GROUP BY d.webhook_id"#
+        r#"SELECT w.id, count(e.seq) AS "pending!", min(e.created_at) AS oldest
+           FROM webhooks w
+           LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id AND d.state = 'pending'
+           LEFT JOIN webhook_events e ON e.seq = d.event_seq
+           GROUP BY w.id"#
     )
-    .map(|r| (r.webhook_id, r.pending, r.oldest))
+    .map(|r| (r.id, r.pending, r.oldest))
 }
