@@ -141,6 +141,9 @@ impl Default for Storage {
 #[serde(default, deny_unknown_fields)]
 pub struct Delivery {
     pub lease_secs: u64,
+    /// The longest an agent's activity (or explicit renewals) keeps one
+    /// claim alive, from the claim.
+    pub max_lease_secs: u64,
     pub max_attempts: u32,
     pub long_poll_max_secs: u64,
     pub max_pending: u64,
@@ -150,6 +153,7 @@ impl Default for Delivery {
     fn default() -> Self {
         Delivery {
             lease_secs: 300,
+            max_lease_secs: 3600,
             max_attempts: 5,
             long_poll_max_secs: 60,
             max_pending: 100_000,
@@ -638,6 +642,12 @@ impl Config {
         }
         if self.delivery.lease_secs == 0 {
             return bad("delivery.lease_secs must be at least 1".into());
+        }
+        if self.delivery.max_lease_secs < self.delivery.lease_secs {
+            return bad(format!(
+                "delivery.max_lease_secs ({}) must be at least delivery.lease_secs ({})",
+                self.delivery.max_lease_secs, self.delivery.lease_secs
+            ));
         }
         if self.delivery.max_attempts == 0 {
             return bad("delivery.max_attempts must be at least 1".into());

@@ -46,6 +46,11 @@ pub struct Message {
     /// In `/poll` answers: which delivery attempt this is (1 the first time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<i64>,
+    /// In `/poll` answers: when this claim ends (Unix ms) unless the agent
+    /// answers, acks or renews it (`POST /renew`, or its activity on the
+    /// conversation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
     /// For a reply streamed as `reply.delta` events: the id the deltas used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_id: Option<String>,

@@ -4,6 +4,8 @@
 // The user's text picks a mode:
 //   contains "[stream]" → the answer comes in several chunks, 300 ms apart;
 //   contains "[slow]"   → chunks 1 s apart for ~20 s (time to kill a gateway mid-turn);
+//   contains "[late]"   → nothing for 15 s, then the whole answer (a turn that
+//                          works silently: a long tool call);
 //   contains "[fail]"   → HTTP 500, every time;
 //   is "[file] <path>"  → "here is your file" and a `MEDIA:<path>` line, which
 //                          OpenClaw turns into a media reply.
@@ -97,6 +99,7 @@ const server = http.createServer(async (req, res) => {
     }));
   }
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+  if (text.includes("[late]")) await wait(15_000);
   const slow = text.includes("[slow]");
   const streamed = slow || text.includes("[stream]");
   const pieces = streamed ? answer.match(/.{1,6}/gs) ?? [answer] : [answer];

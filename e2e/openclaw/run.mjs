@@ -110,13 +110,13 @@ function assert(cond, message) {
 
 const relay = { port: 0, base: "", child: undefined, db: path.join(work, "relay.db") };
 
-async function startRelay() {
+async function startRelay({ leaseSecs = 120 } = {}) {
   const config = path.join(work, "relay.toml");
   fs.writeFileSync(
     config,
     [
       "[delivery]",
-      "lease_secs = 120",
+      `lease_secs = ${leaseSecs}`,
       "max_attempts = 3",
       "[clients]",
       "stale_after_secs = 3",
@@ -607,6 +607,36 @@ async function main() {
     assert(n === 1, `${n} replies to the slow message`);
   });
 
+  await check("10. a turn longer than the lease, working silently, is answered once and never delivered again", async () => {
+    // Leases of 4 s; the fake model says nothing for 15 s. The plugin keeps
+    // the claim alive while OpenClaw works (POST /renew through its socket).
+    await kill(relay.child, "SIGTERM");
+    await startRelay({ leaseSecs: 4 });
+    log("relay restarted with 4 s leases");
+    const gateways = [gw1Client.clientId, gw2Client.clientId];
+    await eventually(
+      "a gateway to connect again",
+      async () => {
+        for (const id of gateways) if ((await clientState(id)) === "connected") return true;
+        return false;
+      },
+      60_000,
+    );
+    const m = await api("POST", "/inbound", web, { from: "kim", text: "[late] a long think" });
+    const reply = await eventually(
+      `the answer to "${m.text}"`,
+      async () => (await replies(m.conversationId)).find((r) => r.text === `echo: ${m.text}`),
+      90_000,
+    );
+    assert(reply.to === "kim", "answered to someone else");
+    await sleep(2000);
+    const n = (await replies(m.conversationId)).filter((r) => r.text === reply.text).length;
+    assert(n === 1, `answered ${n} times`);
+    const d = (await api("GET", `/deliveries?conversationId=${m.conversationId}`, ADMIN)).deliveries.find((x) => x.messageId === m.id);
+    assert(d.state === "acked", `the delivery is ${d.state}`);
+    assert(d.attempts === 1, `delivered ${d.attempts} times in a turn of four leases`);
+  });
+
   const passed = results.filter((r) => r.ok).length;
   const failed = results.length - passed;
   if (roundTrips.length) {
@@ -622,7 +652,7 @@ async function main() {
     for (const r of results.filter((x) => !x.ok)) console.log(`not ok - ${r.name}: ${r.error}`);
   }
   console.log(`openclaw-e2e: ${passed} passed, ${failed} failed`);
-  return failed === 0 && passed === (only ? only.length : 9);
+  return failed === 0 && passed === (only ? only.length : 10);
 }
 
 let ok = false;

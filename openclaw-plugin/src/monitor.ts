@@ -23,7 +23,7 @@ import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract
 import type { OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
 import { backoffDelay, CHANNEL_ID, type ClawrelayAccount } from "./config.js";
 import { mediaContext, placeholderText, receiveAttachments, replyMediaUrls, sendAttachments, type InboundMedia } from "./media.js";
-import { AUTH_CLOSE_CODES, RelayError, RelayHttp, RelaySocket, type RelayMessage } from "./relay-client.js";
+import { AUTH_CLOSE_CODES, RelayError, RelayHttp, RelaySocket, type RelayMessage, type Renewed } from "./relay-client.js";
 
 type Ctx = ChannelGatewayContext<ClawrelayAccount>;
 type ChannelRuntime = PluginRuntime["channel"];
@@ -32,6 +32,8 @@ type ChannelRuntime = PluginRuntime["channel"];
 interface ReplySink {
   send(m: RelayMessage, text: string, replyId: string, attachments: string[]): Promise<void>;
   ack(m: RelayMessage): Promise<void>;
+  /** The turn of `m` is still running: its claim lasts (see `keepClaimed`). */
+  renew(m: RelayMessage): Promise<Renewed>;
   /** Live extras; absent over HTTP polling. */
   delta?(m: RelayMessage, replyId: string, text: string): Promise<void>;
   typing?(m: RelayMessage): Promise<void>;
@@ -86,7 +88,65 @@ export function recoveryKey(conversationId: string): string | undefined {
 
 /** The answer of a skipped delivery is stored (and so the delivery acked). */
 export function recoveryAnswered(conversationId: string, key: string): void {
-  if (awaitingRecovery.get(conversationId) === key) awaitingRecovery.delete(conversationId);
+  if (awaitingRecovery.get(conversationId) === key) forgetRecovery(conversationId);
+}
+
+/** A turn answered the conversation: no recovery answer awaited there. */
+function forgetRecovery(conversationId: string): void {
+  awaitingRecovery.delete(conversationId);
+  recoveryClaims.get(conversationId)?.();
+  recoveryClaims.delete(conversationId);
+}
+
+/**
+ * The claims kept while OpenClaw's restart recovery works on a skipped
+ * delivery, by relay conversation id: stopped when its answer is stored.
+ */
+const recoveryClaims = new Map<string, () => void>();
+
+/** The shortest pause between two renewals, and after a failed one. */
+const MIN_RENEW_MS = 250;
+const RETRY_RENEW_MS = 1000;
+
+/**
+ * Keeps the relay's claim on a delivery while its turn runs: renews it
+ * (`renew`) at half of what is left of it, until `stop` is called, the
+ * relay says there is nothing left to renew (the delivery was answered,
+ * acked or moved), or the claim stops moving (the relay's
+ * `max_lease_secs`: past it the message comes again, and it should). A
+ * failed renewal is tried again a second later. Without `leaseUntil` (a
+ * relay that does not renew) nothing is done. Returns `stop`.
+ */
+export function keepClaimed(
+  leaseUntil: number | undefined,
+  renew: () => Promise<Renewed>,
+  now: () => number = Date.now,
+): () => void {
+  if (leaseUntil === undefined) return () => {};
+  let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let until = leaseUntil;
+  const schedule = (ms: number) => {
+    if (stopped) return;
+    timer = setTimeout(tick, Math.max(MIN_RENEW_MS, ms));
+    timer.unref?.();
+  };
+  const tick = async () => {
+    if (stopped) return;
+    try {
+      const r = await renew();
+      if (r.renewed === 0 || r.leaseUntil === null || r.leaseUntil <= until) return;
+      until = r.leaseUntil;
+      schedule((until - now()) / 2);
+    } catch {
+      schedule(RETRY_RENEW_MS);
+    }
+  };
+  schedule((until - now()) / 2);
+  return () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+  };
 }
 
 /**
@@ -248,6 +308,7 @@ export class AccountMonitor {
       ack: async (m) => {
         await socket.request("ack", { ids: [m.id] });
       },
+      renew: async (m) => (await socket.request("renew", { conversationId: m.conversationId })) as Renewed,
       delta: async (m, replyId, text) => {
         await socket.request("reply.delta", { conversationId: m.conversationId, replyId, text });
       },
@@ -280,6 +341,7 @@ export class AccountMonitor {
         await http.send(m.conversationId, m.from, text, `oc-${m.id}`, true, attachments);
       },
       ack: async (m) => http.ack([m.id]),
+      renew: async (m) => http.renew(m.conversationId),
     };
     let connected = false;
     while (!this.ctx.abortSignal.aborted) {
@@ -347,9 +409,20 @@ export class AccountMonitor {
     return messages.some((x) => x.direction === "outbound" && x.timestamp >= m.timestamp && !isInterimNotice(x.text));
   }
 
-  /** Handles a delivery once any earlier delivery of the same message is done. */
+  /**
+   * Handles a delivery once any earlier delivery of the same message is
+   * done, keeping its claim while the turn runs (a turn with tools can take
+   * minutes, longer than a lease).
+   */
   private handle(m: RelayMessage, sink: ReplySink): Promise<void> {
-    return this.turns.run(m.id, () => this.turn(m, sink));
+    return this.turns.run(m.id, async () => {
+      const stop = keepClaimed(m.leaseUntil, () => sink.renew(m));
+      try {
+        await this.turn(m, sink);
+      } finally {
+        stop();
+      }
+    });
   }
 
   /** One relay delivery → one OpenClaw turn → one reply (or an ack). */
@@ -462,7 +535,7 @@ export class AccountMonitor {
 
       const text = parts.join("\n\n");
       if (text || mediaUrls.length) {
-        awaitingRecovery.delete(m.conversationId);
+        forgetRecovery(m.conversationId);
         // The agent's files, uploaded before the reply that carries them.
         const attachments = await this.sendMedia(mediaUrls);
         // Kept until the relay has it: if the relay is unreachable now, the
@@ -471,7 +544,7 @@ export class AccountMonitor {
         keepUnsent(m.id, reply);
         await this.sendReply(m, sink, reply);
       } else if (silentByDesign(result)) {
-        awaitingRecovery.delete(m.conversationId);
+        forgetRecovery(m.conversationId);
         await sink.ack(m);
       } else {
         // OpenClaw ran nothing: a redelivery of a message it already took
@@ -485,6 +558,10 @@ export class AccountMonitor {
           return;
         }
         awaitingRecovery.set(m.conversationId, replyId);
+        // OpenClaw's recovery works on it now: the claim lasts until its
+        // answer is stored (or the relay's cap ends it).
+        recoveryClaims.get(m.conversationId)?.();
+        recoveryClaims.set(m.conversationId, keepClaimed(m.leaseUntil, () => sink.renew(m)));
         log?.info(
           `[clawrelay] message ${m.id} (attempt ${m.attempt ?? "?"}) was skipped by OpenClaw as already taken; its answer will come from OpenClaw's recovery, the delivery stays open until then`,
         );

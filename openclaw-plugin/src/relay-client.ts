@@ -23,7 +23,17 @@ export interface RelayMessage {
   text: string;
   timestamp: number;
   attempt?: number;
+  /** When this delivery's claim ends (Unix ms) unless answered or renewed. */
+  leaseUntil?: number;
   attachments?: RelayAttachment[];
+}
+
+/** What a renewal of the claims in a conversation did. */
+export interface Renewed {
+  /** Claims renewed: 0 when none is held there any more. */
+  renewed: number;
+  /** When they end now (Unix ms). */
+  leaseUntil: number | null;
 }
 
 /** An error answer of the relay; `permanent` when retrying cannot help (bad token, bad request). */
@@ -123,6 +133,11 @@ export class RelayHttp {
 
   async ack(ids: string[]): Promise<void> {
     await this.call("POST", "/ack", { ids });
+  }
+
+  /** The agent is still working on the conversation: its claims there last. */
+  async renew(conversationId: string): Promise<Renewed> {
+    return this.call<Renewed>("POST", "/renew", { conversationId });
   }
 
   /** A conversation's messages, oldest first (the relay's whole history of it). */

@@ -58,3 +58,40 @@ test("a redelivery waits for the running turn of the same message, other message
   assert.deepEqual(events, ["turn 1 starts", "other message starts", "turn 1 ends", "redelivery starts"]);
   assert.equal(turns.size, 0, "finished keys are forgotten");
 });
+
+test("a running turn's claim is renewed at half of what is left, until the relay's cap or the end of the turn", async () => {
+  const start = Date.now();
+  const clock = () => Date.now() - start;
+  const calls = [];
+  // The relay renews to 900 ms from now, capped at 2000 ms from the claim.
+  const renew = async () => {
+    calls.push(clock());
+    return { renewed: 1, leaseUntil: Math.min(clock() + 900, 2000) };
+  };
+  const stop = (await import("../dist/monitor.js")).keepClaimed(600, renew, clock);
+  await new Promise((r) => setTimeout(r, 2600));
+  stop();
+  assert.ok(calls.length >= 2, `renewed ${calls.length} times`);
+  assert.ok(calls[0] >= 250, "not before half of the first lease");
+  // Once the cap stops the claim from moving, the renewals stop.
+  const last = calls.length;
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(calls.length, last, "no renewal past the cap");
+});
+
+test("renewals stop when the relay holds nothing more, when stopped, and without a lease end", async () => {
+  const { keepClaimed } = await import("../dist/monitor.js");
+  let asked = 0;
+  const gone = keepClaimed(Date.now() + 600, async () => (asked++, { renewed: 0, leaseUntil: null }));
+  await new Promise((r) => setTimeout(r, 900));
+  assert.equal(asked, 1, "one try, then nothing: the delivery was answered or moved");
+  gone();
+  let stoppedAsked = 0;
+  const stop = keepClaimed(Date.now() + 600, async () => (stoppedAsked++, { renewed: 1, leaseUntil: Date.now() + 600 }));
+  stop();
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(stoppedAsked, 0, "a stopped keeper renews nothing");
+  let none = 0;
+  keepClaimed(undefined, async () => (none++, { renewed: 1, leaseUntil: 1 }))();
+  assert.equal(none, 0);
+});

@@ -1,4 +1,5 @@
-//! The client (agent instance) endpoints: `GET /poll`, `POST /send`, `POST /ack`.
+//! The client (agent instance) endpoints: `GET /poll`, `POST /send`, `POST /ack`,
+//! `POST /renew`.
 
 use super::auth::ClientAuth;
 use super::extract::{idempotency_key, ApiJson, ApiQuery};
@@ -19,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/poll", get(poll))
         .route("/send", post(send))
         .route("/ack", post(ack))
+        .route("/renew", post(renew))
 }
 
 /// Most deliveries one poll may claim.
@@ -187,4 +189,47 @@ pub(crate) async fn ack(
         acked: outcome.acked,
         not_acked: outcome.not_acked,
     }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RenewBody {
+    /// The conversation the agent is still working on.
+    conversation_id: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RenewedReply {
+    ok: bool,
+    #[serde(flatten)]
+    renewed: crate::relay::delivery::Renewed,
+}
+
+/// The agent is still working on a conversation: its claims there that have
+/// not ended last lease_secs from now (up to max_lease_secs from the claim).
+#[utoipa::path(post, path = "/renew", tag = "agent", security(("bearer" = [])), request_body = RenewBody, responses(
+    (status = 200, body = RenewedReply),
+    (status = 400, body = crate::error::ErrorResponse),
+    (status = 401, body = crate::error::ErrorResponse),
+    (status = 403, body = crate::error::ErrorResponse),
+    (status = 404, body = crate::error::ErrorResponse),
+    (status = 413, body = crate::error::ErrorResponse),
+    (status = 422, body = crate::error::ErrorResponse),
+    (status = 429, body = crate::error::ErrorResponse),
+    (status = 503, body = crate::error::ErrorResponse),
+))]
+pub(crate) async fn renew(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    ApiJson(body): ApiJson<RenewBody>,
+) -> Result<Json<RenewedReply>, Error> {
+    let conversation = ConversationId::parse(&body.conversation_id).ok_or_else(|| {
+        Error::not_found(
+            "conversation_not_found",
+            format!("no conversation {}", body.conversation_id),
+        )
+    })?;
+    let renewed = state.relay.renew(client, conversation).await?;
+    Ok(Json(RenewedReply { ok: true, renewed }))
 }

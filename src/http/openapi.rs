@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi};
         webhooks::create, webhooks::list, webhooks::one, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::replay,
         conversations::list, conversations::one,
-        agent::poll, agent::send, agent::ack,
+        agent::poll, agent::send, agent::ack, agent::renew,
         inbound::inbound, inbound::outbox,
         events::events,
         sessions::open, sessions::refresh, sessions::whoami, sessions::logout, sessions::login, sessions::signup,

@@ -167,6 +167,21 @@ struct Claim {
     next_due: Option<i64>,
 }
 
+/// What a renewal of an agent's leases in a conversation did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Renewed {
+    /// Claims renewed: 0 when the agent holds none there that has not ended
+    /// (answered, acked, moved to another agent, ended, or never its own).
+    pub renewed: usize,
+    /// When the renewed claims end now (Unix ms; the latest of them).
+    pub lease_until: Option<i64>,
+}
+
+/// The most conversations whose last activity renewal is remembered; past
+/// it those not renewed within a lease are forgotten.
+const RENEWALS_REMEMBERED: usize = 10_000;
+
 /// Counts claimed messages, and those of them delivered again, in the
 /// metrics.
 fn count_claimed(messages: &[Message]) {
@@ -395,6 +410,88 @@ impl Relay {
                 crate::metrics::get().dead.inc_by(claim.dead);
                 self.wake_webhooks(claim.hooked);
             })
+    }
+
+    /// `POST /renew` (and WebSocket `renew`): the agent is still working on
+    /// the conversation; the claims it holds there that have not ended end
+    /// `lease_secs` from now (but not past `max_lease_secs` from their
+    /// claim). A delivery answered, acked, moved or due again is not
+    /// revived.
+    /// A conversation not assigned to the client is "not found", as for
+    /// `/send`.
+    pub async fn renew(
+        &self,
+        client: ClientId,
+        conversation: ConversationId,
+    ) -> Result<Renewed, Error> {
+        self.held_by(&client, &conversation).await?;
+        self.renew_leases(client, conversation).await
+    }
+
+    async fn renew_leases(
+        &self,
+        client: ClientId,
+        conversation: ConversationId,
+    ) -> Result<Renewed, Error> {
+        let rules = self.rules;
+        // Relaxed: a renewal undone by a crash only lets the lease end
+        // sooner, a redelivery at-least-once delivery allows.
+        let ends = self
+            .store
+            .write_relaxed(move |tx| {
+                deliveries::renew(
+                    tx,
+                    &client,
+                    &conversation,
+                    now_ms(),
+                    rules.lease_ms,
+                    rules.max_lease_ms,
+                )
+            })
+            .await?;
+        Ok(Renewed {
+            renewed: ends.len(),
+            lease_until: ends.into_iter().max(),
+        })
+    }
+
+    /// The agent showed it is working on the conversation (typing, a reply
+    /// delta, progress): renews its leases there, at most once per
+    /// [`Relay::renew_every`] however much activity arrives. A failed
+    /// renewal is only logged: the lease ends as it would have.
+    pub(super) async fn renew_for_activity(
+        &self,
+        client: &ClientId,
+        conversation: &ConversationId,
+    ) {
+        let now = now_ms();
+        {
+            let mut renewed = self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (client.clone(), conversation.clone());
+            if renewed
+                .get(&key)
+                .is_some_and(|at| now - *at < self.renew_every())
+            {
+                return;
+            }
+            if renewed.len() >= RENEWALS_REMEMBERED {
+                let lease = self.rules.lease_ms;
+                renewed.retain(|_, at| now - *at < lease);
+            }
+            renewed.insert(key, now);
+        }
+        if let Err(e) = self
+            .renew_leases(client.clone(), conversation.clone())
+            .await
+        {
+            tracing::warn!(client = %client, conversation = %conversation, error = %e, "renewing leases on activity failed");
+        }
+    }
+
+    /// How often activity renews an agent's leases in one conversation: a
+    /// third of a lease, at most every 5 s.
+    fn renew_every(&self) -> i64 {
+        (self.rules.lease_ms / 3).clamp(1, 5000)
     }
 
     /// `POST /ack`: acks the client's claimed deliveries of these messages.

@@ -38,7 +38,7 @@ impl Relay {
 
     /// The app and user of a conversation `client` holds; anything else is
     /// "not found", as for `/send`.
-    async fn held_by(
+    pub(super) async fn held_by(
         &self,
         client: &ClientId,
         conversation: &ConversationId,
@@ -71,12 +71,14 @@ impl Relay {
             &app,
             LiveEvent {
                 event,
-                conversation_id: conversation,
+                conversation_id: conversation.clone(),
                 user_id: user,
                 payload,
                 after: 0,
             },
         );
+        // The agent is at work on the conversation: its claims there last.
+        self.renew_for_activity(client, &conversation).await;
         Ok(())
     }
 

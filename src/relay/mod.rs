@@ -36,6 +36,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug)]
 pub struct Rules {
     pub lease_ms: i64,
+    /// The longest renewals keep one claim alive, from the claim.
+    pub max_lease_ms: i64,
     pub max_attempts: i64,
     pub long_poll_max: Duration,
     pub ttl_ms: i64,
@@ -64,6 +66,7 @@ impl Rules {
     pub fn from_config(c: &Config) -> Rules {
         Rules {
             lease_ms: (c.delivery.lease_secs * 1000) as i64,
+            max_lease_ms: (c.delivery.max_lease_secs.saturating_mul(1000)) as i64,
             max_attempts: c.delivery.max_attempts as i64,
             long_poll_max: Duration::from_secs(c.delivery.long_poll_max_secs),
             ttl_ms: (c.conversations.ttl_secs * 1000) as i64,
@@ -104,6 +107,10 @@ pub struct Relay {
     active_conversations: std::sync::atomic::AtomicI64,
     /// One upload chunk at a time goes to the writer (see `attachments`).
     upload_turn: tokio::sync::Semaphore,
+    /// When an agent's activity last renewed its leases in a conversation
+    /// (see `delivery::renew_for_activity`).
+    renewed:
+        std::sync::Mutex<std::collections::HashMap<(ClientId, crate::ids::ConversationId), i64>>,
 }
 
 /// Who to wake once a write has committed.
@@ -167,6 +174,7 @@ impl Relay {
             engine,
             active_conversations: std::sync::atomic::AtomicI64::new(active),
             upload_turn: tokio::sync::Semaphore::new(1),
+            renewed: Default::default(),
         })
     }
 

@@ -132,11 +132,51 @@ pub fn lease(tx: &Tx, seqs: &[i64], until: i64, now: i64, owner: Option<&str>) -
         }
     };
     tx.prepare_cached(
-        "UPDATE deliveries SET attempts = attempts + 1, visible_at = ?2, updated_at = ?3, lease_owner = ?4
+        "UPDATE deliveries SET attempts = attempts + 1, visible_at = ?2, updated_at = ?3, lease_owner = ?4,
+                               leased_at = ?3
          WHERE message_seq IN (SELECT value FROM json_each(?1))",
     )?
     .execute((json_list(seqs), until, now, owner))?;
     Ok(())
+}
+
+/// Renews `client`'s leases in `conversation` that have not ended (it is
+/// still working on it): each now ends `lease_ms` from `now`, but not past
+/// `max_lease_ms` from its claim, and never earlier than it did. A delivery
+/// acked, dead, moved or due again is not a lease any more and is left as
+/// it is. Answers the new ends.
+pub fn renew(
+    tx: &Tx,
+    client: &ClientId,
+    conversation: &ConversationId,
+    now: i64,
+    lease_ms: i64,
+    max_lease_ms: i64,
+) -> StoreResult<Vec<i64>> {
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            return pg.fetch_all(pgsql::deliveries::renew(
+                conversation.as_str(),
+                client.as_str(),
+                now,
+                lease_ms,
+                max_lease_ms,
+            ));
+        }
+    };
+    let mut stmt = tx.prepare_cached(
+        "UPDATE deliveries
+         SET visible_at = MAX(visible_at, MIN(?3 + ?4, COALESCE(leased_at, ?3) + ?5)),
+             updated_at = ?3
+         WHERE conversation_id = ?1 AND client_id = ?2 AND state = 'ready'
+           AND attempts > 0 AND visible_at > ?3
+         RETURNING visible_at",
+    )?;
+    let ends = stmt.query_map((conversation, client, now, lease_ms, max_lease_ms), |r| {
+        r.get(0)
+    })?;
+    Ok(ends.collect::<Result<_, _>>()?)
 }
 
 fn json_list(seqs: &[i64]) -> String {
@@ -533,7 +573,7 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
     };
     let mut stmt = tx.prepare_cached(
         "SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
-                m.text, m.created_at, d.attempts, m.attachments
+                m.text, m.created_at, d.attempts, m.attachments, d.visible_at
          FROM json_each(?1) AS j
          JOIN deliveries d ON d.message_seq = j.value
          JOIN messages m ON m.seq = d.message_seq
@@ -551,6 +591,7 @@ pub fn claimed_messages(tx: &Tx, seqs: &[i64]) -> StoreResult<Vec<Message>> {
             created_at: r.get(7)?,
             attempts: r.get(8)?,
             attachments: r.get(9)?,
+            lease_until: r.get(10)?,
         })
     })?;
     rows.map(|r| Ok(Message::from(r?))).collect()
@@ -573,6 +614,7 @@ impl From<ClaimedRow> for Message {
             text: r.text,
             timestamp: r.created_at,
             attempt: Some(r.attempts),
+            lease_until: Some(r.lease_until),
             reply_id: None,
             attachments: super::attachments::from_column(r.attachments.as_deref()),
         }
@@ -623,6 +665,7 @@ fn listed(row: ListRow, now: i64) -> (i64, Delivery) {
             text: row.text,
             timestamp: row.created_at,
             attempt: None,
+            lease_until: None,
             reply_id: None,
             attachments: super::attachments::from_column(row.attachments.as_deref()),
         },

@@ -79,6 +79,7 @@ impl From<Row> for Message {
             text: r.text,
             timestamp: r.created_at,
             attempt: None,
+            lease_until: None,
             reply_id: r.reply_id,
             attachments: super::attachments::from_column(r.attachments.as_deref()),
         }
@@ -125,6 +126,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
         text: m.text.to_owned(),
         timestamp: m.now,
         attempt: None,
+        lease_until: None,
         reply_id: m.reply_id.map(str::to_owned),
         attachments: m.attachments.to_vec(),
     };

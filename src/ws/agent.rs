@@ -144,7 +144,20 @@ impl Session<'_> {
                     .await
                 {
                     Ok((messages, due)) => {
-                        next_due = due;
+                        // Wake when the earliest claim this session holds
+                        // ends (then, if it was not renewed, it is due
+                        // again): a claim that got nothing says when the
+                        // client's next one ends; the messages pushed say
+                        // when theirs do.
+                        let now = now_ms();
+                        next_due = [
+                            due,
+                            messages.iter().filter_map(|m| m.lease_until).min(),
+                            next_due.filter(|at| *at > now),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .min();
                         for m in &messages {
                             let payload = serde_json::to_value(m).unwrap_or(Value::Null);
                             if let Err(exit) = self.conn.event("message", &payload).await {
@@ -317,6 +330,13 @@ async fn call(
                     .progress(&client, c, p.kind, p.data)
                     .await
                     .map(|()| json!({})),
+                Err(e) => Err(e),
+            }
+        }
+        "renew" => {
+            let p: TypingParams = r.params()?;
+            match conversation_id(&p.conversation_id) {
+                Ok(c) => relay.renew(client, c).await.map(|renewed| json!(renewed)),
                 Err(e) => Err(e),
             }
         }

@@ -189,7 +189,7 @@ pub struct DeltaParams {
     pub text: String,
 }
 
-/// Agent: `typing`.
+/// Agent: `typing`, and `renew` (its claims in the conversation last).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TypingParams {

@@ -143,6 +143,12 @@ fn endpoints() -> Vec<(Method, String, Option<Value>, &'static [Role])> {
         ),
         (
             Method::POST,
+            "/renew".into(),
+            Some(json!({"conversationId": CONV_ID})),
+            &[Client],
+        ),
+        (
+            Method::POST,
             "/inbound".into(),
             Some(json!({"from": "alice", "text": "x"})),
             &[App, User],

@@ -17,6 +17,7 @@ mod flow;
 mod hardening;
 mod helpers;
 mod idempotency;
+mod leases;
 mod metrics;
 mod openapi;
 mod postgres;

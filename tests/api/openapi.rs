@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/poll"),
     ("POST", "/send"),
     ("POST", "/ack"),
+    ("POST", "/renew"),
     ("POST", "/inbound"),
     ("GET", "/outbox"),
     ("GET", "/events"),

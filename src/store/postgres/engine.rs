@@ -197,6 +197,7 @@ impl Engine {
                     text,
                     timestamp: now,
                     attempt: None,
+                    lease_until: None,
                     reply_id: None,
                     attachments: Vec::new(),
                 },
@@ -240,6 +241,7 @@ impl Engine {
             text: request.text.clone(),
             timestamp: request.now,
             attempt: None,
+            lease_until: None,
             reply_id: request.reply_id.clone(),
             attachments: Vec::new(),
         };
@@ -352,16 +354,10 @@ fn claim(pool: PgPool, rules: Rules) -> Run<Claim, Claimed> {
                 .collect();
             let owner: Vec<Option<&str>> = jobs.iter().map(|j| j.owner.as_deref()).collect();
             let now = crate::store::now_ms();
-            let rows = pgsql::engine::claim(
-                &client,
-                &max,
-                &owner,
-                now,
-                now + rules.lease_ms,
-                rules.max_attempts,
-            )
-            .fetch_all(&pool)
-            .await?;
+            let until = now + rules.lease_ms;
+            let rows = pgsql::engine::claim(&client, &max, &owner, now, until, rules.max_attempts)
+                .fetch_all(&pool)
+                .await?;
             let mut done: Vec<Claimed> = (0..jobs.len())
                 .map(|_| Claimed {
                     messages: Vec::new(),
@@ -404,6 +400,7 @@ fn claim(pool: PgPool, rules: Rules) -> Run<Claim, Claimed> {
                         text,
                         timestamp: created_at,
                         attempt: Some(attempts),
+                        lease_until: Some(until),
                         reply_id: None,
                         attachments: crate::store::attachments::from_column(
                             r.attachments.as_deref(),

@@ -66,7 +66,8 @@ pub fn due(client: &str, now: i64, limit: i64) -> Rows<impl Row<(i64, String, i6
 pub fn lease(seqs: &[i64], until: i64, now: i64, owner: Option<&str>) -> Statement {
     sqlx::query!(
         "UPDATE deliveries
-         SET attempts = attempts + 1, visible_at = $2, updated_at = $3, lease_owner = $4
+         SET attempts = attempts + 1, visible_at = $2, updated_at = $3, lease_owner = $4,
+             leased_at = $3
          WHERE message_seq = ANY($1)",
         seqs,
         until,
@@ -272,6 +273,8 @@ pub struct Claimed {
     pub created_at: i64,
     pub attempts: i64,
     pub attachments: Option<String>,
+    /// When its lease ends.
+    pub lease_until: i64,
 }
 
 /// The messages of rows `seqs`, in that order.
@@ -279,7 +282,7 @@ pub fn claimed_messages(seqs: &[i64]) -> Rows<impl Row<Claimed>> {
     sqlx::query_as!(
         Claimed,
         "SELECT m.id, m.conversation_id, d.client_id, m.app_id, m.sender, m.recipient,
-                m.text, m.created_at, d.attempts, m.attachments
+                m.text, m.created_at, d.attempts, m.attachments, d.visible_at AS lease_until
          FROM unnest($1::bigint[]) WITH ORDINALITY AS j(seq, n)
          JOIN deliveries d ON d.message_seq = j.seq
          JOIN messages m ON m.seq = d.message_seq
@@ -339,4 +342,31 @@ pub fn list(
         conversation,
         limit
     )
+}
+
+/// Moves the end of `client`'s leases in `conversation` that have not ended
+/// to `now + lease_ms`, but not past `max_lease_ms` from their claim (nor
+/// back); answers each renewed lease's new end.
+pub fn renew(
+    conversation: &str,
+    client: &str,
+    now: i64,
+    lease_ms: i64,
+    max_lease_ms: i64,
+) -> Rows<impl Row<i64>> {
+    sqlx::query!(
+        "UPDATE deliveries
+         SET visible_at = GREATEST(visible_at,
+                                   LEAST($3 + $4, COALESCE(leased_at, $3) + $5)),
+             updated_at = $3
+         WHERE conversation_id = $1 AND client_id = $2 AND state = 'ready'
+           AND attempts > 0 AND visible_at > $3
+         RETURNING visible_at",
+        conversation,
+        client,
+        now,
+        lease_ms,
+        max_lease_ms
+    )
+    .map(|r| r.visible_at)
 }
