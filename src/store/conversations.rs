@@ -27,6 +27,11 @@ pub struct Active {
 /// once would otherwise both open a conversation, and the second would
 /// break the one-active-conversation rule. The second waits, then finds the
 /// first's conversation (each statement sees what committed before it).
+/// The conversation's row is locked too, as every writer of a conversation
+/// locks it: an agent's adoption of unassigned work, which takes no user
+/// lock, once committed between this read and the caller's move of the
+/// conversation, and the move handed the conversation to another agent
+/// than the one holding its first delivery.
 pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Active>> {
     let tx = match tx {
         Tx::Sqlite(c) => c,

@@ -13,18 +13,23 @@ pub fn lock_user(app: &str, user: &str) -> Statement {
 }
 
 /// The user's active conversation: id, client, updated_at, whether the
-/// client is active, its pending count.
+/// client is active, its pending count. Its row is locked first and read as
+/// the lock finds it (an adoption or a move that committed meanwhile is
+/// seen): the caller decides where the conversation goes from what it reads.
 #[allow(clippy::type_complexity)]
 pub fn find_active(
     app: &str,
     user: &str,
 ) -> Rows<impl Row<(String, Option<String>, i64, bool, i64)>> {
     sqlx::query!(
-        r#"SELECT c.id, c.client_id, c.updated_at,
+        r#"WITH c AS MATERIALIZED (
+               SELECT id, client_id, updated_at FROM conversations
+               WHERE app_id = $1 AND user_id = $2 AND expired_at IS NULL
+               FOR UPDATE)
+           SELECT c.id AS "id!", c.client_id, c.updated_at AS "updated_at!",
                   (cl.id IS NOT NULL AND cl.revoked_at IS NULL) AS "client_active!",
                   COALESCE(client_pending(cl.id), 0) AS "client_pending!"
-           FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
-           WHERE c.app_id = $1 AND c.user_id = $2 AND c.expired_at IS NULL"#,
+           FROM c LEFT JOIN clients cl ON cl.id = c.client_id"#,
         app,
         user
     )
