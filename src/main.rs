@@ -404,12 +404,28 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let addr = format!("{}:{}", config.server.bind, config.server.port);
+    let configured = format!("{}:{}", config.server.bind, config.server.port);
     let db = config.storage.describe();
     // The port first: a start that cannot listen leaves no new database behind.
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let (listener, activated) = match systemd_listener()? {
+        Some(listener) => (listener, true),
+        None => {
+            let listener = tokio::net::TcpListener::bind(&configured)
+                .await
+                .map_err(|e| format!("cannot listen on {configured}: {e}"))?;
+            (listener, false)
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(configured.clone());
+    if activated {
+        tracing::info!(
+            %addr,
+            "listening on the socket systemd passed (LISTEN_FDS); [server] bind and port ({configured}) are not used"
+        );
+    }
     // Held while the server runs: one server per SQLite file. Relays on one
     // PostgreSQL database share their work (`clawrelay::cluster`).
     let _file_lock = match config.storage.postgres_url() {
@@ -432,6 +448,34 @@ async fn serve(config: Config) -> Result<(), String> {
     app.serve(listener)
         .await
         .map_err(|e| format!("server error: {e}"))
+}
+
+/// The listening socket systemd passes when the service is started by
+/// socket activation (`LISTEN_FDS`, `LISTEN_PID`): it wins over `[server]
+/// bind` and `port`. The socket stays open in systemd while the relay
+/// restarts, so connections wait in its backlog instead of being refused.
+fn systemd_listener() -> Result<Option<tokio::net::TcpListener>, String> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    if fds.len() > 1 {
+        return Err(format!(
+            "systemd passed {} sockets (LISTEN_FDS); clawrelay listens on one: give its .socket unit a single ListenStream",
+            fds.len()
+        ));
+    }
+    let listener = fds
+        .take_tcp_listener(0)
+        .map_err(|e| format!("the socket systemd passed (LISTEN_FDS) is not a TCP listening socket: {e}; give the .socket unit a ListenStream address"))?;
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map(Some)
+        .map_err(|e| format!("cannot use the socket systemd passed (LISTEN_FDS): {e}"))
 }
 
 async fn stop_on_signal(trigger: ShutdownTrigger) {

@@ -1,4 +1,5 @@
-//! deploy/clawrelay.service works as shipped: systemd accepts it, and the
+//! deploy/clawrelay.service works as shipped: systemd accepts it and its
+//! socket unit (deploy/clawrelay.socket), and the
 //! relay, run as an unprivileged user with the owners and modes the unit's
 //! install commands give, reads its configuration and serves.
 
@@ -7,16 +8,39 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 const UNIT: &str = include_str!("../../deploy/clawrelay.service");
+const SOCKET: &str = include_str!("../../deploy/clawrelay.socket");
 
 #[test]
 fn systemd_accepts_the_unit() {
     let dir = tempfile::tempdir().unwrap();
     // Verified with ExecStart pointing at the binary under test (systemd
-    // checks that the command exists and is executable).
+    // checks that the command exists and is executable), beside the socket
+    // unit it requires.
     let unit = UNIT.replace("/usr/local/bin/clawrelay", env!("CARGO_BIN_EXE_clawrelay"));
     let path = dir.path().join("clawrelay.service");
     std::fs::write(&path, unit).unwrap();
+    let socket = dir.path().join("clawrelay.socket");
+    std::fs::write(&socket, SOCKET).unwrap();
+    verify_unit(&socket);
     verify_unit(&path);
+}
+
+/// The socket unit listens where the relay does by default (one address),
+/// and the service is started with it.
+#[test]
+fn the_socket_unit_listens_on_the_default_address() {
+    let listens: Vec<&str> = SOCKET
+        .lines()
+        .filter(|l| l.starts_with("ListenStream="))
+        .collect();
+    assert_eq!(listens, ["ListenStream=127.0.0.1:9876"]);
+    let defaults = clawrelay::config::Config::default();
+    assert_eq!(
+        format!("{}:{}", defaults.server.bind, defaults.server.port),
+        "127.0.0.1:9876"
+    );
+    assert!(UNIT.contains("Requires=clawrelay.socket\n"));
+    assert!(UNIT.contains("After=clawrelay.socket "));
 }
 
 /// `systemd-analyze verify` accepts the unit file at `path`, without a

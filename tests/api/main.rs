@@ -27,6 +27,7 @@ mod rate_limits;
 mod realtime;
 mod retention;
 mod sessions;
+mod socket_activation;
 mod startup;
 mod webhooks;
 mod ws_client;
