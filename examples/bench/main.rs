@@ -9,6 +9,7 @@
 //!   cargo run --release --example bench -- uploads          # /inbound latency while 10 MiB uploads run
 //!   cargo run --release --example bench -- pg-queue         # claim latency on PostgreSQL (storage only)
 //!   cargo run --release --example bench -- cluster          # SQLite vs 1 and 3 relays on PostgreSQL
+//!   cargo run --release --example bench -- soak --minutes 30 # a mixed load, watched minute by minute
 
 // A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
 #![allow(clippy::unwrap_used)]
@@ -22,6 +23,7 @@ mod purge;
 mod queue;
 mod relay;
 mod roundtrip;
+mod soak;
 mod uploads;
 
 use clap::{Parser, Subcommand};
@@ -143,6 +145,18 @@ enum Command {
         /// Which setups to run: sqlite, pg1 (one relay on PostgreSQL), pg3.
         #[arg(long, value_delimiter = ',', default_value = "sqlite,pg1,pg3")]
         setups: Vec<String>,
+    },
+    /// The long run: a mixed load (WebSocket and long-poll agents; WebSocket,
+    /// SSE and webhook apps; uploads; the retention purge; agents created,
+    /// revoked and rotated through the CLI) for MINUTES, with the relay's
+    /// RSS, fds, threads, database and WAL size, p99 and errors per minute,
+    /// their slopes, and every message sent checked against its answers.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Users of each of the three apps.
+        #[arg(long, default_value_t = 12)]
+        users: usize,
     },
     /// The queue at scale on PostgreSQL, at the storage layer: claim and ack
     /// transactions with 1k, 100k, 1M pending deliveries (a throwaway
@@ -533,6 +547,21 @@ async fn main() {
             let rows = cluster::run(&bin, &parsed, &load, &options).await;
             cluster::print(&rows);
             write_json(&cli.json, serde_json::json!({ "cluster": rows }));
+        }
+        Command::Soak { minutes, users } => {
+            let r = soak::run(&bin, minutes, users).await;
+            println!("\nslopes per minute (least squares, minute 2 on):");
+            for (name, per_min) in &r.slopes {
+                println!("  {name:<16} {per_min:+.4}");
+            }
+            println!(
+                "messages sent {}, answered {}, lost {}, answered twice {}; errors {}; {} uploads; {} CLI commands beside the relay",
+                r.sent, r.answered, r.lost, r.duplicated, r.errors, r.uploads, r.cli_commands
+            );
+            for e in &r.first_errors {
+                println!("  error: {e}");
+            }
+            write_json(&cli.json, serde_json::json!({ "soak": r }));
         }
         Command::PgQueue {
             sizes,
