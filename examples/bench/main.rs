@@ -561,6 +561,9 @@ async fn main() {
             for e in &r.first_errors {
                 println!("  error: {e}");
             }
+            for d in &r.first_duplicates {
+                println!("  answered twice: {d}");
+            }
             write_json(&cli.json, serde_json::json!({ "soak": r }));
         }
         Command::PgQueue {

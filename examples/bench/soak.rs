@@ -54,6 +54,8 @@ pub struct SoakReport {
     pub duplicated: usize,
     pub errors: u64,
     pub first_errors: Vec<String>,
+    /// The first messages answered twice.
+    pub first_duplicates: Vec<String>,
     pub cli_commands: u64,
     pub uploads: u64,
 }
@@ -775,12 +777,23 @@ pub async fn run(bin: &Path, minutes: u64, users_per_app: usize) -> SoakReport {
         let _ = t.await;
     }
     relay.stop().await;
+    // BENCH_KEEP=1 keeps the database, to look at what the relay stored.
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("kept {}", db.display());
+        std::mem::forget(dir);
+    }
 
     let first_errors = soak.first_errors.lock().unwrap().clone();
     let sent = soak.sent.lock().unwrap();
     let answers = soak.answers.lock().unwrap();
     let lost = sent.iter().filter(|t| !answers.contains_key(*t)).count();
     let duplicated = answers.values().filter(|ids| ids.len() > 1).count();
+    let first_duplicates = answers
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .take(10)
+        .map(|(text, ids)| format!("{text}: {ids:?}"))
+        .collect();
     let steady = if rows.len() > 2 {
         &rows[1..]
     } else {
@@ -809,6 +822,7 @@ pub async fn run(bin: &Path, minutes: u64, users_per_app: usize) -> SoakReport {
         duplicated,
         errors: soak.errors.load(Ordering::Relaxed),
         first_errors,
+        first_duplicates,
         cli_commands: soak.cli_commands.load(Ordering::Relaxed),
         uploads: soak.uploads.load(Ordering::Relaxed),
     }
