@@ -53,6 +53,8 @@ pub struct App {
     state: AppState,
     trigger: ShutdownTrigger,
     generated_admin_token: Option<String>,
+    /// `serve --demo`: the built-in echo agent's client.
+    demo: Option<crate::ids::ClientId>,
 }
 
 impl App {
@@ -90,7 +92,16 @@ impl App {
             },
             trigger,
             generated_admin_token,
+            demo: None,
         })
+    }
+
+    /// Sets up `serve --demo` on the database (see [`crate::demo`]); `serve`
+    /// then runs the echo agent.
+    pub async fn start_demo(&mut self) -> Result<crate::demo::Demo, Error> {
+        let demo = crate::demo::prepare(&self.state.relay).await?;
+        self.demo = Some(demo.client.clone());
+        Ok(demo)
     }
 
     /// The admin token this start generated (first start, none configured).
@@ -138,6 +149,13 @@ impl App {
             state.relay.clone(),
             state.shutdown.clone(),
         ));
+        let demo = self.demo.map(|client| {
+            tokio::spawn(crate::demo::echo_agent(
+                state.relay.clone(),
+                client,
+                state.shutdown.clone(),
+            ))
+        });
         let metrics_listener = if state.config.metrics.bind.is_empty() {
             None
         } else {
@@ -174,6 +192,9 @@ impl App {
         let _ = retention.await;
         let _ = credentials.await;
         let _ = webhooks.await;
+        if let Some(d) = demo {
+            let _ = d.await;
+        }
         if let Some(c) = cluster {
             let _ = c.await;
         }

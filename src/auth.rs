@@ -385,6 +385,22 @@ impl Auth {
             Some((id, _)) if id.starts_with(SessionId::PREFIX) => {
                 Kind::Session(SessionId::parse(id).ok_or(WRONG)?)
             }
+            // An id alone, without its secret part: say so.
+            None if token.starts_with(ClientId::PREFIX) && ClientId::parse(token).is_some() => {
+                return Err(Error::Unauthorized(
+                    "invalid token: this is a client id without its secret part; the token is the whole `token` value printed when the client was created (id, a dot, the secret)",
+                ));
+            }
+            None if token.starts_with(AppId::PREFIX) && AppId::parse(token).is_some() => {
+                return Err(Error::Unauthorized(
+                    "invalid token: this is an app id without its secret part; the token is the whole `token` value printed when the app was created (id, a dot, the secret)",
+                ));
+            }
+            None if token.starts_with(SessionId::PREFIX) && SessionId::parse(token).is_some() => {
+                return Err(Error::Unauthorized(
+                    "invalid token: this is a session id without its secret part; the token is the whole `token` value the login returned (id, a dot, the secret)",
+                ));
+            }
             _ => Kind::Admin,
         };
         let key = match &kind {

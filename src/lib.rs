@@ -21,6 +21,7 @@ pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod http;
 pub mod hub;

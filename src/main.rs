@@ -67,6 +67,11 @@ enum Command {
         /// Serve unauthenticated /inbound and /outbox (sets [inbound] public = true).
         #[arg(long)]
         public_inbound: bool,
+        /// A first look: the web chat on, a demo app and account (its
+        /// password printed), and a built-in echo agent that answers. Refused
+        /// on a database with apps or clients of its own.
+        #[arg(long)]
+        demo: bool,
     },
     /// Manage clients (agent instances).
     #[command(subcommand)]
@@ -286,6 +291,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             port,
             admin_token,
             public_inbound,
+            demo,
         } => {
             if let Some(bind) = bind {
                 config.server.bind = bind;
@@ -296,10 +302,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             if public_inbound {
                 config.inbound.public = true;
             }
+            if demo {
+                config.webchat.enabled = true;
+            }
             config.server.admin_token = admin_token.filter(|t| !t.is_empty()).map(Secret::new);
             config.validate().map_err(|e| e.to_string())?;
             telemetry::init(&cli.log_level, cli.log_format)?;
-            serve(config).await
+            serve(config, demo).await
         }
         cmd @ (Command::Client(_) | Command::App(_) | Command::Webhook(_) | Command::User(_)) => {
             config.validate().map_err(|e| e.to_string())?;
@@ -328,6 +337,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Backup { path } => {
             let db = config.storage.path.display().to_string();
+            clawrelay::store::backup::check_destination(&path)
+                .map_err(|e| format!("backup failed: {e}"))?;
             let store = open_store(&config, false).await?;
             let out = store.backup_to(&path).await;
             store.close().await;
@@ -403,7 +414,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, demo: bool) -> Result<(), String> {
     let configured = format!("{}:{}", config.server.bind, config.server.port);
     let db = config.storage.describe();
     // The port first: a start that cannot listen leaves no new database behind.
@@ -436,12 +447,31 @@ async fn serve(config: Config) -> Result<(), String> {
             Some(lock_database(&config.storage.path)?)
         }
     };
-    let app = App::build(config)
+    let mut app = App::build(config)
         .await
         .map_err(|e| format!("cannot open database {db}: {e}"))?;
     if let Some(token) = app.generated_admin_token() {
         // Shown once: only its hash is stored.
         println!("clawrelay generated an admin token (shown only now, store it safely):\n\n    {token}\n");
+    }
+    if demo {
+        let setup = app.start_demo().await.map_err(|e| e.to_string())?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let shown = match local.ip().is_unspecified() {
+            true => std::net::SocketAddr::from(([127, 0, 0, 1], local.port())),
+            false => local,
+        };
+        println!(
+            "clawrelay demo: open http://{shown}/chat and log in\n\n    name:     {}\n    password: {}\n\n\
+             (the password is new at each --demo start; a built-in echo agent answers every message)\n",
+            clawrelay::demo::ACCOUNT,
+            setup.password
+        );
+        if !local.ip().is_loopback() {
+            println!(
+                "clawrelay demo: warning: listening on {local}, reachable from other hosts; --bind 127.0.0.1 keeps the demo to this one\n"
+            );
+        }
     }
     tracing::info!(%addr, %db, "clawrelay listening");
     tokio::spawn(stop_on_signal(app.shutdown_trigger()));

@@ -505,6 +505,48 @@ def test_security_headers(ctx, relay):
         assert "<script>" not in html and "onclick" not in html
 
 
+def test_demo_answers_at_once(ctx, relay):
+    """`serve --demo` on a new database: the chat's address and the demo
+    account's password are printed; logged in with them, a person talks to
+    the built-in echo agent at once (desktop and phone)."""
+    port = free_port()
+    db = os.path.join(relay.work, "demo.db")
+    proc = subprocess.Popen(
+        [relay.binary, "serve", "--demo", "--db", db, "--port", str(port)],
+        env={k: v for k, v in os.environ.items() if k != "ADMIN_TOKEN"} | {"LOG_LEVEL": "warn"},
+        stdout=subprocess.PIPE, stderr=relay.log, text=True,
+    )
+    try:
+        url = password = None
+        while password is None:
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError("the demo printed no password")
+            if "open http" in line:
+                url = line.split("open ", 1)[1].split()[0]
+            if line.strip().startswith("password:"):
+                password = line.split(":", 1)[1].strip()
+        assert url == f"http://127.0.0.1:{port}/chat", url
+        for name, viewport in (("desktop", {"width": 1280, "height": 800}),
+                               ("phone", {"width": 390, "height": 844})):
+            context = ctx["browser"].new_context(viewport=viewport)
+            page = context.new_page()
+            login(page, url.removesuffix("/chat"), "demo", password)
+            expect(page.locator("#chat")).to_be_visible()
+            send(page, f"hello from the {name}")
+            echo = f"**Echo:** hello from the {name}"
+            deadline = time.time() + 20
+            while not any(d == "out" and t.startswith(echo) and mid and not streaming
+                          for d, t, mid, streaming in bubbles(page)):
+                assert time.time() < deadline, f"no echo: {bubbles(page)}"
+                time.sleep(0.05)
+            shot(page, f"demo-{name}")
+            context.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 TESTS = [
     test_security_headers,
     test_wrong_password,
@@ -517,6 +559,7 @@ TESTS = [
     test_new_conversation_after_expiry,
     test_phone_viewport_and_dark_mode,
     test_token_from_the_embedding_site,
+    test_demo_answers_at_once,
 ]
 
 

@@ -9,15 +9,32 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqlitePool};
 use std::path::Path;
 
-/// Writes a consistent copy of the database to `dest`, which must not exist,
-/// and verifies it. Returns the size of the copy in bytes.
-pub async fn backup_to(readers: &SqlitePool, dest: &Path) -> StoreResult<u64> {
+/// Refuses a backup destination that exists or whose folder does not.
+pub fn check_destination(dest: &Path) -> StoreResult<()> {
     if dest.exists() {
         return Err(StoreError::Schema(format!(
             "{} already exists; choose a new file",
             dest.display()
         )));
     }
+    let folder = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(StoreError::Schema(format!(
+            "folder {} does not exist; create it first (mkdir -p {}) or choose another path",
+            folder.display(),
+            folder.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a consistent copy of the database to `dest`, which must not exist
+/// (its folder must), and verifies it. Returns the size of the copy in bytes.
+pub async fn backup_to(readers: &SqlitePool, dest: &Path) -> StoreResult<u64> {
+    check_destination(dest)?;
     let target = dest.to_string_lossy().into_owned();
     sqlx::query!("VACUUM INTO ?", target)
         .execute(readers)

@@ -236,6 +236,39 @@ async fn every_endpoint_checks_credentials_and_role() {
     }
 }
 
+/// An id given where its token belongs (the id alone, without the dot and
+/// the secret part) gets a 401 that says what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_without_its_secret_part_is_told_so() {
+    let app = spawn_app().await;
+    let (client_id, _) = app.create_client("gateway").await;
+    let (app_id, _) = app.create_app("web").await;
+    for (id, path, kind) in [
+        (&client_id, "/poll?wait=0", "client id"),
+        (&app_id, "/outbox", "app id"),
+    ] {
+        let r = app.request(Method::GET, path, Some(id), None).await;
+        assert_eq!(r.status, 401, "{id}");
+        assert_eq!(r.body["error"]["code"], "unauthorized");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(kind) && message.contains("without its secret part"),
+            "{message}"
+        );
+    }
+    // A wrong secret is still only "invalid token".
+    let r = app
+        .request(
+            Method::GET,
+            "/poll?wait=0",
+            Some(&format!("{client_id}.wrong")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body["error"]["message"], "invalid token");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_needs_no_token() {
     let app = spawn_app().await;

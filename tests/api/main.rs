@@ -9,6 +9,7 @@ mod bad_input;
 mod cluster;
 mod concurrency;
 mod dead_letters;
+mod demo;
 mod deploy;
 mod disk_full;
 mod durability;

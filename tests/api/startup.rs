@@ -153,6 +153,33 @@ async fn ready_answers_when_the_database_does() {
     );
 }
 
+/// A backup into a folder that does not exist names the folder and what to
+/// do, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_into_a_missing_folder_names_it() {
+    if sqlite_only("clawrelay backup is SQLite's; PostgreSQL's is pg_dump") {
+        return;
+    }
+    let app = spawn_app().await;
+    let dest = tempfile::tempdir().unwrap();
+    let missing = dest.path().join("no-such-dir");
+    let copy = missing.join("x.db");
+    let db = app.config.storage.path.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking({
+        let copy = copy.clone();
+        move || clawrelay(&["backup", copy.to_str().unwrap(), "--db", &db])
+    })
+    .await
+    .unwrap();
+    let line = failure(&out);
+    assert!(
+        line.contains(&format!("folder {} does not exist", missing.display()))
+            && line.contains("mkdir -p"),
+        "{line}"
+    );
+    assert!(!missing.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_copies_a_live_database_consistently() {
     if sqlite_only("clawrelay backup is SQLite's; PostgreSQL's is pg_dump") {
