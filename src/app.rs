@@ -66,7 +66,9 @@ impl App {
             Duration::from_secs(config.auth.cache_ttl_secs),
         )
         .await?;
-        let relay = Relay::new(store, &config, now_ms()).await?;
+        let started_at = now_ms();
+        let relay = Relay::new(store, &config, started_at).await?;
+        relay.release_previous_sockets(started_at).await?;
         // No upload of a previous run is still going.
         let dropped = relay.drop_staged_uploads().await?;
         if dropped > 0 {

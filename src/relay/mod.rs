@@ -138,10 +138,6 @@ impl Relay {
         ));
         let known = store::clients::list(store.reader()).await?;
         hub.remember(known.into_iter().map(|c| (c.id, c.last_seen_at)));
-        // No socket of a previous run is alive: what they held is due now.
-        store
-            .write(move |tx| store::deliveries::release_all_owned(tx, started_at))
-            .await?;
         let rules = Rules::from_config(config);
         let active =
             store::conversations::count_active(store.reader(), rules.idle_cutoff(store::now_ms()))
@@ -176,6 +172,18 @@ impl Relay {
             upload_turn: tokio::sync::Semaphore::new(1),
             renewed: Default::default(),
         })
+    }
+
+    /// At a server's start, on the SQLite file it holds alone: no socket of
+    /// a previous run is alive, so what they held is due now. (Not in
+    /// [`Relay::new`]: an admin command opens a relay too, beside the
+    /// running server, whose sockets' claims must stay theirs; releasing
+    /// them there once handed messages under work to a second agent.)
+    pub async fn release_previous_sockets(&self, started_at: i64) -> Result<u64, Error> {
+        Ok(self
+            .store
+            .write(move |tx| store::deliveries::release_all_owned(tx, started_at))
+            .await?)
     }
 
     /// Conversations not expired (as of the last maintenance tick, plus those

@@ -157,6 +157,41 @@ async fn max_in_flight_bounds_unacked_pushes() {
     assert!(agent.quiet_for(300).await);
 }
 
+/// An admin command run beside the server (here `client create`, `client
+/// list`) leaves the claims of the server's sockets alone: a message pushed
+/// to a WebSocket agent and under work is not handed out again. (Every
+/// admin command once released all socket-held claims, as a server does at
+/// its start: a message under work went to a second agent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_beside_the_server_leave_socket_claims_alone() {
+    if sqlite_only("a second process on the SQLite file") {
+        return;
+    }
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    let m = app.inbound(&web, "alice", "work").await;
+    assert_eq!(agent.event().await["payload"]["id"], m["id"]);
+    app.cli(&["client", "create", "--name", "another"]);
+    app.cli(&["client", "list"]);
+    // The same session would get it again (attempt 2) if its claim ended.
+    app.inbound(&web, "bob", "nudge").await;
+    let next = agent.event().await;
+    assert_eq!(next["payload"]["from"], "bob", "{next}");
+    assert!(agent.quiet_for(500).await, "a message was pushed twice");
+    let db = app.db().await;
+    let owned: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+         WHERE m.id = ? AND d.lease_owner IS NOT NULL AND d.attempts = 1",
+    )
+    .bind(m["id"].as_str().unwrap())
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(owned, 1, "the socket's claim was released");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agents_message_goes_at_once_to_its_reconnection_and_never_twice_after_ack() {
     let app = spawn_app().await;
