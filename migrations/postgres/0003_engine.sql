@@ -461,7 +461,7 @@ BEGIN
     ), leased AS (
         UPDATE deliveries d
         SET attempts = d.attempts + 1, visible_at = p_until, updated_at = p_now,
-            lease_owner = p_owner[due.i::INTEGER], leased_at = p_now
+            lease_owner = p_owner[due.i::INTEGER]
         FROM due WHERE d.message_seq = due.message_seq AND due.attempts < p_max_attempts
         RETURNING due.i, due.k, d.message_seq, d.attempts, d.client_id
     ), taken AS (
