@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, Notify};
 
 /// An event for an app's live streams that is not stored and never replayed:
-/// `reply.delta`, `typing`, `progress`, `conversation.expired`.
+/// `reply.delta`, `typing`, `progress`, `conversation.expired`,
+/// `conversation.assigned`.
 #[derive(Clone, Debug, Serialize)]
 pub struct LiveEvent {
     pub event: &'static str,
@@ -37,8 +38,13 @@ pub struct LiveEvent {
 
 impl LiveEvent {
     /// Every kind of live event.
-    pub const KINDS: [&'static str; 4] =
-        ["reply.delta", "typing", "progress", "conversation.expired"];
+    pub const KINDS: [&'static str; 5] = [
+        "reply.delta",
+        "typing",
+        "progress",
+        "conversation.expired",
+        "conversation.assigned",
+    ];
 
     /// The kind named `name`, if it is one.
     pub fn kind(name: &str) -> Option<&'static str> {

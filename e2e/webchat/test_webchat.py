@@ -547,6 +547,39 @@ def test_demo_answers_at_once(ctx, relay):
         proc.wait(timeout=20)
 
 
+def test_waiting_for_an_agent(ctx, relay):
+    """A message sent while no agent is connected says so, and says when an
+    agent takes it; the agent's answer then shows as usual."""
+    work = os.path.join(relay.work, "no-agent")
+    os.makedirs(work, exist_ok=True)
+    lonely = Relay(relay.binary, work)
+    lonely.start()
+    try:
+        app = lonely.api("POST", "/apps", {"name": "web"})
+        password = json.loads(lonely.cli("user", "create", "--app", app["appId"], "--name", "carol"))["password"]
+        page = ctx["browser"].new_page()
+        login(page, lonely.base, "carol", password)
+        expect(page.locator("#chat")).to_be_visible()
+        send(page, "is anyone there?")
+        activity = page.locator("#activity")
+        expect(activity).to_contain_text("No agent is connected yet")
+        time.sleep(1.5)  # it stays while nobody comes
+        expect(activity).to_contain_text("No agent is connected yet")
+        shot(page, "waiting-for-an-agent")
+        client = lonely.api("POST", "/clients", {"name": "late agent"})
+        taken = lonely.api("GET", "/poll", token=client["token"])["messages"]
+        assert [m["text"] for m in taken] == ["is anyone there?"], taken
+        expect(activity).to_contain_text("An agent has connected")
+        shot(page, "an-agent-took-it")
+        lonely.api("POST", "/send", {"conversationId": taken[0]["conversationId"], "to": "carol",
+                                     "text": "Here now. How can I help?"}, token=client["token"])
+        wait_settled(page, "Here now. How can I help?")
+        expect(activity).to_be_hidden()
+        page.close()
+    finally:
+        lonely.stop()
+
+
 TESTS = [
     test_security_headers,
     test_wrong_password,
@@ -560,6 +593,7 @@ TESTS = [
     test_phone_viewport_and_dark_mode,
     test_token_from_the_embedding_site,
     test_demo_answers_at_once,
+    test_waiting_for_an_agent,
 ]
 
 

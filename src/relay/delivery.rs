@@ -165,6 +165,8 @@ struct Claim {
     hooked: bool,
     /// When the earliest of this client's leases ends, if any.
     next_due: Option<i64>,
+    /// Conversations that waited for an agent and are this client's now.
+    adopted: Vec<conversations::Adopted>,
 }
 
 /// What a renewal of an agent's leases in a conversation did.
@@ -301,6 +303,7 @@ impl Relay {
                     dead: 0,
                     hooked: false,
                     next_due: claimed.next_due,
+                    adopted: Vec::new(),
                 });
             }
             // A due delivery is out of attempts: the general claim below
@@ -337,6 +340,7 @@ impl Relay {
                     dead: 0,
                     hooked: false,
                     next_due: earliest,
+                    adopted: Vec::new(),
                 });
             }
         }
@@ -347,9 +351,11 @@ impl Relay {
         self.store
             .write_relaxed(move |tx| {
                 let now = now_ms();
-                if adopt {
-                    conversations::adopt_unassigned(tx, &client, now)?;
-                }
+                let adopted = if adopt {
+                    conversations::adopt_unassigned(tx, &client, now)?
+                } else {
+                    Vec::new()
+                };
                 let mut claimed = Vec::new();
                 let mut dead = 0u64;
                 let mut hooked = false;
@@ -402,13 +408,18 @@ impl Relay {
                     dead,
                     hooked,
                     next_due,
+                    adopted,
                 })
             })
             .await
-            .inspect(|claim| {
+            .map(|mut claim| {
                 count_claimed(&claim.messages);
                 crate::metrics::get().dead.inc_by(claim.dead);
                 self.wake_webhooks(claim.hooked);
+                for a in claim.adopted.drain(..) {
+                    self.publish_assigned(a);
+                }
+                claim
             })
     }
 

@@ -6,7 +6,7 @@ use super::Relay;
 use crate::error::Error;
 use crate::hub::LiveEvent;
 use crate::ids::{AppId, ClientId, ConversationId, ReplyId, UserId};
-use crate::store::conversations::Expired;
+use crate::store::conversations::{Adopted, Expired};
 use crate::store::{conversations, messages};
 use serde_json::{json, Value};
 
@@ -30,6 +30,22 @@ impl Relay {
                 event: "conversation.expired",
                 conversation_id: e.id,
                 user_id: e.user_id.to_string(),
+                payload,
+                after: 0,
+            },
+        );
+    }
+
+    /// A conversation that waited with no agent connected has one now (its
+    /// waiting messages are on their way to it).
+    pub(super) fn publish_assigned(&self, a: Adopted) {
+        let payload = json!({ "conversationId": a.id, "userId": a.user_id });
+        self.publish(
+            &a.app_id,
+            LiveEvent {
+                event: "conversation.assigned",
+                conversation_id: a.id,
+                user_id: a.user_id,
                 payload,
                 after: 0,
             },

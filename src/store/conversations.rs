@@ -229,8 +229,15 @@ pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> St
     Ok(())
 }
 
+/// A conversation an agent just adopted: for the `conversation.assigned` event.
+pub struct Adopted {
+    pub id: ConversationId,
+    pub app_id: AppId,
+    pub user_id: String,
+}
+
 /// Assigns every unassigned conversation to `client`, with its open
-/// deliveries. Returns how many conversations.
+/// deliveries. Returns the conversations.
 ///
 /// On PostgreSQL the conversations are locked first (skipping those another
 /// transaction holds: an adoption racing this one, or an inbound message
@@ -239,28 +246,46 @@ pub fn set_client(tx: &Tx, id: &ConversationId, client: Option<&ClientId>) -> St
 /// and its deliveries always go to the same agent. (Moving every unassigned
 /// delivery in a second statement once handed one agent the deliveries of
 /// conversations a concurrent adoption took.)
-pub fn adopt_unassigned(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<u64> {
+pub fn adopt_unassigned(tx: &Tx, client: &ClientId, now: i64) -> StoreResult<Vec<Adopted>> {
     let tx = match tx {
         Tx::Sqlite(c) => c,
         Tx::Postgres(pg) => {
             let taken = pg.fetch_all(pgsql::conversations::adopt_unassigned(client.as_str()))?;
             if !taken.is_empty() {
-                pg.execute(pgsql::deliveries::adopt(client.as_str(), &taken, now))?;
+                let ids: Vec<String> = taken.iter().map(|(id, _, _)| id.clone()).collect();
+                pg.execute(pgsql::deliveries::adopt(client.as_str(), &ids, now))?;
             }
-            return Ok(taken.len() as u64);
+            return Ok(taken
+                .into_iter()
+                .map(|(id, app, user)| Adopted {
+                    id: ConversationId::from_db(id),
+                    app_id: AppId::from_db(app),
+                    user_id: user,
+                })
+                .collect());
         }
     };
-    let n = tx
-        .prepare_cached("UPDATE conversations SET client_id = ?1 WHERE client_id IS NULL")?
-        .execute([client])?;
-    if n > 0 {
+    let adopted = tx
+        .prepare_cached(
+            "UPDATE conversations SET client_id = ?1 WHERE client_id IS NULL
+             RETURNING id, app_id, user_id",
+        )?
+        .query_map([client], |r| {
+            Ok(Adopted {
+                id: ConversationId::from_db(r.get(0)?),
+                app_id: AppId::from_db(r.get(1)?),
+                user_id: r.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if !adopted.is_empty() {
         tx.prepare_cached(
             "UPDATE deliveries SET client_id = ?1, updated_at = ?2
              WHERE client_id IS NULL AND state IN ('ready', 'queued')",
         )?
         .execute((client, now))?;
     }
-    Ok(n as u64)
+    Ok(adopted)
 }
 
 /// The owner fields of a conversation: for authorization and routing.

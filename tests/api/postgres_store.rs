@@ -285,7 +285,7 @@ async fn conversation_transcript(store: &Store) -> Vec<String> {
             conversations::expire_or_touch(tx, &ids2[1], 1500, 100, 6000)?; // idle: expires
             conversations::expire_or_touch(tx, &ids2[3], 500, 100, 6000)?; // touched
             conversations::set_client(tx, &ids2[0], Some(&o))?;
-            let adopted = conversations::adopt_unassigned(tx, &o, 5000)?;
+            let adopted = conversations::adopt_unassigned(tx, &o, 5000)?.len();
             let owners =
                 conversations::owners(tx, &ids2[2])?.map(|w| w.client_id == Some(o.clone()));
             out.push(format!("adopted {adopted} owner of u2 is other {owners:?}"));
@@ -981,7 +981,7 @@ async fn delivery_transcript(store: &Store) -> Vec<String> {
     let (a2, b2, ann) = (a.clone(), b.clone(), convs[0].clone());
     let moved = store
         .write(move |tx| {
-            let adopted = clawrelay::store::conversations::adopt_unassigned(tx, &b2, 500)?;
+            let adopted = clawrelay::store::conversations::adopt_unassigned(tx, &b2, 500)?.len();
             deliveries::move_conversation(tx, &ann, Some(&b2), 500)?;
             let of_a = deliveries::open_conversations_of(tx, &a2)?;
             let mut of_b = deliveries::open_conversations_of(tx, &b2)?;

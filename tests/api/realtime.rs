@@ -635,6 +635,40 @@ async fn apps_are_told_when_a_conversation_expires() {
     assert_eq!(e["payload"]["userId"], "alice");
 }
 
+/// A message stored while no agent is connected says so (`clientId` null);
+/// when an agent connects and takes it, the app's streams hear of it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_are_told_when_an_agent_takes_a_waiting_conversation() {
+    let app = spawn_app().await;
+    let (_, web) = app.create_app("web").await;
+    let mut sse = Sse::open(&app, &web, "", None).await;
+    let m = app.inbound(&web, "alice", "anyone there?").await;
+    assert_eq!(m["clientId"], Value::Null, "{m}");
+    assert_eq!(sse.event().await.event, "message");
+
+    let (_, client) = app.create_client("late agent").await;
+    let taken = app.poll(&client, "").await;
+    assert_eq!(taken.len(), 1);
+    let e = sse.event().await;
+    assert_eq!(e.event, "conversation.assigned");
+    assert_eq!(e.data["conversationId"], m["conversationId"]);
+    assert_eq!(e.data["userId"], "alice");
+
+    // A conversation that has its agent already is not announced again.
+    app.send(&client, &taken[0], "here now").await;
+    assert_eq!(sse.event().await.data["message"]["text"], "here now");
+    let next = app.inbound(&web, "alice", "second").await;
+    assert_ne!(next["clientId"], Value::Null, "{next}");
+    assert_eq!(sse.event().await.data["message"]["text"], "second");
+    assert_eq!(app.poll(&client, "").await.len(), 1);
+    app.inbound(&web, "alice", "third").await;
+    let e = sse.event().await;
+    assert_eq!(
+        (e.event.as_str(), &e.data["message"]["text"]),
+        ("message", &json!("third"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_can_follow_one_conversation() {
     let app = spawn_app().await;

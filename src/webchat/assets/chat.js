@@ -38,6 +38,8 @@
     streaming: new Map(), // replyId -> <li> being written
     settled: new Set(), // replyIds whose whole reply is stored
     picked: [], // files chosen for the next message
+    waitingFor: null, // conversation whose message waits for an agent to connect
+    assigned: new Set(), // conversations an agent took after they waited
   };
   const INLINE = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
@@ -111,12 +113,34 @@
     el.hidden = !text;
   }
 
+  // Shows what the agent side is doing for `ms` (default 4 s; 0: until
+  // replaced). Anything the agent does ends a wait for one.
   function setActivity(text, ms) {
     const el = $("activity");
     clearTimeout(state.activityTimer);
     el.textContent = text || "";
     el.hidden = !text;
-    if (text) state.activityTimer = setTimeout(() => setActivity(null), ms || 4000);
+    el.classList.toggle("waiting", ms === 0);
+    if (text && ms !== 0) state.activityTimer = setTimeout(() => setActivity(null), ms || 4000);
+  }
+
+  // The relay stored the user's message with no agent connected (its
+  // answer's clientId is null): say so until an agent takes it.
+  function waitForAgent(conversationId) {
+    if (state.assigned.has(conversationId)) return; // taken already
+    state.waitingFor = conversationId;
+    setActivity("No agent is connected yet. Your message is kept and will be answered when one connects.", 0);
+  }
+
+  function agentArrived(conversationId) {
+    state.assigned.add(conversationId);
+    if (state.waitingFor !== conversationId) return;
+    state.waitingFor = null;
+    setActivity("An agent has connected and has your message.", 8000);
+  }
+
+  function agentActive() {
+    state.waitingFor = null;
   }
 
   // ---- session -------------------------------------------------------
@@ -329,13 +353,19 @@
         addMessage(payload.message);
         break;
       case "reply.delta":
+        agentActive();
         addDelta(payload);
         break;
       case "typing":
+        agentActive();
         setActivity("The agent is typing…");
         break;
       case "progress":
+        agentActive();
         setActivity(progressText(payload), 8000);
+        break;
+      case "conversation.assigned":
+        agentArrived(payload.conversationId);
         break;
       case "conversation.expired":
         addDivider("This conversation has ended. Your next message starts a new one.");
@@ -460,7 +490,10 @@
     }
     if (m.replyId) state.settled.add(m.replyId);
     // A reply ends what the agent was doing for it.
-    if (m.direction === "outbound") setActivity(null);
+    if (m.direction === "outbound") {
+      agentActive();
+      setActivity(null);
+    }
     showFiles(li, m.attachments);
     li.dataset.id = m.id;
     setMeta(li, timeOf(m.timestamp));
@@ -546,6 +579,7 @@
         showFiles(li, data.attachments);
         state.byId.set(data.id, li);
       }
+      if (data.clientId === null) waitForAgent(data.conversationId);
       return;
     }
     if (res.status === 401) {

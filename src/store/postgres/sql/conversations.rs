@@ -114,15 +114,15 @@ pub fn assign(id: &str, client: Option<&str>) -> Statement {
 
 /// Assigns the unassigned conversations no other transaction holds to
 /// `client`, locking them until the transaction ends; returns their ids.
-pub fn adopt_unassigned(client: &str) -> Rows<impl Row<String>> {
+pub fn adopt_unassigned(client: &str) -> Rows<impl Row<(String, String, String)>> {
     sqlx::query!(
         "UPDATE conversations SET client_id = $1
          WHERE id IN (SELECT id FROM conversations WHERE client_id IS NULL
                       ORDER BY id FOR UPDATE SKIP LOCKED)
-         RETURNING id",
+         RETURNING id, app_id, user_id",
         client
     )
-    .map(|r| r.id)
+    .map(|r| (r.id, r.app_id, r.user_id))
 }
 
 /// App, user and client.
