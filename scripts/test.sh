@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the suite uses beyond cargo: curl (the fuzzing run's set-up),
+# Tools the suite uses beyond cargo: curl (the fuzzing run's set-up; with
+# jq, README's walk-through, which tests/api/readme.rs runs as written),
 # python3 with venv (schemathesis), npm (Node for the plugin and OpenClaw),
 # setpriv (tests run the relay as an unprivileged user), systemd-analyze (a
 # test verifies deploy/clawrelay.service), chromium (the web chat's browser
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 # otherwise the script names them and stops.
 missing=()
 command -v curl > /dev/null || missing+=(curl)
+command -v jq > /dev/null || missing+=(jq)
 command -v npm > /dev/null || missing+=(npm)
 command -v setpriv > /dev/null || missing+=(util-linux)
 command -v systemd-analyze > /dev/null || missing+=(systemd)

@@ -203,6 +203,27 @@ enum Backend {
     Postgres(postgres::PgStore),
 }
 
+/// Brings the SQLite file's schema up to date. Two processes that open a new
+/// file at the same moment (a server starting while an admin command runs)
+/// both see no migration applied and both apply the first: the second one's
+/// transaction fails ("table … already exists") and leaves nothing behind,
+/// so it tries again and finds what the first applied.
+async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match sqlx::migrate!("./migrations").run(&mut *conn).await {
+            Err(
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+            ) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "a migration met another process's; trying again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            done => return Ok(done?),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct SqliteFile {
     writer: writer::Writer,
@@ -229,7 +250,7 @@ impl Store {
             .disable_statement_logging();
 
         let mut conn = base.clone().create_if_missing(true).connect().await?;
-        sqlx::migrate!("./migrations").run(&mut conn).await?;
+        migrate_sqlite(&mut conn).await?;
         conn.close().await?;
         let writer = writer::Writer::spawn(
             open_writer(path, &options)?,

@@ -25,6 +25,7 @@ mod postgres;
 mod postgres_serve;
 mod postgres_store;
 mod rate_limits;
+mod readme;
 mod realtime;
 mod retention;
 mod sessions;

@@ -413,3 +413,37 @@ fn config_check_prints_toml_ignores_other_clawrelay_variables_and_shows_port() {
     let line = failure(&out);
     assert!(line.contains("CLAWRELAY_SERVER__PORT"), "{line}");
 }
+
+/// A server starting while an admin command runs both open a new database
+/// at once: both find no migration applied. Neither fails; the schema is
+/// applied once.
+#[test]
+fn processes_opening_a_new_database_at_once_all_succeed() {
+    if sqlite_only("about migrating a new SQLite file") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let db = dir.path().join(format!("new-{round}.db"));
+        let db = db.to_str().unwrap().to_owned();
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_clawrelay"))
+                    .args(["migrate", "--db", &db])
+                    .env("LOG_LEVEL", "warn")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("run clawrelay")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
