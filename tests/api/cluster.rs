@@ -501,14 +501,31 @@ async fn postgres_cluster_streams_a_reply_across_relays() {
     assert_eq!(pushed["id"], m["id"]);
     stream_a_reply(&mut agent, &pushed["conversationId"]).await;
     let expected = STREAMED_REPLY;
+    // Relay B may store the message before it hears that the agent on A is
+    // connected: then the message waits unassigned, the agent adopts it,
+    // and the streams also get `conversation.assigned` (once, after it).
     let mut ws_events = Vec::new();
-    for _ in 0..expected.len() {
-        ws_events.push(watcher.event().await);
+    let mut ws_assigned = 0;
+    while ws_events.len() < expected.len() {
+        let e = watcher.event().await;
+        if e["event"] == "conversation.assigned" {
+            ws_assigned += 1;
+        } else {
+            ws_events.push(e);
+        }
     }
     let mut sse_names = Vec::new();
-    for _ in 0..expected.len() {
-        sse_names.push(sse.event().await.event);
+    let mut sse_assigned = 0;
+    while sse_names.len() < expected.len() {
+        let e = sse.event().await.event;
+        if e == "conversation.assigned" {
+            sse_assigned += 1;
+        } else {
+            sse_names.push(e);
+        }
     }
+    assert!(ws_assigned <= 1 && ws_assigned == sse_assigned);
+    assert_eq!(ws_assigned == 1, m["clientId"].is_null(), "{m}");
     let names: Vec<_> = ws_events
         .iter()
         .map(|e| e["event"].as_str().unwrap().to_owned())
