@@ -32,7 +32,67 @@ from playwright.sync_api import sync_playwright, expect
 
 ADMIN = "e2e-admin"
 XSS = '<img src=x onerror=alert(1)> and <a href="javascript:alert(2)">click</a> [me](javascript:alert(3))'
+# As the page shows it: the raw HTML as the characters typed, the
+# `javascript:` link as its text alone.
+XSS_SHOWN = '<img src=x onerror=alert(1)> and <a href="javascript:alert(2)">click</a> me'
 STREAMED = "Once upon a time, a relay carried every word, in order, and lost none of them."
+MARKDOWN = """# Release notes
+
+Here is what **changed** in ~~1.0~~ 1.1:
+
+- faster claims
+- [x] tested on PostgreSQL
+- see https://example.com/notes
+
+| area | before | after |
+|---|---|---|
+| claim p99 | 3.5 ms | 1.3 ms |
+
+```rust
+fn main() {
+    println!("<not a tag>");
+}
+```
+
+> Read the [full notes](https://example.com/full "Full notes") or `cargo doc`."""
+
+# Script and markup payloads in Markdown's own constructs (links, reference
+# links, autolinks, images, code, HTML blocks, entities, URL tricks,
+# lookalikes), after OWASP's XSS filter evasion cheat sheet and the chat
+# widgets' advisories. None may run, fetch or add markup.
+XSS_CORPUS = "\n\n".join([
+    "<script>alert('block')</script>",
+    "<img src=x onerror=alert('img')>",
+    "<svg/onload=alert('svg')>",
+    "<iframe src=\"javascript:alert('iframe')\"></iframe>",
+    "<a href=\"javascript:alert('a')\">raw link</a>",
+    "<details open ontoggle=alert('details')>",
+    "<div style=\"background:url(javascript:alert('css'))\">styled</div>",
+    "<!-- comment --><b onmouseover=alert('b')>bold</b>",
+    "[plain](javascript:alert('plain'))",
+    "[case](JaVaScRiPt:alert('case'))",
+    "[space]( javascript:alert('space'))",
+    "[tab](java\tscript:alert('tab'))",
+    "[entity](javascript&#58;alert('entity'))",
+    "[hexentity](&#x6A;avascript:alert('hex'))",
+    "[newline](java\nscript:alert('nl'))",
+    "[data](data:text/html;base64,PHNjcmlwdD5hbGVydCgnZGF0YScpPC9zY3JpcHQ+)",
+    "[vb](vbscript:msgbox('vb'))",
+    "[ref][r1]\n\n[r1]: javascript:alert('ref')",
+    "<javascript:alert('autolink')>",
+    "![img](javascript:alert('image'))",
+    "![remote](https://tracker.example/pixel.png)",
+    "![data](data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+)",
+    "[title](https://example.com \"\\\" onmouseover=alert('title') x=\\\"\")",
+    "`<script>alert('code')</script>`",
+    "```html\n<script>alert('fence')</script>\n```",
+    "&lt;script&gt;alert('entities')&lt;/script&gt;",
+    "[lookalike](ｊａｖａｓｃｒｉｐｔ:alert('fullwidth'))",
+    "<math><mi xlink:href=\"javascript:alert('math')\">x</mi></math>",
+    "<form action=\"javascript:alert('form')\"><button>go</button></form>",
+    "<base href=\"https://evil.example/\">",
+    "<meta http-equiv=\"refresh\" content=\"0;url=javascript:alert('meta')\">",
+])
 
 
 def free_port():
@@ -141,8 +201,14 @@ class Agent(threading.Thread):
 
     @staticmethod
     def reply_to(text):
+        if text.startswith("xss corpus streamed"):
+            return XSS_CORPUS, 0.01
+        if text.startswith("xss corpus"):
+            return XSS_CORPUS, 0.0
         if text.startswith("xss"):
             return XSS, 0.0
+        if text.startswith("markdown"):
+            return MARKDOWN, 0.05
         if text.startswith("slow"):
             return "Slowly: " + STREAMED, 0.35
         return "You said: " + text + ". " + STREAMED, 0.12
@@ -229,7 +295,7 @@ def bubbles(page):
     return page.eval_on_selector_all(
         "#messages li.msg",
         "els => els.map(e => [e.classList.contains('inbound') ? 'in' : 'out',"
-        " e.querySelector('.body').textContent, e.dataset.id || null,"
+        " e.querySelector('.body').textContent.trim(), e.dataset.id || null,"
         " e.classList.contains('streaming')])",
     )
 
@@ -239,7 +305,7 @@ def wait_settled(page, reply, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
         for d, text, mid, streaming in bubbles(page):
-            if d == "out" and text == reply and mid and not streaming:
+            if d == "out" and text.strip() == reply.strip() and mid and not streaming:
                 return
         time.sleep(0.05)
     raise AssertionError(f"reply never settled: {reply!r}; shown: {bubbles(page)}")
@@ -420,16 +486,111 @@ def test_agent_markup_renders_inert(ctx, relay):
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     send(page, "xss please")
-    wait_settled(page, XSS)
+    wait_settled(page, XSS_SHOWN)
     time.sleep(1)
-    # Images and links appear only for attachments, never from text.
+    # No image from text; no link but to the web.
     assert page.locator("#messages .body img").count() == 0
-    assert page.locator("#messages .body a").count() == 0
+    hrefs = page.eval_on_selector_all("#messages .body a", "els => els.map(e => e.getAttribute('href'))")
+    assert all(h.startswith(("http:", "https:", "mailto:")) for h in hrefs), hrefs
     assert page.locator("#messages img").count() == page.locator("#messages .files img").count()
     assert page.locator("#messages a").count() == page.locator("#messages .files a").count()
     assert page.locator("#messages script").count() == 0
     assert dialogs == [], dialogs
     shot(page, "xss-inert")
+
+
+ALLOWED = {
+    "P", "BR", "HR", "H1", "H2", "H3", "H4", "H5", "H6", "STRONG", "EM", "DEL", "CODE", "PRE",
+    "BLOCKQUOTE", "UL", "OL", "LI", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD", "A", "INPUT",
+    # the page's own: the code bar
+    "DIV", "SPAN", "BUTTON",
+}
+ALLOWED_ATTRS = {"href", "title", "target", "rel", "start", "data-lang", "type", "checked", "disabled", "class"}
+
+
+def test_xss_corpus_stays_inert(ctx, relay):
+    """The corpus as a stored reply and as a streamed one: no dialog, no
+    element or attribute outside the allow-list, links to the web only,
+    and no request to any host but the relay."""
+    context = ctx["browser"].new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    dialogs, hosts = [], set()
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: hosts.add(r.url.split("/")[2] if "://" in r.url else r.url.split(":")[0]))
+    login(page, relay.base, "alice", ctx["alice_password"])
+    expect(page.locator("#chat")).to_be_visible()
+    for ask in ("xss corpus", "xss corpus streamed"):
+        send(page, ask)
+        deadline = time.time() + 30
+        while True:
+            done = page.eval_on_selector_all(
+                "#messages li.msg.outbound.md", "els => els.length")
+            if done >= (1 if ask == "xss corpus" else 2):
+                break
+            assert time.time() < deadline, f"the corpus reply never settled: {bubbles(page)[-2:]}"
+            time.sleep(0.1)
+    time.sleep(1)
+    found = page.eval_on_selector_all(
+        "#messages li.msg .body *",
+        "els => els.map(e => [e.tagName, Array.from(e.attributes).map(a => [a.name, a.value])])")
+    for tag, attrs in found:
+        assert tag in ALLOWED, f"element {tag} {attrs} is not allowed"
+        for name, value in attrs:
+            assert name in ALLOWED_ATTRS, f"attribute {name}={value!r} on {tag}"
+            if name == "href":
+                assert value.startswith(("http:", "https:", "mailto:")), value
+    scripts = page.eval_on_selector_all("#messages script, #messages iframe, #messages img:not(.files img)",
+                                        "els => els.length")
+    assert scripts == 0
+    assert dialogs == [], dialogs
+    relay_host = relay.base.split("/")[2]
+    assert hosts <= {relay_host, "blob", "data"}, hosts
+    shot(page, "xss-corpus")
+    context.close()
+
+
+def test_markdown_reads_as_written(ctx, relay):
+    """A reply with a heading, a list, a table, a code block and links:
+    formatted once it settles, the code block with its language and a copy
+    button that copies it; links open in a new tab without a referrer.
+    Desktop light and phone dark."""
+    for name, options in (("desktop-light", {"viewport": {"width": 1280, "height": 900}, "color_scheme": "light"}),
+                          ("phone-dark", {"viewport": {"width": 390, "height": 844}, "color_scheme": "dark",
+                                          "device_scale_factor": 2, "is_mobile": True, "has_touch": True})):
+        context = ctx["browser"].new_context(**options)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=relay.base)
+        page = context.new_page()
+        login(page, relay.base, "alice", ctx["alice_password"])
+        expect(page.locator("#chat")).to_be_visible()
+        send(page, f"markdown on the {name}")
+        reply = page.locator("#messages li.msg.outbound.md").last
+        expect(reply.locator("h1")).to_have_text("Release notes", timeout=20000)
+        expect(reply.locator("del")).to_have_text("1.0")
+        expect(reply.locator("ul li")).to_have_count(3)
+        expect(reply.locator("input[type=checkbox][checked]")).to_have_count(1)
+        expect(reply.locator("table th")).to_have_count(3)
+        expect(reply.locator("table td").first).to_have_text("claim p99")
+        code = reply.locator("pre code[data-lang=rust]")
+        expect(code).to_contain_text('println!("<not a tag>");')
+        expect(reply.locator(".codebar span")).to_have_text("rust")
+        family = code.evaluate("e => getComputedStyle(e).fontFamily")
+        assert "mono" in family.lower() or "consolas" in family.lower(), family
+        links = reply.locator("a")
+        expect(links).to_have_count(2)
+        for i in range(2):
+            assert links.nth(i).get_attribute("target") == "_blank"
+            assert links.nth(i).get_attribute("rel") == "noopener noreferrer"
+        assert links.nth(0).get_attribute("href") == "https://example.com/notes"
+        assert links.nth(1).get_attribute("href") == "https://example.com/full"
+        reply.locator(".codebar .copy").click()
+        expect(reply.locator(".codebar .copy")).to_have_text("Copied")
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert 'println!("<not a tag>");' in copied, copied
+        width = page.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= options["viewport"]["width"], f"the page scrolls sideways: {width}"
+        reply.scroll_into_view_if_needed()
+        shot(page, f"markdown-{name}")
+        context.close()
 
 
 def test_new_conversation_after_expiry(ctx, relay):
@@ -534,7 +695,7 @@ def test_demo_answers_at_once(ctx, relay):
             login(page, url.removesuffix("/chat"), "demo", password)
             expect(page.locator("#chat")).to_be_visible()
             send(page, f"hello from the {name}")
-            echo = f"**Echo:** hello from the {name}"
+            echo = f"Echo: hello from the {name}"  # **Echo:** rendered
             deadline = time.time() + 20
             while not any(d == "out" and t.startswith(echo) and mid and not streaming
                           for d, t, mid, streaming in bubbles(page)):
@@ -589,6 +750,8 @@ TESTS = [
     test_relay_restart_mid_conversation,
     test_users_never_see_each_other,
     test_agent_markup_renders_inert,
+    test_xss_corpus_stays_inert,
+    test_markdown_reads_as_written,
     test_new_conversation_after_expiry,
     test_phone_viewport_and_dark_mode,
     test_token_from_the_embedding_site,

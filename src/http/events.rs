@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use serde_json::json;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -67,6 +66,7 @@ pub(crate) async fn events(
         Some(c) => c,
         None => state.relay.current_cursor().await?,
     };
+    let viewed_by = viewer.clone();
     let watch = state.relay.watch_session(&viewer, version).await?;
     let feed = feed::spawn(
         state.relay.clone(),
@@ -77,17 +77,18 @@ pub(crate) async fn events(
         watch,
         state.shutdown.clone(),
     );
-    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
-        let event = match feed.items.recv().await? {
-            FeedItem::Stored { cursor, message } => Event::default()
-                .id(cursor.to_string())
-                .event("message")
-                .json_data(json!({ "cursor": cursor.to_string(), "message": message })),
-            FeedItem::Live(live) => Event::default().event(live.event).json_data(&live.payload),
-        };
-        let event = event.unwrap_or_else(|_| Event::default().comment("unencodable event"));
-        Some((Ok::<_, Infallible>(event), feed))
-    });
+    let stream =
+        futures_util::stream::unfold((feed, viewed_by), |(mut items, viewer)| async move {
+            let event = match items.items.recv().await? {
+                FeedItem::Stored { cursor, message } => Event::default()
+                    .id(cursor.to_string())
+                    .event("message")
+                    .json_data(feed::stored_payload(&viewer, cursor, &message)),
+                FeedItem::Live(live) => Event::default().event(live.event).json_data(&live.payload),
+            };
+            let event = event.unwrap_or_else(|_| Event::default().comment("unencodable event"));
+            Some((Ok::<_, Infallible>(event), (items, viewer)))
+        });
     let keep_alive =
         KeepAlive::new().interval(Duration::from_secs(state.config.sse.keepalive_secs));
     let mut response = Sse::new(stream).keep_alive(keep_alive).into_response();

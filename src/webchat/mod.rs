@@ -3,12 +3,14 @@
 //!
 //! The page talks to the same API as any app, with a user session: the login
 //! cookie of a built-in account, or a token the embedding site hands it
-//! (`/chat#token=…` or `postMessage`). Message text is only ever put into
-//! the page as text (`textContent`), never as HTML or Markdown, so what an
-//! agent writes cannot become markup, a link or a script. Every response
-//! carries a strict Content-Security-Policy: scripts, styles and
-//! connections from the relay itself only, no inline script, framing only
-//! by `[webchat] frame_ancestors`.
+//! (`/chat#token=…` or `postMessage`). An agent's Markdown is rendered and
+//! sanitized here ([`markdown`]) and is the only HTML the page inserts;
+//! everything else is put in as text. Every response carries a strict
+//! Content-Security-Policy: scripts, styles and connections from the relay
+//! itself only, no inline script, Trusted Types required (one policy, the
+//! page's for that rendering), framing only by `[webchat] frame_ancestors`.
+
+pub mod markdown;
 
 use crate::app::AppState;
 use crate::error::Error;
@@ -100,7 +102,8 @@ pub fn content_security_policy(frame_ancestors: &[String]) -> String {
     };
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-         img-src 'self' data: blob:; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
+         img-src 'self' data: blob:; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}; \
+         require-trusted-types-for 'script'; trusted-types clawrelay-markdown"
     )
 }
 
@@ -130,7 +133,10 @@ mod tests {
         assert!(none.contains("script-src 'self';"));
         assert!(!none.contains("unsafe-inline"));
         let some = content_security_policy(&["https://a.example".into(), "'self'".into()]);
-        assert!(some.ends_with("frame-ancestors https://a.example 'self'"));
+        assert!(some.contains("frame-ancestors https://a.example 'self';"));
+        assert!(
+            some.contains("require-trusted-types-for 'script'; trusted-types clawrelay-markdown")
+        );
     }
 
     #[test]

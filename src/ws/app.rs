@@ -73,7 +73,7 @@ pub async fn run(
             item = feed.items.recv() => {
                 let sent = match item {
                     Some(FeedItem::Stored { cursor, message }) => {
-                        conn.event("message", &json!({ "cursor": cursor.to_string(), "message": message })).await
+                        conn.event("message", &feed::stored_payload(&viewer, cursor, &message)).await
                     }
                     Some(FeedItem::Live(event)) => conn.event(event.event, &event.payload).await,
                     None if feed.was_slow() => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),

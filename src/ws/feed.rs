@@ -20,7 +20,7 @@
 use crate::auth::Principal;
 use crate::hub::{CredentialWatch, LiveEvent};
 use crate::ids::ConversationId;
-use crate::model::Message;
+use crate::model::{Direction, Message};
 use crate::relay::Relay;
 use crate::shutdown::Shutdown;
 use std::collections::VecDeque;
@@ -36,6 +36,17 @@ pub enum FeedItem {
     Stored { cursor: i64, message: Box<Message> },
     /// A live-only event.
     Live(Arc<LiveEvent>),
+}
+
+/// The payload of a stored message's `message` event. On a user session's
+/// stream (the web chat's) an agent's message also comes rendered from its
+/// Markdown, as `html` beside `text` (see [`crate::webchat::markdown`]).
+pub fn stored_payload(viewer: &Principal, cursor: i64, message: &Message) -> serde_json::Value {
+    let mut body = serde_json::json!({ "cursor": cursor.to_string(), "message": message });
+    if matches!(viewer, Principal::User(_)) && message.direction == Direction::Outbound {
+        body["message"]["html"] = crate::webchat::markdown::render(&message.text).into();
+    }
+    body
 }
 
 pub struct Feed {

@@ -19,6 +19,7 @@ mod hardening;
 mod helpers;
 mod idempotency;
 mod leases;
+mod markdown;
 mod metrics;
 mod openapi;
 mod postgres;

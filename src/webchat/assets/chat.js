@@ -9,8 +9,14 @@
 // The conversation comes from GET /events read with fetch (so a bearer token
 // can be sent): every stored message after the last cursor, then live
 // events. After a drop the stream resumes from the last cursor, and messages
-// are kept by id, so nothing is missed or shown twice. Text is only ever set
-// with textContent: nothing an agent writes becomes markup or a link.
+// are kept by id, so nothing is missed or shown twice.
+//
+// Markdown: an agent's stored message comes with `html`, its Markdown
+// rendered and sanitized by the relay (src/webchat/markdown.rs). That is the
+// only HTML this page ever inserts, through the one Trusted Types policy
+// below; the page's Content-Security-Policy requires Trusted Types, so no
+// other string can reach innerHTML. Everything else (the user's own
+// messages, a reply while it streams) is set with textContent.
 //
 // Attachments: files picked (or pasted) are uploaded (POST /attachments)
 // when the message is sent, then listed in its `attachments`. A message's
@@ -42,6 +48,9 @@
     assigned: new Set(), // conversations an agent took after they waited
   };
   const INLINE = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+  const markdownPolicy = window.trustedTypes
+    ? window.trustedTypes.createPolicy("clawrelay-markdown", { createHTML: (html) => html })
+    : { createHTML: (html) => html };
 
   function setConnection(value) {
     document.body.dataset.connection = value;
@@ -457,6 +466,45 @@
     li.insertBefore(box, li.querySelector(".meta"));
   }
 
+  // A message's body: the relay's rendering of an agent's Markdown when it
+  // sent one, else the text as typed.
+  function setBody(li, m) {
+    const body = li.querySelector(".body");
+    if (typeof m.html === "string") {
+      body.innerHTML = markdownPolicy.createHTML(m.html);
+      li.classList.add("md");
+      decorateCode(body);
+    } else {
+      body.textContent = m.text;
+    }
+  }
+
+  // Each code block gets a bar with its language and a copy button.
+  function decorateCode(body) {
+    for (const pre of body.querySelectorAll("pre")) {
+      const code = pre.querySelector("code");
+      const bar = document.createElement("div");
+      bar.className = "codebar";
+      const lang = document.createElement("span");
+      lang.textContent = (code && code.dataset.lang) || "code";
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "copy";
+      copy.textContent = "Copy";
+      copy.addEventListener("click", async () => {
+        try {
+          await navigator.clipboard.writeText(code ? code.textContent : pre.textContent);
+          copy.textContent = "Copied";
+        } catch (_) {
+          copy.textContent = "Copy failed";
+        }
+        setTimeout(() => (copy.textContent = "Copy"), 2000);
+      });
+      bar.append(lang, copy);
+      pre.before(bar);
+    }
+  }
+
   function setMeta(li, text) {
     li.querySelector(".meta").textContent = text;
   }
@@ -481,11 +529,16 @@
     let li = m.replyId ? state.streaming.get(m.replyId) : null;
     if (li) {
       // The streamed reply settles into the stored one, in place.
+      // At the bottom it stays there; above, what the reader sees stays put
+      // (the reply is the last message: only what is below it grows).
       state.streaming.delete(m.replyId);
       li.classList.remove("streaming");
-      li.querySelector(".body").textContent = m.text;
+      const stick = nearBottom();
+      setBody(li, m);
+      if (stick) $("messages").scrollTop = $("messages").scrollHeight;
     } else {
       li = bubble(m.direction, m.text);
+      setBody(li, m);
       append(li);
     }
     if (m.replyId) state.settled.add(m.replyId);
