@@ -1,21 +1,25 @@
-//! `GET /conversations` (admin) and `GET /conversations/:id` (admin, or the
-//! client or app the conversation belongs to).
+//! `GET /conversations` (admin), `POST /conversations` (a new conversation
+//! for a user: the admin, the user's app, or the user's own session) and
+//! `GET /conversations/:id` (admin, or the client or app the conversation
+//! belongs to).
 
 use super::auth::{AdminAuth, AnyAuth};
-use super::extract::{cursor, limit, query_id, ApiPath, ApiQuery};
+use super::extract::{cursor, limit, query_id, ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::{Error, ErrorResponse};
-use crate::ids::{AppId, ClientId, ConversationId};
+use crate::ids::{AppId, ClientId, ConversationId, UserId};
 use crate::model::{Conversation, ConversationState, ConversationWithMessages};
 use crate::relay::admin::ConversationFilter;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/conversations", get(list))
+        .route("/conversations", get(list).post(open))
         .route("/conversations/{id}", get(one))
 }
 
@@ -72,6 +76,77 @@ pub(crate) async fn list(
         conversations: page.items,
         next_cursor: page.next.map(|n| n.to_string()),
     }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OpenBody {
+    /// The user: required of an app and of the admin; a user session opens
+    /// its own (naming another user is forbidden).
+    user_id: Option<String>,
+    /// The app: required of the admin only.
+    app_id: Option<String>,
+}
+
+/// Opens a new conversation for a user, beside those still active (each
+/// expires on its own when idle). Post into it with `conversationId`;
+/// messages without one continue the user's most recently active
+/// conversation.
+#[utoipa::path(post, path = "/conversations", tag = "app", security(("bearer" = [])), request_body = OpenBody, responses(
+    (status = 201, body = Conversation),
+    (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse),
+    (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn open(
+    State(state): State<AppState>,
+    AnyAuth(who): AnyAuth,
+    ApiJson(body): ApiJson<OpenBody>,
+) -> Result<(StatusCode, Json<Conversation>), Error> {
+    let user = |id: Option<String>| {
+        let id = id.ok_or_else(|| Error::invalid("invalid_user_id", "`userId` is required"))?;
+        UserId::parse(&id)
+            .map_err(|why| Error::invalid("invalid_user_id", format!("`userId` {why}")))
+    };
+    let (app, user) = match &who {
+        Principal::User(s) => {
+            if body
+                .user_id
+                .as_deref()
+                .is_some_and(|u| u != s.user.as_str())
+                || body.app_id.as_deref().is_some_and(|a| a != s.app.as_str())
+            {
+                return Err(Error::Forbidden(
+                    "a user session opens conversations for its own user only",
+                ));
+            }
+            (s.app.clone(), s.user.clone())
+        }
+        Principal::App(a) => {
+            if body.app_id.as_deref().is_some_and(|id| id != a.as_str()) {
+                return Err(Error::Forbidden(
+                    "an app opens conversations for its own users only",
+                ));
+            }
+            (a.clone(), user(body.user_id)?)
+        }
+        Principal::Admin => {
+            let id = body
+                .app_id
+                .ok_or_else(|| Error::invalid("invalid_app_id", "`appId` is required"))?;
+            let app = AppId::parse_any(&id)
+                .ok_or_else(|| Error::not_found("app_not_found", format!("no app {id}")))?;
+            (app, user(body.user_id)?)
+        }
+        Principal::Client(_) => {
+            return Err(Error::Forbidden(
+                "conversations are opened by an app, a user session or the admin",
+            ))
+        }
+    };
+    state.limits.check_user(&app, &user)?;
+    let conversation = state.relay.open_conversation(app, user).await?;
+    Ok((StatusCode::CREATED, Json(conversation)))
 }
 
 /// One conversation with its messages: for an admin any, for a client or an app its own.

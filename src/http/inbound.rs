@@ -6,7 +6,7 @@ use super::extract::{cursor, idempotency_key, limit, ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::ids::{AppId, IdempotencyKey, UserId};
+use crate::ids::{AppId, ConversationId, IdempotencyKey, UserId};
 use crate::model::Message;
 use crate::relay::attachments::party_of;
 use crate::relay::messages::Post;
@@ -35,6 +35,11 @@ pub(crate) struct InboundBody {
     /// Ids of uploads (`POST /attachments`) the message carries, in order.
     #[serde(default)]
     attachments: Vec<String>,
+    /// The conversation of that user's it continues (active; see `POST
+    /// /conversations`). Without it: the user's most recently active
+    /// conversation, or a new one.
+    #[serde(default, rename = "conversationId")]
+    conversation_id: Option<String>,
 }
 
 /// Stores a user's message and queues its delivery; answers the stored message.
@@ -62,6 +67,7 @@ pub(crate) async fn inbound(
         &state,
         &sender,
         body.from.as_deref(),
+        body.conversation_id.as_deref(),
         body.text,
         &body.attachments,
         key,
@@ -76,15 +82,24 @@ pub(crate) fn post_of(
     state: &AppState,
     sender: &Principal,
     from: Option<&str>,
+    conversation: Option<&str>,
     text: String,
     attachments: &[String],
     key: Option<IdempotencyKey>,
 ) -> Result<Post, Error> {
     let (app, from) = sender_of(sender, from)?;
+    let conversation = conversation
+        .map(|c| {
+            ConversationId::parse(c).ok_or_else(|| {
+                Error::not_found("conversation_not_found", format!("no conversation {c}"))
+            })
+        })
+        .transpose()?;
     state.limits.check_user(&app, &from)?;
     Ok(Post {
         app,
         from,
+        conversation,
         text,
         attachments: state.relay.attachment_ids(attachments)?,
         key,

@@ -35,28 +35,62 @@ pub(super) struct Destination {
     pub expired: Option<Expired>,
 }
 
-/// The conversation an inbound message of `user` belongs to, and its client.
-/// Expires an idle conversation and opens a new one; keeps an active one with
-/// its client unless that client is revoked or gone.
+fn queue_full(client: &ClientId, max_pending: i64) -> Error {
+    Error::Overloaded {
+        code: "queue_full",
+        message: format!(
+            "client {client} already holds {max_pending} undelivered messages ([delivery] max_pending); retry later"
+        ),
+    }
+}
+
+/// The conversation an inbound message of `user` belongs to, and its client:
+/// the one it names (`wanted`: it must be that user's and active), or else
+/// the user's most recently active one. Expires that one if idle and opens a
+/// new one; keeps an active one with its client unless that client is
+/// revoked or gone.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conversation_for(
     tx: &Tx,
     hub: &Hub,
     app: &AppId,
     user: &UserId,
+    wanted: Option<&ConversationId>,
     live: &[ClientId],
     ttl_ms: i64,
     max_pending: i64,
     now: i64,
 ) -> Result<Destination, Error> {
-    let full = |client: &ClientId| {
-        Error::Overloaded {
-        code: "queue_full",
-        message: format!(
-            "client {client} already holds {max_pending} undelivered messages ([delivery] max_pending); retry later"
-        ),
+    let full = |client: &ClientId| queue_full(client, max_pending);
+    if let Some(id) = wanted {
+        let (active, expired) =
+            conversations::find_of_user(tx, id, app, user)?.ok_or_else(|| {
+                Error::not_found(
+                    "conversation_not_found",
+                    format!("no conversation {id} of user `{}`", user.as_str()),
+                )
+            })?;
+        if expired || active.updated_at <= now - ttl_ms {
+            return Err(Error::Conflict {
+                code: "conversation_expired",
+                message: format!(
+                    "conversation {id} has ended; post without `conversationId` to continue the user's latest, or open a new one (POST /conversations)"
+                ),
+            });
+        }
+        let client = keep_or_move(tx, hub, &active, live, now)?;
+        if let Some((c, pending)) = &client {
+            if *pending >= max_pending {
+                return Err(full(c));
+            }
+        }
+        return Ok(Destination {
+            conversation: active.id,
+            client: client.map(|(c, _)| c),
+            opened: false,
+            expired: None,
+        });
     }
-    };
     let mut expired = None;
     if let Some(active) = conversations::find_active(tx, app, user)? {
         if active.updated_at > now - ttl_ms {

@@ -8,11 +8,11 @@ use crate::error::Error;
 use crate::ids::{
     AppId, AttachmentId, ClientId, ConversationId, EventId, IdempotencyKey, ReplyId, UserId,
 };
-use crate::model::{Attachment, ConversationWithMessages, Direction, Message};
+use crate::model::{Attachment, Conversation, ConversationWithMessages, Direction, Message};
 use crate::store::attachments::{self, Party};
 use crate::store::messages::NewMessage;
 use crate::store::postgres::engine;
-use crate::store::{conversations, deliveries, idempotency, messages, now_ms, Tx};
+use crate::store::{apps, clients, conversations, deliveries, idempotency, messages, now_ms, Tx};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -79,6 +79,9 @@ pub struct OutboxPage {
 pub struct Post {
     pub app: AppId,
     pub from: UserId,
+    /// The conversation of that user's it continues (None: the user's most
+    /// recently active one, or a new one).
+    pub conversation: Option<ConversationId>,
     pub text: String,
     pub attachments: Vec<AttachmentId>,
     pub key: Option<IdempotencyKey>,
@@ -107,6 +110,7 @@ impl Relay {
         let Post {
             app,
             from,
+            conversation: wanted,
             text,
             attachments: attached,
             key,
@@ -114,7 +118,9 @@ impl Relay {
         } = post;
         self.check_text(&text, attached.len())?;
         let now = now_ms();
-        if let (Some(engine), true) = (&self.engine, attached.is_empty()) {
+        // The engine takes the common case: no attachments, the user's
+        // latest conversation.
+        if let (Some(engine), true, None) = (&self.engine, attached.is_empty(), &wanted) {
             let request = engine::Inbound {
                 app: app.clone(),
                 user: from.clone(),
@@ -152,8 +158,17 @@ impl Relay {
                     return Ok(((0, m), Wake::Nobody, None, false, false));
                 }
                 let carried = usable(tx, &attached, &poster)?;
-                let destination =
-                    conversation_for(tx, &hub, &app, &from, &live, ttl_ms, max_pending, now)?;
+                let destination = conversation_for(
+                    tx,
+                    &hub,
+                    &app,
+                    &from,
+                    wanted.as_ref(),
+                    &live,
+                    ttl_ms,
+                    max_pending,
+                    now,
+                )?;
                 let (conversation, client) = (destination.conversation, destination.client);
                 let stored = messages::insert(
                     tx,
@@ -210,6 +225,40 @@ impl Relay {
             self.publish_expired(expired);
         }
         Ok(message)
+    }
+
+    /// `POST /conversations`: opens a new conversation for `user` of `app`,
+    /// beside those still active, assigned as a first message's would be.
+    /// Messages that name it (`conversationId`) go to it.
+    pub async fn open_conversation(&self, app: AppId, user: UserId) -> Result<Conversation, Error> {
+        if !apps::is_active(self.store.reader(), &app).await? {
+            return Err(Error::not_found(
+                "app_not_found",
+                format!("no active app {app}"),
+            ));
+        }
+        let now = now_ms();
+        let live = self.hub.live_clients(now);
+        let (id, assigned) = self
+            .store
+            .write(move |tx| {
+                conversations::lock_user(tx, &app, &user)?;
+                let client = clients::least_loaded(tx, &live)?.map(|(c, _)| c);
+                let id = conversations::create(tx, &app, &user, client.as_ref(), now)?;
+                Ok::<_, Error>((id, client.is_some()))
+            })
+            .await?;
+        if !assigned {
+            self.hub.note_unassigned();
+        }
+        self.active_conversations.fetch_add(1, Ordering::Relaxed);
+        conversations::get(self.store.reader(), &id, self.rules.idle_cutoff(now_ms()))
+            .await?
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "conversation {id} was opened but cannot be read back yet; retry the read"
+                ))
+            })
     }
 
     /// `POST /send`: stores an agent's reply in a conversation it holds and,

@@ -1,4 +1,5 @@
-//! Conversations: one (app, user) thread at a time, sticky to one client.
+//! Conversations: threads of an (app, user), each sticky to one client; a
+//! message names its conversation or continues the user's latest.
 //!
 //! A conversation is expired when `expired_at` is set, or when it has been
 //! idle since before `idle_cutoff` (now − ttl) and the expiry task has not
@@ -21,12 +22,13 @@ pub struct Active {
     pub updated_at: i64,
 }
 
-/// The user's active conversation. On PostgreSQL the writers of one user
+/// The user's most recently active conversation (a user may have several
+/// active at once). On PostgreSQL the writers of one user
 /// take turns from here to the end of their transactions (an advisory lock
 /// on the user): two relays taking a first message of the same user at
 /// once would otherwise both open a conversation, and the second would
-/// break the one-active-conversation rule. The second waits, then finds the
-/// first's conversation (each statement sees what committed before it).
+/// open a second one for a message that meant to continue. The second
+/// waits, then finds the first's conversation (each statement sees what committed before it).
 /// The conversation's row is locked too, as every writer of a conversation
 /// locks it: an agent's adoption of unassigned work, which takes no user
 /// lock, once committed between this read and the caller's move of the
@@ -58,7 +60,8 @@ pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Ac
                     (cl.id IS NOT NULL AND cl.revoked_at IS NULL),
                     COALESCE(cl.pending, 0)
              FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
-             WHERE c.app_id = ? AND c.user_id = ? AND c.expired_at IS NULL",
+             WHERE c.app_id = ? AND c.user_id = ? AND c.expired_at IS NULL
+             ORDER BY c.updated_at DESC, c.id DESC LIMIT 1",
         )?
         .query_row((app, user), |r| {
             Ok(Active {
@@ -71,6 +74,73 @@ pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Ac
         })
         .optional()?;
     Ok(row)
+}
+
+/// Conversation `id` if it belongs to that app and user, read and locked as
+/// [`find_active`] does; with whether it is marked expired.
+pub fn find_of_user(
+    tx: &Tx,
+    id: &ConversationId,
+    app: &AppId,
+    user: &UserId,
+) -> StoreResult<Option<(Active, bool)>> {
+    let tx = match tx {
+        Tx::Sqlite(c) => c,
+        Tx::Postgres(pg) => {
+            pg.execute(pgsql::conversations::lock_user(app.as_str(), user.as_str()))?;
+            let row = pg.fetch_optional(pgsql::conversations::find_of_user(
+                id.as_str(),
+                app.as_str(),
+                user.as_str(),
+            ))?;
+            return Ok(row.map(
+                |(id, client, updated_at, client_active, client_pending, expired)| {
+                    (
+                        Active {
+                            id: ConversationId::from_db(id),
+                            client_id: client.map(ClientId::from_db),
+                            client_active,
+                            client_pending,
+                            updated_at,
+                        },
+                        expired,
+                    )
+                },
+            ));
+        }
+    };
+    let row = tx
+        .prepare_cached(
+            "SELECT c.id, c.client_id, c.updated_at,
+                    (cl.id IS NOT NULL AND cl.revoked_at IS NULL),
+                    COALESCE(cl.pending, 0), c.expired_at IS NOT NULL
+             FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
+             WHERE c.id = ? AND c.app_id = ? AND c.user_id = ?",
+        )?
+        .query_row((id, app, user), |r| {
+            Ok((
+                Active {
+                    id: ConversationId::from_db(r.get(0)?),
+                    client_id: r.get::<_, Option<String>>(1)?.map(ClientId::from_db),
+                    updated_at: r.get(2)?,
+                    client_active: r.get(3)?,
+                    client_pending: r.get(4)?,
+                },
+                r.get(5)?,
+            ))
+        })
+        .optional()?;
+    Ok(row)
+}
+
+/// Takes the (app, user) turn a writer of the user's conversations takes
+/// (PostgreSQL: an advisory lock until the transaction ends; SQLite: its one
+/// writer already serializes them).
+pub fn lock_user(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<()> {
+    if let Tx::Postgres(pg) = tx {
+        pg.execute(pgsql::conversations::lock_user(app.as_str(), user.as_str()))?;
+    }
+    Ok(())
 }
 
 pub fn create(

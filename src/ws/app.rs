@@ -166,6 +166,7 @@ async fn inbound(state: &AppState, viewer: &Principal, p: InboundParams) -> Resu
         state,
         viewer,
         p.from.as_deref(),
+        p.conversation_id.as_deref(),
         p.text,
         &p.attachments,
         key,

@@ -219,6 +219,9 @@ pub struct InboundParams {
     #[serde(default)]
     pub attachments: Vec<String>,
     pub idempotency_key: Option<String>,
+    /// The conversation of that user's it continues (as `POST /inbound`).
+    #[serde(default)]
+    pub conversation_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod auth_matrix;
 mod bad_input;
 mod cluster;
 mod concurrency;
+mod conversations;
 mod dead_letters;
 mod demo;
 mod deploy;

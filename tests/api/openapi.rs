@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/webhooks/{id}/attempts"),
     ("POST", "/webhooks/{id}/replay"),
     ("GET", "/conversations"),
+    ("POST", "/conversations"),
     ("GET", "/conversations/{id}"),
     ("GET", "/poll"),
     ("POST", "/send"),

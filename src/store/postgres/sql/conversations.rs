@@ -12,8 +12,8 @@ pub fn lock_user(app: &str, user: &str) -> Statement {
     )
 }
 
-/// The user's active conversation: id, client, updated_at, whether the
-/// client is active, its pending count. Its row is locked first and read as
+/// The user's most recently active conversation: id, client, updated_at,
+/// whether the client is active, its pending count. Its row is locked first and read as
 /// the lock finds it (an adoption or a move that committed meanwhile is
 /// seen): the caller decides where the conversation goes from what it reads.
 #[allow(clippy::type_complexity)]
@@ -25,6 +25,7 @@ pub fn find_active(
         r#"WITH c AS MATERIALIZED (
                SELECT id, client_id, updated_at FROM conversations
                WHERE app_id = $1 AND user_id = $2 AND expired_at IS NULL
+               ORDER BY updated_at DESC, id DESC LIMIT 1
                FOR UPDATE)
            SELECT c.id AS "id!", c.client_id, c.updated_at AS "updated_at!",
                   (cl.id IS NOT NULL AND cl.revoked_at IS NULL) AS "client_active!",
@@ -40,6 +41,40 @@ pub fn find_active(
             r.updated_at,
             r.client_active,
             r.client_pending,
+        )
+    })
+}
+
+/// Conversation `id` if it is the user's, as [`find_active`] reads it, and
+/// whether it is marked expired.
+#[allow(clippy::type_complexity)]
+pub fn find_of_user(
+    id: &str,
+    app: &str,
+    user: &str,
+) -> Rows<impl Row<(String, Option<String>, i64, bool, i64, bool)>> {
+    sqlx::query!(
+        r#"WITH c AS MATERIALIZED (
+               SELECT id, client_id, updated_at, expired_at FROM conversations
+               WHERE id = $1 AND app_id = $2 AND user_id = $3
+               FOR UPDATE)
+           SELECT c.id AS "id!", c.client_id, c.updated_at AS "updated_at!",
+                  (cl.id IS NOT NULL AND cl.revoked_at IS NULL) AS "client_active!",
+                  COALESCE(client_pending(cl.id), 0) AS "client_pending!",
+                  (c.expired_at IS NOT NULL) AS "expired!"
+           FROM c LEFT JOIN clients cl ON cl.id = c.client_id"#,
+        id,
+        app,
+        user
+    )
+    .map(|r| {
+        (
+            r.id,
+            r.client_id,
+            r.updated_at,
+            r.client_active,
+            r.client_pending,
+            r.expired,
         )
     })
 }
