@@ -64,8 +64,10 @@ for role in admin agent app user; do
         -c "$checks" --max-examples "${FUZZ_EXAMPLES:-60}" --request-timeout 10 \
         --seed 20261121 --no-color > "$out" 2>&1); then
         status=1
+        cat "$out" # the failures in full, with the requests that reproduce them
+    else
+        tail -n 25 "$out"
     fi
-    tail -n 25 "$out"
     n=$(grep -oE '[0-9]+ generated' "$out" | awk '{ s += $1 } END { print s + 0 }')
     total=$((total + ${n:-0}))
 done

@@ -95,8 +95,8 @@ pub(crate) struct OpenBody {
 #[utoipa::path(post, path = "/conversations", tag = "app", security(("bearer" = [])), request_body = OpenBody, responses(
     (status = 201, body = Conversation),
     (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse),
-    (status = 503, body = ErrorResponse),
+    (status = 404, body = ErrorResponse), (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
 ))]
 pub(crate) async fn open(
     State(state): State<AppState>,

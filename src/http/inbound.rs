@@ -50,6 +50,7 @@ pub(crate) struct InboundBody {
     (status = 400, body = crate::error::ErrorResponse),
     (status = 401, body = crate::error::ErrorResponse),
     (status = 403, body = crate::error::ErrorResponse),
+    (status = 404, body = crate::error::ErrorResponse),
     (status = 409, body = crate::error::ErrorResponse),
     (status = 413, body = crate::error::ErrorResponse),
     (status = 422, body = crate::error::ErrorResponse),
