@@ -3,7 +3,7 @@
 //! `GET /conversations/:id` (admin, or the client or app the conversation
 //! belongs to).
 
-use super::auth::{AdminAuth, AnyAuth};
+use super::auth::AnyAuth;
 use super::extract::{cursor, limit, query_id, ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -38,20 +38,31 @@ pub(crate) struct ListQuery {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Conversations {
-    conversations: Vec<Conversation>,
+    conversations: Vec<ListedConversation>,
     /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
 }
 
-/// Conversations, newest first, with filters.
-#[utoipa::path(get, path = "/conversations", tag = "admin", security(("bearer" = [])), params(ListQuery), responses(
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ListedConversation {
+    #[serde(flatten)]
+    conversation: Conversation,
+    /// The first words of its first message ("" when it has none yet, or
+    /// only files).
+    title: String,
+}
+
+/// Conversations, newest first, with filters: for the admin any; for an
+/// app its own users'; for a user session its own user's (the chat's list).
+#[utoipa::path(get, path = "/conversations", tag = "any", security(("bearer" = [])), params(ListQuery), responses(
     (status = 200, body = Conversations),
     (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
     (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
 ))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AnyAuth(who): AnyAuth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Conversations>, Error> {
     let client = query_id(
@@ -61,19 +72,54 @@ pub(crate) async fn list(
         "a client id",
     )?;
     let app = query_id(q.app_id, AppId::parse_any, "invalid_app_id", "an app id")?;
+    // Who sees what: an app and a session are held to their own, whatever
+    // the filters say (another app or user: nothing, as "not yours").
+    let (app, user) = match &who {
+        Principal::Admin => (app, q.user_id),
+        Principal::App(own) => {
+            if let Some(other) = app.as_ref().filter(|a| *a != own) {
+                return Err(not_yours(other.as_str()));
+            }
+            (Some(own.clone()), q.user_id)
+        }
+        Principal::User(s) => {
+            if let Some(other) = app.as_ref().filter(|a| **a != s.app) {
+                return Err(not_yours(other.as_str()));
+            }
+            if q.user_id.as_deref().is_some_and(|u| u != s.user.as_str()) {
+                return Err(Error::Forbidden(
+                    "a user session lists its own user's conversations only",
+                ));
+            }
+            (Some(s.app.clone()), Some(s.user.as_str().to_owned()))
+        }
+        Principal::Client(_) => {
+            return Err(Error::Forbidden(
+                "conversations are listed by the admin, an app or a user session",
+            ))
+        }
+    };
     let page = state
         .relay
         .list_conversations(ConversationFilter {
             app,
-            user: q.user_id,
+            user,
             client,
             state: q.state,
             before: cursor(q.cursor.as_deref())?,
             limit: limit(q.limit, 50, 500)?,
         })
         .await?;
+    let mut titles = state.relay.conversation_titles(&page.items).await?;
     Ok(Json(Conversations {
-        conversations: page.items,
+        conversations: page
+            .items
+            .into_iter()
+            .map(|c| ListedConversation {
+                title: titles.remove(&c.id).unwrap_or_default(),
+                conversation: c,
+            })
+            .collect(),
         next_cursor: page.next.map(|n| n.to_string()),
     }))
 }
@@ -110,11 +156,13 @@ pub(crate) async fn open(
     };
     let (app, user) = match &who {
         Principal::User(s) => {
+            if let Some(other) = body.app_id.as_deref().filter(|a| *a != s.app.as_str()) {
+                return Err(not_yours(other));
+            }
             if body
                 .user_id
                 .as_deref()
                 .is_some_and(|u| u != s.user.as_str())
-                || body.app_id.as_deref().is_some_and(|a| a != s.app.as_str())
             {
                 return Err(Error::Forbidden(
                     "a user session opens conversations for its own user only",
@@ -123,10 +171,8 @@ pub(crate) async fn open(
             (s.app.clone(), s.user.clone())
         }
         Principal::App(a) => {
-            if body.app_id.as_deref().is_some_and(|id| id != a.as_str()) {
-                return Err(Error::Forbidden(
-                    "an app opens conversations for its own users only",
-                ));
+            if let Some(other) = body.app_id.as_deref().filter(|id| *id != a.as_str()) {
+                return Err(not_yours(other));
             }
             (a.clone(), user(body.user_id)?)
         }
@@ -165,4 +211,9 @@ pub(crate) async fn one(
         Error::not_found("conversation_not_found", format!("no conversation {id}"))
     })?;
     Ok(Json(state.relay.conversation(&viewer, &id).await?))
+}
+
+/// Another app than the caller's: as unknown.
+fn not_yours(app: &str) -> Error {
+    Error::not_found("app_not_found", format!("no app {app}"))
 }

@@ -336,6 +336,20 @@ impl Relay {
         Ok(page(rows, f.limit))
     }
 
+    /// A title for each listed conversation: the first words of its first
+    /// message ("" when it has none yet, or only files).
+    pub async fn conversation_titles(
+        &self,
+        conversations: &[Conversation],
+    ) -> Result<std::collections::HashMap<ConversationId, String>, Error> {
+        let ids: Vec<ConversationId> = conversations.iter().map(|c| c.id.clone()).collect();
+        let texts = crate::store::messages::first_texts(self.store.reader(), &ids).await?;
+        Ok(texts
+            .into_iter()
+            .map(|(id, text)| (id, title_of(&text)))
+            .collect())
+    }
+
     pub async fn list_deliveries(&self, f: DeliveryFilter) -> Result<Page<Delivery>, Error> {
         let rows = deliveries::list(
             self.store.reader(),
@@ -378,5 +392,56 @@ impl Relay {
             .await?;
         self.wake(wake);
         Ok(())
+    }
+}
+
+/// Most characters of a conversation's title.
+const TITLE_CHARS: usize = 60;
+
+/// The first words of `text`, on one line, at most [`TITLE_CHARS`]
+/// characters (cut at a word, with "…", when longer).
+pub fn title_of(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    if line.chars().count() <= TITLE_CHARS {
+        return line;
+    }
+    let mut out = String::new();
+    for word in words {
+        let next = if out.is_empty() {
+            word.chars().count()
+        } else {
+            out.chars().count() + 1 + word.chars().count()
+        };
+        if next > TITLE_CHARS {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    if out.is_empty() {
+        // One long word (or a script without spaces): cut it.
+        out = line.chars().take(TITLE_CHARS).collect();
+    }
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod title_tests {
+    use super::title_of;
+
+    #[test]
+    fn titles_are_the_first_words_on_one_line() {
+        assert_eq!(title_of("  Hello\n  world "), "Hello world");
+        assert_eq!(title_of(""), "");
+        let long = "word ".repeat(30);
+        let t = title_of(&long);
+        assert!(t.ends_with('…') && t.chars().count() <= 61, "{t}");
+        assert!(!t.contains("wor…"), "cut at a word: {t}");
+        let chinese = "我想申请退款因为商品有质量问题".repeat(5);
+        assert_eq!(title_of(&chinese).chars().count(), 61);
     }
 }

@@ -264,6 +264,43 @@ pub async fn of_conversation(
     Ok(rows.into_iter().map(Message::from).collect())
 }
 
+/// The text of each listed conversation's first message (none for a
+/// conversation without messages).
+pub async fn first_texts(
+    db: &Reader,
+    conversations: &[ConversationId],
+) -> StoreResult<Vec<(ConversationId, String)>> {
+    let ids: Vec<String> = conversations
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    let rows = match db {
+        Reader::Postgres(pool) => pgsql::messages::first_texts(&ids)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?,
+        Reader::Sqlite(pool) => {
+            let ids = serde_json::to_string(&ids).unwrap_or_default();
+            sqlx::query!(
+                r#"SELECT conversation_id AS "conversation_id!", text AS "text!" FROM messages
+                   WHERE seq IN (SELECT MIN(seq) FROM messages
+                                 WHERE conversation_id IN (SELECT value FROM json_each(?1))
+                                 GROUP BY conversation_id)"#,
+                ids
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.conversation_id, r.text))
+            .collect()
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(id, text)| (ConversationId::from_db(id), text))
+        .collect())
+}
+
 /// An app's outbound messages after cursor `after`, in cursor order, each
 /// with its cursor.
 pub async fn outbox(db: &Reader, app: &AppId, after: i64, limit: i64) -> StoreResult<Page> {

@@ -195,10 +195,10 @@ async fn who_may_open_a_conversation_for_whom() {
         .post(
             "/conversations",
             &web,
-            json!({"userId": "erin", "appId": "app_other"}),
+            json!({"userId": "erin", "appId": "app_00000000000000000000000000000000"}),
         )
         .await;
-    assert_eq!(r.status, 403);
+    assert_eq!((r.status.as_u16(), r.error_code()), (404, "app_not_found"));
     let r = app
         .post("/conversations", &client, json!({"userId": "erin"}))
         .await;
@@ -245,4 +245,60 @@ async fn the_websocket_inbound_names_its_conversation_too() {
         .await;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["payload"]["message"]["conversationId"], opened["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_lists_its_own_conversations_with_their_titles() {
+    let app = spawn_app().await;
+    let (_, web) = app.create_app("web").await;
+    let (_, other) = app.create_app("other").await;
+    let (_, client) = app.create_client("agent").await;
+    let a = app
+        .inbound(&web, "alice", "I want a refund\nfor my order 42, please")
+        .await["conversationId"]
+        .clone();
+    let b = app
+        .post("/conversations", &web, json!({"userId": "alice"}))
+        .await
+        .ok()["id"]
+        .clone();
+    app.inbound(&web, "bob", "bob's").await;
+    app.inbound(&other, "alice", "another app's alice").await;
+
+    let (session, _) = app.open_session(&web, "alice").await;
+    let list = app.get("/conversations", &session).await.ok();
+    let got: Vec<(Value, Value)> = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].clone(), c["title"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (b.clone(), json!("")),
+            (a.clone(), json!("I want a refund for my order 42, please"))
+        ],
+        "newest first, alice's of this app only"
+    );
+    let active = app
+        .get("/conversations?state=active&limit=1", &session)
+        .await
+        .ok();
+    assert_eq!(active["conversations"][0]["id"], b);
+    assert!(active["nextCursor"].is_string());
+
+    for (token, query, status) in [
+        (&session, "?userId=bob", 403),
+        (&session, "?appId=app_00000000000000000000000000000000", 404),
+        (&web, "?appId=app_00000000000000000000000000000000", 404),
+        (&client, "", 403),
+    ] {
+        let r = app.get(&format!("/conversations{query}"), token).await;
+        assert_eq!(r.status, status, "{query}: {}", r.body);
+    }
+    // An app sees its users', with the same titles.
+    let mine = app.get("/conversations?userId=bob", &web).await.ok();
+    assert_eq!(mine["conversations"][0]["title"], "bob's");
+    assert_eq!(mine["conversations"].as_array().unwrap().len(), 1);
 }

@@ -356,7 +356,7 @@ async fn a_login_sets_a_strict_http_only_cookie_and_changes_need_the_csrf_token(
     .ok();
     assert_eq!(sent["from"], "alice");
     // A login cookie cannot reach admin or agent routes.
-    for path in ["/clients", "/poll", "/conversations"] {
+    for path in ["/clients", "/poll", "/deliveries"] {
         let r = with_cookie(&app, Method::GET, path, &cookie, &[], None).await;
         assert_eq!(r.status, 403, "{path}: {}", r.body);
     }

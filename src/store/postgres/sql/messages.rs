@@ -99,6 +99,16 @@ pub fn of_conversation(conversation: &str) -> Rows<impl Row<Message>> {
     )
 }
 
+/// The text of each conversation's first message (conversation, text).
+pub fn first_texts(conversations: &[String]) -> Rows<impl Row<(String, String)>> {
+    sqlx::query!(
+        "SELECT DISTINCT ON (conversation_id) conversation_id, text FROM messages
+         WHERE conversation_id = ANY($1) ORDER BY conversation_id, seq",
+        conversations
+    )
+    .map(|r| (r.conversation_id, r.text))
+}
+
 /// A row of a cursor read: the position below which the read saw every
 /// message (`readable_pos()` of its snapshot), and a message (none when the
 /// read found nothing: the one row carries the horizon alone).
