@@ -10,6 +10,7 @@
 //!   cargo run --release --example bench -- pg-queue         # claim latency on PostgreSQL (storage only)
 //!   cargo run --release --example bench -- cluster          # SQLite vs 1 and 3 relays on PostgreSQL
 //!   cargo run --release --example bench -- soak --minutes 30 # a mixed load, watched minute by minute
+//!   cargo run --release --example bench -- webchat          # the chat page's weight, the Markdown renderer's cost
 
 // A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
 #![allow(clippy::unwrap_used)]
@@ -25,6 +26,7 @@ mod relay;
 mod roundtrip;
 mod soak;
 mod uploads;
+mod webchat;
 
 use clap::{Parser, Subcommand};
 use relay::RelayProc;
@@ -47,6 +49,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The web chat page's weight (gzipped) and the Markdown renderer's cost
+    /// per KiB (no relay needed).
+    Webchat,
     /// One round-trip load: K agents, N users.
     Roundtrip {
         #[arg(long, default_value_t = 4)]
@@ -428,6 +433,10 @@ async fn main() {
                 &cli.json,
                 serde_json::json!({ "fsyncMedianMs": fsync, "roundtrips": reports }),
             );
+        }
+        Command::Webchat => {
+            let r = webchat::run();
+            write_json(&cli.json, serde_json::json!({ "webchat": r }));
         }
         Command::Burst { sockets, rounds } => {
             let r = burst::run(&bin, sockets, rounds).await;

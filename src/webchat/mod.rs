@@ -24,6 +24,16 @@ const HTML: &str = include_str!("assets/chat.html");
 const SCRIPT: &str = include_str!("assets/chat.js");
 const STYLE: &str = include_str!("assets/chat.css");
 
+/// The page's files as served (name, body; the HTML with its title not yet
+/// filled in): for the benchmark's page weight.
+pub fn assets() -> [(&'static str, &'static str); 3] {
+    [
+        ("chat.html", HTML),
+        ("chat.js", SCRIPT),
+        ("chat.css", STYLE),
+    ]
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(root))
