@@ -593,6 +593,43 @@ def test_markdown_reads_as_written(ctx, relay):
         context.close()
 
 
+def test_times_copy_drop_and_icon(ctx, relay):
+    """Times read relative with the exact time on hover; an agent's message
+    has a copy button that copies its text as written; a file dropped on the
+    chat is attached; the page has its icon."""
+    context = ctx["browser"].new_context(viewport={"width": 1280, "height": 800})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=relay.base)
+    page = context.new_page()
+    icons = []
+    page.on("response", lambda r: icons.append(r.status) if r.url.endswith("/favicon.svg") else None)
+    login(page, relay.base, "alice", ctx["alice_password"])
+    expect(page.locator("#chat")).to_be_visible()
+    href = page.eval_on_selector("link[rel=icon]", "e => e.href")
+    assert href.endswith("/chat/favicon.svg"), href
+    assert page.request.get(href).status == 200
+    send(page, "markdown to copy")
+    reply = page.locator("#messages li.msg.outbound.md").last
+    expect(reply.locator("h1")).to_have_text("Release notes", timeout=20000)
+    when = reply.locator(".meta time")
+    expect(when).to_have_text("just now")
+    title = when.get_attribute("title")
+    assert title and any(ch.isdigit() for ch in title), title
+    reply.locator(".meta .copy-msg").click()
+    expect(reply.locator(".meta .copy-msg")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == MARKDOWN
+    # A file dropped on the chat joins the files to send.
+    page.evaluate("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["dropped bytes"], "dropped.txt", {type: "text/plain"}));
+        const chat = document.getElementById("chat");
+        chat.dispatchEvent(new DragEvent("dragover", {dataTransfer: dt, bubbles: true, cancelable: true}));
+        chat.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""")
+    expect(page.locator("#picked li")).to_contain_text("dropped.txt")
+    shot(page, "dropped-file")
+    context.close()
+
+
 def test_new_conversation_after_expiry(ctx, relay):
     page = ctx["alice"]
     # [conversations] ttl_secs = 6: the idle conversation expires.
@@ -752,6 +789,7 @@ TESTS = [
     test_agent_markup_renders_inert,
     test_xss_corpus_stays_inert,
     test_markdown_reads_as_written,
+    test_times_copy_drop_and_icon,
     test_new_conversation_after_expiry,
     test_phone_viewport_and_dark_mode,
     test_token_from_the_embedding_site,

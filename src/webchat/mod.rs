@@ -23,6 +23,7 @@ use axum::Router;
 const HTML: &str = include_str!("assets/chat.html");
 const SCRIPT: &str = include_str!("assets/chat.js");
 const STYLE: &str = include_str!("assets/chat.css");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 /// The page's files as served (name, body; the HTML with its title not yet
 /// filled in): for the benchmark's page weight.
@@ -40,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/chat", get(page))
         .route("/chat/chat.js", get(script))
         .route("/chat/chat.css", get(style))
+        .route("/chat/favicon.svg", get(icon))
 }
 
 fn enabled(state: &AppState) -> Result<(), Error> {
@@ -76,6 +78,11 @@ async fn script(State(state): State<AppState>) -> Result<Response, Error> {
 async fn style(State(state): State<AppState>) -> Result<Response, Error> {
     enabled(&state)?;
     Ok(asset(&state, "text/css; charset=utf-8", STYLE.to_owned()))
+}
+
+async fn icon(State(state): State<AppState>) -> Result<Response, Error> {
+    enabled(&state)?;
+    Ok(asset(&state, "image/svg+xml", ICON.to_owned()))
 }
 
 fn asset(state: &AppState, content_type: &'static str, body: String) -> Response {

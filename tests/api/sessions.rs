@@ -557,6 +557,7 @@ async fn the_chat_page_is_served_only_when_enabled_with_a_strict_policy() {
     for (path, kind) in [
         ("/chat/chat.js", "text/javascript"),
         ("/chat/chat.css", "text/css"),
+        ("/chat/favicon.svg", "image/svg+xml"),
     ] {
         let res = app
             .http

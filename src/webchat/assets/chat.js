@@ -513,6 +513,55 @@
     return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
 
+  // "just now", "5 min ago", "14:02", "Yesterday 14:02", "3 Dec 14:02".
+  function relative(ms) {
+    const now = Date.now();
+    const age = now - ms;
+    if (age < 60000) return "just now";
+    if (age < 3600000) return Math.floor(age / 60000) + " min ago";
+    const then = new Date(ms);
+    const today = new Date(now);
+    const dayStart = new Date(today.getFullYear(), today.getMonth(), today.getDate()).getTime();
+    if (ms >= dayStart) return timeOf(ms);
+    if (ms >= dayStart - 86400000) return "Yesterday " + timeOf(ms);
+    return then.toLocaleDateString([], { day: "numeric", month: "short" }) + " " + timeOf(ms);
+  }
+
+  // A stored message's meta line: when, relative, with the exact time on
+  // hover; an agent's message also gets a button that copies its text.
+  function setStored(li, m) {
+    const meta = li.querySelector(".meta");
+    const when = document.createElement("time");
+    when.dateTime = new Date(m.timestamp).toISOString();
+    when.dataset.ms = String(m.timestamp);
+    when.title = new Date(m.timestamp).toLocaleString();
+    when.textContent = relative(m.timestamp);
+    meta.replaceChildren(when);
+    if (m.direction === "outbound") {
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "copy-msg";
+      copy.textContent = "Copy";
+      copy.setAttribute("aria-label", "Copy this message");
+      copy.addEventListener("click", async () => {
+        try {
+          await navigator.clipboard.writeText(m.text);
+          copy.textContent = "Copied";
+        } catch (_) {
+          copy.textContent = "Copy failed";
+        }
+        setTimeout(() => (copy.textContent = "Copy"), 2000);
+      });
+      meta.appendChild(copy);
+    }
+  }
+
+  function refreshTimes() {
+    for (const t of document.querySelectorAll("#messages time[data-ms]")) {
+      t.textContent = relative(Number(t.dataset.ms));
+    }
+  }
+
   function addDivider(text) {
     const li = document.createElement("li");
     li.className = "divider";
@@ -549,7 +598,7 @@
     }
     showFiles(li, m.attachments);
     li.dataset.id = m.id;
-    setMeta(li, timeOf(m.timestamp));
+    setStored(li, m);
     state.byId.set(m.id, li);
   }
 
@@ -628,7 +677,7 @@
         li.remove();
       } else {
         li.dataset.id = data.id;
-        setMeta(li, timeOf(data.timestamp));
+        setStored(li, data);
         showFiles(li, data.attachments);
         state.byId.set(data.id, li);
       }
@@ -727,6 +776,25 @@
       pick(e.target.files);
       e.target.value = "";
     });
+    // Files dropped anywhere on the chat are attached, as picked ones.
+    const chat = $("chat");
+    chat.addEventListener("dragover", (e) => {
+      if (!e.dataTransfer || !Array.from(e.dataTransfer.types).includes("Files")) return;
+      e.preventDefault();
+      chat.classList.add("dropping");
+    });
+    chat.addEventListener("dragleave", (e) => {
+      if (e.target === chat || !chat.contains(e.relatedTarget)) chat.classList.remove("dropping");
+    });
+    chat.addEventListener("drop", (e) => {
+      chat.classList.remove("dropping");
+      const files = e.dataTransfer ? Array.from(e.dataTransfer.files) : [];
+      if (!files.length) return;
+      e.preventDefault();
+      pick(files);
+      $("text").focus();
+    });
+    setInterval(refreshTimes, 30000);
     $("text").addEventListener("paste", (e) => {
       const files = e.clipboardData ? Array.from(e.clipboardData.files) : [];
       if (files.length) {
