@@ -300,6 +300,14 @@ def bubbles(page):
     )
 
 
+def visible_bubbles(page):
+    """(direction, text) of the messages of the conversation shown."""
+    return [tuple(b) for b in page.eval_on_selector_all(
+        "#messages li.msg:not([hidden])",
+        "els => els.map(e => [e.classList.contains('inbound') ? 'in' : 'out',"
+        " e.querySelector('.body').textContent.trim()])")]
+
+
 def wait_settled(page, reply, timeout=20):
     """Waits until `reply` is shown as a stored (not streaming) message."""
     deadline = time.time() + timeout
@@ -630,6 +638,61 @@ def test_times_copy_drop_and_icon(ctx, relay):
     context.close()
 
 
+def test_parallel_conversations(ctx, relay):
+    """A user keeps several conversations: New conversation starts one beside
+    the other, the list shows both (title, date), each shows its own
+    messages, and a message goes to the conversation shown. Desktop, and
+    the list as a drawer on a phone."""
+    context = ctx["browser"].new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    login(page, relay.base, "erin", ctx["erin_password"])
+    expect(page.locator("#chat")).to_be_visible()
+    first = "You said: first topic. " + STREAMED
+    send(page, "first topic")
+    wait_settled(page, first)
+    expect(page.locator("#conv-list li")).to_have_count(1)
+    page.click("#new-conv")
+    expect(page.locator("#conv-list li")).to_have_count(2)
+    assert visible_bubbles(page) == [], visible_bubbles(page)
+    send(page, "second topic")
+    wait_settled(page, "You said: second topic. " + STREAMED)
+    assert [t for _, t in visible_bubbles(page)] == ["second topic", "You said: second topic. " + STREAMED]
+    titles = page.locator("#conv-list .conv-title")
+    expect(titles).to_have_text(["second topic", "first topic"])
+    shot(page, "conversations-desktop")
+    # Back to the first: its messages only, and a message goes there.
+    page.locator("#conv-list button").filter(has_text="first topic").click()
+    assert [t for _, t in visible_bubbles(page)] == ["first topic", first]
+    send(page, "more on the first")
+    wait_settled(page, "You said: more on the first. " + STREAMED)
+    shown = [t for _, t in visible_bubbles(page)]
+    assert shown[:2] == ["first topic", first] and "more on the first" in shown, shown
+    listed = relay.api("GET", "/conversations?userId=erin")["conversations"]
+    by_title = {c["title"]: c for c in listed}
+    assert by_title["first topic"]["messageCount"] == 4, listed
+    assert by_title["second topic"]["messageCount"] == 2, listed
+    context.close()
+
+    phone = ctx["browser"].new_context(viewport={"width": 390, "height": 844}, color_scheme="dark",
+                                       device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = phone.new_page()
+    login(page, relay.base, "erin", ctx["erin_password"])
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#convs")).to_be_hidden()
+    page.click("#convs-toggle")
+    expect(page.locator("#convs")).to_be_visible()
+    expect(page.locator("#conv-list li")).to_have_count(2)
+    time.sleep(0.3)  # the drawer's slide
+    shot(page, "conversations-phone-drawer")
+    page.locator("#conv-list button").filter(has_text="second topic").click()
+    expect(page.locator("#convs")).to_be_hidden()
+    assert [t for _, t in visible_bubbles(page)][:1] == ["second topic"]
+    width = page.evaluate("document.scrollingElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone: {width}"
+    shot(page, "conversations-phone")
+    phone.close()
+
+
 def test_new_conversation_after_expiry(ctx, relay):
     page = ctx["alice"]
     # [conversations] ttl_secs = 6: the idle conversation expires.
@@ -637,19 +700,14 @@ def test_new_conversation_after_expiry(ctx, relay):
     send(page, "starting over")
     wait_settled(page, "You said: starting over. " + STREAMED)
     shot(page, "conversation-ended")
-    # Loaded again, the history marks where the new conversation began.
+    # Loaded again, the page opens on the new conversation; the ended one is
+    # in the list, marked.
     page.reload()
     wait_settled(page, "You said: starting over. " + STREAMED)
-    last_divider = page.locator("#messages li.divider").last
-    expect(last_divider).to_have_text("New conversation")
-    after = page.evaluate("""() => {
-        const dividers = document.querySelectorAll('#messages li.divider');
-        const texts = [];
-        for (let n = dividers[dividers.length - 1].nextElementSibling; n; n = n.nextElementSibling)
-            texts.push(n.querySelector('.body').textContent);
-        return texts;
-    }""")
-    assert after[:1] == ["starting over"], after
+    shown = visible_bubbles(page)
+    assert [t for _, t in shown] == ["starting over", "You said: starting over. " + STREAMED], shown
+    expect(page.locator("#conv-list li.ended").first).to_be_visible()
+    expect(page.locator("#conv-list button[aria-current=true] .conv-title")).to_have_text("starting over")
 
 
 def test_phone_viewport_and_dark_mode(ctx, relay):
@@ -790,6 +848,7 @@ TESTS = [
     test_xss_corpus_stays_inert,
     test_markdown_reads_as_written,
     test_times_copy_drop_and_icon,
+    test_parallel_conversations,
     test_new_conversation_after_expiry,
     test_phone_viewport_and_dark_mode,
     test_token_from_the_embedding_site,
@@ -808,7 +867,7 @@ def main():
     app = relay.api("POST", "/apps", {"name": "web"})
     client = relay.api("POST", "/clients", {"name": "scripted agent"})
     passwords = {}
-    for name in ("alice", "bob"):
+    for name in ("alice", "bob", "erin"):
         out = json.loads(relay.cli("user", "create", "--app", app["appId"], "--name", name))
         passwords[name] = out["password"]
     agent = Agent(relay, client["token"])
@@ -826,6 +885,7 @@ def main():
             "bob": bob_ctx.new_page(),
             "alice_password": passwords["alice"],
             "bob_password": passwords["bob"],
+            "erin_password": passwords["erin"],
             "app_token": app["token"],
             "agent": agent,
         }

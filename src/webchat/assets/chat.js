@@ -39,7 +39,10 @@
     backoff: 500,
     refreshTimer: null,
     activityTimer: null,
-    lastConversation: null,
+    current: null, // the conversation shown, and the one messages go to
+    convs: [], // the user's conversations, as GET /conversations lists them
+    ended: new Set(), // conversations that expired
+    listTimer: null,
     byId: new Map(), // message id -> <li>
     streaming: new Map(), // replyId -> <li> being written
     settled: new Set(), // replyIds whose whole reply is stored
@@ -98,6 +101,7 @@
     const inChat = view === "chat";
     $("who").hidden = !inChat;
     $("logout").hidden = !inChat;
+    $("convs-toggle").hidden = !inChat;
   }
 
   function showLogin(message) {
@@ -196,6 +200,7 @@
     show("chat");
     scheduleRefresh();
     openStream();
+    loadConversations(fresh);
     $("text").focus();
   }
 
@@ -205,7 +210,102 @@
     state.byId.clear();
     state.streaming.clear();
     state.settled.clear();
-    state.lastConversation = null;
+    state.current = null;
+    state.convs = [];
+    state.ended.clear();
+    $("conv-list").replaceChildren();
+  }
+
+  // ---- conversations ---------------------------------------------------
+  //
+  // The user may hold several conversations; the page shows one at a time
+  // (every message is kept in the list, those of other conversations
+  // hidden). Messages go to the one shown; a new one is opened with
+  // POST /conversations.
+
+  async function loadConversations(selectLatest) {
+    let reply;
+    try {
+      reply = await api("GET", "/conversations?limit=100");
+    } catch (_) {
+      return;
+    }
+    const { res, data } = reply;
+    if (res.status === 401) return sessionEnded();
+    if (!res.ok) return;
+    state.convs = data.conversations;
+    for (const c of state.convs) if (c.state === "expired") state.ended.add(c.id);
+    if (selectLatest || !state.current) {
+      const active = state.convs.filter((c) => !state.ended.has(c.id));
+      active.sort((a, b) => b.updatedAt - a.updatedAt);
+      if (active.length) return select(active[0].id);
+    }
+    renderList();
+  }
+
+  function refreshListSoon() {
+    clearTimeout(state.listTimer);
+    state.listTimer = setTimeout(() => loadConversations(false), 300);
+  }
+
+  function renderList() {
+    const list = $("conv-list");
+    list.replaceChildren();
+    for (const c of state.convs) {
+      const item = document.createElement("li");
+      if (state.ended.has(c.id)) item.className = "ended";
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.conv = c.id;
+      if (c.id === state.current) button.setAttribute("aria-current", "true");
+      const title = document.createElement("span");
+      title.className = "conv-title";
+      title.textContent = c.title || "New conversation";
+      const when = document.createElement("span");
+      when.className = "conv-when";
+      when.textContent = relative(c.updatedAt) + (state.ended.has(c.id) ? " · ended" : "");
+      when.title = new Date(c.updatedAt).toLocaleString();
+      button.append(title, when);
+      button.addEventListener("click", () => select(c.id));
+      item.appendChild(button);
+      list.appendChild(item);
+    }
+  }
+
+  function hiddenFor(conv) {
+    return !!state.current && !!conv && conv !== state.current;
+  }
+
+  function select(id) {
+    state.current = id;
+    for (const li of $("messages").children) li.hidden = hiddenFor(li.dataset.conv);
+    setActivity(null);
+    renderList();
+    toggleDrawer(false);
+    const list = $("messages");
+    list.scrollTop = list.scrollHeight;
+  }
+
+  async function newConversation() {
+    let reply;
+    try {
+      reply = await api("POST", "/conversations", {});
+    } catch (_) {
+      return setStatus("Cannot reach the relay. Try again in a moment.");
+    }
+    const { res, data } = reply;
+    if (res.status === 401) return sessionEnded();
+    if (!res.ok) return setStatus("Cannot start a conversation: " + errorText(res, data));
+    state.convs = [data].concat(state.convs.filter((c) => c.id !== data.id));
+    select(data.id);
+    $("text").focus();
+  }
+
+  function toggleDrawer(open) {
+    const chat = $("chat");
+    const now = open === undefined ? !chat.classList.contains("drawer-open") : open;
+    chat.classList.toggle("drawer-open", now);
+    $("convs-toggle").setAttribute("aria-expanded", String(now));
   }
 
   function scheduleRefresh() {
@@ -367,18 +467,19 @@
         break;
       case "typing":
         agentActive();
-        setActivity("The agent is typing…");
+        if (!hiddenFor(payload.conversationId)) setActivity("The agent is typing…");
         break;
       case "progress":
         agentActive();
-        setActivity(progressText(payload), 8000);
+        if (!hiddenFor(payload.conversationId)) setActivity(progressText(payload), 8000);
         break;
       case "conversation.assigned":
         agentArrived(payload.conversationId);
         break;
       case "conversation.expired":
-        addDivider("This conversation has ended. Your next message starts a new one.");
-        state.lastConversation = null;
+        state.ended.add(payload.conversationId);
+        addDivider("This conversation has ended. Your next message starts a new one.", payload.conversationId);
+        renderList();
         break;
       default:
         break;
@@ -560,21 +661,21 @@
     for (const t of document.querySelectorAll("#messages time[data-ms]")) {
       t.textContent = relative(Number(t.dataset.ms));
     }
+    renderList();
   }
 
-  function addDivider(text) {
+  function addDivider(text, conv) {
     const li = document.createElement("li");
     li.className = "divider";
     li.textContent = text;
+    li.dataset.conv = conv || "";
+    li.hidden = hiddenFor(conv);
     append(li);
   }
 
   function addMessage(m) {
     if (state.byId.has(m.id)) return;
-    if (state.lastConversation && m.conversationId !== state.lastConversation) {
-      addDivider("New conversation");
-    }
-    state.lastConversation = m.conversationId;
+    if (!state.convs.some((c) => c.id === m.conversationId)) refreshListSoon();
     let li = m.replyId ? state.streaming.get(m.replyId) : null;
     if (li) {
       // The streamed reply settles into the stored one, in place.
@@ -598,6 +699,8 @@
     }
     showFiles(li, m.attachments);
     li.dataset.id = m.id;
+    li.dataset.conv = m.conversationId;
+    li.hidden = hiddenFor(m.conversationId);
     setStored(li, m);
     state.byId.set(m.id, li);
   }
@@ -609,6 +712,8 @@
       li = bubble("outbound", "");
       li.classList.add("streaming");
       li.dataset.replyId = p.replyId;
+      li.dataset.conv = p.conversationId;
+      li.hidden = hiddenFor(p.conversationId);
       state.streaming.set(p.replyId, li);
       append(li);
       setActivity(null);
@@ -664,14 +769,28 @@
     setMeta(li, "Sending…");
     const body = { text };
     if (out.files.length) body.attachments = out.files.map((f) => f.id);
+    // To the conversation shown; once it ended, the next message starts a
+    // new one (the relay opens it).
+    const conv = li.dataset.conv || null;
+    if (conv && !state.ended.has(conv)) body.conversationId = conv;
     let reply;
     try {
       reply = await api("POST", "/inbound", body, { "Idempotency-Key": key });
+      if (reply.res.status === 409 && reply.data && reply.data.error.code === "conversation_expired") {
+        // It ended meanwhile (nothing was stored): start a new one.
+        state.ended.add(conv);
+        delete body.conversationId;
+        reply = await api("POST", "/inbound", body, { "Idempotency-Key": key });
+      }
     } catch (_) {
       return failed(li, out, "Not sent: cannot reach the relay.");
     }
     const { res, data } = reply;
     if (res.ok) {
+      li.dataset.conv = data.conversationId;
+      if (data.conversationId !== state.current) select(data.conversationId);
+      const known = state.convs.find((c) => c.id === data.conversationId);
+      if (!known || !known.title) refreshListSoon();
       if (state.byId.has(data.id)) {
         // The stream showed it first.
         li.remove();
@@ -719,6 +838,7 @@
     const label = files.map((f) => "[" + f.file.name + "]").join(" ");
     const li = bubble("inbound", text.trim() ? text : label);
     li.classList.add("pending");
+    li.dataset.conv = state.current || "";
     append(li);
     $("messages").scrollTop = $("messages").scrollHeight;
     send({ text, key: newKey(), files }, li);
@@ -770,6 +890,11 @@
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
     $("composer").addEventListener("submit", submit);
+    $("new-conv").addEventListener("click", newConversation);
+    $("convs-toggle").addEventListener("click", () => toggleDrawer());
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") toggleDrawer(false);
+    });
     $("text").addEventListener("input", grow);
     $("attach").addEventListener("click", () => $("file").click());
     $("file").addEventListener("change", (e) => {
