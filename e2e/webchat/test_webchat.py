@@ -679,10 +679,13 @@ def test_parallel_conversations(ctx, relay):
     login(page, relay.base, "erin", ctx["erin_password"])
     expect(page.locator("#chat")).to_be_visible()
     expect(page.locator("#convs")).to_be_hidden()
+    # Opened at once, before the list has loaded: the drawer stays open
+    # while the list comes in.
     page.click("#convs-toggle")
     expect(page.locator("#convs")).to_be_visible()
     expect(page.locator("#conv-list li")).to_have_count(2)
-    time.sleep(0.3)  # the drawer's slide
+    time.sleep(0.5)
+    expect(page.locator("#convs")).to_be_visible()
     shot(page, "conversations-phone-drawer")
     page.locator("#conv-list button").filter(has_text="second topic").click()
     expect(page.locator("#convs")).to_be_hidden()
@@ -691,6 +694,46 @@ def test_parallel_conversations(ctx, relay):
     assert width <= 390, f"the page scrolls sideways on a phone: {width}"
     shot(page, "conversations-phone")
     phone.close()
+
+
+def axe_violations(page):
+    """axe-core's serious and critical violations on the page as it is."""
+    with open(os.environ["AXE"]) as f:
+        page.evaluate(f.read())
+    result = page.evaluate("""async () => {
+        const r = await axe.run(document, {resultTypes: ["violations"]});
+        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}));
+    }""")
+    return [v for v in result if v["impact"] in ("serious", "critical")]
+
+
+def test_accessible(ctx, relay):
+    """axe-core finds no serious or critical violation on the login page and
+    the chat (with a conversation list, a formatted reply and a code
+    block), light and dark, desktop and phone."""
+    found = []
+    for scheme in ("light", "dark"):
+        for name, viewport in (("desktop", {"width": 1280, "height": 800}), ("phone", {"width": 390, "height": 844})):
+            # axe is injected by the test: the page's own CSP would refuse it.
+            context = ctx["browser"].new_context(viewport=viewport, color_scheme=scheme, bypass_csp=True)
+            page = context.new_page()
+            page.goto(relay.base + "/chat")
+            expect(page.locator("#login")).to_be_visible()
+            found += [(scheme, name, "login", v) for v in axe_violations(page)]
+            login(page, relay.base, "erin", ctx["erin_password"])
+            expect(page.locator("#chat")).to_be_visible()
+            expect(page.locator("#conv-list li").first).to_be_visible() if name == "desktop" else None
+            wait_settled(page, "You said: second topic. " + STREAMED)
+            found += [(scheme, name, "chat", v) for v in axe_violations(page)]
+            if name == "phone":
+                page.click("#convs-toggle")
+                expect(page.locator("#convs")).to_be_visible()
+                time.sleep(0.3)
+                found += [(scheme, name, "drawer", v) for v in axe_violations(page)]
+            context.close()
+    assert not found, "\n".join(f"{s} {n} {where}: {v['id']} ({v['impact']}) {v['help']} at {v['nodes']}"
+                                for s, n, where, v in found)
 
 
 def test_new_conversation_after_expiry(ctx, relay):
@@ -849,6 +892,7 @@ TESTS = [
     test_markdown_reads_as_written,
     test_times_copy_drop_and_icon,
     test_parallel_conversations,
+    test_accessible,
     test_new_conversation_after_expiry,
     test_phone_viewport_and_dark_mode,
     test_token_from_the_embedding_site,

@@ -266,7 +266,10 @@
       when.textContent = relative(c.updatedAt) + (state.ended.has(c.id) ? " · ended" : "");
       when.title = new Date(c.updatedAt).toLocaleString();
       button.append(title, when);
-      button.addEventListener("click", () => select(c.id));
+      button.addEventListener("click", () => {
+        select(c.id);
+        toggleDrawer(false);
+      });
       item.appendChild(button);
       list.appendChild(item);
     }
@@ -276,12 +279,13 @@
     return !!state.current && !!conv && conv !== state.current;
   }
 
+  // Shows conversation `id`. (The drawer is the user's to close: a
+  // selection made by the page, as the list loads, leaves it as it is.)
   function select(id) {
     state.current = id;
     for (const li of $("messages").children) li.hidden = hiddenFor(li.dataset.conv);
     setActivity(null);
     renderList();
-    toggleDrawer(false);
     const list = $("messages");
     list.scrollTop = list.scrollHeight;
   }
@@ -298,6 +302,7 @@
     if (!res.ok) return setStatus("Cannot start a conversation: " + errorText(res, data));
     state.convs = [data].concat(state.convs.filter((c) => c.id !== data.id));
     select(data.id);
+    toggleDrawer(false);
     $("text").focus();
   }
 
