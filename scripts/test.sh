@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 # test verifies deploy/clawrelay.service), chromium (the web chat's browser
 # tests), postgresql (initdb and pg_ctl: the PostgreSQL backend's tests start
 # throwaway clusters with scripts/pg.sh), nginx (a test runs three relays
-# behind deploy/cluster/nginx.conf). Missing ones are
+# behind deploy/cluster/nginx.conf), fonts-noto-cjk (the chat page in Chinese,
+# in the browser tests' screenshots). Missing ones are
 # installed from Debian's packages when this runs as root with apt-get;
 # otherwise the script names them and stops.
 missing=()
@@ -27,6 +28,7 @@ command -v systemd-analyze > /dev/null || missing+=(systemd)
 command -v chromium > /dev/null || missing+=(chromium)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' > /dev/null || command -v initdb > /dev/null || missing+=(postgresql)
 [ -x /usr/sbin/nginx ] || command -v nginx > /dev/null || missing+=(nginx)
+compgen -G '/usr/share/fonts/opentype/noto/NotoSansCJK-*' > /dev/null || missing+=(fonts-noto-cjk)
 if ! command -v python3 > /dev/null; then
     missing+=(python3 python3-venv)
 elif ! python3 -c 'import ensurepip, venv' 2> /dev/null; then

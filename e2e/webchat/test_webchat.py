@@ -736,6 +736,41 @@ def test_accessible(ctx, relay):
                                 for s, n, where, v in found)
 
 
+def test_chinese_and_the_language_switch(ctx, relay):
+    """A browser asking for Chinese gets the page in Simplified Chinese; the
+    switch turns it to English and the choice is remembered; agents' and
+    users' words are never translated. Desktop and phone."""
+    for name, viewport in (("desktop", {"width": 1280, "height": 800}), ("phone", {"width": 390, "height": 844})):
+        context = ctx["browser"].new_context(viewport=viewport, locale="zh-CN")
+        page = context.new_page()
+        page.goto(relay.base + "/chat")
+        expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+        expect(page.locator("#login h2")).to_have_text("登录")
+        expect(page.locator("label[for=password]")).to_have_text("密码")
+        if name == "desktop":
+            shot(page, "zh-login")
+        login(page, relay.base, "erin", ctx["erin_password"])
+        expect(page.locator("#chat")).to_be_visible()
+        expect(page.locator("#text")).to_have_attribute("placeholder", "输入消息")
+        expect(page.locator("#send")).to_have_text("发送")
+        send(page, "你好，我想申请退款")
+        wait_settled(page, "You said: 你好，我想申请退款. " + STREAMED)
+        expect(page.locator("#messages li.msg.outbound .meta time").last).to_have_text("刚刚")
+        if name == "desktop":
+            expect(page.locator("#new-conv")).to_have_text("新对话")
+            expect(page.locator("#conv-list .conv-title").first).to_have_text("你好，我想申请退款")
+        shot(page, f"zh-chat-{name}")
+        if name == "desktop":
+            page.select_option("#lang", "en")
+            expect(page.locator("#send")).to_have_text("Send")
+            expect(page.locator("html")).to_have_attribute("lang", "en")
+            page.reload()
+            expect(page.locator("#chat")).to_be_visible()
+            expect(page.locator("#send")).to_have_text("Send")
+            expect(page.locator("#new-conv")).to_have_text("New conversation")
+        context.close()
+
+
 def test_new_conversation_after_expiry(ctx, relay):
     page = ctx["alice"]
     # [conversations] ttl_secs = 6: the idle conversation expires.
@@ -893,6 +928,7 @@ TESTS = [
     test_times_copy_drop_and_icon,
     test_parallel_conversations,
     test_accessible,
+    test_chinese_and_the_language_switch,
     test_new_conversation_after_expiry,
     test_phone_viewport_and_dark_mode,
     test_token_from_the_embedding_site,

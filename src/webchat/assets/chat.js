@@ -51,6 +51,184 @@
     assigned: new Set(), // conversations an agent took after they waited
   };
   const INLINE = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+  // ---- languages -----------------------------------------------------
+  //
+  // English and Simplified Chinese, chosen from the browser's languages
+  // unless the user picked one with the switch (remembered in this
+  // browser). Elements of the page carry data-i18n (text),
+  // data-i18n-placeholder, data-i18n-label (aria-label) and data-i18n-title.
+
+  const STRINGS = {
+    en: {
+      lang_name: "English",
+      chats: "Chats",
+      log_out: "Log out",
+      log_in: "Log in",
+      name: "Name",
+      password: "Password",
+      conversations: "Conversations",
+      conversation: "Conversation",
+      new_conversation: "New conversation",
+      files_to_send: "Files to send",
+      attach_files: "Attach files",
+      message: "Message",
+      send: "Send",
+      session_ended: "The session has ended.",
+      language: "Language",
+      no_agent: "No agent is connected yet. Your message is kept and will be answered when one connects.",
+      agent_arrived: "An agent has connected and has your message.",
+      unreachable_reload: "Cannot reach the relay. Reload the page to try again.",
+      unreachable_retry: "Cannot reach the relay. Try again in a moment.",
+      unreachable_login: "Cannot reach the relay. Check your connection and try again.",
+      session_over_embedded: "This chat session has ended. Open the chat again from the site that sent you here.",
+      session_over_login: "Your session has ended. Please log in again.",
+      cannot_start: "Cannot start a conversation: {0}",
+      enter_name_password: "Enter your name and password.",
+      wrong_password: "Wrong name or password.",
+      too_many_attempts: "Too many attempts. Wait a minute, then try again.",
+      cannot_log_in: "Cannot log in: {0}",
+      left_chat: "You have left the chat.",
+      reconnecting: "Connection lost. Reconnecting…",
+      using_tool_named: "Using {0}…",
+      using_tool: "Using a tool…",
+      tool_result_named: "Got a result from {0}…",
+      tool_result: "Got a tool result…",
+      thinking: "Thinking…",
+      working: "Working…",
+      typing: "The agent is typing…",
+      code: "code",
+      copy: "Copy",
+      copied: "Copied",
+      copy_failed: "Copy failed",
+      copy_message: "Copy this message",
+      just_now: "just now",
+      min_ago: "{0} min ago",
+      yesterday: "Yesterday {0}",
+      ended: "ended",
+      conversation_ended: "This conversation has ended. Your next message starts a new one.",
+      unreachable_short: "cannot reach the relay",
+      too_large: "{0} is too large",
+      uploading: "Uploading…",
+      sending: "Sending…",
+      not_sent: "Not sent: {0}.",
+      too_many_messages: "too many messages, wait a moment",
+      too_long: "the message is too long",
+      retry: "Retry",
+      remove_file: "Remove {0}",
+    },
+    "zh-CN": {
+      lang_name: "简体中文",
+      chats: "对话",
+      log_out: "退出",
+      log_in: "登录",
+      name: "用户名",
+      password: "密码",
+      conversations: "对话列表",
+      conversation: "对话",
+      new_conversation: "新对话",
+      files_to_send: "待发送的文件",
+      attach_files: "添加文件",
+      message: "输入消息",
+      send: "发送",
+      session_ended: "会话已结束。",
+      language: "语言",
+      no_agent: "暂无客服代理在线。您的消息已保存，代理连接后会立即回复。",
+      agent_arrived: "代理已连接，正在处理您的消息。",
+      unreachable_reload: "无法连接到服务。请刷新页面重试。",
+      unreachable_retry: "无法连接到服务。请稍后再试。",
+      unreachable_login: "无法连接到服务。请检查网络后重试。",
+      session_over_embedded: "本次聊天会话已结束。请从引导您来的网站重新打开聊天。",
+      session_over_login: "您的会话已结束，请重新登录。",
+      cannot_start: "无法开始新对话：{0}",
+      enter_name_password: "请输入用户名和密码。",
+      wrong_password: "用户名或密码错误。",
+      too_many_attempts: "尝试次数过多，请一分钟后再试。",
+      cannot_log_in: "无法登录：{0}",
+      left_chat: "您已离开聊天。",
+      reconnecting: "连接已断开，正在重新连接…",
+      using_tool_named: "正在使用 {0}…",
+      using_tool: "正在使用工具…",
+      tool_result_named: "已收到 {0} 的结果…",
+      tool_result: "已收到工具结果…",
+      thinking: "思考中…",
+      working: "处理中…",
+      typing: "对方正在输入…",
+      code: "代码",
+      copy: "复制",
+      copied: "已复制",
+      copy_failed: "复制失败",
+      copy_message: "复制这条消息",
+      just_now: "刚刚",
+      min_ago: "{0} 分钟前",
+      yesterday: "昨天 {0}",
+      ended: "已结束",
+      conversation_ended: "此对话已结束。您的下一条消息将开始新的对话。",
+      unreachable_short: "无法连接到服务",
+      too_large: "{0} 太大",
+      uploading: "上传中…",
+      sending: "发送中…",
+      not_sent: "未发送：{0}。",
+      too_many_messages: "消息过于频繁，请稍候",
+      too_long: "消息太长",
+      retry: "重试",
+      remove_file: "移除 {0}",
+    },
+  };
+  const LANG_KEY = "clawrelay.lang";
+
+  function chooseLang() {
+    let saved = null;
+    try {
+      saved = localStorage.getItem(LANG_KEY);
+    } catch (_) {
+      saved = null;
+    }
+    if (saved && STRINGS[saved]) return saved;
+    for (const l of navigator.languages || [navigator.language || "en"]) {
+      if (/^zh\b/i.test(l) && !/^zh-(TW|HK|MO|Hant)/i.test(l)) return "zh-CN";
+      if (/^en\b/i.test(l)) return "en";
+    }
+    return "en";
+  }
+
+  let lang = chooseLang();
+
+  // The text of `key` in the page's language, with {0}, {1}… filled in.
+  function t(key, ...args) {
+    const text = (STRINGS[lang] && STRINGS[lang][key]) || STRINGS.en[key] || key;
+    return text.replace(/\{(\d)\}/g, (_, i) => String(args[Number(i)]));
+  }
+
+  function applyLang() {
+    document.documentElement.lang = lang;
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+    for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+    for (const el of document.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+    const pick = $("lang");
+    pick.replaceChildren();
+    for (const code of Object.keys(STRINGS)) {
+      const option = document.createElement("option");
+      option.value = code;
+      option.textContent = STRINGS[code].lang_name;
+      option.selected = code === lang;
+      pick.appendChild(option);
+    }
+  }
+
+  function setLang(code) {
+    if (!STRINGS[code]) return;
+    lang = code;
+    try {
+      localStorage.setItem(LANG_KEY, code);
+    } catch (_) {
+      // Not remembered: storage is off.
+    }
+    applyLang();
+    renderList();
+    refreshTimes();
+  }
   const markdownPolicy = window.trustedTypes
     ? window.trustedTypes.createPolicy("clawrelay-markdown", { createHTML: (html) => html })
     : { createHTML: (html) => html };
@@ -142,14 +320,14 @@
   function waitForAgent(conversationId) {
     if (state.assigned.has(conversationId)) return; // taken already
     state.waitingFor = conversationId;
-    setActivity("No agent is connected yet. Your message is kept and will be answered when one connects.", 0);
+    setActivity(t("no_agent"), 0);
   }
 
   function agentArrived(conversationId) {
     state.assigned.add(conversationId);
     if (state.waitingFor !== conversationId) return;
     state.waitingFor = null;
-    setActivity("An agent has connected and has your message.", 8000);
+    setActivity(t("agent_arrived"), 8000);
   }
 
   function agentActive() {
@@ -174,14 +352,14 @@
     try {
       reply = await api("GET", "/session");
     } catch (_) {
-      showEnded("Cannot reach the relay. Reload the page to try again.");
+      showEnded(t("unreachable_reload"));
       return true;
     }
     const { res, data } = reply;
     if (!res.ok) {
       if (state.token) {
         setToken(null);
-        showEnded("This chat session has ended. Open the chat again from the site that sent you here.");
+        showEnded(t("session_over_embedded"));
         return true;
       }
       return false;
@@ -260,10 +438,10 @@
       if (c.id === state.current) button.setAttribute("aria-current", "true");
       const title = document.createElement("span");
       title.className = "conv-title";
-      title.textContent = c.title || "New conversation";
+      title.textContent = c.title || t("new_conversation");
       const when = document.createElement("span");
       when.className = "conv-when";
-      when.textContent = relative(c.updatedAt) + (state.ended.has(c.id) ? " · ended" : "");
+      when.textContent = relative(c.updatedAt) + (state.ended.has(c.id) ? " · " + t("ended") : "");
       when.title = new Date(c.updatedAt).toLocaleString();
       button.append(title, when);
       button.addEventListener("click", () => {
@@ -295,11 +473,11 @@
     try {
       reply = await api("POST", "/conversations", {});
     } catch (_) {
-      return setStatus("Cannot reach the relay. Try again in a moment.");
+      return setStatus(t("unreachable_retry"));
     }
     const { res, data } = reply;
     if (res.status === 401) return sessionEnded();
-    if (!res.ok) return setStatus("Cannot start a conversation: " + errorText(res, data));
+    if (!res.ok) return setStatus(t("cannot_start", errorText(res, data)));
     state.convs = [data].concat(state.convs.filter((c) => c.id !== data.id));
     select(data.id);
     toggleDrawer(false);
@@ -334,9 +512,9 @@
     clearTimeout(state.refreshTimer);
     if (state.token) {
       setToken(null);
-      showEnded("This chat session has ended. Open the chat again from the site that sent you here.");
+      showEnded(t("session_over_embedded"));
     } else {
-      showLogin("Your session has ended. Please log in again.");
+      showLogin(t("session_over_login"));
     }
   }
 
@@ -346,7 +524,7 @@
     const password = $("password").value;
     const err = $("login-error");
     if (!name || !password) {
-      err.textContent = "Enter your name and password.";
+      err.textContent = t("enter_name_password");
       err.hidden = false;
       return;
     }
@@ -360,14 +538,14 @@
         state.csrf = data.csrfToken;
         enterChat(data);
       } else if (res.status === 401) {
-        showLogin("Wrong name or password.");
+        showLogin(t("wrong_password"));
       } else if (res.status === 429) {
-        showLogin("Too many attempts. Wait a minute, then try again.");
+        showLogin(t("too_many_attempts"));
       } else {
-        showLogin("Cannot log in: " + errorText(res, data));
+        showLogin(t("cannot_log_in", errorText(res, data)));
       }
     } catch (_) {
-      showLogin("Cannot reach the relay. Check your connection and try again.");
+      showLogin(t("unreachable_login"));
     } finally {
       button.disabled = false;
     }
@@ -384,7 +562,7 @@
     resetConversation();
     if (state.token) {
       setToken(null);
-      showEnded("You have left the chat.");
+      showEnded(t("left_chat"));
     } else {
       showLogin();
     }
@@ -435,7 +613,7 @@
     }
     if (ctl.signal.aborted || state.stream !== ctl) return;
     setConnection("reconnecting");
-    setStatus("Connection lost. Reconnecting…");
+    setStatus(t("reconnecting"));
     setTimeout(() => {
       if (state.stream === ctl) openStream();
     }, state.backoff);
@@ -472,7 +650,7 @@
         break;
       case "typing":
         agentActive();
-        if (!hiddenFor(payload.conversationId)) setActivity("The agent is typing…");
+        if (!hiddenFor(payload.conversationId)) setActivity(t("typing"));
         break;
       case "progress":
         agentActive();
@@ -483,7 +661,7 @@
         break;
       case "conversation.expired":
         state.ended.add(payload.conversationId);
-        addDivider("This conversation has ended. Your next message starts a new one.", payload.conversationId);
+        addDivider(t("conversation_ended"), payload.conversationId);
         renderList();
         break;
       default:
@@ -496,13 +674,13 @@
     const name = typeof data.name === "string" ? data.name : typeof data.tool === "string" ? data.tool : null;
     switch (p.kind) {
       case "tool_start":
-        return name ? "Using " + name + "…" : "Using a tool…";
+        return name ? t("using_tool_named", name) : t("using_tool");
       case "tool_result":
-        return name ? "Got a result from " + name + "…" : "Got a tool result…";
+        return name ? t("tool_result_named", name) : t("tool_result");
       case "reasoning_stream":
-        return "Thinking…";
+        return t("thinking");
       default:
-        return "Working…";
+        return t("working");
     }
   }
 
@@ -592,19 +770,19 @@
       const bar = document.createElement("div");
       bar.className = "codebar";
       const lang = document.createElement("span");
-      lang.textContent = (code && code.dataset.lang) || "code";
+      lang.textContent = (code && code.dataset.lang) || t("code");
       const copy = document.createElement("button");
       copy.type = "button";
       copy.className = "copy";
-      copy.textContent = "Copy";
+      copy.textContent = t("copy");
       copy.addEventListener("click", async () => {
         try {
           await navigator.clipboard.writeText(code ? code.textContent : pre.textContent);
-          copy.textContent = "Copied";
+          copy.textContent = t("copied");
         } catch (_) {
-          copy.textContent = "Copy failed";
+          copy.textContent = t("copy_failed");
         }
-        setTimeout(() => (copy.textContent = "Copy"), 2000);
+        setTimeout(() => (copy.textContent = t("copy")), 2000);
       });
       bar.append(lang, copy);
       pre.before(bar);
@@ -623,13 +801,13 @@
   function relative(ms) {
     const now = Date.now();
     const age = now - ms;
-    if (age < 60000) return "just now";
-    if (age < 3600000) return Math.floor(age / 60000) + " min ago";
+    if (age < 60000) return t("just_now");
+    if (age < 3600000) return t("min_ago", Math.floor(age / 60000));
     const then = new Date(ms);
     const today = new Date(now);
     const dayStart = new Date(today.getFullYear(), today.getMonth(), today.getDate()).getTime();
     if (ms >= dayStart) return timeOf(ms);
-    if (ms >= dayStart - 86400000) return "Yesterday " + timeOf(ms);
+    if (ms >= dayStart - 86400000) return t("yesterday", timeOf(ms));
     return then.toLocaleDateString([], { day: "numeric", month: "short" }) + " " + timeOf(ms);
   }
 
@@ -647,16 +825,16 @@
       const copy = document.createElement("button");
       copy.type = "button";
       copy.className = "copy-msg";
-      copy.textContent = "Copy";
-      copy.setAttribute("aria-label", "Copy this message");
+      copy.textContent = t("copy");
+      copy.setAttribute("aria-label", t("copy_message"));
       copy.addEventListener("click", async () => {
         try {
           await navigator.clipboard.writeText(m.text);
-          copy.textContent = "Copied";
+          copy.textContent = t("copied");
         } catch (_) {
-          copy.textContent = "Copy failed";
+          copy.textContent = t("copy_failed");
         }
-        setTimeout(() => (copy.textContent = "Copy"), 2000);
+        setTimeout(() => (copy.textContent = t("copy")), 2000);
       });
       meta.appendChild(copy);
     }
@@ -751,11 +929,11 @@
         });
         data = await res.json().catch(() => null);
       } catch (_) {
-        return "cannot reach the relay";
+        return t("unreachable_short");
       }
       if (res.status === 401) return null;
       if (!res.ok) {
-        if (res.status === 413) return f.file.name + " is too large";
+        if (res.status === 413) return t("too_large", f.file.name);
         return f.file.name + ": " + errorText(res, data);
       }
       f.id = data.id;
@@ -767,11 +945,11 @@
     const { text, key } = out;
     li.classList.remove("failed");
     li.querySelectorAll(".retry").forEach((b) => b.remove());
-    setMeta(li, out.files.length ? "Uploading…" : "Sending…");
+    setMeta(li, out.files.length ? t("uploading") : t("sending"));
     const problem = await uploadAll(out);
     if (problem === null) return sessionEnded();
-    if (problem) return failed(li, out, "Not sent: " + problem + ".");
-    setMeta(li, "Sending…");
+    if (problem) return failed(li, out, t("not_sent", problem));
+    setMeta(li, t("sending"));
     const body = { text };
     if (out.files.length) body.attachments = out.files.map((f) => f.id);
     // To the conversation shown; once it ended, the next message starts a
@@ -788,7 +966,7 @@
         reply = await api("POST", "/inbound", body, { "Idempotency-Key": key });
       }
     } catch (_) {
-      return failed(li, out, "Not sent: cannot reach the relay.");
+      return failed(li, out, t("not_sent", t("unreachable_short")));
     }
     const { res, data } = reply;
     if (res.ok) {
@@ -813,9 +991,9 @@
       return;
     }
     let why = errorText(res, data);
-    if (res.status === 429) why = "too many messages, wait a moment";
-    if (res.status === 413) why = "the message is too long";
-    failed(li, out, "Not sent: " + why + ".");
+    if (res.status === 429) why = t("too_many_messages");
+    if (res.status === 413) why = t("too_long");
+    failed(li, out, t("not_sent", why));
   }
 
   function failed(li, out, message) {
@@ -824,7 +1002,7 @@
     const retry = document.createElement("button");
     retry.type = "button";
     retry.className = "retry";
-    retry.textContent = "Retry";
+    retry.textContent = t("retry");
     // The same Idempotency-Key: a message that did arrive is not stored twice.
     retry.addEventListener("click", () => send(out, li));
     li.querySelector(".meta").appendChild(retry);
@@ -864,7 +1042,7 @@
       const drop = document.createElement("button");
       drop.type = "button";
       drop.textContent = "×";
-      drop.setAttribute("aria-label", "Remove " + f.name);
+      drop.setAttribute("aria-label", t("remove_file", f.name));
       drop.addEventListener("click", () => {
         state.picked.splice(i, 1);
         showPicked();
@@ -892,6 +1070,8 @@
   }
 
   async function start() {
+    applyLang();
+    $("lang").addEventListener("change", (e) => setLang(e.target.value));
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
     $("composer").addEventListener("submit", submit);
