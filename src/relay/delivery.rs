@@ -78,34 +78,12 @@ pub(super) fn conversation_for(
                 ),
             });
         }
-        let client = keep_or_move(tx, hub, &active, live, now)?;
-        if let Some((c, pending)) = &client {
-            if *pending >= max_pending {
-                return Err(full(c));
-            }
-        }
-        return Ok(Destination {
-            conversation: active.id,
-            client: client.map(|(c, _)| c),
-            opened: false,
-            expired: None,
-        });
+        return continue_in(tx, hub, active, live, max_pending, now);
     }
     let mut expired = None;
     if let Some(active) = conversations::find_active(tx, app, user)? {
         if active.updated_at > now - ttl_ms {
-            let client = keep_or_move(tx, hub, &active, live, now)?;
-            if let Some((c, pending)) = &client {
-                if *pending >= max_pending {
-                    return Err(full(c));
-                }
-            }
-            return Ok(Destination {
-                conversation: active.id,
-                client: client.map(|(c, _)| c),
-                opened: false,
-                expired: None,
-            });
+            return continue_in(tx, hub, active, live, max_pending, now);
         }
         conversations::expire(tx, &active.id, active.updated_at + ttl_ms)?;
         expired = Some(Expired {
@@ -125,6 +103,30 @@ pub(super) fn conversation_for(
         client,
         opened: true,
         expired,
+    })
+}
+
+/// An active conversation takes the message: with its client (or a live
+/// one, see [`keep_or_move`]), unless that client's queue is full.
+fn continue_in(
+    tx: &Tx,
+    hub: &Hub,
+    active: conversations::Active,
+    live: &[ClientId],
+    max_pending: i64,
+    now: i64,
+) -> Result<Destination, Error> {
+    let client = keep_or_move(tx, hub, &active, live, now)?;
+    if let Some((c, pending)) = &client {
+        if *pending >= max_pending {
+            return Err(queue_full(c, max_pending));
+        }
+    }
+    Ok(Destination {
+        conversation: active.id,
+        client: client.map(|(c, _)| c),
+        opened: false,
+        expired: None,
     })
 }
 

@@ -22,6 +22,37 @@ pub struct Active {
     pub updated_at: i64,
 }
 
+impl Active {
+    /// From columns id, client_id, updated_at, client active, its pending.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Active> {
+        Ok(Active {
+            id: ConversationId::from_db(r.get(0)?),
+            client_id: r.get::<_, Option<String>>(1)?.map(ClientId::from_db),
+            updated_at: r.get(2)?,
+            client_active: r.get(3)?,
+            client_pending: r.get(4)?,
+        })
+    }
+
+    fn from_pg(
+        (id, client, updated_at, client_active, client_pending): (
+            String,
+            Option<String>,
+            i64,
+            bool,
+            i64,
+        ),
+    ) -> Active {
+        Active {
+            id: ConversationId::from_db(id),
+            client_id: client.map(ClientId::from_db),
+            client_active,
+            client_pending,
+            updated_at,
+        }
+    }
+}
+
 /// The user's most recently active conversation (a user may have several
 /// active at once). On PostgreSQL the writers of one user
 /// take turns from here to the end of their transactions (an advisory lock
@@ -43,15 +74,7 @@ pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Ac
                 app.as_str(),
                 user.as_str(),
             ))?;
-            return Ok(row.map(
-                |(id, client, updated_at, client_active, client_pending)| Active {
-                    id: ConversationId::from_db(id),
-                    client_id: client.map(ClientId::from_db),
-                    client_active,
-                    client_pending,
-                    updated_at,
-                },
-            ));
+            return Ok(row.map(Active::from_pg));
         }
     };
     let row = tx
@@ -63,15 +86,7 @@ pub fn find_active(tx: &Tx, app: &AppId, user: &UserId) -> StoreResult<Option<Ac
              WHERE c.app_id = ? AND c.user_id = ? AND c.expired_at IS NULL
              ORDER BY c.updated_at DESC, c.id DESC LIMIT 1",
         )?
-        .query_row((app, user), |r| {
-            Ok(Active {
-                id: ConversationId::from_db(r.get(0)?),
-                client_id: r.get::<_, Option<String>>(1)?.map(ClientId::from_db),
-                updated_at: r.get(2)?,
-                client_active: r.get(3)?,
-                client_pending: r.get(4)?,
-            })
-        })
+        .query_row((app, user), Active::from_row)
         .optional()?;
     Ok(row)
 }
@@ -93,20 +108,12 @@ pub fn find_of_user(
                 app.as_str(),
                 user.as_str(),
             ))?;
-            return Ok(row.map(
-                |(id, client, updated_at, client_active, client_pending, expired)| {
-                    (
-                        Active {
-                            id: ConversationId::from_db(id),
-                            client_id: client.map(ClientId::from_db),
-                            client_active,
-                            client_pending,
-                            updated_at,
-                        },
-                        expired,
-                    )
-                },
-            ));
+            return Ok(
+                row.map(|(id, client, updated_at, active, pending, expired)| {
+                    let row = (id, client, updated_at, active, pending);
+                    (Active::from_pg(row), expired)
+                }),
+            );
         }
     };
     let row = tx
@@ -117,18 +124,7 @@ pub fn find_of_user(
              FROM conversations c LEFT JOIN clients cl ON cl.id = c.client_id
              WHERE c.id = ? AND c.app_id = ? AND c.user_id = ?",
         )?
-        .query_row((id, app, user), |r| {
-            Ok((
-                Active {
-                    id: ConversationId::from_db(r.get(0)?),
-                    client_id: r.get::<_, Option<String>>(1)?.map(ClientId::from_db),
-                    updated_at: r.get(2)?,
-                    client_active: r.get(3)?,
-                    client_pending: r.get(4)?,
-                },
-                r.get(5)?,
-            ))
-        })
+        .query_row((id, app, user), |r| Ok((Active::from_row(r)?, r.get(5)?)))
         .optional()?;
     Ok(row)
 }
