@@ -590,6 +590,7 @@ def test_markdown_reads_as_written(ctx, relay):
             assert links.nth(i).get_attribute("rel") == "noopener noreferrer"
         assert links.nth(0).get_attribute("href") == "https://example.com/notes"
         assert links.nth(1).get_attribute("href") == "https://example.com/full"
+        page.bring_to_front()  # the clipboard answers the focused page only
         reply.locator(".codebar .copy").click()
         expect(reply.locator(".codebar .copy")).to_have_text("Copied")
         copied = page.evaluate("navigator.clipboard.readText()")
@@ -622,6 +623,7 @@ def test_times_copy_drop_and_icon(ctx, relay):
     expect(when).to_have_text("just now")
     title = when.get_attribute("title")
     assert title and any(ch.isdigit() for ch in title), title
+    page.bring_to_front()  # the clipboard answers the focused page only
     reply.locator(".meta .copy-msg").click()
     expect(reply.locator(".meta .copy-msg")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == MARKDOWN

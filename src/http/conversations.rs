@@ -72,33 +72,7 @@ pub(crate) async fn list(
         "a client id",
     )?;
     let app = query_id(q.app_id, AppId::parse_any, "invalid_app_id", "an app id")?;
-    // Who sees what: an app and a session are held to their own, whatever
-    // the filters say (another app or user: nothing, as "not yours").
-    let (app, user) = match &who {
-        Principal::Admin => (app, q.user_id),
-        Principal::App(own) => {
-            if let Some(other) = app.as_ref().filter(|a| *a != own) {
-                return Err(not_yours(other.as_str()));
-            }
-            (Some(own.clone()), q.user_id)
-        }
-        Principal::User(s) => {
-            if let Some(other) = app.as_ref().filter(|a| **a != s.app) {
-                return Err(not_yours(other.as_str()));
-            }
-            if q.user_id.as_deref().is_some_and(|u| u != s.user.as_str()) {
-                return Err(Error::Forbidden(
-                    "a user session lists its own user's conversations only",
-                ));
-            }
-            (Some(s.app.clone()), Some(s.user.as_str().to_owned()))
-        }
-        Principal::Client(_) => {
-            return Err(Error::Forbidden(
-                "conversations are listed by the admin, an app or a user session",
-            ))
-        }
-    };
+    let (app, user) = scope(&who, app, q.user_id)?;
     let page = state
         .relay
         .list_conversations(ConversationFilter {
@@ -149,47 +123,15 @@ pub(crate) async fn open(
     AnyAuth(who): AnyAuth,
     ApiJson(body): ApiJson<OpenBody>,
 ) -> Result<(StatusCode, Json<Conversation>), Error> {
-    let user = |id: Option<String>| {
-        let id = id.ok_or_else(|| Error::invalid("invalid_user_id", "`userId` is required"))?;
-        UserId::parse(&id)
-            .map_err(|why| Error::invalid("invalid_user_id", format!("`userId` {why}")))
-    };
-    let (app, user) = match &who {
-        Principal::User(s) => {
-            if let Some(other) = body.app_id.as_deref().filter(|a| *a != s.app.as_str()) {
-                return Err(not_yours(other));
-            }
-            if body
-                .user_id
-                .as_deref()
-                .is_some_and(|u| u != s.user.as_str())
-            {
-                return Err(Error::Forbidden(
-                    "a user session opens conversations for its own user only",
-                ));
-            }
-            (s.app.clone(), s.user.clone())
-        }
-        Principal::App(a) => {
-            if let Some(other) = body.app_id.as_deref().filter(|id| *id != a.as_str()) {
-                return Err(not_yours(other));
-            }
-            (a.clone(), user(body.user_id)?)
-        }
-        Principal::Admin => {
-            let id = body
-                .app_id
-                .ok_or_else(|| Error::invalid("invalid_app_id", "`appId` is required"))?;
-            let app = AppId::parse_any(&id)
-                .ok_or_else(|| Error::not_found("app_not_found", format!("no app {id}")))?;
-            (app, user(body.user_id)?)
-        }
-        Principal::Client(_) => {
-            return Err(Error::Forbidden(
-                "conversations are opened by an app, a user session or the admin",
-            ))
-        }
-    };
+    let app = body
+        .app_id
+        .map(|id| AppId::parse_any(&id).ok_or_else(|| not_yours(&id)))
+        .transpose()?;
+    let (app, user) = scope(&who, app, body.user_id)?;
+    let app = app.ok_or_else(|| Error::invalid("invalid_app_id", "`appId` is required"))?;
+    let user = user.ok_or_else(|| Error::invalid("invalid_user_id", "`userId` is required"))?;
+    let user = UserId::parse(&user)
+        .map_err(|why| Error::invalid("invalid_user_id", format!("`userId` {why}")))?;
     state.limits.check_user(&app, &user)?;
     let conversation = state.relay.open_conversation(app, user).await?;
     Ok((StatusCode::CREATED, Json(conversation)))
@@ -211,6 +153,42 @@ pub(crate) async fn one(
         Error::not_found("conversation_not_found", format!("no conversation {id}"))
     })?;
     Ok(Json(state.relay.conversation(&viewer, &id).await?))
+}
+
+/// The app and user a request about conversations may act on, from those it
+/// names: the admin any (or none); an app its own app and any of its users;
+/// a user session its own app and user. Another app than the caller's is
+/// unknown (404), another user of a session forbidden, an agent forbidden.
+fn scope(
+    who: &Principal,
+    app: Option<AppId>,
+    user: Option<String>,
+) -> Result<(Option<AppId>, Option<String>), Error> {
+    let own_app = match who {
+        Principal::Admin => return Ok((app, user)),
+        Principal::App(own) => own,
+        Principal::User(s) => &s.app,
+        Principal::Client(_) => {
+            return Err(Error::Forbidden(
+                "conversations are for the admin, an app or a user session",
+            ))
+        }
+    };
+    if let Some(other) = app.as_ref().filter(|a| *a != own_app) {
+        return Err(not_yours(other.as_str()));
+    }
+    let user = match who {
+        Principal::User(s) => {
+            if user.as_deref().is_some_and(|u| u != s.user.as_str()) {
+                return Err(Error::Forbidden(
+                    "a user session acts for its own user only",
+                ));
+            }
+            Some(s.user.as_str().to_owned())
+        }
+        _ => user,
+    };
+    Ok((Some(own_app.clone()), user))
 }
 
 /// Another app than the caller's: as unknown.

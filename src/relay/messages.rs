@@ -8,7 +8,9 @@ use crate::error::Error;
 use crate::ids::{
     AppId, AttachmentId, ClientId, ConversationId, EventId, IdempotencyKey, ReplyId, UserId,
 };
-use crate::model::{Attachment, Conversation, ConversationWithMessages, Direction, Message};
+use crate::model::{
+    Attachment, Conversation, ConversationState, ConversationWithMessages, Direction, Message,
+};
 use crate::store::attachments::{self, Party};
 use crate::store::messages::NewMessage;
 use crate::store::postgres::engine;
@@ -239,26 +241,32 @@ impl Relay {
         }
         let now = now_ms();
         let live = self.hub.live_clients(now);
-        let (id, assigned) = self
+        let (app2, user2) = (app.clone(), user.clone());
+        let (id, client) = self
             .store
             .write(move |tx| {
-                conversations::lock_user(tx, &app, &user)?;
+                conversations::lock_user(tx, &app2, &user2)?;
                 let client = clients::least_loaded(tx, &live)?.map(|(c, _)| c);
-                let id = conversations::create(tx, &app, &user, client.as_ref(), now)?;
-                Ok::<_, Error>((id, client.is_some()))
+                let id = conversations::create(tx, &app2, &user2, client.as_ref(), now)?;
+                Ok::<_, Error>((id, client))
             })
             .await?;
-        if !assigned {
+        if client.is_none() {
             self.hub.note_unassigned();
         }
         self.active_conversations.fetch_add(1, Ordering::Relaxed);
-        conversations::get(self.store.reader(), &id, self.rules.idle_cutoff(now_ms()))
-            .await?
-            .ok_or_else(|| {
-                Error::Unavailable(format!(
-                    "conversation {id} was opened but cannot be read back yet; retry the read"
-                ))
-            })
+        // As written: nothing else can have touched it yet.
+        Ok(Conversation {
+            id,
+            app_id: app,
+            user_id: user.as_str().to_owned(),
+            client_id: client,
+            state: ConversationState::Active,
+            created_at: now,
+            updated_at: now,
+            expired_at: None,
+            message_count: 0,
+        })
     }
 
     /// `POST /send`: stores an agent's reply in a conversation it holds and,

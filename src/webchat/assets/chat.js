@@ -226,6 +226,8 @@
       // Not remembered: storage is off.
     }
     applyLang();
+    for (const b of document.querySelectorAll("#messages .copy, #messages .copy-msg")) b.textContent = t("copy");
+    for (const b of document.querySelectorAll("#messages .copy-msg")) b.setAttribute("aria-label", t("copy_message"));
     renderList();
     refreshTimes();
   }
@@ -441,12 +443,15 @@
       title.textContent = c.title || t("new_conversation");
       const when = document.createElement("span");
       when.className = "conv-when";
+      when.dataset.ms = String(c.updatedAt);
+      if (state.ended.has(c.id)) when.dataset.ended = "1";
       when.textContent = relative(c.updatedAt) + (state.ended.has(c.id) ? " · " + t("ended") : "");
       when.title = new Date(c.updatedAt).toLocaleString();
       button.append(title, when);
       button.addEventListener("click", () => {
         select(c.id);
         toggleDrawer(false);
+        $("text").focus();
       });
       item.appendChild(button);
       list.appendChild(item);
@@ -771,19 +776,7 @@
       bar.className = "codebar";
       const lang = document.createElement("span");
       lang.textContent = (code && code.dataset.lang) || t("code");
-      const copy = document.createElement("button");
-      copy.type = "button";
-      copy.className = "copy";
-      copy.textContent = t("copy");
-      copy.addEventListener("click", async () => {
-        try {
-          await navigator.clipboard.writeText(code ? code.textContent : pre.textContent);
-          copy.textContent = t("copied");
-        } catch (_) {
-          copy.textContent = t("copy_failed");
-        }
-        setTimeout(() => (copy.textContent = t("copy")), 2000);
-      });
+      const copy = copyButton("copy", () => (code ? code.textContent : pre.textContent));
       bar.append(lang, copy);
       pre.before(bar);
     }
@@ -822,29 +815,38 @@
     when.textContent = relative(m.timestamp);
     meta.replaceChildren(when);
     if (m.direction === "outbound") {
-      const copy = document.createElement("button");
-      copy.type = "button";
-      copy.className = "copy-msg";
-      copy.textContent = t("copy");
+      const copy = copyButton("copy-msg", () => m.text);
       copy.setAttribute("aria-label", t("copy_message"));
-      copy.addEventListener("click", async () => {
-        try {
-          await navigator.clipboard.writeText(m.text);
-          copy.textContent = t("copied");
-        } catch (_) {
-          copy.textContent = t("copy_failed");
-        }
-        setTimeout(() => (copy.textContent = t("copy")), 2000);
-      });
       meta.appendChild(copy);
     }
   }
 
+  // A Copy button that copies `text()` and says how it went for two
+  // seconds. (No data-i18n: in a message body only the sanitizer's
+  // attributes appear; setLang relabels these buttons itself.)
+  function copyButton(className, text) {
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = className;
+    copy.textContent = t("copy");
+    copy.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(text());
+        copy.textContent = t("copied");
+      } catch (_) {
+        copy.textContent = t("copy_failed");
+      }
+      setTimeout(() => (copy.textContent = t("copy")), 2000);
+    });
+    return copy;
+  }
+
+  // Relative times age: updated in place (the list is not rebuilt, so a
+  // focused item keeps its focus).
   function refreshTimes() {
-    for (const t of document.querySelectorAll("#messages time[data-ms]")) {
-      t.textContent = relative(Number(t.dataset.ms));
+    for (const el of document.querySelectorAll("#messages time[data-ms], #conv-list .conv-when")) {
+      el.textContent = relative(Number(el.dataset.ms)) + (el.dataset.ended ? " · " + t("ended") : "");
     }
-    renderList();
   }
 
   function addDivider(text, conv) {
