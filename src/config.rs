@@ -32,6 +32,7 @@ pub struct Config {
     pub sessions: Sessions,
     pub webchat: Webchat,
     pub attachments: Attachments,
+    pub openai: OpenAi,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -298,6 +299,32 @@ pub struct Sse {
 impl Default for Sse {
     fn default() -> Self {
         Sse { keepalive_secs: 15 }
+    }
+}
+
+/// `[openai]`: the OpenAI-compatible door (`/v1/chat/completions`,
+/// `/v1/models`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAi {
+    /// Serve the two endpoints.
+    pub enabled: bool,
+    /// How long a request waits for the agent's answer, in seconds; past
+    /// it the request ends (504, or an error event in a stream) and the
+    /// answer is still stored when it comes.
+    pub reply_timeout_secs: u64,
+    /// `/v1/models` lists each agent's name beside `clawrelay`; false:
+    /// only `clawrelay` (a `model` naming an agent still picks it).
+    pub list_agents: bool,
+}
+
+impl Default for OpenAi {
+    fn default() -> Self {
+        OpenAi {
+            enabled: true,
+            reply_timeout_secs: 300,
+            list_agents: true,
+        }
     }
 }
 
@@ -720,6 +747,9 @@ impl Config {
         }
         if self.sse.keepalive_secs == 0 {
             return bad("sse.keepalive_secs must be at least 1".into());
+        }
+        if !(1..=86_400).contains(&self.openai.reply_timeout_secs) {
+            return bad("openai.reply_timeout_secs must be between 1 and 86400".into());
         }
         let sessions = &self.sessions;
         if sessions.ttl_secs == 0 || sessions.ttl_secs > sessions.max_ttl_secs {

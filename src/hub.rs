@@ -37,13 +37,19 @@ pub struct LiveEvent {
 }
 
 impl LiveEvent {
+    /// A reply that answers a message was stored in the conversation: for
+    /// the relay's own waiters (the OpenAI-compatible door's turns), never
+    /// shown on a stream (the stored message is).
+    pub const REPLY_STORED: &'static str = "reply.stored";
+
     /// Every kind of live event.
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 6] = [
         "reply.delta",
         "typing",
         "progress",
         "conversation.expired",
         "conversation.assigned",
+        LiveEvent::REPLY_STORED,
     ];
 
     /// The kind named `name`, if it is one.

@@ -25,6 +25,8 @@ app_per_sec = 0
 user_per_sec = 0
 agent_per_sec = 0
 failed_auth_per_min = 0
+[openai]
+reply_timeout_secs = 1
 TOML
 ADMIN_TOKEN=fuzz-admin LOG_LEVEL=warn target/debug/clawrelay serve --config "$work/relay.toml" \
     --port "$port" --db "$work/relay.db" > "$work/relay.log" 2>&1 &

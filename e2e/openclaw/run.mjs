@@ -16,7 +16,10 @@
 //      agent answers with reaches the app as an attachment, bytes unchanged;
 //   9. the relay dies mid-turn and is back before the turn ends: the
 //      redelivery on the new connection waits for the running turn and
-//      stores its reply, once.
+//      stores its reply, once;
+//  10. a turn longer than the lease is answered and delivered once;
+//  11. the official `openai` npm package asks through /v1/chat/completions,
+//      plainly and streamed, and gets the gateway's answers.
 // Prints one line per check and "N passed, M failed"; exits non-zero on failure.
 //
 // Each gateway gets the plugin the way a user installs it: `openclaw plugins
@@ -418,6 +421,43 @@ async function main() {
     assert(finals.length === 1, `the final reply came ${finals.length} times`);
   });
 
+  await check("11. an openai SDK request goes through the relay to the gateway and back", async () => {
+    // The official npm package (run.sh installs it into .cache/openai/node).
+    const sdk = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../.cache/openai/node/node_modules/openai/index.mjs");
+    const { default: OpenAI } = await import(sdk);
+    const client = new OpenAI({ baseURL: `${relay.base}/v1`, apiKey: web });
+    const plain = await client.chat.completions.create({
+      model: "clawrelay",
+      user: "olga",
+      messages: [{ role: "user", content: "hello through the door" }],
+    });
+    const answer = plain.choices[0].message.content;
+    assert(answer === "echo: hello through the door", `the answer is "${answer}"`);
+    // Streamed, continuing the same conversation (the last answer names it).
+    const pieces = [];
+    const stream = await client.chat.completions.create({
+      model: "gateway-1",
+      user: "olga",
+      stream: true,
+      messages: [
+        { role: "user", content: "hello through the door" },
+        { role: "assistant", content: answer },
+        { role: "user", content: "[stream] and once more, slowly" },
+      ],
+    });
+    for await (const chunk of stream) {
+      const piece = chunk.choices[0]?.delta?.content;
+      if (piece) pieces.push(piece);
+    }
+    const joined = pieces.join("");
+    assert(joined === "echo: [stream] and once more, slowly", `streamed "${joined}" in ${pieces.length} pieces`);
+    const olga = (await api("GET", "/conversations?userId=olga", web)).conversations;
+    assert(olga.length === 1, `olga has ${olga.length} conversations`);
+    const texts = (await api("GET", `/conversations/${olga[0].id}`, ADMIN)).messages.map((m) => m.text);
+    const expected = ["hello through the door", answer, "[stream] and once more, slowly", joined];
+    assert(JSON.stringify(texts) === JSON.stringify(expected), `the history is ${JSON.stringify(texts)}`);
+  });
+
   await check("5. a proactive send from the OpenClaw CLI reaches the app user", async () => {
     const conv = conversations.ana;
     const text = `proactive note ${Date.now()}`;
@@ -652,7 +692,7 @@ async function main() {
     for (const r of results.filter((x) => !x.ok)) console.log(`not ok - ${r.name}: ${r.error}`);
   }
   console.log(`openclaw-e2e: ${passed} passed, ${failed} failed`);
-  return failed === 0 && passed === (only ? only.length : 10);
+  return failed === 0 && passed === (only ? only.length : 11);
 }
 
 let ok = false;

@@ -28,6 +28,14 @@ npm run --silent build
 npm test
 tarball="$cache/$(npm pack --silent --pack-destination "$cache" | tail -n 1)"
 
+# The official openai npm package, for the check through /v1/chat/completions
+# (the version tests/api/openai.rs installs).
+sdk="$root/.cache/openai/node"
+if [ ! -e "$sdk/openai@6.49.0" ]; then
+    mkdir -p "$sdk"
+    (cd "$sdk" && npm install --silent --no-audit --no-fund openai@6.49.0 && touch "openai@6.49.0")
+fi
+
 cd "$root"
 cargo build --quiet --bin clawrelay
 node e2e/openclaw/run.mjs target/debug/clawrelay openclaw-plugin "$tarball"

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::ids::{AppId, ConversationId, IdempotencyKey, UserId};
 use crate::model::Message;
 use crate::relay::attachments::party_of;
-use crate::relay::messages::Post;
+use crate::relay::messages::{Post, Target};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -100,7 +100,7 @@ pub(crate) fn post_of(
     Ok(Post {
         app,
         from,
-        conversation,
+        target: conversation.map_or(Target::Latest, Target::Named),
         text,
         attachments: state.relay.attachment_ids(attachments)?,
         key,

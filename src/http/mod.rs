@@ -12,6 +12,7 @@ pub(crate) mod events;
 pub mod extract;
 pub mod health;
 pub(crate) mod inbound;
+pub mod openai;
 pub mod openapi;
 pub(crate) mod sessions;
 pub(crate) mod webhooks;
@@ -25,10 +26,18 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-/// Routes that wait by design (long polls, streams) or stream a large body
-/// in (uploads, which time out when the body stalls instead) and are not
+/// Routes that wait by design (long polls, streams, an agent's answer,
+/// bounded by `[openai] reply_timeout_secs`) or stream a large body in
+/// (uploads, which time out when the body stalls instead) and are not
 /// timed out.
-const WAITING_ROUTES: [&str; 5] = ["/poll", "/outbox", "/events", "/ws", "/attachments"];
+const WAITING_ROUTES: [&str; 6] = [
+    "/poll",
+    "/outbox",
+    "/events",
+    "/ws",
+    "/attachments",
+    "/v1/chat/completions",
+];
 
 /// Answers 503 `request_timeout` when a request takes longer than
 /// `[limits] request_timeout_secs` (long polls and streams excepted). A write
@@ -91,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(sessions::router())
         .merge(attachments::router(&state.config))
+        .merge(openai::router(&state.config))
         .merge(crate::webchat::router())
         .merge(openapi::router())
         .merge(crate::ws::router())

@@ -3,7 +3,8 @@
 //! `GET /openapi.json`.
 
 use super::{
-    admin, agent, attachments, conversations, events, health, inbound, sessions, webhooks,
+    admin, agent, attachments, conversations, events, health, inbound, openai, sessions,
+    webhooks,
 };
 use crate::app::AppState;
 use axum::routing::get;
@@ -30,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         events::events,
         sessions::open, sessions::refresh, sessions::whoami, sessions::logout, sessions::login, sessions::signup,
         attachments::upload, attachments::download,
+        openai::completions, openai::models,
         crate::ws::upgrade,
         openapi_json,
     ),

@@ -11,6 +11,7 @@
 //! - Ack: explicit (`/ack`) or implicit (`/send` to the conversation); either
 //!   promotes the conversation's next queued message.
 
+use super::messages::Target;
 use super::{webhooks, Relay, Wake};
 use crate::error::Error;
 use crate::hub::Hub;
@@ -45,8 +46,8 @@ fn queue_full(client: &ClientId, max_pending: i64) -> Error {
 }
 
 /// The conversation an inbound message of `user` belongs to, and its client:
-/// the one it names (`wanted`: it must be that user's and active), or else
-/// the user's most recently active one. Expires that one if idle and opens a
+/// a new one (on the agent named, if one is), the one it names (it must be
+/// that user's and active), or else the user's most recently active one. Expires that one if idle and opens a
 /// new one; keeps an active one with its client unless that client is
 /// revoked or gone.
 #[allow(clippy::too_many_arguments)]
@@ -55,14 +56,33 @@ pub(super) fn conversation_for(
     hub: &Hub,
     app: &AppId,
     user: &UserId,
-    wanted: Option<&ConversationId>,
+    target: &Target,
     live: &[ClientId],
     ttl_ms: i64,
     max_pending: i64,
     now: i64,
 ) -> Result<Destination, Error> {
     let full = |client: &ClientId| queue_full(client, max_pending);
-    if let Some(id) = wanted {
+    if let Target::New(agent) = target {
+        let client = match agent {
+            // The agent asked for, connected or not (its open deliveries
+            // counted as any client's).
+            Some(c) => clients::least_loaded(tx, std::slice::from_ref(c))?,
+            None => clients::least_loaded(tx, live)?,
+        };
+        let client = match client {
+            Some((c, pending)) if pending >= max_pending => return Err(full(&c)),
+            other => other.map(|(c, _)| c),
+        };
+        let conversation = conversations::create(tx, app, user, client.as_ref(), now)?;
+        return Ok(Destination {
+            conversation,
+            client,
+            opened: true,
+            expired: None,
+        });
+    }
+    if let Target::Named(id) = target {
         let (active, expired) =
             conversations::find_of_user(tx, id, app, user)?.ok_or_else(|| {
                 Error::not_found(

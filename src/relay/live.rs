@@ -6,6 +6,7 @@ use super::Relay;
 use crate::error::Error;
 use crate::hub::LiveEvent;
 use crate::ids::{AppId, ClientId, ConversationId, ReplyId, UserId};
+use crate::model::Message;
 use crate::store::conversations::{Adopted, Expired};
 use crate::store::{conversations, messages};
 use serde_json::{json, Value};
@@ -96,6 +97,21 @@ impl Relay {
         // The agent is at work on the conversation: its claims there last.
         self.renew_for_activity(client, &conversation).await;
         Ok(())
+    }
+
+    /// Tells the relay's waiters on `conversation` (see `completions`) that
+    /// a reply answering a message was stored there.
+    pub(super) fn publish_reply_stored(&self, m: &Message) {
+        self.publish(
+            &m.app_id,
+            LiveEvent {
+                event: LiveEvent::REPLY_STORED,
+                conversation_id: m.conversation_id.clone(),
+                user_id: m.to.clone(),
+                payload: json!({}),
+                after: 0,
+            },
+        );
     }
 
     /// A piece of a reply being written; the `send` with the same `replyId`

@@ -81,15 +81,27 @@ pub struct OutboxPage {
 pub struct Post {
     pub app: AppId,
     pub from: UserId,
-    /// The conversation of that user's it continues (None: the user's most
-    /// recently active one, or a new one).
-    pub conversation: Option<ConversationId>,
+    /// Which conversation of that user's it goes to.
+    pub target: Target,
     pub text: String,
     pub attachments: Vec<AttachmentId>,
     pub key: Option<IdempotencyKey>,
     /// Who posts it (the app, or one user's session), for which uploads it
     /// may carry.
     pub poster: Party,
+}
+
+/// Which conversation of its user's an inbound message goes to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// The user's most recently active conversation, or a new one.
+    #[default]
+    Latest,
+    /// This one (it must be the user's and active).
+    Named(ConversationId),
+    /// A new one, beside those still active: on this agent if one is named
+    /// (connected or not), else assigned as a first message's would be.
+    New(Option<ClientId>),
 }
 
 /// An agent's message for the user of a conversation it holds.
@@ -112,7 +124,7 @@ impl Relay {
         let Post {
             app,
             from,
-            conversation: wanted,
+            target,
             text,
             attachments: attached,
             key,
@@ -122,7 +134,8 @@ impl Relay {
         let now = now_ms();
         // The engine takes the common case: no attachments, the user's
         // latest conversation.
-        if let (Some(engine), true, None) = (&self.engine, attached.is_empty(), &wanted) {
+        if let (Some(engine), true, Target::Latest) = (&self.engine, attached.is_empty(), &target)
+        {
             let request = engine::Inbound {
                 app: app.clone(),
                 user: from.clone(),
@@ -165,7 +178,7 @@ impl Relay {
                     &hub,
                     &app,
                     &from,
-                    wanted.as_ref(),
+                    &target,
                     &live,
                     ttl_ms,
                     max_pending,
@@ -183,6 +196,7 @@ impl Relay {
                         to: client.as_ref().map(ClientId::as_str).unwrap_or(""),
                         text: &text,
                         reply_id: None,
+                        in_reply_to: None,
                         attachments: &carried,
                         now,
                     },
@@ -309,6 +323,9 @@ impl Relay {
                 let m = crate::metrics::get();
                 m.messages.with_label_values(&["outbound"]).inc();
                 m.acked.inc_by(sent.acked);
+                if sent.acked > 0 {
+                    self.publish_reply_stored(&sent.message);
+                }
                 if let Some(c) = sent.promoted {
                     self.wake(Wake::Client(c));
                 }
@@ -353,6 +370,13 @@ impl Relay {
                     rules.ttl_ms,
                     now,
                 )?;
+                // Acked first: the reply records the message it answers.
+                let (acked, promoted) = if ack {
+                    let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;
+                    (acked, deliveries::promote_next(tx, &conversation, now)?)
+                } else {
+                    (deliveries::Acked::default(), None)
+                };
                 let stored = messages::insert(
                     tx,
                     NewMessage {
@@ -364,24 +388,19 @@ impl Relay {
                         to: &to,
                         text: &text,
                         reply_id: reply_id.as_ref().map(ReplyId::as_str),
+                        in_reply_to: acked.last,
                         attachments: &carried,
                         now,
                     },
                 )?;
                 let hooked = webhooks::record_reply(tx, &stored.message, now)?;
-                let (acked, promoted) = if ack {
-                    let acked = deliveries::ack_conversation(tx, &client, &conversation, now)?;
-                    (acked, deliveries::promote_next(tx, &conversation, now)?)
-                } else {
-                    (0, None)
-                };
                 if let Some(key) = &key {
                     idempotency::record(tx, client.as_str(), key, &stored.message.id, now)?;
                 }
                 Ok::<_, Error>((
                     (stored.cursor, stored.message),
                     promoted.flatten(),
-                    acked,
+                    acked.count,
                     hooked,
                 ))
             })
@@ -391,6 +410,9 @@ impl Relay {
         let m = crate::metrics::get();
         m.messages.with_label_values(&["outbound"]).inc();
         m.acked.inc_by(acked);
+        if acked > 0 {
+            self.publish_reply_stored(&message);
+        }
         if let Some(c) = promoted {
             self.wake(Wake::Client(c));
         }

@@ -12,10 +12,13 @@
 //! - [`retention`]: purging what is older than the configured retention;
 //! - [`webhooks`]: apps' webhook endpoints and the events recorded for them;
 //! - [`sessions`]: user sessions and the built-in accounts that log in;
-//! - [`attachments`]: uploads, downloads and who may do either.
+//! - [`attachments`]: uploads, downloads and who may do either;
+//! - [`completions`]: the OpenAI-compatible door: a request's message and
+//!   the turn that follows its answer.
 
 pub mod admin;
 pub mod attachments;
+pub mod completions;
 pub mod delivery;
 pub mod live;
 pub mod maintenance;
@@ -111,6 +114,8 @@ pub struct Relay {
     /// (see `delivery::renew_for_activity`).
     renewed:
         std::sync::Mutex<std::collections::HashMap<(ClientId, crate::ids::ConversationId), i64>>,
+    /// The OpenAI-compatible door's turns running (see `completions`).
+    turns: completions::Turns,
 }
 
 /// Who to wake once a write has committed.
@@ -171,6 +176,7 @@ impl Relay {
             active_conversations: std::sync::atomic::AtomicI64::new(active),
             upload_turn: tokio::sync::Semaphore::new(1),
             renewed: Default::default(),
+            turns: Default::default(),
         })
     }
 

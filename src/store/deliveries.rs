@@ -295,6 +295,31 @@ pub fn release_all_owned(tx: &Tx, now: i64) -> StoreResult<u64> {
     Ok(n as u64)
 }
 
+/// Whether a message stored before message `id` in its conversation still
+/// waits for its answer (its delivery ready or queued): the agent answers
+/// that one first.
+pub async fn earlier_open(db: &Reader, id: &MessageId) -> StoreResult<bool> {
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return pgsql::deliveries::earlier_open(id.as_str())
+                .fetch_one(pool)
+                .await
+                .map_err(pg_error);
+        }
+    };
+    let open = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM messages q JOIN deliveries d ON d.conversation_id = q.conversation_id
+               WHERE q.id = ?1 AND d.message_seq < q.seq AND d.state IN ('ready', 'queued')
+           ) AS "open!: bool""#,
+        id
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok(open)
+}
+
 /// Deliveries a WebSocket session holds under a lease that has not ended.
 pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64> {
     let ex = match db {
@@ -433,25 +458,42 @@ pub fn ack_conversation(
     client: &ClientId,
     conversation: &ConversationId,
     now: i64,
-) -> StoreResult<u64> {
+) -> StoreResult<Acked> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             lock_conversation(pg, conversation)?;
-            return pg.execute(pgsql::deliveries::ack_conversation(
+            let (n, last) = pg.fetch_one(pgsql::deliveries::ack_conversation(
                 conversation.as_str(),
                 client.as_str(),
                 now,
-            ));
+            ))?;
+            return Ok(Acked {
+                count: n as u64,
+                last,
+            });
         }
     };
-    let done = tx
+    let seqs = tx
         .prepare_cached(
             "UPDATE deliveries SET state = 'acked', updated_at = ?3, lease_owner = NULL
-             WHERE conversation_id = ?1 AND state = 'ready' AND client_id = ?2 AND attempts > 0",
+             WHERE conversation_id = ?1 AND state = 'ready' AND client_id = ?2 AND attempts > 0
+             RETURNING message_seq",
         )?
-        .execute((conversation, client, now))?;
-    Ok(done as u64)
+        .query_map((conversation, client, now), |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Acked {
+        count: seqs.len() as u64,
+        last: seqs.into_iter().max(),
+    })
+}
+
+/// What a reply acked: how many deliveries, and the latest of their
+/// messages (the one the reply answers).
+#[derive(Default)]
+pub struct Acked {
+    pub count: u64,
+    pub last: Option<i64>,
 }
 
 /// Moves a conversation's open deliveries to `to` (None: unassigned). A lease

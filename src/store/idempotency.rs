@@ -1,6 +1,7 @@
 //! Idempotency keys: (principal, key) → the message the first request stored.
 
-use super::{StoreResult, Tx};
+use super::postgres::error as pg_error;
+use super::{Reader, StoreResult, Tx};
 use crate::ids::{IdempotencyKey, MessageId};
 use rusqlite::OptionalExtension;
 
@@ -49,4 +50,30 @@ pub fn record(
     )?
     .execute((principal, key, message, now))?;
     Ok(())
+}
+
+/// The message a key stored, read outside a write (no turn taken): for a
+/// caller that must know before it writes whether a request is a retry.
+pub async fn find(
+    db: &Reader,
+    principal: &str,
+    key: &IdempotencyKey,
+) -> StoreResult<Option<MessageId>> {
+    let id = match db {
+        Reader::Postgres(pool) => pgsql::idempotency::lookup(principal, key.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error)?,
+        Reader::Sqlite(pool) => {
+            let key = key.as_str();
+            sqlx::query_scalar!(
+                "SELECT message_id FROM idempotency_keys WHERE principal = ? AND key = ?",
+                principal,
+                key
+            )
+            .fetch_optional(pool)
+            .await?
+        }
+    };
+    Ok(id.map(MessageId::from_db))
 }

@@ -15,6 +15,8 @@ pub struct NewMessage<'a> {
     pub to: &'a str,
     pub text: &'a str,
     pub reply_id: Option<&'a str>,
+    /// The inbound message (its row number) a reply answers.
+    pub in_reply_to: Option<i64>,
     pub attachments: &'a [Attachment],
     pub now: i64,
 }
@@ -109,6 +111,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
                 m.now,
                 m.reply_id,
                 super::attachments::to_column(m.attachments).as_deref(),
+                m.in_reply_to,
             ))?;
             pg.stored(pos, m.app_id.as_str());
             (seq, pos)
@@ -145,8 +148,8 @@ fn insert_sqlite(
     conn.prepare_cached(
         "INSERT INTO messages
             (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id,
-             attachments)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             attachments, in_reply_to)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute((
         id,
@@ -160,6 +163,7 @@ fn insert_sqlite(
         m.now,
         m.reply_id,
         super::attachments::to_column(m.attachments),
+        m.in_reply_to,
     ))?;
     Ok(())
 }
@@ -235,6 +239,66 @@ pub fn seq_of(tx: &Tx, id: &MessageId) -> StoreResult<Option<i64>> {
         .query_row([id], |r| r.get(0))
         .optional()?;
     Ok(seq)
+}
+
+/// The first reply that answers message `id` (see `in_reply_to`), if one
+/// is stored.
+pub async fn reply_to(db: &Reader, id: &MessageId) -> StoreResult<Option<Message>> {
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            let row = pgsql::messages::reply_to(id.as_str())
+                .fetch_optional(pool)
+                .await
+                .map_err(pg_error)?;
+            return Ok(row.map(Message::from));
+        }
+    };
+    let row = sqlx::query_as!(
+        Row,
+        r#"SELECT r.seq AS "seq!", r.id, r.conversation_id, r.app_id, r.client_id, r.direction,
+                  r.sender, r.recipient, r.text, r.created_at, r.reply_id, r.attachments
+           FROM messages q JOIN messages r ON r.in_reply_to = q.seq
+           WHERE q.id = ? ORDER BY r.seq LIMIT 1"#,
+        id
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(Message::from))
+}
+
+/// The conversation of `user` of `app` whose latest reply (to a message,
+/// see `in_reply_to`) has this text, white space at either end aside; the
+/// most recent such reply wins.
+pub async fn answered_with(
+    db: &Reader,
+    app: &AppId,
+    user: &UserId,
+    text: &str,
+) -> StoreResult<Option<ConversationId>> {
+    let id = match db {
+        Reader::Postgres(pool) => pgsql::messages::answered_with(app.as_str(), user.as_str(), text)
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error)?,
+        Reader::Sqlite(pool) => {
+            let (app, user) = (app.as_str(), user.as_str());
+            sqlx::query_scalar!(
+                r#"SELECT conversation_id FROM messages
+                   WHERE app_id = ?1 AND recipient = ?2 AND in_reply_to IS NOT NULL
+                     AND substr(trim(text, char(32, 9, 10, 13)), 1, 64)
+                         = substr(trim(?3, char(32, 9, 10, 13)), 1, 64)
+                     AND trim(text, char(32, 9, 10, 13)) = trim(?3, char(32, 9, 10, 13))
+                   ORDER BY seq DESC LIMIT 1"#,
+                app,
+                user,
+                text
+            )
+            .fetch_optional(pool)
+            .await?
+        }
+    };
+    Ok(id.map(ConversationId::from_db))
 }
 
 /// Every message of a conversation, oldest first.

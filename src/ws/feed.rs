@@ -167,7 +167,8 @@ async fn run(
         _ => None,
     };
     let wanted = |e: &LiveEvent| {
-        conversation
+        e.event != LiveEvent::REPLY_STORED
+            && conversation
             .as_ref()
             .is_none_or(|c| *c == e.conversation_id)
             && user.as_ref().is_none_or(|u| u.as_str() == e.user_id)

@@ -22,6 +22,7 @@ mod idempotency;
 mod leases;
 mod markdown;
 mod metrics;
+mod openai;
 mod openapi;
 mod postgres;
 mod postgres_serve;

@@ -52,6 +52,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/signup"),
     ("POST", "/attachments"),
     ("GET", "/attachments/{id}"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
 ];
 
 fn operations(doc: &Value) -> BTreeSet<(String, String)> {

@@ -598,6 +598,7 @@ async fn message_transcript(store: &Store) -> Vec<String> {
                         to,
                         text: &format!("m{i}"),
                         reply_id: (i % 4 == 1).then_some(reply.as_str()),
+                        in_reply_to: None,
                         attachments: &[],
                         now: 100 + i as i64,
                     },
@@ -757,6 +758,7 @@ async fn postgres_outbox_tailed_on_another_relay_misses_nothing() {
                                 to: "user",
                                 text: &format!("w{w}-{i}"),
                                 reply_id: None,
+                                in_reply_to: None,
                                 attachments: &[],
                                 now: 1,
                             },
@@ -846,6 +848,7 @@ async fn delivery_backlog(
                             to: "agent",
                             text: &format!("{user}{i}"),
                             reply_id: None,
+                            in_reply_to: None,
                             attachments: &[],
                             now: 10,
                         },
@@ -933,8 +936,8 @@ async fn delivery_transcript(store: &Store) -> Vec<String> {
             };
             let again = deliveries::ack(tx, &a2, &ann0, 300)?;
             let by_b = deliveries::ack(tx, &b2, &ann0, 300)?;
-            let unclaimed = deliveries::ack_conversation(tx, &b2, &bob, 300)?;
-            let per_conversation = deliveries::ack_conversation(tx, &a2, &bob, 300)?;
+            let unclaimed = deliveries::ack_conversation(tx, &b2, &bob, 300)?.count;
+            let per_conversation = deliveries::ack_conversation(tx, &a2, &bob, 300)?.count;
             let bob_next = deliveries::promote_next(tx, &bob, 300)?;
             let bob_twice = deliveries::promote_next(tx, &bob, 300)?;
             Ok::<_, StoreError>((
@@ -1175,6 +1178,7 @@ impl Backlog {
                             to: "agent",
                             text: &i.to_string(),
                             reply_id: None,
+                            in_reply_to: None,
                             attachments: &[],
                             now: 10,
                         },
@@ -2091,6 +2095,7 @@ async fn attachment_transcript(store: &Store) -> Vec<String> {
                     to: "agent",
                     text: "see attached",
                     reply_id: None,
+                    in_reply_to: None,
                     attachments: &carried,
                     now: 40,
                 },
@@ -2191,6 +2196,7 @@ async fn attachment_transcript(store: &Store) -> Vec<String> {
                     to: "agent",
                     text: "never answered",
                     reply_id: None,
+                    in_reply_to: None,
                     attachments: &[],
                     now: 50,
                 },

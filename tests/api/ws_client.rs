@@ -155,6 +155,28 @@ impl Ws {
         }
     }
 
+    /// The next event, or None when none comes within `wait` (for a peer
+    /// that idles between requests).
+    pub async fn event_within(&mut self, wait: std::time::Duration) -> Option<Value> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
+        loop {
+            match tokio::time::timeout(wait, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).expect("JSON frame");
+                    if v["type"] == "event" {
+                        return Some(v);
+                    }
+                    panic!("unexpected frame: {v}");
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => panic!("the connection ended"),
+            }
+        }
+    }
+
     /// Whether an event arrives within `ms` milliseconds.
     pub async fn quiet_for(&mut self, ms: u64) -> bool {
         if !self.pending.is_empty() {

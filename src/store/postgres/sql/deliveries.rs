@@ -178,15 +178,23 @@ pub fn ack(seq: i64, client: &str, now: i64) -> Statement {
     )
 }
 
-pub fn ack_conversation(conversation: &str, client: &str, now: i64) -> Statement {
+pub fn ack_conversation(
+    conversation: &str,
+    client: &str,
+    now: i64,
+) -> Rows<impl Row<(i64, Option<i64>)>> {
     sqlx::query!(
-        "UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
-         WHERE conversation_id = $1 AND state = 'ready' AND client_id = $2
-           AND attempts > 0",
+        r#"WITH acked AS (
+             UPDATE deliveries SET state = 'acked', updated_at = $3, lease_owner = NULL
+             WHERE conversation_id = $1 AND state = 'ready' AND client_id = $2
+               AND attempts > 0
+             RETURNING message_seq)
+         SELECT count(*) AS "n!", max(message_seq) AS last FROM acked"#,
         conversation,
         client,
         now
     )
+    .map(|r| (r.n, r.last))
 }
 
 /// Hands the open deliveries of `conversations` (just adopted by
@@ -369,4 +377,17 @@ pub fn renew(
         max_lease_ms
     )
     .map(|r| r.visible_at)
+}
+
+/// Whether a message stored before message `id` in its conversation still
+/// waits for its answer.
+pub fn earlier_open(id: &str) -> Rows<impl Row<bool>> {
+    sqlx::query!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM messages q JOIN deliveries d ON d.conversation_id = q.conversation_id
+               WHERE q.id = $1 AND d.message_seq < q.seq AND d.state IN ('ready', 'queued')
+           ) AS "open!""#,
+        id
+    )
+    .map(|r| r.open)
 }

@@ -39,13 +39,14 @@ pub fn insert(
     now: i64,
     reply_id: Option<&str>,
     attachments: Option<&str>,
+    in_reply_to: Option<i64>,
 ) -> Rows<impl Row<(i64, i64)>> {
     sqlx::query!(
         "WITH c AS (SELECT id FROM conversations WHERE id = $2 FOR UPDATE)
          INSERT INTO messages
             (id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-             created_at, reply_id, attachments)
-         SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM c
+             created_at, reply_id, attachments, in_reply_to)
+         SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM c
          RETURNING seq, pos",
         id,
         conversation,
@@ -57,7 +58,8 @@ pub fn insert(
         text,
         now,
         reply_id,
-        attachments
+        attachments,
+        in_reply_to
     )
     .map(|r| (r.seq, r.pos))
 }
@@ -249,4 +251,32 @@ pub fn user_stream(
         outbound_only,
         limit
     )
+}
+
+/// The first reply that answers message `id`.
+pub fn reply_to(id: &str) -> Rows<impl Row<Message>> {
+    sqlx::query_as!(
+        Message,
+        r#"SELECT r.pos AS seq, r.id, r.conversation_id, r.app_id, r.client_id, r.direction,
+                  r.sender, r.recipient, r.text, r.created_at, r.reply_id, r.attachments
+           FROM messages q JOIN messages r ON r.in_reply_to = q.seq
+           WHERE q.id = $1 ORDER BY r.seq LIMIT 1"#,
+        id
+    )
+}
+
+/// The conversation whose latest reply to `user` of `app` has this text
+/// (white space at either end aside).
+pub fn answered_with(app: &str, user: &str, text: &str) -> Rows<impl Row<String>> {
+    sqlx::query!(
+        r#"SELECT conversation_id FROM messages
+           WHERE app_id = $1 AND recipient = $2 AND in_reply_to IS NOT NULL
+             AND substr(btrim(text, E' \t\n\r'), 1, 64) = substr(btrim($3, E' \t\n\r'), 1, 64)
+             AND btrim(text, E' \t\n\r') = btrim($3, E' \t\n\r')
+           ORDER BY seq DESC LIMIT 1"#,
+        app,
+        user,
+        text
+    )
+    .map(|r| r.conversation_id)
 }

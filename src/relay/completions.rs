@@ -1,0 +1,302 @@
+//! The OpenAI-compatible door's domain (`POST /v1/chat/completions`, see
+//! `http::openai` for the wire format): a request's last user message is
+//! posted as an inbound message, and its *turn* follows the agent's answer
+//! to that message as the agent writes it.
+//!
+//! - **Which conversation.** A front end sends the whole history with
+//!   every request; [`Which`] says which conversation it continues: the one
+//!   it names, the user's conversation whose latest answer is the request's
+//!   last assistant message, or a new one.
+//! - **The answer.** A turn's answer is the reply that acks the message
+//!   (`in_reply_to`, recorded by `send`), not an `ack: false` notice or a
+//!   proactive send. While the agent writes it, the turn collects the
+//!   `reply.delta` events of the conversation, once every earlier message
+//!   of the conversation has its answer (until then the deltas are
+//!   another message's).
+//! - **Nothing lost.** A turn runs as its own task, registered by message:
+//!   a client that goes away does not stop it, and the same request again
+//!   (same `Idempotency-Key`) joins it and sees the reply from its start,
+//!   or reads the stored answer. A turn ends when the answer is stored, or
+//!   after the configured wait (the answer is still stored when it comes).
+
+use super::attachments::UploadMeta;
+use super::messages::{Post, Target};
+use super::Relay;
+use crate::error::Error;
+use crate::hub::LiveEvent;
+use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, MessageId, UserId};
+use crate::model::Message;
+use crate::shutdown::Shutdown;
+use crate::store::attachments::Party;
+use crate::store::{clients, deliveries, idempotency, messages, now_ms};
+use axum::body::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// Which conversation of the user's a request continues.
+#[derive(Clone, Debug)]
+pub enum Which {
+    /// The one the request names (`X-Clawrelay-Conversation`).
+    Named(ConversationId),
+    /// The one whose latest answer has this text (the request's last
+    /// assistant message); a new one when none has, or it has ended.
+    Answered(String),
+    /// A new one (the request has no assistant message).
+    New,
+}
+
+/// A file the request carries (an `image_url` or `file` part), uploaded
+/// as the message's attachment.
+pub struct File {
+    pub name: String,
+    pub mime: Option<String>,
+    pub bytes: Bytes,
+}
+
+/// A request's last user message, for the agent side.
+pub struct Ask {
+    pub app: AppId,
+    pub user: UserId,
+    pub which: Which,
+    /// The agent a new conversation starts on (`model` names it).
+    pub agent: Option<ClientId>,
+    pub text: String,
+    pub files: Vec<File>,
+    pub key: Option<IdempotencyKey>,
+    pub poster: Party,
+}
+
+/// How far a turn is.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// The answer as streamed so far (its `reply.delta` pieces).
+    pub streamed: String,
+    pub end: Option<End>,
+}
+
+#[derive(Clone, Debug)]
+pub enum End {
+    /// The answer, stored.
+    Answered(Box<Message>),
+    /// No answer within the wait; it is still stored when it comes.
+    TimedOut,
+    /// The relay is shutting down.
+    Stopped,
+}
+
+/// A posted message and its turn.
+pub struct Asked {
+    pub message: Message,
+    pub turn: watch::Receiver<Progress>,
+}
+
+/// The turns running, by the message they answer.
+#[derive(Default)]
+pub struct Turns(Mutex<HashMap<MessageId, watch::Receiver<Progress>>>);
+
+impl Turns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, watch::Receiver<Progress>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Relay {
+    /// The agent an OpenAI `model` names: an active client of that name
+    /// (connected ones first, then the one seen last).
+    pub async fn agent_named(&self, name: &str) -> Result<Option<ClientId>, Error> {
+        let live = self.hub.live_clients(now_ms());
+        let mut named: Vec<_> = clients::list(self.store.reader())
+            .await?
+            .into_iter()
+            .filter(|c| c.revoked_at.is_none() && c.name == name)
+            .collect();
+        named.sort_by_key(|c| (!live.contains(&c.id), std::cmp::Reverse(c.last_seen_at)));
+        Ok(named.into_iter().next().map(|c| c.id))
+    }
+
+    /// The names of the active agents, each once, sorted.
+    pub async fn agent_names(&self) -> Result<Vec<String>, Error> {
+        let mut names: Vec<String> = clients::list(self.store.reader())
+            .await?
+            .into_iter()
+            .filter(|c| c.revoked_at.is_none())
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Posts the request's message (or finds it again, for a retry with the
+    /// same key) and follows its turn for at most `wait`.
+    pub async fn ask(
+        self: &Arc<Self>,
+        ask: Ask,
+        wait: Duration,
+        shutdown: Shutdown,
+    ) -> Result<Asked, Error> {
+        if let Some(message) = self.asked_before(&ask).await? {
+            let turn = self.follow(&message, None, wait, shutdown).await;
+            return Ok(Asked { message, turn });
+        }
+        let Ask {
+            app,
+            user,
+            which,
+            agent,
+            text,
+            files,
+            key,
+            poster,
+        } = ask;
+        let mut attachments = Vec::with_capacity(files.len());
+        for file in files {
+            let meta = UploadMeta {
+                name: Some(file.name),
+                declared: file.mime,
+                length: Some(file.bytes.len() as u64),
+            };
+            let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(file.bytes)]);
+            attachments.push(self.upload(poster.clone(), meta, body).await?.id);
+        }
+        let target = match which {
+            Which::Named(id) => Target::Named(id),
+            Which::New => Target::New(agent.clone()),
+            Which::Answered(last) => {
+                match messages::answered_with(self.store.reader(), &app, &user, &last).await? {
+                    Some(id) => Target::Named(id),
+                    None => Target::New(agent.clone()),
+                }
+            }
+        };
+        let continued = matches!(target, Target::Named(_));
+        // Subscribed before the message is stored: no delta of its answer
+        // comes before.
+        let live = self.hub.subscribe_app(&app);
+        let post = |target| Post {
+            app: app.clone(),
+            from: user.clone(),
+            target,
+            text: text.clone(),
+            attachments: attachments.clone(),
+            key: key.clone(),
+            poster: poster.clone(),
+        };
+        let message = match self.inbound(post(target)).await {
+            // The conversation its last answer came from has ended: a new
+            // one, as for a first message.
+            Err(Error::Conflict {
+                code: "conversation_expired",
+                ..
+            }) if continued => self.inbound(post(Target::New(agent))).await?,
+            other => other?,
+        };
+        let turn = self.follow(&message, Some(live), wait, shutdown).await;
+        Ok(Asked { message, turn })
+    }
+
+    /// The message a retry's key stored, if this request is one (the same
+    /// user and text; a key used for another request is a conflict).
+    async fn asked_before(&self, ask: &Ask) -> Result<Option<Message>, Error> {
+        let Some(key) = &ask.key else { return Ok(None) };
+        let Some(id) = idempotency::find(self.store.reader(), ask.app.as_str(), key).await? else {
+            return Ok(None);
+        };
+        let id2 = id.clone();
+        let Some(message) = self
+            .store
+            .write_relaxed(move |tx| messages::get(tx, &id2))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if message.from != ask.user.as_str() || message.text != ask.text {
+            return Err(Error::Conflict {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was already used for a different request".into(),
+            });
+        }
+        Ok(Some(message))
+    }
+
+    /// The turn of `message`: the running one if there is one (from its
+    /// start), else a new one.
+    async fn follow(
+        self: &Arc<Self>,
+        message: &Message,
+        live: Option<broadcast::Receiver<Arc<LiveEvent>>>,
+        wait: Duration,
+        shutdown: Shutdown,
+    ) -> watch::Receiver<Progress> {
+        let mut turns = self.turns.lock();
+        if let Some(turn) = turns.get(&message.id) {
+            return turn.clone();
+        }
+        let (tx, rx) = watch::channel(Progress::default());
+        turns.insert(message.id.clone(), rx.clone());
+        drop(turns);
+        let live = live.unwrap_or_else(|| self.hub.subscribe_app(&message.app_id));
+        let relay = self.clone();
+        let (id, conversation) = (message.id.clone(), message.conversation_id.clone());
+        tokio::spawn(async move {
+            let end = tokio::select! {
+                end = relay.run_turn(&id, &conversation, live, &tx) => end,
+                () = tokio::time::sleep(wait) => End::TimedOut,
+                () = shutdown.wait() => End::Stopped,
+            };
+            tx.send_modify(|p| p.end = Some(end));
+            relay.turns.lock().remove(&id);
+        });
+        rx
+    }
+
+    /// Follows a turn until its answer is stored.
+    async fn run_turn(
+        &self,
+        id: &MessageId,
+        conversation: &ConversationId,
+        mut live: broadcast::Receiver<Arc<LiveEvent>>,
+        progress: &watch::Sender<Progress>,
+    ) -> End {
+        let db = self.store.reader();
+        // Whether the conversation's deltas are this answer's: not while an
+        // earlier message waits for its own.
+        let mut ours = false;
+        loop {
+            match messages::reply_to(db, id).await {
+                Ok(Some(answer)) => return End::Answered(Box::new(answer)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, message = %id, "could not read a turn's answer; trying again"),
+            }
+            if !ours {
+                ours = matches!(deliveries::earlier_open(db, id).await, Ok(false));
+            }
+            // Until a reply is stored in the conversation (then look again).
+            loop {
+                let event = match live.recv().await {
+                    Ok(e) => e,
+                    // Missed events: look at the store again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
+                };
+                if event.conversation_id != *conversation {
+                    continue;
+                }
+                match event.event {
+                    LiveEvent::REPLY_STORED => break,
+                    "reply.delta" if ours => {
+                        if let Some(piece) = event.payload["text"].as_str() {
+                            progress.send_modify(|p| p.streamed.push_str(piece));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
