@@ -7,7 +7,10 @@
 //! Requests are pipelined: the session goes on reading frames while earlier
 //! requests wait for their commit, so an agent answering many conversations
 //! at once has its sends share group commits (with each other and with
-//! HTTP) instead of committing one by one. Requests about one conversation
+//! HTTP) instead of committing one by one. Each request runs as a task of
+//! its own: it makes progress (and gives back the database connection it
+//! reads with) while the session itself waits for something else, such as
+//! a claim that needs a connection too. Requests about one conversation
 //! still run one after the other, in the order they arrived (a `send` never
 //! overtakes the deltas or the `send` before it); responses to requests about
 //! different conversations may come in another order than the requests
@@ -26,13 +29,11 @@ use crate::ids::{ClientId, ConversationId, MessageId, ReplyId};
 use crate::relay::messages::Reply;
 use crate::store::now_ms;
 use axum::extract::ws::Message;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 const DEFAULT_IN_FLIGHT: i64 = 10;
@@ -41,11 +42,9 @@ const MAX_IN_FLIGHT: i64 = 1000;
 /// stops reading frames until one finishes.
 const PIPELINE: usize = 64;
 
-/// A request being handled: its id, whether it may have acked deliveries
-/// (`send`, `ack`), and its outcome.
-type Running<'a> = Pin<
-    Box<dyn Future<Output = (Value, bool, Result<Result<Value, Error>, FrameError>)> + Send + 'a>,
->;
+/// A request handled: its id, whether it may have acked deliveries (`send`,
+/// `ack`), and its outcome.
+type Handled = (Value, bool, Result<Result<Value, Error>, FrameError>);
 
 pub async fn run(
     mut conn: Conn,
@@ -123,7 +122,9 @@ impl Session<'_> {
         let stop = self.state.shutdown.clone().wait();
         tokio::pin!(stop);
         let mut in_flight = 0i64;
-        let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
+        // Requests being handled, each a task: driven by the runtime, not
+        // by this loop (which may be waiting on a claim meanwhile).
+        let mut running: JoinSet<Handled> = JoinSet::new();
         // One lock per conversation with requests running: taken in arrival order.
         let mut lanes: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
         // Whether something may have become claimable since the last claim:
@@ -179,7 +180,13 @@ impl Session<'_> {
                 .unwrap_or(Duration::from_secs(3600));
 
             tokio::select! {
-                Some((id, frees, result)) = running.next(), if !running.is_empty() => {
+                Some(handled) = running.join_next(), if !running.is_empty() => {
+                    let Ok((id, frees, result)) = handled else {
+                        // A request that panicked: counted as an internal
+                        // error in the log; its peer gets no answer.
+                        tracing::error!("a websocket request's task failed");
+                        continue;
+                    };
                     let answered = match result {
                         Ok(result) => self.conn.answer(&id, result).await,
                         Err(e) => self.conn.frame_error(&e).await,
@@ -212,16 +219,16 @@ impl Session<'_> {
                             .get("conversationId")
                             .and_then(Value::as_str)
                             .map(|c| lanes.entry(c.to_owned()).or_default().clone());
-                        let (state, client) = (self.state, self.client);
-                        running.push(Box::pin(async move {
+                        let (state, client) = (self.state.clone(), self.client.clone());
+                        running.spawn(async move {
                             let _turn = match &lane {
                                 Some(lane) => Some(lane.lock().await),
                                 None => None,
                             };
-                            let result = call(state, client, &request).await;
+                            let result = call(&state, &client, &request).await;
                             let frees = matches!(request.method.as_str(), "send" | "ack");
                             (request.id, frees, result)
-                        }));
+                        });
                     }
                     Some(Ok(Message::Binary(_))) => {
                         if let Err(exit) = self.conn.error(&Value::Null, "invalid_frame", "frames are JSON text").await {

@@ -135,6 +135,45 @@ async fn a_streamed_reply_reaches_websocket_and_sse_apps_in_order_and_the_final_
     assert!(watcher.quiet_for(300).await);
 }
 
+/// An agent answering many conversations at once, streaming: each answer a
+/// `reply.delta` then a `send`, all sent without waiting for responses. The
+/// requests' reads and the session's own (a claim after each `send`) share
+/// the reader pool; every request is answered and every reply stored (the
+/// session once waited on a claim while its requests, not driven meanwhile,
+/// held every reader connection: a deadlock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_streaming_many_answers_at_once_gets_every_request_answered() {
+    const USERS: usize = 48;
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 100).await;
+    for u in 0..USERS {
+        app.inbound(&web, &format!("u{u}"), "hello").await;
+    }
+    let mut requests = Vec::new();
+    for _ in 0..USERS {
+        let m = agent.event().await["payload"].clone();
+        let (conv, to) = (m["conversationId"].clone(), m["from"].clone());
+        let reply = format!("r-{}", m["id"].as_str().unwrap());
+        requests.push((
+            "reply.delta",
+            json!({"conversationId": conv, "replyId": reply, "text": "hi "}),
+        ));
+        requests.push((
+            "send",
+            json!({"conversationId": conv, "to": to, "text": "hi there", "replyId": reply}),
+        ));
+    }
+    let answers = agent.pipeline(&requests).await;
+    assert!(answers.iter().all(|a| a["ok"] == true), "{answers:?}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM messages WHERE direction = 'outbound'")
+            .await,
+        USERS as i64
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_in_flight_bounds_unacked_pushes() {
     let app = spawn_app().await;
