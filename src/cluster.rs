@@ -333,6 +333,7 @@ fn apply_signal(relay: &Relay, cluster: &Cluster, signal: Signal) {
                     user_id: user,
                     payload,
                     after,
+                    answer: None,
                 }),
             );
         }

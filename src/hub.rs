@@ -34,12 +34,17 @@ pub struct LiveEvent {
     /// the next reply keep their order on every stream.
     #[serde(skip)]
     pub after: i64,
+    /// `reply.stored`, published by this relay: the row number of the
+    /// message the reply answers, and the reply (waiters on that message
+    /// need not read it back; from another relay: None, they do).
+    #[serde(skip)]
+    pub answer: Option<(i64, Arc<crate::model::Message>)>,
 }
 
 impl LiveEvent {
     /// A reply that answers a message was stored in the conversation: for
-    /// the relay's own waiters (the OpenAI-compatible door's turns), never
-    /// shown on a stream (the stored message is).
+    /// the relay's own waiters on the conversation (the OpenAI-compatible
+    /// door's turns), never sent to app streams (the stored message is).
     pub const REPLY_STORED: &'static str = "reply.stored";
 
     /// Every kind of live event.
@@ -86,6 +91,9 @@ struct Presence {
 struct Inner {
     clients: HashMap<ClientId, Presence>,
     apps: HashMap<AppId, AppChannel>,
+    /// Live events of one conversation, for the relay's own waiters on it
+    /// (the OpenAI-compatible door's turns): kept while someone listens.
+    conversations: HashMap<ConversationId, broadcast::Sender<Arc<LiveEvent>>>,
 }
 
 /// Timing rules of client liveness (`[clients]`).
@@ -116,6 +124,10 @@ pub struct Hub {
     /// [`Hub::kept`]'s list and when it was made.
     kept: std::sync::Mutex<(i64, Arc<Vec<ClientId>>)>,
 }
+
+/// Conversation channels kept before those nobody listens to are dropped
+/// (they also go at their conversation's next event).
+const CONVERSATION_CHANNELS: usize = 1024;
 
 /// How long (ms) [`Hub::kept`]'s list is reused: being gone takes minutes.
 const KEPT_FOR: i64 = 100;
@@ -175,6 +187,7 @@ impl Hub {
     pub fn new(liveness: Liveness, started_at: i64, live_buffer: usize, last_seq: i64) -> Hub {
         Hub {
             inner: Mutex::new(Inner {
+                conversations: HashMap::new(),
                 clients: HashMap::new(),
                 apps: HashMap::new(),
             }),
@@ -347,9 +360,37 @@ impl Hub {
     /// Sends an event another relay published (its `after` kept) to the
     /// app's current streams here.
     pub fn deliver(&self, app: &AppId, event: Arc<LiveEvent>) {
-        if let Some(c) = self.lock().apps.get(app) {
+        let mut inner = self.lock();
+        if let Some(c) = inner.conversations.get(&event.conversation_id) {
+            if c.send(event.clone()).is_err() {
+                inner.conversations.remove(&event.conversation_id);
+            }
+        }
+        // `reply.stored` is for the conversation's waiters only.
+        if event.event == LiveEvent::REPLY_STORED {
+            return;
+        }
+        if let Some(c) = inner.apps.get(app) {
             let _ = c.live.send(event);
         }
+    }
+
+    /// Live events of one conversation, from now on (every kind, including
+    /// `reply.stored`, which app streams never see).
+    pub fn subscribe_conversation(
+        &self,
+        conversation: &ConversationId,
+    ) -> broadcast::Receiver<Arc<LiveEvent>> {
+        let buffer = self.live_buffer;
+        let mut inner = self.lock();
+        if inner.conversations.len() >= CONVERSATION_CHANNELS {
+            inner.conversations.retain(|_, c| c.receiver_count() > 0);
+        }
+        inner
+            .conversations
+            .entry(conversation.clone())
+            .or_insert_with(|| broadcast::channel(buffer).0)
+            .subscribe()
     }
 
     fn state_of(&self, p: &Presence, now: i64) -> ClientState {

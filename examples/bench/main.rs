@@ -11,6 +11,7 @@
 //!   cargo run --release --example bench -- cluster          # SQLite vs 1 and 3 relays on PostgreSQL
 //!   cargo run --release --example bench -- soak --minutes 30 # a mixed load, watched minute by minute
 //!   cargo run --release --example bench -- webchat          # the chat page's weight, the Markdown renderer's cost
+//!   cargo run --release --example bench -- openai           # /v1/chat/completions next to /inbound + the app stream
 
 // A measuring tool: a failed setup step (no relay, no JSON) ends the run loudly.
 #![allow(clippy::unwrap_used)]
@@ -72,6 +73,24 @@ enum Command {
     /// long-poll), ROUNDS times in alternation on fresh processes; prints
     /// every run, the medians and clawrelay's ratios to nexus.
     Compare {
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        #[arg(long, default_value_t = 64)]
+        users: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+    },
+    /// The OpenAI-compatible door next to the app API, same load, same run:
+    /// agents stream (a delta, then the reply); users either post to
+    /// /inbound and read the app's WebSocket stream (ws-stream) or ask
+    /// through /v1/chat/completions with `stream: true` (openai), ROUNDS
+    /// times in alternation on fresh relays. Prints time to first token and
+    /// relay CPU per round trip.
+    Openai {
         #[arg(long, default_value_t = 4)]
         agents: usize,
         #[arg(long, default_value_t = 64)]
@@ -309,6 +328,51 @@ fn compare_summary(runs: &[(&str, Report)]) {
     println!("errors and cross-talk in all runs: {errors}");
 }
 
+/// Medians of the two paths of `bench openai`, and the door's ratio.
+fn openai_summary(runs: &[(&str, Report)]) {
+    let median = |name: &str, f: fn(&Report) -> f64| {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, r)| f(r))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let metrics: [Metric; 7] = [
+        ("round trips/s", |r| r.round_trips_per_sec),
+        ("relay CPU ms / round trip", |r| {
+            r.relay_cpu_ms_per_round_trip
+        }),
+        ("first token p50 ms", |r| r.ttft_p50_ms.unwrap_or(0.0)),
+        ("first token p99 ms", |r| r.ttft_p99_ms.unwrap_or(0.0)),
+        ("whole answer p50 ms", |r| r.p50_ms),
+        ("whole answer p99 ms", |r| r.p99_ms),
+        ("peak RSS MiB", |r| r.relay_peak_rss_mib),
+    ];
+    let (a, b) = ("inbound + stream", "chat completions");
+    println!(
+        "\nmedians of {} rounds",
+        runs.iter().filter(|(n, _)| *n == a).count()
+    );
+    println!("{:<28} {:>18} {:>24}", "", a, b);
+    for (label, f) in metrics {
+        let (x, y) = (median(a, f), median(b, f));
+        let ratio = if x > 0.0 {
+            format!("{y:.3} ({:.2}×)", y / x)
+        } else {
+            format!("{y:.3}")
+        };
+        println!("{label:<28} {x:>18.3} {ratio:>24}");
+    }
+    let errors: u64 = runs.iter().map(|(_, r)| r.errors + r.cross_talk).sum();
+    println!("errors and cross-talk in all runs: {errors}");
+}
+
 fn write_json(path: &Option<PathBuf>, value: serde_json::Value) {
     if let Some(p) = path {
         std::fs::write(p, serde_json::to_string_pretty(&value).unwrap_or_default())
@@ -375,6 +439,39 @@ async fn main() {
                 .map(|(name, r)| serde_json::json!({ "relay": name, "report": r }))
                 .collect();
             write_json(&cli.json, serde_json::json!({ "compare": all }));
+        }
+        Command::Openai {
+            agents,
+            users,
+            rounds,
+            duration,
+            warmup,
+        } => {
+            let load = |transport| Load {
+                agents,
+                users,
+                transport,
+                warmup: Duration::from_secs(warmup),
+                duration: Duration::from_secs(duration),
+            };
+            let mut runs: Vec<(&str, Report)> = Vec::new();
+            for round in 1..=rounds {
+                println!("round {round} of {rounds}");
+                for (name, transport) in [
+                    ("inbound + stream", Transport::WsStream),
+                    ("chat completions", Transport::Openai),
+                ] {
+                    let r = one(&bin, &load(transport), "full").await;
+                    print_roundtrips(std::slice::from_ref(&r));
+                    runs.push((name, r));
+                }
+            }
+            openai_summary(&runs);
+            let all: Vec<_> = runs
+                .iter()
+                .map(|(name, r)| serde_json::json!({ "path": name, "report": r }))
+                .collect();
+            write_json(&cli.json, serde_json::json!({ "openai": all }));
         }
         Command::Presets {
             transport,

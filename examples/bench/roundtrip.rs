@@ -24,6 +24,20 @@ pub enum Transport {
     /// Agents long-poll; replies reach the app through a webhook endpoint
     /// (a local receiver answering 200), signed and queued per endpoint.
     Webhook,
+    /// As `ws`, but agents stream: a `reply.delta` ("echo: ") before the
+    /// `send`; the first token's time is when the app's stream shows it.
+    WsStream,
+    /// Agents as `ws-stream`; each user is an OpenAI client: `POST
+    /// /v1/chat/completions` with `stream: true` and its previous exchange
+    /// (the conversation is found by its last answer), reading the chunks.
+    Openai,
+}
+
+impl Transport {
+    /// Whether agents write a delta before the reply.
+    fn streams(self) -> bool {
+        matches!(self, Transport::WsStream | Transport::Openai)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +71,11 @@ pub struct Report {
     pub relay_peak_rss_mib: f64,
     pub commits_per_sec: f64,
     pub operations_per_commit: f64,
+    /// Streaming transports: from sending to the answer's first piece.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_p99_ms: Option<f64>,
     /// Webhook transport: from the reply's commit to its arrival at the
     /// receiver (ms resolution: the reply's timestamp is Unix ms).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +104,11 @@ pub struct Shared {
     pub latencies: Mutex<Vec<(i64, f64)>>,
     /// Webhook lags (ms) measured.
     pub lags: Mutex<Vec<f64>>,
+    /// Times to the first piece of an answer (ms) measured.
+    pub first_pieces: Mutex<Vec<f64>>,
+    /// When each user's message now waiting was sent (streaming over the
+    /// app's stream: its first delta ends the wait for the first piece).
+    pub sent_at: Mutex<HashMap<String, Instant>>,
 }
 
 /// The measured window of one run: what `Shared::report` needs besides the counts.
@@ -117,6 +141,9 @@ impl Shared {
         let mut lags = std::mem::take(&mut *self.lags.lock().unwrap());
         lags.sort_by(f64::total_cmp);
         let lag = |q| (!lags.is_empty()).then(|| percentile(&lags, q));
+        let mut firsts = std::mem::take(&mut *self.first_pieces.lock().unwrap());
+        firsts.sort_by(f64::total_cmp);
+        let first = |q| (!firsts.is_empty()).then(|| percentile(&firsts, q));
         Report {
             agents: w.agents,
             users: w.users,
@@ -143,8 +170,21 @@ impl Shared {
             operations_per_commit: 0.0,
             lag_p50_ms: lag(0.50),
             lag_p99_ms: lag(0.99),
+            ttft_p50_ms: first(0.50),
+            ttft_p99_ms: first(0.99),
             window: w.span,
             pg: None,
+        }
+    }
+
+    /// Records the first piece of an answer to a message sent at `started`,
+    /// if measuring.
+    pub fn first_piece(&self, started: Instant) {
+        if self.measuring.load(Ordering::Relaxed) {
+            self.first_pieces
+                .lock()
+                .unwrap()
+                .push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
 
@@ -265,7 +305,9 @@ pub async fn run_on(
         tasks.push(tokio::spawn(async move {
             match transport {
                 Transport::Poll | Transport::Webhook => agent_poll(http, base, token, shared).await,
-                Transport::Ws => agent_ws(base, token, shared).await,
+                Transport::Ws | Transport::WsStream | Transport::Openai => {
+                    agent_ws(base, token, shared, transport.streams()).await
+                }
             }
         }));
     }
@@ -283,8 +325,10 @@ pub async fn run_on(
         tasks.push(tokio::spawn(async move {
             match transport {
                 Transport::Poll => app_outbox(http, base, token, shared, waiters).await,
-                Transport::Ws => app_stream(base, token, shared, waiters).await,
-                Transport::Webhook => {}
+                Transport::Ws | Transport::WsStream => {
+                    app_stream(base, token, shared, waiters).await
+                }
+                Transport::Webhook | Transport::Openai => {}
             }
         }));
     }
@@ -297,14 +341,12 @@ pub async fn run_on(
             shared.clone(),
             waiters.clone(),
         );
-        tasks.push(tokio::spawn(user(
-            http,
-            base,
-            token,
-            format!("user{u}"),
-            shared,
-            waiters,
-        )));
+        let name = format!("user{u}");
+        tasks.push(if load.transport == Transport::Openai {
+            tokio::spawn(openai_user(http, base, token, name, shared))
+        } else {
+            tokio::spawn(user(http, base, token, name, shared, waiters))
+        });
     }
 
     tokio::time::sleep(load.warmup).await;
@@ -372,6 +414,7 @@ async fn user(
         let (tx, rx) = oneshot::channel();
         waiters.lock().unwrap().insert(name.clone(), tx);
         let started = Instant::now();
+        shared.sent_at.lock().unwrap().insert(name.clone(), started);
         if let Err(e) = post(
             &http,
             format!("{base}/inbound"),
@@ -498,6 +541,12 @@ async fn app_stream(base: String, token: String, shared: Arc<Shared>, waiters: W
         if v["event"] == "message" && v["payload"]["message"]["direction"] == "outbound" {
             deliver(&waiters, &v["payload"]["message"]);
         }
+        if v["event"] == "reply.delta" {
+            let user = v["payload"]["userId"].as_str().unwrap_or_default();
+            if let Some(sent) = shared.sent_at.lock().unwrap().remove(user) {
+                shared.first_piece(sent);
+            }
+        }
     }
 }
 
@@ -528,15 +577,23 @@ async fn agent_poll(http: reqwest::Client, base: String, token: String, shared: 
     }
 }
 
-/// An agent over WebSocket: pushed messages answered with `send` at once.
-async fn agent_ws(base: String, token: String, shared: Arc<Shared>) {
+/// An agent over WebSocket: pushed messages answered with `send` at once
+/// (with `deltas`, after a `reply.delta` of its first piece).
+async fn agent_ws(base: String, token: String, shared: Arc<Shared>, deltas: bool) {
     let mut ws = open(
         &base,
         json!({"role": "agent", "token": token, "maxInFlight": 1000}),
     )
     .await;
     let mut id = 0u64;
-    while let Some(Ok(frame)) = ws.next().await {
+    loop {
+        let frame = match ws.next().await {
+            Some(Ok(frame)) => frame,
+            other => {
+                eprintln!("agent socket ended: {other:?}");
+                return;
+            }
+        };
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
@@ -551,18 +608,108 @@ async fn agent_ws(base: String, token: String, shared: Arc<Shared>) {
             continue;
         }
         let m = &v["payload"];
+        let mut frames = Vec::new();
         id += 1;
-        let req = json!({"type": "req", "id": id, "method": "send", "params": {
-            "conversationId": m["conversationId"], "to": m["from"],
-            "text": format!("echo: {}", m["text"].as_str().unwrap_or(""))}});
-        if ws
-            .send(tokio_tungstenite::tungstenite::Message::Text(
-                req.to_string().into(),
-            ))
-            .await
-            .is_err()
-        {
-            return;
+        let reply_id = format!("r{id}");
+        if deltas {
+            frames.push(
+                json!({"type": "req", "id": format!("d{id}"), "method": "reply.delta", "params": {
+                "conversationId": m["conversationId"], "replyId": reply_id, "text": "echo: "}}),
+            );
+        }
+        frames.push(
+            json!({"type": "req", "id": id, "method": "send", "params": {
+            "conversationId": m["conversationId"], "to": m["from"], "replyId": reply_id,
+            "text": format!("echo: {}", m["text"].as_str().unwrap_or(""))}}),
+        );
+        for req in frames {
+            if ws
+                .send(tokio_tungstenite::tungstenite::Message::Text(
+                    req.to_string().into(),
+                ))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// One OpenAI client: asks through `/v1/chat/completions` (streamed) with
+/// its previous exchange, reads the chunks, checks the answer, repeats.
+async fn openai_user(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    name: String,
+    shared: Arc<Shared>,
+) {
+    let mut seq = 0u64;
+    let mut previous: Option<(String, String)> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let text = format!("{name}-{seq}");
+        let mut messages = Vec::new();
+        if let Some((asked, answered)) = &previous {
+            messages.push(json!({"role": "user", "content": asked}));
+            messages.push(json!({"role": "assistant", "content": answered}));
+        }
+        messages.push(json!({"role": "user", "content": text}));
+        let body =
+            json!({"model": "clawrelay", "user": name, "stream": true, "messages": messages});
+        let started = Instant::now();
+        let sent = http
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(r) if r.status().is_success() => r,
+            other => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("completion failed: {:?}", other.map(|r| r.status()));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (mut buffer, mut answer, mut first, mut done) =
+            (String::new(), String::new(), false, false);
+        while !done {
+            let Ok(Some(bytes)) = response.chunk().await else {
+                break;
+            };
+            buffer.push_str(&String::from_utf8_lossy(&bytes));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                    if data == "[DONE]" {
+                        done = true;
+                        continue;
+                    }
+                    let Ok(v) = serde_json::from_str::<Value>(data) else {
+                        continue;
+                    };
+                    let piece = v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
+                    if !piece.is_empty() {
+                        if !first {
+                            first = true;
+                            shared.first_piece(started);
+                        }
+                        answer.push_str(piece);
+                    }
+                }
+            }
+        }
+        if answer == format!("echo: {text}") {
+            shared.measured(started);
+            previous = Some((text, answer));
+        } else if done {
+            shared.cross_talk.fetch_add(1, Ordering::Relaxed);
+            eprintln!("cross-talk: {name} sent {text:?}, got {answer:?}");
+        } else {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -244,16 +244,15 @@ fn read_request(body: &[u8], named: Option<ConversationId>) -> Result<Request, O
         return Err(Error::bad_request("invalid_body", "the body must be a JSON object").into());
     };
     check_parameters(body)?;
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        _ => {
-            return Err(OpenAiError::invalid(
+    let model =
+        match body.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            _ => return Err(OpenAiError::invalid(
                 "model",
                 "invalid_model",
                 "`model` is required: `clawrelay` (any agent) or an agent's name (GET /v1/models)",
-            ))
-        }
-    };
+            )),
+        };
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -322,8 +321,9 @@ fn read_request(body: &[u8], named: Option<ConversationId>) -> Result<Request, O
 /// Refuses the parameters an agent's turn cannot honour (by name); the
 /// harmless ones (`temperature`, `max_tokens`, `stop`, ...) are ignored.
 fn check_parameters(body: &Map<String, Value>) -> Result<(), OpenAiError> {
-    let present = |v: &Value| !matches!(v, Value::Null | Value::Bool(false))
-        && !v.as_array().is_some_and(Vec::is_empty);
+    let present = |v: &Value| {
+        !matches!(v, Value::Null | Value::Bool(false)) && !v.as_array().is_some_and(Vec::is_empty)
+    };
     for name in REFUSED {
         if body.get(name).is_some_and(present) {
             return Err(OpenAiError::invalid(
@@ -456,9 +456,9 @@ fn user_content(content: Option<&Value>) -> Result<(String, Vec<File>), OpenAiEr
                     "messages",
                     "unsupported_content",
                     format!(
-                        "content parts of type `{}` are not supported (text, image_url and file are)",
-                        other.unwrap_or("?")
-                    ),
+                    "content parts of type `{}` are not supported (text, image_url and file are)",
+                    other.unwrap_or("?")
+                ),
                 ))
             }
         }
@@ -743,12 +743,7 @@ fn stream_answer(
                 let piece = progress.streamed.get(s.sent..).unwrap_or_default();
                 s.sent = progress.streamed.len();
                 s.sent_text.push_str(piece);
-                out.push(chunk(
-                    &s.message,
-                    &s.model,
-                    json!({"content": piece}),
-                    None,
-                ));
+                out.push(chunk(&s.message, &s.model, json!({"content": piece}), None));
             }
             Some(End::Answered(answer)) => {
                 // What the stored answer adds to the pieces sent (all of

@@ -3,8 +3,7 @@
 //! `GET /openapi.json`.
 
 use super::{
-    admin, agent, attachments, conversations, events, health, inbound, openai, sessions,
-    webhooks,
+    admin, agent, attachments, conversations, events, health, inbound, openai, sessions, webhooks,
 };
 use crate::app::AppState;
 use axum::routing::get;

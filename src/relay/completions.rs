@@ -28,7 +28,7 @@ use crate::ids::{AppId, ClientId, ConversationId, IdempotencyKey, MessageId, Use
 use crate::model::Message;
 use crate::shutdown::Shutdown;
 use crate::store::attachments::Party;
-use crate::store::{clients, deliveries, idempotency, messages, now_ms};
+use crate::store::{clients, idempotency, messages, now_ms};
 use axum::body::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -237,12 +237,23 @@ impl Relay {
         let (tx, rx) = watch::channel(Progress::default());
         turns.insert(message.id.clone(), rx.clone());
         drop(turns);
-        let live = live.unwrap_or_else(|| self.hub.subscribe_app(&message.app_id));
-        let relay = self.clone();
         let (id, conversation) = (message.id.clone(), message.conversation_id.clone());
+        // The conversation's own events from now on, and those the app's
+        // broadcast had for it before (the message's conversation may have
+        // been opened with it); an event in both is taken once.
+        let events = self.hub.subscribe_conversation(&conversation);
+        let mut early = Vec::new();
+        if let Some(mut app) = live {
+            while let Ok(e) = app.try_recv() {
+                if e.conversation_id == conversation {
+                    early.push(e);
+                }
+            }
+        }
+        let relay = self.clone();
         tokio::spawn(async move {
             let end = tokio::select! {
-                end = relay.run_turn(&id, &conversation, live, &tx) => end,
+                end = relay.run_turn(&id, early, events, &tx) => end,
                 () = tokio::time::sleep(wait) => End::TimedOut,
                 () = shutdown.wait() => End::Stopped,
             };
@@ -252,43 +263,50 @@ impl Relay {
         rx
     }
 
-    /// Follows a turn until its answer is stored.
+    /// Follows a turn until its answer is stored: the conversation's
+    /// events (`early` first, then `live`, skipping those already seen).
     async fn run_turn(
         &self,
         id: &MessageId,
-        conversation: &ConversationId,
+        early: Vec<Arc<LiveEvent>>,
         mut live: broadcast::Receiver<Arc<LiveEvent>>,
         progress: &watch::Sender<Progress>,
     ) -> End {
-        let db = self.store.reader();
-        // Whether the conversation's deltas are this answer's: not while an
-        // earlier message waits for its own.
-        let mut ours = false;
+        let mut early = std::collections::VecDeque::from(early);
+        let seen = early.clone();
         loop {
-            match messages::reply_to(db, id).await {
-                Ok(Some(answer)) => return End::Answered(Box::new(answer)),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, message = %id, "could not read a turn's answer; trying again"),
-            }
-            if !ours {
-                ours = matches!(deliveries::earlier_open(db, id).await, Ok(false));
-            }
-            // Until a reply is stored in the conversation (then look again).
+            // Where it stands: answered, or whether the conversation's
+            // deltas are this answer's (not while an earlier message waits
+            // for its own).
+            let (seq, ours) = match self.look_at_turn(id).await {
+                Look::Answered(answer) => return End::Answered(answer),
+                Look::Waiting { seq, ours } => (seq, ours),
+            };
+            // Until a reply is stored in the conversation (then, unless it
+            // is this one's answer, look again).
             loop {
-                let event = match live.recv().await {
-                    Ok(e) => e,
-                    // Missed events: look at the store again.
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        break;
-                    }
+                let event = match early.pop_front() {
+                    Some(e) => e,
+                    None => match live.recv().await {
+                        Ok(e) if seen.iter().any(|s| Arc::ptr_eq(s, &e)) => continue,
+                        Ok(e) => e,
+                        // Missed events: look at the store again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            break;
+                        }
+                    },
                 };
-                if event.conversation_id != *conversation {
-                    continue;
-                }
                 match event.event {
-                    LiveEvent::REPLY_STORED => break,
+                    LiveEvent::REPLY_STORED => match &event.answer {
+                        Some((answers, reply)) if Some(*answers) == seq => {
+                            return End::Answered(Box::new(Message::clone(reply)));
+                        }
+                        // Another message's answer: this one may be next.
+                        Some(_) if ours => {}
+                        _ => break,
+                    },
                     "reply.delta" if ours => {
                         if let Some(piece) = event.payload["text"].as_str() {
                             progress.send_modify(|p| p.streamed.push_str(piece));
@@ -299,4 +317,50 @@ impl Relay {
             }
         }
     }
+
+    /// The turn of message `id` as the store has it. A failed read is
+    /// logged and taken as "waiting, not yet ours" (the next event looks
+    /// again).
+    async fn look_at_turn(&self, id: &MessageId) -> Look {
+        let db = self.store.reader();
+        let turn = match messages::turn_of(db, id).await {
+            Ok(Some(turn)) => turn,
+            Ok(None) => {
+                return Look::Waiting {
+                    seq: None,
+                    ours: false,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, message = %id, "could not read a turn; trying again");
+                return Look::Waiting {
+                    seq: None,
+                    ours: false,
+                };
+            }
+        };
+        if let Some(cursor) = turn.answer {
+            match messages::by_seq(db, cursor).await {
+                Ok(Some(answer)) => return Look::Answered(Box::new(answer)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, message = %id, "could not read a turn's answer; trying again")
+                }
+            }
+        }
+        Look::Waiting {
+            seq: Some(turn.seq),
+            ours: !turn.earlier_open,
+        }
+    }
+}
+
+/// A turn as the store has it.
+enum Look {
+    Answered(Box<Message>),
+    /// `seq`: the message's row number (None when unknown).
+    Waiting {
+        seq: Option<i64>,
+        ours: bool,
+    },
 }

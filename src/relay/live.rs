@@ -10,6 +10,7 @@ use crate::model::Message;
 use crate::store::conversations::{Adopted, Expired};
 use crate::store::{conversations, messages};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// Most bytes of a progress event's `data`, serialized.
 const MAX_PROGRESS_BYTES: usize = 65_536;
@@ -33,6 +34,7 @@ impl Relay {
                 user_id: e.user_id.to_string(),
                 payload,
                 after: 0,
+                answer: None,
             },
         );
     }
@@ -49,6 +51,7 @@ impl Relay {
                 user_id: a.user_id,
                 payload,
                 after: 0,
+                answer: None,
             },
         );
     }
@@ -92,6 +95,7 @@ impl Relay {
                 user_id: user,
                 payload,
                 after: 0,
+                answer: None,
             },
         );
         // The agent is at work on the conversation: its claims there last.
@@ -99,9 +103,10 @@ impl Relay {
         Ok(())
     }
 
-    /// Tells the relay's waiters on `conversation` (see `completions`) that
-    /// a reply answering a message was stored there.
-    pub(super) fn publish_reply_stored(&self, m: &Message) {
+    /// Tells the relay's waiters on the reply's conversation (see
+    /// `completions`) that a reply answering message `answers` (its row
+    /// number, when known) was stored there.
+    pub(super) fn publish_reply_stored(&self, m: &Message, answers: Option<i64>) {
         self.publish(
             &m.app_id,
             LiveEvent {
@@ -110,6 +115,7 @@ impl Relay {
                 user_id: m.to.clone(),
                 payload: json!({}),
                 after: 0,
+                answer: answers.map(|seq| (seq, Arc::new(m.clone()))),
             },
         );
     }

@@ -134,8 +134,7 @@ impl Relay {
         let now = now_ms();
         // The engine takes the common case: no attachments, the user's
         // latest conversation.
-        if let (Some(engine), true, Target::Latest) = (&self.engine, attached.is_empty(), &target)
-        {
+        if let (Some(engine), true, Target::Latest) = (&self.engine, attached.is_empty(), &target) {
             let request = engine::Inbound {
                 app: app.clone(),
                 user: from.clone(),
@@ -324,7 +323,7 @@ impl Relay {
                 m.messages.with_label_values(&["outbound"]).inc();
                 m.acked.inc_by(sent.acked);
                 if sent.acked > 0 {
-                    self.publish_reply_stored(&sent.message);
+                    self.publish_reply_stored(&sent.message, None);
                 }
                 if let Some(c) = sent.promoted {
                     self.wake(Wake::Client(c));
@@ -343,7 +342,7 @@ impl Relay {
                         && same_attachments(m, &attached)
                 };
                 if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same)? {
-                    return Ok(((0, m), None, 0, false));
+                    return Ok(((0, m), None, (0, None), false));
                 }
                 let owners = conversations::owners(tx, &conversation)?
                     .filter(|o| o.client_id.as_ref() == Some(&client))
@@ -400,18 +399,19 @@ impl Relay {
                 Ok::<_, Error>((
                     (stored.cursor, stored.message),
                     promoted.flatten(),
-                    acked.count,
+                    (acked.count, acked.last),
                     hooked,
                 ))
             })
             .await?;
+        let (acked, answered) = acked;
         self.announce(&message.app_id, seq);
         self.wake_webhooks(hooked);
         let m = crate::metrics::get();
         m.messages.with_label_values(&["outbound"]).inc();
         m.acked.inc_by(acked);
-        if acked > 0 {
-            self.publish_reply_stored(&message);
+        if let Some(answers) = answered {
+            self.publish_reply_stored(&message, Some(answers));
         }
         if let Some(c) = promoted {
             self.wake(Wake::Client(c));

@@ -295,31 +295,6 @@ pub fn release_all_owned(tx: &Tx, now: i64) -> StoreResult<u64> {
     Ok(n as u64)
 }
 
-/// Whether a message stored before message `id` in its conversation still
-/// waits for its answer (its delivery ready or queued): the agent answers
-/// that one first.
-pub async fn earlier_open(db: &Reader, id: &MessageId) -> StoreResult<bool> {
-    let ex = match db {
-        Reader::Sqlite(pool) => pool,
-        Reader::Postgres(pool) => {
-            return pgsql::deliveries::earlier_open(id.as_str())
-                .fetch_one(pool)
-                .await
-                .map_err(pg_error);
-        }
-    };
-    let open = sqlx::query_scalar!(
-        r#"SELECT EXISTS (
-               SELECT 1 FROM messages q JOIN deliveries d ON d.conversation_id = q.conversation_id
-               WHERE q.id = ?1 AND d.message_seq < q.seq AND d.state IN ('ready', 'queued')
-           ) AS "open!: bool""#,
-        id
-    )
-    .fetch_one(ex)
-    .await?;
-    Ok(open)
-}
-
 /// Deliveries a WebSocket session holds under a lease that has not ended.
 pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64> {
     let ex = match db {

@@ -241,30 +241,44 @@ pub fn seq_of(tx: &Tx, id: &MessageId) -> StoreResult<Option<i64>> {
     Ok(seq)
 }
 
-/// The first reply that answers message `id` (see `in_reply_to`), if one
-/// is stored.
-pub async fn reply_to(db: &Reader, id: &MessageId) -> StoreResult<Option<Message>> {
-    let ex = match db {
-        Reader::Sqlite(pool) => pool,
-        Reader::Postgres(pool) => {
-            let row = pgsql::messages::reply_to(id.as_str())
-                .fetch_optional(pool)
-                .await
-                .map_err(pg_error)?;
-            return Ok(row.map(Message::from));
-        }
+/// Where the turn of inbound message `id` stands (see
+/// `relay::completions`), if the message is stored.
+pub struct TurnRow {
+    /// Its row number (what a reply's `in_reply_to` names).
+    pub seq: i64,
+    /// Whether a message stored before it in its conversation still waits
+    /// for its answer (its delivery ready or queued): the agent answers that
+    /// one first.
+    pub earlier_open: bool,
+    /// The cursor of its answer (the first reply that names it), if stored.
+    pub answer: Option<i64>,
+}
+
+pub async fn turn_of(db: &Reader, id: &MessageId) -> StoreResult<Option<TurnRow>> {
+    let row = match db {
+        Reader::Postgres(pool) => pgsql::messages::turn_of(id.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_error)?,
+        Reader::Sqlite(pool) => sqlx::query!(
+            r#"SELECT q.seq AS "seq!",
+                      EXISTS (SELECT 1 FROM deliveries d
+                              WHERE d.conversation_id = q.conversation_id AND d.message_seq < q.seq
+                                AND d.state IN ('ready', 'queued')) AS "earlier_open!: bool",
+                      (SELECT r.seq FROM messages r WHERE r.in_reply_to = q.seq
+                       ORDER BY r.seq LIMIT 1) AS "answer?: i64"
+               FROM messages q WHERE q.id = ?"#,
+            id
+        )
+        .fetch_optional(pool)
+        .await?
+        .map(|r| (r.seq, r.earlier_open, r.answer)),
     };
-    let row = sqlx::query_as!(
-        Row,
-        r#"SELECT r.seq AS "seq!", r.id, r.conversation_id, r.app_id, r.client_id, r.direction,
-                  r.sender, r.recipient, r.text, r.created_at, r.reply_id, r.attachments
-           FROM messages q JOIN messages r ON r.in_reply_to = q.seq
-           WHERE q.id = ? ORDER BY r.seq LIMIT 1"#,
-        id
-    )
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.map(Message::from))
+    Ok(row.map(|(seq, earlier_open, answer)| TurnRow {
+        seq,
+        earlier_open,
+        answer,
+    }))
 }
 
 /// The conversation of `user` of `app` whose latest reply (to a message,

@@ -31,8 +31,8 @@ use crate::store::now_ms;
 use axum::extract::ws::Message;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -125,8 +125,10 @@ impl Session<'_> {
         // Requests being handled, each a task: driven by the runtime, not
         // by this loop (which may be waiting on a claim meanwhile).
         let mut running: JoinSet<Handled> = JoinSet::new();
-        // One lock per conversation with requests running: taken in arrival order.
-        let mut lanes: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        // Per conversation with requests running, the end of the last one:
+        // each request waits for the one before it (arrival order, whatever
+        // order the tasks start in).
+        let mut lanes: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
         // Whether something may have become claimable since the last claim:
         // at start, on a wake-up, when a lease ends, after an ack or a send.
         let mut look = true;
@@ -194,7 +196,9 @@ impl Session<'_> {
                     if let Err(exit) = answered {
                         return exit;
                     }
-                    lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+                    lanes.retain(|_, last| {
+                        matches!(last.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+                    });
                     if frees {
                         in_flight = self.recount(in_flight).await;
                         look = true;
@@ -214,17 +218,19 @@ impl Session<'_> {
                             }
                         };
                         // Requests about one conversation wait for each other.
-                        let lane = request
+                        let (done, end) = oneshot::channel::<()>();
+                        let before = request
                             .params
                             .get("conversationId")
                             .and_then(Value::as_str)
-                            .map(|c| lanes.entry(c.to_owned()).or_default().clone());
+                            .and_then(|c| lanes.insert(c.to_owned(), end));
                         let (state, client) = (self.state.clone(), self.client.clone());
                         running.spawn(async move {
-                            let _turn = match &lane {
-                                Some(lane) => Some(lane.lock().await),
-                                None => None,
-                            };
+                            if let Some(before) = before {
+                                // Its sender is dropped when that request ends.
+                                let _ = before.await;
+                            }
+                            let _done = done;
                             let result = call(&state, &client, &request).await;
                             let frees = matches!(request.method.as_str(), "send" | "ack");
                             (request.id, frees, result)

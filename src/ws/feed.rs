@@ -169,8 +169,8 @@ async fn run(
     let wanted = |e: &LiveEvent| {
         e.event != LiveEvent::REPLY_STORED
             && conversation
-            .as_ref()
-            .is_none_or(|c| *c == e.conversation_id)
+                .as_ref()
+                .is_none_or(|c| *c == e.conversation_id)
             && user.as_ref().is_none_or(|u| u.as_str() == e.user_id)
     };
     // Live events taken from the broadcast that must wait for stored

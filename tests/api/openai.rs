@@ -62,7 +62,13 @@ fn node_sdk() -> PathBuf {
     if !marker.exists() {
         run(
             Command::new("npm")
-                .args(["install", "--silent", "--no-audit", "--no-fund", NODE_OPENAI])
+                .args([
+                    "install",
+                    "--silent",
+                    "--no-audit",
+                    "--no-fund",
+                    NODE_OPENAI,
+                ])
                 .current_dir(&dir),
             "npm install openai",
         );
@@ -187,13 +193,15 @@ async fn conversations_of(app: &TestApp, token: &str, user: &str) -> Vec<Vec<Str
 async fn the_official_openai_sdks_talk_to_an_agent_through_the_relay() {
     let python = python_sdk();
     let node_script = node_sdk();
-    let app = Arc::new(spawn_with(|c| {
-        // A user's messages: a few at once, then one a second (the scripts
-        // flood one user to see the SDK's RateLimitError).
-        c.rate_limits.user_per_sec = 1;
-        c.rate_limits.user_burst = 8;
-    })
-    .await);
+    let app = Arc::new(
+        spawn_with(|c| {
+            // A user's messages: a few at once, then one a second (the scripts
+            // flood one user to see the SDK's RateLimitError).
+            c.rate_limits.user_per_sec = 1;
+            c.rate_limits.user_burst = 8;
+        })
+        .await,
+    );
     let (_, agent_token) = app.create_client("helper").await;
     let (_, web) = app.create_app("web").await;
     let (_, other) = app.create_app("other").await;
@@ -213,7 +221,8 @@ async fn the_official_openai_sdks_talk_to_an_agent_through_the_relay() {
         ("AGENT_NAME", "helper"),
     ];
     let py = run_script(
-        Command::new(&python).arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai/sdk_test.py")),
+        Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai/sdk_test.py")),
         &env,
     );
     let js = run_script(Command::new("node").arg(&node_script), &env);
@@ -256,9 +265,15 @@ async fn the_official_openai_sdks_talk_to_an_agent_through_the_relay() {
     // The other app's user and the session's user got conversations of
     // their own.
     let other_conv = py["other_app_conversation"].as_str().unwrap();
-    assert_eq!(texts_of(&app, &other, other_conv).await, strs(&["A3", "echo: A3"]));
+    assert_eq!(
+        texts_of(&app, &other, other_conv).await,
+        strs(&["A3", "echo: A3"])
+    );
     let session_conv = py["session_conversation"].as_str().unwrap();
-    assert_eq!(texts_of(&app, &web, session_conv).await, strs(&["A4", "echo: A4"]));
+    assert_eq!(
+        texts_of(&app, &web, session_conv).await,
+        strs(&["A4", "echo: A4"])
+    );
     assert_eq!(
         app.get(&format!("/conversations/{other_conv}"), &web)
             .await

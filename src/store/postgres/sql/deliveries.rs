@@ -378,16 +378,3 @@ pub fn renew(
     )
     .map(|r| r.visible_at)
 }
-
-/// Whether a message stored before message `id` in its conversation still
-/// waits for its answer.
-pub fn earlier_open(id: &str) -> Rows<impl Row<bool>> {
-    sqlx::query!(
-        r#"SELECT EXISTS (
-               SELECT 1 FROM messages q JOIN deliveries d ON d.conversation_id = q.conversation_id
-               WHERE q.id = $1 AND d.message_seq < q.seq AND d.state IN ('ready', 'queued')
-           ) AS "open!""#,
-        id
-    )
-    .map(|r| r.open)
-}

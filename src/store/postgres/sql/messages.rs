@@ -253,16 +253,21 @@ pub fn user_stream(
     )
 }
 
-/// The first reply that answers message `id`.
-pub fn reply_to(id: &str) -> Rows<impl Row<Message>> {
-    sqlx::query_as!(
-        Message,
-        r#"SELECT r.pos AS seq, r.id, r.conversation_id, r.app_id, r.client_id, r.direction,
-                  r.sender, r.recipient, r.text, r.created_at, r.reply_id, r.attachments
-           FROM messages q JOIN messages r ON r.in_reply_to = q.seq
-           WHERE q.id = $1 ORDER BY r.seq LIMIT 1"#,
+/// Where the turn of inbound message `id` stands: its row number, whether
+/// an earlier message of its conversation waits for its answer, and the
+/// position of its own answer.
+pub fn turn_of(id: &str) -> Rows<impl Row<(i64, bool, Option<i64>)>> {
+    sqlx::query!(
+        r#"SELECT q.seq,
+                  EXISTS (SELECT 1 FROM deliveries d
+                          WHERE d.conversation_id = q.conversation_id AND d.message_seq < q.seq
+                            AND d.state IN ('ready', 'queued')) AS "earlier_open!",
+                  (SELECT r.pos FROM messages r WHERE r.in_reply_to = q.seq
+                   ORDER BY r.seq LIMIT 1) AS answer
+           FROM messages q WHERE q.id = $1"#,
         id
     )
+    .map(|r| (r.seq, r.earlier_open, r.answer))
 }
 
 /// The conversation whose latest reply to `user` of `app` has this text
