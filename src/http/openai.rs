@@ -122,23 +122,23 @@ fn error_body(error: &Error, param: Option<&str>) -> Value {
 }
 
 /// Our status, except that a field we cannot read is a 400 as OpenAI
-/// answers it (not our 422).
+/// answers it (not our 422), and no answer in time a 504.
 fn status_of(error: &Error) -> StatusCode {
-    match error.status() {
-        StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
-        s => s,
+    match error {
+        Error::Overloaded {
+            code: "reply_timeout",
+            ..
+        } => StatusCode::GATEWAY_TIMEOUT,
+        e => match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        },
     }
 }
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let status = match &self.error {
-            Error::Overloaded {
-                code: "reply_timeout",
-                ..
-            } => StatusCode::GATEWAY_TIMEOUT,
-            e => status_of(e),
-        };
+        let status = status_of(&self.error);
         let body = error_body(&self.error, self.param);
         let mut response = (status, Json(body)).into_response();
         let h = response.headers_mut();
@@ -614,7 +614,10 @@ pub(crate) async fn completions(
             state.config.sse.keepalive_secs,
         )
     } else {
-        whole_answer(&asked.message, &request.model, asked.turn).await?
+        // An error here (no answer in time) still names the conversation.
+        whole_answer(&asked.message, &request.model, asked.turn)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
     };
     response
         .headers_mut()

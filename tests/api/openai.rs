@@ -296,3 +296,109 @@ async fn the_official_openai_sdks_talk_to_an_agent_through_the_relay() {
     assert_eq!(turns.get("x"), None, "{turns:?}");
     agent.abort();
 }
+
+/// A plain completion request for `user`.
+fn ask(user: &str, text: &str) -> Value {
+    json!({"model": "clawrelay", "user": user, "messages": [{"role": "user", "content": text}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_can_leave_the_agents_names_out() {
+    let app = spawn_with(|c| c.openai.list_agents = false).await;
+    app.create_client("secret-agent-name").await;
+    let (_, web) = app.create_app("web").await;
+    let models = app.get("/v1/models", &web).await.ok();
+    assert_eq!(models["object"], "list");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["clawrelay"]);
+    let unknown = json!({"model": "nobody", "user": "u", "messages": [{"role": "user", "content": "hi"}]});
+    let r = app.post("/v1/chat/completions", &web, unknown).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["error"]["code"], "model_not_found");
+    assert_eq!(r.body["error"]["param"], "model");
+    assert_eq!(r.body["error"]["type"], "not_found_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_bearer_token_opens_the_door() {
+    let app = spawn_app().await;
+    let (_, web) = app.create_app("web").await;
+    let (session, _) = app.open_session(&web, "bob").await;
+    // The chat's login cookie is not accepted here, even with its CSRF token.
+    let cookie = format!("clawrelay_session={session}");
+    let r = app
+        .request_with(
+            reqwest::Method::POST,
+            "/v1/chat/completions",
+            None,
+            Some(ask("bob", "hi")),
+            &[("cookie", cookie.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body["error"]["type"], "authentication_error");
+    assert!(r.body["error"]["message"].is_string());
+    // Nothing was stored.
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM messages").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_wait_a_504_says_not_to_retry_and_the_same_key_later_reads_the_answer() {
+    let app = spawn_with(|c| c.openai.reply_timeout_secs = 1).await;
+    let (_, agent) = app.create_client("helper").await;
+    let (_, web) = app.create_app("web").await;
+    let key = [("idempotency-key", "late-1")];
+    let r = app
+        .request_with(
+            reqwest::Method::POST,
+            "/v1/chat/completions",
+            Some(&web),
+            Some(ask("u", "anyone?")),
+            &key,
+        )
+        .await;
+    assert_eq!(r.status, 504, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "reply_timeout");
+    assert_eq!(r.body["error"]["type"], "timeout_error");
+    assert_eq!(r.headers["x-should-retry"], "false");
+    let conversation = r.headers["x-clawrelay-conversation"].to_str().unwrap().to_owned();
+    // The agent comes and answers (over HTTP: poll, then send).
+    let m = app.poll(&agent, "").await.remove(0);
+    app.send(&agent, &m, "here now").await;
+    // The same request and key: the stored answer, no second message.
+    let r = app
+        .request_with(
+            reqwest::Method::POST,
+            "/v1/chat/completions",
+            Some(&web),
+            Some(ask("u", "anyone?")),
+            &key,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["choices"][0]["message"]["content"], "here now");
+    assert_eq!(r.body["id"], format!("chatcmpl-{}", m["id"].as_str().unwrap()));
+    assert_eq!(r.headers["x-clawrelay-conversation"], conversation.as_str());
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM messages WHERE direction = 'inbound'")
+            .await,
+        1
+    );
+    // The key with another text is a conflict, not a retry.
+    let r = app
+        .request_with(
+            reqwest::Method::POST,
+            "/v1/chat/completions",
+            Some(&web),
+            Some(ask("u", "something else")),
+            &key,
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.headers["x-should-retry"], "false");
+}
