@@ -583,6 +583,14 @@ def test_markdown_reads_as_written(ctx, relay):
         expect(reply.locator(".codebar span")).to_have_text("rust")
         family = code.evaluate("e => getComputedStyle(e).fontFamily")
         assert "mono" in family.lower() or "consolas" in family.lower(), family
+        # Highlighted by class: a keyword and a string coloured apart from
+        # the code's own colour (the CSP forbids inline styles).
+        keyword = code.locator("span.hl-kw").first
+        expect(keyword).to_have_text("fn")
+        string = code.locator("span.hl-str").first
+        colours = {e.evaluate("e => getComputedStyle(e).color") for e in (code, keyword, string)}
+        assert len(colours) == 3, colours
+        assert code.locator("[style]").count() == 0
         links = reply.locator("a")
         expect(links).to_have_count(2)
         for i in range(2):

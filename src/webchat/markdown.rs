@@ -9,7 +9,9 @@
 //!    keeps its target only for `http:`, `https:` and `mailto:` (anything
 //!    else shows its text, unlinked); an image is never fetched: it becomes
 //!    a link to its address, labelled with its alt text. Fenced code keeps
-//!    its language as `data-lang` (the page shows it and a copy button).
+//!    its language as `data-lang` (the page shows it and a copy button), and
+//!    is highlighted when the language is one [`super::highlight`] knows
+//!    (`<span class="hl-…">`, coloured by the page's CSS).
 //! 3. **Sanitize**: `ammonia` with an allow-list of the elements and
 //!    attributes the first two stages make; links open in a new tab with
 //!    `rel="noopener noreferrer"`.
@@ -60,6 +62,8 @@ pub fn render(markdown: &str) -> String {
     // Open links and images: whether each was kept as a link.
     let mut open: Vec<bool> = Vec::new();
     let mut in_code_block = false;
+    // Fenced code in a language to highlight: its language and text so far.
+    let mut highlighted: Option<(String, String)> = None;
     let finder = {
         let mut f = linkify::LinkFinder::new();
         f.kinds(&[linkify::LinkKind::Url]);
@@ -123,9 +127,21 @@ pub fn render(markdown: &str) -> String {
                     format!("<pre><code data-lang=\"{}\">", super::escape_html(&lang))
                 };
                 events.push(Event::Html(open_tag.into()));
+                if super::highlight::highlight(&lang, "").is_some() {
+                    highlighted = Some((lang, String::new()));
+                }
+            }
+            Event::Text(text) if highlighted.is_some() => {
+                if let Some((_, code)) = &mut highlighted {
+                    code.push_str(&text);
+                }
             }
             Event::End(TagEnd::CodeBlock) => {
                 in_code_block = false;
+                if let Some((lang, code)) = highlighted.take() {
+                    let html = super::highlight::highlight(&lang, &code).unwrap_or_default();
+                    events.push(Event::Html(html.into()));
+                }
                 events.push(Event::Html("</code></pre>\n".into()));
             }
             Event::Text(text) if !in_code_block && !open.contains(&true) => {
@@ -190,6 +206,7 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
             "td",
             "a",
             "input",
+            "span",
         ]
         .into_iter()
         .collect();
@@ -199,6 +216,7 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
             .add_tag_attributes("ol", ["start"])
             .add_tag_attributes("code", ["data-lang"])
             .add_tag_attributes("input", ["type", "checked", "disabled"])
+            .add_allowed_classes("span", super::highlight::CLASSES)
             .url_schemes(["http", "https", "mailto"].into_iter().collect())
             .url_relative(ammonia::UrlRelative::Deny)
             .link_rel(Some("noopener noreferrer"))
@@ -211,6 +229,27 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fenced_code_in_a_known_language_is_highlighted_by_class_only() {
+        let html = render("```rust\nlet x = \"<b>\"; // hi\n```\n\n```brainfuck\n+<\n```");
+        assert!(html.contains(r#"<span class="hl-kw">let</span>"#), "{html}");
+        assert!(
+            html.contains(r#"<span class="hl-str">"&lt;b&gt;"</span>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<span class="hl-com">// hi</span>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains("<code data-lang=\"brainfuck\">+&lt;\n</code>"),
+            "{html}"
+        );
+        // The sanitizer keeps only the highlighter's classes on spans.
+        let sneaky = render("<span class=\"hl-kw\" style=\"x\">a</span>");
+        assert!(!sneaky.contains("<span"), "{sneaky}");
+    }
 
     #[test]
     fn raw_html_is_text() {
@@ -280,7 +319,7 @@ mod tests {
             "<td>2</td>",
             "<del>old</del>",
             "<strong>new</strong>",
-            r#"<code data-lang="rust">fn main() { println!("&lt;hi&gt;"); }"#,
+            r#"<code data-lang="rust"><span class="hl-kw">fn</span> main() { println!(<span class="hl-str">"&lt;hi&gt;"</span>); }"#,
             r#"type="checkbox""#,
         ] {
             assert!(html.contains(part), "{part} missing in {html}");

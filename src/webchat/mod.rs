@@ -10,6 +10,7 @@
 //! itself only, no inline script, Trusted Types required (one policy, the
 //! page's for that rendering), framing only by `[webchat] frame_ancestors`.
 
+mod highlight;
 pub mod markdown;
 
 use crate::app::AppState;

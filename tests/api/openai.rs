@@ -316,7 +316,8 @@ async fn models_can_leave_the_agents_names_out() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["clawrelay"]);
-    let unknown = json!({"model": "nobody", "user": "u", "messages": [{"role": "user", "content": "hi"}]});
+    let unknown =
+        json!({"model": "nobody", "user": "u", "messages": [{"role": "user", "content": "hi"}]});
     let r = app.post("/v1/chat/completions", &web, unknown).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "model_not_found");
@@ -366,7 +367,10 @@ async fn past_the_wait_a_504_says_not_to_retry_and_the_same_key_later_reads_the_
     assert_eq!(r.body["error"]["code"], "reply_timeout");
     assert_eq!(r.body["error"]["type"], "timeout_error");
     assert_eq!(r.headers["x-should-retry"], "false");
-    let conversation = r.headers["x-clawrelay-conversation"].to_str().unwrap().to_owned();
+    let conversation = r.headers["x-clawrelay-conversation"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     // The agent comes and answers (over HTTP: poll, then send).
     let m = app.poll(&agent, "").await.remove(0);
     app.send(&agent, &m, "here now").await;
@@ -382,7 +386,10 @@ async fn past_the_wait_a_504_says_not_to_retry_and_the_same_key_later_reads_the_
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["choices"][0]["message"]["content"], "here now");
-    assert_eq!(r.body["id"], format!("chatcmpl-{}", m["id"].as_str().unwrap()));
+    assert_eq!(
+        r.body["id"],
+        format!("chatcmpl-{}", m["id"].as_str().unwrap())
+    );
     assert_eq!(r.headers["x-clawrelay-conversation"], conversation.as_str());
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM messages WHERE direction = 'inbound'")
