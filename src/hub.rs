@@ -375,6 +375,14 @@ impl Hub {
         }
     }
 
+    /// Whether someone here waits on the conversation's own events.
+    pub fn listens_to(&self, conversation: &ConversationId) -> bool {
+        self.lock()
+            .conversations
+            .get(conversation)
+            .is_some_and(|c| c.receiver_count() > 0)
+    }
+
     /// Live events of one conversation, from now on (every kind, including
     /// `reply.stored`, which app streams never see).
     pub fn subscribe_conversation(

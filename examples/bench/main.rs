@@ -274,21 +274,24 @@ fn print_roundtrips(reports: &[Report]) {
 /// A row of the comparison: its label and how to read it off a report.
 type Metric = (&'static str, fn(&Report) -> f64);
 
+/// The median of metric `f` over the runs named `name` (0 when none).
+fn median_of(runs: &[(&str, Report)], name: &str, f: fn(&Report) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .map(|(_, r)| f(r))
+        .collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Medians per relay and clawrelay's ratios to nexus.
 fn compare_summary(runs: &[(&str, Report)]) {
-    let median = |name: &str, f: fn(&Report) -> f64| {
-        let mut v: Vec<f64> = runs
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, r)| f(r))
-            .collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
-    };
+    let median = |name: &str, f: fn(&Report) -> f64| median_of(runs, name, f);
     let metrics: [Metric; 6] = [
         ("round trips/s", |r| r.round_trips_per_sec),
         ("relay CPU ms / round trip", |r| {
@@ -330,19 +333,7 @@ fn compare_summary(runs: &[(&str, Report)]) {
 
 /// Medians of the two paths of `bench openai`, and the door's ratio.
 fn openai_summary(runs: &[(&str, Report)]) {
-    let median = |name: &str, f: fn(&Report) -> f64| {
-        let mut v: Vec<f64> = runs
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, r)| f(r))
-            .collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
-    };
+    let median = |name: &str, f: fn(&Report) -> f64| median_of(runs, name, f);
     let metrics: [Metric; 7] = [
         ("round trips/s", |r| r.round_trips_per_sec),
         ("relay CPU ms / round trip", |r| {

@@ -47,9 +47,9 @@ fn queue_full(client: &ClientId, max_pending: i64) -> Error {
 
 /// The conversation an inbound message of `user` belongs to, and its client:
 /// a new one (on the agent named, if one is), the one it names (it must be
-/// that user's and active), or else the user's most recently active one. Expires that one if idle and opens a
-/// new one; keeps an active one with its client unless that client is
-/// revoked or gone.
+/// that user's and active), or else the user's most recently active one.
+/// Expires that one if idle and opens a new one; keeps an active one with
+/// its client unless that client is revoked or gone.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conversation_for(
     tx: &Tx,

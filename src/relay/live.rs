@@ -107,6 +107,12 @@ impl Relay {
     /// `completions`) that a reply answering message `answers` (its row
     /// number, when known) was stored there.
     pub(super) fn publish_reply_stored(&self, m: &Message, answers: Option<i64>) {
+        // Nobody waits here, and no other relay to tell: nothing to do (the
+        // common case, kept cheap).
+        let here = self.hub.listens_to(&m.conversation_id);
+        if !here && self.cluster.is_none() {
+            return;
+        }
         self.publish(
             &m.app_id,
             LiveEvent {
@@ -115,7 +121,9 @@ impl Relay {
                 user_id: m.to.clone(),
                 payload: json!({}),
                 after: 0,
-                answer: answers.map(|seq| (seq, Arc::new(m.clone()))),
+                answer: answers
+                    .filter(|_| here)
+                    .map(|seq| (seq, Arc::new(m.clone()))),
             },
         );
     }

@@ -270,8 +270,8 @@ fn next_token(syntax: &Syntax, s: &str) -> (Option<Kind>, usize) {
         }
     }
     if let Some((open, close)) = syntax.block_comment {
-        if s.starts_with(open) {
-            let end = s[open.len()..]
+        if let Some(body) = s.strip_prefix(open) {
+            let end = body
                 .find(close)
                 .map_or(s.len(), |i| open.len() + i + close.len());
             return (Some(Kind::Comment), end);

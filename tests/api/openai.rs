@@ -297,6 +297,18 @@ async fn the_official_openai_sdks_talk_to_an_agent_through_the_relay() {
     agent.abort();
 }
 
+/// `POST /v1/chat/completions` with `token` and these headers.
+async fn complete(app: &TestApp, token: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
+    app.request_with(
+        reqwest::Method::POST,
+        "/v1/chat/completions",
+        Some(token),
+        Some(body),
+        headers,
+    )
+    .await
+}
+
 /// A plain completion request for `user`.
 fn ask(user: &str, text: &str) -> Value {
     json!({"model": "clawrelay", "user": user, "messages": [{"role": "user", "content": text}]})
@@ -354,15 +366,7 @@ async fn past_the_wait_a_504_says_not_to_retry_and_the_same_key_later_reads_the_
     let (_, agent) = app.create_client("helper").await;
     let (_, web) = app.create_app("web").await;
     let key = [("idempotency-key", "late-1")];
-    let r = app
-        .request_with(
-            reqwest::Method::POST,
-            "/v1/chat/completions",
-            Some(&web),
-            Some(ask("u", "anyone?")),
-            &key,
-        )
-        .await;
+    let r = complete(&app, &web, ask("u", "anyone?"), &key).await;
     assert_eq!(r.status, 504, "{:?}", r.body);
     assert_eq!(r.body["error"]["code"], "reply_timeout");
     assert_eq!(r.body["error"]["type"], "timeout_error");
@@ -375,15 +379,7 @@ async fn past_the_wait_a_504_says_not_to_retry_and_the_same_key_later_reads_the_
     let m = app.poll(&agent, "").await.remove(0);
     app.send(&agent, &m, "here now").await;
     // The same request and key: the stored answer, no second message.
-    let r = app
-        .request_with(
-            reqwest::Method::POST,
-            "/v1/chat/completions",
-            Some(&web),
-            Some(ask("u", "anyone?")),
-            &key,
-        )
-        .await;
+    let r = complete(&app, &web, ask("u", "anyone?"), &key).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["choices"][0]["message"]["content"], "here now");
     assert_eq!(
@@ -397,15 +393,7 @@ async fn past_the_wait_a_504_says_not_to_retry_and_the_same_key_later_reads_the_
         1
     );
     // The key with another text is a conflict, not a retry.
-    let r = app
-        .request_with(
-            reqwest::Method::POST,
-            "/v1/chat/completions",
-            Some(&web),
-            Some(ask("u", "something else")),
-            &key,
-        )
-        .await;
+    let r = complete(&app, &web, ask("u", "something else"), &key).await;
     assert_eq!(r.status, 409);
     assert_eq!(r.headers["x-should-retry"], "false");
 }
