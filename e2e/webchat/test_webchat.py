@@ -117,7 +117,7 @@ class Relay:
                 "[webchat]\nenabled = true\ntitle = \"Acme support\"\n"
                 "[conversations]\nttl_secs = 6\n"
                 "[tasks]\nmaintenance_interval_secs = 1\n"
-                "[rate_limits]\nfailed_auth_per_min = 50\n"
+                "[rate_limits]\nfailed_auth_per_min = 50\nuser_per_sec = 0\n"
             )
         self.proc = None
         self.log = open(os.path.join(work, "relay.log"), "ab")
@@ -240,6 +240,10 @@ class Agent(threading.Thread):
                     continue
                 m = frame["payload"]
                 self.received.append(m["text"])
+                if m["text"].startswith("bulk "):
+                    # History filler (test_history_by_page): taken, not answered.
+                    await request("ack", {"ids": [m["id"]]})
+                    continue
                 conv = m["conversationId"]
                 reply, pause = self.reply_to(m["text"])
                 files = []
@@ -699,7 +703,8 @@ def test_parallel_conversations(ctx, relay):
     shot(page, "conversations-phone-drawer")
     page.locator("#conv-list button").filter(has_text="second topic").click()
     expect(page.locator("#convs")).to_be_hidden()
-    assert [t for _, t in visible_bubbles(page)][:1] == ["second topic"]
+    # Its history is read when it is first shown.
+    expect(page.locator("#messages li.msg:not([hidden]) .body").first).to_have_text("second topic")
     width = page.evaluate("document.scrollingElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone: {width}"
     shot(page, "conversations-phone")
@@ -734,7 +739,8 @@ def test_accessible(ctx, relay):
             login(page, relay.base, "erin", ctx["erin_password"])
             expect(page.locator("#chat")).to_be_visible()
             expect(page.locator("#conv-list li").first).to_be_visible() if name == "desktop" else None
-            wait_settled(page, "You said: second topic. " + STREAMED)
+            # The page opens on the most recently active conversation.
+            wait_settled(page, "You said: more on the first. " + STREAMED)
             found += [(scheme, name, "chat", v) for v in axe_violations(page)]
             if name == "phone":
                 page.click("#convs-toggle")
@@ -837,6 +843,39 @@ def test_token_from_the_embedding_site(ctx, relay):
     except urllib.error.HTTPError as e:
         assert e.code == 401
     page.close()
+
+
+def test_history_by_page(ctx, relay):
+    """A long conversation opens with its latest 50 messages; scrolling up
+    brings the earlier ones, above what the reader was looking at, which
+    stays in view."""
+    app = ctx["app_token"]
+    first = relay.api("POST", "/inbound", {"from": "paula", "text": "bulk 00"}, token=app)
+    for i in range(1, 70):
+        relay.api("POST", "/inbound", {"from": "paula", "text": f"bulk {i:02}",
+                                       "conversationId": first["conversationId"]}, token=app)
+    session = relay.api("POST", "/sessions", {"userId": "paula"}, token=app)
+    context = ctx["browser"].new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(relay.base + "/chat#token=" + session["token"])
+    expect(page.locator("#chat")).to_be_visible()
+    texts = page.locator("#messages li.msg .body")
+    expect(texts.last).to_have_text("bulk 69")
+    expect(texts).to_have_count(50)
+    expect(texts.first).to_have_text("bulk 20")
+    shot(page, "history-latest-page")
+    # The reader scrolls to the top: the 20 before come in above.
+    page.eval_on_selector("#messages", "e => { e.scrollTop = 0; }")
+    expect(texts).to_have_count(70)
+    expect(texts.first).to_have_text("bulk 00")
+    # What was at the top stays where the reader left it (not pushed down
+    # out of sight, not jumped to).
+    top = page.eval_on_selector("#messages", "e => e.getBoundingClientRect().top")
+    seen = page.locator("#messages li.msg", has_text="bulk 20").evaluate("e => e.getBoundingClientRect().top")
+    assert abs(seen - top) < 80, (seen, top)
+    assert_no_duplicates(page)
+    shot(page, "history-earlier-page")
+    context.close()
 
 
 def test_security_headers(ctx, relay):
@@ -942,6 +981,7 @@ TESTS = [
     test_new_conversation_after_expiry,
     test_phone_viewport_and_dark_mode,
     test_token_from_the_embedding_site,
+    test_history_by_page,
     test_demo_answers_at_once,
     test_waiting_for_an_agent,
 ]

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/conversations", get(list).post(open))
         .route("/conversations/{id}", get(one))
+        .route("/conversations/{id}/messages", get(history))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -41,6 +42,11 @@ pub(crate) struct Conversations {
     conversations: Vec<ListedConversation>,
     /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
+    /// The stream's position when this list was read: `GET
+    /// /events?after=` it gets every message stored since (the web chat
+    /// opens its stream there, and reads each conversation's history by
+    /// page).
+    stream_cursor: String,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -73,6 +79,8 @@ pub(crate) async fn list(
     )?;
     let app = query_id(q.app_id, AppId::parse_any, "invalid_app_id", "an app id")?;
     let (app, user) = scope(&who, app, q.user_id)?;
+    // Read first: whatever is stored after it, the stream brings.
+    let stream_cursor = state.relay.current_cursor().await?.to_string();
     let page = state
         .relay
         .list_conversations(ConversationFilter {
@@ -95,6 +103,7 @@ pub(crate) async fn list(
             })
             .collect(),
         next_cursor: page.next.map(|n| n.to_string()),
+        stream_cursor,
     }))
 }
 
@@ -194,4 +203,52 @@ fn scope(
 /// Another app than the caller's: as unknown.
 fn not_yours(app: &str) -> Error {
     Error::not_found("app_not_found", format!("no app {app}"))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub(crate) struct HistoryQuery {
+    /// The `before` of the previous page (default: the latest messages).
+    before: Option<String>,
+    /// Most messages, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct History {
+    /// Oldest first. On a user session's reads an agent's message also
+    /// carries `html`, its Markdown rendered (as on its streams).
+    #[schema(value_type = Vec<crate::model::Message>)]
+    messages: Vec<serde_json::Value>,
+    /// Pass as `before` for the page before this one; null on the first.
+    before: Option<String>,
+}
+
+/// A conversation's history by page, latest first: for whoever may read the
+/// conversation (as `GET /conversations/{id}`), a user session its own.
+#[utoipa::path(get, path = "/conversations/{id}/messages", tag = "any", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Conversation id"), HistoryQuery), responses(
+    (status = 200, body = History),
+    (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    AnyAuth(viewer): AnyAuth,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<History>, Error> {
+    let id = ConversationId::parse(&id).ok_or_else(|| {
+        Error::not_found("conversation_not_found", format!("no conversation {id}"))
+    })?;
+    let before = cursor(q.before.as_deref())?;
+    let limit = limit(q.limit, 50, 200)?;
+    let (messages, earlier) = state.relay.history(&viewer, &id, before, limit).await?;
+    Ok(Json(History {
+        messages: messages
+            .iter()
+            .map(|m| crate::ws::feed::viewed(&viewer, m))
+            .collect(),
+        before: earlier.map(|b| b.to_string()),
+    }))
 }

@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         admin::list_deliveries, admin::requeue,
         webhooks::create, webhooks::list, webhooks::one, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::replay,
-        conversations::list, conversations::open, conversations::one,
+        conversations::list, conversations::open, conversations::one, conversations::history,
         agent::poll, agent::send, agent::ack, agent::renew,
         inbound::inbound, inbound::outbox,
         events::events,

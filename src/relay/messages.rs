@@ -497,12 +497,27 @@ impl Relay {
         viewer: &Principal,
         id: &ConversationId,
     ) -> Result<ConversationWithMessages, Error> {
+        let conversation = self.visible_conversation(viewer, id).await?;
+        let messages = messages::of_conversation(self.store.reader(), id).await?;
+        Ok(ConversationWithMessages {
+            conversation,
+            messages,
+        })
+    }
+
+    /// The conversation, if `viewer` may read it (the admin any, a client
+    /// one it holds, an app its own, a user session its user's); else 404.
+    async fn visible_conversation(
+        &self,
+        viewer: &Principal,
+        id: &ConversationId,
+    ) -> Result<Conversation, Error> {
         let not_found =
             || Error::not_found("conversation_not_found", format!("no conversation {id}"));
-        let reader = self.store.reader();
-        let conversation = conversations::get(reader, id, self.rules.idle_cutoff(now_ms()))
-            .await?
-            .ok_or_else(not_found)?;
+        let conversation =
+            conversations::get(self.store.reader(), id, self.rules.idle_cutoff(now_ms()))
+                .await?
+                .ok_or_else(not_found)?;
         let visible = match viewer {
             Principal::Admin => true,
             Principal::Client(c) => conversation.client_id.as_ref() == Some(c),
@@ -514,10 +529,34 @@ impl Relay {
         if !visible {
             return Err(not_found());
         }
-        let messages = messages::of_conversation(reader, id).await?;
-        Ok(ConversationWithMessages {
-            conversation,
-            messages,
-        })
+        Ok(conversation)
+    }
+
+    /// A page of a conversation's history for `viewer` (as
+    /// [`Relay::conversation`] decides who may read it): up to `limit`
+    /// messages before position `before` (None: the latest), oldest first,
+    /// and the position to ask for the page before it (None: there is
+    /// none).
+    pub async fn history(
+        &self,
+        viewer: &Principal,
+        id: &ConversationId,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<(Vec<Message>, Option<i64>), Error> {
+        self.visible_conversation(viewer, id).await?;
+        // One more than asked: whether there is an earlier page.
+        let mut rows = messages::history(
+            self.store.reader(),
+            id,
+            before.unwrap_or(i64::MAX),
+            limit + 1,
+        )
+        .await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next = more.then(|| rows.last().map(|(at, _)| *at)).flatten();
+        rows.reverse();
+        Ok((rows.into_iter().map(|(_, m)| m).collect(), next))
     }
 }

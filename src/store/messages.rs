@@ -342,6 +342,41 @@ pub async fn of_conversation(
     Ok(rows.into_iter().map(Message::from).collect())
 }
 
+/// A page of a conversation's history: up to `limit` messages stored
+/// before position `before` (a cursor; `i64::MAX`: the latest), newest
+/// first, each with its position.
+pub async fn history(
+    db: &Reader,
+    conversation: &ConversationId,
+    before: i64,
+    limit: i64,
+) -> StoreResult<Vec<(i64, Message)>> {
+    let rows = match db {
+        Reader::Postgres(pool) => pgsql::messages::history(conversation.as_str(), before, limit)
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error)?,
+        Reader::Sqlite(pool) => {
+            sqlx::query_as!(
+                Row,
+                r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
+                          recipient, text, created_at, reply_id, attachments
+                   FROM messages WHERE conversation_id = ?1 AND seq < ?2
+                   ORDER BY seq DESC LIMIT ?3"#,
+                conversation,
+                before,
+                limit
+            )
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.seq, Message::from(r)))
+        .collect())
+}
+
 /// The text of each listed conversation's first message (none for a
 /// conversation without messages).
 pub async fn first_texts(

@@ -42,9 +42,15 @@ pub enum FeedItem {
 /// stream (the web chat's) an agent's message also comes rendered from its
 /// Markdown, as `html` beside `text` (see [`crate::webchat::markdown`]).
 pub fn stored_payload(viewer: &Principal, cursor: i64, message: &Message) -> serde_json::Value {
-    let mut body = serde_json::json!({ "cursor": cursor.to_string(), "message": message });
+    serde_json::json!({ "cursor": cursor.to_string(), "message": viewed(viewer, message) })
+}
+
+/// A stored message as `viewer` reads it: on a user session's reads an
+/// agent's message comes with `html` beside `text`.
+pub fn viewed(viewer: &Principal, message: &Message) -> serde_json::Value {
+    let mut body = serde_json::json!(message);
     if matches!(viewer, Principal::User(_)) && message.direction == Direction::Outbound {
-        body["message"]["html"] = crate::webchat::markdown::render(&message.text).into();
+        body["html"] = crate::webchat::markdown::render(&message.text).into();
     }
     body
 }

@@ -302,3 +302,72 @@ async fn a_session_lists_its_own_conversations_with_their_titles() {
     assert_eq!(mine["conversations"][0]["title"], "bob's");
     assert_eq!(mine["conversations"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_by_page_latest_first_for_whoever_may_read_it() {
+    let app = spawn_app().await;
+    let (_, agent) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let first = app.inbound(&web, "ann", "m00").await;
+    let conv = first["conversationId"].clone();
+    for i in 1..25 {
+        assert_eq!(
+            inbound_to(&app, &web, "ann", &format!("m{i:02}"), &conv)
+                .await
+                .status,
+            200
+        );
+    }
+    // The agent answers the first one, in Markdown.
+    let m = app.poll(&agent, "").await.remove(0);
+    app.send(&agent, &m, "**yes**").await;
+    let texts = |page: &Value| -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let path = format!("/conversations/{}/messages", conv.as_str().unwrap());
+    // The latest 10, oldest first, and where the page before starts.
+    let page = app.get(&format!("{path}?limit=10"), &web).await.ok();
+    let want: Vec<String> = (15..25).map(|i| format!("m{i:02}")).collect();
+    let mut latest = want.clone();
+    latest.remove(0);
+    latest.push("**yes**".into());
+    assert_eq!(texts(&page), latest);
+    let before = page["before"].as_str().unwrap().to_owned();
+    let page = app
+        .get(&format!("{path}?limit=10&before={before}"), &web)
+        .await
+        .ok();
+    let want: Vec<String> = (6..16).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(texts(&page), want);
+    let before = page["before"].as_str().unwrap().to_owned();
+    let page = app
+        .get(&format!("{path}?limit=10&before={before}"), &web)
+        .await
+        .ok();
+    let want: Vec<String> = (0..6).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(texts(&page), want);
+    assert!(page["before"].is_null(), "{page}");
+    // The app's read has no rendering; the user's own session's has `html`
+    // on the agent's message.
+    let page = app.get(&format!("{path}?limit=1"), &web).await.ok();
+    assert!(page["messages"][0].get("html").is_none());
+    let (ann, _) = app.open_session(&web, "ann").await;
+    let page = app.get(&format!("{path}?limit=1"), &ann).await.ok();
+    assert_eq!(page["messages"][0]["html"], "<p><strong>yes</strong></p>\n");
+    // Another user's session, another app: not found. A bad page: 400/422.
+    let (bob, _) = app.open_session(&web, "bob").await;
+    assert_eq!(app.get(&path, &bob).await.status, 404);
+    let (_, other) = app.create_app("other").await;
+    assert_eq!(app.get(&path, &other).await.status, 404);
+    assert_eq!(app.get(&format!("{path}?limit=0"), &web).await.status, 422);
+    assert_eq!(app.get(&format!("{path}?before=x"), &web).await.status, 400);
+    // The list says where a stream started now would begin.
+    let list = app.get("/conversations", &ann).await.ok();
+    let at: i64 = list["streamCursor"].as_str().unwrap().parse().unwrap();
+    assert!(at > 0, "{list}");
+}

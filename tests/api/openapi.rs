@@ -36,6 +36,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/conversations"),
     ("POST", "/conversations"),
     ("GET", "/conversations/{id}"),
+    ("GET", "/conversations/{id}/messages"),
     ("GET", "/poll"),
     ("POST", "/send"),
     ("POST", "/ack"),

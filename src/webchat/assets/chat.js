@@ -6,10 +6,13 @@
 // postMessage({type: "clawrelay.token", token}) from the parent window),
 // sent as a bearer token.
 //
-// The conversation comes from GET /events read with fetch (so a bearer token
-// can be sent): every stored message after the last cursor, then live
-// events. After a drop the stream resumes from the last cursor, and messages
-// are kept by id, so nothing is missed or shown twice.
+// History comes by page (GET /conversations/{id}/messages: the latest 50
+// when a conversation is first shown, earlier ones as the reader scrolls
+// up); what is new comes from GET /events read with fetch (so a bearer token
+// can be sent), opened where the conversation list was read (its
+// streamCursor): every message stored since, then live events. After a drop
+// the stream resumes from the last cursor, and messages are kept by id, so
+// nothing is missed or shown twice.
 //
 // Markdown: an agent's stored message comes with `html`, its Markdown
 // rendered and sanitized by the relay (src/webchat/markdown.rs). That is the
@@ -34,7 +37,7 @@
     csrf: null, // the login's CSRF token (cookie)
     user: null,
     expiresAt: 0,
-    cursor: "0",
+    cursor: null, // where the stream resumes (null: not yet known)
     stream: null, // AbortController of the open stream
     backoff: 500,
     refreshTimer: null,
@@ -49,7 +52,9 @@
     picked: [], // files chosen for the next message
     waitingFor: null, // conversation whose message waits for an agent to connect
     assigned: new Set(), // conversations an agent took after they waited
+    pages: new Map(), // conversation -> { before, loading } of its history read so far
   };
+  const PAGE = 50;
   const INLINE = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
   // ---- languages -----------------------------------------------------
@@ -379,14 +384,20 @@
     if (fresh) resetConversation();
     show("chat");
     scheduleRefresh();
-    openStream();
-    loadConversations(fresh);
+    if (state.cursor === null) {
+      // The list says where the stream starts: history is read by page.
+      loadConversations(fresh).then(() => openStream());
+    } else {
+      openStream();
+      loadConversations(fresh);
+    }
     $("text").focus();
   }
 
   function resetConversation() {
     $("messages").replaceChildren();
-    state.cursor = "0";
+    state.cursor = null;
+    state.pages.clear();
     state.byId.clear();
     state.streaming.clear();
     state.settled.clear();
@@ -413,12 +424,16 @@
     const { res, data } = reply;
     if (res.status === 401) return sessionEnded();
     if (!res.ok) return;
+    if (state.cursor === null) state.cursor = data.streamCursor;
     state.convs = data.conversations;
     for (const c of state.convs) if (c.state === "expired") state.ended.add(c.id);
     if (selectLatest || !state.current) {
+      // The most recently active conversation; when every one has ended,
+      // the latest, as history (the next message starts a new one).
       const active = state.convs.filter((c) => !state.ended.has(c.id));
-      active.sort((a, b) => b.updatedAt - a.updatedAt);
-      if (active.length) return select(active[0].id);
+      const shown = (active.length ? active : state.convs.slice());
+      shown.sort((a, b) => b.updatedAt - a.updatedAt);
+      if (shown.length) return select(shown[0].id);
     }
     renderList();
   }
@@ -465,12 +480,54 @@
   // Shows conversation `id`. (The drawer is the user's to close: a
   // selection made by the page, as the list loads, leaves it as it is.)
   function select(id) {
+    // Another conversation's notices go; this one's stay (the list may
+    // select the conversation shown again as it loads).
+    if (state.current !== id) setActivity(null);
     state.current = id;
     for (const li of $("messages").children) li.hidden = hiddenFor(li.dataset.conv);
-    setActivity(null);
     renderList();
     const list = $("messages");
     list.scrollTop = list.scrollHeight;
+    if (!state.pages.has(id)) loadHistory(id);
+  }
+
+  // Reads a page of conversation `id`'s history: the latest the first time,
+  // then the one before what is shown. Its messages go before those of the
+  // conversation already listed (what the stream brought is newer); the
+  // reader's view stays where it was when earlier messages come in above.
+  async function loadHistory(id) {
+    const page = state.pages.get(id) || { before: undefined, loading: false };
+    if (page.loading || page.before === null) return;
+    page.loading = true;
+    state.pages.set(id, page);
+    let path = "/conversations/" + encodeURIComponent(id) + "/messages?limit=" + PAGE;
+    if (page.before) path += "&before=" + encodeURIComponent(page.before);
+    let reply;
+    try {
+      reply = await api("GET", path);
+    } catch (_) {
+      page.loading = false;
+      return;
+    }
+    page.loading = false;
+    const { res, data } = reply;
+    if (res.status === 401) return sessionEnded();
+    if (!res.ok) return;
+    const list = $("messages");
+    const earlier = page.before !== undefined;
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    const anchor = [...list.children].find((li) => li.dataset.conv === id) || null;
+    for (const m of data.messages) addMessage(m, anchor);
+    page.before = data.before;
+    list.scrollTop = earlier ? list.scrollHeight - fromBottom : list.scrollHeight;
+  }
+
+  function onScroll() {
+    const list = $("messages");
+    if (list.scrollTop < 60 && state.current) {
+      const page = state.pages.get(state.current);
+      if (page && page.before) loadHistory(state.current);
+    }
   }
 
   async function newConversation() {
@@ -586,7 +643,8 @@
     state.stream = ctl;
     setConnection("connecting");
     try {
-      const res = await fetch("/events?after=" + encodeURIComponent(state.cursor), {
+      const after = state.cursor === null ? "" : "?after=" + encodeURIComponent(state.cursor);
+      const res = await fetch("/events" + after, {
         headers: authHeaders({ Accept: "text/event-stream" }),
         credentials: "same-origin",
         cache: "no-store",
@@ -858,7 +916,9 @@
     append(li);
   }
 
-  function addMessage(m) {
+  // Shows stored message `m`: at the end, or before `before` (a page of
+  // history).
+  function addMessage(m, before) {
     if (state.byId.has(m.id)) return;
     if (!state.convs.some((c) => c.id === m.conversationId)) refreshListSoon();
     let li = m.replyId ? state.streaming.get(m.replyId) : null;
@@ -874,7 +934,8 @@
     } else {
       li = bubble(m.direction, m.text);
       setBody(li, m);
-      append(li);
+      if (before) $("messages").insertBefore(li, before);
+      else append(li);
     }
     if (m.replyId) state.settled.add(m.replyId);
     // A reply ends what the agent was doing for it.
@@ -1078,6 +1139,7 @@
     $("logout").addEventListener("click", logout);
     $("composer").addEventListener("submit", submit);
     $("new-conv").addEventListener("click", newConversation);
+    $("messages").addEventListener("scroll", onScroll, { passive: true });
     $("convs-toggle").addEventListener("click", () => toggleDrawer());
     document.addEventListener("keydown", (e) => {
       if (e.key === "Escape") toggleDrawer(false);

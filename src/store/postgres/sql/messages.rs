@@ -101,6 +101,21 @@ pub fn of_conversation(conversation: &str) -> Rows<impl Row<Message>> {
     )
 }
 
+/// Up to `limit` messages of a conversation before position `before`,
+/// newest first.
+pub fn history(conversation: &str, before: i64, limit: i64) -> Rows<impl Row<Message>> {
+    sqlx::query_as!(
+        Message,
+        r#"SELECT pos AS seq, id, conversation_id, app_id, client_id, direction,
+                  sender, recipient, text, created_at, reply_id, attachments
+           FROM messages WHERE conversation_id = $1 AND pos < $2
+           ORDER BY pos DESC LIMIT $3"#,
+        conversation,
+        before,
+        limit
+    )
+}
+
 /// The text of each conversation's first message (conversation, text).
 pub fn first_texts(conversations: &[String]) -> Rows<impl Row<(String, String)>> {
     sqlx::query!(
