@@ -161,17 +161,22 @@ impl Relay {
             let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(file.bytes)]);
             attachments.push(self.upload(poster.clone(), meta, body).await?.id);
         }
+        // Found by its last answer (not named by the caller): a conversation
+        // that has ended since gives way to a new one.
+        let mut found = false;
         let target = match which {
             Which::Named(id) => Target::Named(id),
             Which::New => Target::New(agent.clone()),
             Which::Answered(last) => {
                 match messages::answered_with(self.store.reader(), &app, &user, &last).await? {
-                    Some(id) => Target::Named(id),
+                    Some(id) => {
+                        found = true;
+                        Target::Named(id)
+                    }
                     None => Target::New(agent.clone()),
                 }
             }
         };
-        let continued = matches!(target, Target::Named(_));
         // Subscribed before the message is stored: no delta of its answer
         // comes before.
         let live = self.hub.subscribe_app(&app);
@@ -190,7 +195,7 @@ impl Relay {
             Err(Error::Conflict {
                 code: "conversation_expired",
                 ..
-            }) if continued => self.inbound(post(Target::New(agent))).await?,
+            }) if found => self.inbound(post(Target::New(agent))).await?,
             other => other?,
         };
         let turn = self.follow(&message, Some(live), wait, shutdown).await;
