@@ -23,13 +23,14 @@
 //! On SQLite there is one relay and no cluster: it always leads.
 
 use crate::hub::LiveEvent;
-use crate::ids::{AppId, ClientId, ConversationId};
+use crate::ids::{AppId, ClientId, ConversationId, MessageId};
 use crate::relay::Relay;
 use crate::shutdown::Shutdown;
 use crate::store::now_ms;
 use crate::store::postgres::leader::{keys, Leadership};
 use crate::store::postgres::wakeups::{self, Heard, MAX_SIGNAL_BYTES};
 use crate::store::postgres::{presence, PgStore};
+use crate::turns::Cancel;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -74,6 +75,13 @@ enum Signal {
     AnyClient,
     /// Webhook events were queued: for the leader's dispatcher.
     Webhooks,
+    /// A stop ended turns of this agent (see `relay::stop`).
+    Cancel {
+        client: String,
+        conversation: String,
+        messages: Vec<String>,
+        reply: Option<String>,
+    },
     /// A live event for an app's streams.
     Live {
         app: String,
@@ -129,6 +137,20 @@ impl Cluster {
     /// Whether this relay runs the background tasks now.
     pub fn leads(&self) -> bool {
         self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Tells the other relays that a stop ended turns of `client`.
+    pub fn cancel(&self, client: &ClientId, cancel: &Cancel) {
+        self.send(Signal::Cancel {
+            client: client.as_str().to_owned(),
+            conversation: cancel.conversation_id.as_str().to_owned(),
+            messages: cancel
+                .message_ids
+                .iter()
+                .map(|m| m.as_str().to_owned())
+                .collect(),
+            reply: cancel.reply_id.clone(),
+        });
     }
 
     /// Tells the other relays to wake `client`'s polls and sockets.
@@ -310,6 +332,31 @@ fn apply_signal(relay: &Relay, cluster: &Cluster, signal: Signal) {
             cluster.others.fetch_max(1, Ordering::Relaxed);
         }
         Signal::Webhooks => relay.wake_webhooks(cluster.leads()),
+        Signal::Cancel {
+            client,
+            conversation,
+            messages,
+            reply,
+        } => {
+            let (Some(client), Some(conversation_id)) = (
+                ClientId::parse(&client),
+                ConversationId::parse(&conversation),
+            ) else {
+                return;
+            };
+            let message_ids = messages
+                .iter()
+                .filter_map(|m| MessageId::parse(m))
+                .collect();
+            relay.heard_cancel(
+                &client,
+                Cancel {
+                    conversation_id,
+                    message_ids,
+                    reply_id: reply,
+                },
+            );
+        }
         Signal::Live {
             app,
             conversation,

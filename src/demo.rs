@@ -121,8 +121,9 @@ pub async fn echo_agent(relay: Arc<Relay>, client: ClientId, shutdown: Shutdown)
             _ = shutdown.clone().wait() => return,
         };
         match polled {
-            Ok(messages) => {
-                for m in messages {
+            Ok(polled) => {
+                // A stopped answer ends by itself: its next piece is refused.
+                for m in polled.messages {
                     tokio::spawn(answer(relay.clone(), client.clone(), m));
                 }
             }

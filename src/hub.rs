@@ -10,6 +10,7 @@
 
 use crate::ids::{AppId, ClientId, ConversationId};
 use crate::model::ClientState;
+use crate::turns::Turns;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -17,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, Notify};
 
 /// An event for an app's live streams that is not stored and never replayed:
-/// `reply.delta`, `typing`, `progress`, `conversation.expired`,
-/// `conversation.assigned`.
+/// `reply.delta`, `typing`, `progress`, `reply.stopped`,
+/// `conversation.expired`, `conversation.assigned`.
 #[derive(Clone, Debug, Serialize)]
 pub struct LiveEvent {
     pub event: &'static str,
@@ -48,10 +49,11 @@ impl LiveEvent {
     pub const REPLY_STORED: &'static str = "reply.stored";
 
     /// Every kind of live event.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         "reply.delta",
         "typing",
         "progress",
+        "reply.stopped",
         "conversation.expired",
         "conversation.assigned",
         LiveEvent::REPLY_STORED,
@@ -123,6 +125,8 @@ pub struct Hub {
     announced: AtomicI64,
     /// [`Hub::kept`]'s list and when it was made.
     kept: std::sync::Mutex<(i64, Arc<Vec<ClientId>>)>,
+    /// Replies being written and stops (see [`Turns`]).
+    pub turns: Turns,
 }
 
 /// Conversation channels kept before those nobody listens to are dropped
@@ -184,7 +188,14 @@ pub enum RevocationSeen {
 
 impl Hub {
     /// `last_seq`: the newest stored message at start (see [`Hub::announced`]).
-    pub fn new(liveness: Liveness, started_at: i64, live_buffer: usize, last_seq: i64) -> Hub {
+    /// `max_reply_bytes`: the most text kept of a reply being written.
+    pub fn new(
+        liveness: Liveness,
+        started_at: i64,
+        live_buffer: usize,
+        last_seq: i64,
+        max_reply_bytes: usize,
+    ) -> Hub {
         Hub {
             inner: Mutex::new(Inner {
                 conversations: HashMap::new(),
@@ -198,6 +209,7 @@ impl Hub {
             revocations: broadcast::channel(256).0,
             announced: AtomicI64::new(last_seq),
             kept: std::sync::Mutex::new((0, Arc::new(Vec::new()))),
+            turns: Turns::new(max_reply_bytes),
         }
     }
 
@@ -360,6 +372,24 @@ impl Hub {
     /// Sends an event another relay published (its `after` kept) to the
     /// app's current streams here.
     pub fn deliver(&self, app: &AppId, event: Arc<LiveEvent>) {
+        match event.event {
+            // Kept for a stop; a stopped reply's late pieces are dropped.
+            "reply.delta" => {
+                let p = &event.payload;
+                if let (Some(reply), Some(text)) = (p["replyId"].as_str(), p["text"].as_str()) {
+                    if !self.turns.delta(
+                        &event.conversation_id,
+                        reply,
+                        text,
+                        crate::store::now_ms(),
+                    ) {
+                        return;
+                    }
+                }
+            }
+            LiveEvent::REPLY_STORED => self.turns.settled(&event.conversation_id),
+            _ => {}
+        }
         let mut inner = self.lock();
         if let Some(c) = inner.conversations.get(&event.conversation_id) {
             if c.send(event.clone()).is_err() {
@@ -567,6 +597,7 @@ mod tests {
             0,
             16,
             0,
+            65_536,
         ))
     }
 
@@ -602,6 +633,7 @@ mod tests {
             1_000_000,
             16,
             0,
+            65_536,
         ));
         let c = ClientId::generate();
         hub.remember([(c.clone(), Some(0))]);

@@ -37,6 +37,7 @@ pub mod shutdown;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod turns;
 pub mod webchat;
 pub mod webhook;
 pub mod ws;

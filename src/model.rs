@@ -57,6 +57,11 @@ pub struct Message {
     /// The files and images the message carries, in order (absent: none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
+    /// A reply the user stopped (`POST /conversations/{id}/stop`) while the
+    /// agent wrote it: the text is what was streamed until then (absent:
+    /// false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// An uploaded file as messages and `POST /attachments` show it.

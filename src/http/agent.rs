@@ -40,6 +40,12 @@ pub(crate) struct PollQuery {
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Messages {
     messages: Vec<Message>,
+    /// Turns the user stopped (`POST /conversations/{id}/stop`) among those
+    /// this agent claimed before: drop their work and send nothing (absent:
+    /// none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::turns::Cancel>)]
+    cancelled: Vec<std::sync::Arc<crate::turns::Cancel>>,
 }
 
 /// Claims due deliveries (leased for lease_secs), long-polling with `wait`.
@@ -65,11 +71,14 @@ pub(crate) async fn poll(
         ));
     }
     let wait = q.wait.filter(|s| *s > 0).map(Duration::from_secs);
-    let messages = state
+    let polled = state
         .relay
         .poll(client, max, wait, state.shutdown.clone().wait())
         .await?;
-    Ok(Json(Messages { messages }))
+    Ok(Json(Messages {
+        messages: polled.messages,
+        cancelled: polled.cancelled,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -13,15 +13,16 @@ use crate::model::{Conversation, ConversationState, ConversationWithMessages};
 use crate::relay::admin::ConversationFilter;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/conversations", get(list).post(open))
         .route("/conversations/{id}", get(one))
         .route("/conversations/{id}/messages", get(history))
+        .route("/conversations/{id}/stop", post(stop))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -250,5 +251,51 @@ pub(crate) async fn history(
             .map(|m| crate::ws::feed::viewed(&viewer, m))
             .collect(),
         before: earlier.map(|b| b.to_string()),
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StopAnswer {
+    /// Whether anything was in progress (false: the stop did nothing).
+    stopped: bool,
+    /// Messages no agent had claimed yet: withdrawn, never delivered.
+    #[schema(value_type = Vec<String>)]
+    withdrawn: Vec<crate::ids::MessageId>,
+    /// Messages an agent was working on: it is told to stop (a `cancel`
+    /// event on its socket, `cancelled` in its next poll), and they are
+    /// never delivered again.
+    #[schema(value_type = Vec<String>)]
+    cancelled: Vec<crate::ids::MessageId>,
+    /// The reply as far as it was streamed, stored with `stopped: true`
+    /// (null: nothing was streamed yet).
+    message: Option<crate::model::Message>,
+}
+
+/// Stops the agent's work on a conversation: every message of it not yet
+/// answered is withdrawn (not claimed yet) or cancelled (claimed), and a
+/// reply being streamed is stored as far as it got, marked stopped. For an
+/// admin any conversation, for an app its users', for a user session its
+/// own. Stopping when nothing is in progress does nothing.
+#[utoipa::path(post, path = "/conversations/{id}/stop", tag = "app", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Conversation id")), responses(
+    (status = 200, body = StopAnswer),
+    (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse),
+))]
+pub(crate) async fn stop(
+    State(state): State<AppState>,
+    AnyAuth(who): AnyAuth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<StopAnswer>, Error> {
+    let id = ConversationId::parse(&id).ok_or_else(|| {
+        Error::not_found("conversation_not_found", format!("no conversation {id}"))
+    })?;
+    let done = state.relay.stop(&who, &id).await?;
+    Ok(Json(StopAnswer {
+        stopped: !done.withdrawn.is_empty() || !done.cancelled.is_empty(),
+        withdrawn: done.withdrawn,
+        cancelled: done.cancelled,
+        message: done.message,
     }))
 }

@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         webhooks::create, webhooks::list, webhooks::one, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::replay,
         conversations::list, conversations::open, conversations::one, conversations::history,
+        conversations::stop,
         agent::poll, agent::send, agent::ack, agent::renew,
         inbound::inbound, inbound::outbox,
         events::events,

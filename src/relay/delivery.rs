@@ -263,16 +263,25 @@ pub struct AckOutcome {
     pub not_acked: Vec<MessageId>,
 }
 
+/// What a poll got: claimed messages, and stops of turns it had claimed
+/// before (see [`crate::turns`]).
+#[derive(Default)]
+pub struct Polled {
+    pub messages: Vec<Message>,
+    pub cancelled: Vec<std::sync::Arc<crate::turns::Cancel>>,
+}
+
 impl Relay {
-    /// `GET /poll`: claims up to `max` due deliveries. With `wait`, waits (up
-    /// to `long_poll_max`) until something is due or `stop` resolves.
+    /// `GET /poll`: claims up to `max` due deliveries, and takes the
+    /// client's cancel notices. With `wait`, waits (up to `long_poll_max`)
+    /// until something is due or cancelled, or `stop` resolves.
     pub async fn poll(
         &self,
         client: ClientId,
         max: i64,
         wait: Option<Duration>,
         stop: impl std::future::Future<Output = ()>,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<Polled, Error> {
         self.hub.touch(&client, now_ms());
         let _attached = wait.map(|_| self.hub.attach(&client));
         let deadline = Instant::now() + wait.unwrap_or_default().min(self.rules.long_poll_max);
@@ -285,8 +294,12 @@ impl Relay {
             notified.as_mut().enable();
 
             let claim = self.claim(client.clone(), max, None).await?;
-            if !claim.messages.is_empty() || Instant::now() >= deadline {
-                return Ok(claim.messages);
+            let cancelled = self.hub.turns.take_for_poll(&client);
+            if !claim.messages.is_empty() || !cancelled.is_empty() || Instant::now() >= deadline {
+                return Ok(Polled {
+                    messages: claim.messages,
+                    cancelled,
+                });
             }
             let until = match claim.next_due {
                 Some(at) => deadline
@@ -296,7 +309,7 @@ impl Relay {
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(until) => {}
-                _ = &mut stop => return Ok(Vec::new()),
+                _ = &mut stop => return Ok(Polled::default()),
             }
         }
     }
@@ -337,7 +350,22 @@ impl Relay {
         Ok(())
     }
 
+    /// Claims for a poll or a socket; a stop of the claimed messages'
+    /// conversations is over (the agent works on new messages there).
     async fn claim(
+        &self,
+        client: ClientId,
+        max: i64,
+        owner: Option<String>,
+    ) -> Result<Claim, Error> {
+        let claim = self.claim_due(client, max, owner).await?;
+        self.hub
+            .turns
+            .claimed(claim.messages.iter().map(|m| &m.conversation_id));
+        Ok(claim)
+    }
+
+    async fn claim_due(
         &self,
         client: ClientId,
         max: i64,

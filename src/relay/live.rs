@@ -143,6 +143,13 @@ impl Relay {
                 message: format!("`text` is over {} bytes", self.rules.max_text_bytes),
             });
         }
+        if self
+            .hub
+            .turns
+            .refuses(&conversation, Some(reply_id.as_str()))
+        {
+            return Err(super::messages::reply_stopped(&conversation));
+        }
         let fields = json!({ "replyId": reply_id, "text": text });
         self.publish_for(client, conversation, "reply.delta", fields)
             .await

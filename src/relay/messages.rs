@@ -197,6 +197,7 @@ impl Relay {
                         reply_id: None,
                         in_reply_to: None,
                         attachments: &carried,
+                        stopped: false,
                         now,
                     },
                 )?;
@@ -301,6 +302,14 @@ impl Relay {
             ack,
         } = reply;
         self.check_text(&text, attached.len())?;
+        if ack
+            && self
+                .hub
+                .turns
+                .refuses(&conversation, reply_id.as_ref().map(ReplyId::as_str))
+        {
+            return Err(reply_stopped(&conversation));
+        }
         let rules = self.rules;
         if let (Some(engine), true) = (&self.engine, attached.is_empty()) {
             let now = now_ms();
@@ -322,6 +331,7 @@ impl Relay {
                 let m = crate::metrics::get();
                 m.messages.with_label_values(&["outbound"]).inc();
                 m.acked.inc_by(sent.acked);
+                self.hub.turns.settled(&sent.message.conversation_id);
                 if sent.acked > 0 {
                     self.publish_reply_stored(&sent.message, None);
                 }
@@ -389,6 +399,7 @@ impl Relay {
                         reply_id: reply_id.as_ref().map(ReplyId::as_str),
                         in_reply_to: acked.last,
                         attachments: &carried,
+                        stopped: false,
                         now,
                     },
                 )?;
@@ -405,6 +416,7 @@ impl Relay {
             })
             .await?;
         let (acked, answered) = acked;
+        self.hub.turns.settled(&message.conversation_id);
         self.announce(&message.app_id, seq);
         self.wake_webhooks(hooked);
         let m = crate::metrics::get();
@@ -507,7 +519,7 @@ impl Relay {
 
     /// The conversation, if `viewer` may read it (the admin any, a client
     /// one it holds, an app its own, a user session its user's); else 404.
-    async fn visible_conversation(
+    pub(super) async fn visible_conversation(
         &self,
         viewer: &Principal,
         id: &ConversationId,
@@ -558,5 +570,16 @@ impl Relay {
         let next = more.then(|| rows.last().map(|(at, _)| *at)).flatten();
         rows.reverse();
         Ok((rows.into_iter().map(|(_, m)| m).collect(), next))
+    }
+}
+
+/// A reply to a turn the user stopped: not stored.
+pub(super) fn reply_stopped(conversation: &ConversationId) -> Error {
+    Error::Conflict {
+        code: "reply_stopped",
+        message: format!(
+            "the user stopped this reply in conversation {conversation}: it is not stored; \
+             drop the turn (a new message there starts a new one)"
+        ),
     }
 }

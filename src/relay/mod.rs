@@ -25,6 +25,7 @@ pub mod maintenance;
 pub mod messages;
 pub mod retention;
 pub mod sessions;
+pub mod stop;
 pub mod webhooks;
 
 use crate::config::Config;
@@ -140,6 +141,7 @@ impl Relay {
             started_at,
             config.ws.outgoing_buffer,
             last_seq,
+            config.limits.max_text_bytes,
         ));
         let known = store::clients::list(store.reader()).await?;
         hub.remember(known.into_iter().map(|c| (c.id, c.last_seen_at)));

@@ -471,6 +471,62 @@ pub struct Acked {
     pub last: Option<i64>,
 }
 
+/// A delivery ended by a stop.
+pub struct Stopped {
+    /// The message's row number.
+    pub seq: i64,
+    pub message_id: MessageId,
+    /// The agent it was assigned to (None: unassigned).
+    pub client_id: Option<ClientId>,
+    /// Whether an agent ever claimed it (it may be at work on it): else it
+    /// was withdrawn before anyone saw it.
+    pub claimed: bool,
+}
+
+/// Ends every open delivery of the conversation (ready or queued) as the
+/// user's stop: acked, with `stopped_at`, so none is delivered again.
+/// Returns them, oldest first.
+pub fn stop_conversation(
+    tx: &Tx,
+    conversation: &ConversationId,
+    now: i64,
+) -> StoreResult<Vec<Stopped>> {
+    let stopped = |(seq, id, client, claimed): (i64, String, Option<String>, bool)| Stopped {
+        seq,
+        message_id: MessageId::from_db(id),
+        client_id: client.map(ClientId::from_db),
+        claimed,
+    };
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            lock_conversation(pg, conversation)?;
+            let rows = pg.fetch_all(pgsql::deliveries::stop_conversation(
+                conversation.as_str(),
+                now,
+            ))?;
+            return Ok(rows.into_iter().map(stopped).collect());
+        }
+    };
+    let rows = tx
+        .prepare_cached(
+            "SELECT d.message_seq, m.id, d.client_id, d.attempts > 0
+             FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+             WHERE d.conversation_id = ?1 AND d.state IN ('ready', 'queued')
+             ORDER BY d.message_seq",
+        )?
+        .query_map([conversation], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.prepare_cached(
+        "UPDATE deliveries SET state = 'acked', stopped_at = ?2, updated_at = ?2, lease_owner = NULL
+         WHERE conversation_id = ?1 AND state IN ('ready', 'queued')",
+    )?
+    .execute((conversation, now))?;
+    Ok(rows.into_iter().map(stopped).collect())
+}
+
 /// Moves a conversation's open deliveries to `to` (None: unassigned). A lease
 /// held by the previous client ends now, so the new one gets the row at once.
 pub fn move_conversation(
@@ -634,6 +690,7 @@ impl From<ClaimedRow> for Message {
             lease_until: Some(r.lease_until),
             reply_id: None,
             attachments: super::attachments::from_column(r.attachments.as_deref()),
+            stopped: false,
         }
     }
 }
@@ -685,6 +742,7 @@ fn listed(row: ListRow, now: i64) -> (i64, Delivery) {
             lease_until: None,
             reply_id: None,
             attachments: super::attachments::from_column(row.attachments.as_deref()),
+            stopped: false,
         },
     };
     (row.message_seq, delivery)

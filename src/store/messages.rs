@@ -18,6 +18,8 @@ pub struct NewMessage<'a> {
     /// The inbound message (its row number) a reply answers.
     pub in_reply_to: Option<i64>,
     pub attachments: &'a [Attachment],
+    /// A reply the user stopped, stored as far as it was written.
+    pub stopped: bool,
     pub now: i64,
 }
 
@@ -84,6 +86,7 @@ impl From<Row> for Message {
             lease_until: None,
             reply_id: r.reply_id,
             attachments: super::attachments::from_column(r.attachments.as_deref()),
+            stopped: r.stopped,
         }
     }
 }
@@ -112,6 +115,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
                 m.reply_id,
                 super::attachments::to_column(m.attachments).as_deref(),
                 m.in_reply_to,
+                m.stopped,
             ))?;
             pg.stored(pos, m.app_id.as_str());
             (seq, pos)
@@ -132,6 +136,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
         lease_until: None,
         reply_id: m.reply_id.map(str::to_owned),
         attachments: m.attachments.to_vec(),
+        stopped: m.stopped,
     };
     Ok(Inserted {
         seq,
@@ -148,8 +153,8 @@ fn insert_sqlite(
     conn.prepare_cached(
         "INSERT INTO messages
             (id, conversation_id, app_id, client_id, direction, sender, recipient, text, created_at, reply_id,
-             attachments, in_reply_to)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             attachments, in_reply_to, stopped)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute((
         id,
@@ -164,6 +169,7 @@ fn insert_sqlite(
         m.reply_id,
         super::attachments::to_column(m.attachments),
         m.in_reply_to,
+        m.stopped,
     ))?;
     Ok(())
 }
@@ -179,7 +185,7 @@ pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
     let row = tx
         .prepare_cached(
             "SELECT seq, id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-                    created_at, reply_id, attachments
+                    created_at, reply_id, attachments, stopped
              FROM messages WHERE id = ?",
         )?
         .query_row([id], |r| {
@@ -196,6 +202,7 @@ pub fn get(tx: &Tx, id: &MessageId) -> StoreResult<Option<Message>> {
                 created_at: r.get(9)?,
                 reply_id: r.get(10)?,
                 attachments: r.get(11)?,
+                stopped: r.get(12)?,
             })
         })
         .optional()?;
@@ -217,7 +224,7 @@ pub async fn by_seq(db: &Reader, seq: i64) -> StoreResult<Option<Message>> {
     let row = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-                created_at, reply_id, attachments
+                created_at, reply_id, attachments, stopped AS "stopped: bool"
          FROM messages WHERE seq = ?"#,
         seq
     )
@@ -333,7 +340,7 @@ pub async fn of_conversation(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-                created_at, reply_id, attachments
+                created_at, reply_id, attachments, stopped AS "stopped: bool"
          FROM messages WHERE conversation_id = ? ORDER BY seq"#,
         conversation
     )
@@ -360,7 +367,7 @@ pub async fn history(
             sqlx::query_as!(
                 Row,
                 r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
-                          recipient, text, created_at, reply_id, attachments
+                          recipient, text, created_at, reply_id, attachments, stopped AS "stopped: bool"
                    FROM messages WHERE conversation_id = ?1 AND seq < ?2
                    ORDER BY seq DESC LIMIT ?3"#,
                 conversation,
@@ -430,7 +437,7 @@ pub async fn outbox(db: &Reader, app: &AppId, after: i64, limit: i64) -> StoreRe
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
-                  recipient, text, created_at, reply_id, attachments
+                  recipient, text, created_at, reply_id, attachments, stopped AS "stopped: bool"
            FROM messages
            WHERE app_id = ?1 AND direction = 'outbound' AND seq > ?2
            ORDER BY seq LIMIT ?3"#,
@@ -470,7 +477,7 @@ pub async fn stream(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT seq AS "seq!", id, conversation_id, app_id, client_id, direction, sender,
-                  recipient, text, created_at, reply_id, attachments
+                  recipient, text, created_at, reply_id, attachments, stopped AS "stopped: bool"
            FROM messages
            WHERE app_id = ?1 AND seq > ?2 AND (?3 IS NULL OR conversation_id = ?3)
            ORDER BY seq LIMIT ?4"#,
@@ -517,7 +524,8 @@ pub async fn of_user(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT m.seq AS "seq!", m.id, m.conversation_id, m.app_id, m.client_id, m.direction,
-                  m.sender, m.recipient, m.text, m.created_at, m.reply_id, m.attachments
+                  m.sender, m.recipient, m.text, m.created_at, m.reply_id, m.attachments,
+                  m.stopped AS "stopped: bool"
            FROM conversations c JOIN messages m ON m.conversation_id = c.id
            WHERE c.app_id = ?1 AND c.user_id = ?2 AND m.seq > ?3
              AND (?4 IS NULL OR c.id = ?4) AND (?5 = 0 OR m.direction = 'outbound')

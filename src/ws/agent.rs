@@ -133,6 +133,8 @@ impl Session<'_> {
         // at start, on a wake-up, when a lease ends, after an ack or a send.
         let mut look = true;
         let mut next_due: Option<i64> = None;
+        // Cancel notices (stops) from here on are this socket's to tell.
+        let mut notices = relay.hub.turns.notice_mark(self.client);
         loop {
             let wake = relay.hub.client_wake(self.client);
             let notified = wake.notified();
@@ -245,6 +247,14 @@ impl Session<'_> {
                 },
                 // New work for this client, or acks made elsewhere (HTTP, another socket).
                 _ = &mut notified => {
+                    let (cancels, next) = relay.hub.turns.notices_since(self.client, notices);
+                    notices = next;
+                    for cancel in cancels {
+                        let payload = serde_json::to_value(&*cancel).unwrap_or(Value::Null);
+                        if let Err(exit) = self.conn.event("cancel", &payload).await {
+                            return exit;
+                        }
+                    }
                     in_flight = self.recount(in_flight).await;
                     look = true;
                 }

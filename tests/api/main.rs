@@ -34,5 +34,6 @@ mod retention;
 mod sessions;
 mod socket_activation;
 mod startup;
+mod stop;
 mod webhooks;
 mod ws_client;

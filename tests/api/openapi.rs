@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/conversations"),
     ("GET", "/conversations/{id}"),
     ("GET", "/conversations/{id}/messages"),
+    ("POST", "/conversations/{id}/stop"),
     ("GET", "/poll"),
     ("POST", "/send"),
     ("POST", "/ack"),

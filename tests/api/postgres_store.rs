@@ -600,6 +600,7 @@ async fn message_transcript(store: &Store) -> Vec<String> {
                         reply_id: (i % 4 == 1).then_some(reply.as_str()),
                         in_reply_to: None,
                         attachments: &[],
+                        stopped: false,
                         now: 100 + i as i64,
                     },
                 )?
@@ -760,6 +761,7 @@ async fn postgres_outbox_tailed_on_another_relay_misses_nothing() {
                                 reply_id: None,
                                 in_reply_to: None,
                                 attachments: &[],
+                                stopped: false,
                                 now: 1,
                             },
                         )
@@ -850,6 +852,7 @@ async fn delivery_backlog(
                             reply_id: None,
                             in_reply_to: None,
                             attachments: &[],
+                            stopped: false,
                             now: 10,
                         },
                     )?
@@ -1180,6 +1183,7 @@ impl Backlog {
                             reply_id: None,
                             in_reply_to: None,
                             attachments: &[],
+                            stopped: false,
                             now: 10,
                         },
                     )?;
@@ -2097,6 +2101,7 @@ async fn attachment_transcript(store: &Store) -> Vec<String> {
                     reply_id: None,
                     in_reply_to: None,
                     attachments: &carried,
+                    stopped: false,
                     now: 40,
                 },
             )?;
@@ -2198,6 +2203,7 @@ async fn attachment_transcript(store: &Store) -> Vec<String> {
                     reply_id: None,
                     in_reply_to: None,
                     attachments: &[],
+                    stopped: false,
                     now: 50,
                 },
             )?;

@@ -200,6 +200,7 @@ impl Engine {
                     lease_until: None,
                     reply_id: None,
                     attachments: Vec::new(),
+                    stopped: false,
                 },
                 cursor: pos,
                 ready,
@@ -244,6 +245,7 @@ impl Engine {
             lease_until: None,
             reply_id: request.reply_id.clone(),
             attachments: Vec::new(),
+            stopped: false,
         };
         let payload = known.then(|| payload(&message));
         let done = self
@@ -405,6 +407,7 @@ fn claim(pool: PgPool, rules: Rules) -> Run<Claim, Claimed> {
                         attachments: crate::store::attachments::from_column(
                             r.attachments.as_deref(),
                         ),
+                        stopped: false,
                     });
                 } else {
                     c.next_due = r.next_due;

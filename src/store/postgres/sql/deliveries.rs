@@ -197,6 +197,27 @@ pub fn ack_conversation(
     .map(|r| (r.n, r.last))
 }
 
+/// Ends every open delivery of a (locked) conversation: the user stopped
+/// the agent's work on it (see `store::deliveries::stop_conversation`).
+/// Returns each one's message id, client and whether it was ever claimed.
+pub fn stop_conversation(
+    conversation: &str,
+    now: i64,
+) -> Rows<impl Row<(i64, String, Option<String>, bool)>> {
+    sqlx::query!(
+        r#"WITH s AS (
+             UPDATE deliveries SET state = 'acked', stopped_at = $2, updated_at = $2,
+                    lease_owner = NULL
+             WHERE conversation_id = $1 AND state IN ('ready', 'queued')
+             RETURNING message_seq, client_id, attempts)
+         SELECT s.message_seq, m.id, s.client_id, s.attempts > 0 AS "claimed!"
+         FROM s JOIN messages m ON m.seq = s.message_seq ORDER BY s.message_seq"#,
+        conversation,
+        now
+    )
+    .map(|r| (r.message_seq, r.id, r.client_id, r.claimed))
+}
+
 /// Hands the open deliveries of `conversations` (just adopted by
 /// `client`, and locked) to it.
 pub fn adopt(client: &str, conversations: &[String], now: i64) -> Statement {

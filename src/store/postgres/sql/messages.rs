@@ -18,6 +18,8 @@ pub struct Message {
     pub created_at: i64,
     pub reply_id: Option<String>,
     pub attachments: Option<String>,
+    /// A reply the user stopped (stored as far as it was written).
+    pub stopped: bool,
 }
 
 /// Stores a message; returns its row number and its cursor position (given
@@ -40,13 +42,14 @@ pub fn insert(
     reply_id: Option<&str>,
     attachments: Option<&str>,
     in_reply_to: Option<i64>,
+    stopped: bool,
 ) -> Rows<impl Row<(i64, i64)>> {
     sqlx::query!(
         "WITH c AS (SELECT id FROM conversations WHERE id = $2 FOR UPDATE)
          INSERT INTO messages
             (id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-             created_at, reply_id, attachments, in_reply_to)
-         SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM c
+             created_at, reply_id, attachments, in_reply_to, stopped)
+         SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM c
          RETURNING seq, pos",
         id,
         conversation,
@@ -59,7 +62,8 @@ pub fn insert(
         now,
         reply_id,
         attachments,
-        in_reply_to
+        in_reply_to,
+        stopped
     )
     .map(|r| (r.seq, r.pos))
 }
@@ -68,7 +72,7 @@ pub fn get(id: &str) -> Rows<impl Row<Message>> {
     sqlx::query_as!(
         Message,
         r#"SELECT pos AS seq, id, conversation_id, app_id, client_id, direction,
-                  sender, recipient, text, created_at, reply_id, attachments
+                  sender, recipient, text, created_at, reply_id, attachments, stopped
            FROM messages WHERE id = $1"#,
         id
     )
@@ -78,7 +82,7 @@ pub fn at(pos: i64) -> Rows<impl Row<Message>> {
     sqlx::query_as!(
         Message,
         r#"SELECT pos AS seq, id, conversation_id, app_id, client_id, direction,
-                  sender, recipient, text, created_at, reply_id, attachments
+                  sender, recipient, text, created_at, reply_id, attachments, stopped
            FROM messages WHERE pos = $1"#,
         pos
     )
@@ -95,7 +99,7 @@ pub fn of_conversation(conversation: &str) -> Rows<impl Row<Message>> {
     sqlx::query_as!(
         Message,
         r#"SELECT pos AS seq, id, conversation_id, app_id, client_id, direction,
-                  sender, recipient, text, created_at, reply_id, attachments
+                  sender, recipient, text, created_at, reply_id, attachments, stopped
            FROM messages WHERE conversation_id = $1 ORDER BY pos"#,
         conversation
     )
@@ -107,7 +111,7 @@ pub fn history(conversation: &str, before: i64, limit: i64) -> Rows<impl Row<Mes
     sqlx::query_as!(
         Message,
         r#"SELECT pos AS seq, id, conversation_id, app_id, client_id, direction,
-                  sender, recipient, text, created_at, reply_id, attachments
+                  sender, recipient, text, created_at, reply_id, attachments, stopped
            FROM messages WHERE conversation_id = $1 AND pos < $2
            ORDER BY pos DESC LIMIT $3"#,
         conversation,
@@ -143,6 +147,7 @@ pub struct Paged {
     pub created_at: Option<i64>,
     pub reply_id: Option<String>,
     pub attachments: Option<String>,
+    pub stopped: Option<bool>,
 }
 
 impl Paged {
@@ -182,6 +187,7 @@ impl Paged {
                 created_at,
                 reply_id: self.reply_id,
                 attachments: self.attachments,
+                stopped: self.stopped.unwrap_or(false),
             }),
             _ => None,
         };
@@ -202,7 +208,7 @@ macro_rules! paged {
                       m.client_id AS "client_id?", m.direction AS "direction?",
                       m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
                       m.created_at AS "created_at?", m.reply_id AS "reply_id?",
-                      m.attachments AS "attachments?"
+                      m.attachments AS "attachments?", m.stopped AS "stopped?"
                FROM (SELECT readable_pos() AS horizon) h
                LEFT JOIN LATERAL ("# + $inner + r#") m ON true
                ORDER BY m.pos"#,
