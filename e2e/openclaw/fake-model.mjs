@@ -11,6 +11,8 @@
 //                          OpenClaw turns into a media reply.
 // Every image the model is shown (an `image_url` part) is recorded in /stats
 // as {mime, sha256, size}: what reached the model, for the tests to check.
+// A streamed answer whose request the caller closed before its end is
+// counted in /stats as `aborted` (with the user text in `abortedTexts`).
 // OpenClaw sends the user's turn as "[<timestamp>] <text>\n\nRuntime: …".
 //
 // Usage: node fake-model.mjs <port>   (prints "listening <port>" when ready)
@@ -18,7 +20,7 @@ import { createHash } from "node:crypto";
 import http from "node:http";
 
 const port = Number(process.argv[2] ?? 0);
-const stats = { requests: 0, failures: 0, images: [] };
+const stats = { requests: 0, failures: 0, images: [], aborted: 0, abortedTexts: [] };
 
 /** Records the images of a request (data: URLs of `image_url` parts). */
 function recordImages(body) {
@@ -99,6 +101,12 @@ const server = http.createServer(async (req, res) => {
     }));
   }
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+  res.on("close", () => {
+    if (!res.writableFinished) {
+      stats.aborted += 1;
+      stats.abortedTexts.push(text);
+    }
+  });
   if (text.includes("[late]")) await wait(15_000);
   const slow = text.includes("[slow]");
   const streamed = slow || text.includes("[stream]");

@@ -421,6 +421,43 @@ async function main() {
     assert(finals.length === 1, `the final reply came ${finals.length} times`);
   });
 
+  await check("12. Stop: the running turn is aborted (its model request too), what was streamed is kept, the next message is answered", async () => {
+    const watcher = watchApp(web);
+    await watcher.ready;
+    const m = await api("POST", "/inbound", web, { from: "sol", text: "[slow] tell me a very long story" });
+    const pieces = () => watcher.events.filter((e) => e.event === "reply.delta" && e.payload.conversationId === m.conversationId);
+    await eventually("two streamed pieces of the slow answer", () => pieces().length >= 2, 60_000);
+    const stopped = await api("POST", `/conversations/${m.conversationId}/stop`, web, {});
+    assert(stopped.stopped === true && stopped.cancelled.length === 1 && stopped.cancelled[0] === m.id, `stop answered ${JSON.stringify(stopped)}`);
+    const kept = stopped.message;
+    assert(kept && kept.stopped === true, `no stopped reply stored: ${JSON.stringify(stopped)}`);
+    assert(kept.text.length > 0 && `echo: ${m.text}`.startsWith(kept.text), `the stopped reply is "${kept.text}"`);
+    await eventually(
+      "the model's request to be aborted",
+      async () => {
+        const stats = await (await fetch(`http://127.0.0.1:${modelPort}/stats`)).json();
+        return stats.abortedTexts.includes(m.text);
+      },
+      20_000,
+    );
+    // Long enough for a full answer (one piece a second) had the turn gone on.
+    await sleep(4000);
+    watcher.close();
+    const all = await replies(m.conversationId);
+    assert(all.length === 1 && all[0].id === kept.id, `replies after the stop: ${JSON.stringify(all.map((r) => r.text))}`);
+    const seen = pieces().map((e) => e.payload.text).join("");
+    assert(seen === kept.text, `the app saw "${seen}", the relay kept "${kept.text}"`);
+    const d = (await api("GET", `/deliveries?conversationId=${m.conversationId}`, ADMIN)).deliveries.find((x) => x.messageId === m.id);
+    assert(d.state === "acked" && d.attempts === 1, `the stopped delivery is ${d.state}, ${d.attempts} attempts`);
+    const next = await api("POST", "/inbound", web, { from: "sol", text: "a short one then" });
+    const answer = await eventually(
+      "the answer to the message after the stop",
+      async () => (await replies(m.conversationId)).find((r) => r.text === `echo: ${next.text}`),
+      60_000,
+    );
+    assert(!answer.stopped, "the next answer is marked stopped");
+  });
+
   await check("11. an openai SDK request goes through the relay to the gateway and back", async () => {
     // The official npm package (run.sh installs it into .cache/openai/node).
     const sdk = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../.cache/openai/node/node_modules/openai/index.mjs");
@@ -692,7 +729,7 @@ async function main() {
     for (const r of results.filter((x) => !x.ok)) console.log(`not ok - ${r.name}: ${r.error}`);
   }
   console.log(`openclaw-e2e: ${passed} passed, ${failed} failed`);
-  return failed === 0 && passed === (only ? only.length : 11);
+  return failed === 0 && passed === (only ? only.length : 12);
 }
 
 let ok = false;

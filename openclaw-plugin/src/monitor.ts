@@ -23,7 +23,7 @@ import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract
 import type { OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
 import { backoffDelay, CHANNEL_ID, type ClawrelayAccount } from "./config.js";
 import { mediaContext, placeholderText, receiveAttachments, replyMediaUrls, sendAttachments, type InboundMedia } from "./media.js";
-import { AUTH_CLOSE_CODES, RelayError, RelayHttp, RelaySocket, type RelayMessage, type Renewed } from "./relay-client.js";
+import { AUTH_CLOSE_CODES, RelayError, RelayHttp, RelaySocket, type RelayCancel, type RelayMessage, type Renewed } from "./relay-client.js";
 
 type Ctx = ChannelGatewayContext<ClawrelayAccount>;
 type ChannelRuntime = PluginRuntime["channel"];
@@ -221,6 +221,10 @@ export class AccountMonitor {
   private authErrorReported = false;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly turns = new OneAtATime();
+  /** The running turns, by relay message id: what a stop aborts. */
+  private readonly running = new Map<string, AbortController>();
+  /** Messages stopped lately (a turn waiting for its start never starts). */
+  private readonly stopped = new Set<string>();
 
   constructor(
     private readonly ctx: Ctx,
@@ -293,7 +297,12 @@ export class AccountMonitor {
 
   private async runSocket(): Promise<void> {
     const account = this.account;
-    const socket = new RelaySocket(account.serverUrl, account.token, (m) => this.track(this.handle(m, sink)));
+    const socket = new RelaySocket(
+      account.serverUrl,
+      account.token,
+      (m) => this.track(this.handle(m, sink)),
+      (c) => this.cancel(c),
+    );
     const sink: ReplySink = {
       send: async (m, text, replyId, attachments) => {
         await socket.request("send", {
@@ -352,7 +361,9 @@ export class AccountMonitor {
       }
       let batch: RelayMessage[];
       try {
-        batch = await http.poll(25, room, this.ctx.abortSignal);
+        const polled = await http.poll(25, room, this.ctx.abortSignal);
+        for (const c of polled.cancelled) this.cancel(c);
+        batch = polled.messages;
       } catch (e) {
         if (this.ctx.abortSignal.aborted) return;
         throw e;
@@ -362,6 +373,24 @@ export class AccountMonitor {
         this.onConnected();
       }
       for (const m of batch) this.track(this.handle(m, sink));
+    }
+  }
+
+  /**
+   * The user stopped these turns on the relay: abort them (OpenClaw ends the
+   * agent run, its model request included). They send nothing; the relay
+   * keeps what was streamed and never delivers them again.
+   */
+  cancel(c: RelayCancel): void {
+    for (const id of c.messageIds) {
+      unsent.delete(id);
+      this.stopped.add(id);
+      if (this.stopped.size > 1000) this.stopped.delete(this.stopped.values().next().value as string);
+      const turn = this.running.get(id);
+      if (turn && !turn.signal.aborted) {
+        this.ctx.log?.info(`[clawrelay] message ${id}: stopped by the user, its turn is aborted`);
+        turn.abort(new Error("stopped by the user"));
+      }
     }
   }
 
@@ -427,10 +456,24 @@ export class AccountMonitor {
 
   /** One relay delivery → one OpenClaw turn → one reply (or an ack). */
   private async turn(m: RelayMessage, sink: ReplySink): Promise<void> {
+    this.status({ lastMessageAt: Date.now() });
+    if (this.stopped.has(m.id)) {
+      this.ctx.log?.info(`[clawrelay] message ${m.id}: stopped by the user before its turn began`);
+      return;
+    }
+    const stop = new AbortController();
+    this.running.set(m.id, stop);
+    try {
+      await this.runTurn(m, sink, stop.signal);
+    } finally {
+      if (this.running.get(m.id) === stop) this.running.delete(m.id);
+    }
+  }
+
+  private async runTurn(m: RelayMessage, sink: ReplySink, stopped: AbortSignal): Promise<void> {
     const { log } = this.ctx;
     const forward = this.account.forward;
     const replyId = `oc-${m.id}`;
-    this.status({ lastMessageAt: Date.now() });
     const kept = unsent.get(m.id);
     if (kept) {
       // The turn ran, its reply did not reach the relay: send that reply.
@@ -511,6 +554,7 @@ export class AccountMonitor {
           },
         },
         replyOptions: {
+          abortSignal: stopped,
           onPartialReply: async (p) => {
             if (!forward.streaming || !sink.delta) return;
             const text = p.text ?? "";
@@ -533,6 +577,12 @@ export class AccountMonitor {
         },
       });
 
+      if (stopped.aborted) {
+        // Stopped by the user: the relay ended the delivery and keeps what
+        // was streamed. Nothing to send, nothing to ack.
+        log?.info(`[clawrelay] message ${m.id}: its turn ended after the user stopped it; nothing is sent`);
+        return;
+      }
       const text = parts.join("\n\n");
       if (text || mediaUrls.length) {
         forgetRecovery(m.conversationId);
@@ -567,6 +617,10 @@ export class AccountMonitor {
         );
       }
     } catch (e) {
+      if (stopped.aborted || (e instanceof RelayError && e.code === "reply_stopped")) {
+        log?.info(`[clawrelay] message ${m.id}: its turn ended after the user stopped it (${errorText(e)})`);
+        return;
+      }
       // Not acked: the relay delivers it again after the lease, or at once
       // to the next connection if this one drops.
       log?.error(`[clawrelay] message ${m.id} not answered, it will be redelivered: ${errorText(e)}`);

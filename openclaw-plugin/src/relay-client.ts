@@ -28,6 +28,24 @@ export interface RelayMessage {
   attachments?: RelayAttachment[];
 }
 
+/**
+ * A stop: the user ended the turns of these messages (the relay's
+ * `POST /conversations/{id}/stop`). Drop their work and send nothing; they
+ * are never delivered again.
+ */
+export interface RelayCancel {
+  conversationId: string;
+  messageIds: string[];
+  /** The reply being streamed when the stop came, if one was. */
+  replyId?: string;
+}
+
+/** What a poll got: deliveries, and stops of turns claimed before. */
+export interface Polled {
+  messages: RelayMessage[];
+  cancelled: RelayCancel[];
+}
+
 /** What a renewal of the claims in a conversation did. */
 export interface Renewed {
   /** Claims renewed: 0 when none is held there any more. */
@@ -90,9 +108,15 @@ export class RelayHttp {
     return json as T;
   }
 
-  async poll(waitSecs: number, max: number, signal?: AbortSignal): Promise<RelayMessage[]> {
-    const r = await this.call<{ messages: RelayMessage[] }>("GET", `/poll?wait=${waitSecs}&max=${max}`, undefined, {}, signal);
-    return r.messages;
+  async poll(waitSecs: number, max: number, signal?: AbortSignal): Promise<Polled> {
+    const r = await this.call<{ messages: RelayMessage[]; cancelled?: RelayCancel[] }>(
+      "GET",
+      `/poll?wait=${waitSecs}&max=${max}`,
+      undefined,
+      {},
+      signal,
+    );
+    return { messages: r.messages, cancelled: r.cancelled ?? [] };
   }
 
   /**
@@ -190,6 +214,7 @@ export class RelaySocket {
     private readonly serverUrl: string,
     private readonly token: string,
     private readonly onDelivery: (m: RelayMessage) => void,
+    private readonly onCancel: (c: RelayCancel) => void = () => {},
     private readonly requestTimeoutMs = 30_000,
   ) {
     this.closed = new Promise((resolve) => {
@@ -263,6 +288,8 @@ export class RelaySocket {
       else p.reject(new RelayError(frame.error?.code ?? "error", frame.error?.message ?? "request failed"));
     } else if (frame.type === "event" && frame.event === "message") {
       this.onDelivery(frame.payload as RelayMessage);
+    } else if (frame.type === "event" && frame.event === "cancel") {
+      this.onCancel(frame.payload as RelayCancel);
     }
   }
 }

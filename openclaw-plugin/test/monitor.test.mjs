@@ -95,3 +95,59 @@ test("renewals stop when the relay holds nothing more, when stopped, and without
   keepClaimed(undefined, async () => (none++, { renewed: 1, leaseUntil: 1 }))();
   assert.equal(none, 0);
 });
+
+test("a stop aborts the running turn: OpenClaw's run is aborted, nothing is sent or acked", async () => {
+  const { AccountMonitor } = await import("../dist/monitor.js");
+  let signal;
+  let started;
+  const running = new Promise((resolve) => (started = resolve));
+  const channel = {
+    routing: { resolveAgentRoute: () => ({ sessionKey: "s", accountId: "default" }) },
+    reply: {
+      finalizeInboundContext: (x) => x,
+      // As OpenClaw's dispatch: streams, then runs until its abort signal fires.
+      dispatchReplyWithBufferedBlockDispatcher: async ({ replyOptions, dispatcherOptions }) => {
+        signal = replyOptions.abortSignal;
+        await replyOptions.onPartialReply({ text: "Once upon" });
+        started();
+        await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+        await dispatcherOptions.deliver({ text: "Once upon a time" }, { kind: "final" });
+        return { queuedFinal: true, counts: { final: 1 } };
+      },
+    },
+  };
+  const quiet = { info() {}, warn() {}, error() {}, debug() {} };
+  const ctx = {
+    account: {
+      accountId: "default",
+      serverUrl: "http://127.0.0.1:9",
+      token: "t",
+      forward: { streaming: true, typing: false, toolProgress: false },
+    },
+    cfg: {},
+    log: quiet,
+    setStatus() {},
+    getStatus: () => ({}),
+    abortSignal: new AbortController().signal,
+    channelRuntime: channel,
+  };
+  const monitor = new AccountMonitor(ctx, undefined);
+  const calls = [];
+  const sink = {
+    send: async () => calls.push("send"),
+    ack: async () => calls.push("ack"),
+    renew: async () => ({ renewed: 1, leaseUntil: null }),
+    delta: async (_m, _reply, text) => calls.push(`delta:${text}`),
+  };
+  const m = { id: "msg_1", conversationId: "conv_1", from: "alice", text: "a story", timestamp: 1, leaseUntil: Date.now() + 60_000 };
+  const turn = monitor.handle(m, sink);
+  await running;
+  monitor.cancel({ conversationId: "conv_1", messageIds: ["msg_1"], replyId: "oc-msg_1" });
+  await turn;
+  assert.equal(signal.aborted, true, "OpenClaw's run got the abort");
+  assert.deepEqual(calls, ["delta:Once upon"], "nothing sent or acked after the stop");
+
+  // The same message again (it is not redelivered, but a late push must not run a turn).
+  await monitor.handle(m, sink);
+  assert.deepEqual(calls, ["delta:Once upon"]);
+});
