@@ -175,6 +175,7 @@ class Agent(threading.Thread):
         self.relay, self.token = relay, token
         self.received = []  # texts of deliveries, in order
         self.files = []  # sha256 of every attachment downloaded
+        self.cancelled = set()  # ids of messages whose turn the user stopped
         self.stop = False
 
     def http(self, method, path, data=None, headers=None):
@@ -211,6 +212,8 @@ class Agent(threading.Thread):
             return MARKDOWN, 0.05
         if text.startswith("slow"):
             return "Slowly: " + STREAMED, 0.35
+        if text.startswith("stop me"):
+            return "A long answer, told slowly. " + " ".join([STREAMED] * 4), 0.4
         return "You said: " + text + ". " + STREAMED, 0.12
 
     def run(self):
@@ -234,35 +237,58 @@ class Agent(threading.Thread):
                 await ws.send(json.dumps({"type": "req", "id": n, "method": method, "params": params}))
 
             await request("connect", {"role": "agent", "token": self.token, "maxInFlight": 4})
+            turns = set()
             async for raw in ws:
                 frame = json.loads(raw)
-                if frame.get("type") != "event" or frame.get("event") != "message":
+                if frame.get("type") != "event":
+                    continue
+                if frame.get("event") == "cancel":
+                    # Stopped by the user: the turn ends at its next piece.
+                    self.cancelled.update(frame["payload"]["messageIds"])
+                    continue
+                if frame.get("event") != "message":
                     continue
                 m = frame["payload"]
                 self.received.append(m["text"])
-                if m["text"].startswith("bulk "):
-                    # History filler (test_history_by_page): taken, not answered.
-                    await request("ack", {"ids": [m["id"]]})
-                    continue
-                conv = m["conversationId"]
-                reply, pause = self.reply_to(m["text"])
-                files = []
-                if m.get("attachments"):
-                    files = [await asyncio.to_thread(self.receipt, m["attachments"])]
-                    reply, pause = "Got your files, here is a receipt.", 0.0
-                reply_id = "r-" + m["id"]
-                await request("typing", {"conversationId": conv})
-                await asyncio.sleep(0.3)
-                await request("progress", {"conversationId": conv, "kind": "tool_start", "data": {"name": "search"}})
-                await asyncio.sleep(0.3)
-                words = reply.split(" ")
-                if pause:
-                    for i in range(0, len(words), 3):
-                        piece = " ".join(words[i:i + 3]) + ("" if i + 3 >= len(words) else " ")
-                        await request("reply.delta", {"conversationId": conv, "replyId": reply_id, "text": piece})
-                        await asyncio.sleep(pause)
-                await request("send", {"conversationId": conv, "to": m["from"], "text": reply,
-                                        "replyId": reply_id, "attachments": files})
+                # Each turn on its own, so that a cancel is read while it runs.
+                task = asyncio.create_task(self.turn(m, request))
+                turns.add(task)
+                task.add_done_callback(turns.discard)
+
+    async def turn(self, m, request):
+        try:
+            await self.answer(m, request)
+        except websockets.ConnectionClosed:
+            pass  # the relay went away mid-turn: the delivery comes again
+
+    async def answer(self, m, request):
+        if m["text"].startswith("bulk "):
+            # History filler (test_history_by_page): taken, not answered.
+            await request("ack", {"ids": [m["id"]]})
+            return
+        conv = m["conversationId"]
+        reply, pause = self.reply_to(m["text"])
+        files = []
+        if m.get("attachments"):
+            files = [await asyncio.to_thread(self.receipt, m["attachments"])]
+            reply, pause = "Got your files, here is a receipt.", 0.0
+        reply_id = "r-" + m["id"]
+        await request("typing", {"conversationId": conv})
+        await asyncio.sleep(0.3)
+        await request("progress", {"conversationId": conv, "kind": "tool_start", "data": {"name": "search"}})
+        await asyncio.sleep(0.3)
+        words = reply.split(" ")
+        if pause:
+            for i in range(0, len(words), 3):
+                if m["id"] in self.cancelled:
+                    return
+                piece = " ".join(words[i:i + 3]) + ("" if i + 3 >= len(words) else " ")
+                await request("reply.delta", {"conversationId": conv, "replyId": reply_id, "text": piece})
+                await asyncio.sleep(pause)
+        if m["id"] in self.cancelled:
+            return
+        await request("send", {"conversationId": conv, "to": m["from"], "text": reply,
+                                "replyId": reply_id, "attachments": files})
 
 
 # ---- helpers -------------------------------------------------------------
@@ -963,7 +989,87 @@ def test_waiting_for_an_agent(ctx, relay):
         lonely.stop()
 
 
-TESTS = [
+def test_stop_keeps_what_was_written(ctx, relay):
+    """While the agent answers, Stop ends its turn: the reply stays as far as
+    it was written, marked stopped, no more of it comes, the agent is told
+    (it stops writing), and the next message is answered as usual. The
+    stopped reply reads the same after a reload, on a phone, in the dark."""
+    context = ctx["browser"].new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    login(page, relay.base, "sol", ctx["sol_password"])
+    expect(page.locator("#chat")).to_be_visible()
+    stop = page.locator("#stop")
+    expect(stop).to_be_hidden()
+    send(page, "stop me when you have heard enough")
+    expect(stop).to_be_visible()
+    full = "A long answer, told slowly. " + " ".join([STREAMED] * 4)
+    page.wait_for_function(
+        "() => { const b = document.querySelector('#messages li.streaming .body');"
+        " return b && b.textContent.split(' ').length >= 8; }", timeout=15000)
+    expect(page.locator("#activity")).to_be_hidden()
+    shot(page, "stop-while-streaming")
+    stop.click()
+    stopped = page.locator("#messages li.msg.stopped")
+    expect(stopped).to_have_count(1)
+    expect(stopped.locator(".stopped-tag")).to_have_text("Stopped")
+    expect(stop).to_be_hidden()
+    assert page.locator("#messages li.streaming").count() == 0
+    kept = stopped.locator(".body").text_content().strip()
+    assert len(kept.split(" ")) >= 8 and full.startswith(kept) and kept != full, kept
+    # No more of it comes: the agent was told, and a late piece is refused.
+    time.sleep(2.5)
+    assert stopped.locator(".body").text_content().strip() == kept
+    shown = visible_bubbles(page)
+    assert shown == [("in", "stop me when you have heard enough"), ("out", kept)], shown
+    conv = page.evaluate("() => document.querySelector('#messages li.msg.stopped').dataset.conv")
+    stored = relay.api("GET", f"/conversations/{conv}")["messages"]
+    assert [(m["direction"], m["text"].strip(), m.get("stopped", False)) for m in stored] == [
+        ("inbound", "stop me when you have heard enough", False), ("outbound", kept, True)], stored
+    message_id = stored[0]["id"]
+    assert message_id in ctx["agent"].cancelled, "the agent never heard of the stop"
+    shot(page, "stopped-reply")
+
+    page.reload()
+    expect(page.locator("#messages li.msg.stopped .stopped-tag")).to_have_text("Stopped")
+    assert page.locator("#messages li.msg.stopped .body").text_content().strip() == kept
+    send(page, "after the stop")
+    wait_settled(page, "You said: after the stop. " + STREAMED)
+    expect(stop).to_be_hidden()
+    context.close()
+
+    phone = ctx["browser"].new_context(viewport={"width": 390, "height": 844}, color_scheme="dark",
+                                       device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = phone.new_page()
+    login(page, relay.base, "sol", ctx["sol_password"])
+    expect(page.locator("#messages li.msg.stopped .stopped-tag")).to_have_text("Stopped")
+    page.locator("#messages li.msg.stopped").scroll_into_view_if_needed()
+    shot(page, "stopped-reply-phone-dark")
+    phone.close()
+
+
+def test_activity_is_visible(ctx, relay):
+    """The agent's typing and tool progress show as a bubble with moving
+    dots, on the agent's side, light and dark."""
+    for scheme in ("light", "dark"):
+        context = ctx["browser"].new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
+        page = context.new_page()
+        login(page, relay.base, "sol", ctx["sol_password"])
+        expect(page.locator("#chat")).to_be_visible()
+        send(page, f"slow, in the {scheme}")
+        activity = page.locator("#activity")
+        expect(activity).to_be_visible()
+        expect(activity.locator(".dots i")).to_have_count(3)
+        moving = page.evaluate("() => getComputedStyle(document.querySelector('#activity .dots i')).animationName")
+        assert moving == "bounce", moving
+        box = activity.bounding_box()
+        assert box and box["x"] < 400 and box["height"] >= 28, box
+        shot(page, f"activity-{scheme}")
+        wait_settled(page, "Slowly: " + STREAMED)
+        expect(activity).to_be_hidden()
+        context.close()
+
+
+TESTS_ALL = [
     test_security_headers,
     test_wrong_password,
     test_streamed_reply_settles_once_and_history_survives_reload,
@@ -984,7 +1090,11 @@ TESTS = [
     test_history_by_page,
     test_demo_answers_at_once,
     test_waiting_for_an_agent,
+    test_stop_keeps_what_was_written,
+    test_activity_is_visible,
 ]
+# WEBCHAT_ONLY=test_a,test_b runs only those (while working on them).
+TESTS = [t for t in TESTS_ALL if not os.environ.get("WEBCHAT_ONLY") or t.__name__ in os.environ["WEBCHAT_ONLY"].split(",")]
 
 
 def main():
@@ -997,7 +1107,7 @@ def main():
     app = relay.api("POST", "/apps", {"name": "web"})
     client = relay.api("POST", "/clients", {"name": "scripted agent"})
     passwords = {}
-    for name in ("alice", "bob", "erin"):
+    for name in ("alice", "bob", "erin", "sol"):
         out = json.loads(relay.cli("user", "create", "--app", app["appId"], "--name", name))
         passwords[name] = out["password"]
     agent = Agent(relay, client["token"])
@@ -1016,6 +1126,7 @@ def main():
             "alice_password": passwords["alice"],
             "bob_password": passwords["bob"],
             "erin_password": passwords["erin"],
+            "sol_password": passwords["sol"],
             "app_token": app["token"],
             "agent": agent,
         }

@@ -268,8 +268,9 @@ pub(crate) struct StopAnswer {
     #[schema(value_type = Vec<String>)]
     cancelled: Vec<crate::ids::MessageId>,
     /// The reply as far as it was streamed, stored with `stopped: true`
-    /// (null: nothing was streamed yet).
-    message: Option<crate::model::Message>,
+    /// (null: nothing was streamed yet). A user session's carries `html`.
+    #[schema(value_type = Option<crate::model::Message>)]
+    message: Option<serde_json::Value>,
 }
 
 /// Stops the agent's work on a conversation: every message of it not yet
@@ -296,6 +297,6 @@ pub(crate) async fn stop(
         stopped: !done.withdrawn.is_empty() || !done.cancelled.is_empty(),
         withdrawn: done.withdrawn,
         cancelled: done.cancelled,
-        message: done.message,
+        message: done.message.map(|m| crate::ws::feed::viewed(&who, &m)),
     }))
 }

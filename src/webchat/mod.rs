@@ -15,7 +15,7 @@ pub mod markdown;
 
 use crate::app::AppState;
 use crate::error::Error;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -25,15 +25,32 @@ const HTML: &str = include_str!("assets/chat.html");
 const SCRIPT: &str = include_str!("assets/chat.js");
 const STYLE: &str = include_str!("assets/chat.css");
 const ICON: &str = include_str!("assets/favicon.svg");
+/// The modules `chat.js` imports, served at `/chat/js/<name>` (ES modules:
+/// the browser loads them under `script-src 'self'`, no bundler).
+const MODULES: [(&str, &str); 8] = [
+    ("state.js", include_str!("assets/js/state.js")),
+    ("i18n.js", include_str!("assets/js/i18n.js")),
+    ("session.js", include_str!("assets/js/session.js")),
+    ("stream.js", include_str!("assets/js/stream.js")),
+    (
+        "conversations.js",
+        include_str!("assets/js/conversations.js"),
+    ),
+    ("render.js", include_str!("assets/js/render.js")),
+    ("activity.js", include_str!("assets/js/activity.js")),
+    ("compose.js", include_str!("assets/js/compose.js")),
+];
 
 /// The page's files as served (name, body; the HTML with its title not yet
 /// filled in): for the benchmark's page weight.
-pub fn assets() -> [(&'static str, &'static str); 3] {
-    [
+pub fn assets() -> Vec<(&'static str, &'static str)> {
+    let mut all = vec![
         ("chat.html", HTML),
         ("chat.js", SCRIPT),
         ("chat.css", STYLE),
-    ]
+    ];
+    all.extend(MODULES);
+    all
 }
 
 pub fn router() -> Router<AppState> {
@@ -41,6 +58,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(root))
         .route("/chat", get(page))
         .route("/chat/chat.js", get(script))
+        .route("/chat/js/{name}", get(module))
         .route("/chat/chat.css", get(style))
         .route("/chat/favicon.svg", get(icon))
 }
@@ -73,6 +91,22 @@ async fn script(State(state): State<AppState>) -> Result<Response, Error> {
         &state,
         "text/javascript; charset=utf-8",
         SCRIPT.to_owned(),
+    ))
+}
+
+async fn module(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    enabled(&state)?;
+    let (_, body) = MODULES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| Error::not_found("not_found", format!("no script {name} in the chat")))?;
+    Ok(asset(
+        &state,
+        "text/javascript; charset=utf-8",
+        (*body).to_owned(),
     ))
 }
 
