@@ -653,8 +653,10 @@ async fn whole_answer(
         Ok(p) => p.end.clone(),
         Err(_) => None,
     };
-    let answer = match end {
-        Some(End::Answered(answer)) => answer,
+    let text = match end {
+        Some(End::Answered(answer)) => answer.text,
+        // Stopped by the user before a word was written: an empty answer.
+        Some(End::Cancelled) => String::new(),
         Some(End::TimedOut) => return Err(OpenAiError::from(timed_out()).no_retry()),
         Some(End::Stopped) | None => return Err(OpenAiError::from(stopped()).no_retry()),
     };
@@ -665,7 +667,7 @@ async fn whole_answer(
         "model": model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": answer.text, "refusal": null},
+            "message": {"role": "assistant", "content": text, "refusal": null},
             "logprobs": null,
             "finish_reason": "stop",
         }],
@@ -755,6 +757,11 @@ fn stream_answer(
                 if let Some(rest) = rest.filter(|r| !r.is_empty()) {
                     out.push(chunk(&s.message, &s.model, json!({"content": rest}), None));
                 }
+                out.push(chunk(&s.message, &s.model, json!({}), Some("stop")));
+                out.push(Event::default().data("[DONE]"));
+                s.done = true;
+            }
+            Some(End::Cancelled) => {
                 out.push(chunk(&s.message, &s.model, json!({}), Some("stop")));
                 out.push(Event::default().data("[DONE]"));
                 s.done = true;

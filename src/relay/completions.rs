@@ -84,6 +84,10 @@ pub enum End {
     TimedOut,
     /// The relay is shutting down.
     Stopped,
+    /// The user stopped the turn before the agent wrote anything
+    /// (`POST /conversations/{id}/stop`; a turn stopped mid-answer ends
+    /// `Answered` with what was written).
+    Cancelled,
 }
 
 /// A posted message and its turn.
@@ -315,6 +319,18 @@ impl Relay {
                     "reply.delta" if ours => {
                         if let Some(piece) = event.payload["text"].as_str() {
                             progress.send_modify(|p| p.streamed.push_str(piece));
+                        }
+                    }
+                    // Stopped with nothing written (else its answer, the
+                    // part written, came first).
+                    "reply.stopped" if event.payload["messageId"].is_null() => {
+                        let named = |key: &str| {
+                            event.payload[key].as_array().is_some_and(|ids| {
+                                ids.iter().any(|m| m.as_str() == Some(id.as_str()))
+                            })
+                        };
+                        if named("cancelled") || named("withdrawn") {
+                            return End::Cancelled;
                         }
                     }
                     _ => {}

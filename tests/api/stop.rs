@@ -279,3 +279,53 @@ async fn a_stop_withdraws_what_no_agent_claimed_and_a_polling_agent_hears_of_the
     let outbox = app.get("/outbox", &web).await.ok();
     assert_eq!(outbox["messages"], json!([]), "no reply stored");
 }
+
+/// A chat completion waiting on a turn the user stops ends with what was
+/// written: the part streamed, or nothing when nothing was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_whose_turn_is_stopped_ends_with_what_was_written() {
+    let app = relay().await;
+    let (_, agent_token) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &agent_token, 10).await;
+    let ask = |question: &'static str| {
+        let (base, token) = (app.base.clone(), web.clone());
+        tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(token)
+                .json(&json!({ "model": "clawrelay", "user": "ann",
+                               "messages": [{ "role": "user", "content": question }] }))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+
+    let asked = ask("write me an essay");
+    let pushed = next_event(&mut agent, "message").await;
+    let r = agent
+        .request(
+            "reply.delta",
+            json!({ "conversationId": pushed["conversationId"], "replyId": "e1", "text": "Essays are" }),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    app.post(&stop_path(&pushed), &web, json!({})).await.ok();
+    let (status, body) = asked.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"], "Essays are",
+        "{body}"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+
+    let asked = ask("never mind");
+    let pushed = next_event(&mut agent, "message").await;
+    let stopped = app.post(&stop_path(&pushed), &web, json!({})).await.ok();
+    assert_eq!(stopped["message"], Value::Null);
+    let (status, body) = asked.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "", "{body}");
+}
