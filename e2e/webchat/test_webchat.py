@@ -1049,9 +1049,12 @@ def test_stop_keeps_what_was_written(ctx, relay):
 
 def test_activity_is_visible(ctx, relay):
     """The agent's typing and tool progress show as a bubble with moving
-    dots, on the agent's side, light and dark."""
+    dots, on the agent's side, light and dark; with it and the Stop button
+    shown, axe-core finds no serious or critical violation."""
     for scheme in ("light", "dark"):
-        context = ctx["browser"].new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
+        # axe is injected by the test: the page's own CSP would refuse it.
+        context = ctx["browser"].new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme,
+                                             bypass_csp=True)
         page = context.new_page()
         login(page, relay.base, "sol", ctx["sol_password"])
         expect(page.locator("#chat")).to_be_visible()
@@ -1064,6 +1067,9 @@ def test_activity_is_visible(ctx, relay):
         box = activity.bounding_box()
         assert box and box["x"] < 400 and box["height"] >= 28, box
         shot(page, f"activity-{scheme}")
+        expect(page.locator("#stop")).to_be_visible()
+        found = axe_violations(page)
+        assert not found, found
         wait_settled(page, "Slowly: " + STREAMED)
         expect(activity).to_be_hidden()
         context.close()
