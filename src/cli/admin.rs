@@ -1,9 +1,65 @@
 //! The admin commands on clients, apps, accounts and webhooks.
 
-use crate::ids::{AppId, ClientId, EventId, WebhookId};
+use crate::auth::Principal;
+use crate::ids::{AppId, ClientId, ConversationId, EventId, MessageId, WebhookId};
+use crate::relay::admin::{ConversationFilter, DeliveryFilter};
 use crate::relay::webhooks::Replay;
 use crate::relay::Relay;
 use clap::Subcommand;
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub(super) enum ConversationCommand {
+    /// List conversations, newest first (the filters combine; as
+    /// `GET /conversations`).
+    List {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Those assigned to this client.
+        #[arg(long)]
+        client: Option<String>,
+        /// active or expired.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// A previous list's nextCursor: the page after it.
+        #[arg(long)]
+        cursor: Option<i64>,
+    },
+    /// One conversation with its messages.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+pub(super) enum DeliveryCommand {
+    /// List deliveries, newest first: `--state dead` lists the dead letters
+    /// (as `GET /deliveries`).
+    List {
+        /// pending, leased, queued, acked or dead.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        conversation: Option<String>,
+        /// At most this many (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// A previous list's nextCursor: the page after it.
+        #[arg(long)]
+        cursor: Option<i64>,
+    },
+    /// Put dead deliveries (by message id) back in their conversations'
+    /// queues, with fresh attempts.
+    Requeue {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
 
 #[derive(Subcommand)]
 pub(super) enum ClientCommand {
@@ -323,6 +379,124 @@ pub(super) async fn webhook_command(relay: &Relay, cmd: WebhookCommand) -> Resul
             };
             let n = relay.replay_webhook(&id(&raw)?, replay).await.map_err(e)?;
             println!("{n} events queued again for {raw}");
+        }
+    }
+    Ok(())
+}
+
+/// A value of one of the API's lowercase enums (`state`), or an error that
+/// names the flag and the values it takes.
+fn one_of<T: serde::de::DeserializeOwned>(
+    flag: &str,
+    value: &str,
+    values: &str,
+) -> Result<T, String> {
+    serde_json::from_value(json!(value))
+        .map_err(|_| format!("--{flag} `{value}` is not one of {values}"))
+}
+
+fn check_limit(limit: i64) -> Result<i64, String> {
+    if (1..=200).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(format!("--limit {limit}: give 1 to 200"))
+    }
+}
+
+pub(super) async fn conversation_command(
+    relay: &Relay,
+    cmd: ConversationCommand,
+) -> Result<(), String> {
+    let e = |e: crate::error::Error| e.to_string();
+    match cmd {
+        ConversationCommand::List {
+            app,
+            user,
+            client,
+            state,
+            limit,
+            cursor,
+        } => {
+            let filter = ConversationFilter {
+                app: app
+                    .map(|a| AppId::parse_any(&a).ok_or_else(|| format!("`{a}` is not an app id")))
+                    .transpose()?,
+                user,
+                client: client
+                    .map(|c| ClientId::parse(&c).ok_or_else(|| format!("`{c}` is not a client id")))
+                    .transpose()?,
+                state: state
+                    .map(|s| one_of("state", &s, "active, expired"))
+                    .transpose()?,
+                before: cursor,
+                limit: check_limit(limit)?,
+            };
+            let page = relay.list_conversations(filter).await.map_err(e)?;
+            print_json(&json!({
+                "conversations": page.items,
+                "nextCursor": page.next.map(|n| n.to_string()),
+            }));
+        }
+        ConversationCommand::Show { id } => {
+            let id = ConversationId::parse(&id)
+                .ok_or_else(|| format!("`{id}` is not a conversation id"))?;
+            print_json(
+                &relay
+                    .conversation(&Principal::Admin, &id)
+                    .await
+                    .map_err(e)?,
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn delivery_command(relay: &Relay, cmd: DeliveryCommand) -> Result<(), String> {
+    let e = |e: crate::error::Error| e.to_string();
+    match cmd {
+        DeliveryCommand::List {
+            state,
+            client,
+            conversation,
+            limit,
+            cursor,
+        } => {
+            let filter = DeliveryFilter {
+                state: state
+                    .map(|s| one_of("state", &s, "pending, leased, queued, acked, dead"))
+                    .transpose()?,
+                client: client
+                    .map(|c| ClientId::parse(&c).ok_or_else(|| format!("`{c}` is not a client id")))
+                    .transpose()?,
+                conversation: conversation
+                    .map(|c| {
+                        ConversationId::parse(&c)
+                            .ok_or_else(|| format!("`{c}` is not a conversation id"))
+                    })
+                    .transpose()?,
+                before: cursor,
+                limit: check_limit(limit)?,
+            };
+            let page = relay.list_deliveries(filter).await.map_err(e)?;
+            print_json(&json!({
+                "deliveries": page.items,
+                "nextCursor": page.next.map(|n| n.to_string()),
+            }));
+        }
+        DeliveryCommand::Requeue { ids } => {
+            let ids = ids
+                .iter()
+                .map(|raw| {
+                    MessageId::parse(raw).ok_or_else(|| format!("`{raw}` is not a message id"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for id in &ids {
+                relay
+                    .requeue(id)
+                    .await
+                    .map_err(|err| format!("{id}: {err}"))?;
+                println!("requeued {id}");
+            }
         }
     }
     Ok(())

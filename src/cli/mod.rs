@@ -11,8 +11,9 @@ use crate::config::{Config, Secret};
 use crate::telemetry;
 use crate::webhook::vault::Vault;
 use admin::{
-    app_command, client_command, user_command, webhook_command, AppCommand, ClientCommand,
-    UserCommand, WebhookCommand,
+    app_command, client_command, conversation_command, delivery_command, user_command,
+    webhook_command, AppCommand, ClientCommand, ConversationCommand, DeliveryCommand, UserCommand,
+    WebhookCommand,
 };
 use clap::{Parser, Subcommand};
 use serve::{open, open_store, serve};
@@ -90,6 +91,12 @@ enum Command {
     /// Manage built-in accounts (web chat logins).
     #[command(subcommand)]
     User(UserCommand),
+    /// Read conversations and their messages.
+    #[command(subcommand)]
+    Conversation(ConversationCommand),
+    /// Read deliveries; requeue dead letters.
+    #[command(subcommand)]
+    Delivery(DeliveryCommand),
     /// Manage the generated admin token.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
@@ -194,7 +201,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             telemetry::init(&cli.log_level, cli.log_format)?;
             serve(config, demo).await
         }
-        cmd @ (Command::Client(_) | Command::App(_) | Command::Webhook(_) | Command::User(_)) => {
+        cmd @ (Command::Client(_)
+        | Command::App(_)
+        | Command::Webhook(_)
+        | Command::User(_)
+        | Command::Conversation(_)
+        | Command::Delivery(_)) => {
             config.validate().map_err(|e| e.to_string())?;
             let relay = open(&config, cli.create).await?;
             let out = match cmd {
@@ -202,7 +214,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Command::App(cmd) => app_command(&relay, cmd).await,
                 Command::Webhook(cmd) => webhook_command(&relay, cmd).await,
                 Command::User(cmd) => user_command(&relay, cmd).await,
-                _ => unreachable!("the arm matches these four commands only"),
+                Command::Conversation(cmd) => conversation_command(&relay, cmd).await,
+                Command::Delivery(cmd) => delivery_command(&relay, cmd).await,
+                _ => unreachable!("the arm matches these six commands only"),
             };
             relay.store.close().await;
             out

@@ -3,6 +3,7 @@
 //! Handlers parse, authorize (by their extractors), call one domain function
 //! and shape the response.
 
+pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod agent;
 pub(crate) mod attachments;
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(admin::router())
+        .merge(accounts::router())
         .merge(webhooks::router())
         .merge(conversations::router())
         .merge(agent::router())

@@ -3,7 +3,8 @@
 //! `GET /openapi.json`.
 
 use super::{
-    admin, agent, attachments, conversations, events, health, inbound, openai, sessions, webhooks,
+    accounts, admin, agent, attachments, conversations, events, health, inbound, openai, sessions,
+    webhooks,
 };
 use crate::app::AppState;
 use axum::routing::get;
@@ -22,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         admin::create_client, admin::list_clients, admin::revoke_client, admin::rotate_client_token,
         admin::create_app, admin::list_apps, admin::revoke_app, admin::rotate_app_token,
         admin::list_deliveries, admin::requeue,
+        accounts::create, accounts::list, accounts::update, accounts::reset_password,
         webhooks::create, webhooks::list, webhooks::one, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::replay,
         conversations::list, conversations::open, conversations::one, conversations::history,

@@ -25,7 +25,7 @@ pub struct IssuedSession {
 }
 
 /// A built-in account as listed (never its password hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountInfo {
     pub id: AccountId,

@@ -2,6 +2,7 @@
 //! real HTTP. One binary, one module per feature.
 #![allow(clippy::unwrap_used)]
 
+mod admin_api;
 mod assignment;
 mod attachments;
 mod auth_matrix;
