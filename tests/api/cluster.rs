@@ -541,6 +541,83 @@ async fn postgres_cluster_streams_a_reply_across_relays() {
     assert!(watcher.quiet_for(300).await, "the final message came once");
 }
 
+/// A stop made through another relay than the agent's: the relay that
+/// stops stores what the agent's relay streamed, and the agent hears of it
+/// on its own relay, whose next piece of the stopped reply it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cluster_stops_a_turn_across_relays() {
+    use super::helpers::spawn_with;
+    use super::ws_client::Ws;
+    let pg = Cluster::start();
+    let url = pg.url.clone();
+    let relay_a = spawn_with(|c| c.storage.url = Some(url.clone())).await;
+    let relay_b = spawn_with(|c| c.storage.url = Some(url.clone())).await;
+    let (_, client) = relay_a.create_client("agent").await;
+    let (_, web) = relay_b.create_app("web").await;
+    let mut agent = Ws::agent(&relay_a, &client, 10).await;
+    let (mut watcher, _) = Ws::app(&relay_b, &web, None).await;
+
+    let m = relay_b.inbound(&web, "alice", "a long one").await;
+    let pushed = loop {
+        let e = agent.event().await;
+        if e["event"] == "message" {
+            break e["payload"].clone();
+        }
+    };
+    assert_eq!(pushed["id"], m["id"]);
+    let conversation = pushed["conversationId"].clone();
+    for piece in ["Far away, ", "long ago"] {
+        let r = agent
+            .request(
+                "reply.delta",
+                json!({ "conversationId": conversation, "replyId": "r9", "text": piece }),
+            )
+            .await;
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    // Relay B has seen both pieces once its app stream has.
+    let mut seen = 0;
+    while seen < 2 {
+        let e = watcher.event().await;
+        if e["event"] == "reply.delta" {
+            seen += 1;
+        }
+    }
+    let stopped = relay_b
+        .post(
+            &format!("/conversations/{}/stop", conversation.as_str().unwrap()),
+            &web,
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(stopped["cancelled"], json!([m["id"]]), "{stopped}");
+    assert_eq!(
+        stopped["message"]["text"], "Far away, long ago",
+        "{stopped}"
+    );
+    assert_eq!(stopped["message"]["stopped"], true);
+
+    let cancel = loop {
+        let e = agent
+            .event_within(Duration::from_secs(10))
+            .await
+            .expect("a cancel event within 10 s");
+        if e["event"] == "cancel" {
+            break e["payload"].clone();
+        }
+    };
+    assert_eq!(cancel["messageIds"], json!([m["id"]]));
+    assert_eq!(cancel["replyId"], "r9");
+    let late = agent
+        .request(
+            "reply.delta",
+            json!({ "conversationId": conversation, "replyId": "r9", "text": " and more" }),
+        )
+        .await;
+    assert_eq!(late["error"]["code"], "reply_stopped", "{late}");
+}
+
 /// What the adopting agents of one round saw.
 #[derive(Default)]
 struct Adoption {
