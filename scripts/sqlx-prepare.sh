@@ -36,11 +36,17 @@ cleanup() {
 trap cleanup EXIT
 
 db="$tmp/schema.db"
+# The relay's own SQLite (bundled, 3.46) knows FTS5's contentless_delete
+# (3.43); this scratch schema only describes the statements, and the
+# system's sqlite3 may be older: there the option is left out.
 python3 - "$db" migrations/*.sql <<'PY'
-import sqlite3, sys
+import re, sqlite3, sys
 con = sqlite3.connect(sys.argv[1])
 for path in sorted(sys.argv[2:]):
-    con.executescript(open(path).read())
+    sql = open(path).read()
+    if sqlite3.sqlite_version_info < (3, 43, 0):
+        sql = re.sub(r",\s*contentless_delete\s*=\s*1", "", sql)
+    con.executescript(sql)
 con.commit()
 PY
 

@@ -147,6 +147,10 @@ impl App {
             Duration::from_secs(state.config.conversations.cleanup_interval_secs),
             state.shutdown.clone(),
         ));
+        tokio::spawn(tasks::search_backfill(
+            state.relay.clone(),
+            state.shutdown.clone(),
+        ));
         let webhooks = tokio::spawn(crate::webhook::dispatch::run(
             state.relay.clone(),
             state.shutdown.clone(),

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod relay;
+pub mod search;
 pub mod server;
 pub mod shutdown;
 pub mod store;

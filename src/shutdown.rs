@@ -13,6 +13,11 @@ impl Shutdown {
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
+
+    /// Whether shutdown has begun.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 /// Triggers shutdown of everything holding the matching [`Shutdown`].

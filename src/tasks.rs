@@ -110,3 +110,40 @@ pub async fn credentials(
         }
     }
 }
+
+/// Indexes the messages stored before search existed, a batch at a time,
+/// until none is left (of relays sharing a database, the leader does).
+pub async fn search_backfill(relay: Arc<Relay>, shutdown: Shutdown) {
+    let mut indexed = 0u64;
+    loop {
+        if shutdown.is_triggered() {
+            return;
+        }
+        if !relay.leads() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        match relay.backfill_search(500).await {
+            Ok(0) => {
+                if indexed > 0 {
+                    tracing::info!(
+                        messages = indexed,
+                        "search: the earlier messages are indexed"
+                    );
+                }
+                return;
+            }
+            Ok(n) => {
+                indexed += n;
+                if indexed % 50_000 < n {
+                    tracing::info!(messages = indexed, "search: indexing the earlier messages");
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "search: indexing the earlier messages failed; trying again");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}

@@ -23,6 +23,10 @@ pub(super) enum ConversationCommand {
         /// active or expired.
         #[arg(long)]
         state: Option<String>,
+        /// Search: those with a message holding every word, by latest
+        /// match (each with it).
+        #[arg(long)]
+        q: Option<String>,
         /// At most this many (1 to 200).
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -414,6 +418,7 @@ pub(super) async fn conversation_command(
             user,
             client,
             state,
+            q,
             limit,
             cursor,
         } => {
@@ -431,10 +436,33 @@ pub(super) async fn conversation_command(
                 before: cursor,
                 limit: check_limit(limit)?,
             };
-            let page = relay.list_conversations(filter).await.map_err(e)?;
+            let (listed, next) = match q {
+                Some(q) => {
+                    let page = relay.search_conversations(filter, &q).await.map_err(e)?;
+                    let listed = page
+                        .items
+                        .into_iter()
+                        .map(|(c, found)| {
+                            let mut c = serde_json::to_value(c).unwrap_or_default();
+                            c["match"] = serde_json::to_value(found).unwrap_or_default();
+                            c
+                        })
+                        .collect::<Vec<_>>();
+                    (listed, page.next)
+                }
+                None => {
+                    let page = relay.list_conversations(filter).await.map_err(e)?;
+                    let listed = page
+                        .items
+                        .into_iter()
+                        .map(|c| serde_json::to_value(c).unwrap_or_default())
+                        .collect();
+                    (listed, page.next)
+                }
+            };
             print_json(&json!({
-                "conversations": page.items,
-                "nextCursor": page.next.map(|n| n.to_string()),
+                "conversations": listed,
+                "nextCursor": next.map(|n| n.to_string()),
             }));
         }
         ConversationCommand::Show { id } => {

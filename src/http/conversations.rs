@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::error::{Error, ErrorResponse};
 use crate::ids::{AppId, ClientId, ConversationId, UserId};
 use crate::model::{Conversation, ConversationState, ConversationWithMessages};
-use crate::relay::admin::ConversationFilter;
+use crate::relay::admin::{ConversationFilter, SearchMatch};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -33,6 +33,11 @@ pub(crate) struct ListQuery {
     client_id: Option<String>,
     app_id: Option<String>,
     state: Option<ConversationState>,
+    /// Search: only conversations with a message holding every word (a
+    /// Chinese, Japanese or Korean word anywhere in the text, two
+    /// characters and more), ordered by their latest matching message,
+    /// each with it (`match`).
+    q: Option<String>,
     cursor: Option<String>,
     limit: Option<i64>,
 }
@@ -58,10 +63,14 @@ pub(crate) struct ListedConversation {
     /// The first words of its first message ("" when it has none yet, or
     /// only files).
     title: String,
+    /// With `q`: its latest message that matches, and a snippet of it.
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    found: Option<SearchMatch>,
 }
 
 /// Conversations, newest first, with filters: for the admin any; for an
 /// app its own users'; for a user session its own user's (the chat's list).
+/// With `q`, those whose messages hold the words, by latest match.
 #[utoipa::path(get, path = "/conversations", tag = "any", security(("bearer" = [])), params(ListQuery), responses(
     (status = 200, body = Conversations),
     (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
@@ -82,28 +91,40 @@ pub(crate) async fn list(
     let (app, user) = scope(&who, app, q.user_id)?;
     // Read first: whatever is stored after it, the stream brings.
     let stream_cursor = state.relay.current_cursor().await?.to_string();
-    let page = state
-        .relay
-        .list_conversations(ConversationFilter {
-            app,
-            user,
-            client,
-            state: q.state,
-            before: cursor(q.cursor.as_deref())?,
-            limit: limit(q.limit, 50, 500)?,
-        })
-        .await?;
-    let mut titles = state.relay.conversation_titles(&page.items).await?;
+    let filter = ConversationFilter {
+        app,
+        user,
+        client,
+        state: q.state,
+        before: cursor(q.cursor.as_deref())?,
+        limit: limit(q.limit, 50, 500)?,
+    };
+    let (items, next): (Vec<(Conversation, Option<SearchMatch>)>, _) = match q.q.as_deref() {
+        Some(text) => {
+            let page = state.relay.search_conversations(filter, text).await?;
+            let items = page.items.into_iter().map(|(c, m)| (c, Some(m))).collect();
+            (items, page.next)
+        }
+        None => {
+            let page = state.relay.list_conversations(filter).await?;
+            (
+                page.items.into_iter().map(|c| (c, None)).collect(),
+                page.next,
+            )
+        }
+    };
+    let listed: Vec<Conversation> = items.iter().map(|(c, _)| c.clone()).collect();
+    let mut titles = state.relay.conversation_titles(&listed).await?;
     Ok(Json(Conversations {
-        conversations: page
-            .items
+        conversations: items
             .into_iter()
-            .map(|c| ListedConversation {
+            .map(|(c, found)| ListedConversation {
                 title: titles.remove(&c.id).unwrap_or_default(),
                 conversation: c,
+                found,
             })
             .collect(),
-        next_cursor: page.next.map(|n| n.to_string()),
+        next_cursor: next.map(|n| n.to_string()),
         stream_cursor,
     }))
 }

@@ -47,6 +47,17 @@ pub struct DeliveryFilter {
 }
 
 /// A page of a listing; `next` is the cursor of the following page, if any.
+/// Where a search matched a conversation: its latest matching message.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchMatch {
+    #[schema(value_type = String)]
+    pub message_id: crate::ids::MessageId,
+    /// Up to 160 characters of its text around the words searched for.
+    pub snippet: String,
+    pub timestamp: i64,
+}
+
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<i64>,
@@ -334,6 +345,60 @@ impl Relay {
         )
         .await?;
         Ok(page(rows, f.limit))
+    }
+
+    /// The conversations with a message that matches search `q` (see
+    /// `crate::search`), newest match first, each with that match; the
+    /// filters as for a list, the cursor the latest match's position.
+    pub async fn search_conversations(
+        &self,
+        f: ConversationFilter,
+        q: &str,
+    ) -> Result<Page<(Conversation, SearchMatch)>, Error> {
+        let query =
+            crate::search::Query::parse(q).map_err(|m| Error::invalid("invalid_query", m))?;
+        let db = self.store.reader();
+        let cutoff = self.rules.idle_cutoff(now_ms());
+        let hits = crate::store::search::hits(
+            db,
+            &query,
+            crate::store::search::Filter {
+                app: f.app.as_ref(),
+                user: f.user.as_deref(),
+                client: f.client.as_ref(),
+                active: f.state.map(|s| s == ConversationState::Active),
+                before: f.before.unwrap_or(i64::MAX),
+                limit: f.limit,
+            },
+            cutoff,
+        )
+        .await?;
+        let mut rows = Vec::with_capacity(hits.len());
+        for (id, at) in hits {
+            // Gone meanwhile (the purge): left out.
+            let (Some(c), Some(m)) = (
+                conversations::get(db, &id, cutoff).await?,
+                messages::by_seq(db, at).await?,
+            ) else {
+                continue;
+            };
+            let found = SearchMatch {
+                snippet: query.snippet(&m.text),
+                message_id: m.id,
+                timestamp: m.timestamp,
+            };
+            rows.push((at, (c, found)));
+        }
+        Ok(page(rows, f.limit))
+    }
+
+    /// Indexes up to `batch` of the messages stored before search existed;
+    /// answers how many (0: all are).
+    pub async fn backfill_search(&self, batch: i64) -> Result<u64, Error> {
+        Ok(self
+            .store
+            .write(move |tx| crate::store::search::backfill(tx, batch))
+            .await?)
     }
 
     /// A title for each listed conversation: the first words of its first

@@ -98,6 +98,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
         Tx::Sqlite(conn) => {
             insert_sqlite(conn, &id, &m)?;
             let seq = conn.last_insert_rowid();
+            super::search::index_sqlite(conn, seq, m.text)?;
             (seq, seq)
         }
         Tx::Postgres(pg) => {
@@ -116,6 +117,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
                 super::attachments::to_column(m.attachments).as_deref(),
                 m.in_reply_to,
                 m.stopped,
+                crate::search::tsvector(m.text).as_deref(),
             ))?;
             pg.stored(pos, m.app_id.as_str());
             (seq, pos)

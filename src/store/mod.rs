@@ -25,6 +25,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod postgres;
 pub mod retention;
+pub mod search;
 pub mod sessions;
 pub mod settings;
 mod tx;

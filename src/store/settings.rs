@@ -35,3 +35,31 @@ pub fn set(tx: &Tx, key: &str, value: &str) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// A setting, read in a write transaction.
+pub fn get_in(tx: &Tx, key: &str) -> StoreResult<Option<String>> {
+    match tx {
+        Tx::Sqlite(c) => {
+            use rusqlite::OptionalExtension;
+            Ok(
+                c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?,
+            )
+        }
+        Tx::Postgres(pg) => pg.fetch_optional(pgsql::settings::get(key)),
+    }
+}
+
+pub fn remove(tx: &Tx, key: &str) -> StoreResult<()> {
+    match tx {
+        Tx::Sqlite(c) => {
+            c.prepare_cached("DELETE FROM settings WHERE key = ?1")?
+                .execute([key])?;
+        }
+        Tx::Postgres(pg) => {
+            pg.execute(pgsql::settings::remove(key))?;
+        }
+    }
+    Ok(())
+}

@@ -32,6 +32,7 @@ mod rate_limits;
 mod readme;
 mod realtime;
 mod retention;
+mod search;
 mod sessions;
 mod socket_activation;
 mod startup;

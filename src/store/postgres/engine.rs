@@ -305,6 +305,10 @@ fn inbound(pool: PgPool, notices: Arc<Notices>, rules: Rules) -> Run<InboundJob,
                 .first()
                 .map(|j| j.request.kept.iter().map(ClientId::as_str).collect())
                 .unwrap_or_default();
+            let search: Vec<Option<String>> = jobs
+                .iter()
+                .map(|j| crate::search::tsvector(&j.request.text))
+                .collect();
             let rows = pgsql::engine::inbound(
                 &app,
                 &user,
@@ -315,6 +319,7 @@ fn inbound(pool: PgPool, notices: Arc<Notices>, rules: Rules) -> Run<InboundJob,
                 rules.ttl_ms,
                 rules.max_pending,
                 &kept,
+                &search,
             )
             .fetch_all(&pool)
             .await?;
@@ -441,6 +446,10 @@ fn send(pool: PgPool, notices: Arc<Notices>, rules: Rules) -> Run<ReplyJob, Opti
             let payload: Vec<Option<&str>> = jobs.iter().map(|j| j.payload.as_deref()).collect();
             let event: Vec<&str> = jobs.iter().map(|j| j.event.as_str()).collect();
             let now: Vec<i64> = jobs.iter().map(|j| j.request.now).collect();
+            let search: Vec<Option<String>> = jobs
+                .iter()
+                .map(|j| crate::search::tsvector(&j.request.text))
+                .collect();
             let rows = pgsql::engine::send(
                 &client,
                 &conversation,
@@ -454,6 +463,7 @@ fn send(pool: PgPool, notices: Arc<Notices>, rules: Rules) -> Run<ReplyJob, Opti
                 &event,
                 &now,
                 rules.ttl_ms,
+                &search,
             )
             .fetch_all(&pool)
             .await?;

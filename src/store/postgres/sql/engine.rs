@@ -28,12 +28,13 @@ pub fn inbound(
     ttl_ms: i64,
     max_pending: i64,
     kept: &[&str],
+    search: &[Option<String>],
 ) -> Rows<impl Row<Inbound>> {
     sqlx::query_as!(
         Inbound,
         r#"SELECT n AS "n!", mseq AS seq, mpos AS pos, conv AS conversation, agent AS client, ready
            FROM relay_inbound($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::bigint[], $7, $8, $9::text[])"#,
+                              $6::bigint[], $7, $8, $9::text[], $10::text[])"#,
         app as &[&str],
         user as &[&str],
         text as &[&str],
@@ -43,6 +44,7 @@ pub fn inbound(
         ttl_ms,
         max_pending,
         kept as &[&str],
+        search as &[Option<String>],
     )
 }
 
@@ -118,6 +120,7 @@ pub fn send(
     event: &[&str],
     now: &[i64],
     ttl_ms: i64,
+    search: &[Option<String>],
 ) -> Rows<impl Row<Sent>> {
     sqlx::query_as!(
         Sent,
@@ -125,7 +128,7 @@ pub fn send(
                   promoted_to, hooked
            FROM relay_send($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                            $6::text[], $7::text[], $8::boolean[], $9::text[], $10::text[],
-                           $11::bigint[], $12)"#,
+                           $11::bigint[], $12, $13::text[])"#,
         client as &[&str],
         conversation as &[&str],
         to as &[&str],
@@ -138,6 +141,7 @@ pub fn send(
         event as &[&str],
         now,
         ttl_ms,
+        search as &[Option<String>],
     )
 }
 

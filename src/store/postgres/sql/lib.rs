@@ -36,6 +36,7 @@ pub mod leader;
 pub mod messages;
 pub mod presence;
 pub mod retention;
+pub mod search;
 pub mod sessions;
 pub mod settings;
 pub mod store;

@@ -43,13 +43,15 @@ pub fn insert(
     attachments: Option<&str>,
     in_reply_to: Option<i64>,
     stopped: bool,
+    search: Option<&str>,
 ) -> Rows<impl Row<(i64, i64)>> {
     sqlx::query!(
         "WITH c AS (SELECT id FROM conversations WHERE id = $2 FOR UPDATE)
          INSERT INTO messages
             (id, conversation_id, app_id, client_id, direction, sender, recipient, text,
-             created_at, reply_id, attachments, in_reply_to, stopped)
-         SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM c
+             created_at, reply_id, attachments, in_reply_to, stopped, search)
+         SELECT $1, c.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text::tsvector
+         FROM c
          RETURNING seq, pos",
         id,
         conversation,
@@ -63,7 +65,8 @@ pub fn insert(
         reply_id,
         attachments,
         in_reply_to,
-        stopped
+        stopped,
+        search
     )
     .map(|r| (r.seq, r.pos))
 }

@@ -14,3 +14,7 @@ pub fn set(key: &str, value: &str) -> Statement {
         value
     )
 }
+
+pub fn remove(key: &str) -> Statement {
+    sqlx::query!("DELETE FROM settings WHERE key = $1", key)
+}

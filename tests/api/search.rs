@@ -1,0 +1,250 @@
+//! Search of history (`GET /conversations?q=`): words and Chinese words
+//! (two characters and more, no spaces around them) are found in any
+//! message, on both backends alike; filters, scopes and paging as for the
+//! list; the retention purge takes a message out of the index; messages
+//! stored before search existed are indexed after a start.
+
+use super::helpers::*;
+use serde_json::Value;
+
+/// The ids of the conversations a search as `token` finds, in order.
+async fn found(app: &TestApp, token: &str, query: &str) -> Vec<String> {
+    let body = app
+        .get(&format!("/conversations?{query}"), token)
+        .await
+        .ok();
+    body["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn q(words: &str) -> String {
+    format!("q={}", urlencoding(words))
+}
+
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_words_and_chinese_words_in_any_message() {
+    let app = spawn_app().await;
+    let (_, agent) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let (_, other) = app.create_app("other").await;
+    app.poll(&agent, "").await;
+    let conv = |m: &Value| m["conversationId"].as_str().unwrap().to_owned();
+    let alice = conv(
+        &app.inbound(&web, "alice", "I want a REFUND for order 42, please")
+            .await,
+    );
+    let bob = conv(&app.inbound(&web, "bob", "Where is my parcel?").await);
+    let carol = conv(&app.inbound(&web, "carol", "您好，我想申请退款，谢谢").await);
+    let dave = conv(&app.inbound(&web, "dave", "退货和款项的问题").await);
+    let erin = conv(&app.inbound(&web, "erin", "Refunds are slow").await);
+    let _zed = conv(&app.inbound(&other, "zed", "refund me too").await);
+    // The agent answers bob with the word: his conversation's match is now
+    // the newest.
+    let mut claimed = app.poll(&agent, "?max=10").await;
+    let to_bob = claimed
+        .iter()
+        .position(|m| m["from"] == "bob")
+        .expect("bob's message");
+    let m = claimed.remove(to_bob);
+    app.send(&agent, &m, "A refund is on its way.").await;
+
+    // Words, any case, in inbound and outbound messages; newest match first.
+    assert_eq!(
+        found(&app, &web, &q("refund")).await,
+        [bob.as_str(), alice.as_str()]
+    );
+    assert_eq!(found(&app, &web, &q("Refund 42")).await, [alice.as_str()]);
+    assert_eq!(
+        found(&app, &web, &q("refund parcel")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(found(&app, &web, &q("refunds")).await, [erin.as_str()]);
+    // Chinese: a two-character word inside a sentence; never its characters apart.
+    assert_eq!(found(&app, &web, &q("退款")).await, [carol.as_str()]);
+    assert_eq!(found(&app, &web, &q("申请退款")).await, [carol.as_str()]);
+    assert_eq!(found(&app, &web, &q("款项")).await, [dave.as_str()]);
+    assert_eq!(found(&app, &web, &q("退款 谢谢")).await, [carol.as_str()]);
+
+    // The match: the latest matching message, with its words in the snippet.
+    let body = app
+        .get(&format!("/conversations?{}", q("退款")), &web)
+        .await
+        .ok();
+    let hit = &body["conversations"][0];
+    assert_eq!(hit["userId"], "carol");
+    assert!(
+        hit["match"]["snippet"].as_str().unwrap().contains("退款"),
+        "{hit}"
+    );
+    assert!(hit["match"]["messageId"]
+        .as_str()
+        .unwrap()
+        .starts_with("msg_"));
+    let body = app
+        .get(&format!("/conversations?{}", q("refund")), &web)
+        .await
+        .ok();
+    assert_eq!(
+        body["conversations"][0]["match"]["snippet"],
+        "A refund is on its way."
+    );
+    // Without q, no match field.
+    let plain = app.get("/conversations", &web).await.ok();
+    assert!(plain["conversations"][0].get("match").is_none());
+
+    // Scopes and filters as for the list.
+    assert_eq!(
+        found(&app, &other, &q("refund")).await.len(),
+        1,
+        "only its own app's"
+    );
+    assert_eq!(found(&app, ADMIN, &q("refund")).await.len(), 3);
+    assert_eq!(
+        found(&app, &web, &format!("{}&userId=alice", q("refund"))).await,
+        [alice.as_str()]
+    );
+    let (alice_session, _) = app.open_session(&web, "alice").await;
+    assert_eq!(
+        found(&app, &alice_session, &q("refund")).await,
+        [alice.as_str()]
+    );
+    assert_eq!(
+        found(&app, &web, &format!("{}&state=expired", q("refund")))
+            .await
+            .len(),
+        0
+    );
+
+    // Paging: one at a time, by the latest match.
+    let first = app
+        .get(&format!("/conversations?{}&limit=1", q("refund")), &web)
+        .await
+        .ok();
+    assert_eq!(first["conversations"][0]["id"], bob.as_str());
+    let cursor = first["nextCursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = app
+        .get(
+            &format!("/conversations?{}&limit=1&cursor={cursor}", q("refund")),
+            &web,
+        )
+        .await
+        .ok();
+    assert_eq!(second["conversations"][0]["id"], alice.as_str());
+
+    // Nothing to search for.
+    let r = app
+        .get(&format!("/conversations?{}", q(" ,.; ")), &web)
+        .await;
+    assert_eq!((r.status.as_u16(), r.error_code()), (422, "invalid_query"));
+
+    // The CLI finds the same.
+    let out: Value =
+        serde_json::from_str(&app.cli(&["conversation", "list", "--q", "退款"])).unwrap();
+    assert_eq!(out["conversations"][0]["id"], carol.as_str(), "{out}");
+    assert!(out["conversations"][0]["match"]["snippet"]
+        .as_str()
+        .unwrap()
+        .contains("退款"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_messages_leave_the_index() {
+    let app = spawn_with(|c| {
+        c.conversations.ttl_secs = 1;
+        c.conversations.retention_secs = 1;
+        c.conversations.cleanup_interval_secs = 1;
+    })
+    .await;
+    let (_, web) = app.create_app("web").await;
+    let old = app.inbound(&web, "alice", "an old refund").await;
+    assert_eq!(found(&app, &web, &q("refund")).await.len(), 1);
+    let old_conv = old["conversationId"].as_str().unwrap().to_owned();
+    eventually("the old conversation to be purged", || async {
+        let r = app.get(&format!("/conversations/{old_conv}"), ADMIN).await;
+        (r.status == 404).then_some(())
+    })
+    .await;
+    app.inbound(&web, "bob", "a fresh refund").await;
+    let hits = found(&app, &web, &q("refund")).await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    if app.on_sqlite() {
+        // The purged message's terms went with it.
+        assert_eq!(app.scalar("SELECT COUNT(*) FROM message_search").await, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_stored_before_search_existed_are_indexed_after_a_start() {
+    let mut app = spawn_app().await;
+    let (_, web) = app.create_app("web").await;
+    for i in 0..1200 {
+        app.inbound(
+            &web,
+            &format!("u{}", i % 7),
+            &format!("message {i} about 退款"),
+        )
+        .await;
+    }
+    // As a database migrated to search finds them: none indexed, all below
+    // the mark.
+    app.stop().await;
+    let mark = "INSERT INTO settings (key, value)
+                SELECT 'search_backfill_below', CAST(max(seq) + 1 AS TEXT) FROM messages";
+    match app.config.storage.url.clone() {
+        Some(url) => {
+            use sqlx::Connection;
+            let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query("UPDATE messages SET search = NULL")
+                .execute(&mut db)
+                .await
+                .unwrap();
+            sqlx::query(mark).execute(&mut db).await.unwrap();
+        }
+        None => {
+            use sqlx::Connection;
+            let url = format!("sqlite://{}", app.config.storage.path.display());
+            let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("DELETE FROM message_search")
+                .execute(&mut db)
+                .await
+                .unwrap();
+            sqlx::query(mark).execute(&mut db).await.unwrap();
+        }
+    }
+    app.restart().await;
+    let all = eventually("every earlier message to be indexed", || async {
+        let body = app
+            .get(&format!("/conversations?{}&limit=100", q("退款")), &web)
+            .await
+            .ok();
+        let n = body["conversations"].as_array().unwrap().len();
+        let left = app
+            .scalar("SELECT COUNT(*) FROM settings WHERE key = 'search_backfill_below'")
+            .await;
+        (n == 7 && left == 0).then_some(n)
+    })
+    .await;
+    assert_eq!(all, 7);
+    let indexed = if app.on_sqlite() {
+        "SELECT COUNT(*) FROM message_search"
+    } else {
+        "SELECT COUNT(*) FROM messages WHERE search IS NOT NULL"
+    };
+    assert_eq!(app.scalar(indexed).await, 1200);
+}
