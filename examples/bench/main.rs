@@ -25,6 +25,7 @@ mod purge;
 mod queue;
 mod relay;
 mod roundtrip;
+mod search;
 mod soak;
 mod uploads;
 mod webchat;
@@ -121,6 +122,12 @@ enum Command {
     },
     /// Retention under load: purge MESSAGES old messages while writing.
     Purge {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: i64,
+    },
+    /// Search of history at scale: MESSAGES messages, searched through the
+    /// relay; what the index costs a write.
+    Search {
         #[arg(long, default_value_t = 1_000_000)]
         messages: i64,
     },
@@ -552,6 +559,18 @@ async fn main() {
                 r.uploads, r.upload_mib_per_sec, r.upload_p50_secs
             );
             write_json(&cli.json, serde_json::json!({ "uploads": r }));
+        }
+        Command::Search { messages } => {
+            let r = search::run(&bin, messages).await;
+            println!(
+                "{} messages ({:.0} MiB, preload {:.1} s): storing a message {:.1} µs, its terms into the index {:.1} µs more ({:.0} %)",
+                r.messages, r.database_mib, r.preload_secs, r.insert_us, r.index_us, 100.0 * r.index_us / r.insert_us
+            );
+            println!(
+                "search: one word p50 {:.2} ms p99 {:.2} ms; two words p50 {:.2} ms p99 {:.2} ms; a Chinese word p50 {:.2} ms p99 {:.2} ms",
+                r.one_word_p50_ms, r.one_word_p99_ms, r.two_words_p50_ms, r.two_words_p99_ms, r.chinese_p50_ms, r.chinese_p99_ms
+            );
+            write_json(&cli.json, serde_json::json!({ "search": r }));
         }
         Command::Purge { messages } => {
             let r = purge::run(&bin, messages).await;
