@@ -21,6 +21,12 @@
 
 /// The most search words taken from a query (the rest are ignored).
 const MAX_WORDS: usize = 16;
+/// The most terms indexed of one message (PostgreSQL numbers a tsvector's
+/// positions up to 16383; later words are not found, on either backend).
+const MAX_TERMS: usize = 16_383;
+/// The longest term indexed, in bytes (PostgreSQL refuses a lexeme over
+/// 2 KiB; no word is that long): longer runs of letters are left out.
+const MAX_TERM_BYTES: usize = 255;
 /// The most characters of a snippet.
 const SNIPPET_CHARS: usize = 160;
 
@@ -37,8 +43,16 @@ fn is_cjk(c: char) -> bool {
     )
 }
 
-/// The terms of `text`, in order (see the module documentation).
+/// The terms of `text`, in order (see the module documentation), at most
+/// [`MAX_TERMS`] of them, none over [`MAX_TERM_BYTES`].
 pub fn terms(text: &str) -> Vec<String> {
+    let mut all = split(text);
+    all.retain(|t| t.len() <= MAX_TERM_BYTES);
+    all.truncate(MAX_TERMS);
+    all
+}
+
+fn split(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
     let mut run: Vec<char> = Vec::new();
@@ -79,8 +93,7 @@ pub fn fts5_terms(text: &str) -> String {
 }
 
 /// The terms of `text` as a PostgreSQL `tsvector` literal, each with its
-/// position (1-based, at most 16383, PostgreSQL's limit; later terms keep
-/// that position). None when the text has no term.
+/// position (1-based). None when the text has no term.
 pub fn tsvector(text: &str) -> Option<String> {
     let terms = terms(text);
     if terms.is_empty() {
@@ -95,7 +108,7 @@ pub fn tsvector(text: &str) -> Option<String> {
         out.push('\'');
         out.push_str(term);
         out.push_str("':");
-        out.push_str(&(i + 1).min(16383).to_string());
+        out.push_str(&(i + 1).to_string());
     }
     Some(out)
 }
@@ -245,6 +258,12 @@ mod tests {
         assert_eq!(terms("好 the 人"), ["好", "the", "人"]);
         assert_eq!(terms("Ünïcödé café"), ["ünïcödé", "café"]);
         assert!(terms(" ,.!? ").is_empty());
+        // What PostgreSQL could not store is left out, on both backends.
+        assert_eq!(
+            terms(&format!("ok {} fine", "a".repeat(300))),
+            ["ok", "fine"]
+        );
+        assert_eq!(terms(&"w ".repeat(20_000)).len(), MAX_TERMS);
     }
 
     #[test]

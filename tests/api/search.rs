@@ -153,6 +153,18 @@ async fn search_finds_words_and_chinese_words_in_any_message() {
         .await;
     assert_eq!((r.status.as_u16(), r.error_code()), (422, "invalid_query"));
 
+    // A run of letters too long for an index (PostgreSQL refuses lexemes
+    // over 2 KiB) is stored like any message, its other words found.
+    let long = app
+        .post(
+            "/inbound",
+            &web,
+            serde_json::json!({ "from": "frank", "text": format!("{} warranty", "z".repeat(3000)) }),
+        )
+        .await;
+    assert_eq!(long.status, 200, "{:?}", long.body);
+    assert_eq!(found(&app, &web, &q("warranty")).await.len(), 1);
+
     // The CLI finds the same.
     let out: Value =
         serde_json::from_str(&app.cli(&["conversation", "list", "--q", "退款"])).unwrap();
