@@ -70,6 +70,9 @@ pub struct Turns {
     max_bytes: usize,
     /// Stops kept: while none, a claim need not look.
     stops: AtomicUsize,
+    /// Conversations with a growing reply or a stop: while none, a stored
+    /// reply has nothing to settle (the common case on `send`).
+    kept: AtomicUsize,
 }
 
 /// What a stop took of the conversation's growing reply.
@@ -84,11 +87,17 @@ impl Turns {
             inner: Mutex::new(Inner::default()),
             max_bytes,
             stops: AtomicUsize::new(0),
+            kept: AtomicUsize::new(0),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes how many conversations are kept (called with the lock held).
+    fn count(&self, inner: &Inner) {
+        self.kept.store(inner.growing.len(), Ordering::Relaxed);
     }
 
     /// A `reply.delta` on its way to the streams: adds it to the growing
@@ -138,15 +147,20 @@ impl Turns {
                 at: now,
             },
         );
+        self.count(&inner);
         true
     }
 
     /// A reply was stored in the conversation: it grows no more (a stop
     /// stays, for the stopped reply's late deltas).
     pub fn settled(&self, conversation: &ConversationId) {
+        if self.kept.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut inner = self.lock();
         if inner.growing.get(conversation).is_some_and(|g| !g.stopped) {
             inner.growing.remove(conversation);
+            self.count(&inner);
         }
     }
 
@@ -168,10 +182,12 @@ impl Turns {
         }
         g.stopped = true;
         g.at = now;
-        Taken {
+        let taken = Taken {
             reply_id: g.reply_id.clone(),
             text: std::mem::take(&mut g.text),
-        }
+        };
+        self.count(&inner);
+        taken
     }
 
     /// A stop heard from another relay (a cancel notice): refuse the reply
@@ -196,6 +212,7 @@ impl Turns {
         g.stopped = true;
         g.text.clear();
         g.at = now;
+        self.count(&inner);
     }
 
     /// Whether the agent's reply in the conversation (streamed under
@@ -224,6 +241,7 @@ impl Turns {
                 self.stops.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        self.count(&inner);
     }
 
     /// Queues a cancel notice for `client`'s polls (its sockets are told by

@@ -113,8 +113,10 @@ pub(crate) async fn list(
             )
         }
     };
-    let listed: Vec<Conversation> = items.iter().map(|(c, _)| c.clone()).collect();
-    let mut titles = state.relay.conversation_titles(&listed).await?;
+    let mut titles = state
+        .relay
+        .conversation_titles(items.iter().map(|(c, _)| c))
+        .await?;
     Ok(Json(Conversations {
         conversations: items
             .into_iter()

@@ -403,11 +403,11 @@ impl Relay {
 
     /// A title for each listed conversation: the first words of its first
     /// message ("" when it has none yet, or only files).
-    pub async fn conversation_titles(
+    pub async fn conversation_titles<'a>(
         &self,
-        conversations: &[Conversation],
+        conversations: impl IntoIterator<Item = &'a Conversation>,
     ) -> Result<std::collections::HashMap<ConversationId, String>, Error> {
-        let ids: Vec<ConversationId> = conversations.iter().map(|c| c.id.clone()).collect();
+        let ids: Vec<ConversationId> = conversations.into_iter().map(|c| c.id.clone()).collect();
         let texts = crate::store::messages::first_texts(self.store.reader(), &ids).await?;
         Ok(texts
             .into_iter()
