@@ -210,6 +210,8 @@ class Agent(threading.Thread):
             return XSS, 0.0
         if text.startswith("markdown"):
             return MARKDOWN, 0.05
+        if text.startswith("think"):
+            return "Thought it over: " + STREAMED, 0.1
         if text.startswith("slow"):
             return "Slowly: " + STREAMED, 0.35
         if text.startswith("stop me"):
@@ -276,7 +278,9 @@ class Agent(threading.Thread):
         await request("typing", {"conversationId": conv})
         await asyncio.sleep(0.3)
         await request("progress", {"conversationId": conv, "kind": "tool_start", "data": {"name": "search"}})
-        await asyncio.sleep(0.3)
+        # "think ...": the tool runs a while (test_activity_is_visible looks
+        # at the activity bubble before the reply ends it).
+        await asyncio.sleep(4.0 if m["text"].startswith("think") else 0.3)
         words = reply.split(" ")
         if pause:
             for i in range(0, len(words), 3):
@@ -1058,7 +1062,9 @@ def test_activity_is_visible(ctx, relay):
         page = context.new_page()
         login(page, relay.base, "sol", ctx["sol_password"])
         expect(page.locator("#chat")).to_be_visible()
-        send(page, f"slow, in the {scheme}")
+        # Typing and progress are not kept: only an open stream sees them.
+        expect(page.locator("body")).to_have_attribute("data-connection", "open")
+        send(page, f"think it over, in the {scheme}")
         activity = page.locator("#activity")
         expect(activity).to_be_visible()
         expect(activity.locator(".dots i")).to_have_count(3)
@@ -1070,7 +1076,7 @@ def test_activity_is_visible(ctx, relay):
         expect(page.locator("#stop")).to_be_visible()
         found = axe_violations(page)
         assert not found, found
-        wait_settled(page, "Slowly: " + STREAMED)
+        wait_settled(page, "Thought it over: " + STREAMED)
         expect(activity).to_be_hidden()
         context.close()
 

@@ -10,12 +10,13 @@ import { api, errorText, sessionEnded, setStatus } from "./session.js";
 import { hiddenFor } from "./conversations.js";
 import { addMessage, dropStreaming } from "./render.js";
 
-// Shows what the agent side is doing for `ms` (default 4 s; 0: until
-// replaced), with moving dots while it works. Anything the agent does ends
-// a wait for one.
-export function setActivity(text, ms) {
+// Shows what the agent side is doing in conversation `conv` for `ms`
+// (default 4 s; 0: until replaced), with moving dots while it works.
+// Anything the agent does ends a wait for one.
+export function setActivity(text, ms, conv) {
   const el = $("activity");
   clearTimeout(state.activityTimer);
+  state.activityFor = (text && conv) || null;
   $("activity-text").textContent = text || "";
   el.hidden = !text;
   el.classList.toggle("waiting", ms === 0);
@@ -27,14 +28,14 @@ export function setActivity(text, ms) {
 export function waitForAgent(conversationId) {
   if (state.assigned.has(conversationId)) return; // taken already
   state.waitingFor = conversationId;
-  setActivity(t("no_agent"), 0);
+  setActivity(t("no_agent"), 0, conversationId);
 }
 
 export function agentArrived(conversationId) {
   state.assigned.add(conversationId);
   if (state.waitingFor !== conversationId) return;
   state.waitingFor = null;
-  setActivity(t("agent_arrived"), 8000);
+  setActivity(t("agent_arrived"), 8000, conversationId);
 }
 
 export function agentActive() {

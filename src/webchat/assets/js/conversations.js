@@ -94,8 +94,8 @@ export function hiddenFor(conv) {
 // selection made by the page, as the list loads, leaves it as it is.)
 export function select(id) {
   // Another conversation's notices go; this one's stay (the list may
-  // select the conversation shown again as it loads).
-  if (state.current !== id) setActivity(null);
+  // select, as it loads, the conversation a notice already came for).
+  if (state.current !== id && state.activityFor !== id) setActivity(null);
   state.current = id;
   for (const li of $("messages").children) li.hidden = hiddenFor(li.dataset.conv);
   renderList();

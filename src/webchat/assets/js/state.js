@@ -18,6 +18,7 @@ export const state = {
   backoff: 500,
   refreshTimer: null,
   activityTimer: null,
+  activityFor: null, // the conversation the activity line speaks of (null: any)
   current: null, // the conversation shown, and the one messages go to
   convs: [], // the user's conversations, as GET /conversations lists them
   ended: new Set(), // conversations that expired

@@ -99,12 +99,12 @@ function onEvent(block) {
     case "typing":
       agentActive();
       working(payload.conversationId, true);
-      if (!hiddenFor(payload.conversationId)) setActivity(t("typing"));
+      if (!hiddenFor(payload.conversationId)) setActivity(t("typing"), undefined, payload.conversationId);
       break;
     case "progress":
       agentActive();
       working(payload.conversationId, true);
-      if (!hiddenFor(payload.conversationId)) setActivity(progressText(payload), 8000);
+      if (!hiddenFor(payload.conversationId)) setActivity(progressText(payload), 8000, payload.conversationId);
       break;
     case "reply.stopped":
       // The stopped reply, if any was streamed, came just before as a
