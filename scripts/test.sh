@@ -61,4 +61,5 @@ bash scripts/pg.sh stop "$pg_dir"
 trap - EXIT
 e2e/fuzz/run.sh
 e2e/webchat/run.sh
+e2e/console/run.sh
 e2e/openclaw/run.sh

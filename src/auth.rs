@@ -24,6 +24,8 @@
 //! A user session's token is `ses_<id>.<64 hex>` like the others; its row
 //! says which app and user it speaks for, until when. A cached verification
 //! is checked again once the session's expiry passes (a refresh moves it).
+//! An admin console login's token, `cns_<id>.<64 hex>`, is the admin's for
+//! as long as its row lasts, in the same way.
 //!
 //! A token whose id names no principal costs the same argon2 verification
 //! (against a hash of nothing) as a wrong secret, so timing does not tell
@@ -33,7 +35,7 @@
 //! at most one argon2 verification at a time.
 
 use crate::error::Error;
-use crate::ids::{AppId, ClientId, SessionId, UserId};
+use crate::ids::{AppId, ClientId, ConsoleSessionId, SessionId, UserId};
 use crate::store::{self, settings, Store};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, SaltString};
@@ -374,6 +376,7 @@ impl Auth {
             Client(ClientId),
             App(AppId),
             Session(SessionId),
+            Console(ConsoleSessionId),
         }
         let kind = match token.split_once('.') {
             Some((id, _)) if id.starts_with(ClientId::PREFIX) => {
@@ -384,6 +387,9 @@ impl Auth {
             }
             Some((id, _)) if id.starts_with(SessionId::PREFIX) => {
                 Kind::Session(SessionId::parse(id).ok_or(WRONG)?)
+            }
+            Some((id, _)) if id.starts_with(ConsoleSessionId::PREFIX) => {
+                Kind::Console(ConsoleSessionId::parse(id).ok_or(WRONG)?)
             }
             // An id alone, without its secret part: say so.
             None if token.starts_with(ClientId::PREFIX) && ClientId::parse(token).is_some() => {
@@ -408,6 +414,7 @@ impl Auth {
             Kind::Client(id) => id.as_str().to_owned(),
             Kind::App(id) => id.as_str().to_owned(),
             Kind::Session(id) => id.as_str().to_owned(),
+            Kind::Console(id) => id.as_str().to_owned(),
         };
 
         let aged = match self.cached(&key, token) {
@@ -439,6 +446,12 @@ impl Auth {
                         user: c.user,
                     };
                     (Principal::User(session), credential)
+                }),
+            Kind::Console(id) => store::console::credential(reader, &id, store::now_ms())
+                .await?
+                .map(|(hash, at)| {
+                    expires_at = Some(at);
+                    (Principal::Admin, store::Credential { hash, version: 0 })
                 }),
             Kind::Admin => match &self.configured_admin {
                 Some(hash) => Some(hash.clone()),

@@ -31,6 +31,7 @@ pub struct Config {
     pub webhooks: Webhooks,
     pub sessions: Sessions,
     pub webchat: Webchat,
+    pub console: Console,
     pub attachments: Attachments,
     pub openai: OpenAi,
 }
@@ -472,6 +473,36 @@ impl Default for Webchat {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Console {
+    /// Serve the admin console at `/admin`.
+    pub enabled: bool,
+    /// How long a console login lasts without activity (minutes; the page
+    /// extends it while it is used).
+    pub session_minutes: u64,
+    /// Mark the console's cookie `Secure` even when the request did not come
+    /// over https through a trusted proxy.
+    pub secure_cookie: bool,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            enabled: true,
+            session_minutes: 30,
+            secure_cookie: false,
+        }
+    }
+}
+
+impl Console {
+    /// A console session's lifetime, in ms.
+    pub fn session_ms(&self) -> i64 {
+        i64::try_from(self.session_minutes).map_or(i64::MAX, |m| m.saturating_mul(60_000))
+    }
+}
+
 impl Config {
     /// Where the key that encrypts webhook secrets lives.
     pub fn webhook_key_file(&self) -> PathBuf {
@@ -778,6 +809,9 @@ impl Config {
                 "webchat.signup_app: `{}` is not an app id (app_…)",
                 self.webchat.signup_app
             ));
+        }
+        if !(1..=1440).contains(&self.console.session_minutes) {
+            return bad("console.session_minutes must be 1 to 1440 (a day)".into());
         }
         if self.webchat.title.len() > 200 {
             return bad("webchat.title must be at most 200 bytes".into());

@@ -81,6 +81,11 @@ prefixed_id!(
     "ses_"
 );
 prefixed_id!(
+    /// An admin console login (`/admin`): the admin, for a while.
+    ConsoleSessionId,
+    "cns_"
+);
+prefixed_id!(
     /// A built-in account that logs in to the web chat.
     AccountId,
     "acc_"
@@ -264,6 +269,7 @@ sql_text!(MessageId);
 sql_text!(WebhookId);
 sql_text!(EventId);
 sql_text!(SessionId);
+sql_text!(ConsoleSessionId);
 sql_text!(AccountId);
 sql_text!(AttachmentId);
 sql_text!(UserId);

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod http;

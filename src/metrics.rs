@@ -51,6 +51,66 @@ pub struct Metrics {
     pub attachments: IntCounterVec,
     /// Bytes received by committed uploads.
     pub attachment_bytes: IntCounter,
+    /// Messages stored per minute over the last hour (the console's chart).
+    pub per_minute: Minutes,
+}
+
+/// Counts per wall-clock minute, the last [`Minutes::SPAN`] of them.
+pub struct Minutes {
+    /// (minute since the epoch, count), at index minute % SPAN.
+    slots: std::sync::Mutex<[(i64, u64); Minutes::SPAN]>,
+}
+
+impl Default for Minutes {
+    fn default() -> Self {
+        Minutes {
+            slots: std::sync::Mutex::new([(i64::MIN, 0); Minutes::SPAN]),
+        }
+    }
+}
+
+impl Minutes {
+    pub const SPAN: usize = 60;
+
+    pub fn add(&self, n: u64) {
+        self.add_at(crate::store::now_ms() / 60_000, n);
+    }
+
+    fn add_at(&self, minute: i64, n: u64) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut slots[minute.rem_euclid(Self::SPAN as i64) as usize];
+        if slot.0 != minute {
+            *slot = (minute, 0);
+        }
+        slot.1 += n;
+    }
+
+    /// The counts of the last hour, oldest first; the last one is the
+    /// minute under way.
+    pub fn last_hour(&self) -> Vec<u64> {
+        self.window(crate::store::now_ms() / 60_000)
+    }
+
+    fn window(&self, now: i64) -> Vec<u64> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        (now - Self::SPAN as i64 + 1..=now)
+            .map(|minute| {
+                let slot = slots[minute.rem_euclid(Self::SPAN as i64) as usize];
+                if slot.0 == minute {
+                    slot.1
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+}
+
+/// Counts a message stored (`direction`: inbound or outbound).
+pub fn message_stored(direction: &str) {
+    let m = get();
+    m.messages.with_label_values(&[direction]).inc();
+    m.per_minute.add(1);
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -192,6 +252,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "clawrelay_attachment_bytes_total",
             "Bytes received by committed uploads",
         )?,
+        per_minute: Minutes::default(),
         registry,
     };
     let r = &m.registry;
@@ -258,5 +319,29 @@ impl Default for StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         get().app_streams.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Minutes;
+
+    #[test]
+    fn minutes_keep_the_last_hour_and_forget_older_ones() {
+        let m = Minutes::default();
+        m.add_at(1000, 2);
+        m.add_at(1000, 1);
+        m.add_at(1059, 5);
+        let hour = m.window(1059);
+        assert_eq!(hour.len(), 60);
+        assert_eq!((hour[0], hour[59]), (3, 5));
+        assert_eq!(hour[1..59].iter().sum::<u64>(), 0);
+        // An hour on, minute 1000's slot is minute 1060's: the old count is gone.
+        m.add_at(1060, 7);
+        let hour = m.window(1060);
+        assert_eq!((hour[58], hour[59]), (5, 7));
+        assert_eq!(hour.iter().sum::<u64>(), 12);
+        // Minutes with nothing stored read 0, not what the slot held an hour before.
+        assert_eq!(m.window(1200).iter().sum::<u64>(), 0);
     }
 }

@@ -3,13 +3,14 @@
 //! cookie), the client's address (through trusted proxies),
 //! failed-authentication limits, then the role.
 //!
-//! A request that authenticates with the session cookie is one a browser may
-//! have been tricked into sending, so it must prove it comes from the relay's
-//! own page: it is refused when the browser says it is cross-site
-//! (`Sec-Fetch-Site`), and an unsafe method must carry `X-CSRF-Token`, a
-//! value derived from the session token that only a page able to read the
-//! login response (or `GET /session`) knows. The cookie itself is
-//! `SameSite=Strict`, so most browsers do not send it cross-site at all.
+//! A request that authenticates with a login cookie (the chat's session, or
+//! the admin console's) is one a browser may have been tricked into
+//! sending, so it must prove it comes from the relay's own page: it is
+//! refused when the browser says it is cross-site (`Sec-Fetch-Site`), and an
+//! unsafe method must carry `X-CSRF-Token`, a value derived from the token
+//! in the cookie that only a page able to read the login response (or
+//! `GET /session`, `GET /admin/session`) knows. The cookies themselves are
+//! `SameSite=Strict`, so most browsers do not send them cross-site at all.
 
 use crate::app::AppState;
 use crate::auth::{csrf_token, presented_id, Authenticated, Lane, Principal, UserSession};
@@ -23,60 +24,86 @@ use std::net::IpAddr;
 /// The cookie a login sets: the session token, HttpOnly.
 pub const SESSION_COOKIE: &str = "clawrelay_session";
 
-/// The session token in the `Cookie` header, if one is there.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// The cookie an admin console login sets: the console session's token,
+/// HttpOnly.
+pub const CONSOLE_COOKIE: &str = "clawrelay_console";
+
+/// The value of cookie `name` in the `Cookie` header, if one is there.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim())
         .filter(|value| !value.is_empty())
 }
 
-/// The credential a request presents: `Authorization` wins over the cookie.
+/// The console login's token in the `Cookie` header, if one is there.
+pub fn console_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, CONSOLE_COOKIE)
+}
+
+/// The credential a request presents: `Authorization` wins over the
+/// cookies. A browser logged in to both the chat and the console sends
+/// both cookies: the console's is the one meant when the request carries
+/// its CSRF token (the console sends it with every request).
 #[derive(Clone, Copy)]
 enum Presented<'a> {
     Nothing,
     Bearer(&'a str),
     Cookie(&'a str),
+    Console(&'a str),
 }
 
 fn presented(headers: &HeaderMap) -> Result<Presented<'_>, Error> {
-    Ok(match bearer(headers)? {
-        Some(token) => Presented::Bearer(token),
-        None => match session_cookie(headers) {
-            Some(token) => Presented::Cookie(token),
-            None => Presented::Nothing,
+    if let Some(token) = bearer(headers)? {
+        return Ok(Presented::Bearer(token));
+    }
+    Ok(
+        match (
+            cookie(headers, SESSION_COOKIE),
+            cookie(headers, CONSOLE_COOKIE),
+        ) {
+            (Some(session), Some(console)) => {
+                if csrf_matches(headers, console) {
+                    Presented::Console(console)
+                } else {
+                    Presented::Cookie(session)
+                }
+            }
+            (Some(session), None) => Presented::Cookie(session),
+            (None, Some(console)) => Presented::Console(console),
+            (None, None) => Presented::Nothing,
         },
-    })
+    )
 }
 
-/// What a request authenticated by the session cookie must also show (see
-/// the module's documentation).
-fn check_cookie_request(parts: &Parts, token: &str) -> Result<(), Error> {
+/// Whether the request's `X-CSRF-Token` is the one of session token `token`.
+fn csrf_matches(headers: &HeaderMap, token: &str) -> bool {
+    let sent = headers
+        .get("x-csrf-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    crate::auth::constant_time_eq(sent, csrf_token(token).as_bytes())
+}
+
+/// What a request authenticated by a cookie must also show (see the
+/// module's documentation); `from` says where the page gets its CSRF token.
+fn check_cookie_request(parts: &Parts, token: &str, from: &'static str) -> Result<(), Error> {
     let cross_site = parts
         .headers
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes() == b"cross-site");
     if cross_site {
         return Err(Error::Forbidden(
-            "the session cookie is not accepted on cross-site requests",
+            "a login cookie is not accepted on cross-site requests",
         ));
     }
-    if !parts.method.is_safe() {
-        let sent = parts
-            .headers
-            .get("x-csrf-token")
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !crate::auth::constant_time_eq(sent, csrf_token(token).as_bytes()) {
-            return Err(Error::Forbidden(
-                "a request authenticated by the session cookie needs the X-CSRF-Token header (from POST /login or GET /session)",
-            ));
-        }
+    if !parts.method.is_safe() && !csrf_matches(&parts.headers, token) {
+        return Err(Error::Forbidden(from));
     }
     Ok(())
 }
@@ -155,13 +182,35 @@ async fn principal_of(
     match presented {
         Presented::Bearer(token) => authenticate(state, ip, Some(token)).await,
         Presented::Cookie(token) => {
-            check_cookie_request(parts, token)?;
+            check_cookie_request(
+                parts,
+                token,
+                "a request authenticated by the session cookie needs the X-CSRF-Token header (from POST /login or GET /session)",
+            )?;
             let a = authenticate(state, ip, Some(token)).await?;
             // The cookie only ever carries a session; anything else in it is not a login.
             match a.principal {
                 Principal::User(_) => Ok(a),
                 _ => Err(Error::Unauthorized("the session cookie holds no session")),
             }
+        }
+        Presented::Console(token) => {
+            if !state.config.console.enabled {
+                return Err(Error::Unauthorized(
+                    "the admin console is off ([console] enabled = false)",
+                ));
+            }
+            check_cookie_request(
+                parts,
+                token,
+                "a request authenticated by the console cookie needs the X-CSRF-Token header (from POST /admin/login or GET /admin/session)",
+            )?;
+            if !token.starts_with(crate::ids::ConsoleSessionId::PREFIX) {
+                return Err(Error::Unauthorized(
+                    "the console cookie holds no console login",
+                ));
+            }
+            authenticate(state, ip, Some(token)).await
         }
         Presented::Nothing => authenticate(state, ip, None).await,
     }

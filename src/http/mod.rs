@@ -8,6 +8,7 @@ pub(crate) mod admin;
 pub(crate) mod agent;
 pub(crate) mod attachments;
 pub mod auth;
+pub(crate) mod console;
 pub(crate) mod conversations;
 pub(crate) mod events;
 pub mod extract;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(admin::router())
         .merge(accounts::router())
+        .merge(console::router())
         .merge(webhooks::router())
         .merge(conversations::router())
         .merge(agent::router())
@@ -104,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(attachments::router(&state.config))
         .merge(openai::router(&state.config))
         .merge(crate::webchat::router())
+        .merge(crate::console::router())
         .merge(openapi::router())
         .merge(crate::ws::router())
         .fallback(|| async { Error::not_found("no_route", "no such endpoint") })

@@ -3,20 +3,20 @@
 //! `GET /openapi.json`.
 
 use super::{
-    accounts, admin, agent, attachments, conversations, events, health, inbound, openai, sessions,
-    webhooks,
+    accounts, admin, agent, attachments, console, conversations, events, health, inbound, openai,
+    sessions, webhooks,
 };
 use crate::app::AppState;
 use axum::routing::get;
 use axum::{Json, Router};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "clawrelay",
-        description = "A durable message relay between apps and AI agents. Tokens go in `Authorization: Bearer`; tags say which token an operation takes (admin, agent = client token, app = app token or, where it says so, a user session, user = a user session's token or the login cookie, any, public = none).",
+        description = "A durable message relay between apps and AI agents. Tokens go in `Authorization: Bearer`; tags say which token an operation takes (admin = the admin token, or the admin console's login cookie with X-CSRF-Token on changes; agent = client token, app = app token or, where it says so, a user session, user = a user session's token or the login cookie, any, public = none).",
     ),
     paths(
         health::health, health::ready, health::stats, health::metrics,
@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         admin::create_app, admin::list_apps, admin::revoke_app, admin::rotate_app_token,
         admin::list_deliveries, admin::requeue,
         accounts::create, accounts::list, accounts::update, accounts::reset_password,
+        console::login, console::session, console::refresh, console::logout, console::overview,
         webhooks::create, webhooks::list, webhooks::one, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::replay,
         conversations::list, conversations::open, conversations::one, conversations::history,
@@ -49,6 +50,15 @@ impl Modify for Bearer {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // The admin console's login (POST /admin/login); the admin API
+        // takes it like the admin token, with X-CSRF-Token on changes.
+        components.add_security_scheme(
+            "console",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "clawrelay_console",
+                "The admin console's login cookie, with its CSRF token in X-CSRF-Token",
+            ))),
         );
     }
 }

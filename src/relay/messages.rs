@@ -150,10 +150,7 @@ impl Relay {
                 };
                 self.wake(wake);
                 self.announce(&stored.message.app_id, stored.cursor);
-                crate::metrics::get()
-                    .messages
-                    .with_label_values(&["inbound"])
-                    .inc();
+                crate::metrics::message_stored("inbound");
                 return Ok(stored.message);
             }
         }
@@ -233,10 +230,7 @@ impl Relay {
         if opened {
             self.active_conversations.fetch_add(1, Ordering::Relaxed);
         }
-        crate::metrics::get()
-            .messages
-            .with_label_values(&["inbound"])
-            .inc();
+        crate::metrics::message_stored("inbound");
         if let Some(expired) = expired {
             self.publish_expired(expired);
         }
@@ -329,7 +323,7 @@ impl Relay {
                 self.announce(&sent.message.app_id, sent.cursor);
                 self.wake_webhooks(sent.hooked);
                 let m = crate::metrics::get();
-                m.messages.with_label_values(&["outbound"]).inc();
+                crate::metrics::message_stored("outbound");
                 m.acked.inc_by(sent.acked);
                 self.hub.turns.settled(&sent.message.conversation_id);
                 if sent.acked > 0 {
@@ -420,7 +414,7 @@ impl Relay {
         self.announce(&message.app_id, seq);
         self.wake_webhooks(hooked);
         let m = crate::metrics::get();
-        m.messages.with_label_values(&["outbound"]).inc();
+        crate::metrics::message_stored("outbound");
         m.acked.inc_by(acked);
         if let Some(answers) = answered {
             self.publish_reply_stored(&message, Some(answers));

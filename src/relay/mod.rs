@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod attachments;
 pub mod completions;
+pub mod console;
 pub mod delivery;
 pub mod live;
 pub mod maintenance;

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::relay::attachments::STAGED_ABANDONED_MS;
 use crate::store::now_ms;
 use crate::store::retention::{self, Purged};
-use crate::store::{attachments, sessions, webhooks};
+use crate::store::{attachments, console, sessions, webhooks};
 
 /// Conversations deleted per transaction.
 const CONVERSATION_BATCH: i64 = 50;
@@ -75,7 +75,8 @@ impl Relay {
                                 webhooks::purge_events(tx, expired_before, ROW_BATCH)?;
                         }
                         if p.dead_deliveries + p.idempotency_keys + p.webhook_events == 0 {
-                            p.sessions = sessions::purge(tx, sessions_before, ROW_BATCH)?;
+                            p.sessions = sessions::purge(tx, sessions_before, ROW_BATCH)?
+                                + console::purge(tx, sessions_before, ROW_BATCH)?;
                         }
                         if p.dead_deliveries + p.idempotency_keys + p.webhook_events + p.sessions
                             == 0

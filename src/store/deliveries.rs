@@ -317,6 +317,24 @@ pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64>
     Ok(n)
 }
 
+/// How many dead letters are kept.
+pub async fn count_dead(db: &Reader) -> StoreResult<i64> {
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(pool) => {
+            return pgsql::deliveries::count_dead()
+                .fetch_one(pool)
+                .await
+                .map_err(pg_error);
+        }
+    };
+    let n =
+        sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM deliveries WHERE state = 'dead'"#)
+            .fetch_one(ex)
+            .await?;
+    Ok(n)
+}
+
 /// When the client's oldest due, unclaimed delivery became due (for the
 /// oldest-pending gauge): the first entry of its claim range.
 pub async fn oldest_due(db: &Reader, client: &ClientId, now: i64) -> StoreResult<Option<i64>> {

@@ -19,6 +19,7 @@ pub mod attachments;
 pub mod backup;
 mod checkpoint;
 pub mod clients;
+pub mod console;
 pub mod conversations;
 pub mod deliveries;
 pub mod idempotency;
@@ -357,6 +358,17 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(file) => Some(&file.path),
             Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The database's size in bytes: SQLite's file (without its write-ahead
+    /// log), or what PostgreSQL reports for the database.
+    pub async fn database_size(&self) -> StoreResult<u64> {
+        match &self.backend {
+            Backend::Sqlite(file) => {
+                Ok(std::fs::metadata(&file.path).map(|m| m.len()).unwrap_or(0))
+            }
+            Backend::Postgres(pg) => pg.database_size().await,
         }
     }
 

@@ -16,7 +16,8 @@ pub struct Purged {
     pub idempotency_keys: i64,
     /// Webhook events (with their per-endpoint rows) older than the retention.
     pub webhook_events: i64,
-    /// User sessions that ended (expired or were revoked) over a day ago.
+    /// User sessions that ended (expired or were revoked) over a day ago
+    /// (a purge, not a dry run, also counts admin console sessions here).
     pub sessions: i64,
     /// Attachments no message carries any more (their messages were purged)
     /// or never carried past `[attachments] unreferenced_ttl_secs`.

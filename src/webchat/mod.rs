@@ -147,6 +147,12 @@ fn asset(state: &AppState, content_type: &'static str, body: String) -> Response
 /// The page's policy: everything from the relay itself, nothing inline,
 /// framing by the configured ancestors only.
 pub fn content_security_policy(frame_ancestors: &[String]) -> String {
+    policy(frame_ancestors, "clawrelay-markdown")
+}
+
+/// The relay's pages' policy, with the Trusted Types policies a page may
+/// create (`'none'`: none, so nothing can reach `innerHTML`).
+pub fn policy(frame_ancestors: &[String], trusted_types: &str) -> String {
     let ancestors = if frame_ancestors.is_empty() {
         "'none'".to_owned()
     } else {
@@ -155,11 +161,11 @@ pub fn content_security_policy(frame_ancestors: &[String]) -> String {
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
          img-src 'self' data: blob:; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}; \
-         require-trusted-types-for 'script'; trusted-types clawrelay-markdown"
+         require-trusted-types-for 'script'; trusted-types {trusted_types}"
     )
 }
 
-fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

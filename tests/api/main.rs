@@ -9,6 +9,7 @@ mod auth_matrix;
 mod bad_input;
 mod cluster;
 mod concurrency;
+mod console;
 mod conversations;
 mod dead_letters;
 mod demo;

@@ -7,8 +7,9 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// Every route of the router (src/http). A new route goes here and into the
-/// document; this test fails until both agree. (The web chat page and its
-/// assets, src/webchat, are not API operations.)
+/// document; this test fails until both agree. (The web chat page, the
+/// admin console's page and their assets, src/webchat and src/console, are
+/// not API operations.)
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/ready"),
@@ -42,6 +43,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/accounts"),
     ("PATCH", "/accounts/{name}"),
     ("POST", "/accounts/{name}/password"),
+    ("POST", "/admin/login"),
+    ("GET", "/admin/session"),
+    ("POST", "/admin/session/refresh"),
+    ("POST", "/admin/logout"),
+    ("GET", "/admin/overview"),
     ("GET", "/poll"),
     ("POST", "/send"),
     ("POST", "/ack"),

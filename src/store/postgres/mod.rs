@@ -141,6 +141,15 @@ impl PgStore {
         Ok(())
     }
 
+    /// The database's size on disk in bytes.
+    pub async fn database_size(&self) -> StoreResult<u64> {
+        let bytes = pgsql::store::database_size()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error)?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

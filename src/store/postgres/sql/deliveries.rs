@@ -123,6 +123,11 @@ pub fn count_leased_by(owner: &str, now: i64) -> Rows<impl Row<i64>> {
     .map(|r| r.n)
 }
 
+/// Dead letters kept (the partial index `deliveries_dead`).
+pub fn count_dead() -> Rows<impl Row<i64>> {
+    sqlx::query!(r#"SELECT COUNT(*) AS "n!" FROM deliveries WHERE state = 'dead'"#).map(|r| r.n)
+}
+
 /// When the client's oldest due ready row became due.
 pub fn oldest_due(client: &str, now: i64) -> Rows<impl Row<i64>> {
     sqlx::query!(

@@ -27,6 +27,7 @@ use sqlx::Postgres;
 pub mod apps;
 pub mod attachments;
 pub mod clients;
+pub mod console;
 pub mod conversations;
 pub mod cursor;
 pub mod deliveries;
