@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+import zlib
 
 import websockets
 from playwright.sync_api import sync_playwright, expect
@@ -30,6 +32,19 @@ ADMIN = "console-e2e-admin-token"
 SCRIPT = "<script>window.__xss = 'script'</script> look <img src=x onerror=\"window.__xss = 'img'\"> here"
 REFUND = "I would like a refund for order 1138, it arrived broken"
 CHINESE = "我要退款，谢谢"
+
+
+def png(width, height, rgb):
+    """A PNG of one colour."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+PHOTO = png(4, 3, (200, 30, 30))
 SHOTS = None
 
 
@@ -209,9 +224,17 @@ def seed(relay):
         c["name"] == "gateway-ws" and c["state"] == "connected" for c in relay.ok("GET", "/clients")["clients"]))
     for user, text in (("erin", SCRIPT), ("frank", REFUND), ("gao", CHINESE)):
         relay.ok("POST", "/inbound", {"from": user, "text": text}, token=app["token"])
-    wait_for("the answers", lambda: len(agent.received) >= 3)
+    # frank sends a photo of the damage too.
+    req = urllib.request.Request(relay.base + "/attachments?filename=damage.png", data=PHOTO, method="POST")
+    req.add_header("Authorization", "Bearer " + app["token"])
+    req.add_header("Content-Type", "image/png")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        photo = json.loads(r.read())
+    relay.ok("POST", "/inbound", {"from": "frank", "text": "here is the photo", "attachments": [photo["attachmentId"]]},
+             token=app["token"])
+    wait_for("the answers", lambda: len(agent.received) >= 4)
     wait_for("the answers stored", lambda: sum(
-        c["messageCount"] for c in relay.ok("GET", "/conversations?appId=" + app["appId"])["conversations"]) >= 7)
+        c["messageCount"] for c in relay.ok("GET", "/conversations?appId=" + app["appId"])["conversations"]) >= 9)
     # The answers' webhook events fail: the receiver does not listen.
     wait_for("a failed webhook attempt", lambda: relay.ok("GET", f"/webhooks/{hook['webhookId']}/attempts")["attempts"])
     return s
@@ -222,12 +245,12 @@ def seed(relay):
 def test_wrong_token_then_right(ctx, relay):
     page = ctx["page"]
     login(page, relay.base, "not-the-admin-token")
-    expect(page.locator("#login-error")).to_contain_text("invalid token")
+    expect(page.locator("#login-error")).to_have_text("That is not the admin token.")
     expect(page.locator("#nav")).to_be_hidden()
     shot(page, "login-wrong-token")
     # An agent's token is a valid token, but not the admin's.
     login(page, relay.base, ctx["seed"]["answering"]["token"])
-    expect(page.locator("#login-error")).to_contain_text("not the admin token")
+    expect(page.locator("#login-error")).to_have_text("That is not the admin token.")
     login(page, relay.base, ADMIN)
     expect(page.locator("#nav")).to_be_visible()
     expect(page.locator("#view-overview")).to_be_visible()
@@ -361,12 +384,22 @@ def test_search_and_a_transcript_that_stays_inert(ctx, relay):
     page = ctx["page"]
     page.goto(relay.base + "/admin#conversations")
     expect(page.locator("#conversations tbody tr")).to_have_count(4)
+    expect(page.locator("#conversations")).to_contain_text("please call me back")
     page.fill("#f-q", "refund")
     page.click("#conv-filter button[type=submit]")
     rows = page.locator("#conversations tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first.locator(".snippet")).to_contain_text("refund")
     expect(rows.first).to_contain_text("frank")
+    # Its transcript: the photo downloads with the bytes frank sent.
+    rows.first.locator("button").click()
+    transcript = page.locator("#transcript")
+    expect(transcript.locator("li.msg")).to_have_count(4)
+    with page.expect_download() as download:
+        transcript.locator("button:has-text('damage.png')").click()
+    assert download.value.suggested_filename == "damage.png"
+    with open(download.value.path(), "rb") as f:
+        assert f.read() == PHOTO
     page.fill("#f-q", "退款")
     page.click("#conv-filter button[type=submit]")
     expect(rows).to_have_count(1)
@@ -377,7 +410,6 @@ def test_search_and_a_transcript_that_stays_inert(ctx, relay):
     page.click("#conv-filter button[type=submit]")
     expect(rows).to_have_count(1)
     rows.first.locator("button").click()
-    transcript = page.locator("#transcript")
     expect(transcript.locator("li.msg")).to_have_count(2)
     expect(transcript.locator("li.msg.inbound .text")).to_have_text(SCRIPT)
     expect(transcript.locator("li.msg.outbound .text")).to_have_text("Echo: " + SCRIPT)
@@ -403,6 +435,7 @@ def test_requeue_the_dead_letter(ctx, relay):
     expect(dead).to_have_count(1)
     expect(dead.first).to_contain_text("please call me back about the invoice")
     expect(dead.first).to_contain_text("not acknowledged within 1 attempt")
+    expect(dead.first).to_contain_text("batch-poller")
     shot(page, "dead-letters")
     dead.first.locator("input[type=checkbox]").check()
     page.click("#requeue-selected")

@@ -204,6 +204,27 @@ async fn a_console_login_lasts_its_minutes_and_a_refresh_moves_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_is_secure_behind_https_or_when_configured() {
+    let app = spawn_with(|c| c.server.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let over_https = app
+        .request_with(
+            Method::POST,
+            "/admin/login",
+            None,
+            Some(json!({ "token": ADMIN })),
+            &[("x-forwarded-proto", "https")],
+        )
+        .await;
+    assert_eq!(over_https.status, 200);
+    assert!(set_cookie_of(&over_https).ends_with("; Secure"));
+    let (plain, _, _) = login(&app, ADMIN).await;
+    assert!(!set_cookie_of(&plain).contains("Secure"));
+    let app = spawn_with(|c| c.console.secure_cookie = true).await;
+    let (r, _, _) = login(&app, ADMIN).await;
+    assert!(set_cookie_of(&r).ends_with("; Secure"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_console_logins_are_limited_like_the_others() {
     let app = spawn_with(|c| c.rate_limits.failed_auth_per_min = 3).await;
     let mut statuses = Vec::new();

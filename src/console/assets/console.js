@@ -73,7 +73,9 @@ async function login(event) {
   $("token").value = "";
   if (!answer.ok) {
     const e = data && data.error;
-    $("login-error").textContent = e ? e.message : `HTTP ${answer.status}`;
+    // A wrong token, an agent's or an app's: all "not the admin token".
+    $("login-error").textContent =
+      answer.status === 401 ? "That is not the admin token." : e ? e.message : `HTTP ${answer.status}`;
     $("token").focus();
     return;
   }

@@ -39,8 +39,12 @@ function selectionChanged() {
 
 async function load() {
   const state = $("dl-state").value;
-  const data = await attempt(() => call("GET", `/deliveries?limit=200${state ? "&state=" + state : ""}`));
+  const [data, clients] = await Promise.all([
+    attempt(() => call("GET", `/deliveries?limit=200${state ? "&state=" + state : ""}`)),
+    attempt(() => call("GET", "/clients")),
+  ]);
   if (!data) return;
+  const names = new Map((clients ? clients.clients : []).map((c) => [c.clientId, c.name]));
   rows = data.deliveries;
   fill(
     "deliveries",
@@ -51,7 +55,7 @@ async function load() {
           ? el("input", { type: "checkbox", value: d.messageId, "aria-label": `Select ${d.messageId}`, onchange: selectionChanged })
           : "",
         el("div", {}, el("div", { class: "text clip" }, d.message.text), el("code", { class: "muted" }, d.messageId)),
-        d.clientId || "–",
+        d.clientId ? el("span", { title: d.clientId }, names.get(d.clientId) || d.clientId) : "–",
         badge(d.state),
         String(d.attempts),
         why(d),
