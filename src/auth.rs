@@ -339,6 +339,7 @@ impl Auth {
         ttl: Duration,
     ) -> Result<(Auth, Option<String>), Error> {
         let mut generated = None;
+        let configured = configured_admin.map(str::to_owned);
         let configured_admin = match configured_admin {
             Some(token) => Some(hash_token(token.to_owned()).await?),
             None => {
@@ -355,6 +356,7 @@ impl Auth {
                 None
             }
         };
+        end_console_sessions_of_another_admin(&store, configured.as_deref()).await?;
         let auth = Auth {
             store,
             configured_admin,
@@ -402,6 +404,7 @@ impl Auth {
                     "invalid token: this is an app id without its secret part; the token is the whole `token` value printed when the app was created (id, a dot, the secret)",
                 ));
             }
+            None if token.starts_with(ConsoleSessionId::PREFIX) => return Err(WRONG),
             None if token.starts_with(SessionId::PREFIX) && SessionId::parse(token).is_some() => {
                 return Err(Error::Unauthorized(
                     "invalid token: this is a session id without its secret part; the token is the whole `token` value the login returned (id, a dot, the secret)",
@@ -605,15 +608,50 @@ impl Auth {
     }
 }
 
-/// The id a token presents (`cli_…`, `app_…`, `ses_…`), or `admin` for any other
-/// shape: what failed authentications are also counted by.
+/// Ends the admin console's sessions when they were opened with another
+/// admin token than the one in force now (a changed `ADMIN_TOKEN`, or the
+/// generated token reset), and records the one in force.
+async fn end_console_sessions_of_another_admin(
+    store: &Store,
+    configured: Option<&str>,
+) -> Result<(), Error> {
+    let reader = store.reader();
+    let recorded = settings::get(reader, settings::CONSOLE_ADMIN).await?;
+    let current = match configured {
+        Some(token) => {
+            let same = match recorded.clone() {
+                Some(hash) => verify_token(token.to_owned(), hash).await?,
+                None => false,
+            };
+            if same {
+                return Ok(());
+            }
+            hash_token(token.to_owned()).await?
+        }
+        None => match settings::get(reader, settings::ADMIN_TOKEN_HASH).await? {
+            Some(hash) if recorded.as_deref() != Some(hash.as_str()) => hash,
+            _ => return Ok(()),
+        },
+    };
+    store
+        .write(move |tx| {
+            store::console::delete_all(tx)?;
+            settings::set(tx, settings::CONSOLE_ADMIN, &current)
+        })
+        .await?;
+    Ok(())
+}
+
+/// The id a token presents (`cli_…`, `app_…`, `ses_…`, `cns_…`), or `admin`
+/// for any other shape: what failed authentications are also counted by.
 pub fn presented_id(token: &str) -> &str {
     match token.split_once('.') {
         Some((id, _))
             if id.len() <= 64
                 && (id.starts_with(ClientId::PREFIX)
                     || id.starts_with(AppId::PREFIX)
-                    || id.starts_with(SessionId::PREFIX)) =>
+                    || id.starts_with(SessionId::PREFIX)
+                    || id.starts_with(ConsoleSessionId::PREFIX)) =>
         {
             id
         }

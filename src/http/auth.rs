@@ -180,6 +180,12 @@ async fn principal_of(
 ) -> Result<Authenticated, Error> {
     let ip = client_ip(state, parts);
     match presented {
+        Presented::Bearer(token) if token.starts_with(crate::ids::ConsoleSessionId::PREFIX) => {
+            state.limits.failed_auth(ip, None);
+            Err(Error::Unauthorized(
+                "a console login's token works only in the console's cookie",
+            ))
+        }
         Presented::Bearer(token) => authenticate(state, ip, Some(token)).await,
         Presented::Cookie(token) => {
             check_cookie_request(
@@ -194,26 +200,55 @@ async fn principal_of(
                 _ => Err(Error::Unauthorized("the session cookie holds no session")),
             }
         }
-        Presented::Console(token) => {
-            if !state.config.console.enabled {
-                return Err(Error::Unauthorized(
-                    "the admin console is off ([console] enabled = false)",
-                ));
-            }
-            check_cookie_request(
-                parts,
-                token,
-                "a request authenticated by the console cookie needs the X-CSRF-Token header (from POST /admin/login or GET /admin/session)",
-            )?;
-            if !token.starts_with(crate::ids::ConsoleSessionId::PREFIX) {
-                return Err(Error::Unauthorized(
-                    "the console cookie holds no console login",
-                ));
-            }
-            authenticate(state, ip, Some(token)).await
-        }
+        Presented::Console(token) => console_login(parts, state, token).await,
         Presented::Nothing => authenticate(state, ip, None).await,
     }
+}
+
+/// The admin, by the console's login cookie holding `token`: what such a
+/// request must also show (see the module's documentation), then the
+/// console session itself.
+pub async fn console_login(
+    parts: &Parts,
+    state: &AppState,
+    token: &str,
+) -> Result<Authenticated, Error> {
+    if !state.config.console.enabled {
+        return Err(Error::Unauthorized(
+            "the admin console is off ([console] enabled = false)",
+        ));
+    }
+    check_cookie_request(
+        parts,
+        token,
+        "a request authenticated by the console cookie needs the X-CSRF-Token header (from POST /admin/login or GET /admin/session)",
+    )?;
+    let ip = client_ip(state, parts);
+    let well_formed = token
+        .split_once('.')
+        .is_some_and(|(id, _)| crate::ids::ConsoleSessionId::parse(id).is_some());
+    if !well_formed {
+        state.limits.failed_auth(ip, None);
+        return Err(Error::Unauthorized(
+            "the console cookie holds no console login",
+        ));
+    }
+    let a = authenticate(state, ip, Some(token)).await?;
+    match a.principal {
+        Principal::Admin => Ok(a),
+        _ => Err(Error::Unauthorized(
+            "the console cookie holds no console login",
+        )),
+    }
+}
+
+/// What a user-side request presents: the console's cookie is the admin's
+/// and says nothing for an app or a user, so it counts as nothing there.
+fn presented_user_side(headers: &HeaderMap) -> Result<Presented<'_>, Error> {
+    Ok(match presented(headers)? {
+        Presented::Console(_) => Presented::Nothing,
+        other => other,
+    })
 }
 
 /// Requires the admin token.
@@ -285,7 +320,7 @@ impl FromRequestParts<AppState> for AppSideAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let presented = presented(&parts.headers)?;
+        let presented = presented_user_side(&parts.headers)?;
         if matches!(presented, Presented::Nothing) && state.config.inbound.public {
             state.limits.check_app(&AppId::public())?;
             return Ok(AppSideAuth(Principal::App(AppId::public()), 0));
@@ -308,7 +343,7 @@ impl FromRequestParts<AppState> for SessionAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let presented = presented(&parts.headers)?;
+        let presented = presented_user_side(&parts.headers)?;
         let cookie = match presented {
             Presented::Cookie(token) => Some(token.to_owned()),
             _ => None,

@@ -52,10 +52,23 @@ pub(crate) struct LoginBody {
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ConsoleSession {
-    /// Unix ms; each refresh moves it.
+    /// Unix ms; each refresh moves it (up to 12 hours after the login).
     expires_at: i64,
+    /// Milliseconds from now to `expiresAt` (for a page whose clock is not
+    /// the relay's).
+    expires_in: i64,
     /// Send as `X-CSRF-Token` with every request.
     csrf_token: String,
+}
+
+impl ConsoleSession {
+    fn new(expires_at: i64, token: &str) -> ConsoleSession {
+        ConsoleSession {
+            expires_at,
+            expires_in: (expires_at - crate::store::now_ms()).max(0),
+            csrf_token: csrf_token(token),
+        }
+    }
 }
 
 /// Logs in to the admin console with the admin token: a console session in
@@ -92,11 +105,7 @@ pub(crate) async fn login(
         .relay
         .open_console_session(state.config.console.session_ms())
         .await?;
-    let mut response = Json(ConsoleSession {
-        expires_at: login.expires_at,
-        csrf_token: csrf_token(&login.token),
-    })
-    .into_response();
+    let mut response = Json(ConsoleSession::new(login.expires_at, &login.token)).into_response();
     set_cookie(
         &state,
         peer,
@@ -124,9 +133,12 @@ impl axum::extract::FromRequestParts<AppState> for ConsoleCookie {
                 "this endpoint is the console's: it reads the console's login cookie, not a bearer token",
             ));
         }
-        let AdminAuth = AdminAuth::from_request_parts(parts, state).await?;
+        // The console's own cookie, whatever else the browser sends (a chat
+        // session's cookie too: a reloaded page has no CSRF token yet to
+        // say which it means).
         let token = super::auth::console_cookie(&parts.headers)
             .ok_or(Error::Unauthorized("no console login (POST /admin/login)"))?;
+        super::auth::console_login(parts, state, token).await?;
         let id = token
             .split_once('.')
             .and_then(|(id, _)| ConsoleSessionId::parse(id))
@@ -152,10 +164,7 @@ pub(crate) async fn session(
     login: ConsoleCookie,
 ) -> Result<Json<ConsoleSession>, Error> {
     let expires_at = state.relay.console_session_expiry(&login.id).await?;
-    Ok(Json(ConsoleSession {
-        expires_at,
-        csrf_token: csrf_token(&login.token),
-    }))
+    Ok(Json(ConsoleSession::new(expires_at, &login.token)))
 }
 
 /// Extends the console login by `[console] session_minutes` from now.
@@ -174,11 +183,7 @@ pub(crate) async fn refresh(
         .relay
         .refresh_console_session(&login.id, state.config.console.session_ms())
         .await?;
-    let mut response = Json(ConsoleSession {
-        expires_at,
-        csrf_token: csrf_token(&login.token),
-    })
-    .into_response();
+    let mut response = Json(ConsoleSession::new(expires_at, &login.token)).into_response();
     set_cookie(
         &state,
         peer,

@@ -321,8 +321,13 @@ impl Relay {
     /// Replaces the generated admin token (when none is configured); returns the new one.
     pub async fn reset_admin_token(&self) -> Result<String, Error> {
         let (token, hash) = issue_admin_token().await?;
+        // The console's logins were made with the old token: they end.
         self.store
-            .write(move |tx| settings::set(tx, settings::ADMIN_TOKEN_HASH, &hash))
+            .write(move |tx| {
+                settings::set(tx, settings::ADMIN_TOKEN_HASH, &hash)?;
+                settings::set(tx, settings::CONSOLE_ADMIN, &hash)?;
+                crate::store::console::delete_all(tx)
+            })
             .await?;
         Ok(token)
     }

@@ -84,23 +84,18 @@ impl Relay {
         Ok(ConsoleLogin { token, expires_at })
     }
 
-    /// Moves a live console session's end to `ttl_ms` from now.
+    /// Moves a live console session's end to `ttl_ms` from now (at most 12
+    /// hours after its login: then the admin logs in again).
     pub async fn refresh_console_session(
         &self,
         id: &ConsoleSessionId,
         ttl_ms: i64,
     ) -> Result<i64, Error> {
         let (id, now) = (id.clone(), now_ms());
-        let expires_at = now + ttl_ms;
-        if self
-            .store
-            .write(move |tx| console::refresh(tx, &id, now, expires_at))
+        self.store
+            .write(move |tx| console::refresh(tx, &id, now, now + ttl_ms))
             .await?
-        {
-            Ok(expires_at)
-        } else {
-            Err(Error::Unauthorized("the console session has ended"))
-        }
+            .ok_or(Error::Unauthorized("the console session has ended"))
     }
 
     /// When a live console session ends.

@@ -124,10 +124,7 @@ impl Relay {
         if let Some((m, answers, hooked)) = stored {
             self.announce(&m.message.app_id, m.cursor);
             self.wake_webhooks(hooked);
-            crate::metrics::get()
-                .messages
-                .with_label_values(&["outbound"])
-                .inc();
+            crate::metrics::message_stored("outbound");
             self.publish_reply_stored(&m.message, Some(answers));
             out.message = Some(m.message);
         }

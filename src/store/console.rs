@@ -57,22 +57,39 @@ pub async fn credential(
     Ok(row.map(|r| (r.token_hash, r.expires_at)))
 }
 
-/// Moves a live console session's expiry to `expires_at`; false: it is not
+/// How long a console login lasts at most, refreshed or not: 12 hours.
+pub const MAX_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+
+/// Moves a live console session's expiry to `expires_at`, but never past
+/// [`MAX_LIFETIME_MS`] after its login; the new expiry, None when it is not
 /// live.
-pub fn refresh(tx: &Tx, id: &ConsoleSessionId, now: i64, expires_at: i64) -> StoreResult<bool> {
+pub fn refresh(
+    tx: &Tx,
+    id: &ConsoleSessionId,
+    now: i64,
+    expires_at: i64,
+) -> StoreResult<Option<i64>> {
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
-            let n = pg.execute(pgsql::console::refresh(id.as_str(), now, expires_at))?;
-            return Ok(n == 1);
+            return pg.fetch_optional(pgsql::console::refresh(
+                id.as_str(),
+                now,
+                expires_at,
+                MAX_LIFETIME_MS,
+            ));
         }
     };
-    let n = tx
-        .prepare_cached(
-            "UPDATE console_sessions SET expires_at = ?3 WHERE id = ?1 AND expires_at > ?2",
-        )?
-        .execute((id, now, expires_at))?;
-    Ok(n == 1)
+    let mut stmt = tx.prepare_cached(
+        "UPDATE console_sessions SET expires_at = MIN(?3, created_at + ?4)
+         WHERE id = ?1 AND expires_at > ?2
+         RETURNING expires_at",
+    )?;
+    let mut rows = stmt.query((id, now, expires_at, MAX_LIFETIME_MS))?;
+    Ok(match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
+    })
 }
 
 /// Ends a console session (logout).
@@ -86,6 +103,20 @@ pub fn delete(tx: &Tx, id: &ConsoleSessionId) -> StoreResult<()> {
     };
     tx.prepare_cached("DELETE FROM console_sessions WHERE id = ?1")?
         .execute([id])?;
+    Ok(())
+}
+
+/// Ends every console session (the admin token changed).
+pub fn delete_all(tx: &Tx) -> StoreResult<()> {
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(pgsql::console::delete_all())?;
+            return Ok(());
+        }
+    };
+    tx.prepare_cached("DELETE FROM console_sessions")?
+        .execute([])?;
     Ok(())
 }
 

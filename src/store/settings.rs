@@ -4,6 +4,10 @@ use super::postgres::error as pg_error;
 use super::{Reader, StoreResult, Tx};
 
 pub const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
+/// Which admin token the console sessions were opened with: the generated
+/// token's hash itself, or an argon2id hash of the configured token. When
+/// the admin token changes, the console sessions end (see `auth::Auth::new`).
+pub const CONSOLE_ADMIN: &str = "console_admin";
 
 pub async fn get(db: &Reader, key: &str) -> StoreResult<Option<String>> {
     match db {

@@ -69,6 +69,8 @@ async fn the_admin_token_logs_in_and_the_cookie_is_the_admins_with_its_csrf_toke
     );
     assert!(r.body.get("token").is_none(), "{}", r.body);
     let expires = r.body["expiresAt"].as_i64().unwrap();
+    let left = r.body["expiresIn"].as_i64().unwrap();
+    assert!((29 * 60_000..=30 * 60_000).contains(&left), "{}", r.body);
     let now = chrono_now_ms();
     assert!((now + 29 * 60_000..=now + 31 * 60_000).contains(&expires));
 
@@ -149,6 +151,20 @@ async fn the_admin_token_logs_in_and_the_cookie_is_the_admins_with_its_csrf_toke
     assert_eq!(r.status, 200, "{}", r.body);
     let r = with_cookie(&app, Method::GET, "/session", &both, &[], None).await;
     assert_eq!(r.body["userId"], "ann", "{}", r.body);
+    // A console page reloaded there has no CSRF token yet: its own
+    // endpoint reads its own cookie.
+    let r = with_cookie(&app, Method::GET, "/admin/session", &both, &[], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["csrfToken"], csrf.as_str());
+    // The console's cookie says nothing for the user side.
+    let r = with_cookie(&app, Method::GET, "/session", &cookie, &[], None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    // Its token is no bearer token.
+    let token = cookie.trim_start_matches("clawrelay_console=");
+    let r = app
+        .request(Method::GET, "/clients", Some(token), None)
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
 
     // Logout: the cookie is cleared and worth nothing after.
     let r = with_cookie(&app, Method::POST, "/admin/logout", &cookie, &[], None).await;
@@ -353,4 +369,22 @@ async fn the_overview_counts_agents_queues_dead_letters_and_messages() {
     assert!(o["databaseBytes"].as_u64().unwrap() > 0, "{o}");
     // The admin's only.
     assert_eq!(app.get("/admin/overview", &agent).await.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resetting_the_admin_token_ends_the_console_logins() {
+    let app = spawn_with(|c| c.auth.cache_ttl_secs = 1).await;
+    let (_, cookie, _) = login(&app, ADMIN).await;
+    let r = with_cookie(&app, Method::GET, "/clients", &cookie, &[], None).await;
+    assert_eq!(r.status, 200);
+    // Other commands leave it alone.
+    app.cli(&["client", "list"]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = with_cookie(&app, Method::GET, "/clients", &cookie, &[], None).await;
+    assert_eq!(r.status, 200);
+    app.cli(&["admin-token", "reset"]);
+    // The running relay sees it when its cached verification ages out.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = with_cookie(&app, Method::GET, "/clients", &cookie, &[], None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
 }

@@ -26,9 +26,16 @@ function showLogin(message) {
   $("token").focus();
 }
 
+// When the login ends, on this page's clock (the relay says how long is
+// left: the two clocks need not agree).
+function lasts(data) {
+  session.deadline = Date.now() + data.expiresIn;
+}
+
 function loggedIn(data) {
   session.csrf = data.csrfToken;
-  session.expiresAt = data.expiresAt;
+  session.lifetime = data.expiresIn;
+  lasts(data);
   $("login").hidden = true;
   $("nav").hidden = false;
   $("logout").hidden = false;
@@ -91,11 +98,12 @@ async function logout() {
 // idle console is logged out when it does.
 async function keepAlive() {
   if (!session.csrf) return;
-  const left = session.expiresAt - Date.now();
-  const recent = Date.now() - lastActivity < 5 * 60 * 1000;
-  if (left < 10 * 60 * 1000 && recent) {
+  const left = session.deadline - Date.now();
+  // Used within the last third of a login's length (at most 5 minutes).
+  const recent = Date.now() - lastActivity < Math.min(5 * 60 * 1000, session.lifetime / 3);
+  if (left < session.lifetime / 2 && recent) {
     const { res, data } = await api("POST", "/admin/session/refresh").catch(() => ({ res: null }));
-    if (res && res.ok) session.expiresAt = data.expiresAt;
+    if (res && res.ok) lasts(data);
   } else if (left <= 0) {
     showLogin("Your login ended: log in again.");
   }
@@ -109,7 +117,7 @@ async function start() {
   for (const kind of ["pointerdown", "keydown"]) {
     document.addEventListener(kind, () => (lastActivity = Date.now()), { passive: true });
   }
-  setInterval(keepAlive, 30 * 1000);
+  setInterval(keepAlive, 15 * 1000);
   for (const v of Object.values(VIEWS)) if (v.init) v.init();
   // A page loaded while logged in reads its CSRF token from the session.
   const { res, data } = await api("GET", "/admin/session").catch(() => ({ res: null }));

@@ -93,6 +93,8 @@ async function open(c) {
     el("ol", { class: "messages", id: "transcript-messages", "aria-label": "Transcript" }),
   );
   await page(c.id, false);
+  // Another conversation (or another screen) was chosen meanwhile.
+  if (shown !== c.id || $("view-conversations").hidden) return;
   if (c.match) {
     const hit = box.querySelector(`[data-id="${CSS.escape(c.match.messageId)}"]`);
     if (hit) {

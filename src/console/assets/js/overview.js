@@ -24,6 +24,7 @@ function tile(label, value, cls, href) {
 }
 
 async function load() {
+  if (document.hidden) return; // a tab in the background reads nothing
   const o = await attempt(() => call("GET", "/admin/overview"));
   if (!o) return;
   const backlog = o.webhookBacklog.reduce((n, w) => n + w.pending, 0);

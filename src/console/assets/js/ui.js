@@ -5,7 +5,7 @@
 
 export const $ = (id) => document.getElementById(id);
 
-export const session = { csrf: null, expiresAt: 0, onEnded: null };
+export const session = { csrf: null, deadline: 0, lifetime: 0, onEnded: null };
 
 // Calls the admin API with the login cookie. Answers { res, data }; a
 // login that ended takes the page back to the login form.
@@ -28,9 +28,13 @@ export async function api(method, path, body) {
   return { res, data };
 }
 
+// The error a login that ended raises: the login form says it already.
+class Ended extends Error {}
+
 // The API's answer, or an Error carrying its message.
 export async function call(method, path, body) {
   const { res, data } = await api(method, path, body);
+  if (res.status === 401) throw new Ended("the login ended");
   if (!res.ok) {
     const e = data && data.error;
     throw new Error(e ? `${e.message} (${e.code})` : `HTTP ${res.status}`);
@@ -124,7 +128,7 @@ export async function attempt(fn) {
     status("");
     return await fn();
   } catch (e) {
-    status(e.message, true);
+    if (!(e instanceof Ended)) status(e.message, true);
     return undefined;
   }
 }

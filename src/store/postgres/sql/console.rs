@@ -23,17 +23,27 @@ pub fn credential(id: &str, now: i64) -> Rows<impl Row<(String, i64)>> {
     .map(|r| (r.token_hash, r.expires_at))
 }
 
-pub fn refresh(id: &str, now: i64, expires_at: i64) -> Statement {
+/// Moves a live session's end to `expires_at`, at most `max_ms` after its
+/// login; returns the new end.
+pub fn refresh(id: &str, now: i64, expires_at: i64, max_ms: i64) -> Rows<impl Row<i64>> {
     sqlx::query!(
-        "UPDATE console_sessions SET expires_at = $3 WHERE id = $1 AND expires_at > $2",
+        "UPDATE console_sessions SET expires_at = LEAST($3, created_at + $4)
+         WHERE id = $1 AND expires_at > $2
+         RETURNING expires_at",
         id,
         now,
-        expires_at
+        expires_at,
+        max_ms
     )
+    .map(|r| r.expires_at)
 }
 
 pub fn delete(id: &str) -> Statement {
     sqlx::query!("DELETE FROM console_sessions WHERE id = $1", id)
+}
+
+pub fn delete_all() -> Statement {
+    sqlx::query!("DELETE FROM console_sessions")
 }
 
 /// Deletes up to `limit` console sessions that expired before `before`.
