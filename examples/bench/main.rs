@@ -262,6 +262,20 @@ fn print_roundtrips(reports: &[Report]) {
             r.lag_p99_ms.unwrap_or(0.0)
         );
     }
+    for r in reports.iter().filter(|r| !r.stages.is_empty()) {
+        let stages: Vec<String> = r
+            .stages
+            .iter()
+            .map(|s| format!("{} {:.1}/{:.1}", s.stage, s.p50_ms, s.p99_ms))
+            .collect();
+        println!(
+            "  stages of {}×{} {} (p50/p99 ms): {}",
+            r.agents,
+            r.users,
+            r.synchronous,
+            stages.join(", ")
+        );
+    }
     for r in reports {
         let slowest: Vec<String> = r
             .slowest

@@ -82,6 +82,9 @@ pub struct Report {
     pub lag_p50_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag_p99_ms: Option<f64>,
+    /// Where a round trip's time goes (see [`STAGES`]); empty for the
+    /// OpenAI transport.
+    pub stages: Vec<Stage>,
     /// The measured window, Unix ms (to pick the relay's records of it).
     #[serde(skip)]
     pub window: (i64, i64),
@@ -109,6 +112,47 @@ pub struct Shared {
     /// When each user's message now waiting was sent (streaming over the
     /// app's stream: its first delta ends the wait for the first piece).
     pub sent_at: Mutex<HashMap<String, Instant>>,
+    /// Each user's round trip under way, stage by stage.
+    pub stamps: Mutex<HashMap<String, Stamps>>,
+    /// The stages of each measured round trip, ms (see [`STAGES`]).
+    pub stages: Mutex<Vec<[f64; 4]>>,
+}
+
+/// The stages of a round trip, as the bench sees them from outside:
+/// - `inbound`: the user's POST /inbound, sent to answered (its commit);
+/// - `to agent`: sent to the agent holding it (commit, wake-up, claim, push
+///   or poll answer);
+/// - `reply commit`: the agent's send, sent to answered (POST /send, or the
+///   WebSocket `send`'s `res`);
+/// - `to app`: the agent's send to the answer reaching its user (the reply's
+///   commit, the app stream's or outbox's wake-up and read, the fan-out).
+pub const STAGES: [&str; 4] = ["inbound", "to agent", "reply commit", "to app"];
+
+/// When a round trip passed each point.
+#[derive(Clone, Copy)]
+pub struct Stamps {
+    sent: Instant,
+    inbound_ok: Option<Instant>,
+    at_agent: Option<Instant>,
+    reply_sent: Option<Instant>,
+    reply_ok: Option<Instant>,
+}
+
+/// A point of a round trip, stamped by the side that sees it.
+#[derive(Clone, Copy)]
+pub enum Point {
+    InboundOk,
+    AtAgent,
+    ReplySent,
+    ReplyOk,
+}
+
+/// p50 and p99 of one stage, ms.
+#[derive(Debug, Serialize)]
+pub struct Stage {
+    pub stage: &'static str,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// The measured window of one run: what `Shared::report` needs besides the counts.
@@ -144,7 +188,26 @@ impl Shared {
         let mut firsts = std::mem::take(&mut *self.first_pieces.lock().unwrap());
         firsts.sort_by(f64::total_cmp);
         let first = |q| (!firsts.is_empty()).then(|| percentile(&firsts, q));
+        let samples = std::mem::take(&mut *self.stages.lock().unwrap());
+        let stages = if samples.is_empty() {
+            Vec::new()
+        } else {
+            STAGES
+                .iter()
+                .enumerate()
+                .map(|(i, stage)| {
+                    let mut v: Vec<f64> = samples.iter().map(|s| s[i]).collect();
+                    v.sort_by(f64::total_cmp);
+                    Stage {
+                        stage,
+                        p50_ms: percentile(&v, 0.50),
+                        p99_ms: percentile(&v, 0.99),
+                    }
+                })
+                .collect()
+        };
         Report {
+            stages,
             agents: w.agents,
             users: w.users,
             transport: w.transport,
@@ -186,6 +249,68 @@ impl Shared {
                 .unwrap()
                 .push(started.elapsed().as_secs_f64() * 1000.0);
         }
+    }
+
+    /// A user's round trip starts now.
+    pub fn begin(&self, user: &str) -> Instant {
+        let sent = Instant::now();
+        self.stamps.lock().unwrap().insert(
+            user.to_owned(),
+            Stamps {
+                sent,
+                inbound_ok: None,
+                at_agent: None,
+                reply_sent: None,
+                reply_ok: None,
+            },
+        );
+        sent
+    }
+
+    /// `user`'s round trip passed `point` now (the first time counts).
+    pub fn stamp(&self, user: &str, point: Point) {
+        let now = Instant::now();
+        if let Some(s) = self.stamps.lock().unwrap().get_mut(user) {
+            let slot = match point {
+                Point::InboundOk => &mut s.inbound_ok,
+                Point::AtAgent => &mut s.at_agent,
+                Point::ReplySent => &mut s.reply_sent,
+                Point::ReplyOk => &mut s.reply_ok,
+            };
+            slot.get_or_insert(now);
+        }
+    }
+
+    /// Records the stages of `user`'s round trip, answered now.
+    fn stages_of(&self, user: &str) {
+        let now = Instant::now();
+        let Some(s) = self.stamps.lock().unwrap().remove(user) else {
+            return;
+        };
+        let ms = |a: Instant, b: Option<Instant>| {
+            b.map(|b| b.saturating_duration_since(a).as_secs_f64() * 1000.0)
+        };
+        let stages = (|| {
+            let reply_sent = s.reply_sent?;
+            Some([
+                ms(s.sent, s.inbound_ok)?,
+                ms(s.sent, s.at_agent)?,
+                ms(reply_sent, s.reply_ok)?,
+                ms(reply_sent, Some(now))?,
+            ])
+        })();
+        if let Some(stages) = stages {
+            self.stages.lock().unwrap().push(stages);
+        }
+    }
+
+    /// Counts `user`'s round trip that started at `started`, if measuring,
+    /// with its stages.
+    pub fn measured_with_stages(&self, user: &str, started: Instant) {
+        if self.measuring.load(Ordering::Relaxed) {
+            self.stages_of(user);
+        }
+        self.measured(started);
     }
 
     /// Counts a round trip that started at `started`, if measuring.
@@ -413,23 +538,26 @@ async fn user(
         let text = format!("{name}-{seq}");
         let (tx, rx) = oneshot::channel();
         waiters.lock().unwrap().insert(name.clone(), tx);
-        let started = Instant::now();
+        let started = shared.begin(&name);
         shared.sent_at.lock().unwrap().insert(name.clone(), started);
-        if let Err(e) = post(
+        let posted = post(
             &http,
             format!("{base}/inbound"),
             &token,
             json!({"from": name, "text": text}),
         )
-        .await
-        {
+        .await;
+        shared.stamp(&name, Point::InboundOk);
+        if let Err(e) = posted {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             eprintln!("inbound failed: {e}");
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         match tokio::time::timeout(Duration::from_secs(30), rx).await {
-            Ok(Ok(answer)) if answer == format!("echo: {text}") => shared.measured(started),
+            Ok(Ok(answer)) if answer == format!("echo: {text}") => {
+                shared.measured_with_stages(&name, started)
+            }
             Ok(Ok(answer)) => {
                 shared.cross_talk.fetch_add(1, Ordering::Relaxed);
                 eprintln!("cross-talk: {name} sent {text:?}, got {answer:?}");
@@ -561,15 +689,20 @@ async fn agent_poll(http: reqwest::Client, base: String, token: String, shared: 
         let Ok(v) = r.json::<Value>().await else {
             continue;
         };
-        for m in v["messages"].as_array().into_iter().flatten() {
+        let messages = v["messages"].as_array().cloned().unwrap_or_default();
+        for m in &messages {
+            shared.stamp(m["from"].as_str().unwrap_or_default(), Point::AtAgent);
+        }
+        for m in messages {
+            let user = m["from"].as_str().unwrap_or_default().to_owned();
             let body = json!({"to": m["from"], "text": format!("echo: {}", m["text"].as_str().unwrap_or("")), "conversationId": m["conversationId"]});
             let (http, base, token, shared) =
                 (http.clone(), base.clone(), token.clone(), shared.clone());
             tokio::spawn(async move {
-                if post(&http, format!("{base}/send"), &token, body)
-                    .await
-                    .is_err()
-                {
+                shared.stamp(&user, Point::ReplySent);
+                let sent = post(&http, format!("{base}/send"), &token, body).await;
+                shared.stamp(&user, Point::ReplyOk);
+                if sent.is_err() {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -586,6 +719,8 @@ async fn agent_ws(base: String, token: String, shared: Arc<Shared>, deltas: bool
     )
     .await;
     let mut id = 0u64;
+    // Requests of `send` awaiting their `res`: id -> the user answered.
+    let mut sending: HashMap<u64, String> = HashMap::new();
     loop {
         let frame = match ws.next().await {
             Some(Ok(frame)) => frame,
@@ -604,10 +739,17 @@ async fn agent_ws(base: String, token: String, shared: Arc<Shared>, deltas: bool
         if v["type"] == "res" && v["ok"] == false {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
+        if v["type"] == "res" {
+            if let Some(user) = v["id"].as_u64().and_then(|id| sending.remove(&id)) {
+                shared.stamp(&user, Point::ReplyOk);
+            }
+        }
         if v["event"] != "message" {
             continue;
         }
         let m = &v["payload"];
+        let user = m["from"].as_str().unwrap_or_default().to_owned();
+        shared.stamp(&user, Point::AtAgent);
         let mut frames = Vec::new();
         id += 1;
         let reply_id = format!("r{id}");
@@ -622,6 +764,8 @@ async fn agent_ws(base: String, token: String, shared: Arc<Shared>, deltas: bool
             "conversationId": m["conversationId"], "to": m["from"], "replyId": reply_id,
             "text": format!("echo: {}", m["text"].as_str().unwrap_or(""))}}),
         );
+        shared.stamp(&user, Point::ReplySent);
+        sending.insert(id, user);
         for req in frames {
             if ws
                 .send(tokio_tungstenite::tungstenite::Message::Text(
