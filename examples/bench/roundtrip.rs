@@ -129,8 +129,10 @@ pub struct Shared {
 pub const STAGES: [&str; 4] = ["inbound", "to agent", "reply commit", "to app"];
 
 /// When a round trip passed each point.
-#[derive(Clone, Copy)]
 pub struct Stamps {
+    /// The user's message: a late answer to an earlier one (a WebSocket
+    /// `res` after the reply already reached the user) stamps nothing.
+    text: String,
     sent: Instant,
     inbound_ok: Option<Instant>,
     at_agent: Option<Instant>,
@@ -196,7 +198,8 @@ impl Shared {
                 .iter()
                 .enumerate()
                 .map(|(i, stage)| {
-                    let mut v: Vec<f64> = samples.iter().map(|s| s[i]).collect();
+                    let mut v: Vec<f64> =
+                        samples.iter().map(|s| s[i]).filter(|x| !x.is_nan()).collect();
                     v.sort_by(f64::total_cmp);
                     Stage {
                         stage,
@@ -251,12 +254,13 @@ impl Shared {
         }
     }
 
-    /// A user's round trip starts now.
-    pub fn begin(&self, user: &str) -> Instant {
+    /// A user's round trip, its message `text`, starts now.
+    pub fn begin(&self, user: &str, text: &str) -> Instant {
         let sent = Instant::now();
         self.stamps.lock().unwrap().insert(
             user.to_owned(),
             Stamps {
+                text: text.to_owned(),
                 sent,
                 inbound_ok: None,
                 at_agent: None,
@@ -267,10 +271,17 @@ impl Shared {
         sent
     }
 
-    /// `user`'s round trip passed `point` now (the first time counts).
-    pub fn stamp(&self, user: &str, point: Point) {
+    /// `user`'s round trip of message `text` passed `point` now (the first
+    /// time counts).
+    pub fn stamp(&self, user: &str, text: &str, point: Point) {
         let now = Instant::now();
-        if let Some(s) = self.stamps.lock().unwrap().get_mut(user) {
+        if let Some(s) = self
+            .stamps
+            .lock()
+            .unwrap()
+            .get_mut(user)
+            .filter(|s| s.text == text)
+        {
             let slot = match point {
                 Point::InboundOk => &mut s.inbound_ok,
                 Point::AtAgent => &mut s.at_agent,
@@ -292,10 +303,12 @@ impl Shared {
         };
         let stages = (|| {
             let reply_sent = s.reply_sent?;
+            // The send's answer may come after the reply reached the user
+            // (a WebSocket `res`): that stage is then not known (NaN).
             Some([
                 ms(s.sent, s.inbound_ok)?,
                 ms(s.sent, s.at_agent)?,
-                ms(reply_sent, s.reply_ok)?,
+                ms(reply_sent, s.reply_ok).unwrap_or(f64::NAN),
                 ms(reply_sent, Some(now))?,
             ])
         })();
@@ -538,7 +551,7 @@ async fn user(
         let text = format!("{name}-{seq}");
         let (tx, rx) = oneshot::channel();
         waiters.lock().unwrap().insert(name.clone(), tx);
-        let started = shared.begin(&name);
+        let started = shared.begin(&name, &text);
         shared.sent_at.lock().unwrap().insert(name.clone(), started);
         let posted = post(
             &http,
@@ -547,7 +560,7 @@ async fn user(
             json!({"from": name, "text": text}),
         )
         .await;
-        shared.stamp(&name, Point::InboundOk);
+        shared.stamp(&name, &text, Point::InboundOk);
         if let Err(e) = posted {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             eprintln!("inbound failed: {e}");
@@ -691,17 +704,19 @@ async fn agent_poll(http: reqwest::Client, base: String, token: String, shared: 
         };
         let messages = v["messages"].as_array().cloned().unwrap_or_default();
         for m in &messages {
-            shared.stamp(m["from"].as_str().unwrap_or_default(), Point::AtAgent);
+            let (user, text) = (m["from"].as_str(), m["text"].as_str());
+            shared.stamp(user.unwrap_or_default(), text.unwrap_or_default(), Point::AtAgent);
         }
         for m in messages {
             let user = m["from"].as_str().unwrap_or_default().to_owned();
+            let text = m["text"].as_str().unwrap_or_default().to_owned();
             let body = json!({"to": m["from"], "text": format!("echo: {}", m["text"].as_str().unwrap_or("")), "conversationId": m["conversationId"]});
             let (http, base, token, shared) =
                 (http.clone(), base.clone(), token.clone(), shared.clone());
             tokio::spawn(async move {
-                shared.stamp(&user, Point::ReplySent);
+                shared.stamp(&user, &text, Point::ReplySent);
                 let sent = post(&http, format!("{base}/send"), &token, body).await;
-                shared.stamp(&user, Point::ReplyOk);
+                shared.stamp(&user, &text, Point::ReplyOk);
                 if sent.is_err() {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -719,8 +734,9 @@ async fn agent_ws(base: String, token: String, shared: Arc<Shared>, deltas: bool
     )
     .await;
     let mut id = 0u64;
-    // Requests of `send` awaiting their `res`: id -> the user answered.
-    let mut sending: HashMap<u64, String> = HashMap::new();
+    // Requests of `send` awaiting their `res`: id -> the user answered and
+    // the message.
+    let mut sending: HashMap<u64, (String, String)> = HashMap::new();
     loop {
         let frame = match ws.next().await {
             Some(Ok(frame)) => frame,
@@ -740,8 +756,8 @@ async fn agent_ws(base: String, token: String, shared: Arc<Shared>, deltas: bool
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
         if v["type"] == "res" {
-            if let Some(user) = v["id"].as_u64().and_then(|id| sending.remove(&id)) {
-                shared.stamp(&user, Point::ReplyOk);
+            if let Some((user, text)) = v["id"].as_u64().and_then(|id| sending.remove(&id)) {
+                shared.stamp(&user, &text, Point::ReplyOk);
             }
         }
         if v["event"] != "message" {
@@ -749,7 +765,8 @@ async fn agent_ws(base: String, token: String, shared: Arc<Shared>, deltas: bool
         }
         let m = &v["payload"];
         let user = m["from"].as_str().unwrap_or_default().to_owned();
-        shared.stamp(&user, Point::AtAgent);
+        let asked = m["text"].as_str().unwrap_or_default().to_owned();
+        shared.stamp(&user, &asked, Point::AtAgent);
         let mut frames = Vec::new();
         id += 1;
         let reply_id = format!("r{id}");
@@ -764,8 +781,8 @@ async fn agent_ws(base: String, token: String, shared: Arc<Shared>, deltas: bool
             "conversationId": m["conversationId"], "to": m["from"], "replyId": reply_id,
             "text": format!("echo: {}", m["text"].as_str().unwrap_or(""))}}),
         );
-        shared.stamp(&user, Point::ReplySent);
-        sending.insert(id, user);
+        shared.stamp(&user, &asked, Point::ReplySent);
+        sending.insert(id, (user, asked));
         for req in frames {
             if ws
                 .send(tokio_tungstenite::tungstenite::Message::Text(
