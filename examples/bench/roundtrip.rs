@@ -198,8 +198,11 @@ impl Shared {
                 .iter()
                 .enumerate()
                 .map(|(i, stage)| {
-                    let mut v: Vec<f64> =
-                        samples.iter().map(|s| s[i]).filter(|x| !x.is_nan()).collect();
+                    let mut v: Vec<f64> = samples
+                        .iter()
+                        .map(|s| s[i])
+                        .filter(|x| !x.is_nan())
+                        .collect();
                     v.sort_by(f64::total_cmp);
                     Stage {
                         stage,
@@ -705,7 +708,11 @@ async fn agent_poll(http: reqwest::Client, base: String, token: String, shared: 
         let messages = v["messages"].as_array().cloned().unwrap_or_default();
         for m in &messages {
             let (user, text) = (m["from"].as_str(), m["text"].as_str());
-            shared.stamp(user.unwrap_or_default(), text.unwrap_or_default(), Point::AtAgent);
+            shared.stamp(
+                user.unwrap_or_default(),
+                text.unwrap_or_default(),
+                Point::AtAgent,
+            );
         }
         for m in messages {
             let user = m["from"].as_str().unwrap_or_default().to_owned();

@@ -40,20 +40,24 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), String> {
             Some(lock_database(&config.storage.path)?)
         }
     };
+    let console = config.console.enabled;
     let mut app = App::build(config)
         .await
         .map_err(|e| format!("cannot open database {db}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let shown = match local.ip().is_unspecified() {
+        true => std::net::SocketAddr::from(([127, 0, 0, 1], local.port())),
+        false => local,
+    };
     if let Some(token) = app.generated_admin_token() {
         // Shown once: only its hash is stored.
         println!("clawrelay generated an admin token (shown only now, store it safely):\n\n    {token}\n");
+        if console {
+            println!("It also logs in to the admin console: http://{shown}/admin\n");
+        }
     }
     if demo {
         let setup = app.start_demo().await.map_err(|e| e.to_string())?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let shown = match local.ip().is_unspecified() {
-            true => std::net::SocketAddr::from(([127, 0, 0, 1], local.port())),
-            false => local,
-        };
         println!(
             "clawrelay demo: open http://{shown}/chat and log in\n\n    name:     {}\n    password: {}\n\n\
              (the password is new at each --demo start; a built-in echo agent answers every message)\n",
