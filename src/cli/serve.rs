@@ -51,14 +51,21 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), String> {
     };
     if let Some(token) = app.generated_admin_token() {
         // Shown once: only its hash is stored.
-        // One write: a reader that stops at the token (a script piping
-        // stdout) must not make a later line fail on a closed pipe.
         let console = if console {
             format!("It also logs in to the admin console: http://{shown}/admin\n\n")
         } else {
             String::new()
         };
-        print!("clawrelay generated an admin token (shown only now, store it safely):\n\n    {token}\n\n{console}");
+        // Written, not println!'d: a reader that stops at the token (a
+        // script piping stdout) closes the pipe, and the relay must not end
+        // on a failed write (println! panics on it).
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(
+            format!("clawrelay generated an admin token (shown only now, store it safely):\n\n    {token}\n\n{console}")
+                .as_bytes(),
+        );
+        let _ = out.flush();
     }
     if demo {
         let setup = app.start_demo().await.map_err(|e| e.to_string())?;
