@@ -1,42 +1,4 @@
 #!/usr/bin/env bash
-# The web chat page in a real browser: Debian's Chromium (installed by
-# scripts/test.sh when missing) driven by Playwright for Python, installed
-# from PyPI into the git-ignored .cache/e2e/webchat-venv on first run (no
-# browser download: it drives /usr/bin/chromium), and axe-core from npm into
-# .cache/e2e/axe. Screenshots of the main states are written to
-# .cache/e2e/webchat-shots/.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-venv=$root/.cache/e2e/webchat-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import playwright, websockets' 2> /dev/null; then
-    echo "installing playwright and websockets into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check playwright==1.65.2 websockets==17.4
-fi
-# axe-core (the accessibility checker the page is held to), from npm.
-axe=$root/.cache/e2e/axe
-if [ ! -f "$axe/node_modules/axe-core/axe.min.js" ]; then
-    echo "installing axe-core into $axe"
-    mkdir -p "$axe"
-    npm install --prefix "$axe" --silent --no-audit --no-fund axe-core@4.14.1
-fi
-if ! command -v "${CHROMIUM:-chromium}" > /dev/null; then
-    echo "e2e/webchat: Chromium is missing (Debian: apt-get install chromium)" >&2
-    exit 1
-fi
-cargo build --quiet --bin clawrelay
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-status=0
-AXE=$axe/node_modules/axe-core/axe.min.js CHROMIUM=$(command -v "${CHROMIUM:-chromium}") \
-    "$venv/bin/python" e2e/webchat/test_webchat.py \
-    "$root/target/debug/clawrelay" "$work" || status=$?
-shots=$root/.cache/e2e/webchat-shots
-rm -rf "$shots" && mkdir -p "$shots" && cp "$work"/shots/*.png "$shots"/ 2> /dev/null || true
-if [ "$status" -ne 0 ]; then
-    echo "----- relay log"; tail -n 40 "$work/relay.log"
-    echo "screenshots: $shots"
-fi
-exit "$status"
+# The web chat page in a real browser (see e2e/browser.sh); screenshots in
+# .cache/e2e/webchat-shots/. WEBCHAT_ONLY=test_a,test_b runs those alone.
+exec "$(dirname "$0")/../browser.sh" webchat

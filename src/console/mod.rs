@@ -42,7 +42,9 @@ pub fn router() -> Router<AppState> {
         .route("/admin/js/{name}", get(module))
 }
 
-fn enabled(state: &AppState) -> Result<(), Error> {
+/// 404 `console_disabled` when `[console] enabled = false` (the page, its
+/// login and its cookie as a credential are all off then).
+pub(crate) fn enabled(state: &AppState) -> Result<(), Error> {
     if state.config.console.enabled {
         Ok(())
     } else {

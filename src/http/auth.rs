@@ -41,6 +41,27 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
+/// Sets login cookie `name` to `token` until `expires_at` (Unix ms):
+/// HttpOnly, SameSite=Strict, `Secure` when asked.
+pub fn set_login_cookie(
+    response: &mut axum::response::Response,
+    name: &str,
+    token: &str,
+    expires_at: i64,
+    secure: bool,
+) {
+    // Rounded up: the cookie never goes before the login does.
+    let max_age = ((expires_at - crate::store::now_ms() + 999) / 1000).max(0);
+    let value = format!(
+        "{name}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    );
+    // The token is our own ASCII; a value a header cannot hold is impossible.
+    if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+}
+
 /// The console login's token in the `Cookie` header, if one is there.
 pub fn console_cookie(headers: &HeaderMap) -> Option<&str> {
     cookie(headers, CONSOLE_COOKIE)

@@ -30,17 +30,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/overview", get(overview))
 }
 
-fn enabled(state: &AppState) -> Result<(), Error> {
-    if state.config.console.enabled {
-        Ok(())
-    } else {
-        Err(Error::not_found(
-            "console_disabled",
-            "the admin console is off ([console] enabled = false)",
-        ))
-    }
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginBody {
@@ -86,7 +75,7 @@ pub(crate) async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, Error> {
-    enabled(&state)?;
+    crate::console::enabled(&state)?;
     const WRONG: Error = Error::Unauthorized("that is not the admin token");
     let ip = state.proxies.client_ip(peer.0.ip(), &headers);
     let token = body.token.trim();
@@ -127,7 +116,7 @@ impl axum::extract::FromRequestParts<AppState> for ConsoleCookie {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        enabled(state)?;
+        crate::console::enabled(state)?;
         if bearer(&parts.headers)?.is_some() {
             return Err(Error::Forbidden(
                 "this endpoint is the console's: it reads the console's login cookie, not a bearer token",
@@ -240,14 +229,5 @@ fn set_cookie(
     expires_at: i64,
 ) {
     let secure = state.config.console.secure_cookie || state.proxies.https(peer.0.ip(), headers);
-    // Rounded up: the cookie never goes before the login does.
-    let max_age = ((expires_at - crate::store::now_ms() + 999) / 1000).max(0);
-    let value = format!(
-        "{CONSOLE_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        if secure { "; Secure" } else { "" }
-    );
-    // The token is our own ASCII; a value a header cannot hold is impossible.
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    super::auth::set_login_cookie(response, CONSOLE_COOKIE, token, expires_at, secure);
 }

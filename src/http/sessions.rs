@@ -280,16 +280,7 @@ fn secure(state: &AppState, peer: crate::listener::PeerAddr, headers: &HeaderMap
 }
 
 fn set_cookie(response: &mut Response, token: &str, expires_at: i64, secure: bool) {
-    // Rounded up: the cookie never goes before the session does.
-    let max_age = ((expires_at - crate::store::now_ms() + 999) / 1000).max(0);
-    let value = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        if secure { "; Secure" } else { "" }
-    );
-    // The token is our own ASCII; a value a header cannot hold is impossible.
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    super::auth::set_login_cookie(response, SESSION_COOKIE, token, expires_at, secure);
 }
 
 fn truncate(s: &str, max: usize) -> &str {

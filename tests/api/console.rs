@@ -5,12 +5,8 @@
 
 use super::helpers::*;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
-
-fn set_cookie_of(r: &Reply) -> String {
-    r.headers["set-cookie"].to_str().unwrap().to_owned()
-}
 
 /// Logs in with `token`; answers the reply and, on success, the cookie
 /// (`name=value`) and the CSRF token.
@@ -29,19 +25,6 @@ async fn login(app: &TestApp, token: &str) -> (Reply, String, String) {
     let cookie = set_cookie_of(&r).split(';').next().unwrap().to_owned();
     let csrf = r.body["csrfToken"].as_str().unwrap().to_owned();
     (r, cookie, csrf)
-}
-
-async fn with_cookie(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    cookie: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> Reply {
-    let mut h = vec![("cookie", cookie)];
-    h.extend_from_slice(headers);
-    app.request_with(method, path, None, body, &h).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

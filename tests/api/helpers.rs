@@ -577,3 +577,22 @@ pub async fn wait_ready(http: &reqwest::Client, base: &str) {
     })
     .await;
 }
+
+/// The `Set-Cookie` header of a reply.
+pub fn set_cookie_of(r: &Reply) -> String {
+    r.headers["set-cookie"].to_str().unwrap().to_owned()
+}
+
+/// A request with `cookie` (`name=value`) and extra headers, no bearer.
+pub async fn with_cookie(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    cookie: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
+    let mut h = vec![("cookie", cookie)];
+    h.extend_from_slice(headers);
+    app.request_with(method, path, None, body, &h).await
+}

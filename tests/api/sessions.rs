@@ -58,23 +58,6 @@ async fn login(app: &TestApp, name: &str, password: &str) -> (String, Value, Str
     (pair, r.body, set_cookie)
 }
 
-fn set_cookie_of(r: &Reply) -> String {
-    r.headers["set-cookie"].to_str().unwrap().to_owned()
-}
-
-async fn with_cookie(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    cookie: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> Reply {
-    let mut h = vec![("cookie", cookie)];
-    h.extend_from_slice(headers);
-    app.request_with(method, path, None, body, &h).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_speaks_and_reads_for_its_own_user_only() {
     let app = spawn_app().await;
