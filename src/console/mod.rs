@@ -13,8 +13,7 @@
 use crate::app::AppState;
 use crate::error::Error;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 
@@ -83,21 +82,10 @@ async fn module(
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = body.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(csp) = HeaderValue::from_str(&crate::webchat::policy(&[], "'none'")) {
-        h.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
+    crate::webchat::served(
+        content_type,
+        body,
+        &crate::webchat::policy(&[], "'none'"),
+        true,
+    )
 }

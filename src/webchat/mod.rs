@@ -121,12 +121,29 @@ async fn icon(State(state): State<AppState>) -> Result<Response, Error> {
 }
 
 fn asset(state: &AppState, content_type: &'static str, body: String) -> Response {
+    let ancestors = &state.config.webchat.frame_ancestors;
+    served(
+        content_type,
+        body,
+        &content_security_policy(ancestors),
+        ancestors.is_empty(),
+    )
+}
+
+/// A page's file as the relay serves its pages (the chat's and the
+/// console's): its type, policy `csp`, no sniffing, no referrer, checked
+/// again on every load, and `X-Frame-Options: DENY` unless some site may
+/// frame it.
+pub(crate) fn served(
+    content_type: &'static str,
+    body: impl IntoResponse,
+    csp: &str,
+    deny_frames: bool,
+) -> Response {
     let mut response = body.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(
-        &state.config.webchat.frame_ancestors,
-    )) {
+    if let Ok(csp) = HeaderValue::from_str(csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
     h.insert(
@@ -138,7 +155,7 @@ fn asset(state: &AppState, content_type: &'static str, body: String) -> Response
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if state.config.webchat.frame_ancestors.is_empty() {
+    if deny_frames {
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     }
     response
