@@ -20,6 +20,7 @@ use crate::model::Message;
 use crate::store::conversations::Expired;
 use crate::store::deliveries::Retired;
 use crate::store::postgres::engine;
+use crate::store::webhooks::Queued;
 use crate::store::{clients, conversations, deliveries, now_ms, StoreResult, Tx};
 
 use std::time::Duration;
@@ -217,8 +218,8 @@ struct Claim {
     messages: Vec<Message>,
     /// Deliveries this claim found out of attempts and marked dead.
     dead: u64,
-    /// Whether a dead letter was queued for a webhook.
-    hooked: bool,
+    /// Dead letters queued for webhooks.
+    hooked: Vec<Queued>,
     /// When the earliest of this client's leases ends, if any.
     next_due: Option<i64>,
     /// Conversations that waited for an agent and are this client's now.
@@ -385,7 +386,7 @@ impl Relay {
                 return Ok(Claim {
                     messages: claimed.messages,
                     dead: 0,
-                    hooked: false,
+                    hooked: Vec::new(),
                     next_due: claimed.next_due,
                     adopted: Vec::new(),
                 });
@@ -422,7 +423,7 @@ impl Relay {
                 return Ok(Claim {
                     messages: Vec::new(),
                     dead: 0,
-                    hooked: false,
+                    hooked: Vec::new(),
                     next_due: earliest,
                     adopted: Vec::new(),
                 });
@@ -442,7 +443,7 @@ impl Relay {
                 };
                 let mut claimed = Vec::new();
                 let mut dead = 0u64;
-                let mut hooked = false;
+                let mut hooked = Vec::new();
                 loop {
                     let room = max - claimed.len() as i64;
                     let due = deliveries::due(tx, &client, now, room)?;
@@ -462,7 +463,7 @@ impl Relay {
                             };
                             dead += 1;
                             for m in deliveries::claimed_messages(tx, &[d.seq])? {
-                                hooked |= webhooks::record_dead(tx, &m, d.attempts, now)?;
+                                hooked.extend(webhooks::record_dead(tx, &m, d.attempts, now)?);
                             }
                             promoted |= next.is_some();
                         } else {
@@ -499,7 +500,7 @@ impl Relay {
             .map(|mut claim| {
                 count_claimed(&claim.messages);
                 crate::metrics::get().dead.inc_by(claim.dead);
-                self.wake_webhooks(claim.hooked);
+                self.feed_webhooks(std::mem::take(&mut claim.hooked));
                 for a in claim.adopted.drain(..) {
                     self.publish_assigned(a);
                 }

@@ -53,15 +53,15 @@ impl Relay {
                         rules.ttl_ms,
                         EXPIRE_BATCH,
                     )?;
-                    let mut hooked = false;
+                    let mut hooked = Vec::new();
                     for e in &expired {
-                        hooked |= webhooks::record_expired(tx, e, now)?;
+                        hooked.extend(webhooks::record_expired(tx, e, now)?);
                     }
                     Ok::<_, Error>((expired, hooked))
                 })
                 .await?;
             let (expired, hooked) = expired;
-            self.wake_webhooks(hooked);
+            self.feed_webhooks(hooked);
             let n = expired.len();
             report.expired += n as u64;
             for e in expired {

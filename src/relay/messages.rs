@@ -166,7 +166,7 @@ impl Relay {
                     m.from == from.as_str() && m.text == text && same_attachments(m, &attached)
                 };
                 if let Some(m) = replay(tx, app.as_str(), key.as_ref(), same)? {
-                    return Ok(((0, m), Wake::Nobody, None, false, false));
+                    return Ok(((0, m), Wake::Nobody, None, false, Vec::new()));
                 }
                 let carried = usable(tx, &attached, &poster)?;
                 let destination = conversation_for(
@@ -200,9 +200,9 @@ impl Relay {
                 )?;
                 let ready =
                     deliveries::enqueue(tx, stored.seq, &conversation, client.as_ref(), now)?;
-                let mut hooked = false;
+                let mut hooked = Vec::new();
                 if let Some(e) = &destination.expired {
-                    hooked = webhooks::record_expired(tx, e, now)?;
+                    hooked.extend(webhooks::record_expired(tx, e, now)?);
                 }
                 if !destination.opened {
                     conversations::touch(tx, &conversation, now)?;
@@ -225,7 +225,7 @@ impl Relay {
             })
             .await?;
         self.wake(wake);
-        self.wake_webhooks(hooked);
+        self.feed_webhooks(hooked);
         self.announce(&message.app_id, seq);
         if opened {
             self.active_conversations.fetch_add(1, Ordering::Relaxed);
@@ -346,7 +346,7 @@ impl Relay {
                         && same_attachments(m, &attached)
                 };
                 if let Some(m) = replay(tx, client.as_str(), key.as_ref(), same)? {
-                    return Ok(((0, m), None, (0, None), false));
+                    return Ok(((0, m), None, (0, None), None));
                 }
                 let owners = conversations::owners(tx, &conversation)?
                     .filter(|o| o.client_id.as_ref() == Some(&client))
@@ -412,7 +412,7 @@ impl Relay {
         let (acked, answered) = acked;
         self.hub.turns.settled(&message.conversation_id);
         self.announce(&message.app_id, seq);
-        self.wake_webhooks(hooked);
+        self.feed_webhooks(Vec::from_iter(hooked));
         let m = crate::metrics::get();
         crate::metrics::message_stored("outbound");
         m.acked.inc_by(acked);

@@ -123,7 +123,7 @@ impl Relay {
         }
         if let Some((m, answers, hooked)) = stored {
             self.announce(&m.message.app_id, m.cursor);
-            self.wake_webhooks(hooked);
+            self.feed_webhooks(Vec::from_iter(hooked));
             crate::metrics::message_stored("outbound");
             self.publish_reply_stored(&m.message, Some(answers));
             out.message = Some(m.message);

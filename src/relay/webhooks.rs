@@ -7,7 +7,9 @@ use crate::error::Error;
 use crate::ids::{AppId, EventId, WebhookId};
 use crate::model::{IssuedWebhook, Message, WebhookAttempt, WebhookInfo};
 use crate::store::conversations::Expired;
-use crate::store::webhooks::{self, Change, Endpoint, NewWebhook, Outcome, ReplayRange, Retry};
+use crate::store::webhooks::{
+    self, Change, Endpoint, NewWebhook, Outcome, Queued, Recorded, ReplayRange, Retry,
+};
 use crate::store::{apps, now_ms, StoreResult, Tx};
 use crate::webhook::{envelope, normalize_events, sign, EVENT_TYPES};
 use serde_json::json;
@@ -27,8 +29,8 @@ fn not_found(id: &WebhookId) -> Error {
 }
 
 /// Records `message` (an agent's reply) for the app's endpoints, in the
-/// caller's transaction. Returns whether an endpoint got it.
-pub(super) fn record_reply(tx: &Tx, m: &Message, now: i64) -> StoreResult<bool> {
+/// caller's transaction. Returns the event when an endpoint got it.
+pub(super) fn record_reply(tx: &Tx, m: &Message, now: i64) -> StoreResult<Option<Queued>> {
     webhooks::record_event(
         tx,
         &m.app_id,
@@ -45,7 +47,7 @@ pub(super) fn reply_body(m: &Message, now: i64) -> String {
 }
 
 /// Records `conversation.expired`, in the caller's transaction.
-pub(super) fn record_expired(tx: &Tx, e: &Expired, now: i64) -> StoreResult<bool> {
+pub(super) fn record_expired(tx: &Tx, e: &Expired, now: i64) -> StoreResult<Option<Queued>> {
     webhooks::record_event(
         tx,
         &e.app_id,
@@ -63,7 +65,12 @@ pub(super) fn record_expired(tx: &Tx, e: &Expired, now: i64) -> StoreResult<bool
 }
 
 /// Records `delivery.dead` for an inbound message that ran out of attempts.
-pub(super) fn record_dead(tx: &Tx, m: &Message, attempts: i64, now: i64) -> StoreResult<bool> {
+pub(super) fn record_dead(
+    tx: &Tx,
+    m: &Message,
+    attempts: i64,
+    now: i64,
+) -> StoreResult<Option<Queued>> {
     webhooks::record_event(
         tx,
         &m.app_id,
@@ -81,9 +88,23 @@ pub(super) fn record_dead(tx: &Tx, m: &Message, attempts: i64, now: i64) -> Stor
 }
 
 impl Relay {
-    /// Wakes the dispatcher after a commit that queued events: this relay's,
-    /// and, when another relay sharing the database leads (and so
-    /// dispatches), the leader's.
+    /// Hands the events a commit queued to the dispatcher, which sends them
+    /// without reading them back; when another relay sharing the database
+    /// leads (and so dispatches), wakes the leader, which reads them.
+    pub(crate) fn feed_webhooks(&self, queued: Vec<Queued>) {
+        if queued.is_empty() {
+            return;
+        }
+        match self.cluster.as_ref() {
+            Some(cluster) if !cluster.leads() => cluster.wake_webhooks(),
+            _ => self.webhooks.feed(queued),
+        }
+    }
+
+    /// Wakes the dispatcher to read the queue from the tables, after a
+    /// commit that queued events it was not handed: this relay's, and, when
+    /// another relay sharing the database leads (and so dispatches), the
+    /// leader's.
     pub(crate) fn wake_webhooks(&self, queued: bool) {
         if queued {
             self.webhooks.wake.notify_one();
@@ -305,54 +326,80 @@ impl Relay {
         Ok(keys)
     }
 
-    /// Records an attempt: delivered, or retried after a backoff, or given
-    /// up past the horizon; disables an endpoint that keeps failing.
-    pub(crate) async fn record_webhook_attempt(&self, outcome: Outcome) {
+    /// Records a batch of attempts in one transaction: each delivered, or
+    /// retried after a backoff, or given up past the horizon; disables an
+    /// endpoint that keeps failing. Returns, per outcome in order, what was
+    /// recorded and when a failed one is due again (None: the batch was not
+    /// written; every row stays pending).
+    pub(crate) async fn record_webhook_attempts(
+        &self,
+        outcomes: Vec<Outcome>,
+    ) -> Option<Vec<(Recorded, Option<i64>)>> {
         use argon2::password_hash::rand_core::{OsRng, RngCore};
         let rules = self.webhooks.rules;
         let m = crate::metrics::get();
-        let endpoint = outcome.webhook_id.as_str().to_owned();
-        let delivered = outcome.delivered();
-        m.webhook_attempts
-            .with_label_values(&[
-                endpoint.as_str(),
-                if delivered { "delivered" } else { "failed" },
-            ])
-            .inc();
-        m.webhook_seconds
-            .with_label_values(&[endpoint.as_str()])
-            .observe(outcome.latency_ms as f64 / 1000.0);
-        let jitter = f64::from(OsRng.next_u32()) / f64::from(u32::MAX);
-        let at = outcome.at;
-        let (status, failure) = (outcome.status, outcome.error.clone());
-        let written = self
-            .store
-            .write_relaxed(move |tx| {
-                let attempts = webhooks::attempts_of(tx, &outcome.webhook_id, outcome.event_seq)?;
-                let retry = Retry {
-                    next_at: now_ms() + rules.backoff_ms(attempts + 1, jitter),
-                    give_up_before: at - rules.horizon_ms,
-                    disable_after: rules.disable_after,
-                };
-                webhooks::record_attempt(tx, &outcome, &retry)
-            })
-            .await;
+        for o in &outcomes {
+            let endpoint = o.webhook_id.as_str();
+            m.webhook_attempts
+                .with_label_values(&[endpoint, if o.delivered() { "delivered" } else { "failed" }])
+                .inc();
+            m.webhook_seconds
+                .with_label_values(&[endpoint])
+                .observe(o.latency_ms as f64 / 1000.0);
+            if !o.delivered() {
+                tracing::warn!(webhook = %endpoint, status = ?o.status, error = o.error.as_deref().unwrap_or(""), "webhook attempt failed");
+            }
+        }
+        let jitters: Vec<f64> = outcomes
+            .iter()
+            .map(|_| f64::from(OsRng.next_u32()) / f64::from(u32::MAX))
+            .collect();
+        let batch = std::sync::Arc::new(outcomes);
+        let written = {
+            let batch = batch.clone();
+            self.store
+                .write_relaxed(move |tx| {
+                    let mut out = Vec::with_capacity(batch.len());
+                    for (o, jitter) in batch.iter().zip(&jitters) {
+                        let mut next_at = None;
+                        let recorded = webhooks::record_attempt(tx, o, |attempts| {
+                            let retry = Retry {
+                                next_at: now_ms() + rules.backoff_ms(attempts + 1, *jitter),
+                                give_up_before: o.at - rules.horizon_ms,
+                                disable_after: rules.disable_after,
+                            };
+                            next_at = Some(retry.next_at);
+                            retry
+                        })?;
+                        out.push((recorded, next_at));
+                    }
+                    let mut trimmed: Vec<&WebhookId> = Vec::new();
+                    for o in batch.iter() {
+                        if !trimmed.contains(&&o.webhook_id) {
+                            webhooks::trim_attempts(tx, &o.webhook_id)?;
+                            trimmed.push(&o.webhook_id);
+                        }
+                    }
+                    Ok::<_, Error>(out)
+                })
+                .await
+        };
         match written {
             Ok(recorded) => {
-                if !delivered {
-                    tracing::warn!(webhook = %endpoint, status = ?status, error = failure.as_deref().unwrap_or(""), "webhook attempt failed");
+                for (o, (r, _)) in batch.iter().zip(&recorded) {
+                    if r.gave_up {
+                        tracing::warn!(webhook = %o.webhook_id, "webhook event given up after the retry horizon");
+                    }
+                    if r.disabled {
+                        self.webhooks.changed();
+                        tracing::warn!(webhook = %o.webhook_id, "webhook endpoint disabled after repeated failures");
+                    }
                 }
-                if recorded.gave_up {
-                    tracing::warn!(webhook = %endpoint, "webhook event given up after the retry horizon");
-                }
-                if recorded.disabled {
-                    self.webhooks.changed();
-                    tracing::warn!(webhook = %endpoint, "webhook endpoint disabled after repeated failures");
-                }
+                Some(recorded)
             }
-            // The row stays pending and is attempted again.
             Err(e) => {
-                tracing::warn!(webhook = %endpoint, error = %e, "recording a webhook attempt failed")
+                tracing::warn!(error = %e, attempts = batch.len(), "recording webhook attempts failed; their events stay pending");
+                None
             }
         }
     }

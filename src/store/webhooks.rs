@@ -7,6 +7,7 @@ use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ConversationId, EventId, WebhookId};
 use crate::model::{WebhookAttempt, WebhookInfo};
 use rusqlite::OptionalExtension;
+use std::sync::Arc;
 
 /// Attempts kept per endpoint for the admin API.
 const KEPT_ATTEMPTS: i64 = 100;
@@ -139,9 +140,21 @@ pub fn rotate_secret(
     Ok(n == 1)
 }
 
+/// An event a transaction queued, with what sending it takes: the
+/// dispatcher is handed it after the commit instead of reading it back.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub seq: i64,
+    pub id: EventId,
+    pub conversation_id: ConversationId,
+    pub body: Arc<str>,
+    /// The endpoints it is queued for.
+    pub endpoints: Vec<WebhookId>,
+}
+
 /// Records an event of `app` for every endpoint of the app that subscribes
 /// to `kind`, in the caller's transaction. `payload` is only built when
-/// there is one. Returns whether any endpoint got it.
+/// there is one. Returns the event when an endpoint got it.
 pub fn record_event(
     tx: &Tx,
     app: &AppId,
@@ -149,30 +162,38 @@ pub fn record_event(
     conversation: &ConversationId,
     payload: impl FnOnce() -> String,
     now: i64,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<Queued>> {
+    let id = EventId::generate();
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
             let subscribed = pg.fetch_one(pgsql::webhooks::subscribed(app.as_str(), kind))?;
             if !subscribed {
-                return Ok(false);
+                return Ok(None);
             }
+            let body: Arc<str> = payload().into();
             let seq = pg.fetch_one(pgsql::webhooks::insert_event(
-                EventId::generate().as_str(),
+                id.as_str(),
                 app.as_str(),
                 kind,
                 conversation.as_str(),
-                &payload(),
+                &body,
                 now,
             ))?;
-            pg.execute(pgsql::webhooks::queue_event(
+            let endpoints = pg.fetch_all(pgsql::webhooks::queue_event(
                 seq,
                 conversation.as_str(),
                 now,
                 app.as_str(),
                 kind,
             ))?;
-            return Ok(true);
+            return Ok(Some(Queued {
+                seq,
+                id,
+                conversation_id: conversation.clone(),
+                body,
+                endpoints: endpoints.into_iter().map(WebhookId::from_db).collect(),
+            }));
         }
     };
     let subscribed: bool = tx
@@ -182,22 +203,32 @@ pub fn record_event(
         )?
         .query_row((app, kind), |r| r.get(0))?;
     if !subscribed {
-        return Ok(false);
+        return Ok(None);
     }
-    let id = EventId::generate();
+    let body: Arc<str> = payload().into();
     tx.prepare_cached(
         "INSERT INTO webhook_events (id, app_id, type, conversation_id, payload, created_at)
          VALUES (?, ?, ?, ?, ?, ?)",
     )?
-    .execute((&id, app, kind, conversation, payload(), now))?;
+    .execute((&id, app, kind, conversation, &*body, now))?;
     let seq = tx.last_insert_rowid();
-    tx.prepare_cached(
-        "INSERT INTO webhook_deliveries (webhook_id, event_seq, conversation_id, state, attempts, next_at, updated_at)
-         SELECT id, ?1, ?2, 'pending', 0, ?3, ?3 FROM webhooks
-         WHERE app_id = ?4 AND instr(' ' || events || ' ', ' ' || ?5 || ' ') > 0",
-    )?
-    .execute((seq, conversation, now, app, kind))?;
-    Ok(true)
+    let endpoints = tx
+        .prepare_cached(
+            "INSERT INTO webhook_deliveries (webhook_id, event_seq, conversation_id, state, attempts, next_at, updated_at)
+             SELECT id, ?1, ?2, 'pending', 0, ?3, ?3 FROM webhooks
+             WHERE app_id = ?4 AND instr(' ' || events || ' ', ' ' || ?5 || ' ') > 0
+             RETURNING webhook_id",
+        )?
+        .query_map((seq, conversation, now, app, kind), |r| r.get::<_, String>(0))?
+        .map(|r| r.map(WebhookId::from_db))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Queued {
+        seq,
+        id,
+        conversation_id: conversation.clone(),
+        body,
+        endpoints,
+    }))
 }
 
 /// How one attempt went, as the dispatcher reports it.
@@ -252,10 +283,37 @@ pub struct Recorded {
     pub disabled: bool,
 }
 
+/// Keeps the endpoint's latest `KEPT_ATTEMPTS` attempts (run once per batch
+/// of records, not per attempt).
+pub fn trim_attempts(tx: &Tx, id: &WebhookId) -> StoreResult<()> {
+    let tx = match tx {
+        Tx::Sqlite(conn) => conn,
+        Tx::Postgres(pg) => {
+            pg.execute(pgsql::webhooks::trim_attempts(id.as_str(), KEPT_ATTEMPTS))?;
+            return Ok(());
+        }
+    };
+    tx.prepare_cached(
+        "DELETE FROM webhook_attempts WHERE webhook_id = ?1 AND seq <=
+             (SELECT seq FROM webhook_attempts WHERE webhook_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute((id, KEPT_ATTEMPTS))?;
+    Ok(())
+}
+
 /// Records an attempt and its consequences: delivered, or retried later,
 /// or given up; the endpoint's failure run; disabling it past the limit.
-pub fn record_attempt(tx: &Tx, o: &Outcome, retry: &Retry) -> StoreResult<Recorded> {
-    let tx = match tx {
+/// `retry` is asked, for a failed attempt only, what happens next given the
+/// attempts made before it. The attempts kept are trimmed by
+/// [`trim_attempts`].
+pub fn record_attempt(
+    outer: &Tx,
+    o: &Outcome,
+    retry: impl FnOnce(i64) -> Retry,
+) -> StoreResult<Recorded> {
+    let retry =
+        || -> StoreResult<Retry> { Ok(retry(attempts_of(outer, &o.webhook_id, o.event_seq)?)) };
+    let tx = match outer {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => return record_attempt_postgres(pg, o, retry),
     };
@@ -272,11 +330,6 @@ pub fn record_attempt(tx: &Tx, o: &Outcome, retry: &Retry) -> StoreResult<Record
         &o.error,
         &o.response,
     ))?;
-    tx.prepare_cached(
-        "DELETE FROM webhook_attempts WHERE webhook_id = ?1 AND seq <=
-             (SELECT seq FROM webhook_attempts WHERE webhook_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-    )?
-    .execute((&o.webhook_id, KEPT_ATTEMPTS))?;
     let mut recorded = Recorded::default();
     if o.delivered() {
         tx.prepare_cached(
@@ -290,6 +343,7 @@ pub fn record_attempt(tx: &Tx, o: &Outcome, retry: &Retry) -> StoreResult<Record
         .execute([&o.webhook_id])?;
         return Ok(recorded);
     }
+    let retry = &retry()?;
     let state: Option<String> = tx
         .prepare_cached(
             "UPDATE webhook_deliveries
@@ -341,7 +395,11 @@ fn disabled_reason(o: &Outcome, retry: &Retry) -> String {
     )
 }
 
-fn record_attempt_postgres(pg: &PgTx, o: &Outcome, retry: &Retry) -> StoreResult<Recorded> {
+fn record_attempt_postgres(
+    pg: &PgTx,
+    o: &Outcome,
+    retry: impl FnOnce() -> StoreResult<Retry>,
+) -> StoreResult<Recorded> {
     let webhook = o.webhook_id.as_str();
     pg.execute(pgsql::webhooks::insert_attempt(
         webhook,
@@ -352,13 +410,13 @@ fn record_attempt_postgres(pg: &PgTx, o: &Outcome, retry: &Retry) -> StoreResult
         o.error.as_deref(),
         o.response.as_deref(),
     ))?;
-    pg.execute(pgsql::webhooks::trim_attempts(webhook, KEPT_ATTEMPTS))?;
     let mut recorded = Recorded::default();
     if o.delivered() {
         pg.execute(pgsql::webhooks::mark_delivered(webhook, o.event_seq, o.at))?;
         pg.execute(pgsql::webhooks::clear_failures(webhook))?;
         return Ok(recorded);
     }
+    let retry = &retry()?;
     let state = pg.fetch_optional(pgsql::webhooks::mark_failed_attempt(
         webhook,
         o.event_seq,

@@ -1,57 +1,165 @@
-//! The dispatcher: one task that sends due webhook events and records each
+//! The dispatcher: one task that sends webhook events and records each
 //! attempt.
 //!
-//! It scans the enabled endpoints when woken (a commit queued events), when
-//! an attempt finishes, and at least once a second (retries come due; the
-//! CLI may have changed an endpoint). Per endpoint it walks the pending rows
-//! oldest first and starts an attempt for each due row whose conversation
-//! has no earlier row pending, up to `max_in_flight` requests: so a
-//! conversation's events arrive in order, different conversations and
-//! endpoints in parallel. An answered attempt frees its slot at once; its
-//! record is written next (the row is not sent again meanwhile, and a
-//! delivered one no longer holds up its conversation). Everything it knows
-//! is in the database, so a restart resumes where it stopped (an attempt cut
-//! short, or answered but not yet recorded, is made again with the same
-//! `webhook-id`). Of relays sharing a PostgreSQL database, only the leader
-//! dispatches (`crate::cluster`); a new leader resumes the same way.
+//! It keeps, per enabled endpoint, the pending rows it knows, oldest first.
+//! The events this relay's commits queue are handed to it with their bodies
+//! (`Webhooks::feed`), so sending them reads nothing back. The tables are
+//! read at start, when it is woken for events it was not handed (another
+//! relay's, a replay, an endpoint enabled again), when a backlog grew past
+//! what it holds, and once a second (the CLI, another process, may have
+//! changed the queue). Per endpoint it starts an attempt for each due row
+//! whose conversation has no earlier row pending, up to `max_in_flight`
+//! requests: so a conversation's events arrive in order, different
+//! conversations and endpoints in parallel. An answered attempt frees its
+//! slot at once; the answers are recorded in batches, one transaction for
+//! those that came while the previous batch was written (a row being
+//! recorded is not sent again meanwhile, and a delivered one no longer holds
+//! up its conversation). Everything it knows is in the database, so a
+//! restart resumes where it stopped (an attempt cut short, or answered but
+//! not yet recorded, is made again with the same `webhook-id`). Of relays
+//! sharing a PostgreSQL database, only the leader dispatches
+//! (`crate::cluster`); a new leader resumes the same way.
 
 use super::sign;
 use super::target::GuardedResolver;
-use crate::ids::{EventId, WebhookId};
+use crate::ids::{ConversationId, EventId, WebhookId};
 use crate::relay::Relay;
 use crate::shutdown::Shutdown;
 use crate::store::now_ms;
-use crate::store::webhooks::{self, Outcome};
-use std::collections::{HashMap, HashSet};
+use crate::store::webhooks::{self, Outcome, Pending, Queued, Recorded};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
-/// Pending rows read per endpoint and scan.
-const WINDOW: i64 = 64;
-/// How long the list of endpoints (and their keys) is reused between scans
-/// when nothing changed it through this process.
+/// Pending rows read per endpoint from the tables.
+const WINDOW: i64 = 256;
+/// The most rows held per endpoint; past it, events handed over are left
+/// in the tables until the backlog shrinks.
+const HELD_MAX: usize = 1024;
+/// How long the list of endpoints (and their keys) is reused when nothing
+/// changed it through this process.
 const ENDPOINTS_TTL: Duration = Duration::from_secs(1);
-/// The longest wait between scans.
-const RESCAN: Duration = Duration::from_secs(1);
+/// The longest time between reads of the tables.
+const REREAD: Duration = Duration::from_secs(1);
 /// Bytes of a receiver's answer that are read (and at most 256 kept).
 const READ_BYTES: usize = 1024;
 const KEEP_BYTES: usize = 256;
+
+/// An event's `webhook-id` and body.
+type Event = (EventId, Arc<str>);
 
 /// What an attempt sends.
 struct Request {
     url: String,
     keys: Arc<Vec<Vec<u8>>>,
     event_seq: i64,
+    /// Handed over with the event; None: read from the tables.
+    event: Option<Event>,
 }
 
-/// An endpoint's rows the dispatcher is busy with.
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    Idle,
+    Sending,
+    /// Answered, the record not yet committed: whether it was delivered.
+    Recording(bool),
+}
+
+/// A pending row of an endpoint.
+struct Row {
+    conversation: ConversationId,
+    next_at: i64,
+    event: Option<Event>,
+    state: State,
+}
+
+/// An endpoint's pending rows as the dispatcher knows them.
 #[derive(Default)]
-struct Busy {
-    /// Requests on their way.
-    sending: HashSet<i64>,
-    /// Answered, record not yet committed: whether it was delivered.
-    recording: HashMap<i64, bool>,
+struct Queue {
+    rows: BTreeMap<i64, Row>,
+    sending: usize,
+    /// Pending rows past this event are in the tables only (the last read
+    /// filled its window, or the queue was full): events handed over past
+    /// it wait for a later read, so none overtakes an older one.
+    horizon: Option<i64>,
+}
+
+impl Queue {
+    /// Takes what the tables list as pending (the first `WINDOW` rows):
+    /// rows not sent nor being recorded follow the tables (a replay or an
+    /// endpoint enabled again makes them due now; purged or delivered
+    /// elsewhere, they go), and the rows listed are known from now on.
+    fn merge(&mut self, pending: Vec<Pending>) {
+        let listed: HashSet<i64> = pending.iter().map(|p| p.event_seq).collect();
+        self.rows
+            .retain(|seq, row| row.state != State::Idle || listed.contains(seq));
+        self.horizon = (pending.len() as i64 >= WINDOW)
+            .then(|| pending.last().map(|p| p.event_seq))
+            .flatten();
+        for p in pending {
+            let row = self.rows.entry(p.event_seq).or_insert(Row {
+                conversation: p.conversation_id,
+                next_at: p.next_at,
+                event: None,
+                state: State::Idle,
+            });
+            if row.state == State::Idle {
+                row.next_at = p.next_at;
+            }
+        }
+    }
+
+    /// Takes an event handed over, unless it must wait in the tables.
+    fn take(&mut self, e: &Queued) {
+        if self.horizon.is_some_and(|h| e.seq > h) {
+            return;
+        }
+        if let Some(row) = self.rows.get_mut(&e.seq) {
+            row.event
+                .get_or_insert_with(|| (e.id.clone(), e.body.clone()));
+            return;
+        }
+        if self.rows.len() >= HELD_MAX {
+            self.horizon = self.rows.last_key_value().map(|(seq, _)| *seq);
+            return;
+        }
+        self.rows.insert(
+            e.seq,
+            Row {
+                conversation: e.conversation_id.clone(),
+                next_at: 0,
+                event: Some((e.id.clone(), e.body.clone())),
+                state: State::Idle,
+            },
+        );
+    }
+
+    /// The rows to send now, oldest first, and when the next one waiting
+    /// for its retry time is due.
+    fn due(&self, now: i64, room: usize) -> (Vec<i64>, Option<i64>) {
+        let mut start = Vec::new();
+        let mut next_due: Option<i64> = None;
+        let mut seen: HashSet<&ConversationId> = HashSet::new();
+        for (seq, row) in &self.rows {
+            // Delivered, being recorded: done, and no longer in the way.
+            if row.state == State::Recording(true) {
+                continue;
+            }
+            // Only the oldest undelivered row of a conversation may be sent.
+            if !seen.insert(&row.conversation) || row.state != State::Idle {
+                continue;
+            }
+            if row.next_at > now {
+                next_due = Some(next_due.map_or(row.next_at, |n| n.min(row.next_at)));
+                continue;
+            }
+            if start.len() < room {
+                start.push(*seq);
+            }
+        }
+        (start, next_due)
+    }
 }
 
 /// An enabled endpoint with the keys that sign for it now.
@@ -103,10 +211,35 @@ impl Targets {
     }
 }
 
+/// Answered attempts waiting to be recorded, and whether a batch is being
+/// written.
+#[derive(Default)]
+struct Records {
+    waiting: Vec<Outcome>,
+    writing: bool,
+}
+
 enum Done {
     Sent(Outcome),
-    /// The endpoint, the event, and whether it was delivered.
-    Recorded(WebhookId, i64, bool),
+    /// A batch was recorded: per attempt its endpoint, event and whether it
+    /// was delivered, and what was written (None: nothing was).
+    Recorded(
+        Vec<(WebhookId, i64, bool)>,
+        Option<Vec<(Recorded, Option<i64>)>>,
+    ),
+}
+
+/// What the dispatcher holds between turns of its loop.
+struct Dispatcher {
+    relay: Arc<Relay>,
+    client: reqwest::Client,
+    queues: HashMap<WebhookId, Queue>,
+    targets: Targets,
+    tasks: JoinSet<Done>,
+    records: Records,
+    /// The tables are to be read before the next sends.
+    read: bool,
+    read_at: Instant,
 }
 
 pub async fn run(relay: Arc<Relay>, shutdown: Shutdown) {
@@ -125,142 +258,221 @@ pub async fn run(relay: Arc<Relay>, shutdown: Shutdown) {
             return;
         }
     };
-    let mut busy: HashMap<WebhookId, Busy> = HashMap::new();
-    let mut tasks: JoinSet<Done> = JoinSet::new();
-    let mut targets = Targets {
-        list: Vec::new(),
-        read_at: None,
-        warned: HashSet::new(),
+    let mut d = Dispatcher {
+        relay: relay.clone(),
+        client,
+        queues: HashMap::new(),
+        targets: Targets {
+            list: Vec::new(),
+            read_at: None,
+            warned: HashSet::new(),
+        },
+        tasks: JoinSet::new(),
+        records: Records::default(),
+        read: true,
+        read_at: Instant::now(),
     };
     let stop = shutdown.wait();
     tokio::pin!(stop);
-    let mut rescan = true;
-    let mut deadline = tokio::time::Instant::now();
+    let mut leading = false;
     loop {
         let woken = wh.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        // Of relays sharing a database, only the leader sends.
-        if rescan && !relay.leads() {
-            deadline = tokio::time::Instant::now() + RESCAN;
-        } else if rescan {
-            let next_due = match scan(&relay, &client, &mut busy, &mut tasks, &mut targets).await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook scan failed");
-                    None
-                }
-            };
-            let wait = next_due
-                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-                .unwrap_or(RESCAN)
-                .min(RESCAN);
-            deadline = tokio::time::Instant::now() + wait;
-        }
-        rescan = false;
+        let fed = wh.fed_wake.notified();
+        tokio::pin!(fed);
+        fed.as_mut().enable();
+        let deadline = if relay.leads() {
+            if !leading {
+                leading = true;
+                d.read = true;
+            }
+            d.turn().await
+        } else {
+            // Of relays sharing a database, only the leader sends.
+            leading = false;
+            d.queues.clear();
+            drop(wh.take_fed());
+            tokio::time::Instant::now() + REREAD
+        };
         tokio::select! {
             _ = &mut stop => break,
-            _ = &mut woken => rescan = true,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                rescan |= finish(&relay, &mut busy, &mut tasks, done);
-            }
-            _ = tokio::time::sleep_until(deadline) => rescan = true,
+            _ = &mut woken => d.read = true,
+            _ = &mut fed => {}
+            Some(done) = d.tasks.join_next(), if !d.tasks.is_empty() => d.finish(done),
+            _ = tokio::time::sleep_until(deadline) => {}
         }
-        while let Some(done) = tasks.try_join_next() {
-            rescan |= finish(&relay, &mut busy, &mut tasks, done);
+        while let Some(done) = d.tasks.try_join_next() {
+            d.finish(done);
         }
+        d.record();
     }
     // Attempts cut short stay pending and are made again after the restart.
-    tasks.shutdown().await;
+    d.tasks.shutdown().await;
 }
 
-/// Takes a finished task's result; says whether a scan may now start
-/// something (a slot freed, or a failed row's retry time is now known).
-fn finish(
-    relay: &Arc<Relay>,
-    busy: &mut HashMap<WebhookId, Busy>,
-    tasks: &mut JoinSet<Done>,
-    done: Result<Done, tokio::task::JoinError>,
-) -> bool {
-    match done {
-        Ok(Done::Sent(outcome)) => {
-            let b = busy.entry(outcome.webhook_id.clone()).or_default();
-            b.sending.remove(&outcome.event_seq);
-            b.recording.insert(outcome.event_seq, outcome.delivered());
-            let relay = relay.clone();
-            tasks.spawn(async move {
-                let (endpoint, seq) = (outcome.webhook_id.clone(), outcome.event_seq);
-                let delivered = outcome.delivered();
-                relay.record_webhook_attempt(outcome).await;
-                Done::Recorded(endpoint, seq, delivered)
-            });
-            true
+impl Dispatcher {
+    /// Reads the tables if due, takes the events handed over, starts the
+    /// attempts that are due; returns when to look again.
+    async fn turn(&mut self) -> tokio::time::Instant {
+        let fed = self.relay.webhooks.take_fed();
+        if fed.lost
+            || self.read_at.elapsed() >= REREAD
+            || self
+                .relay
+                .webhooks
+                .changed
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.read = true;
         }
-        Ok(Done::Recorded(endpoint, seq, delivered)) => {
-            if let Some(b) = busy.get_mut(&endpoint) {
-                b.recording.remove(&seq);
+        if self.read {
+            // Events handed over were committed before this read: it sees
+            // them, and taking them after it only adds their bodies.
+            match self.read_tables().await {
+                Ok(()) => self.read = false,
+                Err(e) => tracing::warn!(error = %e, "reading the webhook queue failed"),
             }
-            !delivered
+            self.read_at = Instant::now();
         }
-        Err(e) => {
-            tracing::error!(error = %e, "a webhook attempt task failed");
-            true
+        for event in &fed.events {
+            for endpoint in &event.endpoints {
+                // An endpoint not known yet is read with its rows.
+                if let Some(q) = self.queues.get_mut(endpoint) {
+                    q.take(event);
+                }
+            }
+        }
+        let next_due = self.start();
+        let reread = tokio::time::Instant::from_std(self.read_at + REREAD);
+        match next_due {
+            Some(at) => {
+                let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
+                reread.min(tokio::time::Instant::now() + wait)
+            }
+            None => reread,
         }
     }
-}
 
-/// Starts the attempts that are due; returns when the next retry is due.
-async fn scan(
-    relay: &Arc<Relay>,
-    client: &reqwest::Client,
-    busy: &mut HashMap<WebhookId, Busy>,
-    tasks: &mut JoinSet<Done>,
-    targets: &mut Targets,
-) -> Result<Option<i64>, crate::error::Error> {
-    let max = relay.webhooks.rules.max_in_flight;
-    let reader = relay.store.reader();
-    let now = now_ms();
-    let mut next_due: Option<i64> = None;
-    for endpoint in targets.get(relay).await? {
-        let b = busy.entry(endpoint.id.clone()).or_default();
-        if b.sending.len() >= max {
-            continue;
+    /// Reads the enabled endpoints and their first pending rows.
+    async fn read_tables(&mut self) -> Result<(), crate::error::Error> {
+        let reader = self.relay.store.reader();
+        let targets = self.targets.get(&self.relay).await?;
+        self.queues
+            .retain(|id, _| targets.iter().any(|t| &t.id == id));
+        for t in targets {
+            let pending = webhooks::pending(reader, &t.id, WINDOW).await?;
+            self.queues.entry(t.id.clone()).or_default().merge(pending);
         }
-        let mut seen = HashSet::new();
-        for row in webhooks::pending(reader, &endpoint.id, WINDOW).await? {
-            // Delivered, being recorded: done, and no longer in the way.
-            if b.recording.get(&row.event_seq) == Some(&true) {
+        Ok(())
+    }
+
+    /// Starts the attempts that are due; returns when the next retry is due.
+    fn start(&mut self) -> Option<i64> {
+        let max = self.relay.webhooks.rules.max_in_flight;
+        let now = now_ms();
+        let mut next_due: Option<i64> = None;
+        for t in &self.targets.list {
+            let Some(q) = self.queues.get_mut(&t.id) else {
                 continue;
-            }
-            // Only the oldest undelivered row of a conversation may be sent.
-            if !seen.insert(row.conversation_id.clone())
-                || b.sending.contains(&row.event_seq)
-                || b.recording.contains_key(&row.event_seq)
-            {
-                continue;
-            }
-            if row.next_at > now {
-                next_due = Some(next_due.map_or(row.next_at, |n| n.min(row.next_at)));
-                continue;
-            }
-            if b.sending.len() >= max {
-                break;
-            }
-            b.sending.insert(row.event_seq);
-            let request = Request {
-                url: endpoint.url.clone(),
-                keys: endpoint.keys.clone(),
-                event_seq: row.event_seq,
             };
-            tasks.spawn(attempt(
-                relay.clone(),
-                client.clone(),
-                endpoint.id.clone(),
-                request,
-            ));
+            let (start, due) = q.due(now, max.saturating_sub(q.sending));
+            if let Some(at) = due {
+                next_due = Some(next_due.map_or(at, |n| n.min(at)));
+            }
+            for seq in start {
+                let Some(row) = q.rows.get_mut(&seq) else {
+                    continue;
+                };
+                row.state = State::Sending;
+                q.sending += 1;
+                let request = Request {
+                    url: t.url.clone(),
+                    keys: t.keys.clone(),
+                    event_seq: seq,
+                    event: row.event.clone(),
+                };
+                self.tasks.spawn(attempt(
+                    self.relay.clone(),
+                    self.client.clone(),
+                    t.id.clone(),
+                    request,
+                ));
+            }
+        }
+        next_due
+    }
+
+    /// Takes a finished task's result.
+    fn finish(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        match done {
+            Ok(Done::Sent(outcome)) => {
+                if let Some(q) = self.queues.get_mut(&outcome.webhook_id) {
+                    if let Some(row) = q.rows.get_mut(&outcome.event_seq) {
+                        if row.state == State::Sending {
+                            q.sending -= 1;
+                        }
+                        row.state = State::Recording(outcome.delivered());
+                    }
+                }
+                self.records.waiting.push(outcome);
+            }
+            Ok(Done::Recorded(attempts, written)) => {
+                self.records.writing = false;
+                let retry_soon = now_ms() + 1000;
+                for (i, (endpoint, seq, delivered)) in attempts.into_iter().enumerate() {
+                    let Some(q) = self.queues.get_mut(&endpoint) else {
+                        continue;
+                    };
+                    match written.as_ref().map(|w| &w[i]) {
+                        Some((r, _)) if delivered || r.gave_up => {
+                            q.rows.remove(&seq);
+                            if q.horizon.is_some() && q.rows.len() <= WINDOW as usize / 2 {
+                                self.read = true;
+                            }
+                        }
+                        // Failed, due again at `next_at`; or not written: the
+                        // row is pending still, and tried again soon.
+                        recorded => {
+                            if let Some(row) = q.rows.get_mut(&seq) {
+                                row.state = State::Idle;
+                                row.next_at =
+                                    recorded.and_then(|(_, at)| *at).unwrap_or(retry_soon);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                // A task that panicked leaves its row in flight: read the
+                // tables again to recover it.
+                tracing::error!(error = %e, "a webhook attempt task failed");
+                for q in self.queues.values_mut() {
+                    q.rows.retain(|_, r| r.state == State::Idle);
+                    q.sending = 0;
+                }
+                self.read = true;
+            }
         }
     }
-    Ok(next_due)
+
+    /// Writes the answered attempts, one batch at a time.
+    fn record(&mut self) {
+        if self.records.writing || self.records.waiting.is_empty() {
+            return;
+        }
+        self.records.writing = true;
+        let batch = std::mem::take(&mut self.records.waiting);
+        let relay = self.relay.clone();
+        self.tasks.spawn(async move {
+            let attempts = batch
+                .iter()
+                .map(|o| (o.webhook_id.clone(), o.event_seq, o.delivered()))
+                .collect();
+            let written = relay.record_webhook_attempts(batch).await;
+            Done::Recorded(attempts, written)
+        });
+    }
 }
 
 /// Sends one event; its outcome is recorded by the dispatcher.
@@ -273,8 +485,14 @@ async fn attempt(
     let seq = request.event_seq;
     let at = now_ms();
     let started = Instant::now();
-    let (status, error, response) = match webhooks::event(relay.store.reader(), seq).await {
-        Ok(Some((id, body))) => post(&relay, &client, &request, &id, body, at / 1000).await,
+    let event = match request.event.clone() {
+        Some(event) => Ok(Some(event)),
+        None => webhooks::event(relay.store.reader(), seq)
+            .await
+            .map(|e| e.map(|(id, body)| (id, Arc::from(body)))),
+    };
+    let (status, error, response) = match event {
+        Ok(Some((id, body))) => post(&relay, &client, &request, &id, &body, at / 1000).await,
         Ok(None) => (None, Some("the event was purged".to_owned()), None),
         Err(e) => (None, Some(format!("reading the event failed: {e}")), None),
     };
@@ -294,7 +512,7 @@ async fn post(
     client: &reqwest::Client,
     request: &Request,
     id: &EventId,
-    body: String,
+    body: &str,
     timestamp: i64,
 ) -> (Option<u16>, Option<String>, Option<String>) {
     let url = match relay.webhooks.policy.check_form(&request.url) {
@@ -317,7 +535,7 @@ async fn post(
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
-        .body(body)
+        .body(body.to_owned())
         .send()
         .await;
     let mut response = match sent {

@@ -18,6 +18,7 @@ pub mod target;
 pub mod vault;
 
 use crate::config::Config;
+use crate::store::webhooks::Queued;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +44,13 @@ pub struct Webhooks {
     pub rules: Rules,
     pub vault: vault::Vault,
     pub policy: Arc<target::Policy>,
-    /// Notified after a commit that queued events.
+    /// Notified when the queue must be read from the tables: events queued
+    /// by another relay or process, replays, endpoint changes.
     pub wake: tokio::sync::Notify,
+    /// Events this relay's commits queued, handed to the dispatcher.
+    fed: std::sync::Mutex<Fed>,
+    /// Notified when `fed` got events.
+    pub fed_wake: tokio::sync::Notify,
     /// Set when this process changed an endpoint: the dispatcher rereads them.
     pub changed: std::sync::atomic::AtomicBool,
 }
@@ -67,12 +73,44 @@ impl Webhooks {
             vault: vault::Vault::new(c.webhook_key_file()),
             policy: Arc::new(policy),
             wake: tokio::sync::Notify::new(),
+            fed: std::sync::Mutex::new(Fed::default()),
+            fed_wake: tokio::sync::Notify::new(),
             changed: std::sync::atomic::AtomicBool::new(true),
         })
     }
 }
 
+/// Events handed over since the dispatcher last took them.
+#[derive(Default)]
+pub struct Fed {
+    pub events: Vec<Queued>,
+    /// Events were dropped (the dispatcher fell behind): it reads the
+    /// tables before sending what it was handed after them.
+    pub lost: bool,
+}
+
+/// The most events held for the dispatcher; past it they are read from the
+/// tables instead.
+const FED_MAX: usize = 4096;
+
 impl Webhooks {
+    /// Hands events a commit queued to the dispatcher.
+    pub fn feed(&self, queued: Vec<Queued>) {
+        let mut fed = self.fed.lock().unwrap_or_else(|p| p.into_inner());
+        if fed.events.len() + queued.len() > FED_MAX {
+            fed.lost = true;
+        } else {
+            fed.events.extend(queued);
+        }
+        drop(fed);
+        self.fed_wake.notify_one();
+    }
+
+    /// Takes what was handed over.
+    pub fn take_fed(&self) -> Fed {
+        std::mem::take(&mut *self.fed.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// An endpoint changed (created, updated, deleted, rotated): the
     /// dispatcher rereads them before its next scan.
     pub fn changed(&self) {

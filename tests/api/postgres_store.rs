@@ -1785,14 +1785,23 @@ async fn webhook_transcript(store: &Store) -> Vec<String> {
             .iter()
             .enumerate()
             {
-                r.push(webhooks::record_event(
-                    tx,
-                    &app2,
-                    kind,
-                    &conv2,
-                    || format!("{{\"n\":{i}}}"),
-                    100 + i as i64,
-                )?);
+                r.push(
+                    webhooks::record_event(
+                        tx,
+                        &app2,
+                        kind,
+                        &conv2,
+                        || format!("{{\"n\":{i}}}"),
+                        100 + i as i64,
+                    )?
+                    .map(|q| {
+                        (
+                            q.body.to_string(),
+                            q.endpoints.len(),
+                            q.conversation_id == conv2,
+                        )
+                    }),
+                );
             }
             Ok::<_, StoreError>(r)
         })
@@ -1863,7 +1872,8 @@ async fn webhook_transcript(store: &Store) -> Vec<String> {
                 (s[1], None, 220, 1000),
                 (s[2], Some(503), 230, 0),
             ] {
-                let rec = webhooks::record_attempt(tx, &outcome(seq, status, at), &retry(give_up))?;
+                let rec =
+                    webhooks::record_attempt(tx, &outcome(seq, status, at), |_| retry(give_up))?;
                 r.push(format!(
                     "attempt {} gave up {} disabled {} attempts now {}",
                     status.map_or("refused".to_owned(), |s| s.to_string()),
@@ -1872,6 +1882,7 @@ async fn webhook_transcript(store: &Store) -> Vec<String> {
                     webhooks::attempts_of(tx, &h0, seq)?
                 ));
             }
+            webhooks::trim_attempts(tx, &h0)?;
             Ok::<_, StoreError>(r)
         })
         .await
@@ -1978,7 +1989,7 @@ async fn postgres_store_keeps_webhooks_like_sqlite() {
     same_on_both(
         |store| async move { webhook_transcript(&store).await },
         &[
-            "recorded [true, true, false, true]",
+            r#"recorded [Some(("{\"n\":0}", 2, true)), Some(("{\"n\":1}", 1, true)), None, Some(("{\"n\":3}", 2, true))]"#,
             "attempt 204 gave up false disabled false attempts now 1",
             "attempt refused gave up true disabled false attempts now 2",
             "attempt 503 gave up false disabled true attempts now 1",

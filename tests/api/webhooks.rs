@@ -598,6 +598,77 @@ async fn a_disabled_endpoint_stops_receiving_and_resumes_after_enable() {
     assert_eq!(got[0].body["data"]["text"], "while disabled");
 }
 
+/// A backlog longer than the dispatcher reads from the tables at once (256
+/// rows) is delivered whole, once each and in order per conversation, when
+/// the endpoint is enabled again while new replies keep coming: the new
+/// ones, handed to the dispatcher at their commit, wait behind the older
+/// ones of their conversation still in the tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_the_read_window_arrives_in_order_behind_new_replies() {
+    let Fixture {
+        app,
+        rx,
+        app_token,
+        client,
+        hook,
+        ..
+    } = fixture(|_| {}, json!({})).await;
+    patch(&app, &hook, json!({"enabled": false})).await;
+    let (a, b) = (
+        claimed(&app, &app_token, &client, "u1").await,
+        claimed(&app, &app_token, &client, "u2").await,
+    );
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut send = |m: &Value, text: String| {
+        expected
+            .entry(m["conversationId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(text.clone());
+        let (app, client, m) = (&app, &client, m.clone());
+        async move { app.send(client, &m, &text).await }
+    };
+    // Past the window: the rest of u1's backlog is in the tables only.
+    for i in 0..300 {
+        send(&a, format!("u1-r{i}")).await;
+    }
+    for i in 0..20 {
+        send(&b, format!("u2-r{i}")).await;
+    }
+    assert_eq!(
+        app.get(&format!("/webhooks/{hook}"), ADMIN).await.ok()["backlog"],
+        320
+    );
+    patch(&app, &hook, json!({"enabled": true})).await;
+    for i in 300..450 {
+        send(&a, format!("u1-r{i}")).await;
+    }
+    for i in 20..30 {
+        send(&b, format!("u2-r{i}")).await;
+    }
+    let got = rx.wait_delivered(480).await;
+    let mut ids: Vec<&str> = got.iter().map(|g| g.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 480, "each event once");
+    let mut per_conversation: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for g in &got {
+        let data = &g.body["data"];
+        per_conversation
+            .entry(data["conversationId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(data["text"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        per_conversation == expected,
+        "in order within each conversation"
+    );
+    eventually("the backlog is recorded delivered", || async {
+        let info = app.get(&format!("/webhooks/{hook}"), ADMIN).await.ok();
+        (info["backlog"] == 0).then_some(())
+    })
+    .await;
+}
+
 /// The gauge of a metric line `name{webhook="hook"} value`, if listed.
 fn webhook_gauge(metrics: &str, name: &str, hook: &str) -> Option<f64> {
     let prefix = format!("{name}{{webhook=\"{hook}\"}} ");

@@ -110,19 +110,28 @@ pub fn insert_event(
     .map(|r| r.seq)
 }
 
-/// Queues event `seq` for every endpoint of `app` subscribed to `kind`.
-pub fn queue_event(seq: i64, conversation: &str, now: i64, app: &str, kind: &str) -> Statement {
+/// Queues event `seq` for every endpoint of `app` subscribed to `kind`;
+/// returns those endpoints.
+pub fn queue_event(
+    seq: i64,
+    conversation: &str,
+    now: i64,
+    app: &str,
+    kind: &str,
+) -> Rows<impl Row<String>> {
     sqlx::query!(
         "INSERT INTO webhook_deliveries
             (webhook_id, event_seq, conversation_id, state, attempts, next_at, updated_at)
          SELECT id, $1, $2, 'pending', 0, $3, $3 FROM webhooks
-         WHERE app_id = $4 AND position(' ' || $5 || ' ' IN ' ' || events || ' ') > 0",
+         WHERE app_id = $4 AND position(' ' || $5 || ' ' IN ' ' || events || ' ') > 0
+         RETURNING webhook_id",
         seq,
         conversation,
         now,
         app,
         kind
     )
+    .map(|r| r.webhook_id)
 }
 
 pub fn attempts_of(id: &str, event_seq: i64) -> Rows<impl Row<i64>> {
