@@ -540,6 +540,10 @@ fn open_writer(path: &Path, options: &Options) -> StoreResult<rusqlite::Connecti
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // Each operation of a shared transaction runs in a savepoint, whose
+    // journal (the pages it changed, as they were) is a temporary file
+    // past 64 KiB: kept in memory, it costs no system calls.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run off the write path (see `checkpoint`), and the writer
     // resets the log when it outgrows its limit (see `writer`).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
