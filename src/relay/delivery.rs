@@ -213,6 +213,15 @@ pub(super) fn move_all_from(
     Ok(receivers)
 }
 
+/// What a socket's claim pushed, and what it holds after.
+pub struct SessionClaim {
+    pub messages: Vec<Message>,
+    /// When the client's earliest delivery is due (a lease ending), if any.
+    pub next_due: Option<i64>,
+    /// Deliveries the session holds under a lease, the new ones included.
+    pub in_flight: i64,
+}
+
 /// Result of one claim transaction.
 struct Claim {
     messages: Vec<Message>,
@@ -294,7 +303,7 @@ impl Relay {
             // Registered before the claim: a wake-up during the claim is not lost.
             notified.as_mut().enable();
 
-            let claim = self.claim(client.clone(), max, None).await?;
+            let claim = self.claim(client.clone(), max, None, false).await?;
             let cancelled = self.hub.turns.take_for_poll(&client);
             if !claim.messages.is_empty() || !cancelled.is_empty() || Instant::now() >= deadline {
                 return Ok(Polled {
@@ -315,24 +324,39 @@ impl Relay {
         }
     }
 
-    /// Claims for a WebSocket session: like a poll, but the leases are the
-    /// session's, so they end when it closes. Returns the messages and when
-    /// the client's next lease ends.
+    /// Claims for a WebSocket session up to `max_in_flight` held at once:
+    /// like a poll, but the leases are the session's, so they end when it
+    /// closes. Returns the messages, when the client's next lease ends, and
+    /// how many the session holds.
     pub async fn claim_for_session(
         &self,
         client: &ClientId,
-        max: i64,
+        max_in_flight: i64,
         session: &str,
-    ) -> Result<(Vec<Message>, Option<i64>), Error> {
+    ) -> Result<SessionClaim, Error> {
+        // One read says whether there is room and anything due: a wake-up
+        // with nothing to push (an ack of the session's own, work another
+        // connection took) costs no more.
+        let now = now_ms();
+        let (held, earliest) =
+            deliveries::session_view(self.store.reader(), client, session, now).await?;
+        let room = max_in_flight - held;
+        let nothing_due = earliest.is_none_or(|at| at > now) && !self.hub.unassigned_hinted();
+        if room <= 0 || nothing_due {
+            return Ok(SessionClaim {
+                messages: Vec::new(),
+                next_due: earliest,
+                in_flight: held,
+            });
+        }
         let claim = self
-            .claim(client.clone(), max, Some(session.to_owned()))
+            .claim(client.clone(), room, Some(session.to_owned()), true)
             .await?;
-        Ok((claim.messages, claim.next_due))
-    }
-
-    /// Deliveries a session holds under a lease that has not ended.
-    pub async fn in_flight(&self, session: &str) -> Result<i64, Error> {
-        Ok(deliveries::count_owned(self.store.reader(), session, now_ms()).await?)
+        Ok(SessionClaim {
+            in_flight: held + claim.messages.len() as i64,
+            messages: claim.messages,
+            next_due: claim.next_due,
+        })
     }
 
     /// A session closed: what it held unacked is due again now, for the same
@@ -358,8 +382,9 @@ impl Relay {
         client: ClientId,
         max: i64,
         owner: Option<String>,
+        looked: bool,
     ) -> Result<Claim, Error> {
-        let claim = self.claim_due(client, max, owner).await?;
+        let claim = self.claim_due(client, max, owner, looked).await?;
         self.hub
             .turns
             .claimed(claim.messages.iter().map(|m| &m.conversation_id));
@@ -371,6 +396,7 @@ impl Relay {
         client: ClientId,
         max: i64,
         owner: Option<String>,
+        looked: bool,
     ) -> Result<Claim, Error> {
         let mut taken = Vec::new();
         if let (Some(engine), false) = (&self.engine, self.hub.unassigned_hinted()) {
@@ -396,7 +422,7 @@ impl Relay {
             taken = claimed.messages;
         }
         let mut claim = self
-            .general_claim(client, max - taken.len() as i64, owner)
+            .general_claim(client, max - taken.len() as i64, owner, looked)
             .await?;
         if !taken.is_empty() {
             taken.append(&mut claim.messages);
@@ -407,17 +433,19 @@ impl Relay {
     }
 
     /// A claim as one general write: adopts unassigned work when hinted,
-    /// retires deliveries out of attempts.
+    /// retires deliveries out of attempts. `looked`: the caller has read
+    /// that something is due.
     async fn general_claim(
         &self,
         client: ClientId,
         max: i64,
         owner: Option<String>,
+        looked: bool,
     ) -> Result<Claim, Error> {
         // A wake-up with nothing due (a lease of the client ending later, an
         // ack elsewhere, work that another poll took) costs one read, not a
         // write transaction.
-        if !self.hub.unassigned_hinted() {
+        if !looked && !self.hub.unassigned_hinted() {
             let earliest = deliveries::earliest_ready(self.store.reader(), &client).await?;
             if earliest.is_none_or(|at| at > now_ms()) {
                 return Ok(Claim {

@@ -317,6 +317,36 @@ pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64>
     Ok(n)
 }
 
+/// What an agent's session looks at before claiming, in one read: how many
+/// deliveries it holds under a lease that has not ended, and when the
+/// client's earliest ready delivery is (or was) due ([`earliest_ready`]).
+pub async fn session_view(
+    db: &Reader,
+    client: &ClientId,
+    owner: &str,
+    now: i64,
+) -> StoreResult<(i64, Option<i64>)> {
+    let ex = match db {
+        Reader::Sqlite(pool) => pool,
+        Reader::Postgres(_) => {
+            let held = count_owned(db, owner, now).await?;
+            return Ok((held, earliest_ready(db, client).await?));
+        }
+    };
+    let row = sqlx::query!(
+        r#"SELECT (SELECT COUNT(*) FROM deliveries
+                   WHERE lease_owner = ?1 AND state = 'ready' AND visible_at > ?2) AS "held!: i64",
+                  (SELECT MIN(visible_at) FROM deliveries
+                   WHERE client_id = ?3 AND state = 'ready') AS "earliest: i64""#,
+        owner,
+        now,
+        client
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok((row.held, row.earliest))
+}
+
 /// How many dead letters are kept.
 pub async fn count_dead(db: &Reader) -> StoreResult<i64> {
     let ex = match db {

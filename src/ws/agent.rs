@@ -121,7 +121,6 @@ impl Session<'_> {
         ping.tick().await;
         let stop = self.state.shutdown.clone().wait();
         tokio::pin!(stop);
-        let mut in_flight = 0i64;
         // Requests being handled, each a task: driven by the runtime, not
         // by this loop (which may be waiting on a claim meanwhile).
         let mut running: JoinSet<Handled> = JoinSet::new();
@@ -129,8 +128,9 @@ impl Session<'_> {
         // each request waits for the one before it (arrival order, whatever
         // order the tasks start in).
         let mut lanes: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
-        // Whether something may have become claimable since the last claim:
-        // at start, on a wake-up, when a lease ends, after an ack or a send.
+        // Whether something may have become claimable, or room freed, since
+        // the last claim: at start, on a wake-up, when a lease ends, after
+        // an ack or a send. The claim itself counts what the session holds.
         let mut look = true;
         let mut next_due: Option<i64> = None;
         // Cancel notices (stops) from here on are this socket's to tell.
@@ -142,13 +142,13 @@ impl Session<'_> {
             notified.as_mut().enable();
 
             // Push what fits.
-            if look && in_flight < self.max_in_flight {
+            if look {
                 look = false;
                 match relay
-                    .claim_for_session(self.client, self.max_in_flight - in_flight, self.session)
+                    .claim_for_session(self.client, self.max_in_flight, self.session)
                     .await
                 {
-                    Ok((messages, due)) => {
+                    Ok(claim) => {
                         // Wake when the earliest claim this session holds
                         // ends (then, if it was not renewed, it is due
                         // again): a claim that got nothing says when the
@@ -156,20 +156,19 @@ impl Session<'_> {
                         // when theirs do.
                         let now = now_ms();
                         next_due = [
-                            due,
-                            messages.iter().filter_map(|m| m.lease_until).min(),
+                            claim.next_due,
+                            claim.messages.iter().filter_map(|m| m.lease_until).min(),
                             next_due.filter(|at| *at > now),
                         ]
                         .into_iter()
                         .flatten()
                         .min();
-                        for m in &messages {
+                        for m in &claim.messages {
                             let payload = serde_json::to_value(m).unwrap_or(Value::Null);
                             if let Err(exit) = self.conn.event("message", &payload).await {
                                 return exit;
                             }
                         }
-                        in_flight += messages.len() as i64;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "claim for a websocket session failed");
@@ -201,10 +200,7 @@ impl Session<'_> {
                     lanes.retain(|_, last| {
                         matches!(last.try_recv(), Err(oneshot::error::TryRecvError::Empty))
                     });
-                    if frees {
-                        in_flight = self.recount(in_flight).await;
-                        look = true;
-                    }
+                    look |= frees;
                 }
                 frame = self.conn.recv(), if running.len() < PIPELINE => match frame {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,
@@ -255,14 +251,10 @@ impl Session<'_> {
                             return exit;
                         }
                     }
-                    in_flight = self.recount(in_flight).await;
                     look = true;
                 }
                 // A lease ended: what it held is due again.
-                _ = tokio::time::sleep_until(Instant::now() + due_in) => {
-                    in_flight = self.recount(in_flight).await;
-                    look = true;
-                }
+                _ = tokio::time::sleep_until(Instant::now() + due_in) => look = true,
                 _ = ping.tick() => {
                     if self.conn.silent_for() > idle_timeout {
                         return Exit::Close(close::TIMEOUT, "idle timeout");
@@ -278,14 +270,6 @@ impl Session<'_> {
                 _ = &mut stop => return Exit::Close(close::GOING_AWAY, "server shutting down"),
             }
         }
-    }
-
-    async fn recount(&mut self, fallback: i64) -> i64 {
-        self.state
-            .relay
-            .in_flight(self.session)
-            .await
-            .unwrap_or(fallback)
     }
 }
 
