@@ -14,15 +14,52 @@ use crate::search::Query;
 /// indexed: every message below this seq (the setting is gone once done).
 const BACKFILL_BELOW: &str = "search_backfill_below";
 
+thread_local! {
+    /// Terms of the messages the writer's current transaction stored, kept
+    /// until just before it commits ([`index_sqlite`]).
+    static DEFERRED: std::cell::RefCell<Vec<(i64, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Indexes message `seq` (SQLite; PostgreSQL's insert writes the terms
-/// itself).
-pub fn index_sqlite(conn: &rusqlite::Connection, seq: i64, text: &str) -> StoreResult<()> {
+/// itself), in the transaction that stores it, at its end: the writer calls
+/// [`flush_deferred`] before it commits. FTS5 writes its pending terms out
+/// as a new segment at every savepoint it takes part in, and every operation
+/// of a shared transaction runs in one: indexing as each message is stored
+/// wrote one small segment per message (and merged them again), indexing at
+/// the end writes one per transaction.
+pub fn index_sqlite(_conn: &rusqlite::Connection, seq: i64, text: &str) -> StoreResult<()> {
     let terms = crate::search::fts5_terms(text);
-    if terms.is_empty() {
+    if !terms.is_empty() {
+        DEFERRED.with(|d| d.borrow_mut().push((seq, terms)));
+    }
+    Ok(())
+}
+
+/// How many terms rows wait (where an operation's savepoint begins).
+pub(super) fn deferred_mark() -> usize {
+    DEFERRED.with(|d| d.borrow().len())
+}
+
+/// The operation since `mark` was rolled back: its rows are dropped.
+pub(super) fn deferred_rollback(mark: usize) {
+    DEFERRED.with(|d| d.borrow_mut().truncate(mark));
+}
+
+/// Writes the waiting rows, in the transaction about to commit; a message
+/// deleted since (in the same transaction) is left out.
+pub(super) fn flush_deferred(conn: &rusqlite::Connection) -> StoreResult<()> {
+    let rows = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    if rows.is_empty() {
         return Ok(());
     }
-    conn.prepare_cached("INSERT INTO message_search (rowid, terms) VALUES (?1, ?2)")?
-        .execute((seq, terms))?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO message_search (rowid, terms)
+         SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM messages WHERE seq = ?1)",
+    )?;
+    for (seq, terms) in rows {
+        insert.execute((seq, terms))?;
+    }
     Ok(())
 }
 

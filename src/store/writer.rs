@@ -20,7 +20,7 @@
 //! Between batches the writer also keeps the write-ahead log bounded (see
 //! [`WalBound`]).
 
-use super::{StoreError, StoreResult, Tx};
+use super::{search, StoreError, StoreResult, Tx};
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -217,7 +217,9 @@ fn run_batch(
 
     // A lone operation needs no savepoint (if it fails, the transaction is
     // rolled back whole); in a batch each operation runs in its own, and a
-    // failed one is undone with ROLLBACK TO it and released.
+    // failed one is undone with ROLLBACK TO it and released (with the search
+    // terms it left for the end of the transaction).
+    search::deferred_rollback(0);
     let alone = batch.len() == 1;
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut broken: Option<StoreError> = None;
@@ -228,6 +230,7 @@ fn run_batch(
             completions.push(completion);
             continue;
         }
+        let mark = search::deferred_mark();
         if !alone {
             if let Err(e) = exec(conn, "SAVEPOINT op") {
                 let (_, completion) = (job.run)(Err(e.clone()));
@@ -245,6 +248,7 @@ fn run_batch(
         let end = if ok {
             exec(conn, "RELEASE op")
         } else {
+            search::deferred_rollback(mark);
             exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
         };
         if let Err(e) = end {
@@ -257,6 +261,7 @@ fn run_batch(
     if failed_alone {
         // The only operation failed: nothing to commit. Its error reaches its
         // caller through its completion, as usual.
+        search::deferred_rollback(0);
         let _ = exec(conn, "ROLLBACK");
         for completion in completions {
             completion(Ok(()));
@@ -266,8 +271,11 @@ fn run_batch(
 
     let started = std::time::Instant::now();
     let outcome = match broken {
-        None => exec(conn, "COMMIT"),
-        Some(e) => Err(e),
+        None => search::flush_deferred(conn).and_then(|()| exec(conn, "COMMIT")),
+        Some(e) => {
+            search::deferred_rollback(0);
+            Err(e)
+        }
     };
     match &outcome {
         Ok(()) => {

@@ -260,3 +260,104 @@ async fn messages_stored_before_search_existed_are_indexed_after_a_start() {
     };
     assert_eq!(app.scalar(indexed).await, 1200);
 }
+
+/// On SQLite a message's terms are written at the end of the transaction
+/// that stores it (FTS5 writes out a segment at each savepoint it is part
+/// of, and each operation of a shared transaction runs in one): of
+/// operations committed together, those that succeed are found, one rolled
+/// back leaves no terms, and a message stored and deleted in one transaction
+/// leaves none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_are_written_for_the_operations_that_commit() {
+    use clawrelay::ids::{AppId, ClientId, UserId};
+    use clawrelay::model::Direction;
+    use clawrelay::store::messages::{self, NewMessage};
+    use clawrelay::store::{apps, clients, conversations, Store, StoreError, Synchronous, Tx};
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = Store::open(&path, Synchronous::Normal).await.unwrap();
+    let (app, agent) = (AppId::generate(), ClientId::generate());
+    let (a, g) = (app.clone(), agent.clone());
+    let conversation = store
+        .write(move |tx| {
+            clients::insert(tx, &g, "agent", "h", 1)?;
+            apps::insert(tx, &a, "site", "h", 1)?;
+            conversations::create(tx, &a, &UserId::parse("u").unwrap(), Some(&g), 1)
+        })
+        .await
+        .unwrap();
+    let mut ops = Vec::new();
+    for i in 0..90 {
+        let (store, c, a, g) = (
+            store.clone(),
+            conversation.clone(),
+            app.clone(),
+            agent.clone(),
+        );
+        ops.push(tokio::spawn(async move {
+            store
+                .write(move |tx| {
+                    let stored = messages::insert(
+                        tx,
+                        NewMessage {
+                            conversation_id: &c,
+                            app_id: &a,
+                            client_id: Some(&g),
+                            direction: Direction::Outbound,
+                            from: "agent",
+                            to: "u",
+                            text: &format!("word{i} shared"),
+                            reply_id: None,
+                            in_reply_to: None,
+                            attachments: &[],
+                            stopped: false,
+                            now: 1,
+                        },
+                    )?;
+                    match (i % 3, tx) {
+                        (1, _) => Err(StoreError::Other("rolled back".to_owned())),
+                        (2, Tx::Sqlite(conn)) => {
+                            conn.execute("DELETE FROM messages WHERE seq = ?1", [stored.seq])
+                                .map_err(StoreError::from)?;
+                            Ok(())
+                        }
+                        _ => Ok(()),
+                    }
+                })
+                .await
+                .is_ok()
+        }));
+    }
+    for (i, op) in ops.into_iter().enumerate() {
+        assert_eq!(op.await.unwrap(), i % 3 != 1, "operation {i}");
+    }
+    let stats = store.writer_stats().unwrap();
+    println!(
+        "{} operations in {} commits",
+        stats.operations.load(std::sync::atomic::Ordering::Relaxed),
+        stats.commits.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    store.close().await;
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let found = |word: String| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT m.seq FROM message_search s JOIN messages m ON m.seq = s.rowid
+             WHERE message_search MATCH ?1",
+        )
+        .bind(word)
+    };
+    let shared = found("shared".to_owned()).fetch_all(&mut db).await.unwrap();
+    assert_eq!(shared.len(), 30, "the 30 messages kept");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_search")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 30, "no terms of a message rolled back or deleted");
+    for i in 0..90 {
+        let hits = found(format!("word{i}")).fetch_all(&mut db).await.unwrap();
+        assert_eq!(hits.len(), usize::from(i % 3 == 0), "word{i}");
+    }
+}
