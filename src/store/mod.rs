@@ -265,6 +265,9 @@ impl Store {
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .min_connections(1)
+            // A connection to a local file does not go stale; a ping before
+            // every use is one more hand-off to its worker thread per read.
+            .test_before_acquire(false)
             .connect_with(base.read_only(true))
             .await?;
 
