@@ -295,6 +295,19 @@ async fn claimed(app: &TestApp, app_token: &str, client: &str, user: &str) -> Va
     got.into_iter().find(|m| m["from"] == user).unwrap()
 }
 
+/// The texts of the replies received, per conversation, in arrival order.
+fn texts_by_conversation(got: &[Got]) -> BTreeMap<String, Vec<String>> {
+    let mut texts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for g in got {
+        let data = &g.body["data"];
+        texts
+            .entry(data["conversationId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(data["text"].as_str().unwrap().to_owned());
+    }
+    texts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reply_arrives_once_signed_and_in_order_per_conversation() {
     let Fixture {
@@ -337,17 +350,13 @@ async fn every_reply_arrives_once_signed_and_in_order_per_conversation() {
         .iter()
         .map(|m| (m["id"].as_str().unwrap().to_owned(), m.clone()))
         .collect();
-    let mut per_conversation: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for g in &got {
         assert_eq!(g.body["type"], "message");
         assert!(g.body["timestamp"].is_i64());
         let data = &g.body["data"];
         assert_eq!(&by_id[data["id"].as_str().unwrap()], data);
-        per_conversation
-            .entry(data["conversationId"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(data["text"].as_str().unwrap().to_owned());
     }
+    let per_conversation = texts_by_conversation(&got);
     assert_eq!(per_conversation.len(), 3);
     for texts in per_conversation.values() {
         let user = texts[0].split('-').next().unwrap().to_owned();
@@ -650,16 +659,8 @@ async fn a_backlog_past_the_read_window_arrives_in_order_behind_new_replies() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 480, "each event once");
-    let mut per_conversation: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for g in &got {
-        let data = &g.body["data"];
-        per_conversation
-            .entry(data["conversationId"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(data["text"].as_str().unwrap().to_owned());
-    }
     assert!(
-        per_conversation == expected,
+        texts_by_conversation(&got) == expected,
         "in order within each conversation"
     );
     eventually("the backlog is recorded delivered", || async {
