@@ -213,13 +213,11 @@ pub(super) fn move_all_from(
     Ok(receivers)
 }
 
-/// What a socket's claim pushed, and what it holds after.
+/// What a socket's claim pushed.
 pub struct SessionClaim {
     pub messages: Vec<Message>,
     /// When the client's earliest delivery is due (a lease ending), if any.
     pub next_due: Option<i64>,
-    /// Deliveries the session holds under a lease, the new ones included.
-    pub in_flight: i64,
 }
 
 /// Result of one claim transaction.
@@ -326,8 +324,7 @@ impl Relay {
 
     /// Claims for a WebSocket session up to `max_in_flight` held at once:
     /// like a poll, but the leases are the session's, so they end when it
-    /// closes. Returns the messages, when the client's next lease ends, and
-    /// how many the session holds.
+    /// closes. Returns the messages and when the client's next lease ends.
     pub async fn claim_for_session(
         &self,
         client: &ClientId,
@@ -346,14 +343,12 @@ impl Relay {
             return Ok(SessionClaim {
                 messages: Vec::new(),
                 next_due: earliest,
-                in_flight: held,
             });
         }
         let claim = self
             .claim(client.clone(), room, Some(session.to_owned()), true)
             .await?;
         Ok(SessionClaim {
-            in_flight: held + claim.messages.len() as i64,
             messages: claim.messages,
             next_due: claim.next_due,
         })

@@ -328,9 +328,11 @@ pub async fn session_view(
 ) -> StoreResult<(i64, Option<i64>)> {
     let ex = match db {
         Reader::Sqlite(pool) => pool,
-        Reader::Postgres(_) => {
-            let held = count_owned(db, owner, now).await?;
-            return Ok((held, earliest_ready(db, client).await?));
+        Reader::Postgres(pool) => {
+            return pgsql::deliveries::session_view(owner, now, client.as_str())
+                .fetch_one(pool)
+                .await
+                .map_err(pg_error);
         }
     };
     let row = sqlx::query!(

@@ -28,12 +28,11 @@ thread_local! {
 /// of a shared transaction runs in one: indexing as each message is stored
 /// wrote one small segment per message (and merged them again), indexing at
 /// the end writes one per transaction.
-pub fn index_sqlite(_conn: &rusqlite::Connection, seq: i64, text: &str) -> StoreResult<()> {
+pub fn index_sqlite(seq: i64, text: &str) {
     let terms = crate::search::fts5_terms(text);
     if !terms.is_empty() {
         DEFERRED.with(|d| d.borrow_mut().push((seq, terms)));
     }
-    Ok(())
 }
 
 /// How many terms rows wait (where an operation's savepoint begins).
@@ -159,9 +158,9 @@ pub fn backfill(tx: &Tx, batch: i64) -> StoreResult<u64> {
                 .collect();
             pg.execute(pgsql::search::index(&seqs, &terms))?;
         }
-        Tx::Sqlite(conn) => {
+        Tx::Sqlite(_) => {
             for (seq, text) in &rows {
-                index_sqlite(conn, *seq, text)?;
+                index_sqlite(*seq, text);
             }
         }
     }

@@ -163,7 +163,6 @@ pub fn record_event(
     payload: impl FnOnce() -> String,
     now: i64,
 ) -> StoreResult<Option<Queued>> {
-    let id = EventId::generate();
     let tx = match tx {
         Tx::Sqlite(conn) => conn,
         Tx::Postgres(pg) => {
@@ -171,7 +170,7 @@ pub fn record_event(
             if !subscribed {
                 return Ok(None);
             }
-            let body: Arc<str> = payload().into();
+            let (id, body): (_, Arc<str>) = (EventId::generate(), payload().into());
             let seq = pg.fetch_one(pgsql::webhooks::insert_event(
                 id.as_str(),
                 app.as_str(),
@@ -205,7 +204,7 @@ pub fn record_event(
     if !subscribed {
         return Ok(None);
     }
-    let body: Arc<str> = payload().into();
+    let (id, body): (_, Arc<str>) = (EventId::generate(), payload().into());
     tx.prepare_cached(
         "INSERT INTO webhook_events (id, app_id, type, conversation_id, payload, created_at)
          VALUES (?, ?, ?, ?, ?, ?)",

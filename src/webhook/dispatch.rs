@@ -78,7 +78,6 @@ struct Row {
 #[derive(Default)]
 struct Queue {
     rows: BTreeMap<i64, Row>,
-    sending: usize,
     /// Pending rows past this event are in the tables only (the last read
     /// filled its window, or the queue was full): events handed over past
     /// it wait for a later read, so none overtakes an older one.
@@ -135,13 +134,15 @@ impl Queue {
         );
     }
 
-    /// The rows to send now, oldest first, and when the next one waiting
-    /// for its retry time is due.
-    fn due(&self, now: i64, room: usize) -> (Vec<i64>, Option<i64>) {
+    /// The rows to send now, oldest first, with at most `max` on their way
+    /// at once, and when the next one waiting for its retry time is due.
+    fn due(&self, now: i64, max: usize) -> (Vec<i64>, Option<i64>) {
         let mut start = Vec::new();
         let mut next_due: Option<i64> = None;
         let mut seen: HashSet<&ConversationId> = HashSet::new();
+        let mut sending = 0;
         for (seq, row) in &self.rows {
+            sending += usize::from(row.state == State::Sending);
             // Delivered, being recorded: done, and no longer in the way.
             if row.state == State::Recording(true) {
                 continue;
@@ -154,10 +155,9 @@ impl Queue {
                 next_due = Some(next_due.map_or(row.next_at, |n| n.min(row.next_at)));
                 continue;
             }
-            if start.len() < room {
-                start.push(*seq);
-            }
+            start.push(*seq);
         }
+        start.truncate(max.saturating_sub(sending));
         (start, next_due)
     }
 }
@@ -376,7 +376,7 @@ impl Dispatcher {
             let Some(q) = self.queues.get_mut(&t.id) else {
                 continue;
             };
-            let (start, due) = q.due(now, max.saturating_sub(q.sending));
+            let (start, due) = q.due(now, max);
             if let Some(at) = due {
                 next_due = Some(next_due.map_or(at, |n| n.min(at)));
             }
@@ -385,7 +385,6 @@ impl Dispatcher {
                     continue;
                 };
                 row.state = State::Sending;
-                q.sending += 1;
                 let request = Request {
                     url: t.url.clone(),
                     keys: t.keys.clone(),
@@ -409,9 +408,6 @@ impl Dispatcher {
             Ok(Done::Sent(outcome)) => {
                 if let Some(q) = self.queues.get_mut(&outcome.webhook_id) {
                     if let Some(row) = q.rows.get_mut(&outcome.event_seq) {
-                        if row.state == State::Sending {
-                            q.sending -= 1;
-                        }
                         row.state = State::Recording(outcome.delivered());
                     }
                 }
@@ -444,13 +440,13 @@ impl Dispatcher {
                 }
             }
             Err(e) => {
-                // A task that panicked leaves its row in flight: read the
-                // tables again to recover it.
-                tracing::error!(error = %e, "a webhook attempt task failed");
+                // A task that panicked (an attempt, or a batch of records)
+                // leaves rows in flight: they are read from the tables again.
+                tracing::error!(error = %e, "a webhook dispatch task failed");
                 for q in self.queues.values_mut() {
                     q.rows.retain(|_, r| r.state == State::Idle);
-                    q.sending = 0;
                 }
+                self.records.writing = false;
                 self.read = true;
             }
         }

@@ -123,6 +123,21 @@ pub fn count_leased_by(owner: &str, now: i64) -> Rows<impl Row<i64>> {
     .map(|r| r.n)
 }
 
+/// A socket's leases that have not ended, and the client's earliest ready
+/// row's time (`store::deliveries::session_view`).
+pub fn session_view(owner: &str, now: i64, client: &str) -> Rows<impl Row<(i64, Option<i64>)>> {
+    sqlx::query!(
+        r#"SELECT (SELECT COUNT(*) FROM deliveries
+                   WHERE lease_owner = $1 AND state = 'ready' AND visible_at > $2) AS "held!",
+                  (SELECT MIN(visible_at) FROM deliveries
+                   WHERE client_id = $3 AND state = 'ready') AS earliest"#,
+        owner,
+        now,
+        client
+    )
+    .map(|r| (r.held, r.earliest))
+}
+
 /// Dead letters kept (the partial index `deliveries_dead`).
 pub fn count_dead() -> Rows<impl Row<i64>> {
     sqlx::query!(r#"SELECT COUNT(*) AS "n!" FROM deliveries WHERE state = 'dead'"#).map(|r| r.n)
