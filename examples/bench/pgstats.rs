@@ -95,7 +95,12 @@ impl Probe {
         let statements = rows.iter().map(|r| r.0).sum();
         let top = rows
             .into_iter()
-            .take(12)
+            .take(
+                std::env::var("BENCH_PG_TOP")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(12),
+            )
             .map(|(calls, ms, query)| {
                 let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
                 (calls, ms, query.chars().take(110).collect())

@@ -180,6 +180,17 @@ async fn postgres_schema_matches_sqlite() {
     let mut sqlite_indexes = sqlite_indexes;
     assert!(sqlite_indexes.remove("conversations_idle"));
     assert_eq!(pg_indexes, sqlite_indexes);
+    // Nor in any other index (migration 0010): one that names it makes
+    // every message's update of its conversation write to all of them.
+    let with_activity: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes
+         WHERE schemaname = 'public' AND tablename = 'conversations'
+           AND indexdef LIKE '%updated_at%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(with_activity, Vec::<String>::new());
 
     // Migrating again (a second relay starting) changes nothing.
     let again = PgStore::connect(&pg.url, 2).await.unwrap();
@@ -257,17 +268,44 @@ async fn postgres_pending_counter_follows_deliveries() {
     set("DELETE FROM deliveries WHERE message_seq = $1", seqs[2]).await;
     set("DELETE FROM deliveries WHERE message_seq = $1", seqs[0]).await;
     assert_eq!((pending("cli_a").await, pending("cli_b").await), (1, 0));
+    // One statement changing several rows in different ways is counted
+    // once (migration 0010), with the same result.
+    for seq in insert_messages(db, 2).await {
+        sqlx::query(
+            "INSERT INTO deliveries (message_seq, conversation_id, client_id, state, visible_at, created_at, updated_at)
+             VALUES ($1, 'conv_1', 'cli_a', 'queued', 0, 0, 0)",
+        )
+        .bind(seq)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    assert_eq!(pending("cli_a").await, 3);
+    set(
+        "UPDATE deliveries SET client_id = 'cli_b',
+                state = CASE WHEN message_seq = $1 THEN 'acked' ELSE state END
+         WHERE client_id = 'cli_a' AND state IN ('ready', 'queued')",
+        seqs[1],
+    )
+    .await;
+    assert_eq!((pending("cli_a").await, pending("cli_b").await), (0, 2));
+    set(
+        "UPDATE deliveries SET attempts = attempts + 1 WHERE message_seq <> $1",
+        seqs[1],
+    )
+    .await;
+    assert_eq!((pending("cli_a").await, pending("cli_b").await), (0, 2));
     // The leader folds the per-session counts into clients.pending: the
     // sums stay, the per-session rows go.
     assert_eq!(store.fold_pending().await.unwrap(), 1);
-    assert_eq!((pending("cli_a").await, pending("cli_b").await), (1, 0));
+    assert_eq!((pending("cli_a").await, pending("cli_b").await), (0, 2));
     let (folded, rows): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT pending FROM clients WHERE id = 'cli_a'), (SELECT count(*) FROM client_pending)",
+        "SELECT (SELECT pending FROM clients WHERE id = 'cli_b'), (SELECT count(*) FROM client_pending)",
     )
     .fetch_one(db)
     .await
     .unwrap();
-    assert_eq!((folded, rows), (1, 0));
+    assert_eq!((folded, rows), (2, 0));
     store.close().await;
 }
 

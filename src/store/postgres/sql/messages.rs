@@ -202,6 +202,8 @@ impl Paged {
 /// `messages`) after a cursor and below `h.horizon`, the readable position
 /// of the statement's snapshot; the row with a NULL message carries the
 /// horizon when there are none.
+/// (`OFFSET 0` keeps the planner from pulling `readable_pos()` up into the
+/// rows, where it ran once per message read.)
 macro_rules! paged {
     ($inner:tt, $($arg:expr),+ $(,)?) => {
         sqlx::query_as!(
@@ -212,7 +214,7 @@ macro_rules! paged {
                       m.sender AS "sender?", m.recipient AS "recipient?", m.text AS "text?",
                       m.created_at AS "created_at?", m.reply_id AS "reply_id?",
                       m.attachments AS "attachments?", m.stopped AS "stopped?"
-               FROM (SELECT readable_pos() AS horizon) h
+               FROM (SELECT readable_pos() AS horizon OFFSET 0) h
                LEFT JOIN LATERAL ("# + $inner + r#") m ON true
                ORDER BY m.pos"#,
             $($arg),+
