@@ -134,6 +134,13 @@ impl Cluster {
         }
     }
 
+    /// A new WebSocket session's id, which names this relay: when the
+    /// relay dies, the leader releases what its sessions held (see
+    /// `Leader::duties`).
+    pub fn session_id(&self) -> String {
+        crate::store::postgres::presence::session_id(&self.id)
+    }
+
     /// Whether this relay runs the background tasks now.
     pub fn leads(&self) -> bool {
         self.leading.load(Ordering::SeqCst)
@@ -517,6 +524,27 @@ impl Lead {
     async fn duties(&mut self, relay: &Relay, cluster: &Cluster) {
         if let Err(e) = cluster.pg.fold_pending().await {
             tracing::warn!(error = %e, "folding the open-delivery counts failed");
+        }
+        // A relay silent for the clients' stale window died (or lost its
+        // database): its sockets are gone, so what they held is due now
+        // rather than when the leases end, as on a restart of one relay.
+        let now = now_ms();
+        let silent_since = now - relay.hub.liveness().stale_after_ms;
+        match presence::release_gone_relays(cluster.pg.pool(), silent_since, now).await {
+            Ok(released) if !released.is_empty() => {
+                tracing::info!(
+                    clients = released.len(),
+                    "released the deliveries held by the sockets of a relay that stopped answering"
+                );
+                for client in &released {
+                    relay.hub.wake_client(client);
+                    cluster.wake_client(client);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the deliveries of relays that died")
+            }
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(PRUNE_EVERY_TICKS) {

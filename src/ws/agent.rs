@@ -67,8 +67,11 @@ pub async fn run(
             .finish(Exit::Close(close::PROTOCOL, "invalid connect"))
             .await;
     }
-    let session = format!("ws_{}", uuid::Uuid::new_v4().simple());
     let relay = state.relay.clone();
+    let session = match &relay.cluster {
+        Some(cluster) => cluster.session_id(),
+        None => format!("ws_{}", uuid::Uuid::new_v4().simple()),
+    };
     relay.hub.touch(&client, now_ms());
     let _attached = relay.hub.attach(&client);
     let cfg = &state.config.ws;

@@ -28,6 +28,11 @@ struct Node {
 
 impl Node {
     fn start(url: &str) -> Node {
+        Node::start_with(url, &[])
+    }
+
+    /// A relay with `env` set besides (and over) the settings above.
+    fn start_with(url: &str, env: &[(&str, &str)]) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_clawrelay"))
             .args(["serve", "--port", &port.to_string()])
@@ -41,6 +46,7 @@ impl Node {
             .env("CLAWRELAY_RATE_LIMITS__AGENT_PER_SEC", "0")
             .env("CLAWRELAY_RATE_LIMITS__USER_PER_SEC", "0")
             .env("CLAWRELAY_STORAGE__MAX_CONNECTIONS", "8")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -784,4 +790,111 @@ async fn postgres_cluster_adopts_unassigned_work_with_its_conversation() {
     println!("{ROUNDS} rounds: {answered} answers taken, {refused} refused");
     assert_eq!(refused, 0);
     assert_eq!(answered, (ROUNDS * USERS * 2) as u64);
+}
+
+/// The next `message` event's payload on an agent's socket, if one comes
+/// within `wait`.
+async fn pushed_within(ws: &mut super::ws_client::Ws, wait: Duration) -> Option<Value> {
+    // One deadline for the whole wait: the relay's heartbeats would restart
+    // a per-frame one.
+    tokio::time::timeout(wait, async {
+        loop {
+            let e = ws.event().await;
+            if e["event"] == "message" {
+                return e["payload"].clone();
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// A relay killed with WebSocket sessions open: once it has been silent
+/// for the clients' stale window, the leader ends the leases its sockets
+/// held, so the agent, back through another relay, gets those messages
+/// again within seconds instead of when their five-minute leases end. A
+/// live relay's session keeps what it holds.
+#[tokio::test]
+async fn postgres_cluster_releases_a_dead_relays_socket_leases() {
+    use super::ws_client::Ws;
+    let pg = Cluster::start();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let settings = [
+        ("CLAWRELAY_DELIVERY__LEASE_SECS", "300"),
+        ("CLAWRELAY_CLIENTS__STALE_AFTER_SECS", "2"),
+    ];
+    let a = Node::start_with(&pg.url, &settings);
+    wait_ready(&http, &a.base).await;
+    let mut b = Node::start_with(&pg.url, &settings);
+    wait_ready(&http, &b.base).await;
+    assert_eq!(leads(&http, &a.base).await, Some(true));
+    let site = create(&http, &a.base, "apps", "site").await;
+    let one = create(&http, &a.base, "clients", "one").await;
+    let two = create(&http, &a.base, "clients", "two").await;
+    let inbound = |user: &'static str| {
+        let (http, url, site) = (http.clone(), format!("{}/inbound", a.base), site.clone());
+        async move {
+            let m = post_json(
+                &http,
+                &url,
+                &site,
+                json!({ "from": user, "text": "hold it" }),
+            )
+            .await;
+            m["id"].as_str().expect("a message id").to_owned()
+        }
+    };
+
+    // Agent one, on relay B, takes three messages and does not answer.
+    let mut one_on_b = Ws::agent_at(&b.base, &one, 10).await;
+    let mut held = Vec::new();
+    for user in ["u1", "u2", "u3"] {
+        held.push(inbound(user).await);
+    }
+    let mut got = Vec::new();
+    while got.len() < held.len() {
+        let m = pushed_within(&mut one_on_b, Duration::from_secs(10))
+            .await
+            .expect("agent one gets its messages on relay B");
+        got.push(m["id"].as_str().unwrap().to_owned());
+    }
+    got.sort();
+    held.sort();
+    assert_eq!(got, held);
+    // Agent two, on relay A, takes one (the least busy agent gets the new
+    // conversation) and does not answer either.
+    let mut two_on_a = Ws::agent_at(&a.base, &two, 10).await;
+    let kept = inbound("u4").await;
+    let m = pushed_within(&mut two_on_a, Duration::from_secs(10))
+        .await
+        .expect("agent two gets its message on relay A");
+    assert_eq!(m["id"], kept.as_str());
+
+    b.kill();
+    let killed = Instant::now();
+    let mut one_on_a = Ws::agent_at(&a.base, &one, 10).await;
+    let mut again = Vec::new();
+    while again.len() < held.len() {
+        let m = pushed_within(&mut one_on_a, Duration::from_secs(15))
+            .await
+            .expect("the dead relay's leases end well before their five minutes");
+        again.push(m["id"].as_str().unwrap().to_owned());
+    }
+    again.sort();
+    assert_eq!(again, held, "the same messages, delivered again");
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        killed.elapsed()
+    );
+    // What agent two's live session holds stays its own.
+    assert!(
+        pushed_within(&mut two_on_a, Duration::from_secs(3))
+            .await
+            .is_none(),
+        "a live session's lease was released"
+    );
 }

@@ -25,7 +25,12 @@ pub struct Ws {
 
 impl Ws {
     pub async fn open(app: &TestApp) -> Ws {
-        let url = format!("{}/ws", app.base.replacen("http", "ws", 1));
+        Ws::open_at(&app.base).await
+    }
+
+    /// A socket to the relay at `base` (`http://host:port`).
+    pub async fn open_at(base: &str) -> Ws {
+        let url = format!("{}/ws", base.replacen("http", "ws", 1));
         let (stream, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
@@ -38,7 +43,12 @@ impl Ws {
 
     /// A connected agent session.
     pub async fn agent(app: &TestApp, token: &str, max_in_flight: i64) -> Ws {
-        let mut ws = Ws::open(app).await;
+        Ws::agent_at(&app.base, token, max_in_flight).await
+    }
+
+    /// A connected agent session on the relay at `base`.
+    pub async fn agent_at(base: &str, token: &str, max_in_flight: i64) -> Ws {
+        let mut ws = Ws::open_at(base).await;
         let hello = ws
             .request(
                 "connect",

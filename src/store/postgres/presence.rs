@@ -7,7 +7,9 @@
 //! all of them saw ([`recent`]) and counts an agent as connected while the
 //! newest of its rows is fresh, so a relay that dies stops counting once its
 //! rows are old. The leader deletes rows too old to matter ([`prune`]); a
-//! relay that shuts down deletes its own ([`relay_gone`]).
+//! relay that shuts down deletes its own ([`relay_gone`]). A relay that
+//! stops saying it is alive is gone: the leader ends the leases its
+//! sockets held ([`release_gone_relays`]).
 
 use super::error;
 use crate::ids::ClientId;
@@ -40,6 +42,28 @@ pub async fn recent(pool: &PgPool, since: i64) -> StoreResult<Vec<(ClientId, i64
         .into_iter()
         .map(|(id, at)| (ClientId::from_db(id), at))
         .collect())
+}
+
+/// The id of a new WebSocket session of `relay` (`rly_<hex>`): it starts
+/// with `ws_<hex>_`, so the relay's leases can be found when it dies.
+pub fn session_id(relay: &str) -> String {
+    let relay = relay.strip_prefix("rly_").unwrap_or(relay);
+    format!("ws_{relay}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Relays not alive since `before` (ms) are gone: their rows are deleted and
+/// the leases their sockets held end at `now`. Returns the clients whose
+/// deliveries are due again.
+pub async fn release_gone_relays(
+    pool: &PgPool,
+    before: i64,
+    now: i64,
+) -> StoreResult<Vec<ClientId>> {
+    let rows = pgsql::presence::release_gone_relays(before, now)
+        .fetch_all(pool)
+        .await
+        .map_err(error)?;
+    Ok(rows.into_iter().map(ClientId::from_db).collect())
 }
 
 /// `relay` shuts down: its rows go (what they said lives on in the other

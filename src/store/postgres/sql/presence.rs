@@ -59,6 +59,27 @@ pub fn relay_left(relay: &str) -> Statement {
     sqlx::query!("DELETE FROM relays WHERE id = $1", relay)
 }
 
+/// Deletes the relays not alive since `before` (ms) and ends the leases
+/// their WebSocket sessions held (a session's id names its relay, see
+/// `store::postgres::presence::session_id`): those deliveries are due at
+/// `now`. Returns the clients whose deliveries were released.
+pub fn release_gone_relays(before: i64, now: i64) -> Rows<impl Row<String>> {
+    sqlx::query!(
+        r#"WITH gone AS (DELETE FROM relays WHERE seen_at < $1 RETURNING id),
+           released AS (
+               UPDATE deliveries d
+               SET visible_at = LEAST(d.visible_at, $2), lease_owner = NULL, updated_at = $2
+               FROM gone
+               WHERE d.lease_owner IS NOT NULL
+                 AND starts_with(d.lease_owner, 'ws_' || substr(gone.id, 5) || '_')
+               RETURNING d.client_id)
+           SELECT DISTINCT client_id AS "client_id!" FROM released WHERE client_id IS NOT NULL"#,
+        before,
+        now
+    )
+    .map(|r| r.client_id)
+}
+
 /// Deletes relays not alive since `before`.
 pub fn prune_relays(before: i64) -> Statement {
     sqlx::query!("DELETE FROM relays WHERE seen_at < $1", before)
