@@ -792,21 +792,30 @@ async fn postgres_cluster_adopts_unassigned_work_with_its_conversation() {
     assert_eq!(answered, (ROUNDS * USERS * 2) as u64);
 }
 
-/// The next `message` event's payload on an agent's socket, if one comes
-/// within `wait`.
-async fn pushed_within(ws: &mut super::ws_client::Ws, wait: Duration) -> Option<Value> {
+/// The ids of the next `n` messages pushed to an agent's socket, sorted;
+/// fails saying `what` unless all come within `wait`.
+async fn pushed_ids(
+    ws: &mut super::ws_client::Ws,
+    n: usize,
+    wait: Duration,
+    what: &str,
+) -> Vec<String> {
     // One deadline for the whole wait: the relay's heartbeats would restart
     // a per-frame one.
-    tokio::time::timeout(wait, async {
-        loop {
+    let mut ids = tokio::time::timeout(wait, async {
+        let mut ids = Vec::new();
+        while ids.len() < n {
             let e = ws.event().await;
             if e["event"] == "message" {
-                return e["payload"].clone();
+                ids.push(e["payload"]["id"].as_str().unwrap().to_owned());
             }
         }
+        ids
     })
     .await
-    .ok()
+    .unwrap_or_else(|_| panic!("{what}"));
+    ids.sort();
+    ids
 }
 
 /// A relay killed with WebSocket sessions open: once it has been silent
@@ -854,36 +863,38 @@ async fn postgres_cluster_releases_a_dead_relays_socket_leases() {
     for user in ["u1", "u2", "u3"] {
         held.push(inbound(user).await);
     }
-    let mut got = Vec::new();
-    while got.len() < held.len() {
-        let m = pushed_within(&mut one_on_b, Duration::from_secs(10))
-            .await
-            .expect("agent one gets its messages on relay B");
-        got.push(m["id"].as_str().unwrap().to_owned());
-    }
-    got.sort();
     held.sort();
+    let got = pushed_ids(
+        &mut one_on_b,
+        3,
+        Duration::from_secs(10),
+        "agent one gets its messages on relay B",
+    )
+    .await;
     assert_eq!(got, held);
     // Agent two, on relay A, takes one (the least busy agent gets the new
     // conversation) and does not answer either.
     let mut two_on_a = Ws::agent_at(&a.base, &two, 10).await;
     let kept = inbound("u4").await;
-    let m = pushed_within(&mut two_on_a, Duration::from_secs(10))
-        .await
-        .expect("agent two gets its message on relay A");
-    assert_eq!(m["id"], kept.as_str());
+    let got = pushed_ids(
+        &mut two_on_a,
+        1,
+        Duration::from_secs(10),
+        "agent two gets its message on relay A",
+    )
+    .await;
+    assert_eq!(got, [kept]);
 
     b.kill();
     let killed = Instant::now();
     let mut one_on_a = Ws::agent_at(&a.base, &one, 10).await;
-    let mut again = Vec::new();
-    while again.len() < held.len() {
-        let m = pushed_within(&mut one_on_a, Duration::from_secs(15))
-            .await
-            .expect("the dead relay's leases end well before their five minutes");
-        again.push(m["id"].as_str().unwrap().to_owned());
-    }
-    again.sort();
+    let again = pushed_ids(
+        &mut one_on_a,
+        3,
+        Duration::from_secs(15),
+        "the dead relay's leases end well before their five minutes",
+    )
+    .await;
     assert_eq!(again, held, "the same messages, delivered again");
     assert!(
         killed.elapsed() < Duration::from_secs(30),
@@ -891,10 +902,13 @@ async fn postgres_cluster_releases_a_dead_relays_socket_leases() {
         killed.elapsed()
     );
     // What agent two's live session holds stays its own.
-    assert!(
-        pushed_within(&mut two_on_a, Duration::from_secs(3))
-            .await
-            .is_none(),
-        "a live session's lease was released"
-    );
+    let released = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if two_on_a.event().await["event"] == "message" {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(released.is_err(), "a live session's lease was released");
 }

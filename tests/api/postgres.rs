@@ -225,9 +225,7 @@ async fn postgres_pending_counter_follows_deliveries() {
             .await
             .unwrap()
     };
-    let seqs = insert_messages(db, 3).await;
-    for (i, seq) in seqs.iter().enumerate() {
-        let state = if i == 0 { "ready" } else { "queued" };
+    let enqueue = |seq: i64, state: &'static str| async move {
         sqlx::query(
             "INSERT INTO deliveries (message_seq, conversation_id, client_id, state, visible_at, created_at, updated_at)
              VALUES ($1, 'conv_1', 'cli_a', $2, 0, 0, 0)",
@@ -237,6 +235,10 @@ async fn postgres_pending_counter_follows_deliveries() {
         .execute(db)
         .await
         .unwrap();
+    };
+    let seqs = insert_messages(db, 3).await;
+    for (i, seq) in seqs.iter().enumerate() {
+        enqueue(*seq, if i == 0 { "ready" } else { "queued" }).await;
     }
     assert_eq!(pending("cli_a").await, 3);
     let set = |sql: &'static str, seq: i64| async move {
@@ -271,14 +273,7 @@ async fn postgres_pending_counter_follows_deliveries() {
     // One statement changing several rows in different ways is counted
     // once (migration 0010), with the same result.
     for seq in insert_messages(db, 2).await {
-        sqlx::query(
-            "INSERT INTO deliveries (message_seq, conversation_id, client_id, state, visible_at, created_at, updated_at)
-             VALUES ($1, 'conv_1', 'cli_a', 'queued', 0, 0, 0)",
-        )
-        .bind(seq)
-        .execute(db)
-        .await
-        .unwrap();
+        enqueue(seq, "queued").await;
     }
     assert_eq!(pending("cli_a").await, 3);
     set(
