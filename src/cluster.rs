@@ -15,8 +15,8 @@
 //!   assignment, stickiness and moving work away from gone agents.
 //! - **Leadership.** One relay at a time holds a session advisory lock and
 //!   runs the background tasks (expiry, reassignment, retention, webhook
-//!   delivery), folds the open-delivery counts and prunes old presence
-//!   rows.
+//!   delivery), folds the open-delivery counts, releases what the sockets
+//!   of relays gone silent held, and prunes old presence rows.
 //!   When it dies PostgreSQL ends its session, and another relay takes
 //!   the lock within [`LEAD_EVERY`].
 //!
@@ -136,7 +136,7 @@ impl Cluster {
 
     /// A new WebSocket session's id, which names this relay: when the
     /// relay dies, the leader releases what its sessions held (see
-    /// `Leader::duties`).
+    /// `Lead::duties`).
     pub fn session_id(&self) -> String {
         crate::store::postgres::presence::session_id(&self.id)
     }
