@@ -226,6 +226,24 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
     }
 }
 
+/// The first connection to the file. On a new file it switches the file
+/// to WAL, which needs it to itself, and SQLite waits for no lock there:
+/// another process opening the new file at the same moment (a server
+/// starting while an admin command runs) makes it fail at once ("database
+/// is locked"). So it tries again until [`BUSY_TIMEOUT`], as the
+/// migration does.
+async fn connect_first(options: &SqliteConnectOptions) -> StoreResult<sqlx::SqliteConnection> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match options.connect().await.map_err(StoreError::from) {
+            Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct SqliteFile {
     writer: writer::Writer,
@@ -251,7 +269,7 @@ impl Store {
             // Statements are compile-time checked; logging each one is noise.
             .disable_statement_logging();
 
-        let mut conn = base.clone().create_if_missing(true).connect().await?;
+        let mut conn = connect_first(&base.clone().create_if_missing(true)).await?;
         migrate_sqlite(&mut conn).await?;
         conn.close().await?;
         let writer = writer::Writer::spawn(
