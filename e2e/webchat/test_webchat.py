@@ -801,6 +801,13 @@ def test_chinese_and_the_language_switch(ctx, relay):
         expect(page.locator("#chat")).to_be_visible()
         expect(page.locator("#text")).to_have_attribute("placeholder", "输入消息")
         expect(page.locator("#send")).to_have_text("发送")
+        if name == "desktop":
+            # A conversation of its own, listed first: erin's earlier ones
+            # may not have expired yet (ttl_secs = 6), and a message would
+            # join the one the page opened on.
+            expect(page.locator("#conv-list li").first).to_be_visible()
+            page.click("#new-conv")
+            expect(page.locator("#messages li.msg")).to_have_count(0)
         send(page, "你好，我想申请退款")
         wait_settled(page, "You said: 你好，我想申请退款. " + STREAMED)
         expect(page.locator("#messages li.msg.outbound .meta time").last).to_have_text("刚刚")
