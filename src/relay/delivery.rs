@@ -218,6 +218,11 @@ pub struct SessionClaim {
     pub messages: Vec<Message>,
     /// When the client's earliest delivery is due (a lease ending), if any.
     pub next_due: Option<i64>,
+    /// Whether the session's room ran out (it holds `max_in_flight`, or
+    /// this claim filled what was left): then more may be due, and each of
+    /// its acks is a reason to claim again. Otherwise only new work is,
+    /// which wakes the session.
+    pub full: bool,
 }
 
 /// Result of one claim transaction.
@@ -343,12 +348,14 @@ impl Relay {
             return Ok(SessionClaim {
                 messages: Vec::new(),
                 next_due: earliest,
+                full: room <= 0,
             });
         }
         let claim = self
             .claim(client.clone(), room, Some(session.to_owned()), true)
             .await?;
         Ok(SessionClaim {
+            full: claim.messages.len() as i64 >= room,
             messages: claim.messages,
             next_due: claim.next_due,
         })

@@ -133,17 +133,22 @@ impl Session<'_> {
         let mut lanes: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
         // Whether something may have become claimable, or room freed, since
         // the last claim: at start, on a wake-up, when a lease ends, after
-        // an ack or a send. The claim itself counts what the session holds.
+        // an ack or a send while the session was full. The claim itself
+        // counts what the session holds.
         let mut look = true;
         let mut next_due: Option<i64> = None;
+        // Whether the last claim left work behind for want of room: then an
+        // ack of this session's is a reason to look again. (New work, and
+        // a conversation's next message made ready by an ack, wake it.)
+        let mut full = false;
         // Cancel notices (stops) from here on are this socket's to tell.
         let mut notices = relay.hub.turns.notice_mark(self.client);
+        // The wake-up waited on, kept until it fires: one that comes while
+        // the loop is busy with another branch (a request's answer, a
+        // frame) is taken on the next pass, not lost with a new waiter.
+        let mut notified = Box::pin(relay.hub.client_wake(self.client).notified_owned());
+        notified.as_mut().enable();
         loop {
-            let wake = relay.hub.client_wake(self.client);
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-
             // Push what fits.
             if look {
                 look = false;
@@ -152,6 +157,7 @@ impl Session<'_> {
                     .await
                 {
                     Ok(claim) => {
+                        full = claim.full;
                         // Wake when the earliest claim this session holds
                         // ends (then, if it was not renewed, it is due
                         // again): a claim that got nothing says when the
@@ -176,6 +182,7 @@ impl Session<'_> {
                     Err(e) => {
                         tracing::warn!(error = %e, "claim for a websocket session failed");
                         next_due = Some(now_ms() + 1000);
+                        full = true;
                     }
                 }
             }
@@ -203,7 +210,7 @@ impl Session<'_> {
                     lanes.retain(|_, last| {
                         matches!(last.try_recv(), Err(oneshot::error::TryRecvError::Empty))
                     });
-                    look |= frees;
+                    look |= frees && full;
                 }
                 frame = self.conn.recv(), if running.len() < PIPELINE => match frame {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,
@@ -246,6 +253,8 @@ impl Session<'_> {
                 },
                 // New work for this client, or acks made elsewhere (HTTP, another socket).
                 _ = &mut notified => {
+                    notified = Box::pin(relay.hub.client_wake(self.client).notified_owned());
+                    notified.as_mut().enable();
                     let (cancels, next) = relay.hub.turns.notices_since(self.client, notices);
                     notices = next;
                     for cancel in cancels {

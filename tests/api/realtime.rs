@@ -196,6 +196,37 @@ async fn max_in_flight_bounds_unacked_pushes() {
     assert!(agent.quiet_for(300).await);
 }
 
+/// A socket with room to spare claims again only for new work, not after
+/// each of its answers; a conversation's next message, made ready by the
+/// answer to the one before, is new work: it is pushed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversations_next_message_follows_the_answer_to_the_one_before() {
+    let app = spawn_app().await;
+    let (_, client) = app.create_client("agent").await;
+    let (_, web) = app.create_app("web").await;
+    let mut agent = Ws::agent(&app, &client, 10).await;
+    app.inbound(&web, "alice", "one").await;
+    app.inbound(&web, "alice", "two").await;
+    let one = agent.event().await["payload"].clone();
+    assert_eq!(one["text"], "one");
+    assert!(agent.quiet_for(300).await, "two pushed before one's answer");
+    for round in ["two", "three"] {
+        if round == "three" {
+            app.inbound(&web, "alice", "three").await;
+        }
+        let answered = agent
+            .request(
+                "send",
+                json!({"conversationId": one["conversationId"], "to": "alice", "text": "ok"}),
+            )
+            .await;
+        assert_eq!(answered["ok"], true, "{answered}");
+        let next = agent.event().await;
+        assert_eq!(next["payload"]["text"], round, "{next}");
+    }
+    assert!(agent.quiet_for(300).await);
+}
+
 /// An admin command run beside the server (here `client create`, `client
 /// list`) leaves the claims of the server's sockets alone: a message pushed
 /// to a WebSocket agent and under work is not handed out again. (Every
