@@ -477,7 +477,10 @@ impl Relay {
             let target = self.hub.app_announced(app);
             let reader = self.store.reader();
             let page = match user {
-                None => messages::outbox(reader, app, after, limit).await?,
+                None => match self.recent_page(app, None, true, after, limit) {
+                    Some(page) => page,
+                    None => messages::outbox(reader, app, after, limit).await?,
+                },
                 Some(user) => {
                     messages::of_user(reader, app, user, None, after, limit, true).await?
                 }

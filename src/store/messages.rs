@@ -140,6 +140,9 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
         attachments: m.attachments.to_vec(),
         stopped: m.stopped,
     };
+    if let Tx::Sqlite(_) = tx {
+        super::recent::stored(seq, &message);
+    }
     Ok(Inserted {
         seq,
         cursor,

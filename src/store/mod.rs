@@ -25,6 +25,7 @@ pub mod deliveries;
 pub mod idempotency;
 pub mod messages;
 pub mod postgres;
+pub mod recent;
 pub mod retention;
 pub mod search;
 pub mod sessions;
@@ -247,6 +248,8 @@ async fn connect_first(options: &SqliteConnectOptions) -> StoreResult<sqlx::Sqli
 #[derive(Clone)]
 struct SqliteFile {
     writer: writer::Writer,
+    /// The messages committed last (see [`recent`]).
+    recent: std::sync::Arc<recent::Recent>,
     checkpointer: std::sync::Arc<tokio::sync::Mutex<Option<checkpoint::Checkpointer>>>,
     path: PathBuf,
 }
@@ -272,10 +275,12 @@ impl Store {
         let mut conn = connect_first(&base.clone().create_if_missing(true)).await?;
         migrate_sqlite(&mut conn).await?;
         conn.close().await?;
+        let recent = std::sync::Arc::new(recent::Recent::default());
         let writer = writer::Writer::spawn(
             open_writer(path, &options)?,
             synchronous == Synchronous::Full,
             writer::WalBound::new(wal_path(path), options.wal_limit),
+            recent.clone(),
         )
         .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         let checkpoints = base.clone().connect().await?;
@@ -297,6 +302,7 @@ impl Store {
                     checkpoint::Checkpointer::spawn(checkpoints),
                 ))),
                 path: path.to_owned(),
+                recent,
             }),
         })
     }
@@ -366,6 +372,15 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(pg) => Some(pg),
+        }
+    }
+
+    /// The messages committed last, on SQLite (None on PostgreSQL, where
+    /// relays share the database): what streams that keep up read.
+    pub fn recent(&self) -> Option<&recent::Recent> {
+        match &self.backend {
+            Backend::Sqlite(file) => Some(&file.recent),
+            Backend::Postgres(_) => None,
         }
     }
 

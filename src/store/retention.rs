@@ -176,6 +176,9 @@ pub fn purge_conversations(tx: &Tx, expired_before: i64, limit: i64) -> StoreRes
             "DELETE FROM messages WHERE conversation_id IN (SELECT value FROM json_each(?1))",
         )?
         .execute([&list])? as i64;
+    if messages > 0 {
+        super::recent::deleted();
+    }
     let conversations = tx
         .prepare_cached("DELETE FROM conversations WHERE id IN (SELECT value FROM json_each(?1))")?
         .execute([&list])? as i64;

@@ -20,6 +20,7 @@
 //! Between batches the writer also keeps the write-ahead log bounded (see
 //! [`WalBound`]).
 
+use super::recent::{self, Recent};
 use super::{search, StoreError, StoreResult, Tx};
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,14 +76,20 @@ pub struct Writer {
 impl Writer {
     /// `full`: the connection runs with `synchronous = FULL`, and batches
     /// of relaxed operations only are committed with NORMAL.
-    pub fn spawn(conn: Connection, full: bool, wal: WalBound) -> std::io::Result<Writer> {
+    /// What it commits joins `recent`.
+    pub fn spawn(
+        conn: Connection,
+        full: bool,
+        wal: WalBound,
+        recent: Arc<Recent>,
+    ) -> std::io::Result<Writer> {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (jobs, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("clawrelay-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats, full, wal))?;
+            .spawn(move || run(conn, rx, &thread_stats, full, wal, &recent))?;
         Ok(Writer { jobs, stats })
     }
 
@@ -130,6 +137,7 @@ fn run(
     stats: &WriterStats,
     full: bool,
     mut wal: WalBound,
+    recent: &Recent,
 ) {
     // Operations see the connection as a `Tx`; the writer's own statements
     // (BEGIN, savepoints, COMMIT) use it directly.
@@ -158,7 +166,7 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            run_batch(&tx, conn, &mut batch, stats, &mut mode);
+            run_batch(&tx, conn, &mut batch, stats, &mut mode, recent);
             wal.keep_bounded(conn);
         }
     }
@@ -196,6 +204,7 @@ fn run_batch(
     batch: &mut Vec<Job>,
     stats: &WriterStats,
     mode: &mut Sync,
+    recent: &Recent,
 ) {
     if mode.full {
         let durable = batch.iter().any(|j| j.durable);
@@ -218,8 +227,9 @@ fn run_batch(
     // A lone operation needs no savepoint (if it fails, the transaction is
     // rolled back whole); in a batch each operation runs in its own, and a
     // failed one is undone with ROLLBACK TO it and released (with the search
-    // terms it left for the end of the transaction).
+    // terms and messages it left for the end of the transaction).
     search::deferred_rollback(0);
+    recent::discard();
     let alone = batch.len() == 1;
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut broken: Option<StoreError> = None;
@@ -230,7 +240,7 @@ fn run_batch(
             completions.push(completion);
             continue;
         }
-        let mark = search::deferred_mark();
+        let mark = (search::deferred_mark(), recent::mark());
         if !alone {
             if let Err(e) = exec(conn, "SAVEPOINT op") {
                 let (_, completion) = (job.run)(Err(e.clone()));
@@ -248,7 +258,8 @@ fn run_batch(
         let end = if ok {
             exec(conn, "RELEASE op")
         } else {
-            search::deferred_rollback(mark);
+            search::deferred_rollback(mark.0);
+            recent::rollback(mark.1);
             exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
         };
         if let Err(e) = end {
@@ -262,6 +273,7 @@ fn run_batch(
         // The only operation failed: nothing to commit. Its error reaches its
         // caller through its completion, as usual.
         search::deferred_rollback(0);
+        recent::discard();
         let _ = exec(conn, "ROLLBACK");
         for completion in completions {
             completion(Ok(()));
@@ -271,7 +283,9 @@ fn run_batch(
 
     let started = std::time::Instant::now();
     let outcome = match broken {
-        None => search::flush_deferred(conn).and_then(|()| exec(conn, "COMMIT")),
+        None => search::flush_deferred(conn)
+            .and_then(|()| recent::verify(conn))
+            .and_then(|()| exec(conn, "COMMIT")),
         Some(e) => {
             search::deferred_rollback(0);
             Err(e)
@@ -279,6 +293,8 @@ fn run_batch(
     };
     match &outcome {
         Ok(()) => {
+            // Before any caller hears of the commit (and announces it).
+            recent::committed(recent);
             let durability = if mode.durable_now { "full" } else { "relaxed" };
             let m = crate::metrics::get();
             m.commit_seconds
@@ -296,6 +312,7 @@ fn run_batch(
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
         Err(e) => {
+            recent::discard();
             stats.failed.fetch_add(1, Ordering::Relaxed);
             if !conn.is_autocommit() {
                 let _ = exec(conn, "ROLLBACK");

@@ -32,6 +32,7 @@ mod postgres_store;
 mod rate_limits;
 mod readme;
 mod realtime;
+mod recent;
 mod retention;
 mod search;
 mod sessions;
