@@ -62,8 +62,8 @@ pub enum Synchronous {
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub synchronous: Synchronous,
-    /// The write-ahead log is checkpointed and truncated once it grows past
-    /// this many bytes (`[storage] wal_limit_mb`).
+    /// The write-ahead log is checkpointed and started over once it grows
+    /// past this many bytes (`[storage] wal_limit_mb`).
     pub wal_limit: u64,
 }
 
