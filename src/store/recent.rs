@@ -28,9 +28,9 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 /// The most messages held.
-pub const MAX_MESSAGES: usize = 2048;
+pub const MAX_MESSAGES: usize = 512;
 /// The most text held, in bytes.
-pub const MAX_BYTES: usize = 4 << 20;
+pub const MAX_BYTES: usize = 1 << 20;
 
 thread_local! {
     /// The messages the writer's current transaction stored, in order.
