@@ -807,7 +807,7 @@ def test_chinese_and_the_language_switch(ctx, relay):
             # join the one the page opened on.
             expect(page.locator("#conv-list li").first).to_be_visible()
             page.click("#new-conv")
-            expect(page.locator("#messages li.msg")).to_have_count(0)
+            expect(page.locator("#messages li.msg:not([hidden])")).to_have_count(0)
         send(page, "你好，我想申请退款")
         wait_settled(page, "You said: 你好，我想申请退款. " + STREAMED)
         expect(page.locator("#messages li.msg.outbound .meta time").last).to_have_text("刚刚")
