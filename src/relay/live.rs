@@ -206,36 +206,19 @@ impl Relay {
     ) -> Result<messages::Page, Error> {
         let reader = self.store.reader();
         Ok(match user {
-            None => match self.recent_page(app, conversation, false, after, limit) {
+            // What was just committed, when that reaches back to `after`
+            // (SQLite: see `store::recent`); else the database.
+            None => match self
+                .store
+                .recent()
+                .and_then(|r| r.after(app, conversation, false, after, limit))
+            {
                 Some(page) => page,
                 None => messages::stream(reader, app, conversation, after, limit).await?,
             },
             Some(user) => {
                 messages::of_user(reader, app, user, conversation, after, limit, false).await?
             }
-        })
-    }
-
-    /// The app's messages after `after` from those committed last, when
-    /// they reach back that far (on SQLite; see [`crate::store::recent`]):
-    /// a stream or outbox poll that keeps up reads no database.
-    pub(super) fn recent_page(
-        &self,
-        app: &AppId,
-        conversation: Option<&ConversationId>,
-        outbound_only: bool,
-        after: i64,
-        limit: i64,
-    ) -> Option<messages::Page> {
-        let messages =
-            self.store
-                .recent()?
-                .after(app, conversation, outbound_only, after, limit)?;
-        Some(messages::Page {
-            messages,
-            // One writer commits in cursor order: all that is committed is
-            // readable.
-            horizon: i64::MAX,
         })
     }
 

@@ -477,7 +477,13 @@ impl Relay {
             let target = self.hub.app_announced(app);
             let reader = self.store.reader();
             let page = match user {
-                None => match self.recent_page(app, None, true, after, limit) {
+                // What was just committed, when that reaches back to
+                // `after` (SQLite: see `store::recent`); else the database.
+                None => match self
+                    .store
+                    .recent()
+                    .and_then(|r| r.after(app, None, true, after, limit))
+                {
                     Some(page) => page,
                     None => messages::outbox(reader, app, after, limit).await?,
                 },

@@ -21,6 +21,7 @@
 //! once stored. The window holds at most [`MAX_MESSAGES`] messages and
 //! [`MAX_BYTES`] of text; the oldest leave first, raising the floor.
 
+use super::messages::Page;
 use crate::ids::{AppId, ConversationId};
 use crate::model::{Direction, Message};
 use std::cell::{Cell, RefCell};
@@ -169,8 +170,9 @@ impl Recent {
     }
 
     /// Up to `limit` of the app's messages after cursor `after` (of one
-    /// conversation, or replies only, when asked), oldest first; None when
-    /// the window does not reach back to `after` (read the database).
+    /// conversation, or replies only, when asked), oldest first, as the
+    /// database read would page them; None when the window does not reach
+    /// back to `after` (read the database).
     pub fn after(
         &self,
         app: &AppId,
@@ -178,23 +180,28 @@ impl Recent {
         outbound_only: bool,
         after: i64,
         limit: i64,
-    ) -> Option<Vec<(i64, Message)>> {
+    ) -> Option<Page> {
         let w = self.lock();
         if w.floor.is_none_or(|floor| after < floor) {
             return None;
         }
         let start = w.messages.partition_point(|(seq, _)| *seq <= after);
-        Some(
-            w.messages
-                .range(start..)
-                .filter(|(_, m)| {
-                    m.app_id == *app
-                        && conversation.is_none_or(|c| m.conversation_id == *c)
-                        && (!outbound_only || m.direction == Direction::Outbound)
-                })
-                .take(limit.max(0) as usize)
-                .cloned()
-                .collect(),
-        )
+        let messages = w
+            .messages
+            .range(start..)
+            .filter(|(_, m)| {
+                m.app_id == *app
+                    && conversation.is_none_or(|c| m.conversation_id == *c)
+                    && (!outbound_only || m.direction == Direction::Outbound)
+            })
+            .take(limit.max(0) as usize)
+            .cloned()
+            .collect();
+        // One writer commits in cursor order: all that is committed is
+        // readable.
+        Some(Page {
+            messages,
+            horizon: i64::MAX,
+        })
     }
 }

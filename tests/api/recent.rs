@@ -111,7 +111,7 @@ impl Setup {
                         .collect::<Vec<_>>()
                 };
                 assert_eq!(
-                    json(&window),
+                    json(&window.messages),
                     json(&stored.messages),
                     "after {after}, replies only: {outbound}"
                 );
