@@ -14,12 +14,12 @@
 //! It stays true because one writer assigns cursors in commit order and
 //! `AUTOINCREMENT` hands them out one after the other: a commit whose first
 //! message does not follow the last one held (another process wrote
-//! messages in between, or some were deleted) starts the window over above
-//! the messages it did not see. A transaction that deletes messages (the
-//! retention purge says so through [`deleted`]; one that deletes some it
-//! stored itself is found before it commits) empties it. Messages are never changed
-//! once stored. The window holds at most [`MAX_MESSAGES`] messages and
-//! [`MAX_BYTES`] of text; the oldest leave first, raising the floor.
+//! messages in between) starts the window over above the messages it did
+//! not see. A transaction that deletes messages empties it: the retention
+//! purge says so through [`deleted`], and one that deletes messages it
+//! stored itself is found just before it commits. Messages are never
+//! changed once stored. The window holds at most [`MAX_MESSAGES`] messages
+//! and [`MAX_BYTES`] of text; the oldest leave first, raising the floor.
 
 use super::messages::Page;
 use crate::ids::{AppId, ConversationId};
@@ -41,12 +41,12 @@ thread_local! {
 }
 
 /// Message `seq` was stored in the writer's current transaction.
-pub fn stored(seq: i64, message: &Message) {
+pub(super) fn stored(seq: i64, message: &Message) {
     PENDING.with(|p| p.borrow_mut().push((seq, message.clone())));
 }
 
 /// The writer's current transaction deletes messages.
-pub fn deleted() {
+pub(super) fn deleted() {
     DELETED.with(|d| d.set(true));
 }
 
