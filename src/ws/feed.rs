@@ -272,51 +272,61 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            biased;
-            _ = &mut notified => {}
-            _ = readable => {}
-            event = live.recv() => match event {
-                Ok(event) => {
-                    if !wanted(&event) {
-                        continue;
-                    }
-                    if event.after > covered {
-                        // Stored messages announced before it come first.
-                        held.push_back(event);
-                        continue;
-                    }
-                    match tx.try_send(FeedItem::Live(event)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            slow.store(true, Ordering::Relaxed);
-                            return;
+        tokio::pin!(readable);
+        // A live event shown at once does not make the feed read the store
+        // again: it reads when woken, so it never shows a stored message
+        // before hearing of it. (On PostgreSQL a message another relay
+        // stored can be readable before that relay's live events sent ahead
+        // of it have arrived here; they arrive before its notice does.)
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut notified => break,
+                _ = &mut readable => break,
+                event = live.recv() => match event {
+                    Ok(event) => {
+                        if !wanted(&event) {
+                            continue;
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        if event.after > covered {
+                            // Stored messages announced before it come
+                            // first: read up to them.
+                            held.push_back(event);
+                            break;
+                        }
+                        match tx.try_send(FeedItem::Live(event)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                slow.store(true, Ordering::Relaxed);
+                                return;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        }
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    slow.store(true, Ordering::Relaxed);
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = tx.closed() => return,
-            _ = crate::ws::credential_gone(&mut ends.watch, &relay, &principal) => {
-                ends.revoked.store(true, Ordering::Relaxed);
-                return;
-            }
-            _ = until(expiry) => {
-                let Principal::User(s) = &principal else { return };
-                match relay.session_expiry(&s.session).await {
-                    Ok(at) => expiry = Some(at),
-                    Err(_) => {
-                        ends.revoked.store(true, Ordering::Relaxed);
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        slow.store(true, Ordering::Relaxed);
                         return;
                     }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
+                _ = crate::ws::credential_gone(&mut ends.watch, &relay, &principal) => {
+                    ends.revoked.store(true, Ordering::Relaxed);
+                    return;
                 }
+                _ = until(expiry) => {
+                    let Principal::User(s) = &principal else { return };
+                    match relay.session_expiry(&s.session).await {
+                        Ok(at) => expiry = Some(at),
+                        Err(_) => {
+                            ends.revoked.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    break;
+                }
+                _ = &mut stop => return,
             }
-            _ = &mut stop => return,
         }
     }
 }
