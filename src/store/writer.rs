@@ -228,8 +228,7 @@ fn run_batch(
     // rolled back whole); in a batch each operation runs in its own, and a
     // failed one is undone with ROLLBACK TO it and released (with the search
     // terms and messages it left for the end of the transaction).
-    search::deferred_rollback(0);
-    recent::discard();
+    discard_deferred();
     let alone = batch.len() == 1;
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut broken: Option<StoreError> = None;
@@ -240,7 +239,7 @@ fn run_batch(
             completions.push(completion);
             continue;
         }
-        let mark = (search::deferred_mark(), recent::mark());
+        let mark = Deferred::mark();
         if !alone {
             if let Err(e) = exec(conn, "SAVEPOINT op") {
                 let (_, completion) = (job.run)(Err(e.clone()));
@@ -258,8 +257,7 @@ fn run_batch(
         let end = if ok {
             exec(conn, "RELEASE op")
         } else {
-            search::deferred_rollback(mark.0);
-            recent::rollback(mark.1);
+            mark.roll_back();
             exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
         };
         if let Err(e) = end {
@@ -272,8 +270,7 @@ fn run_batch(
     if failed_alone {
         // The only operation failed: nothing to commit. Its error reaches its
         // caller through its completion, as usual.
-        search::deferred_rollback(0);
-        recent::discard();
+        discard_deferred();
         let _ = exec(conn, "ROLLBACK");
         for completion in completions {
             completion(Ok(()));
@@ -286,10 +283,7 @@ fn run_batch(
         None => search::flush_deferred(conn)
             .and_then(|()| recent::verify(conn))
             .and_then(|()| exec(conn, "COMMIT")),
-        Some(e) => {
-            search::deferred_rollback(0);
-            Err(e)
-        }
+        Some(e) => Err(e),
     };
     match &outcome {
         Ok(()) => {
@@ -312,7 +306,7 @@ fn run_batch(
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
         Err(e) => {
-            recent::discard();
+            discard_deferred();
             stats.failed.fetch_add(1, Ordering::Relaxed);
             if !conn.is_autocommit() {
                 let _ = exec(conn, "ROLLBACK");
@@ -323,6 +317,34 @@ fn run_batch(
     for completion in completions {
         completion(outcome.clone());
     }
+}
+
+/// Where an operation's savepoint begins in what the transaction's
+/// operations left for its end (search terms, messages for [`Recent`]).
+struct Deferred {
+    terms: usize,
+    messages: usize,
+}
+
+impl Deferred {
+    fn mark() -> Deferred {
+        Deferred {
+            terms: search::deferred_mark(),
+            messages: recent::mark(),
+        }
+    }
+
+    /// The operation was rolled back: what it left goes too.
+    fn roll_back(self) {
+        search::deferred_rollback(self.terms);
+        recent::rollback(self.messages);
+    }
+}
+
+/// The transaction ends without a commit: nothing it left is kept.
+fn discard_deferred() {
+    search::deferred_rollback(0);
+    recent::discard();
 }
 
 /// Keeps the write-ahead log under its limit.

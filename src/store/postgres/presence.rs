@@ -89,12 +89,9 @@ pub async fn alive(pool: &PgPool, relay: &str, now: i64, since: i64) -> StoreRes
         .map_err(error)
 }
 
-/// Deletes rows not refreshed since `before` (ms): relays that died.
+/// Deletes presence rows not refreshed since `before` (ms). (Relays that
+/// fell silent are deleted sooner, by [`release_gone_relays`].)
 pub async fn prune(pool: &PgPool, before: i64) -> StoreResult<u64> {
-    pgsql::presence::prune_relays(before)
-        .execute(pool)
-        .await
-        .map_err(error)?;
     let done = pgsql::presence::prune(before)
         .execute(pool)
         .await

@@ -79,8 +79,3 @@ pub fn release_gone_relays(before: i64, now: i64) -> Rows<impl Row<String>> {
     )
     .map(|r| r.client_id)
 }
-
-/// Deletes relays not alive since `before`.
-pub fn prune_relays(before: i64) -> Statement {
-    sqlx::query!("DELETE FROM relays WHERE seen_at < $1", before)
-}
