@@ -341,7 +341,7 @@ impl Relay {
         // connection took) costs no more.
         let now = now_ms();
         let (held, earliest) =
-            deliveries::session_view(self.store.reader(), client, session, now).await?;
+            deliveries::session_view(self.store.hot(), client, session, now).await?;
         let room = max_in_flight - held;
         let nothing_due = earliest.is_none_or(|at| at > now) && !self.hub.unassigned_hinted();
         if room <= 0 || nothing_due {
@@ -448,7 +448,7 @@ impl Relay {
         // ack elsewhere, work that another poll took) costs one read, not a
         // write transaction.
         if !looked && !self.hub.unassigned_hinted() {
-            let earliest = deliveries::earliest_ready(self.store.reader(), &client).await?;
+            let earliest = deliveries::earliest_ready(self.store.hot(), &client).await?;
             if earliest.is_none_or(|at| at > now_ms()) {
                 return Ok(Claim {
                     messages: Vec::new(),

@@ -15,12 +15,13 @@
 //!   holds. The claim, which holds its rows first, only ever tries that
 //!   lock ([`retire`]).
 
+use super::hot::Hot;
 use super::postgres::error as pg_error;
 use super::tx::PgTx;
 use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId};
 use crate::model::{Delivery, DeliveryState, Direction, Message};
-use rusqlite::OptionalExtension;
+use rusqlite::{params, OptionalExtension};
 
 /// Queues the delivery of inbound message `seq`: ready if its conversation has
 /// nothing in flight, else queued behind the conversation's open rows.
@@ -321,32 +322,31 @@ pub async fn count_owned(db: &Reader, owner: &str, now: i64) -> StoreResult<i64>
 /// deliveries it holds under a lease that has not ended, and when the
 /// client's earliest ready delivery is (or was) due ([`earliest_ready`]).
 pub async fn session_view(
-    db: &Reader,
+    db: Hot<'_>,
     client: &ClientId,
     owner: &str,
     now: i64,
 ) -> StoreResult<(i64, Option<i64>)> {
-    let ex = match db {
-        Reader::Sqlite(pool) => pool,
-        Reader::Postgres(pool) => {
+    let conns = match db {
+        Hot::Sqlite(conns) => conns,
+        Hot::Postgres(pool) => {
             return pgsql::deliveries::session_view(owner, now, client.as_str())
                 .fetch_one(pool)
                 .await
                 .map_err(pg_error);
         }
     };
-    let row = sqlx::query!(
-        r#"SELECT (SELECT COUNT(*) FROM deliveries
-                   WHERE lease_owner = ?1 AND state = 'ready' AND visible_at > ?2) AS "held!: i64",
-                  (SELECT MIN(visible_at) FROM deliveries
-                   WHERE client_id = ?3 AND state = 'ready') AS "earliest: i64""#,
-        owner,
-        now,
-        client
-    )
-    .fetch_one(ex)
-    .await?;
-    Ok((row.held, row.earliest))
+    conns.read(|conn| {
+        conn.prepare_cached(
+            "SELECT (SELECT COUNT(*) FROM deliveries
+                     WHERE lease_owner = ?1 AND state = 'ready' AND visible_at > ?2),
+                    (SELECT MIN(visible_at) FROM deliveries
+                     WHERE client_id = ?3 AND state = 'ready')",
+        )?
+        .query_row(params![owner, now, client.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    })
 }
 
 /// How many dead letters are kept.
@@ -394,24 +394,22 @@ pub async fn oldest_due(db: &Reader, client: &ClientId, now: i64) -> StoreResult
 /// When the client's earliest ready row is or was due: in the past, a claim
 /// finds something; in the future, nothing is due before then. None: the
 /// client has no ready row. One look at the claim index, no write.
-pub async fn earliest_ready(db: &Reader, client: &ClientId) -> StoreResult<Option<i64>> {
-    let ex = match db {
-        Reader::Sqlite(pool) => pool,
-        Reader::Postgres(pool) => {
+pub async fn earliest_ready(db: Hot<'_>, client: &ClientId) -> StoreResult<Option<i64>> {
+    let conns = match db {
+        Hot::Sqlite(conns) => conns,
+        Hot::Postgres(pool) => {
             return pgsql::deliveries::earliest_ready(client.as_str())
                 .fetch_one(pool)
                 .await
                 .map_err(pg_error);
         }
     };
-    let at = sqlx::query_scalar!(
-        r#"SELECT MIN(visible_at) AS "at: i64" FROM deliveries
-           WHERE client_id = ?1 AND state = 'ready'"#,
-        client
-    )
-    .fetch_one(ex)
-    .await?;
-    Ok(at)
+    conns.read(|conn| {
+        conn.prepare_cached(
+            "SELECT MIN(visible_at) FROM deliveries WHERE client_id = ?1 AND state = 'ready'",
+        )?
+        .query_row([client.as_str()], |r| r.get(0))
+    })
 }
 
 /// The earliest time one of the client's leased rows becomes due again.

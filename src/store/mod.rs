@@ -10,7 +10,8 @@
 //! The functions in the submodules are building blocks: write functions are
 //! synchronous and take the writer's [`Tx`] (`rusqlite`, a transaction is
 //! already open), read functions take the reader pool (sqlx, async,
-//! compile-time-checked queries). The domain layer composes write functions
+//! compile-time-checked queries), except the few every round trip makes,
+//! which run on the calling thread ([`hot`]). The domain layer composes write functions
 //! inside one [`Store::write`] call, so every multi-row change is one
 //! transaction.
 
@@ -22,6 +23,7 @@ pub mod clients;
 pub mod console;
 pub mod conversations;
 pub mod deliveries;
+pub mod hot;
 pub mod idempotency;
 pub mod messages;
 pub mod postgres;
@@ -250,6 +252,8 @@ struct SqliteFile {
     writer: writer::Writer,
     /// The messages committed last (see [`recent`]).
     recent: std::sync::Arc<recent::Recent>,
+    /// The hot path's reads (see [`hot`]).
+    hot: std::sync::Arc<hot::Connections>,
     checkpointer: std::sync::Arc<tokio::sync::Mutex<Option<checkpoint::Checkpointer>>>,
     path: PathBuf,
 }
@@ -303,6 +307,7 @@ impl Store {
                 ))),
                 path: path.to_owned(),
                 recent,
+                hot: std::sync::Arc::new(hot::Connections::new(path.to_owned())),
             }),
         })
     }
@@ -381,6 +386,14 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(file) => Some(&file.recent),
             Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The connections the hot path's reads use (see [`hot`]).
+    pub fn hot(&self) -> hot::Hot<'_> {
+        match &self.backend {
+            Backend::Sqlite(file) => hot::Hot::Sqlite(&file.hot),
+            Backend::Postgres(pg) => hot::Hot::Postgres(pg.pool()),
         }
     }
 
@@ -467,6 +480,7 @@ impl Store {
                 if let Reader::Sqlite(readers) = &self.reader {
                     readers.close().await;
                 }
+                file.hot.close();
                 file.writer.close().await;
             }
             Backend::Postgres(pg) => pg.close().await,

@@ -884,7 +884,7 @@ async fn delivery_transcript(store: &Store) -> Vec<String> {
     let reader = store.reader().clone();
     out.push(format!(
         "a earliest ready {:?}, oldest due at 5 {:?} and at 10 {:?}",
-        deliveries::earliest_ready(&reader, &a).await.unwrap(),
+        deliveries::earliest_ready(store.hot(), &a).await.unwrap(),
         deliveries::oldest_due(&reader, &a, 5).await.unwrap(),
         deliveries::oldest_due(&reader, &a, 10).await.unwrap(),
     ));
