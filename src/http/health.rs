@@ -82,6 +82,7 @@ pub(crate) struct Stats {
     operations: u64,
     failed_commits: u64,
     commit_micros: u64,
+    log_syncs: u64,
 }
 
 /// What the single writer has done since start.
@@ -101,6 +102,7 @@ pub(crate) async fn stats(State(state): State<AppState>, _: AdminAuth) -> Json<S
         operations: w.operations.load(Relaxed),
         failed_commits: w.failed.load(Relaxed),
         commit_micros: w.commit_micros.load(Relaxed),
+        log_syncs: w.syncs.load(Relaxed),
     })
 }
 

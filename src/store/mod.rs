@@ -584,11 +584,9 @@ fn open_writer(path: &Path, options: &Options) -> StoreResult<rusqlite::Connecti
             "the database could not switch to WAL mode (it is in {mode} mode)"
         )));
     }
-    let synchronous = match options.synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)?;
+    // With `synchronous = full` the writer syncs the log itself after each
+    // durable commit (see `writer::Syncer`), so the commit itself never does.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // Each operation of a shared transaction runs in a savepoint, whose
     // journal (the pages it changed, as they were) is a temporary file

@@ -6,7 +6,9 @@
 //! transaction with others), then commits once. So under load one fsync
 //! serves many requests (group commit), and when idle a lone operation
 //! commits at once. Each caller learns its result only after the commit
-//! succeeded: a result is never reported for data not on disk.
+//! succeeded and the log holding it is on disk: a result is never reported
+//! for data not on disk. That sync runs beside the next batch when one waits
+//! (see [`Syncer`]).
 //!
 //! The whole batch runs synchronously on this thread, through `rusqlite`
 //! with prepared statements cached across batches: one hand-off to the thread
@@ -63,8 +65,11 @@ pub struct WriterStats {
     pub operations: AtomicU64,
     /// Transactions that failed as a whole (rolled back).
     pub failed: AtomicU64,
-    /// Time spent in COMMIT (the fsync), microseconds in all.
+    /// Time spent in COMMIT, microseconds in all.
     pub commit_micros: AtomicU64,
+    /// Syncs of the write-ahead log after durable commits (one covers every
+    /// transaction committed before it began).
+    pub syncs: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -74,9 +79,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// `full`: the connection runs with `synchronous = FULL`, and batches
-    /// of relaxed operations only are committed with NORMAL.
-    /// What it commits joins `recent`.
+    /// `full`: a transaction that carried a durable operation is reported
+    /// once the log is synced after its COMMIT (the connection itself runs
+    /// with NORMAL: see [`Syncer`]). What it commits joins `recent`.
     pub fn spawn(
         conn: Connection,
         full: bool,
@@ -89,7 +94,7 @@ impl Writer {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("clawrelay-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats, full, wal, &recent))?;
+            .spawn(move || run(conn, rx, thread_stats, full, wal, &recent))?;
         Ok(Writer { jobs, stats })
     }
 
@@ -134,7 +139,7 @@ impl Writer {
 fn run(
     conn: Connection,
     mut rx: mpsc::Receiver<Msg>,
-    stats: &WriterStats,
+    stats: Arc<WriterStats>,
     full: bool,
     mut wal: WalBound,
     recent: &Recent,
@@ -144,10 +149,8 @@ fn run(
     let tx = Tx::Sqlite(conn);
     let Ok(conn) = tx.sqlite() else { return };
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut mode = Sync {
-        full,
-        durable_now: full,
-    };
+    let log = Arc::new(LogFile::new(wal.path.clone(), stats.clone()));
+    let mut sync = Syncer::start(full, log);
     // Those waiting for the close (each `close` call sends one).
     let mut stopped = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -166,10 +169,13 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            run_batch(&tx, conn, &mut batch, stats, &mut mode, recent);
+            let committed = run_batch(&tx, conn, &mut batch, &stats, recent);
+            sync.complete(committed, rx.is_empty());
             wal.keep_bounded(conn);
         }
     }
+    // Every caller hears of its commit before the connection closes.
+    sync.finish();
     // As the last connection, closing folds the WAL into the database file.
     if let Tx::Sqlite(conn) = tx {
         if let Err((_, e)) = conn.close() {
@@ -181,15 +187,169 @@ fn run(
     }
 }
 
-/// The connection's `synchronous` setting. With `[storage] synchronous =
-/// "full"`, a batch that holds only relaxed operations (claims, lease
-/// releases, bookkeeping: what a crash may undo without losing anything a
-/// caller was promised) commits with NORMAL, skipping the fsync. In WAL mode
-/// the next FULL commit syncs those frames too, so a crash can only lose a
-/// tail of relaxed commits, never one that a durable commit followed.
-struct Sync {
+/// A transaction's end, for its callers: its completions and outcome, and
+/// whether they wait for the log on disk (it carried a durable operation).
+struct Committed {
+    completions: Vec<Completion>,
+    outcome: StoreResult<()>,
+    durable: bool,
+}
+
+impl Committed {
+    /// Tells every caller; `synced`: what the log's sync after the commit
+    /// did (a durable operation's caller hears of a failed sync).
+    fn report(self, synced: &StoreResult<()>) {
+        let outcome = match (self.outcome, self.durable) {
+            (Ok(()), true) => synced.clone(),
+            (outcome, _) => outcome,
+        };
+        for completion in self.completions {
+            completion(outcome.clone());
+        }
+    }
+}
+
+/// The write-ahead log's file, synced on its own descriptor. The writer's
+/// connection keeps the log in existence while it is open (SQLite removes
+/// it when the last connection closes), so one descriptor serves for the
+/// writer's life.
+struct LogFile {
+    path: std::path::PathBuf,
+    file: std::sync::OnceLock<std::fs::File>,
+    stats: Arc<WriterStats>,
+}
+
+impl LogFile {
+    fn new(path: std::path::PathBuf, stats: Arc<WriterStats>) -> LogFile {
+        LogFile {
+            path,
+            file: std::sync::OnceLock::new(),
+            stats,
+        }
+    }
+
+    /// Puts everything written to the log so far on disk (`fdatasync`,
+    /// as SQLite's own sync of the log).
+    fn sync(&self) -> StoreResult<()> {
+        let failed =
+            |e: std::io::Error| StoreError::Io(format!("cannot sync {}: {e}", self.path.display()));
+        if self.file.get().is_none() {
+            let file = std::fs::File::open(&self.path).map_err(failed)?;
+            let _ = self.file.set(file);
+        }
+        let file = self
+            .file
+            .get()
+            .ok_or_else(|| StoreError::Io(format!("cannot open {}", self.path.display())))?;
+        file.sync_data().map_err(failed)?;
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Puts commits on disk and tells their callers, in commit order.
+///
+/// With `synchronous = full` the connection commits with NORMAL, which
+/// writes the log without syncing it, and the sync follows the COMMIT: on
+/// the writer's thread when nothing else waits (a lone request's latency is
+/// what FULL's would be), otherwise on this thread while the writer runs the
+/// next batch, so the fsync no longer stalls every writer. One sync covers
+/// every transaction committed before it began. A caller hears of its
+/// commit only once the log holding it is on disk, and no caller hears of a
+/// later commit before an earlier one's callers (a claim never answers with
+/// a message whose sender has not been told it is stored). A transaction
+/// committed but not yet synced is visible to reads: only a power loss in
+/// that millisecond can take back what a reader saw, and never what a
+/// caller was told is stored.
+struct Syncer {
     full: bool,
-    durable_now: bool,
+    log: Arc<LogFile>,
+    /// Transactions handed to the sync thread and not yet reported.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    handoff: Option<std::sync::mpsc::Sender<Committed>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(full: bool, log: Arc<LogFile>) -> Syncer {
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (handoff, thread) = if full {
+            let (tx, rx) = std::sync::mpsc::channel::<Committed>();
+            let (log, queued) = (log.clone(), queued.clone());
+            let thread = std::thread::Builder::new()
+                .name("clawrelay-sync".into())
+                .spawn(move || sync_loop(&rx, &log, &queued));
+            match thread {
+                Ok(thread) => (Some(tx), Some(thread)),
+                Err(e) => {
+                    // Every sync is then the writer's own, as with FULL.
+                    tracing::warn!(error = %e, "cannot start the log's sync thread");
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
+        Syncer {
+            full,
+            log,
+            queued,
+            handoff,
+            thread,
+        }
+    }
+
+    /// A transaction ended: its callers hear of it once it is on disk.
+    /// `idle`: no operation waits for the writer.
+    fn complete(&mut self, committed: Committed, idle: bool) {
+        let needs_sync = self.full && committed.durable && committed.outcome.is_ok();
+        let behind = self.queued.load(Ordering::Acquire) > 0;
+        if let (Some(handoff), true) = (&self.handoff, behind || (needs_sync && !idle)) {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            match handoff.send(committed) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(committed)) => {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.handoff = None;
+                    let synced = if needs_sync { self.log.sync() } else { Ok(()) };
+                    committed.report(&synced);
+                    return;
+                }
+            }
+        }
+        let synced = if needs_sync { self.log.sync() } else { Ok(()) };
+        committed.report(&synced);
+    }
+
+    /// Reports what the sync thread still holds, and ends it.
+    fn finish(&mut self) {
+        self.handoff = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The sync thread: takes every transaction handed over so far, syncs the
+/// log once if any needs it, reports them in order.
+fn sync_loop(
+    rx: &std::sync::mpsc::Receiver<Committed>,
+    log: &LogFile,
+    queued: &std::sync::atomic::AtomicUsize,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        group.extend(rx.try_iter());
+        let needs_sync = group.iter().any(|c| c.durable && c.outcome.is_ok());
+        let synced = if needs_sync { log.sync() } else { Ok(()) };
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "syncing the write-ahead log failed");
+        }
+        for committed in group {
+            committed.report(&synced);
+            queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Runs one statement of the writer's own (no rows, no parameters).
@@ -203,25 +363,20 @@ fn run_batch(
     conn: &Connection,
     batch: &mut Vec<Job>,
     stats: &WriterStats,
-    mode: &mut Sync,
     recent: &Recent,
-) {
-    if mode.full {
-        let durable = batch.iter().any(|j| j.durable);
-        if durable != mode.durable_now {
-            let level = if durable { "FULL" } else { "NORMAL" };
-            if conn.pragma_update(None, "synchronous", level).is_ok() {
-                mode.durable_now = durable;
-            }
-        }
-    }
+) -> Committed {
+    let durable = batch.iter().any(|j| j.durable);
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         tracing::warn!(error = %e, "could not begin a write transaction");
-        for job in batch.drain(..) {
-            let (_, completion) = (job.run)(Err(e.clone()));
-            completion(Err(e.clone()));
-        }
-        return;
+        let completions = batch
+            .drain(..)
+            .map(|job| (job.run)(Err(e.clone())).1)
+            .collect();
+        return Committed {
+            completions,
+            outcome: Err(e),
+            durable,
+        };
     }
 
     // A lone operation needs no savepoint (if it fails, the transaction is
@@ -272,10 +427,11 @@ fn run_batch(
         // caller through its completion, as usual.
         discard_deferred();
         let _ = exec(conn, "ROLLBACK");
-        for completion in completions {
-            completion(Ok(()));
-        }
-        return;
+        return Committed {
+            completions,
+            outcome: Ok(()),
+            durable: false,
+        };
     }
 
     let started = std::time::Instant::now();
@@ -289,7 +445,7 @@ fn run_batch(
         Ok(()) => {
             // Before any caller hears of the commit (and announces it).
             recent::committed(recent);
-            let durability = if mode.durable_now { "full" } else { "relaxed" };
+            let durability = if durable { "full" } else { "relaxed" };
             let m = crate::metrics::get();
             m.commit_seconds
                 .with_label_values(&[durability])
@@ -314,8 +470,10 @@ fn run_batch(
             tracing::warn!(error = %e, operations = completions.len(), "write transaction failed");
         }
     }
-    for completion in completions {
-        completion(outcome.clone());
+    Committed {
+        completions,
+        outcome,
+        durable,
     }
 }
 
@@ -498,6 +656,53 @@ mod tests {
             "the operations shared commits ({ops} in {commits})"
         );
         store.close().await;
+    }
+
+    /// With `synchronous = full` a durable write is answered after a sync of
+    /// the log; relaxed writes alone sync nothing; with `normal` nothing does.
+    /// Many writers at once share syncs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_commits_are_answered_after_a_sync_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        for (sync, durable_syncs) in [(Synchronous::Full, true), (Synchronous::Normal, false)] {
+            let path = dir.path().join(format!("{sync:?}.db"));
+            let store = Store::open(&path, sync).await.unwrap();
+            let stats = store.writer_stats().expect("a SQLite store has a writer");
+            let syncs = || stats.syncs.load(Ordering::Relaxed);
+
+            let before = syncs();
+            store
+                .write_relaxed(|tx| settings::set(tx, "relaxed", "1"))
+                .await
+                .unwrap();
+            assert_eq!(syncs(), before, "{sync:?}: a relaxed write syncs nothing");
+            store
+                .write(|tx| settings::set(tx, "durable", "1"))
+                .await
+                .unwrap();
+            assert_eq!(syncs() > before, durable_syncs, "{sync:?}: a durable write");
+
+            // 200 writers at once share syncs.
+            let mut tasks = Vec::new();
+            for i in 0..200 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .write(move |tx| settings::set(tx, &format!("k{i}"), "v"))
+                        .await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let shared = syncs() - before;
+            if durable_syncs {
+                assert!(shared < 100, "{sync:?}: 200 writes shared syncs ({shared})");
+            } else {
+                assert_eq!(shared, 0, "{sync:?}: normal never syncs");
+            }
+            store.close().await;
+        }
     }
 
     #[tokio::test]
