@@ -362,6 +362,9 @@ impl Relay {
     ) -> Result<Page<(Conversation, SearchMatch)>, Error> {
         let query =
             crate::search::Query::parse(q).map_err(|m| Error::invalid("invalid_query", m))?;
+        // Every stored message is found, also those the writer has not
+        // indexed yet.
+        self.store.catch_up_search().await?;
         let db = self.store.reader();
         let cutoff = self.rules.idle_cutoff(now_ms());
         let hits = crate::store::search::hits(

@@ -1,4 +1,5 @@
-//! The periodic maintenance tick: persists poll times, marks idle
+//! The periodic maintenance tick: indexes messages for search (SQLite's
+//! writer does it in batches), persists poll times, marks idle
 //! conversations expired, and moves work away from clients that are gone.
 //! Of relays sharing a database, each persists its own poll times; only the
 //! leader expires and moves (`crate::cluster`).
@@ -24,6 +25,8 @@ impl Relay {
         let mut report = TickReport::default();
         // Another process (the admin CLI) may have left work unassigned.
         self.hub.note_unassigned();
+        // What the writer has not indexed for search yet.
+        self.store.catch_up_search().await?;
 
         let seen = self.hub.unpersisted_last_seen();
         if !seen.is_empty() {

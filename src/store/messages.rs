@@ -98,7 +98,7 @@ pub fn insert(tx: &Tx, m: NewMessage<'_>) -> StoreResult<Inserted> {
         Tx::Sqlite(conn) => {
             insert_sqlite(conn, &id, &m)?;
             let seq = conn.last_insert_rowid();
-            super::search::index_sqlite(seq, m.text);
+            super::search::note_stored(seq);
             (seq, seq)
         }
         Tx::Postgres(pg) => {

@@ -467,6 +467,23 @@ impl Store {
         }
     }
 
+    /// Indexes for search every message still waiting (SQLite, where the
+    /// writer indexes in batches: see [`search`]; PostgreSQL indexes each
+    /// message as it stores it).
+    pub async fn catch_up_search(&self) -> StoreResult<()> {
+        if let Backend::Sqlite(_) = &self.backend {
+            loop {
+                let looked = self
+                    .write_relaxed(|tx| search::catch_up(tx, search::CATCH_UP_BATCH))
+                    .await?;
+                if (looked as i64) < search::CATCH_UP_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Finishes queued writes and closes every connection. On SQLite the
     /// writer closes last: as the last connection it checkpoints the WAL into
     /// the main file and removes it (a read-only connection cannot), so a
@@ -474,6 +491,9 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(file) => {
+                if let Err(e) = self.catch_up_search().await {
+                    tracing::warn!(error = %e, "indexing the last messages for search failed; the next start does it");
+                }
                 if let Some(c) = file.checkpointer.lock().await.take() {
                     c.stop().await;
                 }

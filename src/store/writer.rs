@@ -424,9 +424,9 @@ fn run_batch(
 
     // A lone operation needs no savepoint (if it fails, the transaction is
     // rolled back whole); in a batch each operation runs in its own, and a
-    // failed one is undone with ROLLBACK TO it and released (with the search
-    // terms and messages it left for the end of the transaction).
-    discard_deferred();
+    // failed one is undone with ROLLBACK TO it and released (with the
+    // messages it left for the end of the transaction).
+    recent::discard();
     let alone = batch.len() == 1;
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut broken: Option<StoreError> = None;
@@ -479,7 +479,7 @@ fn run_batch(
 
     let started = std::time::Instant::now();
     let outcome = match broken {
-        None => search::flush_deferred(conn)
+        None => search::catch_up_if_due(tx)
             .and_then(|()| recent::verify(conn))
             .and_then(|()| exec(conn, "COMMIT")),
         Some(e) => Err(e),
@@ -521,31 +521,29 @@ fn run_batch(
 }
 
 /// Where an operation's savepoint begins in what the transaction's
-/// operations left for its end (search terms, messages for [`Recent`]).
+/// operations left for its end (messages for [`Recent`]).
 struct Deferred {
-    terms: usize,
     messages: usize,
 }
 
 impl Deferred {
     fn mark() -> Deferred {
         Deferred {
-            terms: search::deferred_mark(),
             messages: recent::mark(),
         }
     }
 
     /// The operation was rolled back: what it left goes too.
     fn roll_back(self) {
-        search::deferred_rollback(self.terms);
         recent::rollback(self.messages);
+        search::forget_mark();
     }
 }
 
 /// The transaction ends without a commit: nothing it left is kept.
 fn discard_deferred() {
-    search::deferred_rollback(0);
     recent::discard();
+    search::forget_mark();
 }
 
 /// Keeps the write-ahead log under its limit.

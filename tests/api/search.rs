@@ -261,12 +261,11 @@ async fn messages_stored_before_search_existed_are_indexed_after_a_start() {
     assert_eq!(app.scalar(indexed).await, 1200);
 }
 
-/// On SQLite a message's terms are written at the end of the transaction
-/// that stores it (FTS5 writes out a segment at each savepoint it is part
-/// of, and each operation of a shared transaction runs in one): of
-/// operations committed together, those that succeed are found, one rolled
-/// back leaves no terms, and a message stored and deleted in one transaction
-/// leaves none.
+/// On SQLite a message's terms are written after the transaction that
+/// stores it, in batches (FTS5 writes a segment for every transaction that
+/// indexes, and merges them again): of operations committed together, those
+/// that succeed are found, one rolled back leaves no terms, and a message
+/// stored and deleted in one transaction leaves none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terms_are_written_for_the_operations_that_commit() {
     use clawrelay::ids::{AppId, ClientId, UserId};
@@ -360,4 +359,107 @@ async fn terms_are_written_for_the_operations_that_commit() {
         let hits = found(format!("word{i}")).fetch_all(&mut db).await.unwrap();
         assert_eq!(hits.len(), usize::from(i % 3 == 0), "word{i}");
     }
+}
+
+/// On SQLite messages wait to be indexed until 512 do (or a search, the
+/// maintenance tick or the store's close indexes them). A crash while they
+/// wait loses none from the index: the next catch-up finds them above the
+/// recorded mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_the_index_survive_a_crash() {
+    use clawrelay::ids::{AppId, ClientId, ConversationId, UserId};
+    use clawrelay::model::Direction;
+    use clawrelay::store::messages::{self, NewMessage};
+    use clawrelay::store::{apps, clients, conversations, Reader, Store, Synchronous};
+    let pool = |store: &Store| match store.reader() {
+        Reader::Sqlite(pool) => pool.clone(),
+        Reader::Postgres(_) => unreachable!("a SQLite store"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = Store::open(&path, Synchronous::Full).await.unwrap();
+    let (app, agent) = (AppId::generate(), ClientId::generate());
+    let (a, g) = (app.clone(), agent.clone());
+    let conversation = store
+        .write(move |tx| {
+            clients::insert(tx, &g, "agent", "h", 1)?;
+            apps::insert(tx, &a, "site", "h", 1)?;
+            conversations::create(tx, &a, &UserId::parse("u").unwrap(), Some(&g), 1)
+        })
+        .await
+        .unwrap();
+    let store_messages = |store: Store, c: ConversationId, range: std::ops::Range<usize>| {
+        let (app, agent) = (app.clone(), agent.clone());
+        async move {
+            let mut ops = Vec::new();
+            for i in range {
+                let (store, c, a, g) = (store.clone(), c.clone(), app.clone(), agent.clone());
+                ops.push(tokio::spawn(async move {
+                    store
+                        .write(move |tx| {
+                            messages::insert(
+                                tx,
+                                NewMessage {
+                                    conversation_id: &c,
+                                    app_id: &a,
+                                    client_id: Some(&g),
+                                    direction: Direction::Outbound,
+                                    from: "agent",
+                                    to: "u",
+                                    text: &format!("word{i} kept"),
+                                    reply_id: None,
+                                    in_reply_to: None,
+                                    attachments: &[],
+                                    stopped: false,
+                                    now: 1,
+                                },
+                            )
+                        })
+                        .await
+                        .unwrap();
+                }));
+            }
+            for op in ops {
+                op.await.unwrap();
+            }
+        }
+    };
+    let indexed = |store: Store| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM message_search")
+            .fetch_one(&pool(&store))
+            .await
+            .unwrap()
+    };
+
+    store_messages(store.clone(), conversation.clone(), 0..100).await;
+    assert_eq!(indexed(store.clone()).await, 0, "100 messages wait");
+    // A crash: the store goes without its close (which indexes what waits).
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let store = Store::open(&path, Synchronous::Full).await.unwrap();
+    assert_eq!(indexed(store.clone()).await, 0, "they still wait");
+    store.catch_up_search().await.unwrap();
+    assert_eq!(indexed(store.clone()).await, 100, "the catch-up found them");
+
+    store_messages(store.clone(), conversation.clone(), 100..700).await;
+    let by_writer = indexed(store.clone()).await;
+    assert!(
+        by_writer >= 100 + 512,
+        "the writer indexed once 512 waited ({by_writer})"
+    );
+    store.close().await;
+    let store = Store::open(&path, Synchronous::Full).await.unwrap();
+    assert_eq!(
+        indexed(store.clone()).await,
+        700,
+        "the close indexed the rest"
+    );
+    let kept: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM message_search WHERE message_search MATCH 'kept'")
+            .fetch_one(&pool(&store))
+            .await
+            .unwrap();
+    assert_eq!(kept, 700);
+    store.close().await;
 }
