@@ -271,7 +271,7 @@ pub(crate) async fn history(
     Ok(Json(History {
         messages: messages
             .iter()
-            .map(|m| crate::ws::feed::viewed(&viewer, m))
+            .map(|m| crate::ws::feed::viewed(&viewer, m).to_value())
             .collect(),
         before: earlier.map(|b| b.to_string()),
     }))
@@ -320,6 +320,8 @@ pub(crate) async fn stop(
         stopped: !done.withdrawn.is_empty() || !done.cancelled.is_empty(),
         withdrawn: done.withdrawn,
         cancelled: done.cancelled,
-        message: done.message.map(|m| crate::ws::feed::viewed(&who, &m)),
+        message: done
+            .message
+            .map(|m| crate::ws::feed::viewed(&who, &m).to_value()),
     }))
 }

@@ -173,8 +173,7 @@ impl Session<'_> {
                         .flatten()
                         .min();
                         for m in &claim.messages {
-                            let payload = serde_json::to_value(m).unwrap_or(Value::Null);
-                            if let Err(exit) = self.conn.event("message", &payload).await {
+                            if let Err(exit) = self.conn.event("message", m).await {
                                 return exit;
                             }
                         }

@@ -41,18 +41,43 @@ pub enum FeedItem {
 /// The payload of a stored message's `message` event. On a user session's
 /// stream (the web chat's) an agent's message also comes rendered from its
 /// Markdown, as `html` beside `text` (see [`crate::webchat::markdown`]).
-pub fn stored_payload(viewer: &Principal, cursor: i64, message: &Message) -> serde_json::Value {
-    serde_json::json!({ "cursor": cursor.to_string(), "message": viewed(viewer, message) })
+/// Serialized straight into the frame (no JSON tree built first).
+pub fn stored_payload<'a>(viewer: &Principal, cursor: i64, message: &'a Message) -> Stored<'a> {
+    Stored {
+        cursor: cursor.to_string(),
+        message: viewed(viewer, message),
+    }
+}
+
+/// See [`stored_payload`].
+#[derive(serde::Serialize)]
+pub struct Stored<'a> {
+    cursor: String,
+    message: Viewed<'a>,
 }
 
 /// A stored message as `viewer` reads it: on a user session's reads an
 /// agent's message comes with `html` beside `text`.
-pub fn viewed(viewer: &Principal, message: &Message) -> serde_json::Value {
-    let mut body = serde_json::json!(message);
-    if matches!(viewer, Principal::User(_)) && message.direction == Direction::Outbound {
-        body["html"] = crate::webchat::markdown::render(&message.text).into();
+pub fn viewed<'a>(viewer: &Principal, message: &'a Message) -> Viewed<'a> {
+    let html = (matches!(viewer, Principal::User(_)) && message.direction == Direction::Outbound)
+        .then(|| crate::webchat::markdown::render(&message.text));
+    Viewed { message, html }
+}
+
+/// See [`viewed`].
+#[derive(serde::Serialize)]
+pub struct Viewed<'a> {
+    #[serde(flatten)]
+    message: &'a Message,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    html: Option<String>,
+}
+
+impl Viewed<'_> {
+    /// As a JSON value, for a response that holds several.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
     }
-    body
 }
 
 pub struct Feed {

@@ -119,7 +119,10 @@ impl Conn {
 
     /// Sends one frame. A peer that does not take it within the send timeout
     /// is a slow consumer.
-    async fn send(&mut self, frame: &ServerFrame<'_>) -> Result<(), Exit> {
+    async fn send<P: serde::Serialize + ?Sized>(
+        &mut self,
+        frame: &ServerFrame<'_, P>,
+    ) -> Result<(), Exit> {
         let text = serde_json::to_string(frame)
             .map_err(|_| Exit::Close(close::INTERNAL, "encoding error"))?;
         match tokio::time::timeout(
@@ -134,7 +137,11 @@ impl Conn {
         }
     }
 
-    pub async fn event(&mut self, event: &str, payload: &Value) -> Result<(), Exit> {
+    pub async fn event<P: serde::Serialize + ?Sized>(
+        &mut self,
+        event: &str,
+        payload: &P,
+    ) -> Result<(), Exit> {
         self.seq += 1;
         let seq = self.seq;
         self.send(&ServerFrame::Event {
@@ -146,7 +153,7 @@ impl Conn {
     }
 
     pub async fn ok(&mut self, id: &Value, payload: Value) -> Result<(), Exit> {
-        self.send(&ServerFrame::Res {
+        self.send::<Value>(&ServerFrame::Res {
             id,
             ok: true,
             payload: Some(payload),
@@ -156,7 +163,7 @@ impl Conn {
     }
 
     pub async fn error(&mut self, id: &Value, code: &str, message: &str) -> Result<(), Exit> {
-        self.send(&ServerFrame::Res {
+        self.send::<Value>(&ServerFrame::Res {
             id,
             ok: false,
             payload: None,

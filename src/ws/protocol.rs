@@ -119,7 +119,7 @@ impl Request {
 /// A frame the server sends.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-pub enum ServerFrame<'a> {
+pub enum ServerFrame<'a, P: ?Sized = Value> {
     Res {
         id: &'a Value,
         ok: bool,
@@ -130,7 +130,8 @@ pub enum ServerFrame<'a> {
     },
     Event {
         event: &'a str,
-        payload: &'a Value,
+        /// Serialized as it is: no JSON tree is built for it first.
+        payload: &'a P,
         seq: u64,
     },
 }
@@ -254,7 +255,7 @@ mod tests {
     #[test]
     fn frames_serialize_in_the_gateway_envelope() {
         let id = json!("a");
-        let res = serde_json::to_value(ServerFrame::Res {
+        let res = serde_json::to_value::<ServerFrame<'_, Value>>(ServerFrame::Res {
             id: &id,
             ok: false,
             payload: None,
