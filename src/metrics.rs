@@ -4,8 +4,8 @@
 //! listener, for a loopback address) serve them in the text format.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -25,6 +25,7 @@ pub struct Metrics {
     pub http: HistogramVec,
     /// Write transactions: commit time (seconds) and operations per commit.
     pub commit_seconds: HistogramVec,
+    pub log_sync_seconds: Histogram,
     pub batch_size: HistogramVec,
     /// Rows removed by the retention purge, by kind.
     pub purged: IntCounterVec,
@@ -154,6 +155,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
             ]),
             &["durability"],
         )?,
+        log_sync_seconds: Histogram::with_opts(
+            HistogramOpts::new(
+                "clawrelay_db_log_sync_seconds",
+                "Time to sync SQLite's write-ahead log to disk (fdatasync), which durable commits wait for",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+            ]),
+        )?,
         batch_size: HistogramVec::new(
             HistogramOpts::new(
                 "clawrelay_db_batch_operations",
@@ -263,6 +273,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(m.dead.clone()))?;
     r.register(Box::new(m.http.clone()))?;
     r.register(Box::new(m.commit_seconds.clone()))?;
+    r.register(Box::new(m.log_sync_seconds.clone()))?;
     r.register(Box::new(m.batch_size.clone()))?;
     r.register(Box::new(m.purged.clone()))?;
     r.register(Box::new(m.queue_depth.clone()))?;

@@ -241,7 +241,11 @@ impl LogFile {
             .file
             .get()
             .ok_or_else(|| StoreError::Io(format!("cannot open {}", self.path.display())))?;
+        let started = std::time::Instant::now();
         file.sync_data().map_err(failed)?;
+        crate::metrics::get()
+            .log_sync_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -260,7 +264,9 @@ impl LogFile {
 /// a message whose sender has not been told it is stored). A transaction
 /// committed but not yet synced is visible to reads: only a power loss in
 /// that millisecond can take back what a reader saw, and never what a
-/// caller was told is stored.
+/// caller was told is stored. A sync that fails is reported to the callers
+/// of every transaction it covered (503): what they wrote may be stored all
+/// the same, as when an answer is lost on its way back.
 ///
 /// With `synchronous = normal` callers are answered at once, and the sync
 /// thread still syncs the log behind the commits (no one waits for it), so

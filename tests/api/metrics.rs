@@ -72,6 +72,10 @@ async fn what_the_relay_does_shows_in_its_metrics() {
     );
     assert!(after.contains("clawrelay_http_request_duration_seconds_bucket{method=\"POST\",route=\"/inbound\",status=\"200\""));
     assert!(after.contains("clawrelay_db_commit_seconds_count{durability=\"full\"}"));
+    if app.on_sqlite() {
+        // Each durable commit waited for a sync of the log.
+        grew("clawrelay_db_log_sync_seconds_count", 3.0);
+    }
     assert!(after.contains("clawrelay_db_batch_operations_bucket"));
     assert!(after.contains("clawrelay_connected_agents"));
 }
