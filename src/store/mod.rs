@@ -491,8 +491,12 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(file) => {
-                if let Err(e) = self.catch_up_search().await {
-                    tracing::warn!(error = %e, "indexing the last messages for search failed; the next start does it");
+                match self.catch_up_search().await {
+                    Ok(()) | Err(StoreError::Closed) => {}
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "indexing the last messages for search failed; the next start does it"
+                    ),
                 }
                 if let Some(c) = file.checkpointer.lock().await.take() {
                     c.stop().await;

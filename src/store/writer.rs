@@ -169,7 +169,7 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            let committed = run_batch(&tx, conn, &mut batch, &stats, recent);
+            let committed = run_batch(&tx, conn, &mut batch, &stats, recent, full);
             sync.complete(committed, rx.is_empty());
             wal.keep_bounded(conn);
         }
@@ -413,6 +413,7 @@ fn run_batch(
     batch: &mut Vec<Job>,
     stats: &WriterStats,
     recent: &Recent,
+    full: bool,
 ) -> Committed {
     let durable = batch.iter().any(|j| j.durable);
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
@@ -494,7 +495,8 @@ fn run_batch(
         Ok(()) => {
             // Before any caller hears of the commit (and announces it).
             recent::committed(recent);
-            let durability = if durable { "full" } else { "relaxed" };
+            // `full`: the callers wait for the log's sync.
+            let durability = if durable && full { "full" } else { "relaxed" };
             let m = crate::metrics::get();
             m.commit_seconds
                 .with_label_values(&[durability])
