@@ -596,3 +596,28 @@ pub async fn with_cookie(
     h.extend_from_slice(headers);
     app.request_with(method, path, None, body, &h).await
 }
+
+/// An agent's message to user `to` in conversation `conversation`, as the
+/// store-level tests write them directly (`store::messages::insert`).
+pub fn agent_message<'a>(
+    conversation: &'a clawrelay::ids::ConversationId,
+    app: &'a clawrelay::ids::AppId,
+    agent: &'a clawrelay::ids::ClientId,
+    to: &'a str,
+    text: &'a str,
+) -> clawrelay::store::messages::NewMessage<'a> {
+    clawrelay::store::messages::NewMessage {
+        conversation_id: conversation,
+        app_id: app,
+        client_id: Some(agent),
+        direction: clawrelay::model::Direction::Outbound,
+        from: "agent",
+        to,
+        text,
+        reply_id: None,
+        in_reply_to: None,
+        attachments: &[],
+        stopped: false,
+        now: 1,
+    }
+}

@@ -715,9 +715,9 @@ async fn postgres_store_keeps_messages_like_sqlite() {
 /// write numbers committed messages in turn).
 #[tokio::test]
 async fn postgres_outbox_tailed_on_another_relay_misses_nothing() {
-    use clawrelay::model::Direction;
+    use crate::helpers::agent_message;
     use clawrelay::store::conversations;
-    use clawrelay::store::messages::{self, NewMessage};
+    use clawrelay::store::messages;
     let cluster = Cluster::start();
     let mut relays = Vec::new();
     for _ in 0..3 {
@@ -748,23 +748,8 @@ async fn postgres_outbox_tailed_on_another_relay_misses_nothing() {
                 let (c, a, g) = (conversation.clone(), app.clone(), agent.clone());
                 store
                     .write(move |tx| {
-                        messages::insert(
-                            tx,
-                            NewMessage {
-                                conversation_id: &c,
-                                app_id: &a,
-                                client_id: Some(&g),
-                                direction: Direction::Outbound,
-                                from: "agent",
-                                to: "user",
-                                text: &format!("w{w}-{i}"),
-                                reply_id: None,
-                                in_reply_to: None,
-                                attachments: &[],
-                                stopped: false,
-                                now: 1,
-                            },
-                        )
+                        let text = format!("w{w}-{i}");
+                        messages::insert(tx, agent_message(&c, &a, &g, "user", &text))
                     })
                     .await
                     .unwrap();

@@ -269,8 +269,7 @@ async fn messages_stored_before_search_existed_are_indexed_after_a_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terms_are_written_for_the_operations_that_commit() {
     use clawrelay::ids::{AppId, ClientId, UserId};
-    use clawrelay::model::Direction;
-    use clawrelay::store::messages::{self, NewMessage};
+    use clawrelay::store::messages;
     use clawrelay::store::{apps, clients, conversations, Store, StoreError, Synchronous, Tx};
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
@@ -297,23 +296,8 @@ async fn terms_are_written_for_the_operations_that_commit() {
         ops.push(tokio::spawn(async move {
             store
                 .write(move |tx| {
-                    let stored = messages::insert(
-                        tx,
-                        NewMessage {
-                            conversation_id: &c,
-                            app_id: &a,
-                            client_id: Some(&g),
-                            direction: Direction::Outbound,
-                            from: "agent",
-                            to: "u",
-                            text: &format!("word{i} shared"),
-                            reply_id: None,
-                            in_reply_to: None,
-                            attachments: &[],
-                            stopped: false,
-                            now: 1,
-                        },
-                    )?;
+                    let text = format!("word{i} shared");
+                    let stored = messages::insert(tx, agent_message(&c, &a, &g, "u", &text))?;
                     match (i % 3, tx) {
                         (1, _) => Err(StoreError::Other("rolled back".to_owned())),
                         (2, Tx::Sqlite(conn)) => {
@@ -368,8 +352,7 @@ async fn terms_are_written_for_the_operations_that_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_waiting_for_the_index_survive_a_crash() {
     use clawrelay::ids::{AppId, ClientId, ConversationId, UserId};
-    use clawrelay::model::Direction;
-    use clawrelay::store::messages::{self, NewMessage};
+    use clawrelay::store::messages;
     use clawrelay::store::{apps, clients, conversations, Reader, Store, Synchronous};
     let pool = |store: &Store| match store.reader() {
         Reader::Sqlite(pool) => pool.clone(),
@@ -397,23 +380,8 @@ async fn messages_waiting_for_the_index_survive_a_crash() {
                 ops.push(tokio::spawn(async move {
                     store
                         .write(move |tx| {
-                            messages::insert(
-                                tx,
-                                NewMessage {
-                                    conversation_id: &c,
-                                    app_id: &a,
-                                    client_id: Some(&g),
-                                    direction: Direction::Outbound,
-                                    from: "agent",
-                                    to: "u",
-                                    text: &format!("word{i} kept"),
-                                    reply_id: None,
-                                    in_reply_to: None,
-                                    attachments: &[],
-                                    stopped: false,
-                                    now: 1,
-                                },
-                            )
+                            let text = format!("word{i} kept");
+                            messages::insert(tx, agent_message(&c, &a, &g, "u", &text))
                         })
                         .await
                         .unwrap();
