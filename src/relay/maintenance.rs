@@ -25,8 +25,11 @@ impl Relay {
         let mut report = TickReport::default();
         // Another process (the admin CLI) may have left work unassigned.
         self.hub.note_unassigned();
-        // What the writer has not indexed for search yet.
-        self.store.catch_up_search().await?;
+        // What the writer has not indexed for search yet. A failure here
+        // holds up no other work of the tick (a search indexes first too).
+        if let Err(e) = self.store.catch_up_search().await {
+            tracing::warn!(error = %e, "indexing stored messages for search failed; the next tick tries again");
+        }
 
         let seen = self.hub.unpersisted_last_seen();
         if !seen.is_empty() {

@@ -471,7 +471,10 @@ impl Store {
     /// writer indexes in batches: see [`search`]; PostgreSQL indexes each
     /// message as it stores it).
     pub async fn catch_up_search(&self) -> StoreResult<()> {
-        if let Backend::Sqlite(_) = &self.backend {
+        if let Backend::Sqlite(file) = &self.backend {
+            if !search::waiting(&file.hot)? {
+                return Ok(());
+            }
             loop {
                 let looked = self
                     .write_relaxed(|tx| search::catch_up(tx, search::CATCH_UP_BATCH))

@@ -79,6 +79,19 @@ pub fn catch_up(tx: &Tx, batch: i64) -> StoreResult<u64> {
     catch_up_from(tx, through, batch)
 }
 
+/// Whether stored messages wait to be indexed (SQLite): one look on the
+/// calling thread, so that a search or a tick with nothing to index makes
+/// no write.
+pub(super) fn waiting(conns: &super::hot::Connections) -> StoreResult<bool> {
+    conns.read(|conn| {
+        conn.prepare_cached(
+            "SELECT coalesce((SELECT max(seq) FROM messages), 0)
+                  > coalesce((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?1), 0)",
+        )?
+        .query_row([INDEXED_THROUGH], |r| r.get(0))
+    })
+}
+
 fn mark(tx: &Tx) -> StoreResult<i64> {
     Ok(settings::get_in(tx, INDEXED_THROUGH)?
         .and_then(|v| v.parse::<i64>().ok())

@@ -188,7 +188,8 @@ fn run(
 }
 
 /// A transaction's end, for its callers: its completions and outcome, and
-/// whether they wait for the log on disk (it carried a durable operation).
+/// whether they wait for the log on disk (`full`, and it carried a durable
+/// operation).
 struct Committed {
     completions: Vec<Completion>,
     outcome: StoreResult<()>,
@@ -415,7 +416,9 @@ fn run_batch(
     recent: &Recent,
     full: bool,
 ) -> Committed {
-    let durable = batch.iter().any(|j| j.durable);
+    // Whether its callers wait for the log's sync (`full`, and a durable
+    // operation among them).
+    let durable = full && batch.iter().any(|j| j.durable);
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         tracing::warn!(error = %e, "could not begin a write transaction");
         let completions = batch
@@ -495,8 +498,7 @@ fn run_batch(
         Ok(()) => {
             // Before any caller hears of the commit (and announces it).
             recent::committed(recent);
-            // `full`: the callers wait for the log's sync.
-            let durability = if durable && full { "full" } else { "relaxed" };
+            let durability = if durable { "full" } else { "relaxed" };
             let m = crate::metrics::get();
             m.commit_seconds
                 .with_label_values(&[durability])
