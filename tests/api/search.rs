@@ -261,20 +261,17 @@ async fn messages_stored_before_search_existed_are_indexed_after_a_start() {
     assert_eq!(app.scalar(indexed).await, 1200);
 }
 
-/// On SQLite a message's terms are written after the transaction that
-/// stores it, in batches (FTS5 writes a segment for every transaction that
-/// indexes, and merges them again): of operations committed together, those
-/// that succeed are found, one rolled back leaves no terms, and a message
-/// stored and deleted in one transaction leaves none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terms_are_written_for_the_operations_that_commit() {
+/// An app, an agent and a conversation of user "u" between them, written
+/// directly to `store`.
+async fn agent_and_conversation(
+    store: &clawrelay::store::Store,
+) -> (
+    clawrelay::ids::AppId,
+    clawrelay::ids::ClientId,
+    clawrelay::ids::ConversationId,
+) {
     use clawrelay::ids::{AppId, ClientId, UserId};
-    use clawrelay::store::messages;
-    use clawrelay::store::{apps, clients, conversations, Store, StoreError, Synchronous, Tx};
-    use sqlx::Connection;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let store = Store::open(&path, Synchronous::Normal).await.unwrap();
+    use clawrelay::store::{apps, clients, conversations};
     let (app, agent) = (AppId::generate(), ClientId::generate());
     let (a, g) = (app.clone(), agent.clone());
     let conversation = store
@@ -285,6 +282,23 @@ async fn terms_are_written_for_the_operations_that_commit() {
         })
         .await
         .unwrap();
+    (app, agent, conversation)
+}
+
+/// On SQLite a message's terms are written after the transaction that
+/// stores it, in batches (FTS5 writes a segment for every transaction that
+/// indexes, and merges them again): of operations committed together, those
+/// that succeed are found, one rolled back leaves no terms, and a message
+/// stored and deleted in one transaction leaves none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_are_written_for_the_operations_that_commit() {
+    use clawrelay::store::messages;
+    use clawrelay::store::{Store, StoreError, Synchronous, Tx};
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = Store::open(&path, Synchronous::Normal).await.unwrap();
+    let (app, agent, conversation) = agent_and_conversation(&store).await;
     let mut ops = Vec::new();
     for i in 0..90 {
         let (store, c, a, g) = (
@@ -351,9 +365,9 @@ async fn terms_are_written_for_the_operations_that_commit() {
 /// recorded mark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_waiting_for_the_index_survive_a_crash() {
-    use clawrelay::ids::{AppId, ClientId, ConversationId, UserId};
+    use clawrelay::ids::ConversationId;
     use clawrelay::store::messages;
-    use clawrelay::store::{apps, clients, conversations, Reader, Store, Synchronous};
+    use clawrelay::store::{Reader, Store, Synchronous};
     let pool = |store: &Store| match store.reader() {
         Reader::Sqlite(pool) => pool.clone(),
         Reader::Postgres(_) => unreachable!("a SQLite store"),
@@ -361,16 +375,7 @@ async fn messages_waiting_for_the_index_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
     let store = Store::open(&path, Synchronous::Full).await.unwrap();
-    let (app, agent) = (AppId::generate(), ClientId::generate());
-    let (a, g) = (app.clone(), agent.clone());
-    let conversation = store
-        .write(move |tx| {
-            clients::insert(tx, &g, "agent", "h", 1)?;
-            apps::insert(tx, &a, "site", "h", 1)?;
-            conversations::create(tx, &a, &UserId::parse("u").unwrap(), Some(&g), 1)
-        })
-        .await
-        .unwrap();
+    let (app, agent, conversation) = agent_and_conversation(&store).await;
     let store_messages = |store: Store, c: ConversationId, range: std::ops::Range<usize>| {
         let (app, agent) = (app.clone(), agent.clone());
         async move {
