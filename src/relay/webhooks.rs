@@ -43,7 +43,7 @@ pub(super) fn record_reply(tx: &Tx, m: &Message, now: i64) -> StoreResult<Option
 
 /// The webhook body of a reply stored at `now`.
 pub(super) fn reply_body(m: &Message, now: i64) -> String {
-    envelope("message", now, json!(m))
+    envelope("message", now, m)
 }
 
 /// Records `conversation.expired`, in the caller's transaction.

@@ -195,13 +195,19 @@ pub fn record_event(
             }));
         }
     };
-    let subscribed: bool = tx
+    // The endpoints first, then one plain insert each: an INSERT ... SELECT
+    // ... RETURNING would scan the app's endpoints a second time and gather
+    // its rows in a temporary table.
+    let endpoints = tx
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM webhooks
-                            WHERE app_id = ?1 AND instr(' ' || events || ' ', ' ' || ?2 || ' ') > 0)",
+            "SELECT id FROM webhooks
+             WHERE app_id = ?1 AND instr(' ' || events || ' ', ' ' || ?2 || ' ') > 0
+             ORDER BY seq",
         )?
-        .query_row((app, kind), |r| r.get(0))?;
-    if !subscribed {
+        .query_map((app, kind), |r| r.get::<_, String>(0))?
+        .map(|r| r.map(WebhookId::from_db))
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoints.is_empty() {
         return Ok(None);
     }
     let (id, body): (_, Arc<str>) = (EventId::generate(), payload().into());
@@ -211,16 +217,13 @@ pub fn record_event(
     )?
     .execute((&id, app, kind, conversation, &*body, now))?;
     let seq = tx.last_insert_rowid();
-    let endpoints = tx
-        .prepare_cached(
-            "INSERT INTO webhook_deliveries (webhook_id, event_seq, conversation_id, state, attempts, next_at, updated_at)
-             SELECT id, ?1, ?2, 'pending', 0, ?3, ?3 FROM webhooks
-             WHERE app_id = ?4 AND instr(' ' || events || ' ', ' ' || ?5 || ' ') > 0
-             RETURNING webhook_id",
-        )?
-        .query_map((seq, conversation, now, app, kind), |r| r.get::<_, String>(0))?
-        .map(|r| r.map(WebhookId::from_db))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut queue = tx.prepare_cached(
+        "INSERT INTO webhook_deliveries (webhook_id, event_seq, conversation_id, state, attempts, next_at, updated_at)
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)",
+    )?;
+    for endpoint in &endpoints {
+        queue.execute((endpoint, seq, conversation, now))?;
+    }
     Ok(Some(Queued {
         seq,
         id,

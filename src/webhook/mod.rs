@@ -19,7 +19,6 @@ pub mod vault;
 
 use crate::config::Config;
 use crate::store::webhooks::Queued;
-use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,9 +133,22 @@ impl Rules {
     }
 }
 
-/// The body of every webhook: `{"type", "timestamp", "data"}`.
-pub fn envelope(kind: &str, timestamp: i64, data: Value) -> String {
-    json!({ "type": kind, "timestamp": timestamp, "data": data }).to_string()
+/// The body of every webhook: `{"type", "timestamp", "data"}`, serialized
+/// straight from `data` (no JSON tree built first).
+pub fn envelope(kind: &str, timestamp: i64, data: impl serde::Serialize) -> String {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a, D> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        timestamp: i64,
+        data: D,
+    }
+    serde_json::to_string(&Envelope {
+        kind,
+        timestamp,
+        data,
+    })
+    .unwrap_or_default()
 }
 
 /// The events list of an endpoint as stored: the known types, in a fixed
