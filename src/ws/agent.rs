@@ -172,10 +172,15 @@ impl Session<'_> {
                         .into_iter()
                         .flatten()
                         .min();
+                        // The messages go out in one write.
+                        self.conn.cork();
                         for m in &claim.messages {
                             if let Err(exit) = self.conn.event("message", m).await {
                                 return exit;
                             }
+                        }
+                        if let Err(exit) = self.conn.uncork().await {
+                            return exit;
                         }
                     }
                     Err(e) => {
@@ -193,23 +198,33 @@ impl Session<'_> {
 
             tokio::select! {
                 Some(handled) = running.join_next(), if !running.is_empty() => {
-                    let Ok((id, frees, result)) = handled else {
-                        // A request that panicked: counted as an internal
-                        // error in the log; its peer gets no answer.
-                        tracing::error!("a websocket request's task failed");
-                        continue;
-                    };
-                    let answered = match result {
-                        Ok(result) => self.conn.answer(&id, result).await,
-                        Err(e) => self.conn.frame_error(&e).await,
-                    };
-                    if let Err(exit) = answered {
+                    // The answers ready with it go out in one write.
+                    self.conn.cork();
+                    let mut handled = Some(handled);
+                    while let Some(done) = handled {
+                        match done {
+                            Ok((id, frees, result)) => {
+                                let answered = match result {
+                                    Ok(result) => self.conn.answer(&id, result).await,
+                                    Err(e) => self.conn.frame_error(&e).await,
+                                };
+                                if let Err(exit) = answered {
+                                    return exit;
+                                }
+                                look |= frees && full;
+                            }
+                            // A request that panicked: counted as an internal
+                            // error in the log; its peer gets no answer.
+                            Err(_) => tracing::error!("a websocket request's task failed"),
+                        }
+                        handled = running.try_join_next();
+                    }
+                    if let Err(exit) = self.conn.uncork().await {
                         return exit;
                     }
                     lanes.retain(|_, last| {
                         matches!(last.try_recv(), Err(oneshot::error::TryRecvError::Empty))
                     });
-                    look |= frees && full;
                 }
                 frame = self.conn.recv(), if running.len() < PIPELINE => match frame {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,

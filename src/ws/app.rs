@@ -15,6 +15,9 @@ use axum::extract::ws::Message;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// The most stream items written at once.
+const WRITE_BATCH: usize = 64;
+
 pub async fn run(
     mut conn: Conn,
     state: AppState,
@@ -71,16 +74,34 @@ pub async fn run(
     let exit = loop {
         tokio::select! {
             item = feed.items.recv() => {
-                let sent = match item {
-                    Some(FeedItem::Stored { cursor, message }) => {
-                        conn.event("message", &feed::stored_payload(&viewer, cursor, &message)).await
+                // The items waiting already go out with it, in one write.
+                conn.cork();
+                let mut item = item;
+                let mut taken = 0;
+                let sent = loop {
+                    let sent = match item {
+                        Some(FeedItem::Stored { cursor, message }) => {
+                            conn.event("message", &feed::stored_payload(&viewer, cursor, &message)).await
+                        }
+                        Some(FeedItem::Live(event)) => conn.event(event.event, &event.payload).await,
+                        None if feed.was_slow() => break Err(Exit::Close(close::SLOW_CONSUMER, "slow consumer")),
+                        None if feed.was_revoked() => break Err(Exit::Close(close::UNAUTHORIZED, "revoked")),
+                        None => break Err(Exit::Close(close::GOING_AWAY, "stream ended")),
+                    };
+                    taken += 1;
+                    if sent.is_err() || taken == WRITE_BATCH {
+                        break sent;
                     }
-                    Some(FeedItem::Live(event)) => conn.event(event.event, &event.payload).await,
-                    None if feed.was_slow() => break Exit::Close(close::SLOW_CONSUMER, "slow consumer"),
-                    None if feed.was_revoked() => break Exit::Close(close::UNAUTHORIZED, "revoked"),
-                    None => break Exit::Close(close::GOING_AWAY, "stream ended"),
+                    match feed.items.try_recv() {
+                        Ok(next) => item = Some(next),
+                        Err(_) => break Ok(()),
+                    }
                 };
-                if let Err(exit) = sent {
+                let written = match sent {
+                    Ok(()) => conn.uncork().await,
+                    Err(exit) => Err(exit),
+                };
+                if let Err(exit) = written {
                     break exit;
                 }
             }

@@ -30,6 +30,9 @@ use tokio::time::Instant;
 
 /// Bytes read from a socket at a time.
 const READ_BUFFER: usize = 4096;
+/// Bytes of frames a corked connection (see [`Conn::cork`]) holds before it
+/// writes them anyway.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -75,11 +78,12 @@ pub(crate) async fn upgrade(
     // Small buffers: tungstenite's defaults (128 KiB to read, 128 KiB to
     // write) cost ~145 KiB per open socket, and the memory stayed with the
     // process after a burst of sockets closed. Reads grow past this for a
-    // large frame; writes go out frame by frame (every send is flushed).
+    // large frame; a frame is written when it is sent, unless the
+    // connection is corked (then up to WRITE_BUFFER bytes wait for more).
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let conn = Conn::new(
                 socket,
@@ -105,6 +109,8 @@ pub struct Conn {
     seq: u64,
     send_timeout: Duration,
     last_heard: Instant,
+    /// Frames sent wait in the socket's buffer until [`Conn::uncork`].
+    corked: bool,
 }
 
 impl Conn {
@@ -114,7 +120,23 @@ impl Conn {
             seq: 0,
             send_timeout,
             last_heard: Instant::now(),
+            corked: false,
         }
+    }
+
+    /// From now until [`Conn::uncork`], frames sent are buffered (written
+    /// only once `WRITE_BUFFER` bytes wait): frames that are ready together
+    /// go out in one write, not one system call each.
+    pub fn cork(&mut self) {
+        self.corked = true;
+    }
+
+    /// Writes the frames buffered since [`Conn::cork`]; frames are written
+    /// as they are sent again.
+    pub async fn uncork(&mut self) -> Result<(), Exit> {
+        self.corked = false;
+        let flushed = futures_util::SinkExt::flush(&mut self.socket);
+        sent(tokio::time::timeout(self.send_timeout, flushed).await)
     }
 
     /// Sends one frame. A peer that does not take it within the send timeout
@@ -125,15 +147,12 @@ impl Conn {
     ) -> Result<(), Exit> {
         let text = serde_json::to_string(frame)
             .map_err(|_| Exit::Close(close::INTERNAL, "encoding error"))?;
-        match tokio::time::timeout(
-            self.send_timeout,
-            self.socket.send(Message::Text(text.into())),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Gone),
-            Err(_) => Err(Exit::Close(close::SLOW_CONSUMER, "slow consumer")),
+        let message = Message::Text(text.into());
+        if self.corked {
+            let queued = futures_util::SinkExt::feed(&mut self.socket, message);
+            sent(tokio::time::timeout(self.send_timeout, queued).await)
+        } else {
+            sent(tokio::time::timeout(self.send_timeout, self.socket.send(message)).await)
         }
     }
 
@@ -205,16 +224,8 @@ impl Conn {
     }
 
     pub async fn ping(&mut self) -> Result<(), Exit> {
-        match tokio::time::timeout(
-            self.send_timeout,
-            self.socket.send(Message::Ping(Default::default())),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Gone),
-            Err(_) => Err(Exit::Close(close::SLOW_CONSUMER, "slow consumer")),
-        }
+        let ping = self.socket.send(Message::Ping(Default::default()));
+        sent(tokio::time::timeout(self.send_timeout, ping).await)
     }
 
     /// Ends the connection as `exit` says (best effort: a short wait at most).
@@ -226,6 +237,16 @@ impl Conn {
             }));
             let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.send(frame)).await;
         }
+    }
+}
+
+/// How a write within the send timeout went: a peer that did not take it
+/// in time is a slow consumer.
+fn sent(r: Result<Result<(), axum::Error>, tokio::time::error::Elapsed>) -> Result<(), Exit> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Exit::Gone),
+        Err(_) => Err(Exit::Close(close::SLOW_CONSUMER, "slow consumer")),
     }
 }
 
