@@ -322,6 +322,37 @@ async fn a_dead_agents_conversations_go_to_another_agent() {
     assert_eq!(out["messages"][0]["text"], "b answers");
 }
 
+/// A backlog longer than what one write carries (64 frames) and than one
+/// read of the store (100 messages) arrives whole, in order, each message
+/// once, with the connection's event numbers one after the other; and the
+/// stream goes on live after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backlog_streams_whole_and_in_order_then_live() {
+    const BACKLOG: usize = 150;
+    let app = spawn_app().await;
+    let (_, web) = app.create_app("web").await;
+    let mut ids = Vec::new();
+    for i in 0..BACKLOG {
+        let m = app
+            .inbound(&web, &format!("u{}", i % 7), &format!("m{i}"))
+            .await;
+        ids.push(m["id"].clone());
+    }
+    let (mut watcher, _) = Ws::app(&app, &web, Some("0")).await;
+    let mut seqs = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let e = watcher.event().await;
+        assert_eq!(e["event"], "message", "{e}");
+        assert_eq!(&e["payload"]["message"]["id"], id, "message {i}: {e}");
+        seqs.push(e["seq"].as_u64().unwrap());
+    }
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let live = app.inbound(&web, "u0", "live").await;
+    let e = watcher.event().await;
+    assert_eq!(e["payload"]["message"]["id"], live["id"], "{e}");
+    assert!(watcher.quiet_for(200).await, "nothing seen twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_reconnecting_with_its_cursor_gets_exactly_what_it_missed_across_a_restart() {
     let mut app = spawn_app().await;
