@@ -503,13 +503,29 @@ where
 }
 
 /// A read-only connection to the database file at `path` (one the tests did
-/// not start in-process: a relay binary's, a backup).
+/// not start in-process: a relay binary's, a backup). Opening beside a
+/// relay that is writing can fail for a moment on a loaded machine (once in
+/// a few runs of the PostgreSQL group): it is tried again for up to 10 s.
 pub async fn open_ro(path: &std::path::Path) -> SqlitePool {
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=ro", path.display()))
-        .await
-        .expect("open db")
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+        {
+            Ok(pool) => return pool,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!(
+                    "opening {} read-only failed, trying again: {e}",
+                    path.display()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("open db {}: {e}", path.display()),
+        }
+    }
 }
 
 pub fn free_port() -> u16 {
