@@ -646,6 +646,16 @@ mod tests {
     #[derive(Debug)]
     struct Refused;
 
+    /// A store on a new file in a temporary directory (kept while the
+    /// directory handle lives).
+    async fn open(synchronous: Synchronous) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db"), synchronous)
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
     impl From<StoreError> for Refused {
         fn from(_: StoreError) -> Refused {
             Refused
@@ -654,10 +664,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_operation_is_rolled_back_alone_within_a_shared_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("w.db"), Synchronous::Full)
-            .await
-            .unwrap();
+        let (_dir, store) = open(Synchronous::Full).await;
 
         // The first operation holds the writer while 60 more queue up, so
         // they share one transaction; every third of them writes and fails.
@@ -714,10 +721,7 @@ mod tests {
     /// share syncs.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn durable_commits_are_answered_after_a_sync_of_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("full.db"), Synchronous::Full)
-            .await
-            .unwrap();
+        let (_dir, store) = open(Synchronous::Full).await;
         let stats = store.writer_stats().expect("a SQLite store has a writer");
         let syncs = || stats.syncs.load(Ordering::Relaxed);
 
@@ -762,10 +766,7 @@ mod tests {
     /// to sync while writers wait).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_normal_the_log_is_synced_behind_the_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("normal.db"), Synchronous::Normal)
-            .await
-            .unwrap();
+        let (_dir, store) = open(Synchronous::Normal).await;
         let stats = store.writer_stats().expect("a SQLite store has a writer");
         for round in 0..3 {
             let before = stats.syncs.load(Ordering::Relaxed);
@@ -787,10 +788,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_after_close_are_refused_not_lost_silently() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("w.db"), Synchronous::Full)
-            .await
-            .unwrap();
+        let (_dir, store) = open(Synchronous::Full).await;
         store.close().await;
         let r = store.write(|tx| settings::set(tx, "k", "v")).await;
         assert!(matches!(r, Err(StoreError::Closed)));
