@@ -134,6 +134,12 @@ impl Cluster {
         }
     }
 
+    /// How many other relays were alive at the last refresh (0 while this
+    /// relay is alone).
+    pub fn others(&self) -> Arc<AtomicI64> {
+        self.others.clone()
+    }
+
     /// A new WebSocket session's id, which names this relay: when the
     /// relay dies, the leader releases what its sessions held (see
     /// `Lead::duties`).

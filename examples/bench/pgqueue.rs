@@ -135,6 +135,7 @@ pub async fn run(n: i64, leased: f64, duration: Duration) -> PgQueueReport {
     let engine = Engine::start(
         pg.pool().clone(),
         pg.notices().clone(),
+        Default::default(),
         Rules {
             ttl_ms: 86_400_000,
             max_pending: 1 << 40,

@@ -157,10 +157,11 @@ impl Relay {
                 hub.liveness().stale_after_ms,
             ))
         });
-        let engine = store.postgres().map(|pg| {
+        let engine = store.postgres().zip(cluster.as_ref()).map(|(pg, cluster)| {
             crate::store::postgres::engine::Engine::start(
                 pg.pool().clone(),
                 pg.notices().clone(),
+                cluster.others(),
                 crate::store::postgres::engine::Rules {
                     ttl_ms: rules.ttl_ms,
                     max_pending: rules.max_pending,

@@ -143,14 +143,22 @@ const REMEMBERED: usize = 100_000;
 
 impl Engine {
     /// Starts the batchers on `pool`; the messages they store are added to
-    /// `notices` (for the other relays) once committed.
-    pub fn start(pool: PgPool, notices: Arc<Notices>, rules: Rules) -> Engine {
+    /// `notices` (for the other relays) once committed. `others` counts the
+    /// other relays alive (the cluster keeps it): with them, batches gather
+    /// longer.
+    pub fn start(
+        pool: PgPool,
+        notices: Arc<Notices>,
+        others: Arc<std::sync::atomic::AtomicI64>,
+        rules: Rules,
+    ) -> Engine {
         Engine {
             inbound: Batcher::start(
                 "inbound",
                 "full",
                 LANES,
                 MAX_BATCH,
+                others.clone(),
                 inbound(pool.clone(), notices.clone(), rules),
             ),
             claim: Batcher::start(
@@ -158,9 +166,17 @@ impl Engine {
                 "relaxed",
                 LANES,
                 MAX_BATCH,
+                others.clone(),
                 claim(pool.clone(), rules),
             ),
-            send: Batcher::start("send", "full", LANES, MAX_BATCH, send(pool, notices, rules)),
+            send: Batcher::start(
+                "send",
+                "full",
+                LANES,
+                MAX_BATCH,
+                others,
+                send(pool, notices, rules),
+            ),
             apps: Default::default(),
         }
     }
