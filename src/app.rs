@@ -15,9 +15,22 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared allocation, so that handing it
+/// to a request (axum clones the state for every extractor that takes it)
+/// is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     pub relay: Arc<Relay>,
     pub auth: Arc<Auth>,
     pub config: Arc<Config>,
@@ -83,7 +96,7 @@ impl App {
         let proxies = crate::proxy::TrustedProxies::parse(&config.server.trusted_proxies)
             .map_err(|e| Error::Internal(format!("server.trusted_proxies: {e}")))?;
         Ok(App {
-            state: AppState {
+            state: AppState(Arc::new(Shared {
                 relay: Arc::new(relay),
                 auth: Arc::new(auth),
                 config: Arc::new(config),
@@ -91,7 +104,7 @@ impl App {
                 ws_slots,
                 limits,
                 proxies,
-            },
+            })),
             trigger,
             generated_admin_token,
             demo: None,
