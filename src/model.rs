@@ -64,6 +64,49 @@ pub struct Message {
     pub stopped: bool,
 }
 
+/// A stored message as the readers of the relay's window of recent messages
+/// share it (see `store::recent`): one copy however many app streams and
+/// outbox reads carry it, and its JSON written once, by the first of them,
+/// then copied into every frame and response as it is.
+#[derive(Debug)]
+pub struct SharedMessage {
+    message: Message,
+    json: std::sync::OnceLock<Option<Box<serde_json::value::RawValue>>>,
+}
+
+impl SharedMessage {
+    pub fn new(message: Message) -> std::sync::Arc<SharedMessage> {
+        std::sync::Arc::new(SharedMessage {
+            message,
+            json: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The message's JSON (as [`Message`] serializes), written on first use.
+    pub fn json(&self) -> Option<&serde_json::value::RawValue> {
+        self.json
+            .get_or_init(|| serde_json::value::to_raw_value(&self.message).ok())
+            .as_deref()
+    }
+}
+
+impl std::ops::Deref for SharedMessage {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        &self.message
+    }
+}
+
+impl Serialize for SharedMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.json() {
+            Some(json) => json.serialize(s),
+            None => self.message.serialize(s),
+        }
+    }
+}
+
 /// An uploaded file as messages and `POST /attachments` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -249,4 +292,37 @@ pub struct WebhookAttempt {
     pub error: Option<String>,
     /// The first bytes (at most 256) of the receiver's answer.
     pub response: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_message_serializes_as_the_message_and_writes_its_json_once() {
+        let message = Message {
+            id: MessageId::generate(),
+            conversation_id: ConversationId::generate(),
+            client_id: None,
+            app_id: AppId::generate(),
+            direction: Direction::Outbound,
+            from: "agent".into(),
+            to: "user \"1\"\n".into(),
+            text: "**bold** <b>é</b> 😀".into(),
+            timestamp: 1_700_000_000_000,
+            attempt: None,
+            lease_until: None,
+            reply_id: Some("r1".into()),
+            attachments: Vec::new(),
+            stopped: true,
+        };
+        let shared = SharedMessage::new(message.clone());
+        let expected = serde_json::to_string(&message).unwrap();
+        assert_eq!(serde_json::to_string(&*shared).unwrap(), expected);
+        // Inside a larger document too, and from the same bytes each time.
+        let first = shared.json().unwrap() as *const _;
+        let page = serde_json::to_string(&[&*shared, &*shared]).unwrap();
+        assert_eq!(page, format!("[{expected},{expected}]"));
+        assert_eq!(first, shared.json().unwrap() as *const _);
+    }
 }

@@ -473,6 +473,18 @@ pub async fn run_on(
             }
         }));
     }
+    // More streams of the same app (a dashboard, a second backend), each
+    // carrying every message: `BENCH_WATCHERS=N` (WebSocket transports).
+    let watchers: usize = std::env::var("BENCH_WATCHERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if matches!(load.transport, Transport::Ws | Transport::WsStream) {
+        for _ in 0..watchers {
+            let (base, token, shared) = (base.clone(), app_token.clone(), shared.clone());
+            tasks.push(tokio::spawn(watch(base, token, shared)));
+        }
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     for u in 0..load.users {
         let (http, base, token, shared, waiters) = (
@@ -690,6 +702,16 @@ async fn app_stream(base: String, token: String, shared: Arc<Shared>, waiters: W
             if let Some(sent) = shared.sent_at.lock().unwrap().remove(user) {
                 shared.first_piece(sent);
             }
+        }
+    }
+}
+
+/// Another stream of the app: reads every frame, looks at none.
+async fn watch(base: String, token: String, shared: Arc<Shared>) {
+    let mut ws = open(&base, json!({"role": "app", "token": token})).await;
+    while let Some(Ok(_)) = ws.next().await {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
         }
     }
 }

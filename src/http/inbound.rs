@@ -143,7 +143,8 @@ pub(crate) struct OutboxQuery {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Outbox {
-    messages: Vec<Message>,
+    #[schema(value_type = Vec<Message>)]
+    messages: Vec<std::sync::Arc<crate::model::SharedMessage>>,
     /// Pass as `after` to continue.
     cursor: String,
 }

@@ -72,7 +72,7 @@ const READABLE_WAIT: Duration = Duration::from_secs(2);
 
 /// A page of an app's outbox.
 pub struct OutboxPage {
-    pub messages: Vec<Message>,
+    pub messages: Vec<std::sync::Arc<crate::model::SharedMessage>>,
     /// Pass as `after` to continue.
     pub cursor: i64,
 }
@@ -471,7 +471,7 @@ impl Relay {
         user: Option<&UserId>,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, Message)>, Error> {
+    ) -> Result<Vec<(i64, std::sync::Arc<crate::model::SharedMessage>)>, Error> {
         let waited_until = Instant::now() + READABLE_WAIT;
         loop {
             let target = self.hub.app_announced(app);

@@ -3,8 +3,9 @@
 use super::postgres::error as pg_error;
 use super::{Reader, StoreResult, Tx};
 use crate::ids::{AppId, ClientId, ConversationId, MessageId, UserId};
-use crate::model::{Attachment, Direction, Message};
+use crate::model::{Attachment, Direction, Message, SharedMessage};
 use rusqlite::OptionalExtension;
+use std::sync::Arc;
 
 pub struct NewMessage<'a> {
     pub conversation_id: &'a ConversationId,
@@ -44,7 +45,7 @@ pub struct Inserted {
 /// message stored while an older transaction still runs is readable only
 /// once that one ends, see `store::postgres::cursor`).
 pub struct Page {
-    pub messages: Vec<(i64, Message)>,
+    pub messages: Vec<(i64, Arc<SharedMessage>)>,
     pub horizon: i64,
 }
 
@@ -63,7 +64,7 @@ impl Page {
             let (h, message) = row.into_parts();
             horizon = horizon.min(h);
             if let Some(m) = message {
-                messages.push((m.seq, Message::from(m)));
+                messages.push((m.seq, SharedMessage::new(Message::from(m))));
             }
         }
         Page { messages, horizon }
@@ -548,9 +549,9 @@ pub async fn of_user(
 }
 
 /// Rows as (cursor, message).
-fn numbered(rows: Vec<Row>) -> Vec<(i64, Message)> {
+fn numbered(rows: Vec<Row>) -> Vec<(i64, Arc<SharedMessage>)> {
     rows.into_iter()
-        .map(|r| (r.seq, Message::from(r)))
+        .map(|r| (r.seq, SharedMessage::new(Message::from(r))))
         .collect()
 }
 

@@ -23,10 +23,10 @@
 
 use super::messages::Page;
 use crate::ids::{AppId, ConversationId};
-use crate::model::{Direction, Message};
+use crate::model::{Direction, Message, SharedMessage};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The most messages held.
 pub const MAX_MESSAGES: usize = 512;
@@ -104,8 +104,9 @@ struct Window {
     /// Every message above this cursor is in `messages`; `None` until the
     /// first commit after start.
     floor: Option<i64>,
-    /// The messages above the floor, oldest first.
-    messages: VecDeque<(i64, Message)>,
+    /// The messages above the floor, oldest first, shared with the pages
+    /// read from the window (and so their JSON, see [`SharedMessage`]).
+    messages: VecDeque<(i64, Arc<SharedMessage>)>,
     /// Their text, in bytes.
     bytes: usize,
 }
@@ -158,7 +159,7 @@ impl Recent {
         }
         for (seq, message) in stored {
             w.bytes += message.text.len();
-            w.messages.push_back((seq, message));
+            w.messages.push_back((seq, SharedMessage::new(message)));
         }
         while w.messages.len() > MAX_MESSAGES || w.bytes > MAX_BYTES {
             let Some((seq, gone)) = w.messages.pop_front() else {

@@ -20,7 +20,7 @@
 use crate::auth::Principal;
 use crate::hub::{CredentialWatch, LiveEvent};
 use crate::ids::ConversationId;
-use crate::model::{Direction, Message};
+use crate::model::{Direction, Message, SharedMessage};
 use crate::relay::Relay;
 use crate::shutdown::Shutdown;
 use std::collections::VecDeque;
@@ -33,7 +33,10 @@ const PAGE: i64 = 100;
 
 pub enum FeedItem {
     /// A stored message and its cursor.
-    Stored { cursor: i64, message: Box<Message> },
+    Stored {
+        cursor: i64,
+        message: Arc<SharedMessage>,
+    },
     /// A live-only event.
     Live(Arc<LiveEvent>),
 }
@@ -41,11 +44,21 @@ pub enum FeedItem {
 /// The payload of a stored message's `message` event. On a user session's
 /// stream (the web chat's) an agent's message also comes rendered from its
 /// Markdown, as `html` beside `text` (see [`crate::webchat::markdown`]).
-/// Serialized straight into the frame (no JSON tree built first).
-pub fn stored_payload<'a>(viewer: &Principal, cursor: i64, message: &'a Message) -> Stored<'a> {
+/// Serialized straight into the frame (no JSON tree built first); as an
+/// app reads it, the message's JSON is the one every stream and outbox
+/// read that carries it shares (see [`SharedMessage`]).
+pub fn stored_payload<'a>(
+    viewer: &Principal,
+    cursor: i64,
+    message: &'a SharedMessage,
+) -> Stored<'a> {
+    let message = match viewed(viewer, message) {
+        Viewed { html: None, .. } => StoredMessage::Shared(message),
+        viewed => StoredMessage::Viewed(viewed),
+    };
     Stored {
         cursor: cursor.to_string(),
-        message: viewed(viewer, message),
+        message,
     }
 }
 
@@ -53,7 +66,14 @@ pub fn stored_payload<'a>(viewer: &Principal, cursor: i64, message: &'a Message)
 #[derive(serde::Serialize)]
 pub struct Stored<'a> {
     cursor: String,
-    message: Viewed<'a>,
+    message: StoredMessage<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum StoredMessage<'a> {
+    Shared(&'a SharedMessage),
+    Viewed(Viewed<'a>),
 }
 
 /// A stored message as `viewer` reads it: on a user session's reads an
@@ -252,7 +272,7 @@ async fn run(
                 if tx
                     .send(FeedItem::Stored {
                         cursor: seq,
-                        message: Box::new(message),
+                        message,
                     })
                     .await
                     .is_err()

@@ -617,8 +617,9 @@ async fn message_transcript(store: &Store) -> Vec<String> {
             m.text, m.direction, m.from, m.to, m.timestamp, m.reply_id
         )
     };
-    let texts =
-        |rows: &[(i64, Message)]| rows.iter().map(|(_, m)| m.text.clone()).collect::<Vec<_>>();
+    let texts = |rows: &[(i64, std::sync::Arc<clawrelay::model::SharedMessage>)]| {
+        rows.iter().map(|(_, m)| m.text.clone()).collect::<Vec<_>>()
+    };
     let mut out = Vec::new();
     let (first, last) = (ids[0].clone(), ids[11].clone());
     let got = store
@@ -774,7 +775,7 @@ async fn postgres_outbox_tailed_on_another_relay_misses_nothing() {
         for (cursor, m) in page {
             assert!(cursor > after, "cursor {cursor} after {after}");
             after = cursor;
-            seen.push(m.text);
+            seen.push(m.text.clone());
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }

@@ -105,7 +105,7 @@ impl Setup {
                     messages::stream(self.store.reader(), &self.app, c, after, 10_000).await
                 }
                 .unwrap();
-                let json = |page: &[(i64, clawrelay::model::Message)]| {
+                let json = |page: &[(i64, std::sync::Arc<clawrelay::model::SharedMessage>)]| {
                     page.iter()
                         .map(|(seq, m)| (*seq, serde_json::to_value(m).unwrap()))
                         .collect::<Vec<_>>()
