@@ -294,9 +294,12 @@ pub async fn turn_of(db: &Reader, id: &MessageId) -> StoreResult<Option<TurnRow>
     }))
 }
 
-/// The conversation of `user` of `app` whose latest reply (to a message,
-/// see `in_reply_to`) has this text, white space at either end aside; the
-/// most recent such reply wins.
+/// The active conversation of `user` of `app` whose latest answer (a reply
+/// to a message, see `in_reply_to`) has this text, white space at either
+/// end aside; of several, the one answered last. Read through the user's
+/// active conversations (`conversations_active_user`) and each one's
+/// latest answer (`messages_by_conversation`, from its end): no index on
+/// the text of every reply, which every reply would write.
 pub async fn answered_with(
     db: &Reader,
     app: &AppId,
@@ -311,12 +314,14 @@ pub async fn answered_with(
         Reader::Sqlite(pool) => {
             let (app, user) = (app.as_str(), user.as_str());
             sqlx::query_scalar!(
-                r#"SELECT conversation_id FROM messages
-                   WHERE app_id = ?1 AND recipient = ?2 AND in_reply_to IS NOT NULL
-                     AND substr(trim(text, char(32, 9, 10, 13)), 1, 64)
-                         = substr(trim(?3, char(32, 9, 10, 13)), 1, 64)
-                     AND trim(text, char(32, 9, 10, 13)) = trim(?3, char(32, 9, 10, 13))
-                   ORDER BY seq DESC LIMIT 1"#,
+                r#"SELECT c.id AS "id!" FROM conversations c
+                   JOIN messages a ON a.seq = (
+                       SELECT m.seq FROM messages m
+                       WHERE m.conversation_id = c.id AND m.in_reply_to IS NOT NULL
+                       ORDER BY m.seq DESC LIMIT 1)
+                   WHERE c.app_id = ?1 AND c.user_id = ?2 AND c.expired_at IS NULL
+                     AND trim(a.text, char(32, 9, 10, 13)) = trim(?3, char(32, 9, 10, 13))
+                   ORDER BY a.seq DESC LIMIT 1"#,
                 app,
                 user,
                 text

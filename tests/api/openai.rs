@@ -397,3 +397,75 @@ async fn past_the_wait_a_504_says_not_to_retry_and_the_same_key_later_reads_the_
     assert_eq!(r.status, 409);
     assert_eq!(r.headers["x-should-retry"], "false");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_continues_the_conversation_whose_latest_answer_it_ends_with() {
+    let app = Arc::new(spawn_app().await);
+    let (_, agent) = app.create_client("helper").await;
+    let (_, web) = app.create_app("web").await;
+    let agent = tokio::spawn({
+        let app = app.clone();
+        async move { scripted_agent(&app, agent, Default::default()).await }
+    });
+    let user = |t: &str| json!({"role": "user", "content": t});
+    let said = |t: &str| json!({"role": "assistant", "content": t});
+    let chat =
+        |messages: Vec<Value>| json!({"model": "clawrelay", "user": "ann", "messages": messages});
+    let conversation = |r: &Reply| {
+        r.headers["x-clawrelay-conversation"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let first = complete(&app, &web, chat(vec![user("a")]), &[]).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let x = conversation(&first);
+    // Its answer, white space around it aside, continues it.
+    let r = complete(
+        &app,
+        &web,
+        chat(vec![user("a"), said("  echo: a\n"), user("b")]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.body["choices"][0]["message"]["content"], "echo: b");
+    assert_eq!(conversation(&r), x);
+    // A second conversation of the same user with the same first answer:
+    // the one answered last is continued.
+    let r = complete(&app, &web, chat(vec![user("a")]), &[]).await;
+    let y = conversation(&r);
+    assert_ne!(y, x);
+    let r = complete(
+        &app,
+        &web,
+        chat(vec![user("a"), said("echo: a"), user("c")]),
+        &[],
+    )
+    .await;
+    assert_eq!(conversation(&r), y);
+    // X's latest answer is "echo: b": ending with it continues X.
+    let r = complete(
+        &app,
+        &web,
+        chat(vec![user("b"), said("echo: b"), user("d")]),
+        &[],
+    )
+    .await;
+    assert_eq!(conversation(&r), x);
+    // An answer that is no conversation's latest (X's first one) starts a
+    // new conversation, as does one no conversation of this user has.
+    for last in ["echo: a", "echo: zzz"] {
+        let r = complete(
+            &app,
+            &web,
+            chat(vec![user("a"), said(last), user("e")]),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let z = conversation(&r);
+        assert!(z != x && z != y, "{last}: {z}");
+    }
+    agent.abort();
+}

@@ -300,11 +300,14 @@ pub fn turn_of(id: &str) -> Rows<impl Row<(i64, bool, Option<i64>)>> {
 /// (white space at either end aside).
 pub fn answered_with(app: &str, user: &str, text: &str) -> Rows<impl Row<String>> {
     sqlx::query!(
-        r#"SELECT conversation_id FROM messages
-           WHERE app_id = $1 AND recipient = $2 AND in_reply_to IS NOT NULL
-             AND substr(btrim(text, E' \t\n\r'), 1, 64) = substr(btrim($3, E' \t\n\r'), 1, 64)
-             AND btrim(text, E' \t\n\r') = btrim($3, E' \t\n\r')
-           ORDER BY seq DESC LIMIT 1"#,
+        r#"SELECT c.id AS conversation_id FROM conversations c
+           JOIN LATERAL (
+               SELECT m.seq, m.text FROM messages m
+               WHERE m.conversation_id = c.id AND m.in_reply_to IS NOT NULL
+               ORDER BY m.seq DESC LIMIT 1) a ON true
+           WHERE c.app_id = $1 AND c.user_id = $2 AND c.expired_at IS NULL
+             AND btrim(a.text, E' \t\n\r') = btrim($3, E' \t\n\r')
+           ORDER BY a.seq DESC LIMIT 1"#,
         app,
         user,
         text
