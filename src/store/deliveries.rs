@@ -556,11 +556,14 @@ pub fn stop_conversation(
             return Ok(rows.into_iter().map(stopped).collect());
         }
     };
+    // `state = … OR state = …`, not `IN`: SQLite reads each of the two
+    // partial indexes by conversation (there is no full one, see migration
+    // 0019).
     let rows = tx
         .prepare_cached(
             "SELECT d.message_seq, m.id, d.client_id, d.attempts > 0
              FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-             WHERE d.conversation_id = ?1 AND d.state IN ('ready', 'queued')
+             WHERE d.conversation_id = ?1 AND (d.state = 'ready' OR d.state = 'queued')
              ORDER BY d.message_seq",
         )?
         .query_map([conversation], |r| {
@@ -569,7 +572,7 @@ pub fn stop_conversation(
         .collect::<Result<Vec<_>, _>>()?;
     tx.prepare_cached(
         "UPDATE deliveries SET state = 'acked', stopped_at = ?2, updated_at = ?2, lease_owner = NULL
-         WHERE conversation_id = ?1 AND state IN ('ready', 'queued')",
+         WHERE conversation_id = ?1 AND (state = 'ready' OR state = 'queued')",
     )?
     .execute((conversation, now))?;
     Ok(rows.into_iter().map(stopped).collect())

@@ -277,7 +277,7 @@ pub async fn turn_of(db: &Reader, id: &MessageId) -> StoreResult<Option<TurnRow>
             r#"SELECT q.seq AS "seq!",
                       EXISTS (SELECT 1 FROM deliveries d
                               WHERE d.conversation_id = q.conversation_id AND d.message_seq < q.seq
-                                AND d.state IN ('ready', 'queued')) AS "earlier_open!: bool",
+                                AND (d.state = 'ready' OR d.state = 'queued')) AS "earlier_open!: bool",
                       (SELECT r.seq FROM messages r WHERE r.in_reply_to = q.seq
                        ORDER BY r.seq LIMIT 1) AS "answer?: i64"
                FROM messages q WHERE q.id = ?"#,
