@@ -181,7 +181,8 @@ async fn postgres_schema_matches_sqlite() {
     assert!(sqlite_indexes.remove("conversations_idle"));
     // On SQLite a delivery no longer names its conversation with a foreign
     // key (migration 0019: the key was redundant, its index a write per
-    // message); PostgreSQL keeps both.
+    // message). PostgreSQL dropped the key in its 0003 and keeps the index,
+    // which its queries by conversation and state read.
     assert!(pg_indexes.remove("deliveries_by_conversation"));
     assert_eq!(pg_indexes, sqlite_indexes);
     // Nor in any other index (migration 0010): one that names it makes

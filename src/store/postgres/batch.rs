@@ -50,7 +50,8 @@ pub struct Batcher<Q, A> {
 impl<Q: Send + Sync + 'static, A: Send + 'static> Batcher<Q, A> {
     /// `durability` labels its commits in the metrics (`full`, `relaxed`),
     /// as SQLite's writer labels its own; `others` is how many other relays
-    /// write to the database (see [`GATHER_SHARED`]).
+    /// the cluster sees alive on the database (see [`GATHER_SHARED`]; an
+    /// idle standby relay counts too).
     pub fn start(
         name: &'static str,
         durability: &'static str,
