@@ -25,7 +25,7 @@ const QUEUE: usize = 16_384;
 /// -> 1461 round trips/s, database CPU 1.02 -> 0.87 ms per round trip).
 const LOADED: usize = 4;
 const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
-/// The wait while other relays write to the same database. There the
+/// The wait while other relays are alive on the same database. There the
 /// database's cost per statement is what every relay queues on, so larger
 /// batches pay for a longer wait (measured, three relays at 4 x 64 on two
 /// cores: 0.5 ms 2285/1937 round trips/s at 1.34 statements and 0.59-0.67 ms
@@ -164,8 +164,8 @@ async fn write<Q, A>(
 }
 
 /// How long a smaller batch waits for more under load: [`GATHER`] while this
-/// relay is alone on its database, [`GATHER_SHARED`] while other relays write
-/// to it too.
+/// relay is alone on its database, [`GATHER_SHARED`] while the cluster sees
+/// other relays alive on it.
 fn gather(others: i64) -> std::time::Duration {
     if others > 0 {
         GATHER_SHARED
