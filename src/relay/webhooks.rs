@@ -350,9 +350,13 @@ impl Relay {
                 tracing::warn!(webhook = %endpoint, status = ?o.status, error = o.error.as_deref().unwrap_or(""), "webhook attempt failed");
             }
         }
+        // The jitter of a retry's backoff (a delivered attempt has none).
         let jitters: Vec<f64> = outcomes
             .iter()
-            .map(|_| f64::from(OsRng.next_u32()) / f64::from(u32::MAX))
+            .map(|o| match o.delivered() {
+                true => 0.0,
+                false => f64::from(OsRng.next_u32()) / f64::from(u32::MAX),
+            })
             .collect();
         let batch = std::sync::Arc::new(outcomes);
         let written = {
@@ -360,17 +364,30 @@ impl Relay {
             self.store
                 .write_relaxed(move |tx| {
                     let mut out = Vec::with_capacity(batch.len());
+                    // Endpoints whose failure run a delivered attempt of this
+                    // batch has ended, with no failed one recorded since.
+                    let mut ended: Vec<&WebhookId> = Vec::new();
                     for (o, jitter) in batch.iter().zip(&jitters) {
                         let mut next_at = None;
-                        let recorded = webhooks::record_attempt(tx, o, |attempts| {
-                            let retry = Retry {
-                                next_at: now_ms() + rules.backoff_ms(attempts + 1, *jitter),
-                                give_up_before: o.at - rules.horizon_ms,
-                                disable_after: rules.disable_after,
-                            };
-                            next_at = Some(retry.next_at);
-                            retry
-                        })?;
+                        let known = ended.iter().position(|id| **id == o.webhook_id);
+                        let ends_failures = o.delivered() && known.is_none();
+                        match (o.delivered(), known) {
+                            (true, None) => ended.push(&o.webhook_id),
+                            (false, Some(i)) => {
+                                ended.swap_remove(i);
+                            }
+                            _ => {}
+                        }
+                        let recorded =
+                            webhooks::record_attempt(tx, o, ends_failures, |attempts| {
+                                let retry = Retry {
+                                    next_at: now_ms() + rules.backoff_ms(attempts + 1, *jitter),
+                                    give_up_before: o.at - rules.horizon_ms,
+                                    disable_after: rules.disable_after,
+                                };
+                                next_at = Some(retry.next_at);
+                                retry
+                            })?;
                         out.push((recorded, next_at));
                     }
                     let mut trimmed: Vec<&WebhookId> = Vec::new();

@@ -306,18 +306,21 @@ pub fn trim_attempts(tx: &Tx, id: &WebhookId) -> StoreResult<()> {
 /// Records an attempt and its consequences: delivered, or retried later,
 /// or given up; the endpoint's failure run; disabling it past the limit.
 /// `retry` is asked, for a failed attempt only, what happens next given the
-/// attempts made before it. The attempts kept are trimmed by
-/// [`trim_attempts`].
+/// attempts made before it. A delivered attempt ends the endpoint's failure
+/// run when `ends_failures` (false: the caller knows there is none, as
+/// after another delivered attempt of the same batch). The attempts kept
+/// are trimmed by [`trim_attempts`].
 pub fn record_attempt(
     outer: &Tx,
     o: &Outcome,
+    ends_failures: bool,
     retry: impl FnOnce(i64) -> Retry,
 ) -> StoreResult<Recorded> {
     let retry =
         || -> StoreResult<Retry> { Ok(retry(attempts_of(outer, &o.webhook_id, o.event_seq)?)) };
     let tx = match outer {
         Tx::Sqlite(conn) => conn,
-        Tx::Postgres(pg) => return record_attempt_postgres(pg, o, retry),
+        Tx::Postgres(pg) => return record_attempt_postgres(pg, o, ends_failures, retry),
     };
     tx.prepare_cached(
         "INSERT INTO webhook_attempts (webhook_id, event_seq, at, status, latency_ms, error, response)
@@ -339,10 +342,12 @@ pub fn record_attempt(
              WHERE webhook_id = ?1 AND event_seq = ?2 AND state = 'pending'",
         )?
         .execute((&o.webhook_id, o.event_seq, o.at))?;
-        tx.prepare_cached(
-            "UPDATE webhooks SET failures = 0, failing_since = NULL WHERE id = ?1 AND failures > 0",
-        )?
-        .execute([&o.webhook_id])?;
+        if ends_failures {
+            tx.prepare_cached(
+                "UPDATE webhooks SET failures = 0, failing_since = NULL WHERE id = ?1 AND failures > 0",
+            )?
+            .execute([&o.webhook_id])?;
+        }
         return Ok(recorded);
     }
     let retry = &retry()?;
@@ -400,6 +405,7 @@ fn disabled_reason(o: &Outcome, retry: &Retry) -> String {
 fn record_attempt_postgres(
     pg: &PgTx,
     o: &Outcome,
+    ends_failures: bool,
     retry: impl FnOnce() -> StoreResult<Retry>,
 ) -> StoreResult<Recorded> {
     let webhook = o.webhook_id.as_str();
@@ -415,7 +421,9 @@ fn record_attempt_postgres(
     let mut recorded = Recorded::default();
     if o.delivered() {
         pg.execute(pgsql::webhooks::mark_delivered(webhook, o.event_seq, o.at))?;
-        pg.execute(pgsql::webhooks::clear_failures(webhook))?;
+        if ends_failures {
+            pg.execute(pgsql::webhooks::clear_failures(webhook))?;
+        }
         return Ok(recorded);
     }
     let retry = &retry()?;

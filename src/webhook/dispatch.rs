@@ -137,6 +137,10 @@ impl Queue {
     /// The rows to send now, oldest first, with at most `max` on their way
     /// at once, and when the next one waiting for its retry time is due.
     fn due(&self, now: i64, max: usize) -> (Vec<i64>, Option<i64>) {
+        // Most turns follow an answer, with nothing waiting to be sent.
+        if !self.rows.values().any(|r| r.state == State::Idle) {
+            return (Vec::new(), None);
+        }
         let mut start = Vec::new();
         let mut next_due: Option<i64> = None;
         let mut seen: HashSet<&ConversationId> = HashSet::new();

@@ -1858,8 +1858,9 @@ async fn webhook_transcript(store: &Store) -> Vec<String> {
                 (s[1], None, 220, 1000),
                 (s[2], Some(503), 230, 0),
             ] {
-                let rec =
-                    webhooks::record_attempt(tx, &outcome(seq, status, at), |_| retry(give_up))?;
+                let rec = webhooks::record_attempt(tx, &outcome(seq, status, at), true, |_| {
+                    retry(give_up)
+                })?;
                 r.push(format!(
                     "attempt {} gave up {} disabled {} attempts now {}",
                     status.map_or("refused".to_owned(), |s| s.to_string()),
