@@ -44,7 +44,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-cargo test --locked
+cargo test --locked --workspace
 
 # The whole API suite again with every test app on PostgreSQL (a database
 # each, on one throwaway cluster); the tests about the SQLite file itself say

@@ -600,9 +600,12 @@ where
 /// the others. The database exists and is migrated already.
 fn open_writer(path: &Path, options: &Options) -> StoreResult<rusqlite::Connection> {
     use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(
+    // Each commit's log frames in one system call (see `walbuf`).
+    walbuf::register().map_err(StoreError::Other)?;
+    let conn = rusqlite::Connection::open_with_flags_and_vfs(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        walbuf::NAME,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
