@@ -107,6 +107,10 @@ pub struct Cluster {
     /// would hear them; a relay that starts looks at everything at first,
     /// see `wakeups`).
     others: Arc<AtomicI64>,
+    /// When another relay was last heard storing messages (milliseconds
+    /// since the epoch; 0: never): the batch wait follows it (see
+    /// `store::postgres::batch`).
+    others_wrote: Arc<AtomicI64>,
 }
 
 impl Cluster {
@@ -131,7 +135,14 @@ impl Cluster {
             outgoing,
             refresh_every: Duration::from_millis((stale_after_ms / 4).clamp(100, 1000) as u64),
             others,
+            others_wrote: Arc::new(AtomicI64::new(0)),
         }
+    }
+
+    /// When another relay was last heard storing messages (milliseconds
+    /// since the epoch; 0: never).
+    pub fn others_wrote(&self) -> Arc<AtomicI64> {
+        self.others_wrote.clone()
     }
 
     /// How many other relays were alive at the last refresh (0 while this
@@ -254,7 +265,7 @@ async fn send_signals(
         let stored = stored.filter(|_| others.load(Ordering::Relaxed) > 0);
         let n = batch.len();
         let payloads = envelopes(&from, &mut sent, batch.drain(..));
-        if let Err(e) = wakeups::signal(&pool, payloads, stored).await {
+        if let Err(e) = wakeups::signal(&pool, &from, payloads, stored).await {
             tracing::warn!(error = %e, signals = n, "cannot signal the other relays; they catch up by their periodic checks");
         }
     }
@@ -296,14 +307,19 @@ fn envelopes(from: &str, sent: &mut u64, signals: impl Iterator<Item = String>) 
 fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
     let hub = &relay.hub;
     match heard {
-        Heard::Stored { upto, apps } => match apps {
-            Some(apps) => {
-                for app in apps.iter().filter_map(|a| AppId::parse(a)) {
-                    hub.wake_app(&app, upto);
-                }
+        Heard::Stored { upto, apps, from } => {
+            if from.is_some_and(|f| f != cluster.id) {
+                cluster.others_wrote.store(now_ms(), Ordering::Relaxed);
             }
-            None => hub.announce_all(upto),
-        },
+            match apps {
+                Some(apps) => {
+                    for app in apps.iter().filter_map(|a| AppId::parse(a)) {
+                        hub.wake_app(&app, upto);
+                    }
+                }
+                None => hub.announce_all(upto),
+            }
+        }
         Heard::Missed => {
             hub.announce_all(0);
             hub.note_unassigned();

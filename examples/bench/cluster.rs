@@ -33,7 +33,7 @@ pub struct Row {
 /// What to run besides SQLite and PostgreSQL with one and three relays.
 pub struct Options<'a> {
     /// Which of SQLite (`sqlite`), one and three relays on PostgreSQL
-    /// (`pg1`, `pg3`) to run.
+    /// (`pg1`, `pg3`), and one beside an idle one (`pg1s`), to run.
     pub setups: &'a [String],
     /// Also run one and three relays held to this many cores each.
     pub hold: Option<f64>,
@@ -78,24 +78,25 @@ pub async fn run(
             });
         }
         let mut setups = Vec::new();
-        for (name, n) in [("pg1", 1), ("pg3", 3)] {
+        for (name, n, idle) in [("pg1", 1, 0), ("pg1s", 1, 1), ("pg3", 3, 0)] {
             if wanted(name) {
-                setups.push((n, None));
+                setups.push((n, idle, None));
             }
         }
         if let Some(cores) = opts.hold {
-            setups.push((1, Some(cores)));
-            setups.push((3, Some(cores)));
+            setups.push((1, 0, Some(cores)));
+            setups.push((3, 0, Some(cores)));
         }
-        for (n, held) in setups {
-            rows.push(postgres(bin, n, held, &load).await);
+        for (n, idle, held) in setups {
+            rows.push(postgres(bin, n, idle, held, &load).await);
         }
     }
     rows
 }
 
-/// `n` relays on a fresh PostgreSQL, each held to `held` cores if given.
-async fn postgres(bin: &Path, n: usize, held: Option<f64>, load: &Load) -> Row {
+/// `n` relays on a fresh PostgreSQL, each held to `held` cores if given,
+/// beside `idle` more that take no load (standbys).
+async fn postgres(bin: &Path, n: usize, idle: usize, held: Option<f64>, load: &Load) -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
     // Directly under the temp root: as root, the cluster runs as `postgres`,
     // which must reach its directory.
@@ -113,13 +114,17 @@ async fn postgres(bin: &Path, n: usize, held: Option<f64>, load: &Load) -> Row {
     for _ in 0..n {
         relays.push(RelayProc::start_postgres(bin, &url, dir.path()).await);
     }
+    let mut standbys = Vec::new();
+    for _ in 0..idle {
+        standbys.push(RelayProc::start_postgres(bin, &url, dir.path()).await);
+    }
     let holds: Vec<_> = match held {
         Some(cores) => relays.iter().map(|r| r.hold_cpu(cores)).collect(),
         None => Vec::new(),
     };
     let probe = Probe::connect(&url).await;
     let report = roundtrip::run_on(&relays, load, "full", Some(&probe)).await;
-    for r in relays {
+    for r in relays.into_iter().chain(standbys) {
         r.stop().await;
     }
     drop(holds);
@@ -134,7 +139,10 @@ async fn postgres(bin: &Path, n: usize, held: Option<f64>, load: &Load) -> Row {
         None => (None, None),
     };
     Row {
-        setup: "PostgreSQL".into(),
+        setup: match idle {
+            0 => "PostgreSQL".into(),
+            n => format!("PostgreSQL, {n} idle beside"),
+        },
         relays: n,
         held_cores: held,
         report,

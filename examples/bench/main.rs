@@ -173,7 +173,8 @@ enum Command {
         /// the same run.
         #[arg(long)]
         sqlite_baseline: Option<PathBuf>,
-        /// Which setups to run: sqlite, pg1 (one relay on PostgreSQL), pg3.
+        /// Which setups to run: sqlite, pg1 (one relay on PostgreSQL), pg1s (one
+        /// relay with load and one idle beside it, a standby), pg3.
         #[arg(long, value_delimiter = ',', default_value = "sqlite,pg1,pg3")]
         setups: Vec<String>,
     },

@@ -161,7 +161,7 @@ impl Relay {
             crate::store::postgres::engine::Engine::start(
                 pg.pool().clone(),
                 pg.notices().clone(),
-                cluster.others(),
+                cluster.others_wrote(),
                 crate::store::postgres::engine::Rules {
                     ttl_ms: rules.ttl_ms,
                     max_pending: rules.max_pending,

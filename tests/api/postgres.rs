@@ -637,6 +637,7 @@ async fn store_and_notify(db: &PgPool) -> i64 {
         .bind(clawrelay::store::postgres::wakeups::notice(
             pos,
             &["app_public".to_owned()],
+            "rly_test",
         ))
         .execute(&mut *tx)
         .await

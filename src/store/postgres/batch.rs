@@ -25,14 +25,16 @@ const QUEUE: usize = 16_384;
 /// -> 1461 round trips/s, database CPU 1.02 -> 0.87 ms per round trip).
 const LOADED: usize = 4;
 const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
-/// The wait while other relays are alive on the same database. There the
+/// The wait while other relays write to the same database. There the
 /// database's cost per statement is what every relay queues on, so larger
 /// batches pay for a longer wait (measured, three relays at 4 x 64 on two
 /// cores: 0.5 ms 2285/1937 round trips/s at 1.34 statements and 0.59-0.67 ms
 /// of database CPU each; 2 ms 3065/2546; 5 ms 2855/2714 at 0.61 statements
 /// and 0.29-0.31 ms). One relay alone loses by it (5 ms: 3769 -> 2454), so
-/// it waits [`GATHER`].
+/// it waits [`GATHER`], and so does a relay beside idle ones (a standby).
 const GATHER_SHARED: std::time::Duration = std::time::Duration::from_millis(5);
+/// Another relay heard storing messages within this long counts as writing.
+const WROTE_WITHIN_MS: i64 = 1000;
 
 type Waiting<Q, A> = (Q, oneshot::Sender<StoreResult<A>>);
 
@@ -49,21 +51,21 @@ pub struct Batcher<Q, A> {
 
 impl<Q: Send + Sync + 'static, A: Send + 'static> Batcher<Q, A> {
     /// `durability` labels its commits in the metrics (`full`, `relaxed`),
-    /// as SQLite's writer labels its own; `others` is how many other relays
-    /// the cluster sees alive on the database (see [`GATHER_SHARED`]; an
-    /// idle standby relay counts too).
+    /// as SQLite's writer labels its own; `others_wrote` is when another
+    /// relay was last heard storing messages on the database (milliseconds
+    /// since the epoch, 0: never; see [`GATHER_SHARED`]).
     pub fn start(
         name: &'static str,
         durability: &'static str,
         lanes: usize,
         max: usize,
-        others: Arc<AtomicI64>,
+        others_wrote: Arc<AtomicI64>,
         run: Run<Q, A>,
     ) -> Batcher<Q, A> {
         let (queue, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..lanes.max(1) {
-            let (rx, run, others) = (rx.clone(), run.clone(), others.clone());
+            let (rx, run, others_wrote) = (rx.clone(), run.clone(), others_wrote.clone());
             tokio::spawn(async move {
                 let mut taken: Vec<Waiting<Q, A>> = Vec::with_capacity(max);
                 let mut last = 0usize;
@@ -80,7 +82,8 @@ impl<Q: Send + Sync + 'static, A: Send + 'static> Batcher<Q, A> {
                         // requests on their way: fewer, larger batches
                         // cost the database less per request.
                         if last >= LOADED && taken.len() < last {
-                            tokio::time::sleep(gather(others.load(Ordering::Relaxed))).await;
+                            let wrote = others_wrote.load(Ordering::Relaxed);
+                            tokio::time::sleep(gather(wrote, crate::store::now_ms())).await;
                             while taken.len() < max {
                                 match rx.try_recv() {
                                     Ok(w) => taken.push(w),
@@ -163,13 +166,28 @@ async fn write<Q, A>(
     }
 }
 
-/// How long a smaller batch waits for more under load: [`GATHER`] while this
-/// relay is alone on its database, [`GATHER_SHARED`] while the cluster sees
-/// other relays alive on it.
-fn gather(others: i64) -> std::time::Duration {
-    if others > 0 {
+/// How long a smaller batch waits for more under load: [`GATHER_SHARED`]
+/// while other relays write to the database (one was heard storing messages
+/// at `others_wrote`, within [`WROTE_WITHIN_MS`] of `now`), else [`GATHER`].
+fn gather(others_wrote: i64, now: i64) -> std::time::Duration {
+    if others_wrote > 0 && now - others_wrote < WROTE_WITHIN_MS {
         GATHER_SHARED
     } else {
         GATHER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_wait_longer_only_while_another_relay_writes() {
+        let now = 1_000_000;
+        // Alone, or beside relays never heard storing (a standby).
+        assert_eq!(gather(0, now), GATHER);
+        // Another relay stored messages a moment ago, and long ago.
+        assert_eq!(gather(now - 10, now), GATHER_SHARED);
+        assert_eq!(gather(now - WROTE_WITHIN_MS, now), GATHER);
     }
 }

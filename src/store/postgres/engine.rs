@@ -143,13 +143,13 @@ const REMEMBERED: usize = 100_000;
 
 impl Engine {
     /// Starts the batchers on `pool`; the messages they store are added to
-    /// `notices` (for the other relays) once committed. `others` counts the
-    /// other relays alive (the cluster keeps it): with them, batches gather
-    /// longer.
+    /// `notices` (for the other relays) once committed. `others_wrote` is
+    /// when another relay was last heard storing messages (the cluster
+    /// keeps it): while they write, batches gather longer.
     pub fn start(
         pool: PgPool,
         notices: Arc<Notices>,
-        others: Arc<std::sync::atomic::AtomicI64>,
+        others_wrote: Arc<std::sync::atomic::AtomicI64>,
         rules: Rules,
     ) -> Engine {
         Engine {
@@ -158,7 +158,7 @@ impl Engine {
                 "full",
                 LANES,
                 MAX_BATCH,
-                others.clone(),
+                others_wrote.clone(),
                 inbound(pool.clone(), notices.clone(), rules),
             ),
             claim: Batcher::start(
@@ -166,7 +166,7 @@ impl Engine {
                 "relaxed",
                 LANES,
                 MAX_BATCH,
-                others.clone(),
+                others_wrote.clone(),
                 claim(pool.clone(), rules),
             ),
             send: Batcher::start(
@@ -174,7 +174,7 @@ impl Engine {
                 "full",
                 LANES,
                 MAX_BATCH,
-                others,
+                others_wrote,
                 send(pool, notices, rules),
             ),
             apps: Default::default(),

@@ -43,6 +43,9 @@ pub enum Heard {
     Stored {
         upto: i64,
         apps: Option<Vec<String>>,
+        /// The relay that stored them, when the notice says (a periodic
+        /// check does not know; a relay of a version before it said none).
+        from: Option<String>,
     },
     /// A [`signal`]'s payload.
     Signal(String),
@@ -77,6 +80,7 @@ pub async fn listen(pool: PgPool, every: Duration) -> StoreResult<Listening> {
 /// order. Identical payloads of one call are heard once.
 pub async fn signal(
     pool: &PgPool,
+    from: &str,
     payloads: Vec<String>,
     stored: Option<(i64, Vec<String>)>,
 ) -> StoreResult<()> {
@@ -84,7 +88,7 @@ pub async fn signal(
     let mut payloads = payloads;
     if let Some((top, apps)) = stored {
         channels.push(cursor::CHANNEL);
-        payloads.push(notice(top, &apps));
+        payloads.push(notice(top, &apps, from));
     }
     if payloads.is_empty() {
         return Ok(());
@@ -96,10 +100,12 @@ pub async fn signal(
     Ok(())
 }
 
-/// The notification of stored messages: the highest position, then the
-/// apps, space-separated (left out when they would not fit: then any app's
-/// messages may be new). Read by [`parse_notice`].
-pub fn notice(top: i64, apps: &[String]) -> String {
+/// The notification of stored messages: the highest position, the apps
+/// (left out when they would not fit: then any app's messages may be new)
+/// and the relay that stored them (`rly_…`), space-separated. Read by
+/// [`parse_notice`]; a relay of a version before the sender took it for
+/// an app id that does not parse, and passed over it.
+pub fn notice(top: i64, apps: &[String], from: &str) -> String {
     let mut payload = top.to_string();
     for app in apps {
         payload.push(' ');
@@ -108,8 +114,13 @@ pub fn notice(top: i64, apps: &[String]) -> String {
     if payload.len() > MAX_NOTICE_APPS {
         payload = top.to_string();
     }
+    payload.push(' ');
+    payload.push_str(from);
     payload
 }
+
+/// How a relay's id begins (`cluster::Cluster`), in notices.
+const RELAY_PREFIX: &str = "rly_";
 
 /// The highest position stored so far.
 pub async fn highest(pool: &PgPool) -> StoreResult<i64> {
@@ -133,18 +144,22 @@ fn checked(tx: &watch::Sender<i64>, ears: &mut Ears, pos: i64) {
         ears.hear(Heard::Stored {
             upto: pos,
             apps: None,
+            from: None,
         });
     }
 }
 
-/// A notice of stored messages (see [`notice`]): `<position>[ <app>...]`.
-fn parse_notice(payload: &str) -> Option<Heard> {
+/// A notice of stored messages (see [`notice`]):
+/// `<position>[ <app>...][ <relay>]`.
+pub fn parse_notice(payload: &str) -> Option<Heard> {
     let mut parts = payload.split(' ');
     let upto = parts.next()?.parse::<i64>().ok()?;
-    let apps: Vec<String> = parts.map(str::to_owned).collect();
+    let (relays, apps): (Vec<&str>, Vec<&str>) = parts.partition(|p| p.starts_with(RELAY_PREFIX));
+    let apps: Vec<String> = apps.into_iter().map(str::to_owned).collect();
     Some(Heard::Stored {
         upto,
         apps: (!apps.is_empty()).then_some(apps),
+        from: relays.first().map(|r| (*r).to_owned()),
     })
 }
 
@@ -220,10 +235,10 @@ async fn run(
             got = notified => match got {
                 Ok(Some(n)) if n.channel() == SIGNALS => ears.hear(Heard::Signal(n.payload().to_owned())),
                 Ok(Some(n)) => match parse_notice(n.payload()) {
-                    Some(Heard::Stored { upto, apps }) => {
+                    Some(Heard::Stored { upto, apps, from }) => {
                         // Apps are woken even when their notice came in late.
                         raise(&tx, upto);
-                        ears.hear(Heard::Stored { upto, apps });
+                        ears.hear(Heard::Stored { upto, apps, from });
                     }
                     _ => tracing::warn!(payload = n.payload(), "unexpected notification on {}", cursor::CHANNEL),
                 },
@@ -252,5 +267,42 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_names_its_position_apps_and_sender() {
+        let apps = vec!["app_1".to_owned(), "app_2".to_owned()];
+        assert_eq!(
+            parse_notice(&notice(42, &apps, "rly_a")),
+            Some(Heard::Stored {
+                upto: 42,
+                apps: Some(apps),
+                from: Some("rly_a".to_owned()),
+            })
+        );
+        // Too many apps to name: the sender still is.
+        let many: Vec<String> = (0..2000).map(|i| format!("app_{i:032}")).collect();
+        assert_eq!(
+            parse_notice(&notice(7, &many, "rly_b")),
+            Some(Heard::Stored {
+                upto: 7,
+                apps: None,
+                from: Some("rly_b".to_owned()),
+            })
+        );
+        // A notice of a version before the sender was named.
+        assert_eq!(
+            parse_notice("9 app_1"),
+            Some(Heard::Stored {
+                upto: 9,
+                apps: Some(vec!["app_1".to_owned()]),
+                from: None,
+            })
+        );
     }
 }
