@@ -5,21 +5,25 @@
 //! page, so a commit of 40 pages costs 80 system calls, each touching one
 //! or two pages of the kernel's page cache: about a tenth of the relay's
 //! CPU at 4 × 64 went to them. This VFS is SQLite's own (`unix`) with one
-//! change: writes to a write-ahead log that continue the one before are
-//! gathered in memory, and written in one `pwrite` per 124 KiB as soon as
-//! a commit frame is complete (its header says so), or before anything
-//! else touches the log (a read, a sync, a size, a truncation, a file
-//! control, closing it, a write elsewhere in it). So when COMMIT returns,
-//! the frames are in the file as they would be without it, before the
-//! commit is visible to any reader (SQLite publishes a commit in the shared
-//! index after writing its frames), and an error writing them fails the
-//! commit as it would have failed the write. Every other file, and every
-//! other call, goes to `unix` unchanged.
+//! change: writes that append to a write-ahead log are gathered in memory,
+//! and written in one `pwrite` per 124 KiB as soon as a commit frame is
+//! complete (its header says so), or before anything else touches the log
+//! (a read, a sync, a size, a truncation, a file control, closing it, a
+//! write elsewhere in it). A write below what was appended goes to the
+//! file at once: SQLite rewrites a frame when a transaction changes a page
+//! it had spilled to the log, and then, after the commit frame, the
+//! headers of the frames from there on. So when COMMIT returns, the frames
+//! are in the file as they would be without this VFS, before the commit is
+//! visible to any reader (SQLite publishes a commit in the shared index
+//! after writing its frames), and an error writing them fails the commit
+//! as it would have failed the write. Every other file, and every other
+//! call, goes to `unix` unchanged.
 //!
-//! That a commit frame's page is the write after its header is how the
-//! bundled SQLite writes its log; the tests check that the frames are in
-//! the file when COMMIT returns, so an upgrade that changed it would fail
-//! them.
+//! That a commit frame's page is the write after its header, and the
+//! rewrites, are how the bundled SQLite writes its log; the tests check
+//! that the frames are in the file when COMMIT returns, and that a copy of
+//! the files taken then (a crash) recovers the transaction, so an upgrade
+//! that changed either would fail them.
 //!
 //! Only the writer's connection opens the database through this VFS
 //! ([`NAME`]); readers use the default one. Both share the `unix` VFS's
@@ -60,6 +64,12 @@ struct Gathered {
     /// Where `bytes` go in the file.
     offset: i64,
     bytes: Vec<u8>,
+    /// The end of what was appended to the log since it last started from
+    /// its beginning (gathered or written): a write below it changes a
+    /// frame written before (SQLite rewrites frames, and their headers
+    /// after the commit frame, when a transaction changed a page it had
+    /// already spilled to the log), and goes to the file at once.
+    appended: i64,
     /// The last write was a commit frame's header: its page completes it.
     commit_next: bool,
 }
@@ -138,6 +148,7 @@ unsafe extern "C" fn open(
         (*f).gathered = Box::into_raw(Box::new(Gathered {
             offset: 0,
             bytes: Vec::new(),
+            appended: 0,
             commit_next: false,
         }));
     }
@@ -194,13 +205,25 @@ unsafe extern "C" fn write(
             .map_or(ffi::SQLITE_IOERR_WRITE, |w| w(real, data, amount, offset));
     }
     let bytes = std::slice::from_raw_parts(data.cast::<u8>(), amount as usize);
-    if !(*g).bytes.is_empty() && offset != (*g).offset + (*g).bytes.len() as i64 {
+    // The log's header at its start: SQLite starts it over.
+    if offset == 0 {
+        (*g).appended = 0;
+    }
+    let rewrite = offset < (*g).appended;
+    if !(*g).bytes.is_empty() && (rewrite || offset != (*g).offset + (*g).bytes.len() as i64) {
         let rc = flush(file);
         if rc != ffi::SQLITE_OK {
             return rc;
         }
     }
     let g = &mut *g;
+    g.appended = g.appended.max(offset + i64::from(amount));
+    if rewrite {
+        let (real, m) = real(file);
+        return m
+            .xWrite
+            .map_or(ffi::SQLITE_IOERR_WRITE, |w| w(real, data, amount, offset));
+    }
     if g.bytes.is_empty() {
         g.offset = offset;
     }
@@ -481,6 +504,15 @@ mod tests {
             let f = frames(&dir.path().join("t.db-wal"));
             assert_ne!(f.last().map(|l| l.1), Some(0), "the last frame commits");
             assert_eq!(seen(&path), (to, "ok".to_owned()));
+            // And a crash now (the files copied as they are) keeps it.
+            let crashed = dir.path().join(format!("crashed-{to}.db"));
+            std::fs::copy(&path, &crashed).expect("copy the file");
+            std::fs::copy(
+                dir.path().join("t.db-wal"),
+                dir.path().join(format!("crashed-{to}.db-wal")),
+            )
+            .expect("copy the log");
+            assert_eq!(seen(&crashed), (to, "ok".to_owned()));
         }
     }
 
@@ -509,6 +541,33 @@ mod tests {
             })
             .expect("count");
         assert_eq!(changed, 429);
+    }
+
+    /// A crash right after COMMIT returned: the files as they are then,
+    /// recovered by a fresh connection, hold the transaction. Here the
+    /// transaction spilled pages to the log and changed them again, so
+    /// SQLite rewrote its frames' headers after the commit frame.
+    #[test]
+    fn a_commit_whose_frames_were_rewritten_survives_a_crash() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        let w = writer(&path);
+        w.execute_batch("PRAGMA cache_size = 8").expect("cache");
+        w.execute_batch("BEGIN").expect("begin");
+        insert(&w, 0, 3000);
+        w.execute_batch("UPDATE t SET s = 'changed' WHERE n % 7 = 0")
+            .expect("update");
+        w.execute_batch("COMMIT").expect("commit");
+        // Copied with the writer still open: what a crash would leave.
+        let crashed = dir.path().join("crashed.db");
+        std::fs::copy(&path, &crashed).expect("copy the file");
+        std::fs::copy(
+            dir.path().join("t.db-wal"),
+            dir.path().join("crashed.db-wal"),
+        )
+        .expect("copy the log");
+        assert_eq!(seen(&crashed), (3000, "ok".to_owned()));
+        drop(w);
     }
 
     #[test]
