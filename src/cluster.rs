@@ -337,6 +337,10 @@ fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
             if envelope.from == cluster.id {
                 return;
             }
+            // Work for agents, live events, cancels: another relay writes.
+            if envelope.signals.iter().any(|s| !matches!(s, Signal::Hello)) {
+                cluster.others_wrote.store(now_ms(), Ordering::Relaxed);
+            }
             for signal in envelope.signals {
                 apply_signal(relay, cluster, signal);
             }

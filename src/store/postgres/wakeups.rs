@@ -101,10 +101,13 @@ pub async fn signal(
 }
 
 /// The notification of stored messages: the highest position, the apps
-/// (left out when they would not fit: then any app's messages may be new)
-/// and the relay that stored them (`rly_…`), space-separated. Read by
-/// [`parse_notice`]; a relay of a version before the sender took it for
-/// an app id that does not parse, and passed over it.
+/// and the relay that stored them (`rly_…`), space-separated; or, when the
+/// apps would not fit, the position alone (any app's messages may be new).
+/// Read by [`parse_notice`]. A relay of a version before the sender was
+/// named takes it for an app id that does not parse, and passes over it;
+/// so that such a relay still wakes every app for a position alone, that
+/// one names no sender (the cluster also learns of writing relays from
+/// their signals).
 pub fn notice(top: i64, apps: &[String], from: &str) -> String {
     let mut payload = top.to_string();
     for app in apps {
@@ -112,10 +115,12 @@ pub fn notice(top: i64, apps: &[String], from: &str) -> String {
         payload.push_str(app);
     }
     if payload.len() > MAX_NOTICE_APPS {
-        payload = top.to_string();
+        return top.to_string();
     }
-    payload.push(' ');
-    payload.push_str(from);
+    if !apps.is_empty() {
+        payload.push(' ');
+        payload.push_str(from);
+    }
     payload
 }
 
@@ -151,7 +156,7 @@ fn checked(tx: &watch::Sender<i64>, ears: &mut Ears, pos: i64) {
 
 /// A notice of stored messages (see [`notice`]):
 /// `<position>[ <app>...][ <relay>]`.
-pub fn parse_notice(payload: &str) -> Option<Heard> {
+fn parse_notice(payload: &str) -> Option<Heard> {
     let mut parts = payload.split(' ');
     let upto = parts.next()?.parse::<i64>().ok()?;
     let (relays, apps): (Vec<&str>, Vec<&str>) = parts.partition(|p| p.starts_with(RELAY_PREFIX));
@@ -285,14 +290,16 @@ mod tests {
                 from: Some("rly_a".to_owned()),
             })
         );
-        // Too many apps to name: the sender still is.
+        // Too many apps to name: the position alone, which a relay of an
+        // earlier version reads as "any app".
         let many: Vec<String> = (0..2000).map(|i| format!("app_{i:032}")).collect();
+        assert_eq!(notice(7, &many, "rly_b"), "7");
         assert_eq!(
-            parse_notice(&notice(7, &many, "rly_b")),
+            parse_notice("7"),
             Some(Heard::Stored {
                 upto: 7,
                 apps: None,
-                from: Some("rly_b".to_owned()),
+                from: None,
             })
         );
         // A notice of a version before the sender was named.
