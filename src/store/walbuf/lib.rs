@@ -474,6 +474,20 @@ mod tests {
         (n, ok)
     }
 
+    /// What a crash now would leave: the database and its log copied as
+    /// they are (the writer still open) to `<name>.db` beside them.
+    fn crash(path: &Path, name: &str) -> std::path::PathBuf {
+        let log = |p: &Path| {
+            let mut log = p.as_os_str().to_owned();
+            log.push("-wal");
+            std::path::PathBuf::from(log)
+        };
+        let copy = path.with_file_name(format!("{name}.db"));
+        std::fs::copy(path, &copy).expect("copy the file");
+        std::fs::copy(log(path), log(&copy)).expect("copy the log");
+        copy
+    }
+
     /// The log's frames of its current generation: (page, commit size).
     fn frames(wal: &Path) -> Vec<(u32, u32)> {
         let bytes = std::fs::read(wal).expect("read the log");
@@ -504,14 +518,8 @@ mod tests {
             let f = frames(&dir.path().join("t.db-wal"));
             assert_ne!(f.last().map(|l| l.1), Some(0), "the last frame commits");
             assert_eq!(seen(&path), (to, "ok".to_owned()));
-            // And a crash now (the files copied as they are) keeps it.
-            let crashed = dir.path().join(format!("crashed-{to}.db"));
-            std::fs::copy(&path, &crashed).expect("copy the file");
-            std::fs::copy(
-                dir.path().join("t.db-wal"),
-                dir.path().join(format!("crashed-{to}.db-wal")),
-            )
-            .expect("copy the log");
+            // And a crash now keeps it.
+            let crashed = crash(&path, &format!("crashed-{to}"));
             assert_eq!(seen(&crashed), (to, "ok".to_owned()));
         }
     }
@@ -558,15 +566,7 @@ mod tests {
         w.execute_batch("UPDATE t SET s = 'changed' WHERE n % 7 = 0")
             .expect("update");
         w.execute_batch("COMMIT").expect("commit");
-        // Copied with the writer still open: what a crash would leave.
-        let crashed = dir.path().join("crashed.db");
-        std::fs::copy(&path, &crashed).expect("copy the file");
-        std::fs::copy(
-            dir.path().join("t.db-wal"),
-            dir.path().join("crashed.db-wal"),
-        )
-        .expect("copy the log");
-        assert_eq!(seen(&crashed), (3000, "ok".to_owned()));
+        assert_eq!(seen(&crash(&path, "crashed")), (3000, "ok".to_owned()));
         drop(w);
     }
 
