@@ -13,6 +13,7 @@ use crate::store::webhooks::{
 use crate::store::{apps, now_ms, StoreResult, Tx};
 use crate::webhook::{envelope, normalize_events, sign, EVENT_TYPES};
 use serde_json::json;
+use std::collections::HashMap;
 
 /// Which events a replay sends again (`POST /webhooks/{id}/replay`).
 pub enum Replay {
@@ -364,20 +365,15 @@ impl Relay {
             self.store
                 .write_relaxed(move |tx| {
                     let mut out = Vec::with_capacity(batch.len());
-                    // Endpoints whose failure run a delivered attempt of this
-                    // batch has ended, with no failed one recorded since.
-                    let mut ended: Vec<&WebhookId> = Vec::new();
+                    // Per endpoint, whether its last attempt recorded in
+                    // this batch was delivered: then a delivered one finds
+                    // no failure run to end.
+                    let mut last_delivered: HashMap<&WebhookId, bool> = HashMap::new();
                     for (o, jitter) in batch.iter().zip(&jitters) {
                         let mut next_at = None;
-                        let known = ended.iter().position(|id| **id == o.webhook_id);
-                        let ends_failures = o.delivered() && known.is_none();
-                        match (o.delivered(), known) {
-                            (true, None) => ended.push(&o.webhook_id),
-                            (false, Some(i)) => {
-                                ended.swap_remove(i);
-                            }
-                            _ => {}
-                        }
+                        let ends_failures = !last_delivered
+                            .insert(&o.webhook_id, o.delivered())
+                            .unwrap_or(false);
                         let recorded =
                             webhooks::record_attempt(tx, o, ends_failures, |attempts| {
                                 let retry = Retry {
@@ -390,12 +386,9 @@ impl Relay {
                             })?;
                         out.push((recorded, next_at));
                     }
-                    let mut trimmed: Vec<&WebhookId> = Vec::new();
-                    for o in batch.iter() {
-                        if !trimmed.contains(&&o.webhook_id) {
-                            webhooks::trim_attempts(tx, &o.webhook_id)?;
-                            trimmed.push(&o.webhook_id);
-                        }
+                    // Each endpoint of the batch, once.
+                    for endpoint in last_delivered.keys() {
+                        webhooks::trim_attempts(tx, endpoint)?;
                     }
                     Ok::<_, Error>(out)
                 })
