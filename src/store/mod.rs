@@ -280,10 +280,11 @@ impl Store {
         migrate_sqlite(&mut conn).await?;
         conn.close().await?;
         let recent = std::sync::Arc::new(recent::Recent::default());
+        let cue = std::sync::Arc::new(checkpoint::Cue::default());
         let writer = writer::Writer::spawn(
             open_writer(path, &options)?,
             synchronous == Synchronous::Full,
-            writer::WalBound::new(wal_path(path), options.wal_limit),
+            writer::WalBound::new(wal_path(path), options.wal_limit, cue.clone()),
             recent.clone(),
         )
         .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
@@ -303,7 +304,7 @@ impl Store {
             backend: Backend::Sqlite(SqliteFile {
                 writer,
                 checkpointer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(
-                    checkpoint::Checkpointer::spawn(checkpoints),
+                    checkpoint::Checkpointer::spawn(checkpoints, cue),
                 ))),
                 path: path.to_owned(),
                 recent,
