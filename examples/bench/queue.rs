@@ -11,6 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CLIENTS: i64 = 100;
+/// Deliveries claimed at a time: one, so that even the smallest queue gives
+/// hundreds of claims to take a p99 from.
+const CLAIM: usize = 1;
 const APP: &str = "app_0000000000000000000000000000beef";
 
 #[derive(Debug, Serialize)]
@@ -148,18 +151,21 @@ pub async fn run(bin: &Path, n: i64, leased: f64, duration: Duration) -> QueueRe
             .await;
     }
     // Claim + ack, the clients taking turns, until time is up or every
-    // client's queue is empty.
+    // client's queue is empty. Each client's first claim warms the pages of
+    // its part of the queue and is not counted (a database of a million
+    // rows is cold in the relay's cache after the preload).
     let mut claims = Vec::new();
+    let mut warm = vec![false; tokens.len()];
     let mut empty_in_a_row = 0;
     let deadline = Instant::now() + duration;
     'outer: while Instant::now() < deadline {
-        for token in &tokens {
+        for (k, token) in tokens.iter().enumerate() {
             if Instant::now() >= deadline || empty_in_a_row >= tokens.len() {
                 break 'outer;
             }
             let t = Instant::now();
             let r: Value = http
-                .get(format!("{base}/poll?max=10"))
+                .get(format!("{base}/poll?max={CLAIM}"))
                 .bearer_auth(token)
                 .send()
                 .await
@@ -177,7 +183,9 @@ pub async fn run(bin: &Path, n: i64, leased: f64, duration: Duration) -> QueueRe
                 empty_in_a_row += 1;
                 continue;
             }
-            claims.push(t.elapsed().as_secs_f64() * 1000.0);
+            if std::mem::replace(&mut warm[k], true) {
+                claims.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
             empty_in_a_row = 0;
             http.post(format!("{base}/ack"))
                 .bearer_auth(token)
