@@ -120,7 +120,11 @@ impl Cluster {
     pub fn join(pg: PgStore, stale_after_ms: i64) -> Cluster {
         let (outgoing, rx) = mpsc::channel(OUTGOING);
         let others = Arc::new(AtomicI64::new(0));
-        let id = format!("rly_{}", uuid::Uuid::new_v4().simple());
+        let id = format!(
+            "{}{}",
+            crate::ids::RELAY_PREFIX,
+            uuid::Uuid::new_v4().simple()
+        );
         tokio::spawn(send_signals(
             pg.pool().clone(),
             id.clone(),
@@ -143,12 +147,6 @@ impl Cluster {
     /// since the epoch; 0: never).
     pub fn others_wrote(&self) -> Arc<AtomicI64> {
         self.others_wrote.clone()
-    }
-
-    /// How many other relays were alive at the last refresh (0 while this
-    /// relay is alone).
-    pub fn others(&self) -> Arc<AtomicI64> {
-        self.others.clone()
     }
 
     /// A new WebSocket session's id, which names this relay: when the

@@ -101,6 +101,10 @@ prefixed_id!(
     "evt_"
 );
 
+/// How a relay's id begins (a relay of a PostgreSQL cluster names itself
+/// `rly_<hex>` at start, in its notices and its sessions' ids).
+pub const RELAY_PREFIX: &str = "rly_";
+
 impl AppId {
     /// The built-in app behind the unauthenticated `/inbound` of `[inbound] public = true`.
     pub const PUBLIC: &'static str = "app_public";

@@ -47,7 +47,9 @@ pub async fn recent(pool: &PgPool, since: i64) -> StoreResult<Vec<(ClientId, i64
 /// The id of a new WebSocket session of `relay` (`rly_<hex>`): it starts
 /// with `ws_<hex>_`, so the relay's leases can be found when it dies.
 pub fn session_id(relay: &str) -> String {
-    let relay = relay.strip_prefix("rly_").unwrap_or(relay);
+    let relay = relay
+        .strip_prefix(crate::ids::RELAY_PREFIX)
+        .unwrap_or(relay);
     format!("ws_{relay}_{}", uuid::Uuid::new_v4().simple())
 }
 

@@ -124,9 +124,6 @@ pub fn notice(top: i64, apps: &[String], from: &str) -> String {
     payload
 }
 
-/// How a relay's id begins (`cluster::Cluster`), in notices.
-const RELAY_PREFIX: &str = "rly_";
-
 /// The highest position stored so far.
 pub async fn highest(pool: &PgPool) -> StoreResult<i64> {
     cursor::highest(pool).await
@@ -159,7 +156,8 @@ fn checked(tx: &watch::Sender<i64>, ears: &mut Ears, pos: i64) {
 fn parse_notice(payload: &str) -> Option<Heard> {
     let mut parts = payload.split(' ');
     let upto = parts.next()?.parse::<i64>().ok()?;
-    let (relays, apps): (Vec<&str>, Vec<&str>) = parts.partition(|p| p.starts_with(RELAY_PREFIX));
+    let (relays, apps): (Vec<&str>, Vec<&str>) =
+        parts.partition(|p| p.starts_with(crate::ids::RELAY_PREFIX));
     let apps: Vec<String> = apps.into_iter().map(str::to_owned).collect();
     Some(Heard::Stored {
         upto,

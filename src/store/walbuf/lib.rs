@@ -254,48 +254,50 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
-unsafe extern "C" fn read(
+/// Writes what was gathered, then calls the wrapped file (`call`): for
+/// every method that touches the log other than an append.
+unsafe fn flushed(
     file: *mut ffi::sqlite3_file,
-    data: *mut c_void,
-    amount: c_int,
-    offset: i64,
+    call: impl FnOnce(*mut ffi::sqlite3_file, &'static ffi::sqlite3_io_methods) -> c_int,
 ) -> c_int {
     let rc = flush(file);
     if rc != ffi::SQLITE_OK {
         return rc;
     }
     let (real, m) = real(file);
-    m.xRead
-        .map_or(ffi::SQLITE_IOERR_READ, |r| r(real, data, amount, offset))
+    call(real, m)
+}
+
+unsafe extern "C" fn read(
+    file: *mut ffi::sqlite3_file,
+    data: *mut c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    flushed(file, |real, m| {
+        m.xRead
+            .map_or(ffi::SQLITE_IOERR_READ, |r| r(real, data, amount, offset))
+    })
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, m) = real(file);
-    m.xTruncate
-        .map_or(ffi::SQLITE_IOERR_TRUNCATE, |t| t(real, size))
+    flushed(file, |real, m| {
+        m.xTruncate
+            .map_or(ffi::SQLITE_IOERR_TRUNCATE, |t| t(real, size))
+    })
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, m) = real(file);
-    m.xSync.map_or(ffi::SQLITE_IOERR_FSYNC, |s| s(real, flags))
+    flushed(file, |real, m| {
+        m.xSync.map_or(ffi::SQLITE_IOERR_FSYNC, |s| s(real, flags))
+    })
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, m) = real(file);
-    m.xFileSize
-        .map_or(ffi::SQLITE_IOERR_FSTAT, |s| s(real, size))
+    flushed(file, |real, m| {
+        m.xFileSize
+            .map_or(ffi::SQLITE_IOERR_FSTAT, |s| s(real, size))
+    })
 }
 
 unsafe extern "C" fn file_control(
@@ -303,13 +305,10 @@ unsafe extern "C" fn file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, m) = real(file);
-    m.xFileControl
-        .map_or(ffi::SQLITE_NOTFOUND, |fc| fc(real, op, arg))
+    flushed(file, |real, m| {
+        m.xFileControl
+            .map_or(ffi::SQLITE_NOTFOUND, |fc| fc(real, op, arg))
+    })
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -381,18 +380,13 @@ unsafe extern "C" fn fetch(
     amount: c_int,
     out: *mut *mut c_void,
 ) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let (real, m) = real(file);
-    match m.xFetch {
+    flushed(file, |real, m| match m.xFetch {
         Some(f) => f(real, offset, amount, out),
         None => {
             *out = std::ptr::null_mut();
             ffi::SQLITE_OK
         }
-    }
+    })
 }
 
 unsafe extern "C" fn unfetch(
