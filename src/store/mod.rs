@@ -211,22 +211,57 @@ enum Backend {
 /// Brings the SQLite file's schema up to date. Two processes that open a new
 /// file at the same moment (a server starting while an admin command runs)
 /// both see no migration applied and both apply the first: the second one's
-/// transaction fails ("table … already exists") and leaves nothing behind,
-/// so it tries again and finds what the first applied.
+/// transaction fails (the file is locked, or "table … already exists",
+/// "duplicate column", a row the other inserted) and leaves nothing behind,
+/// so it tries again and finds what the first applied. An error that is not
+/// of that race (the migration it failed on is not applied by another
+/// process) is reported at once.
 async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    use sqlx::migrate::MigrateError;
     let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     loop {
-        match sqlx::migrate!("./migrations").run(&mut *conn).await {
-            Err(
-                sqlx::migrate::MigrateError::Execute(e)
-                | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
-            ) if std::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "a migration met another process's; trying again");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let result = sqlx::migrate!("./migrations").run(&mut *conn).await;
+        let raced = match &result {
+            Err(MigrateError::ExecuteMigration(e, version)) => {
+                is_locked(e) || applied_meanwhile(conn, *version).await
             }
-            done => return Ok(done?),
+            Err(MigrateError::Execute(e)) => is_locked(e) || records_a_version(e),
+            _ => false,
+        };
+        if !raced || std::time::Instant::now() >= deadline {
+            return Ok(result?);
         }
+        tracing::debug!("a migration met another process's; trying again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED (primary codes are the low byte of the
+/// extended code).
+fn is_locked(e: &sqlx::Error) -> bool {
+    sqlite_code(e).is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// Recording a migration as applied failed on its version: another process
+/// recorded it first.
+fn records_a_version(e: &sqlx::Error) -> bool {
+    sqlite_code(e).is_some_and(|code| code & 0xff == 19)
+        && e.as_database_error()
+            .is_some_and(|db| db.message().contains("_sqlx_migrations"))
+}
+
+fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
+    e.as_database_error()?.code()?.parse().ok()
+}
+
+/// Whether another process has applied migration `version` (so it failed
+/// here on what that process created).
+async fn applied_meanwhile(conn: &mut sqlx::SqliteConnection, version: i64) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?)")
+        .bind(version)
+        .fetch_one(conn)
+        .await
+        .unwrap_or(false)
 }
 
 /// The first connection to the file. On a new file it switches the file
@@ -704,4 +739,40 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_locked, records_a_version};
+    use sqlx::Connection;
+
+    /// Of the errors a migration's statements meet, only a lock or another
+    /// process's record of the same version are taken as the race by their
+    /// code alone (the others are checked against the versions applied).
+    #[tokio::test]
+    async fn only_locks_and_a_recorded_version_are_the_race_by_their_code() {
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        for sql in [
+            "CREATE TABLE _sqlx_migrations (version INTEGER PRIMARY KEY)",
+            "INSERT INTO _sqlx_migrations VALUES (1)",
+            "CREATE TABLE t (x INTEGER UNIQUE)",
+            "INSERT INTO t VALUES (1)",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        let fails = [
+            ("INSERT INTO _sqlx_migrations VALUES (1)", true),
+            ("INSERT INTO t VALUES (1)", false),
+            ("CREATE TABLE t (x INTEGER)", false),
+            ("SELECT * FROM no_such_table", false),
+            ("THIS IS NOT SQL", false),
+        ];
+        for (sql, raced) in fails {
+            let e = sqlx::query(sql).execute(&mut conn).await.unwrap_err();
+            assert!(!is_locked(&e), "{sql}: {e}");
+            assert_eq!(records_a_version(&e), raced, "{sql}: {e}");
+        }
+    }
 }
