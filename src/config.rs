@@ -374,6 +374,7 @@ pub struct Webhooks {
     /// Networks (CIDR) allowed even though they are private.
     pub allowed_networks: Vec<String>,
     pub timeout_secs: u64,
+    /// Attempts in flight at once per endpoint (different conversations).
     pub max_in_flight: usize,
     pub retry_initial_ms: u64,
     pub retry_max_secs: u64,
@@ -389,7 +390,7 @@ impl Default for Webhooks {
             allow_private: false,
             allowed_networks: Vec::new(),
             timeout_secs: 10,
-            max_in_flight: 4,
+            max_in_flight: 16,
             retry_initial_ms: 5000,
             retry_max_secs: 3600,
             retry_horizon_secs: 86_400,
