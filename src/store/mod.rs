@@ -743,7 +743,7 @@ pub fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_locked, records_a_version};
+    use super::{applied_meanwhile, is_locked, records_a_version};
     use sqlx::Connection;
 
     /// Of the errors a migration's statements meet, only a lock or another
@@ -774,5 +774,8 @@ mod tests {
             assert!(!is_locked(&e), "{sql}: {e}");
             assert_eq!(records_a_version(&e), raced, "{sql}: {e}");
         }
+        // The other errors count when the version is applied by then.
+        assert!(applied_meanwhile(&mut conn, 1).await);
+        assert!(!applied_meanwhile(&mut conn, 2).await);
     }
 }
