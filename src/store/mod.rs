@@ -127,21 +127,17 @@ impl StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Database(db) => {
-                // SQLite primary result codes are the low byte of the extended code.
-                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
-                match code {
-                    5 | 6 => Self::Busy,
-                    13 => Self::Full,
-                    10 | 14 => Self::Io(db.message().to_owned()),
-                    19 => Self::Constraint(db.message().to_owned()),
-                    11 | 26 => Self::Schema(format!(
-                        "not a clawrelay database (or corrupted): {}",
-                        db.message()
-                    )),
-                    _ => Self::Other(e.to_string()),
-                }
-            }
+            sqlx::Error::Database(db) => match sqlite_primary_code(db.as_ref()) {
+                5 | 6 => Self::Busy,
+                13 => Self::Full,
+                10 | 14 => Self::Io(db.message().to_owned()),
+                19 => Self::Constraint(db.message().to_owned()),
+                11 | 26 => Self::Schema(format!(
+                    "not a clawrelay database (or corrupted): {}",
+                    db.message()
+                )),
+                _ => Self::Other(e.to_string()),
+            },
             sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Self::Closed,
             sqlx::Error::Io(io) => Self::Io(io.to_string()),
             _ => Self::Other(e.to_string()),
@@ -236,22 +232,24 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
     }
 }
 
-/// SQLITE_BUSY or SQLITE_LOCKED (primary codes are the low byte of the
-/// extended code).
+/// SQLITE_BUSY or SQLITE_LOCKED.
 fn is_locked(e: &sqlx::Error) -> bool {
-    sqlite_code(e).is_some_and(|code| matches!(code & 0xff, 5 | 6))
+    e.as_database_error()
+        .is_some_and(|db| matches!(sqlite_primary_code(db), 5 | 6))
 }
 
 /// Recording a migration as applied failed on its version: another process
 /// recorded it first.
 fn records_a_version(e: &sqlx::Error) -> bool {
-    sqlite_code(e).is_some_and(|code| code & 0xff == 19)
-        && e.as_database_error()
-            .is_some_and(|db| db.message().contains("_sqlx_migrations"))
+    e.as_database_error().is_some_and(|db| {
+        sqlite_primary_code(db) == 19 && db.message().contains("_sqlx_migrations")
+    })
 }
 
-fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
-    e.as_database_error()?.code()?.parse().ok()
+/// An SQLite error's primary result code: the low byte of the extended code
+/// the error carries (0 when it carries none).
+fn sqlite_primary_code(db: &dyn sqlx::error::DatabaseError) -> i32 {
+    db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff
 }
 
 /// Whether another process has applied migration `version` (so it failed
