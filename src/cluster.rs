@@ -23,7 +23,7 @@
 //! On SQLite there is one relay and no cluster: it always leads.
 
 use crate::hub::LiveEvent;
-use crate::ids::{AppId, ClientId, ConversationId, MessageId};
+use crate::ids::{AppId, ClientId, ConversationId, MessageId, RelayId};
 use crate::relay::Relay;
 use crate::shutdown::Shutdown;
 use crate::store::now_ms;
@@ -95,7 +95,7 @@ enum Signal {
 
 /// This relay's membership of the cluster.
 pub struct Cluster {
-    id: String,
+    id: RelayId,
     pg: PgStore,
     leading: AtomicBool,
     outgoing: mpsc::Sender<String>,
@@ -120,11 +120,7 @@ impl Cluster {
     pub fn join(pg: PgStore, stale_after_ms: i64) -> Cluster {
         let (outgoing, rx) = mpsc::channel(OUTGOING);
         let others = Arc::new(AtomicI64::new(0));
-        let id = format!(
-            "{}{}",
-            crate::ids::RELAY_PREFIX,
-            uuid::Uuid::new_v4().simple()
-        );
+        let id = RelayId::generate();
         tokio::spawn(send_signals(
             pg.pool().clone(),
             id.clone(),
@@ -153,7 +149,7 @@ impl Cluster {
     /// relay dies, the leader releases what its sessions held (see
     /// `Lead::duties`).
     pub fn session_id(&self) -> String {
-        crate::store::postgres::presence::session_id(&self.id)
+        crate::store::postgres::presence::session_id(self.id.as_str())
     }
 
     /// Whether this relay runs the background tasks now.
@@ -231,7 +227,7 @@ impl Cluster {
 /// relays are alive to hear them.
 async fn send_signals(
     pool: sqlx::PgPool,
-    from: String,
+    from: RelayId,
     mut rx: mpsc::Receiver<String>,
     notices: Arc<crate::store::postgres::cursor::Notices>,
     others: Arc<AtomicI64>,
@@ -262,8 +258,8 @@ async fn send_signals(
         }
         let stored = stored.filter(|_| others.load(Ordering::Relaxed) > 0);
         let n = batch.len();
-        let payloads = envelopes(&from, &mut sent, batch.drain(..));
-        if let Err(e) = wakeups::signal(&pool, &from, payloads, stored).await {
+        let payloads = envelopes(from.as_str(), &mut sent, batch.drain(..));
+        if let Err(e) = wakeups::signal(&pool, from.as_str(), payloads, stored).await {
             tracing::warn!(error = %e, signals = n, "cannot signal the other relays; they catch up by their periodic checks");
         }
     }
@@ -306,7 +302,7 @@ fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
     let hub = &relay.hub;
     match heard {
         Heard::Stored { upto, apps, from } => {
-            if from.is_some_and(|f| f != cluster.id) {
+            if from.is_some_and(|f| f != cluster.id.as_str()) {
                 cluster.others_wrote.store(now_ms(), Ordering::Relaxed);
             }
             match apps {
@@ -332,7 +328,7 @@ fn apply(relay: &Relay, cluster: &Cluster, heard: Heard) {
                     return;
                 }
             };
-            if envelope.from == cluster.id {
+            if envelope.from == cluster.id.as_str() {
                 return;
             }
             // Work for agents, live events, cancels: another relay writes.
@@ -465,7 +461,7 @@ pub async fn start(
             }
         }
         leadership.resign(&cluster).await;
-        if let Err(e) = presence::relay_gone(&pool, &cluster.id).await {
+        if let Err(e) = presence::relay_gone(&pool, cluster.id.as_str()).await {
             tracing::warn!(error = %e, "cannot delete this relay's presence rows; they age out");
         }
     })
@@ -477,7 +473,7 @@ async fn share_liveness(relay: &Relay, cluster: &Cluster) {
     let pool = cluster.pg.pool();
     let now = now_ms();
     let since = now - 3 * cluster.refresh_every.as_millis() as i64;
-    match presence::alive(pool, &cluster.id, now, since).await {
+    match presence::alive(pool, cluster.id.as_str(), now, since).await {
         Ok(n) => cluster.others.store(n, Ordering::Relaxed),
         Err(e) => {
             tracing::warn!(error = %e, "cannot record that this relay is alive");
@@ -486,7 +482,7 @@ async fn share_liveness(relay: &Relay, cluster: &Cluster) {
         }
     }
     let here = relay.hub.seen_here(now);
-    if let Err(e) = presence::seen(pool, &cluster.id, &here).await {
+    if let Err(e) = presence::seen(pool, cluster.id.as_str(), &here).await {
         tracing::warn!(error = %e, "cannot record which agents this relay sees");
         relay.hub.unreport(here);
     }

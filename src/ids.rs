@@ -101,9 +101,12 @@ prefixed_id!(
     "evt_"
 );
 
-/// How a relay's id begins (a relay of a PostgreSQL cluster names itself
-/// `rly_<hex>` at start, in its notices and its sessions' ids).
-pub const RELAY_PREFIX: &str = "rly_";
+prefixed_id!(
+    /// A relay of a PostgreSQL cluster: it names itself at start, and in its
+    /// notices and its WebSocket sessions' ids.
+    RelayId,
+    "rly_"
+);
 
 impl AppId {
     /// The built-in app behind the unauthenticated `/inbound` of `[inbound] public = true`.

@@ -48,7 +48,7 @@ pub async fn recent(pool: &PgPool, since: i64) -> StoreResult<Vec<(ClientId, i64
 /// with `ws_<hex>_`, so the relay's leases can be found when it dies.
 pub fn session_id(relay: &str) -> String {
     let relay = relay
-        .strip_prefix(crate::ids::RELAY_PREFIX)
+        .strip_prefix(crate::ids::RelayId::PREFIX)
         .unwrap_or(relay);
     format!("ws_{relay}_{}", uuid::Uuid::new_v4().simple())
 }

@@ -157,7 +157,7 @@ fn parse_notice(payload: &str) -> Option<Heard> {
     let mut parts = payload.split(' ');
     let upto = parts.next()?.parse::<i64>().ok()?;
     let (relays, apps): (Vec<&str>, Vec<&str>) =
-        parts.partition(|p| p.starts_with(crate::ids::RELAY_PREFIX));
+        parts.partition(|p| p.starts_with(crate::ids::RelayId::PREFIX));
     let apps: Vec<String> = apps.into_iter().map(str::to_owned).collect();
     Some(Heard::Stored {
         upto,
